@@ -1,0 +1,402 @@
+//! The `switchyard` command line.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Settings, Source};
+use crate::oidc::client_auth::hash_secret;
+use crate::oidc::redirect_uri;
+use crate::password::{ARGON2ID, Passwords};
+use crate::startup::{Application, shutdown_signal};
+use crate::state::{key_algorithms, key_sealer, open_database};
+use crate::store::{Client, Database, GRANT_TYPES, NewUser, StoreError, User, now, validate_client_id, validate_client_secret};
+use crate::tokens::keys::{Alg, KeyRing};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "An OpenID Connect provider that moves users off their old identity provider one login at a time")]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, the embedded defaults apply.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the provider.
+    Serve,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage local users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage OAuth clients (applications).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Report every problem in the configuration, with the key that holds it.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a local user.
+    Add {
+        /// Email address (the usual login identifier).
+        #[arg(long)]
+        email: Option<String>,
+        /// Username, for users who log in without an email.
+        #[arg(long)]
+        username: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Mark the email as verified.
+        #[arg(long)]
+        email_verified: bool,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Show users after this id (for paging).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one user, by id, email or username.
+    Show {
+        /// Id, email or username.
+        user: String,
+    },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        /// Id, email or username.
+        user: String,
+        /// Read the password from standard input (one line); required.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user and their credentials.
+    Delete {
+        /// Id, email or username.
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client. Without --secret or --public a secret is generated and printed once.
+    Add(ClientArgs),
+    /// List clients.
+    List,
+    /// Show one client.
+    Show {
+        /// The client id.
+        client_id: String,
+    },
+    /// Delete a client.
+    Delete {
+        /// The client id.
+        client_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The client id applications send.
+    #[arg(long)]
+    pub id: String,
+    /// The client secret (at least 32 characters). Prefer --secret-stdin: arguments show up in process lists.
+    #[arg(long, conflicts_with_all = ["public", "secret_stdin"])]
+    pub secret: Option<String>,
+    /// Read the client secret from standard input.
+    #[arg(long, conflicts_with = "public")]
+    pub secret_stdin: bool,
+    /// A public client (single-page or native app): no secret, PKCE required.
+    #[arg(long)]
+    pub public: bool,
+    /// A registered redirect URI, matched exactly; repeat for several.
+    #[arg(long = "redirect-uri", required = true)]
+    pub redirect_uris: Vec<String>,
+    /// A registered post-logout redirect URI; repeat for several.
+    #[arg(long = "post-logout-redirect-uri")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// An allowed grant type; repeat for several [default: authorization_code, refresh_token].
+    #[arg(long = "grant-type")]
+    pub grant_types: Vec<String>,
+    /// Display name, shown on the login page.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// gateway (Switchyard signs access tokens) or upstream.
+    #[arg(long, default_value = "gateway")]
+    pub token_mode: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys and their states.
+    List,
+    /// Promote the next key; the current one stays published until its tokens expire.
+    Rotate {
+        /// Algorithm to rotate (default: the configured signing algorithm).
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (settings, source) = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(settings, source).await,
+        Command::Config(ConfigCommand::Check) => config_check(&settings, &source),
+        Command::Users(cmd) => users(&settings, cmd).await,
+        Command::Clients(cmd) => clients(&settings, cmd).await,
+        Command::Keys(cmd) => keys(&settings, cmd).await,
+    }
+}
+
+async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
+    let issuer = settings.issuer.clone();
+    let database = crate::state::redact_url(&settings.database_url);
+    let sessions = if settings.redis_url.is_some() { "redis" } else { "in-process" };
+    let app = Application::build(settings).await?;
+    match source {
+        Source::Defaults => {
+            println!("Switchyard is running on its embedded default (no configuration file).");
+            println!("  issuer:        {issuer}");
+            println!("  database:      {database}");
+            println!("  session store: {sessions}");
+            println!();
+            println!("Add a user and a client from another terminal:");
+            println!("  echo 'a long password' | switchyard users add --email alice@example.com --password-stdin");
+            println!("  switchyard clients add --id web --redirect-uri http://127.0.0.1:3000/callback");
+        }
+        Source::File(path) => {
+            println!("Switchyard is running with {}; issuer {issuer}, database {database}, session store {sessions}.", path.display());
+        }
+    }
+    tracing::info!(%issuer, port = app.port(), "serving");
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn config_check(settings: &Settings, source: &Source) -> anyhow::Result<()> {
+    let problems = settings.check();
+    let from = match source {
+        Source::File(p) => p.display().to_string(),
+        Source::Defaults => "the embedded defaults".into(),
+    };
+    if problems.is_empty() {
+        println!("{from}: no problems");
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    bail!("{} problem(s) in {from}", problems.len())
+}
+
+fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).with_context(|| format!("reading the {what} from standard input"))?;
+    // Only the line ending is removed: spaces are part of a password.
+    let line = input.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&input);
+    if line.is_empty() {
+        bail!("the {what} read from standard input is empty");
+    }
+    Ok(line.to_string())
+}
+
+async fn find_user(db: &dyn Database, user: &str) -> anyhow::Result<User> {
+    if let Some(u) = db.get_user(user).await? {
+        return Ok(u);
+    }
+    db.find_user_by_login(user).await?.with_context(|| format!("no user {user:?}"))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    match cmd {
+        UsersCommand::Add { email, username, name, email_verified, password_stdin } => {
+            if email.is_none() && username.is_none() {
+                bail!("give --email, --username or both");
+            }
+            if let Some(e) = &email {
+                if !e.contains('@') || e.len() > 320 {
+                    bail!("--email {e:?} is not an email address");
+                }
+            }
+            let passwords = Passwords::new(&settings.password)?;
+            let hash = if password_stdin {
+                let password = read_stdin_line("password")?;
+                passwords.check_policy(&password).map_err(anyhow::Error::msg)?;
+                Some(passwords.hash(password).await?)
+            } else {
+                None
+            };
+            let new = NewUser { email, username, name, email_verified, ..NewUser::default() };
+            let user = db.create_user(&new, hash.as_deref().map(|h| (h, ARGON2ID))).await.map_err(conflict)?;
+            println!("{}", user.id);
+        }
+        UsersCommand::List { limit, after } => {
+            for u in db.list_users(after.as_deref(), limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    u.id,
+                    u.email.as_deref().unwrap_or("-"),
+                    u.username.as_deref().unwrap_or("-"),
+                    u.state.as_str()
+                );
+            }
+        }
+        UsersCommand::Show { user } => print_json(&find_user(&*db, &user).await?)?,
+        UsersCommand::SetPassword { user, password_stdin } => {
+            if !password_stdin {
+                bail!("pass --password-stdin and send the password on standard input");
+            }
+            let user = find_user(&*db, &user).await?;
+            let passwords = Passwords::new(&settings.password)?;
+            let password = read_stdin_line("password")?;
+            passwords.check_policy(&password).map_err(anyhow::Error::msg)?;
+            let hash = passwords.hash(password).await?;
+            db.set_password(&user.id, &hash, ARGON2ID).await?;
+            println!("password set for {}", user.id);
+        }
+        UsersCommand::Delete { user } => {
+            let user = find_user(&*db, &user).await?;
+            db.delete_user(&user.id).await?;
+            println!("deleted {}", user.id);
+        }
+    }
+    Ok(())
+}
+
+fn conflict(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Conflict(field) => anyhow::anyhow!("a user or client with that {field} already exists"),
+        other => other.into(),
+    }
+}
+
+async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    match cmd {
+        ClientsCommand::Add(args) => {
+            let (client, generated) = client_from_args(args)?;
+            db.create_client(&client).await.map_err(conflict)?;
+            println!("client_id: {}", client.client_id);
+            if let Some(secret) = generated {
+                println!("client_secret: {secret}");
+                println!("(the secret is stored hashed and cannot be shown again)");
+            }
+        }
+        ClientsCommand::List => {
+            for c in db.list_clients().await? {
+                let kind = if c.public { "public" } else { "confidential" };
+                println!("{}\t{kind}\t{}\t{}", c.client_id, c.source, c.redirect_uris.join(" "));
+            }
+        }
+        ClientsCommand::Show { client_id } => {
+            print_json(&db.get_client(&client_id).await?.with_context(|| format!("no client {client_id:?}"))?)?
+        }
+        ClientsCommand::Delete { client_id } => {
+            if !db.delete_client(&client_id).await? {
+                bail!("no client {client_id:?}");
+            }
+            println!("deleted {client_id}");
+        }
+    }
+    Ok(())
+}
+
+/// Validates the flags of `clients add`; returns the client and the secret
+/// when one was generated.
+pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<String>)> {
+    validate_client_id(&args.id).map_err(|m| anyhow::anyhow!("--id: {m}"))?;
+    for uri in args.redirect_uris.iter().chain(&args.post_logout_redirect_uris) {
+        redirect_uri::validate_registration(uri).map_err(|m| anyhow::anyhow!("{uri:?} {m}"))?;
+    }
+    let grant_types = if args.grant_types.is_empty() { crate::config::default_grant_types() } else { args.grant_types };
+    for g in &grant_types {
+        if !GRANT_TYPES.contains(&g.as_str()) {
+            bail!("--grant-type {g:?} is not one of {}", GRANT_TYPES.join(", "));
+        }
+    }
+    if !matches!(args.token_mode.as_str(), "gateway" | "upstream") {
+        bail!("--token-mode must be gateway or upstream");
+    }
+    let (secret, generated) = if args.public {
+        (None, None)
+    } else if args.secret_stdin {
+        (Some(read_stdin_line("client secret")?), None)
+    } else if let Some(s) = args.secret {
+        (Some(s), None)
+    } else {
+        let s = crate::crypto::random_token();
+        (Some(s.clone()), Some(s))
+    };
+    if let Some(s) = &secret {
+        validate_client_secret(s).map_err(anyhow::Error::msg)?;
+    }
+    let client = Client {
+        client_id: args.id,
+        name: args.name,
+        secret_hash: secret.as_deref().map(hash_secret),
+        public: args.public,
+        redirect_uris: args.redirect_uris,
+        post_logout_redirect_uris: args.post_logout_redirect_uris,
+        grant_types,
+        token_mode: args.token_mode,
+        source: "cli".into(),
+        created_at: now(),
+    };
+    Ok((client, generated))
+}
+
+async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
+    let db: Arc<dyn Database> = open_database(settings).await?;
+    let (configured, algs) = key_algorithms(settings)?;
+    let ring = KeyRing::load(db, key_sealer()?, algs).await?;
+    match cmd {
+        KeysCommand::List => {
+            for k in ring.current().keys() {
+                let until = k.publish_until.map(|t| format!("published until {t}")).unwrap_or_default();
+                println!("{}\t{}\t{}\t{until}", k.kid, k.alg.as_str(), k.state.as_str());
+            }
+        }
+        KeysCommand::Rotate { alg } => {
+            let alg = match alg {
+                Some(a) => Alg::parse(&a).with_context(|| format!("--alg {a:?} is not RS256, ES256 or EdDSA"))?,
+                None => configured,
+            };
+            // Tokens signed by the retiring key stay verifiable until the
+            // longest-lived of them expires, plus a margin for clock skew.
+            let t = &settings.tokens;
+            let overlap = t.access_token_ttl_secs.max(t.id_token_ttl_secs) as i64 + 300;
+            let kid = ring.rotate(alg, overlap).await?;
+            println!("rotated {}: new next key {kid}; instances pick up the change within 30 s", alg.as_str());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! Typed settings: one TOML file plus `SWITCHYARD_*` environment overrides.
+//!
+//! Secrets never live in the file: the file names the environment variable
+//! that holds each one (`client_secret_env`), so the file can be committed.
+//! With no file at all every key has a default, which is the embedded mode
+//! (SQLite file, in-process session store, loopback issuer).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080/";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchyard.db";
+
+/// The top-level keys of [`Settings`], which `SWITCHYARD_*` variables may set.
+const SETTINGS_KEYS: &[&str] = &[
+    "issuer", "listen", "database_url", "redis_url", "session_prefix", "trust_forwarded_for", "tokens", "password",
+    "throttle", "clients",
+];
+
+/// Every setting Switchyard reads. Field docs are the configuration reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The issuer applications are repointed at. Byte-identical in discovery
+    /// and in every token (OIDC Discovery §3, §4.3).
+    pub issuer: String,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    /// `redis://…`; absent means the in-process session store.
+    pub redis_url: Option<String>,
+    /// Prefix of every session-store key, so several deployments (or tests)
+    /// share one Redis without colliding.
+    pub session_prefix: String,
+    /// Honour the left-most `X-Forwarded-For` address for throttling. Only
+    /// safe behind a proxy that overwrites the header.
+    pub trust_forwarded_for: bool,
+    pub tokens: TokenSettings,
+    pub password: PasswordSettings,
+    pub throttle: ThrottleSettings,
+    pub clients: Vec<ClientSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Signing algorithm of ID and access tokens: `RS256`, `ES256` or
+    /// `EdDSA`. RS256 keys are always kept too, because OIDC Discovery §3
+    /// requires RS256 to be offered.
+    pub signing_alg: String,
+    /// `aud` of access tokens (RFC 9068 §3). Defaults to the issuer.
+    pub audience: Option<String>,
+    pub access_token_ttl_secs: u64,
+    pub id_token_ttl_secs: u64,
+    /// Absolute lifetime of a refresh-token family (RFC 9700 §4.14.2).
+    pub refresh_token_ttl_secs: u64,
+    /// How long a just-rotated refresh token may be presented again by a
+    /// client retrying the same request before it counts as reuse.
+    pub refresh_reuse_grace_secs: u64,
+    /// Authorization codes live at most this long; capped at 60 s.
+    pub code_ttl_secs: u64,
+    /// Lifetime of a gateway (browser) session.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            signing_alg: "RS256".into(),
+            audience: None,
+            access_token_ttl_secs: 3600,
+            id_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            refresh_reuse_grace_secs: 10,
+            code_ttl_secs: 60,
+            session_ttl_secs: 14 * 24 * 3600,
+        }
+    }
+}
+
+/// argon2id parameters; the defaults are OWASP's minimum (m = 19 MiB, t = 2, p = 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Threads that may hash at once; defaults to the number of cores.
+    pub hashing_threads: Option<usize>,
+    /// Shortest password accepted when one is set through Switchyard.
+    pub min_length: usize,
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, hashing_threads: None, min_length: 8 }
+    }
+}
+
+/// Failed-login limits (ASVS 6.1.1, 6.3.1). Counters are fixed windows in the
+/// session store, so every instance shares them and a locked account frees
+/// itself when the window ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    pub account_failures: u64,
+    pub account_window_secs: u64,
+    pub ip_failures: u64,
+    pub ip_window_secs: u64,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self { account_failures: 10, account_window_secs: 900, ip_failures: 100, ip_window_secs: 900 }
+    }
+}
+
+/// A client declared in the configuration file; synchronised into the
+/// database at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub client_id: String,
+    /// Environment variable that holds the secret; absent for public clients.
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// `gateway` (Switchyard signs access tokens) or `upstream` (reserved for
+    /// the upstream track).
+    #[serde(default = "default_token_mode")]
+    pub token_mode: String,
+}
+
+pub fn default_grant_types() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
+}
+
+fn default_token_mode() -> String {
+    "gateway".into()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            issuer: DEFAULT_ISSUER.into(),
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            redis_url: None,
+            session_prefix: "switchyard:".into(),
+            trust_forwarded_for: false,
+            tokens: TokenSettings::default(),
+            password: PasswordSettings::default(),
+            throttle: ThrottleSettings::default(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// One problem found by [`Settings::check`], with the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Where the settings came from, for the start-up banner.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Defaults,
+}
+
+impl Settings {
+    /// Loads defaults, then the file (when given and present), then the
+    /// environment. A file named explicitly must exist.
+    pub fn load(path: Option<&Path>) -> Result<(Self, Source), anyhow::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let source = match path {
+            Some(p) => {
+                if !p.exists() {
+                    anyhow::bail!("configuration file {} does not exist", p.display());
+                }
+                figment = figment.merge(Toml::file(p));
+                Source::File(p.to_path_buf())
+            }
+            None => Source::Defaults,
+        };
+        // `SWITCHYARD_TOKENS__SIGNING_ALG` → `tokens.signing_alg`. Only
+        // variables that name a settings key are read: others such as
+        // SWITCHYARD_CONFIG or SWITCHYARD_LOG are not settings, and
+        // `deny_unknown_fields` would refuse them.
+        figment = figment.merge(
+            Env::prefixed("SWITCHYARD_")
+                .filter(|key| {
+                    let top = key.as_str().split("__").next().unwrap_or("").to_ascii_lowercase();
+                    SETTINGS_KEYS.contains(&top.as_str())
+                })
+                .split("__"),
+        );
+        let settings: Settings = figment.extract().map_err(|e| anyhow::anyhow!(describe_figment_error(e)))?;
+        Ok((settings, source))
+    }
+
+    /// Every problem in the settings, each with the key that holds it.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
+
+        match Url::parse(&self.issuer) {
+            Ok(url) => {
+                if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback_host(&url)) {
+                    problem("issuer", "must use https unless the host is loopback (OIDC Core §2, iss)".into());
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    problem("issuer", "must not have a query or fragment (OIDC Discovery §4.3)".into());
+                }
+            }
+            Err(e) => problem("issuer", format!("is not a URL: {e}")),
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")) {
+            problem("database_url", "must start with sqlite: or postgres://".into());
+        }
+        if let Some(r) = &self.redis_url {
+            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
+                problem("redis_url", "must start with redis:// or rediss://".into());
+            }
+        }
+        if !matches!(self.tokens.signing_alg.as_str(), "RS256" | "ES256" | "EdDSA") {
+            problem("tokens.signing_alg", format!("{:?} is not one of RS256, ES256, EdDSA", self.tokens.signing_alg));
+        }
+        if self.tokens.code_ttl_secs == 0 || self.tokens.code_ttl_secs > 60 {
+            problem("tokens.code_ttl_secs", "must be between 1 and 60 (ASVS 10.4.2)".into());
+        }
+        for (key, v) in [
+            ("tokens.access_token_ttl_secs", self.tokens.access_token_ttl_secs),
+            ("tokens.id_token_ttl_secs", self.tokens.id_token_ttl_secs),
+            ("tokens.refresh_token_ttl_secs", self.tokens.refresh_token_ttl_secs),
+            ("tokens.session_ttl_secs", self.tokens.session_ttl_secs),
+        ] {
+            if v == 0 {
+                problem(key, "must be greater than 0".into());
+            }
+        }
+        if self.password.memory_kib < 19 * 1024 || self.password.iterations < 2 || self.password.parallelism < 1 {
+            problem("password", "argon2id parameters below OWASP's minimum (memory_kib ≥ 19456, iterations ≥ 2, parallelism ≥ 1)".into());
+        }
+        if self.throttle.account_failures == 0 || self.throttle.ip_failures == 0 {
+            problem("throttle", "failure limits must be greater than 0".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            if !seen.insert(c.client_id.clone()) {
+                problem(&key("client_id"), format!("{:?} is declared twice", c.client_id));
+            }
+            if let Err(m) = crate::store::validate_client_id(&c.client_id) {
+                problem(&key("client_id"), m);
+            }
+            match (&c.client_secret_env, c.public) {
+                (Some(_), true) => problem(&key("client_secret_env"), "a public client has no secret".into()),
+                (None, false) => problem(&key("client_secret_env"), "a confidential client needs one (or set public = true)".into()),
+                (Some(var), false) => match std::env::var(var) {
+                    Ok(s) => {
+                        if let Err(m) = crate::store::validate_client_secret(&s) {
+                            problem(&key("client_secret_env"), format!("${var}: {m}"));
+                        }
+                    }
+                    Err(_) => problem(&key("client_secret_env"), format!("environment variable {var} is not set")),
+                },
+                (None, true) => {}
+            }
+            if c.redirect_uris.is_empty() {
+                problem(&key("redirect_uris"), "at least one is required".into());
+            }
+            for (j, uri) in c.redirect_uris.iter().enumerate() {
+                if let Err(m) = crate::oidc::redirect_uri::validate_registration(uri) {
+                    problem(&format!("clients[{i}].redirect_uris[{j}]"), m);
+                }
+            }
+            for (j, uri) in c.post_logout_redirect_uris.iter().enumerate() {
+                if let Err(m) = crate::oidc::redirect_uri::validate_registration(uri) {
+                    problem(&format!("clients[{i}].post_logout_redirect_uris[{j}]"), m);
+                }
+            }
+            for g in &c.grant_types {
+                if !crate::store::GRANT_TYPES.contains(&g.as_str()) {
+                    problem(&key("grant_types"), format!("{g:?} is not one of {}", crate::store::GRANT_TYPES.join(", ")));
+                }
+            }
+            if !matches!(c.token_mode.as_str(), "gateway" | "upstream") {
+                problem(&key("token_mode"), "must be gateway or upstream".into());
+            }
+        }
+        problems
+    }
+
+    /// The issuer with no trailing slash, for building endpoint URLs.
+    pub fn issuer_base(&self) -> &str {
+        self.issuer.trim_end_matches('/')
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
+    pub fn access_token_audience(&self) -> String {
+        self.tokens.audience.clone().unwrap_or_else(|| self.issuer.clone())
+    }
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// figment's errors name the key path; render each one on its own line.
+fn describe_figment_error(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_mode_and_pass_the_check() {
+        let s = Settings::default();
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+        assert!(s.redis_url.is_none());
+        assert_eq!(s.check(), vec![]);
+    }
+
+    #[test]
+    fn https_is_required_unless_the_issuer_is_loopback() {
+        let mut s = Settings { issuer: "http://login.example.com/".into(), ..Settings::default() };
+        assert_eq!(s.check()[0].key, "issuer");
+        s.issuer = "https://login.example.com/".into();
+        assert!(s.check().is_empty());
+        s.issuer = "http://localhost:9000".into();
+        assert!(s.check().is_empty());
+    }
+
+    #[test]
+    fn check_names_the_key_of_each_problem() {
+        let mut s = Settings::default();
+        s.tokens.code_ttl_secs = 600;
+        s.clients.push(ClientSettings {
+            client_id: "web".into(),
+            client_secret_env: None,
+            public: false,
+            name: None,
+            redirect_uris: vec!["https://app.example.com/cb#frag".into()],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec!["implicit".into()],
+            token_mode: "gateway".into(),
+        });
+        let keys: Vec<_> = s.check().into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"tokens.code_ttl_secs".to_string()));
+        assert!(keys.contains(&"clients[0].client_secret_env".to_string()));
+        assert!(keys.contains(&"clients[0].redirect_uris[0]".to_string()));
+        assert!(keys.contains(&"clients[0].grant_types".to_string()));
+    }
+}

@@ -1,0 +1,119 @@
+//! Client authentication at the token and revocation endpoints
+//! (RFC 6749 §2.3): `client_secret_basic`, `client_secret_post`, and `none`
+//! for public clients (which still identify themselves with `client_id`).
+
+use axum::http::{HeaderMap, header};
+
+use super::params::Params;
+use crate::crypto::{self, b64url, constant_time_eq};
+use crate::error::OAuthError;
+use crate::state::AppState;
+use crate::store::Client;
+
+/// Hashes a client secret for storage: `sha256$<salt>$<digest>`.
+///
+/// Client secrets are high-entropy (at least 32 characters, 256 random bits
+/// when generated), for which a salted SHA-256 is as strong as a slow hash,
+/// and a slow hash would cost every token request tens of milliseconds.
+pub fn hash_secret(secret: &str) -> String {
+    let salt = crypto::random_bytes(16);
+    let digest = salted_digest(&salt, secret);
+    format!("sha256${}${}", b64url(&salt), b64url(&digest))
+}
+
+fn salted_digest(salt: &[u8], secret: &str) -> Vec<u8> {
+    let mut input = salt.to_vec();
+    input.extend_from_slice(secret.as_bytes());
+    crypto::sha256(&input)
+}
+
+/// Constant-time check of `secret` against a stored hash.
+pub fn verify_secret(stored: &str, secret: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some("sha256"), Some(salt), Some(digest), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Some(salt), Some(digest)) = (crypto::b64url_decode(salt), crypto::b64url_decode(digest)) else {
+        return false;
+    };
+    constant_time_eq(&salted_digest(&salt, secret), &digest)
+}
+
+/// Credentials as presented, before they are checked.
+struct Presented {
+    client_id: String,
+    secret: Option<String>,
+    basic: bool,
+}
+
+fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
+    let body_id = params.get("client_id")?;
+    let body_secret = params.get("client_secret")?;
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        let client_id = body_id.ok_or_else(|| OAuthError::invalid_client(false))?;
+        return Ok(Presented { client_id: client_id.into(), secret: body_secret.map(Into::into), basic: false });
+    };
+    let auth = auth.to_str().map_err(|_| OAuthError::invalid_client(true))?;
+    let (scheme, encoded) = auth.split_once(' ').ok_or_else(|| OAuthError::invalid_client(true))?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client(true));
+    }
+    // RFC 6749 §2.3: one authentication method per request.
+    if body_secret.is_some() {
+        return Err(OAuthError::invalid_request("more than one client authentication method was used"));
+    }
+    let decoded = crypto::b64_decode(encoded).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| OAuthError::invalid_client(true))?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(|| OAuthError::invalid_client(true))?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
+    let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client(true))?;
+    let secret = form_decode(secret).ok_or_else(|| OAuthError::invalid_client(true))?;
+    if body_id.is_some_and(|b| b != id) {
+        return Err(OAuthError::invalid_client(true));
+    }
+    Ok(Presented { client_id: id, secret: Some(secret), basic: true })
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return None;
+    }
+    let decoded: String = form_urlencoded::parse(format!("x={s}").as_bytes()).next()?.1.into_owned();
+    Some(decoded)
+}
+
+/// Authenticates the client of a token or revocation request.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Client, OAuthError> {
+    let p = presented(headers, params)?;
+    let client = state.db.get_client(&p.client_id).await?;
+    let Some(client) = client else {
+        // Same work as a known client, so timing does not reveal which ids exist.
+        if let Some(secret) = &p.secret {
+            verify_secret(&state.dummy_secret_hash, secret);
+        }
+        return Err(OAuthError::invalid_client(p.basic));
+    };
+    match (&client.secret_hash, &p.secret) {
+        (Some(stored), Some(secret)) if verify_secret(stored, secret) => Ok(client),
+        // A public client has no secret to present (RFC 6749 §2.1).
+        (None, None) if client.public => Ok(client),
+        _ => Err(OAuthError::invalid_client(p.basic)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_hash_verifies_only_its_secret() {
+        let h = hash_secret("s3cret-s3cret-s3cret-s3cret-s3cret");
+        assert!(verify_secret(&h, "s3cret-s3cret-s3cret-s3cret-s3cret"));
+        assert!(!verify_secret(&h, "s3cret-s3cret-s3cret-s3cret-s3creT"));
+        assert!(!verify_secret("plain", "plain"));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+    }
+}

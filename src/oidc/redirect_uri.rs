@@ -1,0 +1,123 @@
+//! Redirect URI registration and matching.
+//!
+//! Matching is **exact string comparison** (RFC 9700 §2.1 and §4.1.3; OIDC
+//! Core §3.1.2.1; ASVS 10.4.1): no wildcard, prefix, suffix, or "parse both
+//! and compare the parts", which is how `..;/`, `@`, look-alike hosts and
+//! backslash tricks got through in Keycloak (CVE-2024-8883, CVE-2026-3872,
+//! CVE-2026-7504) and oauth2-proxy (CVE-2020-5233). The single exception is
+//! the one RFC 8252 §7.3 requires: a native app's loopback redirect on an IP
+//! literal may use any port.
+
+use url::Url;
+
+/// Checks a URI before it is registered for a client.
+pub fn validate_registration(uri: &str) -> Result<(), String> {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+        return Err("must not contain whitespace, control characters or backslashes".into());
+    }
+    let url = Url::parse(uri).map_err(|e| format!("is not an absolute URI: {e}"))?;
+    // RFC 6749 §3.1.2: the endpoint URI must not include a fragment.
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err("must not contain a fragment (RFC 6749 §3.1.2)".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user information".into());
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            // RFC 8252 §7.3 and §8.3: plain http only for loopback IP
+            // literals; `localhost` can be pointed elsewhere by DNS or a
+            // hosts file, so it is refused (RFC 9700 §2.1).
+            if !is_loopback_literal(&url) {
+                return Err("http is allowed only for the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §7.3)".into());
+            }
+        }
+        "javascript" | "data" | "file" | "vbscript" | "about" | "blob" => {
+            return Err(format!("the {} scheme cannot be a redirect target", url.scheme()));
+        }
+        scheme => {
+            // RFC 8252 §7.1: private-use schemes are reverse domain names.
+            if !scheme.contains('.') {
+                return Err("a custom scheme must be a reverse domain name such as com.example.app (RFC 8252 §7.1)".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_loopback_literal(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+/// True when `requested` is one of `registered`, compared as strings.
+pub fn matches(registered: &[String], requested: &str) -> bool {
+    registered.iter().any(|r| r == requested || loopback_port_match(r, requested))
+}
+
+/// RFC 8252 §7.3: `http://127.0.0.1:{any port}/path` matches
+/// `http://127.0.0.1/path` (and likewise for `[::1]`). Everything but the
+/// port is still compared as an exact string.
+fn loopback_port_match(registered: &str, requested: &str) -> bool {
+    for host in ["http://127.0.0.1", "http://[::1]"] {
+        if let (Some(r), Some(q)) = (registered.strip_prefix(host), requested.strip_prefix(host)) {
+            let (r, q) = (strip_port(r), strip_port(q));
+            if let (Some(r), Some(q)) = (r, q) {
+                return r == q && (q.is_empty() || q.starts_with('/'));
+            }
+        }
+    }
+    false
+}
+
+/// `":8080/cb"` → `Some("/cb")`; `"/cb"` → `Some("/cb")`; anything else after
+/// the host (`".evil.com/"`, `"@evil/"`) → `None`.
+fn strip_port(rest: &str) -> Option<&str> {
+    match rest.strip_prefix(':') {
+        Some(after) => {
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            (digits > 0 && digits <= 5).then(|| &after[digits..])
+        }
+        None => (rest.is_empty() || rest.starts_with('/')).then_some(rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_redirects_may_change_only_the_port() {
+        let reg = vec!["http://127.0.0.1/callback".to_string()];
+        assert!(matches(&reg, "http://127.0.0.1:51004/callback"));
+        assert!(matches(&reg, "http://127.0.0.1/callback"));
+        assert!(!matches(&reg, "http://127.0.0.1:51004/callback/x"));
+        assert!(!matches(&reg, "http://127.0.0.1.evil.com/callback"));
+        assert!(!matches(&reg, "http://127.0.0.1:80@evil.com/callback"));
+        assert!(!matches(&reg, "http://localhost:51004/callback"));
+    }
+
+    #[test]
+    fn registration_refuses_what_cannot_be_a_safe_redirect() {
+        assert!(validate_registration("https://app.example.com/cb").is_ok());
+        assert!(validate_registration("com.example.app:/oauth").is_ok());
+        assert!(validate_registration("http://127.0.0.1/cb").is_ok());
+        for bad in [
+            "https://app.example.com/cb#x",
+            "http://app.example.com/cb",
+            "http://localhost/cb",
+            "https://user@app.example.com/cb",
+            "javascript:alert(1)",
+            "myapp:/cb",
+            "/relative",
+            "https://app.example.com/a b",
+            "https://app.example.com\\@evil.com/",
+        ] {
+            assert!(validate_registration(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}

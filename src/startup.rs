@@ -1,0 +1,110 @@
+//! [`Application`]: binds, wires and serves.
+//!
+//! The listener and the shutdown signal are passed in, so tests bind
+//! `127.0.0.1:0` and stop the server when they are done (mini-redis's
+//! `server::run(listener, shutdown)`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request, header};
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::oidc::params::BODY_LIMIT;
+use crate::state::{AppState, State};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// How often each instance re-reads the signing keys, so a rotation made
+/// by `switchyard keys rotate` (or another instance) is picked up.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Application {
+    /// Binds `settings.listen` and wires the state.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    /// Serves on a listener the caller already bound.
+    pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        let state = State::build(settings).await?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let reload_state = self.state.clone();
+        let reloader = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = reload_state.keys.reload().await {
+                    tracing::warn!(error = %e, "reloading signing keys failed; keeping the current set");
+                }
+            }
+        });
+        let app = router(self.state);
+        let result = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reloader.abort();
+        result
+    }
+}
+
+/// Every route, with the layers every route shares.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::oidc::router())
+        .merge(crate::login::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(
+            // The span names the path only: query strings carry codes,
+            // states and hints that have no place in a log line.
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

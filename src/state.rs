@@ -1,0 +1,155 @@
+//! [`AppState`]: the one place dependencies are wired.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::crypto::Sealer;
+use crate::oidc::client_auth::hash_secret;
+use crate::password::Passwords;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::sql::SqlStore;
+use crate::store::{Client, Database, SessionStore, now};
+use crate::throttle::Throttle;
+use crate::tokens::keys::{Alg, KeyRing};
+
+/// Shared by every request; cheap to clone.
+pub type AppState = Arc<State>;
+
+pub struct State {
+    pub settings: Settings,
+    /// Users, clients, keys, audit events.
+    pub db: Arc<dyn Database>,
+    /// Pending requests, codes, sessions, refresh families, counters.
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: KeyRing,
+    pub passwords: Passwords,
+    pub throttle: Throttle,
+    /// The algorithm ID and access tokens are signed with.
+    pub signing_alg: Alg,
+    /// Verified against when a client id is unknown, so the miss costs the
+    /// same as a wrong secret.
+    pub dummy_secret_hash: String,
+}
+
+/// Opens the SQL store named by the settings.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Arc<dyn Database>> {
+    let db = SqlStore::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("opening the database ({})", redact_url(&settings.database_url)))?;
+    Ok(Arc::new(db))
+}
+
+/// Opens the session store: Redis when `redis_url` is set, else in-process.
+pub async fn open_session_store(settings: &Settings) -> anyhow::Result<Arc<dyn SessionStore>> {
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::connect(url, &settings.session_prefix)
+                .await
+                .with_context(|| format!("connecting to Redis ({})", redact_url(url)))?,
+        ),
+        None => Arc::new(MemoryStore::new()),
+    })
+}
+
+/// The key-encryption key from `SWITCHYARD_KEY_ENCRYPTION_KEY` (32 bytes,
+/// base64), when set.
+pub fn key_sealer() -> anyhow::Result<Option<Sealer>> {
+    match std::env::var("SWITCHYARD_KEY_ENCRYPTION_KEY") {
+        Ok(v) if !v.trim().is_empty() => {
+            let bytes = crate::crypto::b64_decode(&v)
+                .or_else(|| crate::crypto::b64url_decode(v.trim()))
+                .context("SWITCHYARD_KEY_ENCRYPTION_KEY is not base64")?;
+            let sealer = Sealer::new(&bytes).context("SWITCHYARD_KEY_ENCRYPTION_KEY must decode to exactly 32 bytes")?;
+            Ok(Some(sealer))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The algorithms keys are kept for: the configured one, and RS256 always
+/// (OIDC Discovery §3 requires it to be offered).
+pub fn key_algorithms(settings: &Settings) -> anyhow::Result<(Alg, Vec<Alg>)> {
+    let alg = Alg::parse(&settings.tokens.signing_alg)
+        .with_context(|| format!("tokens.signing_alg: {:?} is not RS256, ES256 or EdDSA", settings.tokens.signing_alg))?;
+    let mut algs = vec![Alg::RS256];
+    if alg != Alg::RS256 {
+        algs.push(alg);
+    }
+    Ok((alg, algs))
+}
+
+impl State {
+    /// Wires every dependency for serving.
+    pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
+        let problems = settings.check();
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::bail!("the configuration has problems:\n  {}", list.join("\n  "));
+        }
+        let db = open_database(&settings).await?;
+        let sessions = open_session_store(&settings).await?;
+        let (signing_alg, algs) = key_algorithms(&settings)?;
+        let keys = KeyRing::load(db.clone(), key_sealer()?, algs).await.context("loading signing keys")?;
+        sync_config_clients(&*db, &settings).await?;
+        let passwords = Passwords::new(&settings.password)?;
+        let throttle = Throttle::new(sessions.clone(), settings.throttle.clone());
+        Ok(Arc::new(State {
+            dummy_secret_hash: hash_secret("switchyard dummy client secret"),
+            settings,
+            db,
+            sessions,
+            keys,
+            passwords,
+            throttle,
+            signing_alg,
+        }))
+    }
+}
+
+/// Makes the clients table agree with the `[[clients]]` of the file: each is
+/// inserted or updated, and file clients no longer in the file are removed.
+/// Clients added with the CLI are left alone.
+async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::Result<()> {
+    for c in &settings.clients {
+        let secret_hash = match &c.client_secret_env {
+            Some(var) => {
+                let secret = std::env::var(var).with_context(|| format!("client {}: {var} is not set", c.client_id))?;
+                Some(hash_secret(&secret))
+            }
+            None => None,
+        };
+        let client = Client {
+            client_id: c.client_id.clone(),
+            name: c.name.clone(),
+            secret_hash,
+            public: c.public,
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            grant_types: c.grant_types.clone(),
+            token_mode: c.token_mode.clone(),
+            source: "config".into(),
+            created_at: now(),
+        };
+        db.upsert_client(&client).await?;
+    }
+    for existing in db.list_clients().await? {
+        if existing.source == "config" && !settings.clients.iter().any(|c| c.client_id == existing.client_id) {
+            db.delete_client(&existing.client_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the password from a connection URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,338 @@
+//! Where state lives (DESIGN.md, "Where state lives").
+//!
+//! - [`Database`]: durable records (users, credentials, identities, clients,
+//!   signing keys, audit events, and the job and outbox tables the migration
+//!   issues fill) in SQL through sqlx: [`sql::SqlStore`] serves both SQLite
+//!   and PostgreSQL from one set of queries.
+//! - [`SessionStore`]: short-lived records with a TTL (pending authorization
+//!   requests, codes, sessions, refresh families, throttle counters):
+//!   [`memory::MemoryStore`] in-process, [`redis::RedisStore`] shared.
+//!
+//! Both are object-safe traits used as `Arc<dyn …>`, and each has one test
+//! suite that every implementation passes (tests/api/store.rs).
+
+pub mod memory;
+pub mod redis;
+pub mod sql;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write; the string names the field.
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    /// The backend could not be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Backend(String),
+    #[error("stored record could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The grant types a client may be allowed.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "password", "client_credentials"];
+
+/// Where a user stands in the migration. Only `local` is produced by the
+/// core; the upstream tracks add the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    /// Created in Switchyard; never had an upstream account.
+    Local,
+    /// Known from a backfill, never logged in through Switchyard.
+    Pending,
+    /// Logged in through the upstream redirect track; no local credential.
+    Shadow,
+    /// Has a local credential copied or verified from the upstream.
+    Migrated,
+}
+
+impl UserState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Pending => "pending",
+            Self::Shadow => "shadow",
+            Self::Migrated => "migrated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "local" => Self::Local,
+            "pending" => Self::Pending,
+            "shadow" => Self::Shadow,
+            "migrated" => Self::Migrated,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    /// The `sub` of every token: the upstream id for users who came from
+    /// upstream, a generated id for local ones.
+    pub id: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+    pub picture: Option<String>,
+    pub phone_number: Option<String>,
+    pub user_metadata: serde_json::Value,
+    pub app_metadata: serde_json::Value,
+    pub state: UserState,
+    pub blocked: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+/// What `users add` (and later the migration) supplies for a new user.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// When absent a local id is generated.
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordCredential {
+    pub user_id: String,
+    /// A PHC string (`$argon2id$…`), or an imported hash in its own format.
+    pub hash: String,
+    pub algorithm: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Client {
+    pub client_id: String,
+    pub name: Option<String>,
+    /// `sha256$<salt>$<digest>`; `None` for public clients.
+    #[serde(skip_serializing)]
+    pub secret_hash: Option<String>,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub token_mode: String,
+    /// `config` for clients declared in the file (re-synchronised at every
+    /// start), `cli` for those added with `switchyard clients add`.
+    pub source: String,
+    pub created_at: i64,
+}
+
+impl Client {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Published in the JWKS, not yet signing: relying parties learn it
+    /// before the first token signed with it arrives.
+    Next,
+    /// Signs new tokens.
+    Active,
+    /// No longer signs; published until `publish_until`.
+    Retired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "next" => Self::Next,
+            "active" => Self::Active,
+            "retired" => Self::Retired,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// `RS256`, `ES256` or `EdDSA`.
+    pub alg: String,
+    /// PKCS#8 DER, base64; or `sealed:` + base64 of an AES-GCM sealing when
+    /// a key-encryption key is configured.
+    pub private_key: String,
+    pub state: KeyState,
+    pub created_at: i64,
+    pub publish_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates the user and, when given, the password credential in one
+    /// transaction: a user never exists half-made.
+    async fn create_user(&self, user: &NewUser, password: Option<(&str, &str)>) -> StoreResult<User>;
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// Looks a login identifier up as an email (case-insensitively) or a username.
+    async fn find_user_by_login(&self, identifier: &str) -> StoreResult<Option<User>>;
+    /// Users ordered by id, after the given id.
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>>;
+    /// Deletes the user with its credentials and identities.
+    async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    async fn get_password(&self, user_id: &str) -> StoreResult<Option<PasswordCredential>>;
+    /// Replaces the password credential; false when the user does not exist.
+    async fn set_password(&self, user_id: &str, hash: &str, algorithm: &str) -> StoreResult<bool>;
+    async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Inserts a new client; `Conflict("client_id")` when it exists.
+    async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    /// Inserts or replaces (used to synchronise clients from the file).
+    async fn upsert_client(&self, client: &Client) -> StoreResult<()>;
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn list_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    async fn insert_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    /// In one transaction: the active key of `alg` retires (published until
+    /// `publish_until`), the `next` one becomes active, `new_next` is
+    /// inserted, and retired keys past their date are deleted.
+    async fn rotate_keys(&self, alg: &str, new_next: &SigningKeyRecord, publish_until: i64, now: i64) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn record_event(&self, event: &AuditEvent) -> StoreResult<()>;
+    async fn recent_events(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// The durable store, as the application sees it.
+#[async_trait]
+pub trait Database: UserStore + ClientStore + KeyStore + AuditLog {
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A counter in a fixed window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub count: u64,
+    pub resets_in: Duration,
+}
+
+/// Short-lived key/value records with a TTL, shared by every gateway
+/// instance. Implementations prefix every key with their namespace.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()>;
+    /// Writes only when the key is absent; true when written. Used for
+    /// single-use claims (refresh rotation) and locks.
+    async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<bool>;
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Reads and deletes atomically: of two concurrent takes only one sees
+    /// the value (single-use authorization codes, ASVS 10.4.2).
+    async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn delete(&self, key: &str) -> StoreResult<bool>;
+    /// Increments a counter whose window starts at its first increment.
+    async fn incr(&self, key: &str, window: Duration) -> StoreResult<Counter>;
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// JSON helpers over any [`SessionStore`]; kept out of the trait so it stays
+/// object-safe.
+#[async_trait]
+pub trait SessionStoreExt {
+    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, ttl: Duration) -> StoreResult<()>;
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>>;
+    async fn take_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>>;
+}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStoreExt for S {
+    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, ttl: Duration) -> StoreResult<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.put(key, &bytes, ttl).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
+        decode(self.get(key).await?)
+    }
+
+    async fn take_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
+        decode(self.take(key).await?)
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> StoreResult<Option<T>> {
+    bytes.map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+}
+
+/// Client ids are printable ASCII without spaces or the characters Basic
+/// authentication and URLs treat specially, so they survive every encoding
+/// (RFC 6749 §2.2, Appendix A.1).
+pub fn validate_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+        return Err("may contain only letters, digits and - . _ ~".into());
+    }
+    Ok(())
+}
+
+/// Client secrets are stored as a salted SHA-256, which is sound only for
+/// high-entropy secrets; 32 characters is the floor (a generated one is 43).
+pub fn validate_client_secret(secret: &str) -> Result<(), String> {
+    if secret.chars().count() < 32 {
+        return Err("a client secret must be at least 32 characters (generate one with `switchyard clients add` without --secret)".into());
+    }
+    Ok(())
+}
+
+/// Unix time in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

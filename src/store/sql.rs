@@ -1,0 +1,521 @@
+//! The SQL store: one implementation for SQLite and PostgreSQL.
+//!
+//! Queries go through sqlx's `Any` driver with `$n` placeholders, which both
+//! databases accept, and portable column types (TEXT, 64-bit integers), so
+//! the two backends cannot drift apart: the same code and the same test
+//! suite serve both. Only the DDL differs (`migrations/sqlite`,
+//! `migrations/postgres`), in the types each database spells differently.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use super::*;
+
+/// Which database sits behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
+    phone_number, user_metadata, app_metadata, state, blocked, created_at, updated_at, last_login_at";
+
+const CLIENT_COLUMNS: &str =
+    "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at";
+
+impl SqlStore {
+    /// Connects and applies the embedded migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let (url, dialect) = if url.starts_with("sqlite:") {
+            (sqlite_url(url), Dialect::Sqlite)
+        } else {
+            (url.to_string(), Dialect::Postgres)
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the one writer;
+                        // busy_timeout makes a second writer wait rather
+                        // than fail; SQLite enforces foreign keys only
+                        // when asked.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await.map_err(unavailable)?;
+        let store = Self { pool, dialect };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let result = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("src/store/migrations/sqlite").run(&self.pool).await,
+            Dialect::Postgres => sqlx::migrate!("src/store/migrations/postgres").run(&self.pool).await,
+        };
+        result.map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+    }
+}
+
+/// `sqlite://switchyard.db` → create the file when missing.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Maps sqlx errors, turning unique violations into [`StoreError::Conflict`]
+/// naming the field (the one place constraint names become client errors).
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            let m = db.message().to_string() + db.constraint().unwrap_or("");
+            if m.contains("email") {
+                StoreError::Conflict("email")
+            } else if m.contains("username") {
+                StoreError::Conflict("username")
+            } else if m.contains("client") {
+                StoreError::Conflict("client_id")
+            } else if m.contains("kid") || m.contains("signing_keys") {
+                StoreError::Conflict("kid")
+            } else {
+                StoreError::Conflict("id")
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn json_col(row: &AnyRow, col: &str) -> StoreResult<serde_json::Value> {
+    let s: String = row.try_get(col).map_err(map_err)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn list_col(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
+    let s: String = row.try_get(col).map_err(map_err)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn user_from_row(row: &AnyRow) -> StoreResult<User> {
+    let state: String = row.try_get("state").map_err(map_err)?;
+    Ok(User {
+        id: row.try_get("id").map_err(map_err)?,
+        email: row.try_get("email").map_err(map_err)?,
+        email_verified: row.try_get::<i64, _>("email_verified").map_err(map_err)? != 0,
+        username: row.try_get("username").map_err(map_err)?,
+        name: row.try_get("name").map_err(map_err)?,
+        given_name: row.try_get("given_name").map_err(map_err)?,
+        family_name: row.try_get("family_name").map_err(map_err)?,
+        nickname: row.try_get("nickname").map_err(map_err)?,
+        picture: row.try_get("picture").map_err(map_err)?,
+        phone_number: row.try_get("phone_number").map_err(map_err)?,
+        user_metadata: json_col(row, "user_metadata")?,
+        app_metadata: json_col(row, "app_metadata")?,
+        state: UserState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?,
+        blocked: row.try_get::<i64, _>("blocked").map_err(map_err)? != 0,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        updated_at: row.try_get("updated_at").map_err(map_err)?,
+        last_login_at: row.try_get("last_login_at").map_err(map_err)?,
+    })
+}
+
+fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
+    Ok(Client {
+        client_id: row.try_get("client_id").map_err(map_err)?,
+        name: row.try_get("name").map_err(map_err)?,
+        secret_hash: row.try_get("secret_hash").map_err(map_err)?,
+        public: row.try_get::<i64, _>("public").map_err(map_err)? != 0,
+        redirect_uris: list_col(row, "redirect_uris")?,
+        post_logout_redirect_uris: list_col(row, "post_logout_redirect_uris")?,
+        grant_types: list_col(row, "grant_types")?,
+        token_mode: row.try_get("token_mode").map_err(map_err)?,
+        source: row.try_get("source").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> StoreResult<SigningKeyRecord> {
+    let state: String = row.try_get("state").map_err(map_err)?;
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid").map_err(map_err)?,
+        alg: row.try_get("alg").map_err(map_err)?,
+        private_key: row.try_get("private_key").map_err(map_err)?,
+        state: KeyState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        publish_until: row.try_get("publish_until").map_err(map_err)?,
+    })
+}
+
+/// Emails compare case-insensitively for login; the stored `email` keeps the
+/// user's spelling.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn new_local_id() -> String {
+    // 128 random bits in lowercase hex, in the shape Auth0 gives database
+    // users, so applications that parse ids see a familiar format.
+    let bytes = crate::crypto::random_bytes(12);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("local|{hex}")
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, user: &NewUser, password: Option<(&str, &str)>) -> StoreResult<User> {
+        let now = now();
+        let id = user.id.clone().unwrap_or_else(new_local_id);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
+             state, created_at, updated_at, local_updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $10)",
+        )
+        .bind(&id)
+        .bind(&user.email)
+        .bind(user.email.as_deref().map(normalize_email))
+        .bind(user.email_verified as i64)
+        .bind(&user.username)
+        .bind(&user.name)
+        .bind(&user.given_name)
+        .bind(&user.family_name)
+        .bind(UserState::Local.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some((hash, algorithm)) = password {
+            sqlx::query(
+                "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+                 VALUES ($1, 'password', $2, $3, $4, $4)",
+            )
+            .bind(&id)
+            .bind(hash)
+            .bind(algorithm)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let created = user_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(created)
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user_by_login(&self, identifier: &str) -> StoreResult<Option<User>> {
+        let identifier = identifier.trim();
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1 OR username = $2 \
+             ORDER BY CASE WHEN email_normalized = $1 THEN 0 ELSE 1 END LIMIT 1"
+        ))
+        .bind(normalize_email(identifier))
+        .bind(identifier)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"))
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        // Children first: the schema cascades, but SQLite only honours
+        // foreign keys per connection, so the order is explicit.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for table in ["credentials", "identities"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_password(&self, user_id: &str) -> StoreResult<Option<PasswordCredential>> {
+        let row = sqlx::query("SELECT user_id, hash, algorithm, updated_at FROM credentials WHERE user_id = $1 AND kind = 'password'")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            Ok(PasswordCredential {
+                user_id: r.try_get("user_id").map_err(map_err)?,
+                hash: r.try_get("hash").map_err(map_err)?,
+                algorithm: r.try_get("algorithm").map_err(map_err)?,
+                updated_at: r.try_get("updated_at").map_err(map_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_password(&self, user_id: &str, hash: &str, algorithm: &str) -> StoreResult<bool> {
+        let now = now();
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let exists = sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected()
+            > 0;
+        if exists {
+            sqlx::query(
+                "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+                 VALUES ($1, 'password', $2, $3, $4, $4) \
+                 ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(user_id)
+            .bind(hash)
+            .bind(algorithm)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(exists)
+    }
+
+    async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    async fn write_client(&self, client: &Client, upsert: bool) -> StoreResult<()> {
+        let conflict = if upsert {
+            " ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
+             public = excluded.public, redirect_uris = excluded.redirect_uris, \
+             post_logout_redirect_uris = excluded.post_logout_redirect_uris, grant_types = excluded.grant_types, \
+             token_mode = excluded.token_mode, source = excluded.source"
+        } else {
+            ""
+        };
+        sqlx::query(&format!(
+            "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){conflict}"
+        ))
+        .bind(&client.client_id)
+        .bind(&client.name)
+        .bind(&client.secret_hash)
+        .bind(client.public as i64)
+        .bind(to_json(&client.redirect_uris))
+        .bind(to_json(&client.post_logout_redirect_uris))
+        .bind(to_json(&client.grant_types))
+        .bind(&client.token_mode)
+        .bind(&client.source)
+        .bind(client.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ClientStore for SqlStore {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        self.write_client(client, false).await
+    }
+
+    async fn upsert_client(&self, client: &Client) -> StoreResult<()> {
+        self.write_client(client, true).await
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        let row = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"))
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        let rows = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn list_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query("SELECT kid, alg, private_key, state, created_at, publish_until FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn insert_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, alg, private_key, state, created_at, publish_until) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_key)
+            .bind(key.state.as_str())
+            .bind(key.created_at)
+            .bind(key.publish_until)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn rotate_keys(&self, alg: &str, new_next: &SigningKeyRecord, publish_until: i64, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND publish_until < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("UPDATE signing_keys SET state = 'retired', publish_until = $2 WHERE alg = $1 AND state = 'active'")
+            .bind(alg)
+            .bind(publish_until)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("UPDATE signing_keys SET state = 'active' WHERE alg = $1 AND state = 'next'")
+            .bind(alg)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("INSERT INTO signing_keys (kid, alg, private_key, state, created_at, publish_until) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&new_next.kid)
+            .bind(&new_next.alg)
+            .bind(&new_next.private_key)
+            .bind(KeyState::Next.as_str())
+            .bind(new_next.created_at)
+            .bind(None::<i64>)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqlStore {
+    async fn record_event(&self, event: &AuditEvent) -> StoreResult<()> {
+        sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(event.at)
+            .bind(&event.kind)
+            .bind(&event.user_id)
+            .bind(&event.client_id)
+            .bind(&event.ip)
+            .bind(to_json(&event.detail))
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn recent_events(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query("SELECT at, kind, user_id, client_id, ip, detail FROM audit_events ORDER BY id DESC LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    at: r.try_get("at").map_err(map_err)?,
+                    kind: r.try_get("kind").map_err(map_err)?,
+                    user_id: r.try_get("user_id").map_err(map_err)?,
+                    client_id: r.try_get("client_id").map_err(map_err)?,
+                    ip: r.try_get("ip").map_err(map_err)?,
+                    detail: json_col(r, "detail")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Database for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,307 @@
+//! `spawn_app()` and the `TestApp` whose methods drive each endpoint the
+//! way an application or a browser does.
+
+use std::collections::HashMap;
+
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION};
+use scraper::{Html, Selector};
+use switchyard::config::Settings;
+use switchyard::crypto::{b64url, random_token, sha256};
+use switchyard::oidc::client_auth::hash_secret;
+use switchyard::password::ARGON2ID;
+use switchyard::startup::Application;
+use switchyard::state::AppState;
+use switchyard::store::{Client, NewUser, User, now};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const SECRET: &str = "web-client-secret-0123456789abcdef";
+pub const REDIRECT: &str = "https://app.example.com/callback";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    PostgresRedis,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() {
+        Ok("postgres-redis") => Backend::PostgresRedis,
+        Ok("embedded") | Err(_) => Backend::Embedded,
+        Ok(other) => panic!("SWITCHYARD_TEST_BACKEND={other:?}: use embedded or postgres-redis"),
+    }
+}
+
+/// A database URL and a session-store setting for one test, plus whatever
+/// must live as long as the test (the temporary directory).
+pub struct Isolated {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub prefix: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh database and session namespace on the selected backend. On
+/// `postgres-redis` the services must be reachable: the test fails, never
+/// skips.
+pub async fn isolated() -> Isolated {
+    let prefix = format!("test:{}:", &random_token()[..16]);
+    match backend() {
+        Backend::Embedded => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("switchyard.db");
+            Isolated { database_url: format!("sqlite://{}", path.display()), redis_url: None, prefix, _dir: Some(dir) }
+        }
+        Backend::PostgresRedis => {
+            let base = std::env::var("SWITCHYARD_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let redis = std::env::var("SWITCHYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let schema = format!("t_{}", random_token()[..20].to_lowercase().replace(['-', '_'], "x"));
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&base).await.expect("PostgreSQL must be reachable for postgres-redis tests");
+            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.expect("create schema");
+            pool.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            Isolated {
+                database_url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                redis_url: Some(redis),
+                prefix,
+                _dir: None,
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub issuer: String,
+    pub state: AppState,
+    /// Follows no redirects and keeps cookies, like a browser tab that the
+    /// test steps through by hand.
+    pub browser: reqwest::Client,
+    /// No cookies, no redirects: an application's back end.
+    pub api: reqwest::Client,
+    pub _isolated: Isolated,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let isolated = isolated().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let mut settings = Settings {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        database_url: isolated.database_url.clone(),
+        redis_url: isolated.redis_url.clone(),
+        session_prefix: isolated.prefix.clone(),
+        ..Settings::default()
+    };
+    configure(&mut settings);
+    let issuer = settings.issuer.clone();
+    let app = Application::build_with_listener(settings, listener).await.expect("application builds");
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        issuer,
+        state,
+        browser: browser(),
+        api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        _isolated: isolated,
+    }
+}
+
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// A verifier and its S256 challenge.
+pub fn pkce() -> (String, String) {
+    let verifier = random_token();
+    let challenge = b64url(&sha256(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// The query parameters of a URL.
+pub fn query_of(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url).expect("absolute URL").query_pairs().into_owned().collect()
+}
+
+pub fn location(headers: &HeaderMap) -> String {
+    headers.get(LOCATION).expect("a Location header").to_str().unwrap().to_string()
+}
+
+/// The hidden and visible inputs of the first form on a page.
+pub fn form_fields(html: &str) -> (String, HashMap<String, String>) {
+    let doc = Html::parse_document(html);
+    let form = doc.select(&Selector::parse("form").unwrap()).next().expect("a form on the page");
+    let action = form.value().attr("action").unwrap_or("").to_string();
+    let mut fields = HashMap::new();
+    for input in form.select(&Selector::parse("input").unwrap()) {
+        if let Some(name) = input.value().attr("name") {
+            fields.insert(name.to_string(), input.value().attr("value").unwrap_or("").to_string());
+        }
+    }
+    (action, fields)
+}
+
+/// What `authorize` sends; the defaults are a confidential client's
+/// ordinary OIDC request with PKCE.
+pub struct AuthRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub challenge: Option<String>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl AuthRequest {
+    pub fn new(client_id: &str, challenge: Option<&str>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            redirect_uri: REDIRECT.into(),
+            scope: "openid profile email".into(),
+            state: Some("st-123".into()),
+            nonce: Some("n-456".into()),
+            challenge: challenge.map(Into::into),
+            extra: vec![],
+        }
+    }
+
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut p = vec![
+            ("response_type".to_string(), "code".to_string()),
+            ("client_id".into(), self.client_id.clone()),
+            ("redirect_uri".into(), self.redirect_uri.clone()),
+            ("scope".into(), self.scope.clone()),
+        ];
+        if let Some(s) = &self.state {
+            p.push(("state".into(), s.clone()));
+        }
+        if let Some(n) = &self.nonce {
+            p.push(("nonce".into(), n.clone()));
+        }
+        if let Some(c) = &self.challenge {
+            p.push(("code_challenge".into(), c.clone()));
+            p.push(("code_challenge_method".into(), "S256".into()));
+        }
+        p.extend(self.extra.iter().cloned());
+        p
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn add_user(&self, email: &str, password: &str) -> User {
+        let hash = self.state.passwords.hash(password.to_string()).await.unwrap();
+        let new = NewUser { email: Some(email.into()), email_verified: true, name: Some("Alice Example".into()), ..Default::default() };
+        self.state.db.create_user(&new, Some((&hash, ARGON2ID))).await.unwrap()
+    }
+
+    pub async fn add_client(&self, client_id: &str, public: bool) -> Client {
+        let client = Client {
+            client_id: client_id.into(),
+            name: Some("Example App".into()),
+            secret_hash: (!public).then(|| hash_secret(SECRET)),
+            public,
+            redirect_uris: vec![REDIRECT.into(), "http://127.0.0.1/native".into()],
+            post_logout_redirect_uris: vec!["https://app.example.com/bye".into()],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            token_mode: "gateway".into(),
+            source: "cli".into(),
+            created_at: now(),
+        };
+        self.state.db.create_client(&client).await.unwrap();
+        client
+    }
+
+    /// The standard fixture: alice and a confidential client `web`.
+    pub async fn with_alice_and_web(&self) -> User {
+        self.add_client("web", false).await;
+        self.add_user("alice@example.com", PASSWORD).await
+    }
+
+    pub async fn authorize(&self, browser: &reqwest::Client, req: &AuthRequest) -> reqwest::Response {
+        browser.get(self.url("/authorize")).query(&req.pairs()).send().await.unwrap()
+    }
+
+    /// Steps through the login pages; returns the final response (the
+    /// redirect back to the client, or the page that refused).
+    pub async fn login(&self, browser: &reqwest::Client, login_path: &str, username: &str, password: &str) -> reqwest::Response {
+        let page = browser.get(self.url(login_path)).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "login page");
+        let (action, mut fields) = form_fields(&page.text().await.unwrap());
+        fields.insert("username".into(), username.into());
+        let page = browser.post(self.url(&action)).form(&fields).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "password page");
+        let (action, mut fields) = form_fields(&page.text().await.unwrap());
+        fields.insert("password".into(), password.into());
+        browser.post(self.url(&action)).form(&fields).send().await.unwrap()
+    }
+
+    /// Authorize, log in, and return the parameters the client receives.
+    pub async fn code_for(&self, browser: &reqwest::Client, req: &AuthRequest, username: &str) -> HashMap<String, String> {
+        let start = self.authorize(browser, req).await;
+        assert_eq!(start.status(), StatusCode::SEE_OTHER, "authorize redirects to the login page");
+        let login_path = location(start.headers());
+        let done = self.login(browser, &login_path, username, PASSWORD).await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "login redirects to the client");
+        let back = location(done.headers());
+        assert!(back.starts_with(&req.redirect_uri), "back to the client: {back}");
+        query_of(&back)
+    }
+
+    pub async fn token(&self, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> reqwest::Response {
+        let mut req = self.api.post(self.url("/oauth/token")).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Exchanges a code for `web` with its secret.
+    pub async fn exchange(&self, code: &str, verifier: Option<&str>) -> reqwest::Response {
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)];
+        if let Some(v) = verifier {
+            form.push(("code_verifier", v));
+        }
+        self.token(&form, Some(("web", SECRET))).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)], Some(("web", SECRET))).await
+    }
+
+    /// A full login of alice for `web`; returns the token response.
+    pub async fn tokens_for_alice(&self) -> serde_json::Value {
+        let (verifier, challenge) = pkce();
+        let params = self.code_for(&browser(), &AuthRequest::new("web", Some(&challenge)), "alice@example.com").await;
+        let response = self.exchange(&params["code"], Some(&verifier)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
+        self.api.get(self.url("/userinfo")).bearer_auth(access_token).send().await.unwrap()
+    }
+}
+
+/// Asserts an RFC 6749 §5.2 error response.
+pub async fn assert_oauth_error(response: reqwest::Response, status: StatusCode, error: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], error, "{body}");
+    let description = body["error_description"].as_str().unwrap_or("");
+    assert!(!description.to_lowercase().contains("sqlx") && !description.contains("redis"), "no internal text: {description}");
+}
+

@@ -1,0 +1,18 @@
+//! Integration tests: one binary, a module per feature (zero-to-production's
+//! `tests/api/main.rs`). Every test starts its own Switchyard on port 0 with
+//! its own database (a SQLite file, or a fresh PostgreSQL schema) and its
+//! own session store (in-process, or a fresh Redis key prefix).
+//!
+//! The backend comes from `SWITCHYARD_TEST_BACKEND`: `embedded` (default)
+//! or `postgres-redis`, so one suite runs over every backend.
+
+mod authorize;
+mod bad_input;
+mod cli;
+mod helpers;
+mod login;
+mod logout;
+mod redirect_uri;
+mod relying_party;
+mod store;
+mod tokens;
