@@ -13,11 +13,18 @@ use crate::oidc::redirect_uri;
 use crate::password::{ARGON2ID, Passwords};
 use crate::startup::{Application, shutdown_signal};
 use crate::state::{key_algorithms, key_sealer, open_database};
-use crate::store::{Client, Database, GRANT_TYPES, NewUser, StoreError, User, now, validate_client_id, validate_client_secret};
+use crate::store::{
+    Client, Database, GRANT_TYPES, NewUser, StoreError, User, now, validate_client_id,
+    validate_client_secret,
+};
 use crate::tokens::keys::{Alg, KeyRing};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "An OpenID Connect provider that moves users off their old identity provider one login at a time")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An OpenID Connect provider that moves users off their old identity provider one login at a time"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Without one, the embedded defaults apply.
     #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
@@ -174,7 +181,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
     let issuer = settings.issuer.clone();
     let database = crate::state::redact_url(&settings.database_url);
-    let sessions = if settings.redis_url.is_some() { "redis" } else { "in-process" };
+    let sessions = if settings.redis_url.is_some() {
+        "redis"
+    } else {
+        "in-process"
+    };
     let app = Application::build(settings).await?;
     match source {
         Source::Defaults => {
@@ -184,11 +195,18 @@ async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
             println!("  session store: {sessions}");
             println!();
             println!("Add a user and a client from another terminal:");
-            println!("  echo 'a long password' | switchyard users add --email alice@example.com --password-stdin");
-            println!("  switchyard clients add --id web --redirect-uri http://127.0.0.1:3000/callback");
+            println!(
+                "  echo 'a long password' | switchyard users add --email alice@example.com --password-stdin"
+            );
+            println!(
+                "  switchyard clients add --id web --redirect-uri http://127.0.0.1:3000/callback"
+            );
         }
         Source::File(path) => {
-            println!("Switchyard is running with {}; issuer {issuer}, database {database}, session store {sessions}.", path.display());
+            println!(
+                "Switchyard is running with {}; issuer {issuer}, database {database}, session store {sessions}.",
+                path.display()
+            );
         }
     }
     tracing::info!(%issuer, port = app.port(), "serving");
@@ -214,9 +232,14 @@ fn config_check(settings: &Settings, source: &Source) -> anyhow::Result<()> {
 
 fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).with_context(|| format!("reading the {what} from standard input"))?;
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .with_context(|| format!("reading the {what} from standard input"))?;
     // Only the line ending is removed: spaces are part of a password.
-    let line = input.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&input);
+    let line = input
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&input);
     if line.is_empty() {
         bail!("the {what} read from standard input is empty");
     }
@@ -227,7 +250,9 @@ async fn find_user(db: &dyn Database, user: &str) -> anyhow::Result<User> {
     if let Some(u) = db.get_user(user).await? {
         return Ok(u);
     }
-    db.find_user_by_login(user).await?.with_context(|| format!("no user {user:?}"))
+    db.find_user_by_login(user)
+        .await?
+        .with_context(|| format!("no user {user:?}"))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -238,25 +263,42 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
     let db = open_database(settings).await?;
     match cmd {
-        UsersCommand::Add { email, username, name, email_verified, password_stdin } => {
+        UsersCommand::Add {
+            email,
+            username,
+            name,
+            email_verified,
+            password_stdin,
+        } => {
             if email.is_none() && username.is_none() {
                 bail!("give --email, --username or both");
             }
-            if let Some(e) = &email {
-                if !e.contains('@') || e.len() > 320 {
-                    bail!("--email {e:?} is not an email address");
-                }
+            if let Some(e) = &email
+                && (!e.contains('@') || e.len() > 320)
+            {
+                bail!("--email {e:?} is not an email address");
             }
             let passwords = Passwords::new(&settings.password)?;
             let hash = if password_stdin {
                 let password = read_stdin_line("password")?;
-                passwords.check_policy(&password).map_err(anyhow::Error::msg)?;
+                passwords
+                    .check_policy(&password)
+                    .map_err(anyhow::Error::msg)?;
                 Some(passwords.hash(password).await?)
             } else {
                 None
             };
-            let new = NewUser { email, username, name, email_verified, ..NewUser::default() };
-            let user = db.create_user(&new, hash.as_deref().map(|h| (h, ARGON2ID))).await.map_err(conflict)?;
+            let new = NewUser {
+                email,
+                username,
+                name,
+                email_verified,
+                ..NewUser::default()
+            };
+            let user = db
+                .create_user(&new, hash.as_deref().map(|h| (h, ARGON2ID)))
+                .await
+                .map_err(conflict)?;
             println!("{}", user.id);
         }
         UsersCommand::List { limit, after } => {
@@ -271,14 +313,19 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             }
         }
         UsersCommand::Show { user } => print_json(&find_user(&*db, &user).await?)?,
-        UsersCommand::SetPassword { user, password_stdin } => {
+        UsersCommand::SetPassword {
+            user,
+            password_stdin,
+        } => {
             if !password_stdin {
                 bail!("pass --password-stdin and send the password on standard input");
             }
             let user = find_user(&*db, &user).await?;
             let passwords = Passwords::new(&settings.password)?;
             let password = read_stdin_line("password")?;
-            passwords.check_policy(&password).map_err(anyhow::Error::msg)?;
+            passwords
+                .check_policy(&password)
+                .map_err(anyhow::Error::msg)?;
             let hash = passwords.hash(password).await?;
             db.set_password(&user.id, &hash, ARGON2ID).await?;
             println!("password set for {}", user.id);
@@ -294,7 +341,9 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
 
 fn conflict(e: StoreError) -> anyhow::Error {
     match e {
-        StoreError::Conflict(field) => anyhow::anyhow!("a user or client with that {field} already exists"),
+        StoreError::Conflict(field) => {
+            anyhow::anyhow!("a user or client with that {field} already exists")
+        }
         other => other.into(),
     }
 }
@@ -314,12 +363,19 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
         ClientsCommand::List => {
             for c in db.list_clients().await? {
                 let kind = if c.public { "public" } else { "confidential" };
-                println!("{}\t{kind}\t{}\t{}", c.client_id, c.source, c.redirect_uris.join(" "));
+                println!(
+                    "{}\t{kind}\t{}\t{}",
+                    c.client_id,
+                    c.source,
+                    c.redirect_uris.join(" ")
+                );
             }
         }
-        ClientsCommand::Show { client_id } => {
-            print_json(&db.get_client(&client_id).await?.with_context(|| format!("no client {client_id:?}"))?)?
-        }
+        ClientsCommand::Show { client_id } => print_json(
+            &db.get_client(&client_id)
+                .await?
+                .with_context(|| format!("no client {client_id:?}"))?,
+        )?,
         ClientsCommand::Delete { client_id } => {
             if !db.delete_client(&client_id).await? {
                 bail!("no client {client_id:?}");
@@ -334,13 +390,24 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
 /// when one was generated.
 pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<String>)> {
     validate_client_id(&args.id).map_err(|m| anyhow::anyhow!("--id: {m}"))?;
-    for uri in args.redirect_uris.iter().chain(&args.post_logout_redirect_uris) {
+    for uri in args
+        .redirect_uris
+        .iter()
+        .chain(&args.post_logout_redirect_uris)
+    {
         redirect_uri::validate_registration(uri).map_err(|m| anyhow::anyhow!("{uri:?} {m}"))?;
     }
-    let grant_types = if args.grant_types.is_empty() { crate::config::default_grant_types() } else { args.grant_types };
+    let grant_types = if args.grant_types.is_empty() {
+        crate::config::default_grant_types()
+    } else {
+        args.grant_types
+    };
     for g in &grant_types {
         if !GRANT_TYPES.contains(&g.as_str()) {
-            bail!("--grant-type {g:?} is not one of {}", GRANT_TYPES.join(", "));
+            bail!(
+                "--grant-type {g:?} is not one of {}",
+                GRANT_TYPES.join(", ")
+            );
         }
     }
     if !matches!(args.token_mode.as_str(), "gateway" | "upstream") {
@@ -381,13 +448,22 @@ async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::List => {
             for k in ring.current().keys() {
-                let until = k.publish_until.map(|t| format!("published until {t}")).unwrap_or_default();
-                println!("{}\t{}\t{}\t{until}", k.kid, k.alg.as_str(), k.state.as_str());
+                let until = k
+                    .publish_until
+                    .map(|t| format!("published until {t}"))
+                    .unwrap_or_default();
+                println!(
+                    "{}\t{}\t{}\t{until}",
+                    k.kid,
+                    k.alg.as_str(),
+                    k.state.as_str()
+                );
             }
         }
         KeysCommand::Rotate { alg } => {
             let alg = match alg {
-                Some(a) => Alg::parse(&a).with_context(|| format!("--alg {a:?} is not RS256, ES256 or EdDSA"))?,
+                Some(a) => Alg::parse(&a)
+                    .with_context(|| format!("--alg {a:?} is not RS256, ES256 or EdDSA"))?,
                 None => configured,
             };
             // Tokens signed by the retiring key stay verifiable until the
@@ -395,7 +471,10 @@ async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             let t = &settings.tokens;
             let overlap = t.access_token_ttl_secs.max(t.id_token_ttl_secs) as i64 + 300;
             let kid = ring.rotate(alg, overlap).await?;
-            println!("rotated {}: new next key {kid}; instances pick up the change within 30 s", alg.as_str());
+            println!(
+                "rotated {}: new next key {kid}; instances pick up the change within 30 s",
+                alg.as_str()
+            );
         }
     }
     Ok(())

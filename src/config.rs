@@ -18,8 +18,16 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchyard.db";
 
 /// The top-level keys of [`Settings`], which `SWITCHYARD_*` variables may set.
 const SETTINGS_KEYS: &[&str] = &[
-    "issuer", "listen", "database_url", "redis_url", "session_prefix", "trust_forwarded_for", "tokens", "password",
-    "throttle", "clients",
+    "issuer",
+    "listen",
+    "database_url",
+    "redis_url",
+    "session_prefix",
+    "trust_forwarded_for",
+    "tokens",
+    "password",
+    "throttle",
+    "clients",
 ];
 
 /// Every setting Switchyard reads. Field docs are the configuration reference.
@@ -99,7 +107,13 @@ pub struct PasswordSettings {
 
 impl Default for PasswordSettings {
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, hashing_threads: None, min_length: 8 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            hashing_threads: None,
+            min_length: 8,
+        }
     }
 }
 
@@ -117,7 +131,12 @@ pub struct ThrottleSettings {
 
 impl Default for ThrottleSettings {
     fn default() -> Self {
-        Self { account_failures: 10, account_window_secs: 900, ip_failures: 100, ip_window_secs: 900 }
+        Self {
+            account_failures: 10,
+            account_window_secs: 900,
+            ip_failures: 100,
+            ip_window_secs: 900,
+        }
     }
 }
 
@@ -211,56 +230,101 @@ impl Settings {
         figment = figment.merge(
             Env::prefixed("SWITCHYARD_")
                 .filter(|key| {
-                    let top = key.as_str().split("__").next().unwrap_or("").to_ascii_lowercase();
+                    let top = key
+                        .as_str()
+                        .split("__")
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_lowercase();
                     SETTINGS_KEYS.contains(&top.as_str())
                 })
                 .split("__"),
         );
-        let settings: Settings = figment.extract().map_err(|e| anyhow::anyhow!(describe_figment_error(e)))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!(describe_figment_error(e)))?;
         Ok((settings, source))
     }
 
     /// Every problem in the settings, each with the key that holds it.
     pub fn check(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
 
         match Url::parse(&self.issuer) {
             Ok(url) => {
                 if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback_host(&url)) {
-                    problem("issuer", "must use https unless the host is loopback (OIDC Core §2, iss)".into());
+                    problem(
+                        "issuer",
+                        "must use https unless the host is loopback (OIDC Core §2, iss)".into(),
+                    );
                 }
                 if url.query().is_some() || url.fragment().is_some() {
-                    problem("issuer", "must not have a query or fragment (OIDC Discovery §4.3)".into());
+                    problem(
+                        "issuer",
+                        "must not have a query or fragment (OIDC Discovery §4.3)".into(),
+                    );
                 }
             }
             Err(e) => problem("issuer", format!("is not a URL: {e}")),
         }
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")) {
-            problem("database_url", "must start with sqlite: or postgres://".into());
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            problem(
+                "database_url",
+                "must start with sqlite: or postgres://".into(),
+            );
         }
-        if let Some(r) = &self.redis_url {
-            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
-                problem("redis_url", "must start with redis:// or rediss://".into());
-            }
+        if let Some(r) = &self.redis_url
+            && !(r.starts_with("redis://") || r.starts_with("rediss://"))
+        {
+            problem("redis_url", "must start with redis:// or rediss://".into());
         }
-        if !matches!(self.tokens.signing_alg.as_str(), "RS256" | "ES256" | "EdDSA") {
-            problem("tokens.signing_alg", format!("{:?} is not one of RS256, ES256, EdDSA", self.tokens.signing_alg));
+        if !matches!(
+            self.tokens.signing_alg.as_str(),
+            "RS256" | "ES256" | "EdDSA"
+        ) {
+            problem(
+                "tokens.signing_alg",
+                format!(
+                    "{:?} is not one of RS256, ES256, EdDSA",
+                    self.tokens.signing_alg
+                ),
+            );
         }
         if self.tokens.code_ttl_secs == 0 || self.tokens.code_ttl_secs > 60 {
-            problem("tokens.code_ttl_secs", "must be between 1 and 60 (ASVS 10.4.2)".into());
+            problem(
+                "tokens.code_ttl_secs",
+                "must be between 1 and 60 (ASVS 10.4.2)".into(),
+            );
         }
         for (key, v) in [
-            ("tokens.access_token_ttl_secs", self.tokens.access_token_ttl_secs),
+            (
+                "tokens.access_token_ttl_secs",
+                self.tokens.access_token_ttl_secs,
+            ),
             ("tokens.id_token_ttl_secs", self.tokens.id_token_ttl_secs),
-            ("tokens.refresh_token_ttl_secs", self.tokens.refresh_token_ttl_secs),
+            (
+                "tokens.refresh_token_ttl_secs",
+                self.tokens.refresh_token_ttl_secs,
+            ),
             ("tokens.session_ttl_secs", self.tokens.session_ttl_secs),
         ] {
             if v == 0 {
                 problem(key, "must be greater than 0".into());
             }
         }
-        if self.password.memory_kib < 19 * 1024 || self.password.iterations < 2 || self.password.parallelism < 1 {
+        if self.password.memory_kib < 19 * 1024
+            || self.password.iterations < 2
+            || self.password.parallelism < 1
+        {
             problem("password", "argon2id parameters below OWASP's minimum (memory_kib ≥ 19456, iterations ≥ 2, parallelism ≥ 1)".into());
         }
         if self.throttle.account_failures == 0 || self.throttle.ip_failures == 0 {
@@ -270,21 +334,33 @@ impl Settings {
         for (i, c) in self.clients.iter().enumerate() {
             let key = |field: &str| format!("clients[{i}].{field}");
             if !seen.insert(c.client_id.clone()) {
-                problem(&key("client_id"), format!("{:?} is declared twice", c.client_id));
+                problem(
+                    &key("client_id"),
+                    format!("{:?} is declared twice", c.client_id),
+                );
             }
             if let Err(m) = crate::store::validate_client_id(&c.client_id) {
                 problem(&key("client_id"), m);
             }
             match (&c.client_secret_env, c.public) {
-                (Some(_), true) => problem(&key("client_secret_env"), "a public client has no secret".into()),
-                (None, false) => problem(&key("client_secret_env"), "a confidential client needs one (or set public = true)".into()),
+                (Some(_), true) => problem(
+                    &key("client_secret_env"),
+                    "a public client has no secret".into(),
+                ),
+                (None, false) => problem(
+                    &key("client_secret_env"),
+                    "a confidential client needs one (or set public = true)".into(),
+                ),
                 (Some(var), false) => match std::env::var(var) {
                     Ok(s) => {
                         if let Err(m) = crate::store::validate_client_secret(&s) {
                             problem(&key("client_secret_env"), format!("${var}: {m}"));
                         }
                     }
-                    Err(_) => problem(&key("client_secret_env"), format!("environment variable {var} is not set")),
+                    Err(_) => problem(
+                        &key("client_secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ),
                 },
                 (None, true) => {}
             }
@@ -303,7 +379,13 @@ impl Settings {
             }
             for g in &c.grant_types {
                 if !crate::store::GRANT_TYPES.contains(&g.as_str()) {
-                    problem(&key("grant_types"), format!("{g:?} is not one of {}", crate::store::GRANT_TYPES.join(", ")));
+                    problem(
+                        &key("grant_types"),
+                        format!(
+                            "{g:?} is not one of {}",
+                            crate::store::GRANT_TYPES.join(", ")
+                        ),
+                    );
                 }
             }
             if !matches!(c.token_mode.as_str(), "gateway" | "upstream") {
@@ -323,7 +405,10 @@ impl Settings {
     }
 
     pub fn access_token_audience(&self) -> String {
-        self.tokens.audience.clone().unwrap_or_else(|| self.issuer.clone())
+        self.tokens
+            .audience
+            .clone()
+            .unwrap_or_else(|| self.issuer.clone())
     }
 }
 
@@ -341,7 +426,11 @@ fn describe_figment_error(err: figment::Error) -> String {
     err.into_iter()
         .map(|e| {
             let path = e.path.join(".");
-            if path.is_empty() { e.kind.to_string() } else { format!("{path}: {}", e.kind) }
+            if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{path}: {}", e.kind)
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -361,7 +450,10 @@ mod tests {
 
     #[test]
     fn https_is_required_unless_the_issuer_is_loopback() {
-        let mut s = Settings { issuer: "http://login.example.com/".into(), ..Settings::default() };
+        let mut s = Settings {
+            issuer: "http://login.example.com/".into(),
+            ..Settings::default()
+        };
         assert_eq!(s.check()[0].key, "issuer");
         s.issuer = "https://login.example.com/".into();
         assert!(s.check().is_empty());

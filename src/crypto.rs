@@ -71,7 +71,9 @@ impl Sealer {
     /// `key` must be exactly 32 bytes.
     pub fn new(key: &[u8]) -> Option<Self> {
         let unbound = UnboundKey::new(&AES_256_GCM, key).ok()?;
-        Some(Self { key: LessSafeKey::new(unbound) })
+        Some(Self {
+            key: LessSafeKey::new(unbound),
+        })
     }
 
     /// Returns `nonce || ciphertext || tag`.

@@ -72,7 +72,12 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), basic_challenge: false, bearer_challenge: false }
+        Self {
+            code,
+            description: description.into(),
+            basic_challenge: false,
+            bearer_challenge: false,
+        }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -84,17 +89,26 @@ impl OAuthError {
     }
 
     pub fn invalid_client(basic: bool) -> Self {
-        Self { basic_challenge: basic, ..Self::new(ErrorCode::InvalidClient, "client authentication failed") }
+        Self {
+            basic_challenge: basic,
+            ..Self::new(ErrorCode::InvalidClient, "client authentication failed")
+        }
     }
 
     pub fn invalid_token(description: impl Into<String>) -> Self {
-        Self { bearer_challenge: true, ..Self::new(ErrorCode::InvalidToken, description) }
+        Self {
+            bearer_challenge: true,
+            ..Self::new(ErrorCode::InvalidToken, description)
+        }
     }
 
     /// Logs the cause once and answers a bare `server_error`.
     pub fn unexpected(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "unexpected error at a protocol endpoint");
-        Self::new(ErrorCode::ServerError, "the server could not complete the request")
+        Self::new(
+            ErrorCode::ServerError,
+            "the server could not complete the request",
+        )
     }
 
     fn status(&self) -> StatusCode {
@@ -111,7 +125,10 @@ impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
         if e.is_unavailable() {
             tracing::error!(error = %e, "a store is unavailable");
-            return Self::new(ErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable");
+            return Self::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the service is temporarily unavailable",
+            );
         }
         Self::unexpected(e)
     }
@@ -126,14 +143,23 @@ struct ErrorBody<'a> {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response =
-            (status, Json(ErrorBody { error: self.code.as_str(), error_description: &self.description })).into_response();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.code.as_str(),
+                error_description: &self.description,
+            }),
+        )
+            .into_response();
         let headers = response.headers_mut();
         // RFC 6749 §5.1: responses carrying (or refusing) tokens are never cached.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if self.basic_challenge {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"switchyard\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"switchyard\""),
+            );
         }
         if self.bearer_challenge {
             // RFC 6750 §3: the description is ours and ASCII, so it is a
@@ -156,7 +182,10 @@ impl IntoResponse for OAuthError {
 pub enum AppError {
     /// The request cannot be served as it stands; the message is shown.
     #[error("{message}")]
-    BadRequest { title: &'static str, message: String },
+    BadRequest {
+        title: &'static str,
+        message: String,
+    },
     #[error("not found")]
     NotFound,
     #[error("too many attempts")]
@@ -169,7 +198,10 @@ pub enum AppError {
 
 impl AppError {
     pub fn bad_request(title: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { title, message: message.into() }
+        Self::BadRequest {
+            title,
+            message: message.into(),
+        }
     }
 }
 
@@ -186,32 +218,43 @@ impl From<crate::store::StoreError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
-            AppError::BadRequest { title, message } => (StatusCode::BAD_REQUEST, *title, message.clone()),
-            AppError::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is nothing at this address.".to_string()),
+            AppError::BadRequest { title, message } => {
+                (StatusCode::BAD_REQUEST, *title, message.clone())
+            }
+            AppError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing at this address.".to_string(),
+            ),
             AppError::TooManyRequests { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many attempts",
-                format!("Too many sign-in attempts. Try again in {} minute(s).", retry_after_secs.div_ceil(60).max(1)),
+                format!(
+                    "Too many sign-in attempts. Try again in {} minute(s).",
+                    retry_after_secs.div_ceil(60).max(1)
+                ),
             ),
             AppError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",
-                "The sign-in service is temporarily unavailable. Please try again shortly.".to_string(),
+                "The sign-in service is temporarily unavailable. Please try again shortly."
+                    .to_string(),
             ),
             AppError::Unexpected(cause) => {
                 tracing::error!(error = %cause, "unexpected error while serving a page");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong",
-                    "The sign-in service could not complete the request. Please try again.".to_string(),
+                    "The sign-in service could not complete the request. Please try again."
+                        .to_string(),
                 )
             }
         };
         let mut response = crate::templates::error_page(status, title, &message);
-        if let AppError::TooManyRequests { retry_after_secs } = self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let AppError::TooManyRequests { retry_after_secs } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

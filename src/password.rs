@@ -35,7 +35,9 @@ pub enum PasswordError {
 pub enum Verified {
     /// The password matches; `rehash` asks for the hash to be replaced with
     /// one at today's parameters.
-    Yes { rehash: bool },
+    Yes {
+        rehash: bool,
+    },
     No,
 }
 
@@ -49,14 +51,28 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(settings: &PasswordSettings) -> Result<Self, PasswordError> {
-        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
-            .map_err(|e| PasswordError::Params(e.to_string()))?;
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| PasswordError::Params(e.to_string()))?;
         let threads = settings
             .hashing_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
             .max(1);
         let dummy_hash = hash_with(&params, "switchyard dummy password")?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(threads)), dummy_hash, min_length: settings.min_length })
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(threads)),
+            dummy_hash,
+            min_length: settings.min_length,
+        })
     }
 
     /// The policy for a password set through Switchyard. No maximum below
@@ -64,7 +80,10 @@ impl Passwords {
     pub fn check_policy(&self, password: &str) -> Result<(), String> {
         let n = password.chars().count();
         if n < self.min_length {
-            return Err(format!("a password must be at least {} characters", self.min_length));
+            return Err(format!(
+                "a password must be at least {} characters",
+                self.min_length
+            ));
         }
         if n > 1024 {
             return Err("a password must be at most 1,024 characters".into());
@@ -79,11 +98,20 @@ impl Passwords {
 
     /// Verifies `password` against `stored`, or against the dummy hash when
     /// there is nothing stored, so both paths take the same time.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verified, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<Verified, PasswordError> {
         let real = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let params = self.params.clone();
-        let ok = self.run(move || Ok(verify_with(&hash, &password).map(|rehash| (rehash, needs_rehash(&hash, &params))))).await?;
+        let ok = self
+            .run(move || {
+                Ok(verify_with(&hash, &password)
+                    .map(|rehash| (rehash, needs_rehash(&hash, &params))))
+            })
+            .await?;
         Ok(match ok {
             Some((_, rehash)) if real => Verified::Yes { rehash },
             _ => Verified::No,
@@ -94,8 +122,14 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _permit = self.permits.acquire().await.map_err(|e| PasswordError::Hash(e.to_string()))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| PasswordError::Hash(e.to_string()))?
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| PasswordError::Hash(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| PasswordError::Hash(e.to_string()))?
     }
 }
 
@@ -117,16 +151,24 @@ fn verify_with(stored: &str, password: &str) -> Option<()> {
     let parsed = PasswordHash::new(stored).ok()?;
     // The parameters come from the PHC string, so hashes made with older
     // parameters still verify.
-    Argon2::default().verify_password(password.as_bytes(), &parsed).ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .ok()
 }
 
 fn needs_rehash(stored: &str, params: &Params) -> bool {
-    let Ok(parsed) = PasswordHash::new(stored) else { return true };
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return true;
+    };
     if parsed.algorithm.as_str() != ARGON2ID {
         return true;
     }
     match Params::try_from(&parsed) {
-        Ok(p) => p.m_cost() < params.m_cost() || p.t_cost() < params.t_cost() || p.p_cost() < params.p_cost(),
+        Ok(p) => {
+            p.m_cost() < params.m_cost()
+                || p.t_cost() < params.t_cost()
+                || p.p_cost() < params.p_cost()
+        }
         Err(_) => true,
     }
 }
@@ -136,7 +178,13 @@ mod tests {
     use super::*;
 
     fn fast() -> PasswordSettings {
-        PasswordSettings { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, hashing_threads: Some(2), min_length: 8 }
+        PasswordSettings {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            hashing_threads: Some(2),
+            min_length: 8,
+        }
     }
 
     #[tokio::test]
@@ -144,21 +192,41 @@ mod tests {
         let p = Passwords::new(&fast()).unwrap();
         let hash = p.hash("correct horse battery staple".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert_eq!(p.verify("correct horse battery staple".into(), Some(hash.clone())).await.unwrap(), Verified::Yes { rehash: false });
-        assert_eq!(p.verify("wrong".into(), Some(hash)).await.unwrap(), Verified::No);
+        assert_eq!(
+            p.verify("correct horse battery staple".into(), Some(hash.clone()))
+                .await
+                .unwrap(),
+            Verified::Yes { rehash: false }
+        );
+        assert_eq!(
+            p.verify("wrong".into(), Some(hash)).await.unwrap(),
+            Verified::No
+        );
     }
 
     #[tokio::test]
     async fn a_missing_hash_never_verifies_even_with_the_dummy_password() {
         let p = Passwords::new(&fast()).unwrap();
-        assert_eq!(p.verify("switchyard dummy password".into(), None).await.unwrap(), Verified::No);
+        assert_eq!(
+            p.verify("switchyard dummy password".into(), None)
+                .await
+                .unwrap(),
+            Verified::No
+        );
     }
 
     #[tokio::test]
     async fn weaker_parameters_ask_for_a_rehash() {
         let p = Passwords::new(&fast()).unwrap();
-        let weak = hash_with(&Params::new(8 * 1024, 1, 1, None).unwrap(), "hunter2hunter2").unwrap();
-        assert_eq!(p.verify("hunter2hunter2".into(), Some(weak)).await.unwrap(), Verified::Yes { rehash: true });
+        let weak = hash_with(
+            &Params::new(8 * 1024, 1, 1, None).unwrap(),
+            "hunter2hunter2",
+        )
+        .unwrap();
+        assert_eq!(
+            p.verify("hunter2hunter2".into(), Some(weak)).await.unwrap(),
+            Verified::Yes { rehash: true }
+        );
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub struct State {
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Arc<dyn Database>> {
     let db = SqlStore::connect(&settings.database_url)
         .await
-        .with_context(|| format!("opening the database ({})", redact_url(&settings.database_url)))?;
+        .with_context(|| {
+            format!(
+                "opening the database ({})",
+                redact_url(&settings.database_url)
+            )
+        })?;
     Ok(Arc::new(db))
 }
 
@@ -62,7 +67,8 @@ pub fn key_sealer() -> anyhow::Result<Option<Sealer>> {
             let bytes = crate::crypto::b64_decode(&v)
                 .or_else(|| crate::crypto::b64url_decode(v.trim()))
                 .context("SWITCHYARD_KEY_ENCRYPTION_KEY is not base64")?;
-            let sealer = Sealer::new(&bytes).context("SWITCHYARD_KEY_ENCRYPTION_KEY must decode to exactly 32 bytes")?;
+            let sealer = Sealer::new(&bytes)
+                .context("SWITCHYARD_KEY_ENCRYPTION_KEY must decode to exactly 32 bytes")?;
             Ok(Some(sealer))
         }
         _ => Ok(None),
@@ -72,8 +78,12 @@ pub fn key_sealer() -> anyhow::Result<Option<Sealer>> {
 /// The algorithms keys are kept for: the configured one, and RS256 always
 /// (OIDC Discovery §3 requires it to be offered).
 pub fn key_algorithms(settings: &Settings) -> anyhow::Result<(Alg, Vec<Alg>)> {
-    let alg = Alg::parse(&settings.tokens.signing_alg)
-        .with_context(|| format!("tokens.signing_alg: {:?} is not RS256, ES256 or EdDSA", settings.tokens.signing_alg))?;
+    let alg = Alg::parse(&settings.tokens.signing_alg).with_context(|| {
+        format!(
+            "tokens.signing_alg: {:?} is not RS256, ES256 or EdDSA",
+            settings.tokens.signing_alg
+        )
+    })?;
     let mut algs = vec![Alg::RS256];
     if alg != Alg::RS256 {
         algs.push(alg);
@@ -92,7 +102,9 @@ impl State {
         let db = open_database(&settings).await?;
         let sessions = open_session_store(&settings).await?;
         let (signing_alg, algs) = key_algorithms(&settings)?;
-        let keys = KeyRing::load(db.clone(), key_sealer()?, algs).await.context("loading signing keys")?;
+        let keys = KeyRing::load(db.clone(), key_sealer()?, algs)
+            .await
+            .context("loading signing keys")?;
         sync_config_clients(&*db, &settings).await?;
         let passwords = Passwords::new(&settings.password)?;
         let throttle = Throttle::new(sessions.clone(), settings.throttle.clone());
@@ -116,7 +128,8 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
     for c in &settings.clients {
         let secret_hash = match &c.client_secret_env {
             Some(var) => {
-                let secret = std::env::var(var).with_context(|| format!("client {}: {var} is not set", c.client_id))?;
+                let secret = std::env::var(var)
+                    .with_context(|| format!("client {}: {var} is not set", c.client_id))?;
                 Some(hash_secret(&secret))
             }
             None => None,
@@ -136,7 +149,12 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
         db.upsert_client(&client).await?;
     }
     for existing in db.list_clients().await? {
-        if existing.source == "config" && !settings.clients.iter().any(|c| c.client_id == existing.client_id) {
+        if existing.source == "config"
+            && !settings
+                .clients
+                .iter()
+                .any(|c| c.client_id == existing.client_id)
+        {
             db.delete_client(&existing.client_id).await?;
         }
     }

@@ -18,13 +18,20 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     for (name, source) in [
         ("base.html", include_str!("../templates/base.html")),
-        ("identifier.html", include_str!("../templates/identifier.html")),
+        (
+            "identifier.html",
+            include_str!("../templates/identifier.html"),
+        ),
         ("password.html", include_str!("../templates/password.html")),
         ("error.html", include_str!("../templates/error.html")),
-        ("form_post.html", include_str!("../templates/form_post.html")),
+        (
+            "form_post.html",
+            include_str!("../templates/form_post.html"),
+        ),
         ("logout.html", include_str!("../templates/logout.html")),
     ] {
-        env.add_template(name, source).expect("templates are checked by the test suite");
+        env.add_template(name, source)
+            .expect("templates are checked by the test suite");
     }
     env
 });
@@ -34,13 +41,22 @@ pub const FORM_POST_JS: &str = include_str!("../templates/form_post.js");
 
 /// Renders `name` with `context`; `form_action` widens the CSP's
 /// `form-action` to one more origin (the client, for form_post responses).
-pub fn render<S: Serialize>(status: StatusCode, name: &str, context: S, form_action: Option<&str>) -> Response {
+pub fn render<S: Serialize>(
+    status: StatusCode,
+    name: &str,
+    context: S,
+    form_action: Option<&str>,
+) -> Response {
     let body = TEMPLATES.get_template(name).and_then(|t| t.render(context));
     let html = match body {
         Ok(html) => html,
         Err(e) => {
             tracing::error!(error = %e, template = name, "template failed to render");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown.").into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be shown.",
+            )
+                .into_response();
         }
     };
     let mut response = (status, Html(html)).into_response();
@@ -58,12 +74,20 @@ pub fn render<S: Serialize>(status: StatusCode, name: &str, context: S, form_act
     }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    render(status, "error.html", minijinja::context! { title, message }, None)
+    render(
+        status,
+        "error.html",
+        minijinja::context! { title, message },
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -80,8 +104,17 @@ mod tests {
             .render(minijinja::context! { title => "t", message => "<script>" })
             .unwrap();
         assert!(body.contains("&lt;script&gt;"));
-        for name in ["identifier.html", "password.html", "form_post.html", "logout.html"] {
-            TEMPLATES.get_template(name).unwrap();
+        let ctx = minijinja::context! {
+            title => "t", authz => "a b", csrf => "c", username => "u", login_hint => "h", error => "e",
+            action => "https://app.example.com/cb", fields => vec![("code", "x")], confirm => true,
+        };
+        for name in [
+            "identifier.html",
+            "password.html",
+            "form_post.html",
+            "logout.html",
+        ] {
+            TEMPLATES.get_template(name).unwrap().render(&ctx).unwrap();
         }
     }
 }

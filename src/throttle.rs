@@ -33,7 +33,10 @@ impl Throttle {
 
     fn account_key(account: &str) -> String {
         // Hashed: identifiers are personal data and need not sit in Redis.
-        format!("throttle:acct:{}", sha256_b64(account.trim().to_lowercase().as_bytes()))
+        format!(
+            "throttle:acct:{}",
+            sha256_b64(account.trim().to_lowercase().as_bytes())
+        )
     }
 
     fn ip_key(ip: IpAddr) -> String {
@@ -41,14 +44,21 @@ impl Throttle {
     }
 
     /// Refuses when either window is full.
-    pub async fn check(&self, account: &str, ip: Option<IpAddr>) -> StoreResult<Result<(), Limited>> {
+    pub async fn check(
+        &self,
+        account: &str,
+        ip: Option<IpAddr>,
+    ) -> StoreResult<Result<(), Limited>> {
         let mut checks = vec![(Self::account_key(account), self.settings.account_failures)];
         if let Some(ip) = ip {
             checks.push((Self::ip_key(ip), self.settings.ip_failures));
         }
         for (key, limit) in checks {
             if let Some(bytes) = self.store.get(&key).await? {
-                let count: u64 = std::str::from_utf8(&bytes).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let count: u64 = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if count >= limit {
                     // The window's end is not readable through a plain get;
                     // the full window is a safe upper bound to announce.
@@ -57,7 +67,9 @@ impl Throttle {
                     } else {
                         self.settings.account_window_secs
                     };
-                    return Ok(Err(Limited { retry_after: Duration::from_secs(window) }));
+                    return Ok(Err(Limited {
+                        retry_after: Duration::from_secs(window),
+                    }));
                 }
             }
         }
@@ -65,9 +77,19 @@ impl Throttle {
     }
 
     pub async fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> StoreResult<()> {
-        self.store.incr(&Self::account_key(account), Duration::from_secs(self.settings.account_window_secs)).await?;
+        self.store
+            .incr(
+                &Self::account_key(account),
+                Duration::from_secs(self.settings.account_window_secs),
+            )
+            .await?;
         if let Some(ip) = ip {
-            self.store.incr(&Self::ip_key(ip), Duration::from_secs(self.settings.ip_window_secs)).await?;
+            self.store
+                .incr(
+                    &Self::ip_key(ip),
+                    Duration::from_secs(self.settings.ip_window_secs),
+                )
+                .await?;
         }
         Ok(())
     }

@@ -35,12 +35,25 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(get_login).post(post_login))
         .route("/login/password", axum::routing::post(post_password))
-        .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", templates::STYLE_CSS) }))
-        .route("/assets/form_post.js", get(|| async { asset("text/javascript; charset=utf-8", templates::FORM_POST_JS) }))
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css; charset=utf-8", templates::STYLE_CSS) }),
+        )
+        .route(
+            "/assets/form_post.js",
+            get(|| async { asset("text/javascript; charset=utf-8", templates::FORM_POST_JS) }),
+        )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The one message for every failed password login: unknown user, wrong
@@ -50,12 +63,27 @@ const LOGIN_FAILED: &str = "Wrong email, username or password.";
 /// `__Host-` prefixed on https, so the cookie is host-only, secure and
 /// path-wide (RFC 6265bis §4.1.3.2); plain name on loopback http.
 pub fn cookie_name(state: &AppState, base: &str) -> String {
-    if state.settings.is_https() { format!("__Host-switchyard-{base}") } else { format!("switchyard-{base}") }
+    if state.settings.is_https() {
+        format!("__Host-switchyard-{base}")
+    } else {
+        format!("switchyard-{base}")
+    }
 }
 
-pub fn cookie_header(state: &AppState, name: &str, value: &str, max_age: u64) -> Result<HeaderValue, axum::http::header::InvalidHeaderValue> {
-    let secure = if state.settings.is_https() { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
+pub fn cookie_header(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: u64,
+) -> Result<HeaderValue, axum::http::header::InvalidHeaderValue> {
+    let secure = if state.settings.is_https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
 }
 
 pub fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -70,10 +98,19 @@ pub fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The browser's gateway session, with the store key that names it.
-pub async fn current_session(state: &AppState, headers: &HeaderMap) -> StoreResult<Option<(String, Session)>> {
-    let Some(cookie) = read_cookie(headers, &cookie_name(state, "session")) else { return Ok(None) };
+pub async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> StoreResult<Option<(String, Session)>> {
+    let Some(cookie) = read_cookie(headers, &cookie_name(state, "session")) else {
+        return Ok(None);
+    };
     let key = session_key(&cookie);
-    Ok(state.sessions.get_json::<Session>(&key).await?.map(|s| (key, s)))
+    Ok(state
+        .sessions
+        .get_json::<Session>(&key)
+        .await?
+        .map(|s| (key, s)))
 }
 
 #[derive(Deserialize)]
@@ -83,7 +120,12 @@ struct LoginQuery {
 
 /// The pending request named by a form, checked against the CSRF token it
 /// carries and the browser's transaction cookie.
-async fn pending_for(state: &AppState, headers: &HeaderMap, authz: &str, csrf: Option<&str>) -> Result<PendingAuthorization, AppError> {
+async fn pending_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    authz: &str,
+    csrf: Option<&str>,
+) -> Result<PendingAuthorization, AppError> {
     let expired = || {
         AppError::bad_request(
             "Sign-in expired",
@@ -93,24 +135,38 @@ async fn pending_for(state: &AppState, headers: &HeaderMap, authz: &str, csrf: O
     if authz.len() != 43 {
         return Err(expired());
     }
-    let pending: PendingAuthorization = state.sessions.get_json(&pending_key(authz)).await?.ok_or_else(expired)?;
+    let pending: PendingAuthorization = state
+        .sessions
+        .get_json(&pending_key(authz))
+        .await?
+        .ok_or_else(expired)?;
     let tx = read_cookie(headers, &cookie_name(state, "tx")).unwrap_or_default();
-    if !constant_time_eq(sha256_b64(tx.as_bytes()).as_bytes(), pending.browser_binding.as_bytes()) {
+    if !constant_time_eq(
+        sha256_b64(tx.as_bytes()).as_bytes(),
+        pending.browser_binding.as_bytes(),
+    ) {
         return Err(AppError::bad_request(
             "Sign-in interrupted",
             "This sign-in was started in another browser or its cookie was lost. Go back to the application and sign in again.",
         ));
     }
-    if let Some(csrf) = csrf {
-        if !constant_time_eq(csrf.as_bytes(), pending.csrf.as_bytes()) {
-            return Err(AppError::bad_request("Sign-in refused", "The form was not sent by this sign-in page. Please try again."));
-        }
+    if let Some(csrf) = csrf
+        && !constant_time_eq(csrf.as_bytes(), pending.csrf.as_bytes())
+    {
+        return Err(AppError::bad_request(
+            "Sign-in refused",
+            "The form was not sent by this sign-in page. Please try again.",
+        ));
     }
     Ok(pending)
 }
 
 /// `GET /login?authz=…`: the identifier page.
-async fn get_login(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Result<Response, AppError> {
+async fn get_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, AppError> {
     let authz = q.authz.unwrap_or_default();
     let pending = pending_for(&state, &headers, &authz, None).await?;
     identifier_page(&state, &authz, &pending, None, StatusCode::OK).await
@@ -123,7 +179,11 @@ async fn identifier_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    let client_name = state.db.get_client(&pending.client_id).await?.and_then(|c| c.name);
+    let client_name = state
+        .db
+        .get_client(&pending.client_id)
+        .await?
+        .and_then(|c| c.name);
     Ok(templates::render(
         status,
         "identifier.html",
@@ -134,7 +194,13 @@ async fn identifier_page(
     ))
 }
 
-fn password_page(authz: &str, pending: &PendingAuthorization, username: &str, error: Option<&str>, status: StatusCode) -> Response {
+fn password_page(
+    authz: &str,
+    pending: &PendingAuthorization,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     templates::render(
         status,
         "password.html",
@@ -153,14 +219,42 @@ async fn post_login(
     let form = Params::from_form_body(&headers, body).await?;
     let authz = form.require("authz")?;
     let pending = pending_for(&state, &headers, authz, Some(form.require("csrf")?)).await?;
-    let Some(username) = form.get("username")?.map(str::trim).filter(|u| !u.is_empty() && u.len() <= 320) else {
-        return identifier_page(&state, authz, &pending, Some("Enter your email or username."), StatusCode::BAD_REQUEST).await;
+    let Some(username) = form
+        .get("username")?
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && u.len() <= 320)
+    else {
+        return identifier_page(
+            &state,
+            authz,
+            &pending,
+            Some("Enter your email or username."),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     };
     match form.get("password")? {
-        Some(password) => verify_and_complete(&state, client_ip(&state, &headers, peer), &headers, authz, &pending, username, password).await,
+        Some(password) => {
+            verify_and_complete(
+                &state,
+                client_ip(&state, &headers, peer),
+                &headers,
+                authz,
+                &pending,
+                username,
+                password,
+            )
+            .await
+        }
         // Every identifier gets the password page: whether the user exists
         // is not revealed here (ASVS 6.3.8).
-        None => Ok(password_page(authz, &pending, username, None, StatusCode::OK)),
+        None => Ok(password_page(
+            authz,
+            &pending,
+            username,
+            None,
+            StatusCode::OK,
+        )),
     }
 }
 
@@ -176,7 +270,16 @@ async fn post_password(
     let pending = pending_for(&state, &headers, authz, Some(form.require("csrf")?)).await?;
     let username = form.require("username")?.trim();
     let password = form.get("password")?.unwrap_or("");
-    verify_and_complete(&state, client_ip(&state, &headers, peer), &headers, authz, &pending, username, password).await
+    verify_and_complete(
+        &state,
+        client_ip(&state, &headers, peer),
+        &headers,
+        authz,
+        &pending,
+        username,
+        password,
+    )
+    .await
 }
 
 /// The address throttling counts against.
@@ -204,26 +307,47 @@ async fn verify_and_complete(
     password: &str,
 ) -> Result<Response, AppError> {
     if password.is_empty() || password.len() > 4096 {
-        return Ok(password_page(authz, pending, username, Some(LOGIN_FAILED), StatusCode::UNAUTHORIZED));
+        return Ok(password_page(
+            authz,
+            pending,
+            username,
+            Some(LOGIN_FAILED),
+            StatusCode::UNAUTHORIZED,
+        ));
     }
     // Throttling comes first, before any hash is computed.
     if let Err(limited) = state.throttle.check(username, Some(ip)).await? {
-        return Err(AppError::TooManyRequests { retry_after_secs: limited.retry_after.as_secs() });
+        return Err(AppError::TooManyRequests {
+            retry_after_secs: limited.retry_after.as_secs(),
+        });
     }
     let user = match authenticate(state, username, password).await? {
         Some(user) => user,
         None => {
             state.throttle.record_failure(username, Some(ip)).await?;
             audit(state, "login_failed", None, &pending.client_id, ip).await;
-            return Ok(password_page(authz, pending, username, Some(LOGIN_FAILED), StatusCode::UNAUTHORIZED));
+            return Ok(password_page(
+                authz,
+                pending,
+                username,
+                Some(LOGIN_FAILED),
+                StatusCode::UNAUTHORIZED,
+            ));
         }
     };
     state.throttle.record_success(username).await?;
 
     // The pending request is single use: of two concurrent submissions one
     // completes and the other finds it gone.
-    let Some(pending) = state.sessions.take_json::<PendingAuthorization>(&pending_key(authz)).await? else {
-        return Err(AppError::bad_request("Sign-in expired", "This sign-in page has expired. Go back to the application and sign in again."));
+    let Some(pending) = state
+        .sessions
+        .take_json::<PendingAuthorization>(&pending_key(authz))
+        .await?
+    else {
+        return Err(AppError::bad_request(
+            "Sign-in expired",
+            "This sign-in page has expired. Go back to the application and sign in again.",
+        ));
     };
 
     // A new session id at every login; the old record is deleted.
@@ -232,9 +356,17 @@ async fn verify_and_complete(
     }
     let cookie = random_token();
     let key = session_key(&cookie);
-    let session = Session { user_id: user.id.clone(), auth_time: now(), sid: random_token(), created_at: now() };
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time: now(),
+        sid: random_token(),
+        created_at: now(),
+    };
     let ttl = state.settings.tokens.session_ttl_secs;
-    state.sessions.put_json(&key, &session, Duration::from_secs(ttl)).await?;
+    state
+        .sessions
+        .put_json(&key, &session, Duration::from_secs(ttl))
+        .await?;
     state.db.record_login(&user.id, session.auth_time).await?;
     audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
 
@@ -251,18 +383,33 @@ async fn verify_and_complete(
 }
 
 /// Verifies a local password. `None` for every failure alike.
-async fn authenticate(state: &AppState, username: &str, password: &str) -> Result<Option<User>, AppError> {
+async fn authenticate(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<Option<User>, AppError> {
     let user = state.db.find_user_by_login(username).await?;
     let stored = match &user {
         Some(u) => state.db.get_password(&u.id).await?.map(|c| c.hash),
         None => None,
     };
-    let verified = state.passwords.verify(password.to_string(), stored).await.map_err(anyhow::Error::from)?;
+    let verified = state
+        .passwords
+        .verify(password.to_string(), stored)
+        .await
+        .map_err(anyhow::Error::from)?;
     match (user, verified) {
         (Some(user), Verified::Yes { rehash }) if !user.blocked => {
             if rehash {
-                let hash = state.passwords.hash(password.to_string()).await.map_err(anyhow::Error::from)?;
-                state.db.set_password(&user.id, &hash, crate::password::ARGON2ID).await?;
+                let hash = state
+                    .passwords
+                    .hash(password.to_string())
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                state
+                    .db
+                    .set_password(&user.id, &hash, crate::password::ARGON2ID)
+                    .await?;
             }
             Ok(Some(user))
         }

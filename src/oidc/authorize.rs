@@ -18,18 +18,33 @@ use crate::error::{AppError, ErrorCode};
 use crate::login;
 use crate::state::AppState;
 use crate::store::{Client, SessionStoreExt, now};
-use crate::tokens::grants::{AuthorizationCode, PendingAuthorization, ResponseMode, Session, code_key, pending_key, PENDING_TTL};
+use crate::tokens::grants::{
+    AuthorizationCode, PENDING_TTL, PendingAuthorization, ResponseMode, Session, code_key,
+    pending_key,
+};
 
 /// `GET /authorize`.
-pub async fn get_authorize(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn get_authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes());
-    authorize(&state, &headers, params).await.unwrap_or_else(IntoResponse::into_response)
+    authorize(&state, &headers, params)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /authorize`: OIDC Core §3.1.2.1 requires the form-encoded POST too.
-pub async fn post_authorize(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match Params::from_form_body(&headers, body).await {
-        Ok(params) => authorize(&state, &headers, params).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(params) => authorize(&state, &headers, params)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(e) => AppError::from(e).into_response(),
     }
 }
@@ -41,13 +56,27 @@ pub struct Redirect<'a> {
     pub state: Option<&'a str>,
 }
 
-async fn authorize(state: &AppState, headers: &HeaderMap, params: Params) -> Result<Response, AppError> {
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Params,
+) -> Result<Response, AppError> {
     // Step 1: the client and the redirect URI, answered with a page.
-    let client_id = params.get("client_id")?.ok_or_else(|| bad("The request has no client_id."))?;
-    let client = state.db.get_client(client_id).await?.ok_or_else(|| bad("The application is not known here."))?;
-    let redirect = params.get("redirect_uri")?.ok_or_else(|| bad("The request has no redirect_uri."))?;
+    let client_id = params
+        .get("client_id")?
+        .ok_or_else(|| bad("The request has no client_id."))?;
+    let client = state
+        .db
+        .get_client(client_id)
+        .await?
+        .ok_or_else(|| bad("The application is not known here."))?;
+    let redirect = params
+        .get("redirect_uri")?
+        .ok_or_else(|| bad("The request has no redirect_uri."))?;
     if !redirect_uri::matches(&client.redirect_uris, redirect) {
-        return Err(bad("The redirect_uri is not registered for this application."));
+        return Err(bad(
+            "The redirect_uri is not registered for this application.",
+        ));
     }
 
     // From here the redirect URI is trusted. A repeated state is ambiguous,
@@ -57,21 +86,47 @@ async fn authorize(state: &AppState, headers: &HeaderMap, params: Params) -> Res
         Ok(None) | Ok(Some("query")) => ResponseMode::Query,
         Ok(Some("form_post")) => ResponseMode::FormPost,
         _ => {
-            let to = Redirect { uri: redirect, mode: ResponseMode::Query, state: client_state };
-            return Ok(error_response(state, &to, ErrorCode::InvalidRequest, "response_mode must be query or form_post"));
+            let to = Redirect {
+                uri: redirect,
+                mode: ResponseMode::Query,
+                state: client_state,
+            };
+            return Ok(error_response(
+                state,
+                &to,
+                ErrorCode::InvalidRequest,
+                "response_mode must be query or form_post",
+            ));
         }
     };
-    let to = Redirect { uri: redirect, mode, state: client_state };
+    let to = Redirect {
+        uri: redirect,
+        mode,
+        state: client_state,
+    };
     match validate(&client, &params) {
-        Ok(Validated { pending, prompt_none, prompt_login }) => {
+        Ok(Validated {
+            pending,
+            prompt_none,
+            prompt_login,
+        }) => {
             // An existing session is reused unless the client asks for a
             // fresh login or the login is older than max_age (OIDC Core
             // §3.1.2.1).
-            let session = if prompt_login { None } else { login::current_session(state, headers).await? };
+            let session = if prompt_login {
+                None
+            } else {
+                login::current_session(state, headers).await?
+            };
             let fresh = |s: &Session| pending.max_age.is_none_or(|m| now() - s.auth_time <= m);
             match session {
                 Some((key, s)) if fresh(&s) => complete(state, &pending, &key, &s).await,
-                _ if prompt_none => Ok(error_response(state, &to, ErrorCode::LoginRequired, "the user is not logged in")),
+                _ if prompt_none => Ok(error_response(
+                    state,
+                    &to,
+                    ErrorCode::LoginRequired,
+                    "the user is not logged in",
+                )),
                 _ => start_login(state, headers, pending).await,
             }
         }
@@ -102,39 +157,65 @@ fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
         // RFC 9700 §2.1.2: the authorization code flow only.
         match params.get("response_type").ok().flatten() {
             Some("code") => {}
-            Some(_) => return Err((ErrorCode::UnsupportedResponseType, "only response_type=code is supported")),
+            Some(_) => {
+                return Err((
+                    ErrorCode::UnsupportedResponseType,
+                    "only response_type=code is supported",
+                ));
+            }
             None => return Err(invalid("response_type is missing")),
         }
         if !client.allows_grant("authorization_code") {
-            return Err((ErrorCode::UnauthorizedClient, "the client may not use the authorization code grant"));
+            return Err((
+                ErrorCode::UnauthorizedClient,
+                "the client may not use the authorization code grant",
+            ));
         }
         // OIDC Core §6: request objects are not supported.
         if params.get("request").ok().flatten().is_some() {
-            return Err((ErrorCode::RequestNotSupported, "request objects are not supported"));
+            return Err((
+                ErrorCode::RequestNotSupported,
+                "request objects are not supported",
+            ));
         }
         if params.get("request_uri").ok().flatten().is_some() {
             return Err((ErrorCode::InvalidRequestUri, "request_uri is not supported"));
         }
         let scope = params.get("scope").ok().flatten().unwrap_or("");
         // RFC 6749 §3.3: scope tokens are printable ASCII without `"` or `\`.
-        if !scope.bytes().all(|b| b == b' ' || (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\') {
+        if !scope
+            .bytes()
+            .all(|b| b == b' ' || (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        {
             return Err((ErrorCode::InvalidScope, "the scope is malformed"));
         }
-        let scope = scope.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+        let scope = scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
 
         // PKCE (RFC 7636; RFC 9700 §2.1.1): S256 only; required of public clients.
         let challenge = params.get("code_challenge").ok().flatten();
         let method = params.get("code_challenge_method").ok().flatten();
         match (challenge, method) {
             (Some(c), Some("S256")) => {
-                if c.len() != 43 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    return Err(invalid("code_challenge must be the base64url SHA-256 of the verifier"));
+                if c.len() != 43
+                    || !c
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(invalid(
+                        "code_challenge must be the base64url SHA-256 of the verifier",
+                    ));
                 }
             }
             // RFC 7636 §4.3: an absent method means plain, which is refused.
             (Some(_), _) => return Err(invalid("code_challenge_method must be S256")),
             (None, Some(_)) => return Err(invalid("code_challenge_method without code_challenge")),
-            (None, None) if client.public => return Err(invalid("PKCE (code_challenge with S256) is required")),
+            (None, None) if client.public => {
+                return Err(invalid("PKCE (code_challenge with S256) is required"));
+            }
             (None, None) => {}
         }
         let prompt = params.get("prompt").ok().flatten().unwrap_or("");
@@ -143,12 +224,20 @@ fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
         if prompts.contains(&"none") && prompts.len() > 1 {
             return Err(invalid("prompt=none cannot be combined with other values"));
         }
-        if let Some(p) = prompts.iter().find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account")) {
+        if let Some(p) = prompts
+            .iter()
+            .find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account"))
+        {
             tracing::debug!(prompt = %p, "authorize: unknown prompt value");
             return Err(invalid("prompt has an unknown value"));
         }
         let max_age = match params.get("max_age").ok().flatten() {
-            Some(v) => Some(v.parse::<i64>().ok().filter(|v| *v >= 0).ok_or(invalid("max_age must be a non-negative integer"))?),
+            Some(v) => Some(
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .ok_or(invalid("max_age must be a non-negative integer"))?,
+            ),
             None => None,
         };
         let text = |name: &str, max: usize| -> Result<Option<String>, Refusal> {
@@ -167,7 +256,12 @@ fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
         Ok(Validated {
             pending: PendingAuthorization {
                 client_id: client.client_id.clone(),
-                redirect_uri: params.get("redirect_uri").ok().flatten().unwrap_or_default().to_string(),
+                redirect_uri: params
+                    .get("redirect_uri")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_string(),
                 response_mode: mode,
                 scope,
                 state: state_param,
@@ -187,18 +281,29 @@ fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
 
 /// Stores the pending request, binds it to this browser with the
 /// transaction cookie, and sends the user to the login page.
-async fn start_login(state: &AppState, headers: &HeaderMap, mut pending: PendingAuthorization) -> Result<Response, AppError> {
+async fn start_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut pending: PendingAuthorization,
+) -> Result<Response, AppError> {
     let tx_name = login::cookie_name(state, "tx");
-    let tx_value = login::read_cookie(headers, &tx_name).filter(|v| v.len() == 43).unwrap_or_else(random_token);
+    let tx_value = login::read_cookie(headers, &tx_name)
+        .filter(|v| v.len() == 43)
+        .unwrap_or_else(random_token);
     pending.browser_binding = sha256_b64(tx_value.as_bytes());
     let id = random_token();
-    state.sessions.put_json(&pending_key(&id), &pending, PENDING_TTL).await?;
+    state
+        .sessions
+        .put_json(&pending_key(&id), &pending, PENDING_TTL)
+        .await?;
     let location = format!("/login?authz={id}");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     if let Ok(v) = login::cookie_header(state, &tx_name, &tx_value, PENDING_TTL.as_secs()) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -224,20 +329,43 @@ pub async fn complete(
         grant_id: random_token(),
     };
     let ttl = Duration::from_secs(state.settings.tokens.code_ttl_secs);
-    state.sessions.put_json(&code_key(&code), &record, ttl).await?;
-    let to = Redirect { uri: &pending.redirect_uri, mode: pending.response_mode, state: pending.state.as_deref() };
+    state
+        .sessions
+        .put_json(&code_key(&code), &record, ttl)
+        .await?;
+    let to = Redirect {
+        uri: &pending.redirect_uri,
+        mode: pending.response_mode,
+        state: pending.state.as_deref(),
+    };
     Ok(respond(state, &to, vec![("code", code)]))
 }
 
 /// An error response on a trusted redirect URI (RFC 6749 §4.1.2.1).
-pub fn error_response(state: &AppState, to: &Redirect<'_>, code: ErrorCode, description: &str) -> Response {
-    respond(state, to, vec![("error", code.as_str().to_string()), ("error_description", description.to_string())])
+pub fn error_response(
+    state: &AppState,
+    to: &Redirect<'_>,
+    code: ErrorCode,
+    description: &str,
+) -> Response {
+    respond(
+        state,
+        to,
+        vec![
+            ("error", code.as_str().to_string()),
+            ("error_description", description.to_string()),
+        ],
+    )
 }
 
 /// Sends `fields` plus `state` and `iss` (RFC 9207 §2) to the client, by
 /// redirect (303: RFC 9700 §4.12 forbids 307 after credentials are posted)
 /// or as an auto-submitted form (OAuth 2.0 Form Post Response Mode).
-fn respond(state: &AppState, to: &Redirect<'_>, mut fields: Vec<(&'static str, String)>) -> Response {
+fn respond(
+    state: &AppState,
+    to: &Redirect<'_>,
+    mut fields: Vec<(&'static str, String)>,
+) -> Response {
     if let Some(s) = to.state {
         fields.push(("state", s.to_string()));
     }
@@ -252,13 +380,21 @@ fn respond(state: &AppState, to: &Redirect<'_>, mut fields: Vec<(&'static str, S
             }
             location.push(if to.uri.contains('?') { '&' } else { '?' });
             location.push_str(&query.finish());
-            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let mut response =
+                (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
         ResponseMode::FormPost => {
-            let origin = url::Url::parse(to.uri).ok().map(|u| u.origin().ascii_serialization());
-            let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let origin = url::Url::parse(to.uri)
+                .ok()
+                .map(|u| u.origin().ascii_serialization());
+            let fields: Vec<(String, String)> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             crate::templates::render(
                 StatusCode::OK,
                 "form_post.html",

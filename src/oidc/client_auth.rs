@@ -30,10 +30,13 @@ fn salted_digest(salt: &[u8], secret: &str) -> Vec<u8> {
 /// Constant-time check of `secret` against a stored hash.
 pub fn verify_secret(stored: &str, secret: &str) -> bool {
     let mut parts = stored.split('$');
-    let (Some("sha256"), Some(salt), Some(digest), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some("sha256"), Some(salt), Some(digest), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
-    let (Some(salt), Some(digest)) = (crypto::b64url_decode(salt), crypto::b64url_decode(digest)) else {
+    let (Some(salt), Some(digest)) = (crypto::b64url_decode(salt), crypto::b64url_decode(digest))
+    else {
         return false;
     };
     constant_time_eq(&salted_digest(&salt, secret), &digest)
@@ -51,38 +54,63 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
     let body_secret = params.get("client_secret")?;
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
         let client_id = body_id.ok_or_else(|| OAuthError::invalid_client(false))?;
-        return Ok(Presented { client_id: client_id.into(), secret: body_secret.map(Into::into), basic: false });
+        return Ok(Presented {
+            client_id: client_id.into(),
+            secret: body_secret.map(Into::into),
+            basic: false,
+        });
     };
-    let auth = auth.to_str().map_err(|_| OAuthError::invalid_client(true))?;
-    let (scheme, encoded) = auth.split_once(' ').ok_or_else(|| OAuthError::invalid_client(true))?;
+    let auth = auth
+        .to_str()
+        .map_err(|_| OAuthError::invalid_client(true))?;
+    let (scheme, encoded) = auth
+        .split_once(' ')
+        .ok_or_else(|| OAuthError::invalid_client(true))?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(OAuthError::invalid_client(true));
     }
     // RFC 6749 §2.3: one authentication method per request.
     if body_secret.is_some() {
-        return Err(OAuthError::invalid_request("more than one client authentication method was used"));
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method was used",
+        ));
     }
-    let decoded = crypto::b64_decode(encoded).and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| OAuthError::invalid_client(true))?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(|| OAuthError::invalid_client(true))?;
+    let decoded = crypto::b64_decode(encoded)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| OAuthError::invalid_client(true))?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_client(true))?;
     // RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
     let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client(true))?;
     let secret = form_decode(secret).ok_or_else(|| OAuthError::invalid_client(true))?;
     if body_id.is_some_and(|b| b != id) {
         return Err(OAuthError::invalid_client(true));
     }
-    Ok(Presented { client_id: id, secret: Some(secret), basic: true })
+    Ok(Presented {
+        client_id: id,
+        secret: Some(secret),
+        basic: true,
+    })
 }
 
 fn form_decode(s: &str) -> Option<String> {
     if s.is_empty() {
         return None;
     }
-    let decoded: String = form_urlencoded::parse(format!("x={s}").as_bytes()).next()?.1.into_owned();
+    let decoded: String = form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()?
+        .1
+        .into_owned();
     Some(decoded)
 }
 
 /// Authenticates the client of a token or revocation request.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Client, OAuthError> {
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Client, OAuthError> {
     let p = presented(headers, params)?;
     let client = state.db.get_client(&p.client_id).await?;
     let Some(client) = client else {

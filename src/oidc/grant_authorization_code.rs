@@ -9,18 +9,32 @@ use crate::crypto::{b64url, constant_time_eq, sha256};
 use crate::error::OAuthError;
 use crate::state::AppState;
 use crate::store::{AuditEvent, Client, SessionStoreExt, now};
-use crate::tokens::grants::{AuthorizationCode, Grant, USED_CODE_TTL, code_key, revoke_grant, used_code_key};
+use crate::tokens::grants::{
+    AuthorizationCode, Grant, USED_CODE_TTL, code_key, revoke_grant, used_code_key,
+};
 
-pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Result<Response, OAuthError> {
+pub async fn exchange(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+) -> Result<Response, OAuthError> {
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
     let verifier = params.get("code_verifier")?;
 
     // Taken atomically: of two concurrent exchanges only one sees the code.
-    let Some(record) = state.sessions.take_json::<AuthorizationCode>(&code_key(code)).await? else {
+    let Some(record) = state
+        .sessions
+        .take_json::<AuthorizationCode>(&code_key(code))
+        .await?
+    else {
         // A code that was already spent: RFC 6749 §4.1.2 and RFC 6819
         // §5.1.5.4 say to revoke what it issued.
-        if let Some(grant_id) = state.sessions.get_json::<String>(&used_code_key(code)).await? {
+        if let Some(grant_id) = state
+            .sessions
+            .get_json::<String>(&used_code_key(code))
+            .await?
+        {
             revoke_grant(&*state.sessions, &grant_id).await?;
             let event = AuditEvent {
                 at: now(),
@@ -34,16 +48,25 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
                 tracing::warn!(error = %e, "audit event not recorded");
             }
         }
-        return Err(OAuthError::invalid_grant("the authorization code is invalid, expired or already used"));
+        return Err(OAuthError::invalid_grant(
+            "the authorization code is invalid, expired or already used",
+        ));
     };
-    state.sessions.put_json(&used_code_key(code), &record.grant_id, USED_CODE_TTL).await?;
+    state
+        .sessions
+        .put_json(&used_code_key(code), &record.grant_id, USED_CODE_TTL)
+        .await?;
 
     if record.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant("the authorization code was issued to another client"));
+        return Err(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ));
     }
     // RFC 6749 §4.1.3: identical to the redirect_uri of the request.
     if record.redirect_uri != redirect_uri {
-        return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
     }
     check_pkce(record.code_challenge.as_deref(), verifier)?;
 
@@ -60,7 +83,8 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
         auth_time: record.auth_time,
         sid: record.sid.clone(),
         session_key: record.session_key.clone(),
-        expires_at: now() + Duration::from_secs(state.settings.tokens.refresh_token_ttl_secs).as_secs() as i64,
+        expires_at: now()
+            + Duration::from_secs(state.settings.tokens.refresh_token_ttl_secs).as_secs() as i64,
     };
     store_grant(state, &record.grant_id, &grant).await?;
     issue(
@@ -82,17 +106,23 @@ pub async fn exchange(state: &AppState, client: &Client, params: &Params) -> Res
 fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
     match (challenge, verifier) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(OAuthError::invalid_grant("code_verifier sent but the authorization request had no code_challenge")),
+        (None, Some(_)) => Err(OAuthError::invalid_grant(
+            "code_verifier sent but the authorization request had no code_challenge",
+        )),
         (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is required")),
         (Some(challenge), Some(verifier)) => {
             // RFC 7636 §4.1: 43 to 128 unreserved characters.
             let well_formed = (43..=128).contains(&verifier.len())
-                && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                && verifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             let computed = b64url(&sha256(verifier.as_bytes()));
             if well_formed && constant_time_eq(computed.as_bytes(), challenge.as_bytes()) {
                 Ok(())
             } else {
-                Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"))
+                Err(OAuthError::invalid_grant(
+                    "code_verifier does not match the code_challenge",
+                ))
             }
         }
     }

@@ -17,17 +17,29 @@ use super::token::{Issue, active_user, has_scope, issue};
 use crate::error::{ErrorCode, OAuthError};
 use crate::state::AppState;
 use crate::store::{AuditEvent, Client, SessionStoreExt, now};
-use crate::tokens::grants::{RefreshToken, RefreshUse, load_grant, refresh_key, refresh_used_key, revoke_grant};
+use crate::tokens::grants::{
+    RefreshToken, RefreshUse, load_grant, refresh_key, refresh_used_key, revoke_grant,
+};
 
-pub async fn refresh(state: &AppState, client: &Client, params: &Params) -> Result<Response, OAuthError> {
+pub async fn refresh(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+) -> Result<Response, OAuthError> {
     let token = params.require("refresh_token")?;
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let record: RefreshToken = state.sessions.get_json(&refresh_key(token)).await?.ok_or_else(invalid)?;
+    let record: RefreshToken = state
+        .sessions
+        .get_json(&refresh_key(token))
+        .await?
+        .ok_or_else(invalid)?;
     // RFC 6749 §6: the token must have been issued to this client.
     if record.client_id != client.client_id {
         return Err(invalid());
     }
-    let grant = load_grant(&*state.sessions, &record.grant_id).await?.ok_or_else(invalid)?;
+    let grant = load_grant(&*state.sessions, &record.grant_id)
+        .await?
+        .ok_or_else(invalid)?;
     let now = now();
     if grant.expires_at <= now {
         return Err(invalid());
@@ -35,10 +47,14 @@ pub async fn refresh(state: &AppState, client: &Client, params: &Params) -> Resu
 
     let claim = serde_json::to_vec(&RefreshUse { used_at: now }).map_err(OAuthError::unexpected)?;
     let ttl = Duration::from_secs((grant.expires_at - now).max(1) as u64);
-    if !state.sessions.put_if_absent(&refresh_used_key(token), &claim, ttl).await? {
+    if !state
+        .sessions
+        .put_if_absent(&refresh_used_key(token), &claim, ttl)
+        .await?
+    {
         let used: Option<RefreshUse> = state.sessions.get_json(&refresh_used_key(token)).await?;
         let grace = state.settings.tokens.refresh_reuse_grace_secs as i64;
-        let within_grace = used.is_some_and(|u| now - u.used_at <= grace);
+        let within_grace = used.is_some_and(|u| now - u.used_at < grace);
         if !within_grace {
             revoke_grant(&*state.sessions, &record.grant_id).await?;
             let event = AuditEvent {
@@ -67,7 +83,10 @@ pub async fn refresh(state: &AppState, client: &Client, params: &Params) -> Resu
         Some(requested) => {
             let requested: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
             if !requested.iter().all(|s| has_scope(&grant.scope, s)) {
-                return Err(OAuthError::new(ErrorCode::InvalidScope, "the scope exceeds what was granted"));
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidScope,
+                    "the scope exceeds what was granted",
+                ));
             }
             requested.join(" ")
         }
@@ -76,7 +95,14 @@ pub async fn refresh(state: &AppState, client: &Client, params: &Params) -> Resu
     let user = active_user(state, &grant.user_id).await?;
     issue(
         state,
-        Issue { client, user: &user, grant_id: &record.grant_id, grant: &grant, scope: &scope, nonce: None },
+        Issue {
+            client,
+            user: &user,
+            grant_id: &record.grant_id,
+            grant: &grant,
+            scope: &scope,
+            nonce: None,
+        },
     )
     .await
 }

@@ -25,7 +25,15 @@ pub async fn get_readyz(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "readiness: session store check failed");
     }
     let ok = db.is_ok() && sessions.is_ok();
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = |r: bool| if r { "ok" } else { "unavailable" };
-    (status, Json(json!({"database": word(db.is_ok()), "session_store": word(sessions.is_ok())}))).into_response()
+    (
+        status,
+        Json(json!({"database": word(db.is_ok()), "session_store": word(sessions.is_ok())})),
+    )
+        .into_response()
 }

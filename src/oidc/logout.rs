@@ -21,38 +21,65 @@ use crate::state::AppState;
 use crate::tokens::jwt::{self, Expect, IdClaims};
 
 /// `GET /oidc/logout`.
-pub async fn get_logout(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn get_logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes());
-    logout(&state, &headers, params, false).await.unwrap_or_else(IntoResponse::into_response)
+    logout(&state, &headers, params, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /oidc/logout`: the same parameters in a form, and the target of
 /// the confirmation page.
-pub async fn post_logout(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match Params::from_form_body(&headers, body).await {
-        Ok(params) => logout(&state, &headers, params, true).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(params) => logout(&state, &headers, params, true)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(e) => AppError::from(e).into_response(),
     }
 }
 
-async fn logout(state: &AppState, headers: &HeaderMap, params: Params, posted: bool) -> Result<Response, AppError> {
+async fn logout(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Params,
+    posted: bool,
+) -> Result<Response, AppError> {
     params.reject_repeats()?;
     let bad = |m: &str| AppError::bad_request("Sign-out refused", m);
     // The hint names the client (its `aud`); it may be expired (§2).
     let hint = match params.get("id_token_hint")? {
         Some(token) => {
-            let expect = Expect { issuer: &state.settings.issuer, audience: None, typ: None, allow_expired: true };
-            Some(jwt::verify::<IdClaims>(&state.keys.current(), token, &expect).map_err(|_| bad("The id_token_hint is not valid."))?)
+            let expect = Expect {
+                issuer: &state.settings.issuer,
+                audience: None,
+                typ: None,
+                allow_expired: true,
+            };
+            Some(
+                jwt::verify::<IdClaims>(&state.keys.current(), token, &expect)
+                    .map_err(|_| bad("The id_token_hint is not valid."))?,
+            )
         }
         None => None,
     };
     let client_id = params.get("client_id")?;
-    if let (Some(h), Some(c)) = (&hint, client_id) {
-        if h.aud != c {
-            return Err(bad("The id_token_hint was not issued to this client_id."));
-        }
+    if let (Some(h), Some(c)) = (&hint, client_id)
+        && h.aud != c
+    {
+        return Err(bad("The id_token_hint was not issued to this client_id."));
     }
-    let client_id = client_id.map(String::from).or_else(|| hint.as_ref().map(|h| h.aud.clone()));
+    let client_id = client_id
+        .map(String::from)
+        .or_else(|| hint.as_ref().map(|h| h.aud.clone()));
     let target = params.get("post_logout_redirect_uri")?;
     let redirect = match target {
         Some(uri) => Some(checked_target(state, client_id.as_deref(), uri).await?),
@@ -69,7 +96,9 @@ async fn logout(state: &AppState, headers: &HeaderMap, params: Params, posted: b
     };
     if let Some((key, _)) = &session {
         let confirmed = posted
-            && params.get("csrf")?.is_some_and(|c| constant_time_eq(c.as_bytes(), logout_csrf(key).as_bytes()));
+            && params
+                .get("csrf")?
+                .is_some_and(|c| constant_time_eq(c.as_bytes(), logout_csrf(key).as_bytes()));
         if !hint_matches && !confirmed {
             let mut fields: Vec<(String, String)> = Vec::new();
             for name in ["client_id", "post_logout_redirect_uri", "state"] {
@@ -88,12 +117,22 @@ async fn logout(state: &AppState, headers: &HeaderMap, params: Params, posted: b
             ));
         }
     }
-    end_session(state, session.map(|(k, _)| k), redirect, params.get("state")?).await
+    end_session(
+        state,
+        session.map(|(k, _)| k),
+        redirect,
+        params.get("state")?,
+    )
+    .await
 }
 
 /// `GET /v2/logout` (Auth0): `client_id` and `returnTo`. Auth0 signs out
 /// without a confirmation page, and SDKs depend on that.
-pub async fn get_auth0_logout(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn get_auth0_logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let run = async {
         params.reject_repeats()?;
@@ -111,17 +150,33 @@ fn logout_csrf(session_key: &str) -> String {
     sha256_b64(format!("logout:{session_key}").as_bytes())
 }
 
-async fn checked_target(state: &AppState, client_id: Option<&str>, uri: &str) -> Result<String, AppError> {
+async fn checked_target(
+    state: &AppState,
+    client_id: Option<&str>,
+    uri: &str,
+) -> Result<String, AppError> {
     let bad = |m: &str| AppError::bad_request("Sign-out refused", m);
-    let client_id = client_id.ok_or_else(|| bad("A return address needs client_id or id_token_hint to be checked."))?;
-    let client = state.db.get_client(client_id).await?.ok_or_else(|| bad("The application is not known here."))?;
+    let client_id = client_id
+        .ok_or_else(|| bad("A return address needs client_id or id_token_hint to be checked."))?;
+    let client = state
+        .db
+        .get_client(client_id)
+        .await?
+        .ok_or_else(|| bad("The application is not known here."))?;
     if !redirect_uri::matches(&client.post_logout_redirect_uris, uri) {
-        return Err(bad("The return address is not registered for this application."));
+        return Err(bad(
+            "The return address is not registered for this application.",
+        ));
     }
     Ok(uri.to_string())
 }
 
-async fn end_session(state: &AppState, key: Option<String>, redirect: Option<String>, client_state: Option<&str>) -> Result<Response, AppError> {
+async fn end_session(
+    state: &AppState,
+    key: Option<String>,
+    redirect: Option<String>,
+    client_state: Option<&str>,
+) -> Result<Response, AppError> {
     if let Some(key) = key {
         state.sessions.delete(&key).await?;
     }
@@ -129,7 +184,9 @@ async fn end_session(state: &AppState, key: Option<String>, redirect: Option<Str
     let mut response = match redirect {
         Some(mut uri) => {
             if let Some(s) = client_state {
-                let q = form_urlencoded::Serializer::new(String::new()).append_pair("state", s).finish();
+                let q = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("state", s)
+                    .finish();
                 uri.push(if uri.contains('?') { '&' } else { '?' });
                 uri.push_str(&q);
             }
@@ -145,6 +202,8 @@ async fn end_session(state: &AppState, key: Option<String>, redirect: Option<Str
     if let Some(c) = clear {
         response.headers_mut().append(header::SET_COOKIE, c);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

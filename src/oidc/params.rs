@@ -34,18 +34,25 @@ pub enum ParamError {
 
 impl Params {
     pub fn parse(input: &[u8]) -> Self {
-        Self { pairs: form_urlencoded::parse(input).into_owned().collect() }
+        Self {
+            pairs: form_urlencoded::parse(input).into_owned().collect(),
+        }
     }
 
     /// Reads a form body: checks the content type and the size limit.
     pub async fn from_form_body(headers: &HeaderMap, body: Body) -> Result<Self, ParamError> {
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let mime = content_type.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             return Err(ParamError::ContentType);
         }
         let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
                 ParamError::TooLarge
             } else {
                 ParamError::Unreadable
@@ -75,7 +82,11 @@ impl Params {
     /// Fails on the first parameter that appears more than once.
     pub fn reject_repeats(&self) -> Result<(), ParamError> {
         for (i, (k, v)) in self.pairs.iter().enumerate() {
-            if !v.is_empty() && self.pairs[i + 1..].iter().any(|(k2, v2)| k2 == k && !v2.is_empty()) {
+            if !v.is_empty()
+                && self.pairs[i + 1..]
+                    .iter()
+                    .any(|(k2, v2)| k2 == k && !v2.is_empty())
+            {
                 return Err(ParamError::Repeated(k.clone()));
             }
         }

@@ -12,7 +12,10 @@ use url::Url;
 
 /// Checks a URI before it is registered for a client.
 pub fn validate_registration(uri: &str) -> Result<(), String> {
-    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
         return Err("must not contain whitespace, control characters or backslashes".into());
     }
     let url = Url::parse(uri).map_err(|e| format!("is not an absolute URI: {e}"))?;
@@ -34,7 +37,10 @@ pub fn validate_registration(uri: &str) -> Result<(), String> {
             }
         }
         "javascript" | "data" | "file" | "vbscript" | "about" | "blob" => {
-            return Err(format!("the {} scheme cannot be a redirect target", url.scheme()));
+            return Err(format!(
+                "the {} scheme cannot be a redirect target",
+                url.scheme()
+            ));
         }
         scheme => {
             // RFC 8252 §7.1: private-use schemes are reverse domain names.
@@ -56,7 +62,9 @@ fn is_loopback_literal(url: &Url) -> bool {
 
 /// True when `requested` is one of `registered`, compared as strings.
 pub fn matches(registered: &[String], requested: &str) -> bool {
-    registered.iter().any(|r| r == requested || loopback_port_match(r, requested))
+    registered
+        .iter()
+        .any(|r| r == requested || loopback_port_match(r, requested))
 }
 
 /// RFC 8252 §7.3: `http://127.0.0.1:{any port}/path` matches
@@ -117,7 +125,10 @@ mod tests {
             "https://app.example.com/a b",
             "https://app.example.com\\@evil.com/",
         ] {
-            assert!(validate_registration(bad).is_err(), "{bad} should be refused");
+            assert!(
+                validate_registration(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 }

@@ -23,7 +23,9 @@ use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
 
 /// `POST /oauth/token`.
 pub async fn post_token(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    token(&state, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    token(&state, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
@@ -34,10 +36,16 @@ async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Resp
     let client = client_auth::authenticate(state, headers, &params).await?;
     let known = ["authorization_code", "refresh_token"];
     if !known.contains(&grant_type) {
-        return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "the grant type is not supported"));
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "the grant type is not supported",
+        ));
     }
     if !client.allows_grant(grant_type) {
-        return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the client may not use this grant type"));
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "the client may not use this grant type",
+        ));
     }
     match grant_type {
         "authorization_code" => grant_authorization_code::exchange(state, &client, &params).await,
@@ -80,7 +88,9 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
     let now = now();
     let settings = &state.settings;
     let keys = state.keys.current();
-    let key = keys.active(state.signing_alg).ok_or_else(|| OAuthError::unexpected("no active signing key"))?;
+    let key = keys
+        .active(state.signing_alg)
+        .ok_or_else(|| OAuthError::unexpected("no active signing key"))?;
 
     let access_ttl = settings.tokens.access_token_ttl_secs as i64;
     let access = AccessClaims {
@@ -118,9 +128,16 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
 
     let refresh_token = if i.client.allows_grant("refresh_token") && i.grant.expires_at > now {
         let token = random_token();
-        let record = RefreshToken { grant_id: i.grant_id.to_string(), client_id: i.client.client_id.clone(), issued_at: now };
+        let record = RefreshToken {
+            grant_id: i.grant_id.to_string(),
+            client_id: i.client.client_id.clone(),
+            issued_at: now,
+        };
         let ttl = Duration::from_secs((i.grant.expires_at - now) as u64);
-        state.sessions.put_json(&refresh_key(&token), &record, ttl).await?;
+        state
+            .sessions
+            .put_json(&refresh_key(&token), &record, ttl)
+            .await?;
         Some(token)
     } else {
         None
@@ -136,15 +153,26 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
     };
     let mut response = Json(body).into_response();
     // RFC 6749 §5.1.
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
 
 /// Stores the grant created by a code exchange.
-pub async fn store_grant(state: &AppState, grant_id: &str, grant: &Grant) -> Result<(), OAuthError> {
+pub async fn store_grant(
+    state: &AppState,
+    grant_id: &str,
+    grant: &Grant,
+) -> Result<(), OAuthError> {
     let ttl = Duration::from_secs((grant.expires_at - now()).max(1) as u64);
-    state.sessions.put_json(&grant_key(grant_id), grant, ttl).await?;
+    state
+        .sessions
+        .put_json(&grant_key(grant_id), grant, ttl)
+        .await?;
     Ok(())
 }
 

@@ -25,13 +25,19 @@ pub fn profile_claims(user: &User, scope: &str) -> Map<String, Value> {
             ("given_name", user.given_name.as_ref().map(|v| json!(v))),
             ("family_name", user.family_name.as_ref().map(|v| json!(v))),
             ("nickname", user.nickname.as_ref().map(|v| json!(v))),
-            ("preferred_username", user.username.as_ref().map(|v| json!(v))),
+            (
+                "preferred_username",
+                user.username.as_ref().map(|v| json!(v)),
+            ),
             ("picture", user.picture.as_ref().map(|v| json!(v))),
             ("updated_at", Some(json!(user.updated_at))),
         ]);
     }
     if scopes.contains(&"email") && user.email.is_some() {
-        released.extend([("email", user.email.as_ref().map(|v| json!(v))), ("email_verified", Some(json!(user.email_verified)))]);
+        released.extend([
+            ("email", user.email.as_ref().map(|v| json!(v))),
+            ("email_verified", Some(json!(user.email_verified))),
+        ]);
     }
     if scopes.contains(&"phone") {
         released.push(("phone_number", user.phone_number.as_ref().map(|v| json!(v))));
@@ -46,18 +52,30 @@ pub fn profile_claims(user: &User, scope: &str) -> Map<String, Value> {
 
 /// `GET /userinfo`.
 pub async fn get_userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    userinfo(&state, bearer(&headers)).await.unwrap_or_else(IntoResponse::into_response)
+    userinfo(&state, bearer(&headers))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /userinfo`: the token in the header, or in the form body
 /// (RFC 6750 §2.2), never both.
-pub async fn post_userinfo(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let header_token = bearer(&headers);
     let has_form = headers.get(header::CONTENT_TYPE).is_some();
     let token = if has_form {
-        match Params::from_form_body(&headers, body).await.and_then(|p| p.get("access_token").map(|t| t.map(String::from))) {
+        match Params::from_form_body(&headers, body)
+            .await
+            .and_then(|p| p.get("access_token").map(|t| t.map(String::from)))
+        {
             Ok(Some(_)) if header_token.is_some() => {
-                return OAuthError::invalid_request("more than one method was used to send the access token").into_response();
+                return OAuthError::invalid_request(
+                    "more than one method was used to send the access token",
+                )
+                .into_response();
             }
             Ok(Some(t)) => Some(t),
             Ok(None) => header_token,
@@ -66,13 +84,17 @@ pub async fn post_userinfo(State(state): State<AppState>, headers: HeaderMap, bo
     } else {
         header_token
     };
-    userinfo(&state, token).await.unwrap_or_else(IntoResponse::into_response)
+    userinfo(&state, token)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 async fn userinfo(state: &AppState, token: Option<String>) -> Result<Response, OAuthError> {
@@ -81,7 +103,9 @@ async fn userinfo(state: &AppState, token: Option<String>) -> Result<Response, O
     // A revoked grant (logout, code replay, refresh reuse) ends its access
     // tokens here, before their expiry.
     if load_grant(&*state.sessions, &claims.gid).await?.is_none() {
-        return Err(OAuthError::invalid_token("the access token has been revoked"));
+        return Err(OAuthError::invalid_token(
+            "the access token has been revoked",
+        ));
     }
     let user = match state.db.get_user(&claims.sub).await? {
         Some(u) if !u.blocked => u,
@@ -90,16 +114,27 @@ async fn userinfo(state: &AppState, token: Option<String>) -> Result<Response, O
     let mut body = profile_claims(&user, &claims.scope);
     body.insert("sub".into(), json!(user.id));
     let mut response = Json(Value::Object(body)).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     Ok(response)
 }
 
 /// Verifies one of Switchyard's own access tokens, reloading the keys once
 /// when it names a key this instance has not loaded yet (another instance
 /// rotated).
-pub async fn verify_access_token(state: &AppState, token: &str) -> Result<AccessClaims, OAuthError> {
+pub async fn verify_access_token(
+    state: &AppState,
+    token: &str,
+) -> Result<AccessClaims, OAuthError> {
     let audience = state.settings.access_token_audience();
-    let expect = Expect { issuer: &state.settings.issuer, audience: Some(&audience), typ: Some(ACCESS_TOKEN_TYP), allow_expired: false };
+    let expect = Expect {
+        issuer: &state.settings.issuer,
+        audience: Some(&audience),
+        typ: Some(ACCESS_TOKEN_TYP),
+        allow_expired: false,
+    };
     match jwt::verify::<AccessClaims>(&state.keys.current(), token, &expect) {
         Err(jwt::VerifyError::UnknownKey) => {
             state.keys.reload().await.map_err(OAuthError::unexpected)?;
@@ -107,8 +142,10 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Access
         }
         other => other,
     }
-    .map_err(|e| OAuthError::invalid_token(match e {
-        jwt::VerifyError::Invalid(_) => "the access token is invalid or expired",
-        _ => "the access token is not one this server issued",
-    }))
+    .map_err(|e| {
+        OAuthError::invalid_token(match e {
+            jwt::VerifyError::Invalid(_) => "the access token is invalid or expired",
+            _ => "the access token is not one this server issued",
+        })
+    })
 }

@@ -62,7 +62,13 @@ impl Inner {
             self.writes_since_sweep = 0;
             self.entries.retain(|_, e| e.expires_at > now);
         }
-        self.entries.insert(key.to_string(), Entry { value: value.to_vec(), expires_at: now + ttl });
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                value: value.to_vec(),
+                expires_at: now + ttl,
+            },
+        );
     }
 }
 
@@ -84,7 +90,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.lock().live(key, Instant::now()).map(|e| e.value.clone()))
+        Ok(self
+            .lock()
+            .live(key, Instant::now())
+            .map(|e| e.value.clone()))
     }
 
     async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -106,10 +115,16 @@ impl SessionStore for MemoryStore {
         if let Some(entry) = inner.live(key, now) {
             let count = parse_count(&entry.value) + 1;
             entry.value = count.to_string().into_bytes();
-            return Ok(Counter { count, resets_in: entry.expires_at.saturating_duration_since(now) });
+            return Ok(Counter {
+                count,
+                resets_in: entry.expires_at.saturating_duration_since(now),
+            });
         }
         inner.insert(key, b"1", window, now);
-        Ok(Counter { count: 1, resets_in: window })
+        Ok(Counter {
+            count: 1,
+            resets_in: window,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -118,5 +133,8 @@ impl SessionStore for MemoryStore {
 }
 
 fn parse_count(bytes: &[u8]) -> u64 {
-    std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -44,7 +44,12 @@ impl StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The grant types a client may be allowed.
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "password", "client_credentials"];
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    "password",
+    "client_credentials",
+];
 
 /// Where a user stands in the migration. Only `local` is produced by the
 /// core; the upstream tracks add the others.
@@ -209,7 +214,11 @@ pub struct AuditEvent {
 pub trait UserStore: Send + Sync {
     /// Creates the user and, when given, the password credential in one
     /// transaction: a user never exists half-made.
-    async fn create_user(&self, user: &NewUser, password: Option<(&str, &str)>) -> StoreResult<User>;
+    async fn create_user(
+        &self,
+        user: &NewUser,
+        password: Option<(&str, &str)>,
+    ) -> StoreResult<User>;
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
     /// Looks a login identifier up as an email (case-insensitively) or a username.
     async fn find_user_by_login(&self, identifier: &str) -> StoreResult<Option<User>>;
@@ -241,7 +250,13 @@ pub trait KeyStore: Send + Sync {
     /// In one transaction: the active key of `alg` retires (published until
     /// `publish_until`), the `next` one becomes active, `new_next` is
     /// inserted, and retired keys past their date are deleted.
-    async fn rotate_keys(&self, alg: &str, new_next: &SigningKeyRecord, publish_until: i64, now: i64) -> StoreResult<()>;
+    async fn rotate_keys(
+        &self,
+        alg: &str,
+        new_next: &SigningKeyRecord,
+        publish_until: i64,
+        now: i64,
+    ) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -285,14 +300,24 @@ pub trait SessionStore: Send + Sync {
 /// object-safe.
 #[async_trait]
 pub trait SessionStoreExt {
-    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, ttl: Duration) -> StoreResult<()>;
+    async fn put_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> StoreResult<()>;
     async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>>;
     async fn take_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>>;
 }
 
 #[async_trait]
 impl<S: SessionStore + ?Sized> SessionStoreExt for S {
-    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, ttl: Duration) -> StoreResult<()> {
+    async fn put_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> StoreResult<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.put(key, &bytes, ttl).await
     }
@@ -307,7 +332,9 @@ impl<S: SessionStore + ?Sized> SessionStoreExt for S {
 }
 
 fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> StoreResult<Option<T>> {
-    bytes.map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+    bytes
+        .map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
 }
 
 /// Client ids are printable ASCII without spaces or the characters Basic
@@ -317,7 +344,10 @@ pub fn validate_client_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 128 {
         return Err("must be 1 to 128 characters".into());
     }
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
         return Err("may contain only letters, digits and - . _ ~".into());
     }
     Ok(())
@@ -334,5 +364,8 @@ pub fn validate_client_secret(secret: &str) -> Result<(), String> {
 
 /// Unix time in seconds.
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

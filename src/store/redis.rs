@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script, SetExpiry, ExistenceCheck, SetOptions};
+use redis::{AsyncCommands, ExistenceCheck, Script, SetExpiry, SetOptions};
 
 use super::{Counter, SessionStore, StoreError, StoreResult};
 
@@ -35,8 +35,14 @@ impl RedisStore {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(|e| StoreError::Unavailable(redact(&e)))?;
-        Ok(Self { conn, prefix: prefix.to_string(), incr_script: Script::new(INCR_SCRIPT) })
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| StoreError::Unavailable(redact(&e)))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            incr_script: Script::new(INCR_SCRIPT),
+        })
     }
 
     fn key(&self, key: &str) -> String {
@@ -66,7 +72,12 @@ fn millis(ttl: Duration) -> u64 {
 impl SessionStore for RedisStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()> {
         let opts = SetOptions::default().with_expiration(SetExpiry::PX(millis(ttl)));
-        let _: () = self.conn.clone().set_options(self.key(key), value, opts).await.map_err(map_err)?;
+        let _: () = self
+            .conn
+            .clone()
+            .set_options(self.key(key), value, opts)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 
@@ -74,7 +85,12 @@ impl SessionStore for RedisStore {
         let opts = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)
             .with_expiration(SetExpiry::PX(millis(ttl)));
-        let written: Option<String> = self.conn.clone().set_options(self.key(key), value, opts).await.map_err(map_err)?;
+        let written: Option<String> = self
+            .conn
+            .clone()
+            .set_options(self.key(key), value, opts)
+            .await
+            .map_err(map_err)?;
         Ok(written.is_some())
     }
 
@@ -83,11 +99,20 @@ impl SessionStore for RedisStore {
     }
 
     async fn take(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.conn.clone().get_del(self.key(key)).await.map_err(map_err)
+        self.conn
+            .clone()
+            .get_del(self.key(key))
+            .await
+            .map_err(map_err)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<bool> {
-        let n: u64 = self.conn.clone().del(self.key(key)).await.map_err(map_err)?;
+        let n: u64 = self
+            .conn
+            .clone()
+            .del(self.key(key))
+            .await
+            .map_err(map_err)?;
         Ok(n > 0)
     }
 
@@ -99,11 +124,17 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;
-        Ok(Counter { count, resets_in: Duration::from_millis(pttl.max(0) as u64) })
+        Ok(Counter {
+            count,
+            resets_in: Duration::from_millis(pttl.max(0) as u64),
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await.map_err(map_err)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 }

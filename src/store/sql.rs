@@ -30,8 +30,7 @@ pub struct SqlStore {
 const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
     phone_number, user_metadata, app_metadata, state, blocked, created_at, updated_at, last_login_at";
 
-const CLIENT_COLUMNS: &str =
-    "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at";
+const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at";
 
 impl SqlStore {
     /// Connects and applies the embedded migrations.
@@ -74,8 +73,16 @@ impl SqlStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         let result = match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("src/store/migrations/sqlite").run(&self.pool).await,
-            Dialect::Postgres => sqlx::migrate!("src/store/migrations/postgres").run(&self.pool).await,
+            Dialect::Sqlite => {
+                sqlx::migrate!("src/store/migrations/sqlite")
+                    .run(&self.pool)
+                    .await
+            }
+            Dialect::Postgres => {
+                sqlx::migrate!("src/store/migrations/postgres")
+                    .run(&self.pool)
+                    .await
+            }
         };
         result.map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
     }
@@ -114,7 +121,9 @@ fn map_err(e: sqlx::Error) -> StoreError {
                 StoreError::Conflict("id")
             }
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
         _ => StoreError::Backend(e.to_string()),
     }
 }
@@ -144,7 +153,8 @@ fn user_from_row(row: &AnyRow) -> StoreResult<User> {
         phone_number: row.try_get("phone_number").map_err(map_err)?,
         user_metadata: json_col(row, "user_metadata")?,
         app_metadata: json_col(row, "app_metadata")?,
-        state: UserState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?,
+        state: UserState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?,
         blocked: row.try_get::<i64, _>("blocked").map_err(map_err)? != 0,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
@@ -173,7 +183,8 @@ fn key_from_row(row: &AnyRow) -> StoreResult<SigningKeyRecord> {
         kid: row.try_get("kid").map_err(map_err)?,
         alg: row.try_get("alg").map_err(map_err)?,
         private_key: row.try_get("private_key").map_err(map_err)?,
-        state: KeyState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
+        state: KeyState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         publish_until: row.try_get("publish_until").map_err(map_err)?,
     })
@@ -199,7 +210,11 @@ fn to_json(v: &impl serde::Serialize) -> String {
 
 #[async_trait]
 impl UserStore for SqlStore {
-    async fn create_user(&self, user: &NewUser, password: Option<(&str, &str)>) -> StoreResult<User> {
+    async fn create_user(
+        &self,
+        user: &NewUser,
+        password: Option<(&str, &str)>,
+    ) -> StoreResult<User> {
         let now = now();
         let id = user.id.clone().unwrap_or_else(new_local_id);
         let mut tx = self.pool.begin().await.map_err(map_err)?;
@@ -268,12 +283,14 @@ impl UserStore for SqlStore {
     }
 
     async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"))
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         rows.iter().map(user_from_row).collect()
     }
 
@@ -288,7 +305,11 @@ impl UserStore for SqlStore {
                 .await
                 .map_err(map_err)?;
         }
-        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
@@ -313,14 +334,15 @@ impl UserStore for SqlStore {
     async fn set_password(&self, user_id: &str, hash: &str, algorithm: &str) -> StoreResult<bool> {
         let now = now();
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let exists = sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected()
-            > 0;
+        let exists =
+            sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                > 0;
         if exists {
             sqlx::query(
                 "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
@@ -392,19 +414,23 @@ impl ClientStore for SqlStore {
     }
 
     async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        let row = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"))
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let row = sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1"
+        ))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
         row.as_ref().map(client_from_row).transpose()
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        let rows = sqlx::query(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         rows.iter().map(client_from_row).collect()
     }
 
@@ -442,7 +468,13 @@ impl KeyStore for SqlStore {
         Ok(())
     }
 
-    async fn rotate_keys(&self, alg: &str, new_next: &SigningKeyRecord, publish_until: i64, now: i64) -> StoreResult<()> {
+    async fn rotate_keys(
+        &self,
+        alg: &str,
+        new_next: &SigningKeyRecord,
+        publish_until: i64,
+        now: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND publish_until < $1")
             .bind(now)
@@ -515,7 +547,10 @@ impl AuditLog for SqlStore {
 #[async_trait]
 impl Database for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -98,12 +98,18 @@ pub struct Expect<'a> {
 }
 
 /// Verifies a token signed with one of `keys`.
-pub fn verify<T: DeserializeOwned>(keys: &KeySet, token: &str, expect: &Expect<'_>) -> Result<T, VerifyError> {
+pub fn verify<T: DeserializeOwned>(
+    keys: &KeySet,
+    token: &str,
+    expect: &Expect<'_>,
+) -> Result<T, VerifyError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
     let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
     let key = keys.get(kid).ok_or(VerifyError::UnknownKey)?;
     if header.alg != key.alg.jsonwebtoken() {
-        return Err(VerifyError::Invalid("algorithm does not match the key".into()));
+        return Err(VerifyError::Invalid(
+            "algorithm does not match the key".into(),
+        ));
     }
     if let Some(typ) = expect.typ {
         // RFC 9068 §4: the `typ` header must be checked, case-insensitively

@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
-use aws_lc_rs::encoding::AsDer;
 use jsonwebtoken::DecodingKey;
 use serde_json::{Value, json};
 
@@ -106,10 +106,15 @@ impl SigningKey {
         match &self.signer {
             Signer::Rsa(kp) => {
                 let mut sig = vec![0u8; kp.public_modulus_len()];
-                kp.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig).map_err(|_| KeyError::Sign)?;
+                kp.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(|_| KeyError::Sign)?;
                 Ok(sig)
             }
-            Signer::Ec(kp) => Ok(kp.sign(&rng, message).map_err(|_| KeyError::Sign)?.as_ref().to_vec()),
+            Signer::Ec(kp) => Ok(kp
+                .sign(&rng, message)
+                .map_err(|_| KeyError::Sign)?
+                .as_ref()
+                .to_vec()),
             Signer::Ed(kp) => Ok(kp.sign(message).as_ref().to_vec()),
         }
     }
@@ -122,15 +127,37 @@ impl SigningKey {
         &self.jwk
     }
 
-    fn from_der(kid: &str, alg: Alg, der: &[u8], state: KeyState, publish_until: Option<i64>) -> Result<Self, KeyError> {
-        let invalid = |reason: String| KeyError::Invalid { kid: kid.to_string(), reason };
+    fn from_der(
+        kid: &str,
+        alg: Alg,
+        der: &[u8],
+        state: KeyState,
+        publish_until: Option<i64>,
+    ) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::Invalid {
+            kid: kid.to_string(),
+            reason,
+        };
         let (signer, jwk, decoding) = match alg {
             Alg::RS256 => {
-                let kp = signature::RsaKeyPair::from_pkcs8(der).map_err(|e| invalid(e.to_string()))?;
-                let n = kp.public_key().modulus().big_endian_without_leading_zero().to_vec();
-                let e = kp.public_key().exponent().big_endian_without_leading_zero().to_vec();
+                let kp =
+                    signature::RsaKeyPair::from_pkcs8(der).map_err(|e| invalid(e.to_string()))?;
+                let n = kp
+                    .public_key()
+                    .modulus()
+                    .big_endian_without_leading_zero()
+                    .to_vec();
+                let e = kp
+                    .public_key()
+                    .exponent()
+                    .big_endian_without_leading_zero()
+                    .to_vec();
                 let jwk = json!({"kty": "RSA", "n": b64url(&n), "e": b64url(&e)});
-                (Signer::Rsa(kp), jwk, DecodingKey::from_rsa_raw_components(&n, &e))
+                (
+                    Signer::Rsa(kp),
+                    jwk,
+                    DecodingKey::from_rsa_raw_components(&n, &e),
+                )
             }
             Alg::ES256 => {
                 let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
@@ -141,30 +168,52 @@ impl SigningKey {
                     return Err(invalid("unexpected P-256 public key length".into()));
                 }
                 let (x, y) = (b64url(&point[1..33]), b64url(&point[33..]));
-                let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| invalid(e.to_string()))?;
-                (Signer::Ec(kp), json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}), decoding)
+                let decoding =
+                    DecodingKey::from_ec_components(&x, &y).map_err(|e| invalid(e.to_string()))?;
+                (
+                    Signer::Ec(kp),
+                    json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+                    decoding,
+                )
             }
             Alg::EdDSA => {
                 let kp = Ed25519KeyPair::from_pkcs8(der).map_err(|e| invalid(e.to_string()))?;
                 let x = b64url(kp.public_key().as_ref());
-                let decoding = DecodingKey::from_ed_components(&x).map_err(|e| invalid(e.to_string()))?;
-                (Signer::Ed(kp), json!({"kty": "OKP", "crv": "Ed25519", "x": x}), decoding)
+                let decoding =
+                    DecodingKey::from_ed_components(&x).map_err(|e| invalid(e.to_string()))?;
+                (
+                    Signer::Ed(kp),
+                    json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+                    decoding,
+                )
             }
         };
         let mut jwk = jwk;
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
-        Ok(Self { kid: kid.to_string(), alg, state, publish_until, signer, jwk, decoding })
+        Ok(Self {
+            kid: kid.to_string(),
+            alg,
+            state,
+            publish_until,
+            signer,
+            jwk,
+            decoding,
+        })
     }
 }
 
 /// Generates a new PKCS#8 private key for `alg`.
 pub fn generate_pkcs8(alg: Alg) -> Result<Vec<u8>, KeyError> {
-    let failed = || KeyError::Invalid { kid: "(new)".into(), reason: "key generation failed".into() };
+    let failed = || KeyError::Invalid {
+        kid: "(new)".into(),
+        reason: "key generation failed".into(),
+    };
     Ok(match alg {
         Alg::RS256 => {
-            let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|_| failed())?;
+            let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| failed())?;
             let der: aws_lc_rs::encoding::Pkcs8V1Der = kp.as_der().map_err(|_| failed())?;
             der.as_ref().to_vec()
         }
@@ -173,7 +222,11 @@ pub fn generate_pkcs8(alg: Alg) -> Result<Vec<u8>, KeyError> {
             .map_err(|_| failed())?
             .as_ref()
             .to_vec(),
-        Alg::EdDSA => Ed25519KeyPair::generate().and_then(|kp| kp.to_pkcs8()).map_err(|_| failed())?.as_ref().to_vec(),
+        Alg::EdDSA => Ed25519KeyPair::generate()
+            .and_then(|kp| kp.to_pkcs8())
+            .map_err(|_| failed())?
+            .as_ref()
+            .to_vec(),
     })
 }
 
@@ -225,12 +278,24 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads the keys, creating an active and a next key for each algorithm
     /// that lacks them (the first start of a fresh database).
-    pub async fn load(db: Arc<dyn Database>, sealer: Option<Sealer>, algs: Vec<Alg>) -> Result<Self, KeyError> {
-        let ring = Self { db, sealer, current: RwLock::new(Arc::new(KeySet::default())), algs };
+    pub async fn load(
+        db: Arc<dyn Database>,
+        sealer: Option<Sealer>,
+        algs: Vec<Alg>,
+    ) -> Result<Self, KeyError> {
+        let ring = Self {
+            db,
+            sealer,
+            current: RwLock::new(Arc::new(KeySet::default())),
+            algs,
+        };
         let records = ring.db.list_keys().await?;
         for alg in &ring.algs {
             for state in [KeyState::Active, KeyState::Next] {
-                if !records.iter().any(|r| r.alg == alg.as_str() && r.state == state) {
+                if !records
+                    .iter()
+                    .any(|r| r.alg == alg.as_str() && r.state == state)
+                {
                     let record = ring.new_record(*alg, state)?;
                     ring.db.insert_key(&record).await?;
                 }
@@ -241,7 +306,10 @@ impl KeyRing {
     }
 
     pub fn current(&self) -> Arc<KeySet> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-reads the keys from the store.
@@ -249,9 +317,17 @@ impl KeyRing {
         let records = self.db.list_keys().await?;
         let mut set = KeySet::default();
         for r in records {
-            let Some(alg) = Alg::parse(&r.alg) else { continue };
+            let Some(alg) = Alg::parse(&r.alg) else {
+                continue;
+            };
             let der = self.open_private_key(&r)?;
-            let key = Arc::new(SigningKey::from_der(&r.kid, alg, &der, r.state, r.publish_until)?);
+            let key = Arc::new(SigningKey::from_der(
+                &r.kid,
+                alg,
+                &der,
+                r.state,
+                r.publish_until,
+            )?);
             if key.state == KeyState::Active {
                 // Two instances starting on an empty database at once can
                 // both create an active key; the newest one (records are
@@ -270,7 +346,9 @@ impl KeyRing {
     pub async fn rotate(&self, alg: Alg, overlap_secs: i64) -> Result<String, KeyError> {
         let record = self.new_record(alg, KeyState::Next)?;
         let now = now();
-        self.db.rotate_keys(alg.as_str(), &record, now + overlap_secs, now).await?;
+        self.db
+            .rotate_keys(alg.as_str(), &record, now + overlap_secs, now)
+            .await?;
         self.reload().await?;
         Ok(record.kid)
     }
@@ -282,15 +360,29 @@ impl KeyRing {
             Some(s) => format!("sealed:{}", crypto::b64url(&s.seal(&der, kid.as_bytes()))),
             None => crypto::b64url(&der),
         };
-        Ok(SigningKeyRecord { kid, alg: alg.as_str().into(), private_key, state, created_at: now(), publish_until: None })
+        Ok(SigningKeyRecord {
+            kid,
+            alg: alg.as_str().into(),
+            private_key,
+            state,
+            created_at: now(),
+            publish_until: None,
+        })
     }
 
     fn open_private_key(&self, r: &SigningKeyRecord) -> Result<Vec<u8>, KeyError> {
-        let invalid = |reason: &str| KeyError::Invalid { kid: r.kid.clone(), reason: reason.into() };
+        let invalid = |reason: &str| KeyError::Invalid {
+            kid: r.kid.clone(),
+            reason: reason.into(),
+        };
         match r.private_key.strip_prefix("sealed:") {
             Some(sealed) => {
-                let sealer = self.sealer.as_ref().ok_or_else(|| invalid("is encrypted: set SWITCHYARD_KEY_ENCRYPTION_KEY"))?;
-                let bytes = crypto::b64url_decode(sealed).ok_or_else(|| invalid("is not base64"))?;
+                let sealer = self
+                    .sealer
+                    .as_ref()
+                    .ok_or_else(|| invalid("is encrypted: set SWITCHYARD_KEY_ENCRYPTION_KEY"))?;
+                let bytes =
+                    crypto::b64url_decode(sealed).ok_or_else(|| invalid("is not base64"))?;
                 sealer
                     .open(&bytes, r.kid.as_bytes())
                     .map_err(|_| invalid("does not open with SWITCHYARD_KEY_ENCRYPTION_KEY"))
@@ -313,7 +405,10 @@ mod tests {
             assert!(!sig.is_empty());
             assert_eq!(key.jwk()["alg"], alg.as_str());
             assert_eq!(key.jwk()["kid"], "k1");
-            assert!(key.jwk().get("d").is_none(), "no private part in a published JWK");
+            assert!(
+                key.jwk().get("d").is_none(),
+                "no private part in a published JWK"
+            );
         }
     }
 }

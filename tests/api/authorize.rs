@@ -1,1 +1,319 @@
+//! The authorization endpoint: validation, error redirects, prompt, max_age,
+//! session reuse and response modes.
+
+use reqwest::StatusCode;
+
 use crate::helpers::*;
+
+/// Sends `req` and returns the parameters of the error redirect.
+async fn error_redirect(
+    app: &TestApp,
+    req: &AuthRequest,
+) -> std::collections::HashMap<String, String> {
+    let response = app.authorize(&browser(), req).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let target = location(response.headers());
+    assert!(target.starts_with(REDIRECT), "{target}");
+    let params = query_of(&target);
+    assert_eq!(
+        params.get("iss"),
+        Some(&app.issuer),
+        "RFC 9207 iss on errors too"
+    );
+    params
+}
+
+#[tokio::test]
+async fn once_the_redirect_uri_is_trusted_errors_go_back_to_the_client_with_state() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    app.add_client("spa", true).await;
+    let cases: Vec<(AuthRequest, &str)> = vec![
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.extra.push(("response_type".into(), "token".into()));
+                r
+            },
+            "invalid_request",
+        ),
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.extra = vec![
+                    ("code_challenge".into(), "x".repeat(43)),
+                    ("code_challenge_method".into(), "plain".into()),
+                ];
+                r
+            },
+            "invalid_request",
+        ),
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.extra = vec![("code_challenge".into(), "x".repeat(43))];
+                r
+            },
+            "invalid_request",
+        ),
+        (AuthRequest::new("spa", None), "invalid_request"),
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.extra.push(("request".into(), "eyJ.x.y".into()));
+                r
+            },
+            "request_not_supported",
+        ),
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.extra.push(("max_age".into(), "-1".into()));
+                r
+            },
+            "invalid_request",
+        ),
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.extra.push(("prompt".into(), "none login".into()));
+                r
+            },
+            "invalid_request",
+        ),
+        (
+            {
+                let mut r = AuthRequest::new("web", None);
+                r.scope = "openid \"quoted\"".into();
+                r
+            },
+            "invalid_scope",
+        ),
+    ];
+    for (req, expected) in cases {
+        let params = error_redirect(&app, &req).await;
+        assert_eq!(params["error"], expected, "{:?}", req.pairs());
+        assert_eq!(params["state"], "st-123");
+        assert!(!params.contains_key("code"));
+    }
+}
+
+#[tokio::test]
+async fn only_the_code_flow_is_served_no_implicit_grant() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    for response_type in ["token", "id_token", "code id_token", "code token"] {
+        let response = app
+            .browser
+            .get(app.url("/authorize"))
+            .query(&[
+                ("response_type", response_type),
+                ("client_id", "web"),
+                ("redirect_uri", REDIRECT),
+                ("state", "s"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let params = query_of(&location(response.headers()));
+        assert_eq!(
+            params["error"], "unsupported_response_type",
+            "{response_type}"
+        );
+        assert!(!params.contains_key("access_token") && !params.contains_key("id_token"));
+    }
+}
+
+#[tokio::test]
+async fn prompt_none_without_a_session_answers_login_required() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let mut req = AuthRequest::new("web", None);
+    req.extra.push(("prompt".into(), "none".into()));
+    let params = error_redirect(&app, &req).await;
+    assert_eq!(params["error"], "login_required");
+    assert_eq!(params["state"], "st-123");
+}
+
+#[tokio::test]
+async fn an_existing_session_is_reused_unless_prompt_login_or_max_age_asks_for_a_new_login() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    app.code_for(
+        &browser,
+        &AuthRequest::new("web", None),
+        "alice@example.com",
+    )
+    .await;
+
+    // prompt=none with a session: straight back with a code.
+    let mut silent = AuthRequest::new("web", None);
+    silent.extra.push(("prompt".into(), "none".into()));
+    let response = app.authorize(&browser, &silent).await;
+    let params = query_of(&location(response.headers()));
+    assert!(params.contains_key("code"), "{params:?}");
+
+    // No prompt: reused too.
+    let response = app
+        .authorize(&browser, &AuthRequest::new("web", None))
+        .await;
+    assert!(query_of(&location(response.headers())).contains_key("code"));
+
+    // prompt=login: back to the login page.
+    let mut fresh = AuthRequest::new("web", None);
+    fresh.extra.push(("prompt".into(), "login".into()));
+    let response = app.authorize(&browser, &fresh).await;
+    assert!(location(response.headers()).starts_with("/login?authz="));
+
+    // max_age=0 with prompt=none: the session is too old to count.
+    let mut too_old = AuthRequest::new("web", None);
+    too_old.extra = vec![
+        ("max_age".into(), "0".into()),
+        ("prompt".into(), "none".into()),
+    ];
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let params = error_redirect(&app, &too_old).await;
+    assert_eq!(params["error"], "login_required");
+}
+
+#[tokio::test]
+async fn auth_time_is_the_time_of_the_login_not_of_the_token() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    let params = app
+        .code_for(
+            &browser,
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+        )
+        .await;
+    let first: serde_json::Value = app
+        .exchange(&params["code"], None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = app
+        .authorize(&browser, &AuthRequest::new("web", None))
+        .await;
+    let params = query_of(&location(response.headers()));
+    let second: serde_json::Value = app
+        .exchange(&params["code"], None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let claims = |t: &serde_json::Value| -> serde_json::Value {
+        let p = t["id_token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        serde_json::from_slice(&switchyard::crypto::b64url_decode(&p).unwrap()).unwrap()
+    };
+    assert_eq!(claims(&first)["auth_time"], claims(&second)["auth_time"]);
+    assert_ne!(claims(&first)["iat"], claims(&second)["iat"]);
+}
+
+#[tokio::test]
+async fn form_post_response_mode_posts_the_code_to_the_client() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    let mut req = AuthRequest::new("web", None);
+    req.extra.push(("response_mode".into(), "form_post".into()));
+    let start = app.authorize(&browser, &req).await;
+    let done = app
+        .login(
+            &browser,
+            &location(start.headers()),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let csp = done.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("form-action 'self' https://app.example.com"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    let (action, fields) = form_fields(&done.text().await.unwrap());
+    assert_eq!(action, REDIRECT);
+    assert!(fields.contains_key("code"));
+    assert_eq!(fields["state"], "st-123");
+    assert_eq!(fields["iss"], app.issuer);
+}
+
+#[tokio::test]
+async fn post_to_authorize_is_served_like_get() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let req = AuthRequest::new("web", None);
+    let response = app
+        .browser
+        .post(app.url("/authorize"))
+        .form(&req.pairs())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(location(response.headers()).starts_with("/login?authz="));
+}
+
+#[tokio::test]
+async fn login_pages_refuse_framing_and_inline_scripts_and_authorize_has_no_cors() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    let start = browser
+        .get(app.url("/authorize"))
+        .header("origin", "https://evil.com")
+        .query(&AuthRequest::new("web", None).pairs())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        start.headers().get("access-control-allow-origin").is_none(),
+        "no CORS on /authorize"
+    );
+    let page = browser
+        .get(app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+    let body = page.text().await.unwrap();
+    assert!(!body.contains("<script>"), "no inline script");
+}
+
+#[tokio::test]
+async fn login_hint_prefills_the_identifier() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    let mut req = AuthRequest::new("web", None);
+    req.extra
+        .push(("login_hint".into(), "alice@example.com".into()));
+    let start = app.authorize(&browser, &req).await;
+    let page = browser
+        .get(app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, fields) = form_fields(&page);
+    assert_eq!(fields["username"], "alice@example.com");
+}

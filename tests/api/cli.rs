@@ -1,1 +1,285 @@
+//! The command line, run as an operator runs it: the real binary, a real
+//! database, then a login with what it provisioned.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::StatusCode;
+
 use crate::helpers::*;
+
+fn switchyard(iso: &Isolated, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(args)
+        .env("SWITCHYARD_DATABASE_URL", &iso.database_url)
+        .env_remove("SWITCHYARD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the switchyard binary runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[tokio::test]
+async fn users_and_clients_provisioned_with_the_cli_can_log_in() {
+    let iso = isolated().await;
+    let added = switchyard(
+        &iso,
+        &[
+            "users",
+            "add",
+            "--email",
+            "carol@example.com",
+            "--name",
+            "Carol",
+            "--password-stdin",
+        ],
+        Some("carol's long password\n"),
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let id = stdout(&added).trim().to_string();
+    assert!(id.starts_with("local|"));
+
+    let duplicate = switchyard(
+        &iso,
+        &["users", "add", "--email", "CAROL@example.com"],
+        None,
+    );
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+
+    let client = switchyard(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "cli-web",
+            "--redirect-uri",
+            REDIRECT,
+            "--name",
+            "CLI App",
+        ],
+        None,
+    );
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let out = stdout(&client);
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("a generated secret")
+        .to_string();
+
+    let bad_uri = switchyard(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "bad",
+            "--redirect-uri",
+            "http://evil.example.com/cb",
+        ],
+        None,
+    );
+    assert!(
+        !bad_uri.status.success(),
+        "plain http on a non-loopback host is refused at registration"
+    );
+
+    let listed = stdout(&switchyard(&iso, &["users", "list"], None));
+    assert!(listed.contains("carol@example.com"));
+    let shown = stdout(&switchyard(
+        &iso,
+        &["users", "show", "carol@example.com"],
+        None,
+    ));
+    assert!(
+        shown.contains(&id) && !shown.contains("argon2"),
+        "no hash in the output"
+    );
+    let clients = stdout(&switchyard(&iso, &["clients", "show", "cli-web"], None));
+    assert!(
+        clients.contains("cli-web") && !clients.contains("sha256$"),
+        "no secret hash in the output"
+    );
+
+    // The provider, on the same database, logs carol in for cli-web.
+    let app = spawn_on(&iso).await;
+    let mut req = AuthRequest::new("cli-web", None);
+    req.scope = "openid profile".into();
+    let browser = browser();
+    let start = app.authorize(&browser, &req).await;
+    let done = app
+        .login(
+            &browser,
+            &location(start.headers()),
+            "carol@example.com",
+            "carol's long password",
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let params = query_of(&location(done.headers()));
+    let response = app
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &params["code"]),
+                ("redirect_uri", REDIRECT),
+            ],
+            Some(("cli-web", &secret)),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let set = switchyard(
+        &iso,
+        &[
+            "users",
+            "set-password",
+            "carol@example.com",
+            "--password-stdin",
+        ],
+        Some("a brand new password\n"),
+    );
+    assert!(set.status.success());
+    let deleted = switchyard(&iso, &["users", "delete", &id], None);
+    assert!(deleted.status.success());
+    assert!(
+        !switchyard(&iso, &["users", "show", &id], None)
+            .status
+            .success()
+    );
+}
+
+async fn spawn_on(iso: &Isolated) -> TestApp {
+    let url = iso.database_url.clone();
+    let redis = iso.redis_url.clone();
+    let prefix = iso.prefix.clone();
+    spawn_app_with(move |s| {
+        s.database_url = url;
+        s.redis_url = redis;
+        s.session_prefix = prefix;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn keys_can_be_listed_and_rotated_from_the_cli() {
+    let iso = isolated().await;
+    let listed = stdout(&switchyard(&iso, &["keys", "list"], None));
+    assert_eq!(
+        listed.lines().count(),
+        2,
+        "an active and a next RS256 key: {listed}"
+    );
+    assert!(listed.contains("active") && listed.contains("next"));
+    let rotated = switchyard(&iso, &["keys", "rotate"], None);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let listed = stdout(&switchyard(&iso, &["keys", "list"], None));
+    assert!(listed.contains("retired"));
+    assert_eq!(listed.lines().count(), 3);
+}
+
+#[tokio::test]
+async fn config_check_names_the_key_of_every_problem() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        r#"
+issuer = "http://login.example.com/"
+[tokens]
+signing_alg = "HS256"
+[[clients]]
+client_id = "web"
+redirect_uris = ["https://app.example.com/cb#frag"]
+"#,
+    )
+    .unwrap();
+    let out = switchyard(
+        &iso,
+        &["--config", path.to_str().unwrap(), "config", "check"],
+        None,
+    );
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    for key in [
+        "issuer:",
+        "tokens.signing_alg:",
+        "clients[0].client_secret_env:",
+        "clients[0].redirect_uris[0]:",
+    ] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "isuer = \"https://x/\"\n").unwrap();
+    let out = switchyard(
+        &iso,
+        &["--config", typo.to_str().unwrap(), "config", "check"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("isuer"),
+        "an unknown key is named"
+    );
+    let ok = switchyard(&iso, &["config", "check"], None);
+    assert!(ok.status.success(), "the embedded default passes");
+}
+
+#[tokio::test]
+async fn clients_declared_in_the_config_file_are_served() {
+    let iso = isolated().await;
+    let var = format!("SWITCHYARD_TEST_SECRET_{}", std::process::id());
+    // SAFETY: the variable name is unique to this test and process.
+    unsafe { std::env::set_var(&var, SECRET) };
+    let url = iso.database_url.clone();
+    let redis = iso.redis_url.clone();
+    let prefix = iso.prefix.clone();
+    let app = spawn_app_with(move |s| {
+        s.database_url = url;
+        s.redis_url = redis;
+        s.session_prefix = prefix;
+        s.clients.push(switchyard::config::ClientSettings {
+            client_id: "web".into(),
+            client_secret_env: Some(var),
+            public: false,
+            name: None,
+            redirect_uris: vec![REDIRECT.into()],
+            post_logout_redirect_uris: vec![],
+            grant_types: switchyard::config::default_grant_types(),
+            token_mode: "gateway".into(),
+        });
+    })
+    .await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let tokens = app.tokens_for_alice().await;
+    assert!(tokens["access_token"].is_string());
+}

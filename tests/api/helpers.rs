@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION};
 use scraper::{Html, Selector};
@@ -51,16 +50,30 @@ pub async fn isolated() -> Isolated {
         Backend::Embedded => {
             let dir = tempfile::tempdir().expect("temporary directory");
             let path = dir.path().join("switchyard.db");
-            Isolated { database_url: format!("sqlite://{}", path.display()), redis_url: None, prefix, _dir: Some(dir) }
+            Isolated {
+                database_url: format!("sqlite://{}", path.display()),
+                redis_url: None,
+                prefix,
+                _dir: Some(dir),
+            }
         }
         Backend::PostgresRedis => {
             let base = std::env::var("SWITCHYARD_TEST_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let redis = std::env::var("SWITCHYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-            let schema = format!("t_{}", random_token()[..20].to_lowercase().replace(['-', '_'], "x"));
+            let redis = std::env::var("SWITCHYARD_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let schema = format!(
+                "t_{}",
+                random_token()[..20].to_lowercase().replace(['-', '_'], "x")
+            );
             sqlx::any::install_default_drivers();
-            let pool = sqlx::AnyPool::connect(&base).await.expect("PostgreSQL must be reachable for postgres-redis tests");
-            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.expect("create schema");
+            let pool = sqlx::AnyPool::connect(&base)
+                .await
+                .expect("PostgreSQL must be reachable for postgres-redis tests");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .expect("create schema");
             pool.close().await;
             let sep = if base.contains('?') { '&' } else { '?' };
             Isolated {
@@ -90,8 +103,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    // Log lines are captured per test and shown when it fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
     let isolated = isolated().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().unwrap().port();
     let mut settings = Settings {
         issuer: format!("http://127.0.0.1:{port}/"),
@@ -102,7 +122,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     };
     configure(&mut settings);
     let issuer = settings.issuer.clone();
-    let app = Application::build_with_listener(settings, listener).await.expect("application builds");
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("application builds");
     let state = app.state();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
@@ -110,13 +132,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         issuer,
         state,
         browser: browser(),
-        api: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        api: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         _isolated: isolated,
     }
 }
 
 pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// A verifier and its S256 challenge.
@@ -128,22 +157,37 @@ pub fn pkce() -> (String, String) {
 
 /// The query parameters of a URL.
 pub fn query_of(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url).expect("absolute URL").query_pairs().into_owned().collect()
+    url::Url::parse(url)
+        .expect("absolute URL")
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 pub fn location(headers: &HeaderMap) -> String {
-    headers.get(LOCATION).expect("a Location header").to_str().unwrap().to_string()
+    headers
+        .get(LOCATION)
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The hidden and visible inputs of the first form on a page.
 pub fn form_fields(html: &str) -> (String, HashMap<String, String>) {
     let doc = Html::parse_document(html);
-    let form = doc.select(&Selector::parse("form").unwrap()).next().expect("a form on the page");
+    let form = doc
+        .select(&Selector::parse("form").unwrap())
+        .next()
+        .expect("a form on the page");
     let action = form.value().attr("action").unwrap_or("").to_string();
     let mut fields = HashMap::new();
     for input in form.select(&Selector::parse("input").unwrap()) {
         if let Some(name) = input.value().attr("name") {
-            fields.insert(name.to_string(), input.value().attr("value").unwrap_or("").to_string());
+            fields.insert(
+                name.to_string(),
+                input.value().attr("value").unwrap_or("").to_string(),
+            );
         }
     }
     (action, fields)
@@ -202,9 +246,23 @@ impl TestApp {
     }
 
     pub async fn add_user(&self, email: &str, password: &str) -> User {
-        let hash = self.state.passwords.hash(password.to_string()).await.unwrap();
-        let new = NewUser { email: Some(email.into()), email_verified: true, name: Some("Alice Example".into()), ..Default::default() };
-        self.state.db.create_user(&new, Some((&hash, ARGON2ID))).await.unwrap()
+        let hash = self
+            .state
+            .passwords
+            .hash(password.to_string())
+            .await
+            .unwrap();
+        let new = NewUser {
+            email: Some(email.into()),
+            email_verified: true,
+            name: Some("Alice Example".into()),
+            ..Default::default()
+        };
+        self.state
+            .db
+            .create_user(&new, Some((&hash, ARGON2ID)))
+            .await
+            .unwrap()
     }
 
     pub async fn add_client(&self, client_id: &str, public: bool) -> Client {
@@ -230,37 +288,82 @@ impl TestApp {
         self.add_user("alice@example.com", PASSWORD).await
     }
 
-    pub async fn authorize(&self, browser: &reqwest::Client, req: &AuthRequest) -> reqwest::Response {
-        browser.get(self.url("/authorize")).query(&req.pairs()).send().await.unwrap()
+    pub async fn authorize(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+    ) -> reqwest::Response {
+        browser
+            .get(self.url("/authorize"))
+            .query(&req.pairs())
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Steps through the login pages; returns the final response (the
     /// redirect back to the client, or the page that refused).
-    pub async fn login(&self, browser: &reqwest::Client, login_path: &str, username: &str, password: &str) -> reqwest::Response {
+    pub async fn login(
+        &self,
+        browser: &reqwest::Client,
+        login_path: &str,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
         let page = browser.get(self.url(login_path)).send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK, "login page");
         let (action, mut fields) = form_fields(&page.text().await.unwrap());
         fields.insert("username".into(), username.into());
-        let page = browser.post(self.url(&action)).form(&fields).send().await.unwrap();
+        let page = browser
+            .post(self.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), StatusCode::OK, "password page");
         let (action, mut fields) = form_fields(&page.text().await.unwrap());
         fields.insert("password".into(), password.into());
-        browser.post(self.url(&action)).form(&fields).send().await.unwrap()
+        browser
+            .post(self.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Authorize, log in, and return the parameters the client receives.
-    pub async fn code_for(&self, browser: &reqwest::Client, req: &AuthRequest, username: &str) -> HashMap<String, String> {
+    pub async fn code_for(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+        username: &str,
+    ) -> HashMap<String, String> {
         let start = self.authorize(browser, req).await;
-        assert_eq!(start.status(), StatusCode::SEE_OTHER, "authorize redirects to the login page");
+        assert_eq!(
+            start.status(),
+            StatusCode::SEE_OTHER,
+            "authorize redirects to the login page"
+        );
         let login_path = location(start.headers());
         let done = self.login(browser, &login_path, username, PASSWORD).await;
-        assert_eq!(done.status(), StatusCode::SEE_OTHER, "login redirects to the client");
+        assert_eq!(
+            done.status(),
+            StatusCode::SEE_OTHER,
+            "login redirects to the client"
+        );
         let back = location(done.headers());
-        assert!(back.starts_with(&req.redirect_uri), "back to the client: {back}");
+        assert!(
+            back.starts_with(&req.redirect_uri),
+            "back to the client: {back}"
+        );
         query_of(&back)
     }
 
-    pub async fn token(&self, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> reqwest::Response {
+    pub async fn token(
+        &self,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> reqwest::Response {
         let mut req = self.api.post(self.url("/oauth/token")).form(form);
         if let Some((id, secret)) = basic {
             req = req.basic_auth(id, Some(secret));
@@ -270,7 +373,11 @@ impl TestApp {
 
     /// Exchanges a code for `web` with its secret.
     pub async fn exchange(&self, code: &str, verifier: Option<&str>) -> reqwest::Response {
-        let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)];
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+        ];
         if let Some(v) = verifier {
             form.push(("code_verifier", v));
         }
@@ -278,30 +385,56 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
-        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)], Some(("web", SECRET))).await
+        self.token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+            Some(("web", SECRET)),
+        )
+        .await
     }
 
     /// A full login of alice for `web`; returns the token response.
     pub async fn tokens_for_alice(&self) -> serde_json::Value {
         let (verifier, challenge) = pkce();
-        let params = self.code_for(&browser(), &AuthRequest::new("web", Some(&challenge)), "alice@example.com").await;
+        let params = self
+            .code_for(
+                &browser(),
+                &AuthRequest::new("web", Some(&challenge)),
+                "alice@example.com",
+            )
+            .await;
         let response = self.exchange(&params["code"], Some(&verifier)).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.unwrap()
     }
 
     pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
-        self.api.get(self.url("/userinfo")).bearer_auth(access_token).send().await.unwrap()
+        self.api
+            .get(self.url("/userinfo"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
 /// Asserts an RFC 6749 §5.2 error response.
 pub async fn assert_oauth_error(response: reqwest::Response, status: StatusCode, error: &str) {
     assert_eq!(response.status(), status);
-    assert_eq!(response.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
     let body: serde_json::Value = response.json().await.expect("a JSON error body");
     assert_eq!(body["error"], error, "{body}");
     let description = body["error_description"].as_str().unwrap_or("");
-    assert!(!description.to_lowercase().contains("sqlx") && !description.contains("redis"), "no internal text: {description}");
+    assert!(
+        !description.to_lowercase().contains("sqlx") && !description.contains("redis"),
+        "no internal text: {description}"
+    );
 }
-

@@ -1,1 +1,346 @@
+//! The store contracts: the same suites run on every backend (SQLite and
+//! in-process by default, PostgreSQL and Redis with
+//! `SWITCHYARD_TEST_BACKEND=postgres-redis`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::config::Settings;
+use switchyard::state::{open_database, open_session_store};
+use switchyard::store::{Client, Database, KeyState, NewUser, SessionStore, StoreError, now};
+use switchyard::tokens::keys::{Alg, KeyRing};
+
 use crate::helpers::*;
+
+async fn stores() -> (Arc<dyn Database>, Arc<dyn SessionStore>, Isolated) {
+    let iso = isolated().await;
+    let settings = Settings {
+        database_url: iso.database_url.clone(),
+        redis_url: iso.redis_url.clone(),
+        session_prefix: iso.prefix.clone(),
+        ..Settings::default()
+    };
+    (
+        open_database(&settings).await.unwrap(),
+        open_session_store(&settings).await.unwrap(),
+        iso,
+    )
+}
+
+fn alice() -> NewUser {
+    NewUser {
+        email: Some("Alice@Example.com".into()),
+        username: Some("alice".into()),
+        name: Some("Alice".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn user_store_creates_finds_lists_and_deletes_users_with_their_credentials() {
+    let (db, _, _iso) = stores().await;
+    let user = db
+        .create_user(&alice(), Some(("$argon2id$hash", "argon2id")))
+        .await
+        .unwrap();
+    assert!(user.id.starts_with("local|"));
+    assert_eq!(
+        user.email.as_deref(),
+        Some("Alice@Example.com"),
+        "the user's spelling is kept"
+    );
+
+    for login in [
+        "alice@example.com",
+        "ALICE@EXAMPLE.COM",
+        " alice@example.com ",
+        "alice",
+    ] {
+        assert_eq!(
+            db.find_user_by_login(login).await.unwrap().map(|u| u.id),
+            Some(user.id.clone()),
+            "{login:?}"
+        );
+    }
+    assert!(
+        db.find_user_by_login("Alice").await.unwrap().is_none(),
+        "usernames are exact"
+    );
+    assert_eq!(
+        db.get_password(&user.id).await.unwrap().unwrap().hash,
+        "$argon2id$hash"
+    );
+
+    assert!(
+        db.set_password(&user.id, "$argon2id$new", "argon2id")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.get_password(&user.id).await.unwrap().unwrap().hash,
+        "$argon2id$new"
+    );
+    assert!(
+        !db.set_password("nobody", "$argon2id$x", "argon2id")
+            .await
+            .unwrap()
+    );
+
+    let bob = db
+        .create_user(
+            &NewUser {
+                id: Some("auth0|5f3a".into()),
+                email: Some("bob@example.com".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.id, "auth0|5f3a",
+        "an upstream id is kept as the user id"
+    );
+    assert!(db.get_password(&bob.id).await.unwrap().is_none());
+
+    let page1 = db.list_users(None, 1).await.unwrap();
+    let page2 = db.list_users(Some(&page1[0].id), 10).await.unwrap();
+    assert_eq!(page1.len() + page2.len(), 2);
+
+    assert!(db.delete_user(&user.id).await.unwrap());
+    assert!(db.get_user(&user.id).await.unwrap().is_none());
+    assert!(
+        db.get_password(&user.id).await.unwrap().is_none(),
+        "credentials go with the user"
+    );
+    assert!(!db.delete_user(&user.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn user_store_refuses_duplicate_emails_and_usernames_and_writes_nothing() {
+    let (db, _, _iso) = stores().await;
+    db.create_user(&alice(), None).await.unwrap();
+    let same_email = NewUser {
+        email: Some("ALICE@example.COM".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        db.create_user(&same_email, Some(("h", "argon2id"))).await,
+        Err(StoreError::Conflict("email"))
+    ));
+    let same_username = NewUser {
+        username: Some("alice".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        db.create_user(&same_username, None).await,
+        Err(StoreError::Conflict("username"))
+    ));
+    assert_eq!(
+        db.list_users(None, 10).await.unwrap().len(),
+        1,
+        "nothing half-written"
+    );
+}
+
+#[tokio::test]
+async fn client_store_creates_upserts_lists_and_deletes() {
+    let (db, _, _iso) = stores().await;
+    let client = Client {
+        client_id: "web".into(),
+        name: None,
+        secret_hash: Some("sha256$a$b".into()),
+        public: false,
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into()],
+        token_mode: "gateway".into(),
+        source: "cli".into(),
+        created_at: now(),
+    };
+    db.create_client(&client).await.unwrap();
+    assert!(matches!(
+        db.create_client(&client).await,
+        Err(StoreError::Conflict("client_id"))
+    ));
+    let changed = Client {
+        redirect_uris: vec!["https://other.example.com/cb".into()],
+        ..client.clone()
+    };
+    db.upsert_client(&changed).await.unwrap();
+    assert_eq!(
+        db.get_client("web").await.unwrap().unwrap().redirect_uris,
+        changed.redirect_uris
+    );
+    assert_eq!(db.list_clients().await.unwrap().len(), 1);
+    assert!(db.delete_client("web").await.unwrap());
+    assert!(db.get_client("web").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn key_rotation_promotes_next_and_keeps_the_old_key_published() {
+    let (db, _, _iso) = stores().await;
+    let ring = KeyRing::load(db.clone(), None, vec![Alg::RS256])
+        .await
+        .unwrap();
+    let before = ring.current();
+    let active = before.active(Alg::RS256).unwrap().kid.clone();
+    let next = before
+        .keys()
+        .iter()
+        .find(|k| k.state == KeyState::Next)
+        .unwrap()
+        .kid
+        .clone();
+
+    ring.rotate(Alg::RS256, 3600).await.unwrap();
+    let after = ring.current();
+    assert_eq!(
+        after.active(Alg::RS256).unwrap().kid,
+        next,
+        "next becomes active"
+    );
+    let jwks = after.jwks(now());
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&active.as_str()),
+        "the retired key stays published"
+    );
+    assert_eq!(kids.len(), 3);
+    // Past its overlap the retired key leaves the JWKS.
+    assert_eq!(
+        after.jwks(now() + 3601)["keys"].as_array().unwrap().len(),
+        2
+    );
+
+    // A second instance on the same database sees the same keys.
+    let other = KeyRing::load(db, None, vec![Alg::RS256]).await.unwrap();
+    assert_eq!(other.current().active(Alg::RS256).unwrap().kid, next);
+}
+
+#[tokio::test]
+async fn private_keys_are_sealed_at_rest_when_a_key_encryption_key_is_given() {
+    let (db, _, _iso) = stores().await;
+    let sealer = switchyard::crypto::Sealer::new(&[9u8; 32]);
+    KeyRing::load(db.clone(), sealer, vec![Alg::EdDSA])
+        .await
+        .unwrap();
+    for record in db.list_keys().await.unwrap() {
+        assert!(record.private_key.starts_with("sealed:"));
+    }
+    // Without the key-encryption key the keys cannot be loaded.
+    assert!(
+        KeyRing::load(db.clone(), None, vec![Alg::EdDSA])
+            .await
+            .is_err()
+    );
+    assert!(
+        KeyRing::load(
+            db,
+            switchyard::crypto::Sealer::new(&[8u8; 32]),
+            vec![Alg::EdDSA]
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn session_store_puts_gets_and_expires_records() {
+    let (_, store, _iso) = stores().await;
+    store
+        .put("a", b"one", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
+    store
+        .put("short", b"x", Duration::from_millis(200))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(store.get("short").await.unwrap(), None, "expired");
+    assert!(store.delete("a").await.unwrap());
+    assert!(!store.delete("a").await.unwrap());
+    assert_eq!(store.get("a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn session_store_take_is_atomic_under_concurrency() {
+    let (_, store, _iso) = stores().await;
+    store
+        .put("code", b"secret", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let takes = futures::future::join_all((0..16).map(|_| store.take("code"))).await;
+    let winners = takes
+        .into_iter()
+        .filter(|t| matches!(t, Ok(Some(_))))
+        .count();
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn session_store_put_if_absent_lets_one_writer_win() {
+    let (_, store, _iso) = stores().await;
+    let claims = futures::future::join_all(
+        (0..16).map(|_| store.put_if_absent("claim", b"1", Duration::from_secs(60))),
+    )
+    .await;
+    assert_eq!(
+        claims.into_iter().filter(|c| matches!(c, Ok(true))).count(),
+        1
+    );
+    store
+        .put("gone", b"x", Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store
+            .put_if_absent("gone", b"y", Duration::from_secs(1))
+            .await
+            .unwrap(),
+        "an expired key is absent"
+    );
+}
+
+#[tokio::test]
+async fn session_store_counters_count_within_their_window() {
+    let (_, store, _iso) = stores().await;
+    let window = Duration::from_millis(400);
+    assert_eq!(store.incr("n", window).await.unwrap().count, 1);
+    let second = store.incr("n", window).await.unwrap();
+    assert_eq!(second.count, 2);
+    assert!(second.resets_in <= window && second.resets_in > Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        store.incr("n", window).await.unwrap().count,
+        1,
+        "a new window"
+    );
+}
+
+#[tokio::test]
+async fn session_store_namespaces_do_not_collide() {
+    let (_, a, iso) = stores().await;
+    let settings = Settings {
+        redis_url: iso.redis_url.clone(),
+        session_prefix: format!("{}other:", iso.prefix),
+        ..Settings::default()
+    };
+    let b = open_session_store(&settings).await.unwrap();
+    a.put("k", b"a", Duration::from_secs(60)).await.unwrap();
+    if iso.redis_url.is_some() {
+        assert_eq!(
+            b.get("k").await.unwrap(),
+            None,
+            "another prefix sees nothing"
+        );
+    }
+    assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+}

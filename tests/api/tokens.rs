@@ -43,8 +43,16 @@ async fn access_token_audience_is_configurable() {
     let app = spawn_app_with(|s| s.tokens.audience = Some("https://api.example.com".into())).await;
     app.with_alice_and_web().await;
     let tokens = app.tokens_for_alice().await;
-    assert_eq!(decode_claims(tokens["access_token"].as_str().unwrap())["aud"], "https://api.example.com");
-    assert_eq!(app.userinfo(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::OK);
+    assert_eq!(
+        decode_claims(tokens["access_token"].as_str().unwrap())["aud"],
+        "https://api.example.com"
+    );
+    assert_eq!(
+        app.userinfo(tokens["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -52,15 +60,39 @@ async fn a_replayed_code_is_refused_and_revokes_the_tokens_it_issued() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     let (verifier, challenge) = pkce();
-    let params = app.code_for(&browser(), &AuthRequest::new("web", Some(&challenge)), "alice@example.com").await;
-    let first: Value = app.exchange(&params["code"], Some(&verifier)).await.json().await.unwrap();
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", Some(&challenge)),
+            "alice@example.com",
+        )
+        .await;
+    let first: Value = app
+        .exchange(&params["code"], Some(&verifier))
+        .await
+        .json()
+        .await
+        .unwrap();
     let access = first["access_token"].as_str().unwrap();
     assert_eq!(app.userinfo(access).await.status(), StatusCode::OK);
 
-    assert_oauth_error(app.exchange(&params["code"], Some(&verifier)).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_oauth_error(
+        app.exchange(&params["code"], Some(&verifier)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     // RFC 6749 §4.1.2: what the code issued is revoked.
-    assert_eq!(app.userinfo(access).await.status(), StatusCode::UNAUTHORIZED);
-    assert_oauth_error(app.refresh(first["refresh_token"].as_str().unwrap()).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_eq!(
+        app.userinfo(access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_oauth_error(
+        app.refresh(first["refresh_token"].as_str().unwrap()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -68,9 +100,21 @@ async fn two_concurrent_exchanges_of_one_code_yield_one_token_response() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     let (verifier, challenge) = pkce();
-    let params = app.code_for(&browser(), &AuthRequest::new("web", Some(&challenge)), "alice@example.com").await;
-    let (a, b) = tokio::join!(app.exchange(&params["code"], Some(&verifier)), app.exchange(&params["code"], Some(&verifier)));
-    let ok = [a.status(), b.status()].iter().filter(|s| **s == StatusCode::OK).count();
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", Some(&challenge)),
+            "alice@example.com",
+        )
+        .await;
+    let (a, b) = tokio::join!(
+        app.exchange(&params["code"], Some(&verifier)),
+        app.exchange(&params["code"], Some(&verifier))
+    );
+    let ok = [a.status(), b.status()]
+        .iter()
+        .filter(|s| **s == StatusCode::OK)
+        .count();
     assert_eq!(ok, 1);
 }
 
@@ -80,20 +124,62 @@ async fn pkce_missing_wrong_or_downgraded_verifiers_are_refused() {
     app.with_alice_and_web().await;
     let (verifier, challenge) = pkce();
 
-    let params = app.code_for(&browser(), &AuthRequest::new("web", Some(&challenge)), "alice@example.com").await;
-    assert_oauth_error(app.exchange(&params["code"], None).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", Some(&challenge)),
+            "alice@example.com",
+        )
+        .await;
+    assert_oauth_error(
+        app.exchange(&params["code"], None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
 
-    let params = app.code_for(&browser(), &AuthRequest::new("web", Some(&challenge)), "alice@example.com").await;
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", Some(&challenge)),
+            "alice@example.com",
+        )
+        .await;
     let (other, _) = pkce();
-    assert_oauth_error(app.exchange(&params["code"], Some(&other)).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_oauth_error(
+        app.exchange(&params["code"], Some(&other)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
 
     // RFC 9700 §4.8.2: a verifier without a challenge in the request is a downgrade.
-    let params = app.code_for(&browser(), &AuthRequest::new("web", None), "alice@example.com").await;
-    assert_oauth_error(app.exchange(&params["code"], Some(&verifier)).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+        )
+        .await;
+    assert_oauth_error(
+        app.exchange(&params["code"], Some(&verifier)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
 
     // A confidential client without PKCE at all is still served.
-    let params = app.code_for(&browser(), &AuthRequest::new("web", None), "alice@example.com").await;
-    assert_eq!(app.exchange(&params["code"], None).await.status(), StatusCode::OK);
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+        )
+        .await;
+    assert_eq!(
+        app.exchange(&params["code"], None).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -101,16 +187,39 @@ async fn a_code_is_bound_to_its_client_and_redirect_uri() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     app.add_client("other", false).await;
-    let params = app.code_for(&browser(), &AuthRequest::new("web", None), "alice@example.com").await;
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+        )
+        .await;
     let stolen = app
-        .token(&[("grant_type", "authorization_code"), ("code", &params["code"]), ("redirect_uri", REDIRECT)], Some(("other", SECRET)))
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &params["code"]),
+                ("redirect_uri", REDIRECT),
+            ],
+            Some(("other", SECRET)),
+        )
         .await;
     assert_oauth_error(stolen, StatusCode::BAD_REQUEST, "invalid_grant").await;
 
-    let params = app.code_for(&browser(), &AuthRequest::new("web", None), "alice@example.com").await;
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+        )
+        .await;
     let wrong_uri = app
         .token(
-            &[("grant_type", "authorization_code"), ("code", &params["code"]), ("redirect_uri", "http://127.0.0.1/native")],
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &params["code"]),
+                ("redirect_uri", "http://127.0.0.1/native"),
+            ],
             Some(("web", SECRET)),
         )
         .await;
@@ -131,10 +240,25 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_family() {
     let rt3 = third["refresh_token"].as_str().unwrap().to_string();
 
     // rt1 was spent: presenting it again is reuse.
-    assert_oauth_error(app.refresh(rt1).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_oauth_error(
+        app.refresh(rt1).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     // The whole family is gone, including the newest token and its access tokens.
-    assert_oauth_error(app.refresh(&rt3).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
-    assert_eq!(app.userinfo(third["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_oauth_error(
+        app.refresh(&rt3).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        app.userinfo(third["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -147,7 +271,12 @@ async fn a_retry_within_the_grace_window_is_not_treated_as_reuse() {
     let retry = app.refresh(rt1).await;
     assert_eq!(retry.status(), StatusCode::OK);
     let retried: Value = retry.json().await.unwrap();
-    assert_eq!(app.refresh(retried["refresh_token"].as_str().unwrap()).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.refresh(retried["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -157,7 +286,10 @@ async fn concurrent_refreshes_of_one_token_let_exactly_one_through() {
     let first = app.tokens_for_alice().await;
     let rt = first["refresh_token"].as_str().unwrap();
     let results = futures::future::join_all((0..8).map(|_| app.refresh(rt))).await;
-    let ok = results.iter().filter(|r| r.status() == StatusCode::OK).count();
+    let ok = results
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
     assert_eq!(ok, 1, "one refresh wins the rotation claim");
 }
 
@@ -168,19 +300,34 @@ async fn a_refresh_may_narrow_the_scope_but_never_widen_it() {
     let first = app.tokens_for_alice().await;
     let rt = first["refresh_token"].as_str().unwrap();
     let wider = app
-        .token(&[("grant_type", "refresh_token"), ("refresh_token", rt), ("scope", "openid admin")], Some(("web", SECRET)))
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("scope", "openid admin"),
+            ],
+            Some(("web", SECRET)),
+        )
         .await;
     assert_oauth_error(wider, StatusCode::BAD_REQUEST, "invalid_scope").await;
     let second = app.tokens_for_alice().await;
     let narrower = app
         .token(
-            &[("grant_type", "refresh_token"), ("refresh_token", second["refresh_token"].as_str().unwrap()), ("scope", "openid")],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", second["refresh_token"].as_str().unwrap()),
+                ("scope", "openid"),
+            ],
             Some(("web", SECRET)),
         )
         .await;
     let body: Value = narrower.json().await.unwrap();
     assert_eq!(body["scope"], "openid");
-    assert!(decode_claims(body["id_token"].as_str().unwrap()).get("email").is_none());
+    assert!(
+        decode_claims(body["id_token"].as_str().unwrap())
+            .get("email")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -190,7 +337,13 @@ async fn a_refresh_token_belongs_to_its_client() {
     app.add_client("other", false).await;
     let first = app.tokens_for_alice().await;
     let stolen = app
-        .token(&[("grant_type", "refresh_token"), ("refresh_token", first["refresh_token"].as_str().unwrap())], Some(("other", SECRET)))
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", first["refresh_token"].as_str().unwrap()),
+            ],
+            Some(("other", SECRET)),
+        )
         .await;
     assert_oauth_error(stolen, StatusCode::BAD_REQUEST, "invalid_grant").await;
 }
@@ -204,16 +357,36 @@ async fn revoking_a_refresh_token_ends_its_grant_rfc_7009() {
         .api
         .post(app.url("/oauth/revoke"))
         .basic_auth("web", Some(SECRET))
-        .form(&[("token", tokens["refresh_token"].as_str().unwrap()), ("token_type_hint", "refresh_token")])
+        .form(&[
+            ("token", tokens["refresh_token"].as_str().unwrap()),
+            ("token_type_hint", "refresh_token"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(revoke.status(), StatusCode::OK);
-    assert_oauth_error(app.refresh(tokens["refresh_token"].as_str().unwrap()).await, StatusCode::BAD_REQUEST, "invalid_grant").await;
-    assert_eq!(app.userinfo(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_oauth_error(
+        app.refresh(tokens["refresh_token"].as_str().unwrap()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        app.userinfo(tokens["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // RFC 7009 §2.2: an unknown token is answered 200 as well.
-    let unknown = app.api.post(app.url("/oauth/revoke")).basic_auth("web", Some(SECRET)).form(&[("token", "nope")]).send().await.unwrap();
+    let unknown = app
+        .api
+        .post(app.url("/oauth/revoke"))
+        .basic_auth("web", Some(SECRET))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), StatusCode::OK);
 }
 
@@ -223,11 +396,27 @@ async fn revoking_an_access_token_ends_its_grant_and_needs_client_authentication
     app.with_alice_and_web().await;
     let tokens = app.tokens_for_alice().await;
     let access = tokens["access_token"].as_str().unwrap();
-    let anonymous = app.api.post(app.url("/oauth/revoke")).form(&[("token", access)]).send().await.unwrap();
+    let anonymous = app
+        .api
+        .post(app.url("/oauth/revoke"))
+        .form(&[("token", access)])
+        .send()
+        .await
+        .unwrap();
     assert_oauth_error(anonymous, StatusCode::UNAUTHORIZED, "invalid_client").await;
-    let revoke = app.api.post(app.url("/oauth/revoke")).basic_auth("web", Some(SECRET)).form(&[("token", access)]).send().await.unwrap();
+    let revoke = app
+        .api
+        .post(app.url("/oauth/revoke"))
+        .basic_auth("web", Some(SECRET))
+        .form(&[("token", access)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(revoke.status(), StatusCode::OK);
-    assert_eq!(app.userinfo(access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.userinfo(access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -237,13 +426,26 @@ async fn userinfo_refuses_missing_forged_and_id_tokens() {
     let tokens = app.tokens_for_alice().await;
     let missing = app.api.get(app.url("/userinfo")).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
-    assert!(missing.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(
+        missing.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     // An ID token is signed by the same key but is not an access token (RFC 9068 §4).
-    assert_eq!(app.userinfo(tokens["id_token"].as_str().unwrap()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.userinfo(tokens["id_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
     let access = tokens["access_token"].as_str().unwrap();
     let mut forged = access.to_string();
     forged.replace_range(forged.len() - 4.., "AAAA");
-    assert_eq!(app.userinfo(&forged).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.userinfo(&forged).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.userinfo(access).await.status(), StatusCode::OK);
 }
 
@@ -251,7 +453,13 @@ async fn userinfo_refuses_missing_forged_and_id_tokens() {
 async fn token_responses_are_never_cached() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
-    let params = app.code_for(&browser(), &AuthRequest::new("web", None), "alice@example.com").await;
+    let params = app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+        )
+        .await;
     let response = app.exchange(&params["code"], None).await;
     assert_eq!(response.headers()["cache-control"], "no-store");
 }
@@ -262,11 +470,32 @@ async fn signing_algorithms_es256_and_eddsa_issue_verifiable_tokens() {
         let app = spawn_app_with(|s| s.tokens.signing_alg = alg.into()).await;
         app.with_alice_and_web().await;
         let tokens = app.tokens_for_alice().await;
-        assert_eq!(decode_header(tokens["id_token"].as_str().unwrap())["alg"], alg);
-        assert_eq!(app.userinfo(tokens["access_token"].as_str().unwrap()).await.status(), StatusCode::OK);
-        let discovery: Value = app.api.get(app.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
-        let algs = discovery["id_token_signing_alg_values_supported"].as_array().unwrap();
-        assert!(algs.contains(&Value::from("RS256")), "RS256 is always offered");
+        assert_eq!(
+            decode_header(tokens["id_token"].as_str().unwrap())["alg"],
+            alg
+        );
+        assert_eq!(
+            app.userinfo(tokens["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        let discovery: Value = app
+            .api
+            .get(app.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let algs = discovery["id_token_signing_alg_values_supported"]
+            .as_array()
+            .unwrap();
+        assert!(
+            algs.contains(&Value::from("RS256")),
+            "RS256 is always offered"
+        );
         assert!(algs.contains(&Value::from(alg)));
     }
 }
