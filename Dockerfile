@@ -11,6 +11,7 @@ RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.r
     && rm -rf src benches
 COPY src src
 COPY templates templates
+COPY providers providers
 COPY benches benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin switchyard && mkdir /data
 
