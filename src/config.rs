@@ -53,6 +53,178 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub clients: Vec<ClientSettings>,
+    /// The provider being migrated from; absent for a local-only provider.
+    pub upstream: Option<UpstreamSettings>,
+    pub cutover: CutoverSettings,
+}
+
+/// `[upstream]`: the provider applications used before (DESIGN.md, "Providers").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// A built-in provider (`auth0`, `okta`, `cognito`, `keycloak`, `oidc`)
+    /// or the path of a provider TOML file.
+    pub provider: String,
+    /// Auth0 or Okta tenant domain (a custom domain works the same), or
+    /// Keycloak's host.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Keycloak realm.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Cognito region and user pool.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub user_pool_id: Option<String>,
+    /// Okta authorization server id.
+    #[serde(default = "default_authorization_server")]
+    pub authorization_server: String,
+    /// Overrides the issuer the provider definition derives (custom
+    /// domains, private clouds, emulators); required for `oidc`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Overrides of discovered endpoints.
+    #[serde(default)]
+    pub endpoints: EndpointOverrides,
+    /// Switchyard's own client at the upstream (for the redirect track).
+    pub client_id: String,
+    /// Environment variable holding that client's secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Auth0 connection (database) used by the password track.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// Scopes asked of the upstream; default: the provider definition's.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// End the upstream session too when a user logs out of Switchyard.
+    #[serde(default = "yes")]
+    pub chain_logout: bool,
+    /// Bound on every upstream call.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+    /// Tolerated clock difference when checking upstream ID tokens.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u64,
+    /// Refresh an upstream access token this long before it expires.
+    #[serde(default = "default_refresh_margin")]
+    pub refresh_margin_secs: u64,
+    /// Extra claims for Switchyard's tokens, read from the user's profile
+    /// by path: `"https://example.com/roles" = "app_metadata.roles"`.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// Refresh-token adoptions allowed per client and minute.
+    #[serde(default = "default_adoption_rate")]
+    pub adoptions_per_minute: u64,
+    /// Environment variable holding the keys that seal upstream tokens in
+    /// the session store: `kid=base64key,…`, the first one sealing.
+    #[serde(default = "default_token_keys_env")]
+    pub token_keys_env: String,
+}
+
+fn default_token_keys_env() -> String {
+    crate::upstream::TOKEN_KEYS_ENV.into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointOverrides {
+    pub authorization: Option<String>,
+    pub token: Option<String>,
+    pub userinfo: Option<String>,
+    pub jwks: Option<String>,
+    pub revocation: Option<String>,
+    pub end_session: Option<String>,
+}
+
+fn default_authorization_server() -> String {
+    "default".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_upstream_timeout() -> u64 {
+    10
+}
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_refresh_margin() -> u64 {
+    60
+}
+fn default_adoption_rate() -> u64 {
+    60
+}
+
+impl UpstreamSettings {
+    /// Settings with only the provider named, for tests and examples.
+    pub fn for_provider(provider: &str) -> Self {
+        Self {
+            provider: provider.into(),
+            domain: None,
+            realm: None,
+            region: None,
+            user_pool_id: None,
+            authorization_server: default_authorization_server(),
+            issuer: None,
+            endpoints: EndpointOverrides::default(),
+            client_id: "switchyard".into(),
+            client_secret_env: None,
+            connection: None,
+            scopes: None,
+            chain_logout: true,
+            timeout_secs: default_upstream_timeout(),
+            clock_skew_secs: default_clock_skew(),
+            refresh_margin_secs: default_refresh_margin(),
+            claims: Default::default(),
+            adoptions_per_minute: default_adoption_rate(),
+            token_keys_env: default_token_keys_env(),
+        }
+    }
+
+    /// The values a provider's templates may use.
+    pub fn template_vars(&self) -> std::collections::BTreeMap<&'static str, String> {
+        let mut vars = std::collections::BTreeMap::new();
+        let mut set = |k: &'static str, v: &Option<String>| {
+            if let Some(v) = v {
+                vars.insert(k, v.clone());
+            }
+        };
+        set("domain", &self.domain);
+        set("realm", &self.realm);
+        set("region", &self.region);
+        set("user_pool_id", &self.user_pool_id);
+        set("issuer", &self.issuer);
+        vars.insert("authorization_server", self.authorization_server.clone());
+        vars
+    }
+}
+
+/// Which track a user takes (DESIGN.md, "The migration, as the operator lives it").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CutoverSettings {
+    pub phase: Phase,
+}
+
+impl Default for CutoverSettings {
+    fn default() -> Self {
+        Self { phase: Phase::Lazy }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Every login goes to the upstream.
+    Passthrough,
+    /// Local users log in locally; everyone else is moved on first login.
+    Lazy,
+    /// Local first; the upstream only for users still pending.
+    LocalFirst,
+    /// No upstream calls at all.
+    LocalOnly,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +356,8 @@ impl Default for Settings {
             password: PasswordSettings::default(),
             throttle: ThrottleSettings::default(),
             clients: Vec::new(),
+            upstream: None,
+            cutover: CutoverSettings::default(),
         }
     }
 }
@@ -329,6 +503,36 @@ impl Settings {
         }
         if self.throttle.account_failures == 0 || self.throttle.ip_failures == 0 {
             problem("throttle", "failure limits must be greater than 0".into());
+        }
+        if let Some(up) = &self.upstream {
+            match crate::upstream::provider::ProviderDef::load(&up.provider) {
+                Ok(def) => {
+                    if let Err(m) = def.issuer(up) {
+                        problem("upstream.issuer", m);
+                    }
+                }
+                Err(m) => problem("upstream.provider", m),
+            }
+            if let Some(var) = &up.client_secret_env
+                && std::env::var(var).is_err()
+            {
+                problem(
+                    "upstream.client_secret_env",
+                    format!("environment variable {var} is not set"),
+                );
+            }
+            if up.timeout_secs == 0 || up.timeout_secs > 120 {
+                problem("upstream.timeout_secs", "must be between 1 and 120".into());
+            }
+            if self.redis_url.is_some() && std::env::var(&up.token_keys_env).is_err() {
+                problem(
+                    "upstream.token_keys_env",
+                    format!(
+                        "with Redis, upstream tokens are sealed with keys from ${}, which is not set",
+                        up.token_keys_env
+                    ),
+                );
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {

@@ -17,6 +17,8 @@
 //! - [`password`]: argon2id hashing on a bounded blocking pool.
 //! - [`throttle`]: per-account and per-IP attempt counters.
 //! - [`tokens`]: signing keys, JWT minting and verification, codes and refresh families.
+//! - [`upstream`]: the provider being migrated from: definitions, OIDC client, token mapping.
+//! - [`metrics`]: Prometheus counters at `/metrics`.
 //! - [`store`]: the SQL store (SQLite, PostgreSQL) and the session store (memory, Redis).
 //! - [`templates`]: the HTML pages, rendered with auto-escaping.
 //! - [`crypto`]: random identifiers, digests, constant-time comparison, AEAD sealing.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod login;
+pub mod metrics;
 pub mod oidc;
 pub mod password;
 pub mod startup;
@@ -34,3 +37,4 @@ pub mod store;
 pub mod templates;
 pub mod throttle;
 pub mod tokens;
+pub mod upstream;

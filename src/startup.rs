@@ -85,9 +85,24 @@ impl Application {
 
 /// Every route, with the layers every route shares.
 pub fn router(state: AppState) -> Router {
+    // OIDC Discovery §4: metadata lives at `{issuer}/.well-known/…`, so an
+    // issuer with a path (`…/oauth2/default`, `…/realms/acme`) gets the
+    // protocol endpoints and the vendor aliases under that path too.
+    let issuer_path = url::Url::parse(&state.settings.issuer)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    let protocol = if issuer_path.is_empty() {
+        crate::oidc::vendor_aliases()
+    } else {
+        Router::new().nest(
+            &issuer_path,
+            crate::oidc::router().merge(crate::oidc::vendor_aliases()),
+        )
+    };
     Router::new()
         .merge(crate::oidc::router())
         .merge(crate::login::router())
+        .merge(protocol)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::crypto::Sealer;
+use crate::metrics::Metrics;
 use crate::oidc::client_auth::hash_secret;
 use crate::password::Passwords;
 use crate::store::memory::MemoryStore;
@@ -14,6 +15,7 @@ use crate::store::sql::SqlStore;
 use crate::store::{Client, Database, SessionStore, now};
 use crate::throttle::Throttle;
 use crate::tokens::keys::{Alg, KeyRing};
+use crate::upstream::Upstream;
 
 /// Shared by every request; cheap to clone.
 pub type AppState = Arc<State>;
@@ -32,6 +34,9 @@ pub struct State {
     /// Verified against when a client id is unknown, so the miss costs the
     /// same as a wrong secret.
     pub dummy_secret_hash: String,
+    /// The provider being migrated from, when one is configured.
+    pub upstream: Option<Arc<Upstream>>,
+    pub metrics: Metrics,
 }
 
 /// Opens the SQL store named by the settings.
@@ -108,7 +113,12 @@ impl State {
         sync_config_clients(&*db, &settings).await?;
         let passwords = Passwords::new(&settings.password)?;
         let throttle = Throttle::new(sessions.clone(), settings.throttle.clone());
+        let upstream = Upstream::new(&settings)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new);
         Ok(Arc::new(State {
+            upstream,
+            metrics: Metrics::default(),
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),
             settings,
             db,

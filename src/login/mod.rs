@@ -21,8 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::config::Phase;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::oidc::authorize;
 use crate::oidc::params::Params;
 use crate::password::Verified;
@@ -30,10 +32,14 @@ use crate::state::AppState;
 use crate::store::{AuditEvent, SessionStoreExt, StoreResult, User, now};
 use crate::templates;
 use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
+use crate::upstream::tokens::MappedTokens;
+
+pub mod upstream;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(get_login).post(post_login))
+        .route("/login/callback", get(upstream::get_callback))
         .route("/login/password", axum::routing::post(post_password))
         .route(
             "/assets/style.css",
@@ -120,7 +126,7 @@ struct LoginQuery {
 
 /// The pending request named by a form, checked against the CSRF token it
 /// carries and the browser's transaction cookie.
-async fn pending_for(
+pub async fn pending_for(
     state: &AppState,
     headers: &HeaderMap,
     authz: &str,
@@ -233,6 +239,9 @@ async fn post_login(
         )
         .await;
     };
+    if routes_upstream(&state, username).await? {
+        return upstream::start(&state, &headers, authz, &pending, Some(username)).await;
+    }
     match form.get("password")? {
         Some(password) => {
             verify_and_complete(
@@ -246,8 +255,8 @@ async fn post_login(
             )
             .await
         }
-        // Every identifier gets the password page: whether the user exists
-        // is not revealed here (ASVS 6.3.8).
+        // Every local identifier gets the password page: whether the user
+        // exists is not revealed here (ASVS 6.3.8).
         None => Ok(password_page(
             authz,
             &pending,
@@ -256,6 +265,23 @@ async fn post_login(
             StatusCode::OK,
         )),
     }
+}
+
+/// Whether the identifier step sends this user to the upstream's own login
+/// page (the redirect track). Users with a local password stay local; with
+/// an upstream configured, everyone else goes upstream, except in
+/// `local_only` where no upstream call is ever made.
+async fn routes_upstream(state: &AppState, username: &str) -> Result<bool, AppError> {
+    if state.upstream.is_none() || state.settings.cutover.phase == Phase::LocalOnly {
+        return Ok(false);
+    }
+    if state.settings.cutover.phase == Phase::Passthrough {
+        return Ok(true);
+    }
+    let Some(user) = state.db.find_user_by_login(username).await? else {
+        return Ok(true);
+    };
+    Ok(state.db.get_password(&user.id).await?.is_none())
 }
 
 /// `POST /login/password`.
@@ -283,7 +309,7 @@ async fn post_password(
 }
 
 /// The address throttling counts against.
-fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     if state.settings.trust_forwarded_for {
         let forwarded = headers
             .get("x-forwarded-for")
@@ -325,6 +351,7 @@ async fn verify_and_complete(
         Some(user) => user,
         None => {
             state.throttle.record_failure(username, Some(ip)).await?;
+            Metrics::count(&state.metrics.logins, "local", "failed");
             audit(state, "login_failed", None, &pending.client_id, ip).await;
             return Ok(password_page(
                 authz,
@@ -336,7 +363,22 @@ async fn verify_and_complete(
         }
     };
     state.throttle.record_success(username).await?;
+    Metrics::count(&state.metrics.logins, "local", "ok");
+    finish_login(state, headers, authz, &user, ip, None).await
+}
 
+/// Ends a successful login, whatever the route: spends the pending request,
+/// replaces the browser's session with a new one, stores the upstream
+/// tokens when the login went through the upstream, and returns the user to
+/// the client with a code.
+pub async fn finish_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    authz: &str,
+    user: &User,
+    ip: IpAddr,
+    upstream_tokens: Option<MappedTokens>,
+) -> Result<Response, AppError> {
     // The pending request is single use: of two concurrent submissions one
     // completes and the other finds it gone.
     let Some(pending) = state
@@ -367,6 +409,12 @@ async fn verify_and_complete(
         .sessions
         .put_json(&key, &session, Duration::from_secs(ttl))
         .await?;
+    if let (Some(tokens), Some(upstream)) = (upstream_tokens, &state.upstream) {
+        upstream
+            .mapping(&*state.sessions)
+            .save(&session.sid, &tokens, Duration::from_secs(ttl))
+            .await?;
+    }
     state.db.record_login(&user.id, session.auth_time).await?;
     audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
 
@@ -418,7 +466,13 @@ async fn authenticate(
 }
 
 /// Audit writes never fail a login; a failure is logged instead.
-async fn audit(state: &AppState, kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) {
+pub async fn audit(
+    state: &AppState,
+    kind: &str,
+    user_id: Option<&str>,
+    client_id: &str,
+    ip: IpAddr,
+) {
     let event = AuditEvent {
         at: now(),
         kind: kind.into(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::params::Params;
 use super::redirect_uri;
+use crate::config::Phase;
 use crate::crypto::{random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::login;
@@ -296,8 +297,15 @@ async fn start_login(
         .sessions
         .put_json(&pending_key(&id), &pending, PENDING_TTL)
         .await?;
-    let location = format!("/login?authz={id}");
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+    // In passthrough every login is the upstream's (DESIGN.md, phases).
+    let passthrough =
+        state.upstream.is_some() && state.settings.cutover.phase == Phase::Passthrough;
+    let mut response = if passthrough {
+        login::upstream::start(state, headers, &id, &pending, pending.login_hint.as_deref()).await?
+    } else {
+        let location = format!("/login?authz={id}");
+        (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+    };
     if let Ok(v) = login::cookie_header(state, &tx_name, &tx_value, PENDING_TTL.as_secs()) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }

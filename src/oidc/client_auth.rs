@@ -106,11 +106,19 @@ fn form_decode(s: &str) -> Option<String> {
 }
 
 /// Authenticates the client of a token or revocation request.
+/// An authenticated client, with the secret it presented: the upstream
+/// track forwards it when it acts at the upstream on the client's behalf
+/// (the application kept its client id and secret when it was repointed).
+pub struct Authenticated {
+    pub client: Client,
+    pub secret: Option<String>,
+}
+
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
-) -> Result<Client, OAuthError> {
+) -> Result<Authenticated, OAuthError> {
     let p = presented(headers, params)?;
     let client = state.db.get_client(&p.client_id).await?;
     let Some(client) = client else {
@@ -120,12 +128,19 @@ pub async fn authenticate(
         }
         return Err(OAuthError::invalid_client(p.basic));
     };
-    match (&client.secret_hash, &p.secret) {
-        (Some(stored), Some(secret)) if verify_secret(stored, secret) => Ok(client),
+    let ok = match (&client.secret_hash, &p.secret) {
+        (Some(stored), Some(secret)) => verify_secret(stored, secret),
         // A public client has no secret to present (RFC 6749 §2.1).
-        (None, None) if client.public => Ok(client),
-        _ => Err(OAuthError::invalid_client(p.basic)),
+        (None, None) => client.public,
+        _ => false,
+    };
+    if !ok {
+        return Err(OAuthError::invalid_client(p.basic));
     }
+    Ok(Authenticated {
+        client,
+        secret: p.secret,
+    })
 }
 
 #[cfg(test)]

@@ -3,21 +3,24 @@
 use axum::response::Response;
 use std::time::Duration;
 
+use super::client_auth::Authenticated;
 use super::params::Params;
 use super::token::{Issue, active_user, issue, store_grant};
 use crate::crypto::{b64url, constant_time_eq, sha256};
 use crate::error::OAuthError;
 use crate::state::AppState;
-use crate::store::{AuditEvent, Client, SessionStoreExt, now};
+use crate::store::{AuditEvent, SessionStoreExt, now};
 use crate::tokens::grants::{
     AuthorizationCode, Grant, USED_CODE_TTL, code_key, revoke_grant, used_code_key,
 };
+use crate::upstream::tokens::MappedTokens;
 
 pub async fn exchange(
     state: &AppState,
-    client: &Client,
+    auth: &Authenticated,
     params: &Params,
 ) -> Result<Response, OAuthError> {
+    let client = &auth.client;
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
     let verifier = params.get("code_verifier")?;
@@ -96,6 +99,7 @@ pub async fn exchange(
             grant: &grant,
             scope: &record.scope,
             nonce: record.nonce.as_deref(),
+            upstream: upstream_tokens(state, &grant.sid).await?,
         },
     )
     .await
@@ -125,6 +129,15 @@ fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAu
                 ))
             }
         }
+    }
+}
+
+/// The upstream tokens of a session that logged in through the upstream;
+/// they were stored moments ago at the callback, so no refresh is needed.
+async fn upstream_tokens(state: &AppState, sid: &str) -> Result<Option<MappedTokens>, OAuthError> {
+    match &state.upstream {
+        Some(up) => Ok(up.mapping(&*state.sessions).load(sid).await?),
+        None => Ok(None),
     }
 }
 

@@ -7,32 +7,45 @@
 //! many. A token presented again after it was spent revokes its whole
 //! family, unless it comes back within the configured grace window: a
 //! client that lost the response to a network error may retry once.
+//!
+//! A session that logged in through the upstream also refreshes its
+//! upstream tokens here when they near expiry, which is how an upstream
+//! revocation ends the gateway session. A refresh token Switchyard never
+//! issued may be one the upstream issued before the application was
+//! repointed: see [`super::adoption`].
 
 use std::time::Duration;
 
 use axum::response::Response;
 
+use super::adoption;
+use super::client_auth::Authenticated;
 use super::params::Params;
 use super::token::{Issue, active_user, has_scope, issue};
 use crate::error::{ErrorCode, OAuthError};
+use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{AuditEvent, Client, SessionStoreExt, now};
+use crate::store::{AuditEvent, SessionStoreExt, now};
 use crate::tokens::grants::{
-    RefreshToken, RefreshUse, load_grant, refresh_key, refresh_used_key, revoke_grant,
+    Grant, RefreshToken, RefreshUse, load_grant, refresh_key, refresh_used_key, revoke_grant,
 };
+use crate::upstream::tokens::{FreshError, MappedTokens};
 
 pub async fn refresh(
     state: &AppState,
-    client: &Client,
+    auth: &Authenticated,
     params: &Params,
 ) -> Result<Response, OAuthError> {
+    let client = &auth.client;
     let token = params.require("refresh_token")?;
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let record: RefreshToken = state
+    let Some(record) = state
         .sessions
-        .get_json(&refresh_key(token))
+        .get_json::<RefreshToken>(&refresh_key(token))
         .await?
-        .ok_or_else(invalid)?;
+    else {
+        return adoption::adopt(state, auth, token, params).await;
+    };
     // RFC 6749 §6: the token must have been issued to this client.
     if record.client_id != client.client_id {
         return Err(invalid());
@@ -93,6 +106,7 @@ pub async fn refresh(
         None => grant.scope.clone(),
     };
     let user = active_user(state, &grant.user_id).await?;
+    let upstream = fresh_upstream_tokens(state, auth, &record.grant_id, &grant).await?;
     issue(
         state,
         Issue {
@@ -102,7 +116,50 @@ pub async fn refresh(
             grant: &grant,
             scope: &scope,
             nonce: None,
+            upstream,
         },
     )
     .await
+}
+
+/// The session's upstream tokens, refreshed at the upstream when they are
+/// about to expire (one upstream call however many refreshes race for it).
+/// An upstream that refuses the refresh has ended the session: the grant
+/// ends too.
+async fn fresh_upstream_tokens(
+    state: &AppState,
+    auth: &Authenticated,
+    grant_id: &str,
+    grant: &Grant,
+) -> Result<Option<MappedTokens>, OAuthError> {
+    let Some(up) = &state.upstream else {
+        return Ok(None);
+    };
+    let mapping = up.mapping(&*state.sessions);
+    let Some(current) = mapping.load(&grant.sid).await? else {
+        return Ok(None);
+    };
+    let creds = up.creds_for(&current.client_id, auth.secret.as_deref());
+    let margin = Duration::from_secs(up.client.settings.refresh_margin_secs);
+    let ttl = Duration::from_secs((grant.expires_at - now()).max(1) as u64);
+    match mapping
+        .fresh(&up.client, &grant.sid, &creds, margin, ttl)
+        .await
+    {
+        Ok(tokens) => Ok(Some(tokens)),
+        Err(FreshError::Ended) => {
+            Metrics::count(&state.metrics.upstream, "refresh", "ended");
+            revoke_grant(&*state.sessions, grant_id).await?;
+            Err(OAuthError::invalid_grant("the upstream session has ended"))
+        }
+        Err(FreshError::Upstream(e)) => {
+            Metrics::count(&state.metrics.upstream, "refresh", e.kind());
+            tracing::warn!(error = %e, "upstream refresh failed");
+            Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider is temporarily unavailable",
+            ))
+        }
+        Err(FreshError::Store(e)) => Err(e.into()),
+    }
 }

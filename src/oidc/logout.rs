@@ -17,7 +17,9 @@ use super::redirect_uri;
 use crate::crypto::{constant_time_eq, sha256_b64};
 use crate::error::AppError;
 use crate::login;
+use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::tokens::grants::Session;
 use crate::tokens::jwt::{self, Expect, IdClaims};
 
 /// `GET /oidc/logout`.
@@ -117,13 +119,7 @@ async fn logout(
             ));
         }
     }
-    end_session(
-        state,
-        session.map(|(k, _)| k),
-        redirect,
-        params.get("state")?,
-    )
-    .await
+    end_session(state, session, redirect, params.get("state")?).await
 }
 
 /// `GET /v2/logout` (Auth0): `client_id` and `returnTo`. Auth0 signs out
@@ -141,7 +137,7 @@ pub async fn get_auth0_logout(
             None => None,
         };
         let session = login::current_session(&state, &headers).await?;
-        end_session(&state, session.map(|(k, _)| k), redirect, None).await
+        end_session(&state, session, redirect, None).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -173,31 +169,29 @@ async fn checked_target(
 
 async fn end_session(
     state: &AppState,
-    key: Option<String>,
+    session: Option<(String, Session)>,
     redirect: Option<String>,
     client_state: Option<&str>,
 ) -> Result<Response, AppError> {
-    if let Some(key) = key {
+    let target = redirect.map(|mut uri| {
+        if let Some(s) = client_state {
+            let q = form_urlencoded::Serializer::new(String::new())
+                .append_pair("state", s)
+                .finish();
+            uri.push(if uri.contains('?') { '&' } else { '?' });
+            uri.push_str(&q);
+        }
+        uri
+    });
+    let mut chained = None;
+    if let Some((key, session)) = session {
         state.sessions.delete(&key).await?;
+        chained = end_upstream_session(state, &session, target.as_deref()).await?;
     }
     let clear = login::cookie_header(state, &login::cookie_name(state, "session"), "", 0).ok();
-    let mut response = match redirect {
-        Some(mut uri) => {
-            if let Some(s) = client_state {
-                let q = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("state", s)
-                    .finish();
-                uri.push(if uri.contains('?') { '&' } else { '?' });
-                uri.push_str(&q);
-            }
-            (StatusCode::SEE_OTHER, [(header::LOCATION, uri)]).into_response()
-        }
-        None => crate::templates::render(
-            StatusCode::OK,
-            "logout.html",
-            minijinja::context! { title => "Signed out", confirm => false },
-            None,
-        ),
+    let mut response = match chained.or(target) {
+        Some(uri) => (StatusCode::SEE_OTHER, [(header::LOCATION, uri)]).into_response(),
+        None => signed_out_page(),
     };
     if let Some(c) = clear {
         response.headers_mut().append(header::SET_COOKIE, c);
@@ -206,4 +200,63 @@ async fn end_session(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+fn signed_out_page() -> Response {
+    crate::templates::render(
+        StatusCode::OK,
+        "logout.html",
+        minijinja::context! { title => "Signed out", confirm => false },
+        None,
+    )
+}
+
+/// `GET /oidc/logged-out`: where a chained upstream logout returns when the
+/// application named no return address.
+pub async fn get_logged_out() -> Response {
+    signed_out_page()
+}
+
+/// Revokes the session's upstream refresh token (where the upstream offers
+/// revocation) and forgets its upstream tokens. With `chain_logout`, returns
+/// the upstream logout URL the browser must visit, which comes back to
+/// `target` (or Switchyard's signed-out page).
+async fn end_upstream_session(
+    state: &AppState,
+    session: &Session,
+    target: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    let Some(up) = &state.upstream else {
+        return Ok(None);
+    };
+    let mapping = up.mapping(&*state.sessions);
+    let Some(tokens) = mapping.load(&session.sid).await? else {
+        return Ok(None);
+    };
+    mapping.delete(&session.sid).await?;
+    // Only Switchyard's own upstream tokens can be revoked here: those of an
+    // adopted session belong to the application's client and its secret.
+    if let Some(rt) = tokens
+        .refresh_token
+        .as_deref()
+        .filter(|_| tokens.client_id == up.client.creds.client_id)
+    {
+        match up.client.revoke(rt, &up.client.creds).await {
+            Ok(_) => Metrics::count(&state.metrics.upstream, "revoke", "ok"),
+            Err(e) => {
+                Metrics::count(&state.metrics.upstream, "revoke", e.kind());
+                tracing::warn!(error = %e, "upstream revocation at logout failed");
+            }
+        }
+    }
+    if !up.client.settings.chain_logout {
+        return Ok(None);
+    }
+    let back = target
+        .map(String::from)
+        .unwrap_or_else(|| format!("{}/oidc/logged-out", state.settings.issuer_base()));
+    Ok(up
+        .client
+        .logout_url(tokens.id_token.as_deref(), &back)
+        .await)
 }

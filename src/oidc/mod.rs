@@ -1,6 +1,7 @@
 //! The OpenID Connect provider facade that applications talk to, one file
 //! per endpoint or grant.
 
+pub mod adoption;
 pub mod authorize;
 pub mod client_auth;
 pub mod discovery;
@@ -19,6 +20,67 @@ use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::state::AppState;
+
+/// Vendor path aliases, so an application using a vendor SDK only changes
+/// its domain (issue: "Auth0 and Okta path aliases"). Auth0's paths are
+/// Switchyard's own. These are mounted under the issuer's path, where the
+/// SDKs look for them: Okta's `{issuer}/v1/…` with an issuer such as
+/// `https://login.example.com/oauth2/default`, Keycloak's
+/// `{issuer}/protocol/openid-connect/…` with `…/realms/acme`, and Cognito's
+/// hosted-UI paths.
+pub fn vendor_aliases() -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any);
+    let api = Router::new()
+        // Okta
+        .route("/v1/token", post(token::post_token))
+        .route(
+            "/v1/userinfo",
+            get(userinfo::get_userinfo).post(userinfo::post_userinfo),
+        )
+        .route("/v1/keys", get(discovery::get_jwks))
+        .route("/v1/revoke", post(revoke::post_revoke))
+        // Keycloak
+        .route("/protocol/openid-connect/token", post(token::post_token))
+        .route(
+            "/protocol/openid-connect/userinfo",
+            get(userinfo::get_userinfo).post(userinfo::post_userinfo),
+        )
+        .route("/protocol/openid-connect/certs", get(discovery::get_jwks))
+        .route("/protocol/openid-connect/revoke", post(revoke::post_revoke))
+        // Cognito hosted UI
+        .route("/oauth2/token", post(token::post_token))
+        .route(
+            "/oauth2/userInfo",
+            get(userinfo::get_userinfo).post(userinfo::post_userinfo),
+        )
+        .layer(cors);
+    Router::new()
+        .merge(api)
+        .route(
+            "/v1/authorize",
+            get(authorize::get_authorize).post(authorize::post_authorize),
+        )
+        .route(
+            "/v1/logout",
+            get(logout::get_logout).post(logout::post_logout),
+        )
+        .route(
+            "/protocol/openid-connect/auth",
+            get(authorize::get_authorize).post(authorize::post_authorize),
+        )
+        .route(
+            "/protocol/openid-connect/logout",
+            get(logout::get_logout).post(logout::post_logout),
+        )
+        .route(
+            "/oauth2/authorize",
+            get(authorize::get_authorize).post(authorize::post_authorize),
+        )
+        .route("/logout", get(logout::get_logout))
+}
 
 pub fn router() -> Router<AppState> {
     // Browser apps (public clients with PKCE) call these from their own
@@ -52,6 +114,21 @@ pub fn router() -> Router<AppState> {
             get(logout::get_logout).post(logout::post_logout),
         )
         .route("/v2/logout", get(logout::get_auth0_logout))
+        .route("/oidc/logged-out", get(logout::get_logged_out))
+        .route("/metrics", get(get_metrics))
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn get_metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }

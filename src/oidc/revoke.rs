@@ -29,7 +29,9 @@ pub async fn post_revoke(
 async fn revoke(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
     let params = Params::from_form_body(headers, body).await?;
     params.reject_repeats()?;
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let client = client_auth::authenticate(state, headers, &params)
+        .await?
+        .client;
     let token = params.require("token")?;
     // The hint is only an optimisation (RFC 7009 §2.1): both kinds are tried.
     if let Some(record) = state

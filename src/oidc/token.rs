@@ -16,10 +16,13 @@ use super::userinfo::profile_claims;
 use super::{grant_authorization_code, grant_refresh_token};
 use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{Client, SessionStoreExt, User, now};
 use crate::tokens::grants::{Grant, RefreshToken, grant_key, refresh_key};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
+use crate::upstream::profile::carried_claims;
+use crate::upstream::tokens::MappedTokens;
 
 /// `POST /oauth/token`.
 pub async fn post_token(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -33,7 +36,8 @@ async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Resp
     // RFC 6749 §3.2: parameters must not be repeated.
     params.reject_repeats()?;
     let grant_type = params.require("grant_type")?;
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let auth = client_auth::authenticate(state, headers, &params).await?;
+    let client = &auth.client;
     let known = ["authorization_code", "refresh_token"];
     if !known.contains(&grant_type) {
         return Err(OAuthError::new(
@@ -47,10 +51,16 @@ async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Resp
             "the client may not use this grant type",
         ));
     }
-    match grant_type {
-        "authorization_code" => grant_authorization_code::exchange(state, &client, &params).await,
-        _ => grant_refresh_token::refresh(state, &client, &params).await,
-    }
+    let result = match grant_type {
+        "authorization_code" => grant_authorization_code::exchange(state, &auth, &params).await,
+        _ => grant_refresh_token::refresh(state, &auth, &params).await,
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    Metrics::count(&state.metrics.grants, grant_type, outcome);
+    result
 }
 
 #[derive(Serialize)]
@@ -76,6 +86,8 @@ pub struct Issue<'a> {
     pub scope: &'a str,
     /// OIDC Core §3.1.3.6: echoed in the ID token of a code exchange.
     pub nonce: Option<&'a str>,
+    /// The session's upstream tokens, already fresh, when it has any.
+    pub upstream: Option<MappedTokens>,
 }
 
 pub fn has_scope(scope: &str, wanted: &str) -> bool {
@@ -93,6 +105,14 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
         .ok_or_else(|| OAuthError::unexpected("no active signing key"))?;
 
     let access_ttl = settings.tokens.access_token_ttl_secs as i64;
+    // Claims the application used to get from the upstream, spelled as the
+    // upstream spelled them.
+    let carried = match &state.upstream {
+        Some(up) if i.user.upstream.is_some() => {
+            carried_claims(&up.client.def, &up.client.settings, i.user)
+        }
+        _ => serde_json::Map::new(),
+    };
     let access = AccessClaims {
         iss: settings.issuer.clone(),
         sub: i.user.id.clone(),
@@ -105,8 +125,17 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
         auth_time: Some(i.grant.auth_time),
         sid: Some(i.grant.sid.clone()),
         gid: i.grant_id.to_string(),
+        extra: carried.clone(),
     };
-    let access_token = jwt::sign(key, ACCESS_TOKEN_TYP, &access).map_err(OAuthError::unexpected)?;
+    // token_mode = upstream: the application's APIs still trust the old
+    // provider, so it gets the upstream's access token (DESIGN.md).
+    let (access_token, access_ttl) = match (&i.upstream, i.client.token_mode.as_str()) {
+        (Some(up), "upstream") => (up.access_token.clone(), (up.expires_at - now).max(0)),
+        _ => (
+            jwt::sign(key, ACCESS_TOKEN_TYP, &access).map_err(OAuthError::unexpected)?,
+            access_ttl,
+        ),
+    };
 
     let id_token = if has_scope(i.scope, "openid") {
         let claims = IdClaims {
@@ -119,7 +148,11 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
             nonce: i.nonce.map(Into::into),
             at_hash: Some(jwt::at_hash(key.alg, &access_token)),
             sid: Some(i.grant.sid.clone()),
-            profile: profile_claims(i.user, i.scope),
+            profile: {
+                let mut profile = profile_claims(i.user, i.scope);
+                profile.extend(carried);
+                profile
+            },
         };
         Some(jwt::sign(key, "JWT", &claims).map_err(OAuthError::unexpected)?)
     } else {

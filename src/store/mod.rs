@@ -21,6 +21,8 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::upstream::profile::UpstreamProfile;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule refused the write; the string names the field.
@@ -105,6 +107,10 @@ pub struct User {
     pub app_metadata: serde_json::Value,
     pub state: UserState,
     pub blocked: bool,
+    /// The provider the user came from (`[upstream] provider`), if any.
+    pub upstream: Option<String>,
+    /// The upstream's claims as last seen, spelled as the upstream spells them.
+    pub profile: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
@@ -230,6 +236,16 @@ pub trait UserStore: Send + Sync {
     /// Replaces the password credential; false when the user does not exist.
     async fn set_password(&self, user_id: &str, hash: &str, algorithm: &str) -> StoreResult<bool>;
     async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()>;
+    /// Creates or refreshes the user an upstream login describes, with its
+    /// identity and an audit event, in one transaction. The user is found by
+    /// the identity first, so a user arriving through a linked identity is
+    /// not duplicated. A new user is a `shadow`; a `local` or `migrated`
+    /// user keeps its own values and only gains the fields it lacks.
+    async fn upsert_upstream_user(
+        &self,
+        provider: &str,
+        profile: &UpstreamProfile,
+    ) -> StoreResult<User>;
 }
 
 #[async_trait]

@@ -28,7 +28,7 @@ pub struct SqlStore {
 }
 
 const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
-    phone_number, user_metadata, app_metadata, state, blocked, created_at, updated_at, last_login_at";
+    phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, created_at, updated_at, last_login_at";
 
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at";
 
@@ -156,6 +156,8 @@ fn user_from_row(row: &AnyRow) -> StoreResult<User> {
         state: UserState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?,
         blocked: row.try_get::<i64, _>("blocked").map_err(map_err)? != 0,
+        upstream: row.try_get("upstream").map_err(map_err)?,
+        profile: json_col(row, "profile")?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         last_login_at: row.try_get("last_login_at").map_err(map_err)?,
@@ -197,8 +199,8 @@ pub fn normalize_email(email: &str) -> String {
 }
 
 fn new_local_id() -> String {
-    // 128 random bits in lowercase hex, in the shape Auth0 gives database
-    // users, so applications that parse ids see a familiar format.
+    // 96 random bits as 24 lowercase hex digits, the shape Auth0 gives its
+    // database users, so applications that parse ids see a familiar format.
     let bytes = crate::crypto::random_bytes(12);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("local|{hex}")
@@ -360,6 +362,153 @@ impl UserStore for SqlStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(exists)
+    }
+
+    async fn upsert_upstream_user(&self, provider: &str, p: &UpstreamProfile) -> StoreResult<User> {
+        let now = now();
+        let raw = to_json(&p.raw);
+        let email_normalized = p.email.as_deref().map(normalize_email);
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let linked: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM identities WHERE provider = $1 AND subject = $2",
+        )
+        .bind(provider)
+        .bind(&p.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let user_id = linked.unwrap_or_else(|| p.id.clone());
+        // An email another user already holds is kept on the record but not
+        // made a login identifier: linking accounts by email would let
+        // whoever controls one account take over the other.
+        let email_taken: Option<String> = match &email_normalized {
+            Some(e) => {
+                sqlx::query_scalar("SELECT id FROM users WHERE email_normalized = $1 AND id <> $2")
+                    .bind(e)
+                    .bind(&user_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+            }
+            None => None,
+        };
+        let login_email = if email_taken.is_some() {
+            None
+        } else {
+            email_normalized
+        };
+        let existing: Option<String> = sqlx::query_scalar("SELECT state FROM users WHERE id = $1")
+            .bind(&user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let kind = match existing.as_deref() {
+            None => {
+                sqlx::query(
+                    "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
+                     nickname, picture, phone_number, profile, state, upstream, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'shadow', $13, $14, $14)",
+                )
+                .bind(&user_id)
+                .bind(&p.email)
+                .bind(&login_email)
+                .bind(p.email_verified as i64)
+                .bind(&p.username)
+                .bind(&p.name)
+                .bind(&p.given_name)
+                .bind(&p.family_name)
+                .bind(&p.nickname)
+                .bind(&p.picture)
+                .bind(&p.phone_number)
+                .bind(&raw)
+                .bind(provider)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                "shadow_user_created"
+            }
+            Some("pending") | Some("shadow") => {
+                // The upstream is still the source of truth for these users.
+                sqlx::query(
+                    "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, \
+                     username = COALESCE($5, username), name = $6, given_name = $7, family_name = $8, nickname = $9, \
+                     picture = $10, phone_number = $11, profile = $12, state = 'shadow', upstream = $13, updated_at = $14 \
+                     WHERE id = $1",
+                )
+                .bind(&user_id)
+                .bind(&p.email)
+                .bind(&login_email)
+                .bind(p.email_verified as i64)
+                .bind(&p.username)
+                .bind(&p.name)
+                .bind(&p.given_name)
+                .bind(&p.family_name)
+                .bind(&p.nickname)
+                .bind(&p.picture)
+                .bind(&p.phone_number)
+                .bind(&raw)
+                .bind(provider)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                "shadow_user_updated"
+            }
+            Some(_) => {
+                // Local and migrated users own their profile; the upstream
+                // only fills what is missing, and its claims are refreshed.
+                sqlx::query(
+                    "UPDATE users SET name = COALESCE(name, $2), given_name = COALESCE(given_name, $3), \
+                     family_name = COALESCE(family_name, $4), nickname = COALESCE(nickname, $5), \
+                     picture = COALESCE(picture, $6), profile = $7, upstream = COALESCE(upstream, $8), updated_at = $9 \
+                     WHERE id = $1",
+                )
+                .bind(&user_id)
+                .bind(&p.name)
+                .bind(&p.given_name)
+                .bind(&p.family_name)
+                .bind(&p.nickname)
+                .bind(&p.picture)
+                .bind(&raw)
+                .bind(provider)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                "upstream_login"
+            }
+        };
+        sqlx::query(
+            "INSERT INTO identities (provider, subject, user_id, profile, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (provider, subject) DO UPDATE SET profile = excluded.profile",
+        )
+        .bind(provider)
+        .bind(&p.id)
+        .bind(&user_id)
+        .bind(&raw)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let detail =
+            serde_json::json!({ "provider": provider, "email_conflict": email_taken.is_some() });
+        sqlx::query("INSERT INTO audit_events (at, kind, user_id, detail) VALUES ($1, $2, $3, $4)")
+            .bind(now)
+            .bind(kind)
+            .bind(&user_id)
+            .bind(to_json(&detail))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(&user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let user = user_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(user)
     }
 
     async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()> {

@@ -29,6 +29,9 @@ pub struct AccessClaims {
     /// The grant (code exchange and its refresh family) the token belongs
     /// to: revoking the grant makes userinfo refuse the token.
     pub gid: String,
+    /// Claims carried over from the upstream (namespaced custom claims, …).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Claims of an ID token; profile claims are flattened in beside them.

@@ -257,9 +257,8 @@ redirect_uris = ["https://app.example.com/cb#frag"]
 #[tokio::test]
 async fn clients_declared_in_the_config_file_are_served() {
     let iso = isolated().await;
-    let var = format!("SWITCHYARD_TEST_SECRET_{}", std::process::id());
-    // SAFETY: the variable name is unique to this test and process.
-    unsafe { std::env::set_var(&var, SECRET) };
+    // Set for every test process by .cargo/config.toml, to SECRET.
+    let var = "SWITCHYARD_TEST_CLIENT_SECRET".to_string();
     let url = iso.database_url.clone();
     let redis = iso.redis_url.clone();
     let prefix = iso.prefix.clone();

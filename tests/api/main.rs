@@ -6,9 +6,13 @@
 //! The backend comes from `SWITCHYARD_TEST_BACKEND`: `embedded` (default)
 //! or `postgres-redis`, so one suite runs over every backend.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod authorize;
 mod bad_input;
 mod cli;
+mod fake_upstream;
 mod helpers;
 mod login;
 mod logout;
@@ -16,3 +20,4 @@ mod redirect_uri;
 mod relying_party;
 mod store;
 mod tokens;
+mod upstream;

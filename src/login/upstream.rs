@@ -1,0 +1,235 @@
+//! The redirect track: the user logs in on the upstream's own page and
+//! comes back to `/login/callback`; Switchyard validates everything, creates
+//! or refreshes the shadow user, keeps the upstream tokens mapped to the new
+//! gateway session, and completes the application's pending request with its
+//! own code. The application never talks to the upstream.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{client_ip, cookie_name, finish_login, read_cookie};
+use crate::crypto::{constant_time_eq, random_token, sha256_b64};
+use crate::error::{AppError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::oidc::authorize::{Redirect, error_response};
+use crate::oidc::params::Params;
+use crate::state::AppState;
+use crate::store::{SessionStoreExt, now};
+use crate::tokens::grants::{PENDING_TTL, PendingAuthorization, pending_key};
+use crate::upstream::tokens::MappedTokens;
+use crate::upstream::{UpstreamError, profile};
+
+/// One trip to the upstream, named by the `state` sent with it.
+#[derive(Debug, Serialize, Deserialize)]
+struct UpstreamTransaction {
+    /// The application's pending request this trip completes.
+    authz: String,
+    nonce: String,
+    pkce_verifier: String,
+    /// Same binding as the pending request: the browser's transaction cookie.
+    browser_binding: String,
+    created_at: i64,
+}
+
+fn transaction_key(state: &str) -> String {
+    format!("upstream-tx:{}", sha256_b64(state.as_bytes()))
+}
+
+pub fn callback_url(state: &AppState) -> String {
+    format!("{}/login/callback", state.settings.issuer_base())
+}
+
+/// Sends the browser to the upstream's authorization endpoint with a fresh
+/// `state`, `nonce` and PKCE verifier of our own (RFC 9700 §4.7), bound to
+/// this browser, and the user's identifier as `login_hint`.
+pub async fn start(
+    state: &AppState,
+    headers: &HeaderMap,
+    authz: &str,
+    pending: &PendingAuthorization,
+    login_hint: Option<&str>,
+) -> Result<Response, AppError> {
+    let _ = headers;
+    let upstream = state.upstream.as_ref().ok_or(AppError::NotFound)?;
+    let tx_state = random_token();
+    let tx = UpstreamTransaction {
+        authz: authz.to_string(),
+        nonce: random_token(),
+        pkce_verifier: random_token(),
+        browser_binding: pending.browser_binding.clone(),
+        created_at: now(),
+    };
+    let url = upstream
+        .client
+        .authorize_url(
+            &callback_url(state),
+            &tx_state,
+            &tx.nonce,
+            &tx.pkce_verifier,
+            login_hint,
+            &[],
+        )
+        .await
+        .map_err(|e| unavailable(state, "authorize", &e))?;
+    state
+        .sessions
+        .put_json(&transaction_key(&tx_state), &tx, PENDING_TTL)
+        .await?;
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn unavailable(state: &AppState, what: &str, e: &UpstreamError) -> AppError {
+    tracing::warn!(error = %e, what, "upstream call failed");
+    Metrics::count(&state.metrics.upstream, what, e.kind());
+    match e {
+        UpstreamError::Unavailable(_)
+        | UpstreamError::RateLimited { .. }
+        | UpstreamError::InvalidResponse(_) => AppError::Unavailable,
+        UpstreamError::Rejected { .. } | UpstreamError::InvalidIdToken(_) => AppError::bad_request(
+            "Sign-in failed",
+            "The sign-in could not be completed with your identity provider. Go back to the application and try again.",
+        ),
+    }
+}
+
+/// `GET /login/callback`: the upstream's authorization response.
+pub async fn get_callback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    params.reject_repeats()?;
+    let upstream = state.upstream.clone().ok_or(AppError::NotFound)?;
+    let expired = || {
+        AppError::bad_request(
+            "Sign-in expired",
+            "This sign-in has expired. Go back to the application and sign in again.",
+        )
+    };
+    let tx_state = params.get("state")?.ok_or_else(expired)?;
+    // Single use: a replayed callback finds nothing.
+    let tx: UpstreamTransaction = state
+        .sessions
+        .take_json(&transaction_key(tx_state))
+        .await?
+        .ok_or_else(expired)?;
+    let cookie = read_cookie(&headers, &cookie_name(&state, "tx")).unwrap_or_default();
+    if !constant_time_eq(
+        sha256_b64(cookie.as_bytes()).as_bytes(),
+        tx.browser_binding.as_bytes(),
+    ) {
+        return Err(AppError::bad_request(
+            "Sign-in interrupted",
+            "This sign-in was started in another browser or its cookie was lost. Go back to the application and sign in again.",
+        ));
+    }
+    let pending: PendingAuthorization = state
+        .sessions
+        .get_json(&pending_key(&tx.authz))
+        .await?
+        .ok_or_else(expired)?;
+
+    // RFC 9207 §2.4: the response must come from the upstream we sent the
+    // user to (mix-up defence); required when the upstream says it sends `iss`.
+    match params.get("iss")? {
+        Some(iss) if iss != upstream.client.issuer => {
+            return Err(AppError::bad_request(
+                "Sign-in refused",
+                "The sign-in response came from an unexpected issuer.",
+            ));
+        }
+        None if upstream.client.sends_iss().await => {
+            return Err(AppError::bad_request(
+                "Sign-in refused",
+                "The sign-in response did not name its issuer.",
+            ));
+        }
+        _ => {}
+    }
+
+    if let Some(error) = params.get("error")? {
+        // The user cancelled, or the upstream could not log them in
+        // silently: the application hears it in its own protocol.
+        Metrics::count(&state.metrics.logins, "upstream_redirect", error);
+        state.sessions.delete(&pending_key(&tx.authz)).await?;
+        let code = match error {
+            "login_required"
+            | "interaction_required"
+            | "consent_required"
+            | "account_selection_required" => ErrorCode::LoginRequired,
+            _ => ErrorCode::AccessDenied,
+        };
+        let to = Redirect {
+            uri: &pending.redirect_uri,
+            mode: pending.response_mode,
+            state: pending.state.as_deref(),
+        };
+        return Ok(error_response(
+            &state,
+            &to,
+            code,
+            "the identity provider did not log the user in",
+        ));
+    }
+    let code = params.get("code")?.ok_or_else(|| {
+        AppError::bad_request("Sign-in failed", "The identity provider sent no code.")
+    })?;
+
+    let tokens = upstream
+        .client
+        .exchange_code(code, &callback_url(&state), &tx.pkce_verifier, &tx.nonce)
+        .await
+        .map_err(|e| unavailable(&state, "code_exchange", &e))?;
+    let id_claims = tokens.claims.clone().unwrap_or_default();
+    let userinfo = if upstream.client.def.oidc.userinfo_at_login {
+        match upstream.client.userinfo(&tokens.access_token).await {
+            Ok(info) => Some(info),
+            Err(e) => {
+                // The ID token already describes the user; userinfo only adds.
+                tracing::warn!(error = %e, "upstream userinfo failed; using the ID token's claims");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let profile = profile::from_claims(&upstream.client.def, &id_claims, userinfo.as_ref())
+        .ok_or_else(|| {
+            AppError::bad_request(
+                "Sign-in failed",
+                "The identity provider did not say who you are.",
+            )
+        })?;
+    let user = state
+        .db
+        .upsert_upstream_user(&upstream.client.settings.provider, &profile)
+        .await?;
+    if user.blocked {
+        Metrics::count(&state.metrics.logins, "upstream_redirect", "blocked");
+        return Err(AppError::bad_request(
+            "Account blocked",
+            "This account is blocked. Contact your administrator.",
+        ));
+    }
+    Metrics::count(&state.metrics.logins, "upstream_redirect", "ok");
+    let mapped = MappedTokens::from_upstream(&tokens, &upstream.client.creds.client_id);
+    finish_login(
+        &state,
+        &headers,
+        &tx.authz,
+        &user,
+        client_ip(&state, &headers, peer),
+        Some(mapped),
+    )
+    .await
+}

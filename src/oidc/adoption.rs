@@ -1,0 +1,165 @@
+//! Refresh-token adoption: nobody is logged out by the repointing.
+//!
+//! An application that held an upstream refresh token before it was pointed
+//! at Switchyard presents it here. Switchyard spends it once at the upstream
+//! with the application's own client credentials (the application kept its
+//! client id and secret), validates what comes back, creates a gateway
+//! session with the new upstream tokens mapped to it, and answers with
+//! Switchyard's own tokens. The presented token is never stored: only the
+//! rotated upstream tokens, sealed in the mapping.
+//!
+//! Adoption attempts are limited per client, so Switchyard cannot be used to
+//! test stolen or guessed tokens against the upstream at volume.
+
+use std::time::Duration;
+
+use axum::response::Response;
+
+use super::client_auth::Authenticated;
+use super::params::Params;
+use super::token::{Issue, issue, store_grant};
+use crate::config::Phase;
+use crate::crypto::random_token;
+use crate::error::{ErrorCode, OAuthError};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{AuditEvent, SessionStoreExt, now};
+use crate::tokens::grants::{Grant, Session, session_key};
+use crate::upstream::tokens::MappedTokens;
+use crate::upstream::{Creds, UpstreamError, profile};
+
+pub async fn adopt(
+    state: &AppState,
+    auth: &Authenticated,
+    token: &str,
+    params: &Params,
+) -> Result<Response, OAuthError> {
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let Some(up) = &state.upstream else {
+        return Err(invalid());
+    };
+    if state.settings.cutover.phase == Phase::LocalOnly {
+        return Err(invalid());
+    }
+    let client = &auth.client;
+    let limit = state
+        .sessions
+        .incr(
+            &format!("adopt:{}", client.client_id),
+            Duration::from_secs(60),
+        )
+        .await?;
+    if limit.count > up.client.settings.adoptions_per_minute {
+        Metrics::count(&state.metrics.upstream, "adoption", "throttled");
+        return Err(OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "too many refresh tokens to adopt; retry later",
+        ));
+    }
+
+    let creds = Creds {
+        client_id: client.client_id.clone(),
+        secret: auth.secret.clone(),
+    };
+    let tokens = match up.client.refresh(token, &creds).await {
+        Ok(t) => t,
+        Err(UpstreamError::Rejected { .. }) | Err(UpstreamError::InvalidIdToken(_)) => {
+            Metrics::count(&state.metrics.upstream, "adoption", "refused");
+            return Err(invalid());
+        }
+        Err(e) => {
+            Metrics::count(&state.metrics.upstream, "adoption", e.kind());
+            tracing::warn!(error = %e, "refresh-token adoption: upstream failed");
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider is temporarily unavailable",
+            ));
+        }
+    };
+    let claims = match &tokens.claims {
+        Some(c) => c.clone(),
+        // Without a new ID token, userinfo says who the token belongs to.
+        None => up
+            .client
+            .userinfo(&tokens.access_token)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "refresh-token adoption: upstream userinfo failed");
+                OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the identity provider is temporarily unavailable",
+                )
+            })?,
+    };
+    let profile = profile::from_claims(&up.client.def, &claims, None).ok_or_else(invalid)?;
+    let user = state
+        .db
+        .upsert_upstream_user(&up.client.settings.provider, &profile)
+        .await?;
+    if user.blocked {
+        return Err(OAuthError::invalid_grant("the user is no longer active"));
+    }
+
+    // A gateway session without a browser: the application's refresh
+    // family is what keeps it alive.
+    let now = now();
+    let ttl = Duration::from_secs(state.settings.tokens.refresh_token_ttl_secs);
+    let session_key = session_key(&random_token());
+    let auth_time = claims
+        .get("auth_time")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(now);
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time,
+        sid: random_token(),
+        created_at: now,
+    };
+    state.sessions.put_json(&session_key, &session, ttl).await?;
+    let mapped = MappedTokens::from_upstream(&tokens, &client.client_id);
+    up.mapping(&*state.sessions)
+        .save(&session.sid, &mapped, ttl)
+        .await?;
+
+    let scope = match (params.get("scope")?, &tokens.scope) {
+        (Some(asked), _) => asked.to_string(),
+        (None, Some(granted)) => granted.clone(),
+        (None, None) => "openid profile email".to_string(),
+    };
+    let grant_id = random_token();
+    let grant = Grant {
+        user_id: user.id.clone(),
+        client_id: client.client_id.clone(),
+        scope: scope.clone(),
+        auth_time,
+        sid: session.sid.clone(),
+        session_key,
+        expires_at: now + ttl.as_secs() as i64,
+    };
+    store_grant(state, &grant_id, &grant).await?;
+    let event = AuditEvent {
+        at: now,
+        kind: "refresh_token_adopted".into(),
+        user_id: Some(user.id.clone()),
+        client_id: Some(client.client_id.clone()),
+        ip: None,
+        detail: serde_json::json!({ "provider": up.client.settings.provider }),
+    };
+    if let Err(e) = state.db.record_event(&event).await {
+        tracing::warn!(error = %e, "audit event not recorded");
+    }
+    Metrics::count(&state.metrics.upstream, "adoption", "ok");
+    issue(
+        state,
+        Issue {
+            client,
+            user: &user,
+            grant_id: &grant_id,
+            grant: &grant,
+            scope: &scope,
+            nonce: None,
+            upstream: Some(mapped),
+        },
+    )
+    .await
+}

@@ -1,0 +1,779 @@
+//! The upstream OIDC client.
+//!
+//! Discovery and the JWKS are cached and refreshed hourly, and again when an
+//! ID token names a key the cache does not hold (at most once every
+//! [`KEY_REFETCH_INTERVAL`], so forged `kid`s cannot make Switchyard hammer
+//! the upstream). Every HTTP call goes through [`UpstreamClient::send`],
+//! which bounds it in time, maps 429 and 5xx to errors that keep
+//! `Retry-After`, and counts outcomes.
+//!
+//! ID tokens are validated in full (OIDC Core §3.1.3.7): signature against
+//! the JWKS, `iss`, `aud`, `azp`, `exp` and `iat` with a bounded clock skew,
+//! and `nonce`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet,
+};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    HttpRequest, HttpResponse, IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    SignatureVerificationError, TokenResponse, TokenUrl, UserInfoUrl,
+};
+use serde_json::{Map, Value};
+
+use super::UpstreamError;
+use super::provider::{LogoutStyle, ProviderDef};
+use crate::config::UpstreamSettings;
+use crate::store::now;
+
+/// How often discovery and the JWKS are re-read without a reason.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
+/// The least time between two refetches caused by unknown keys.
+pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A client's credentials at the upstream: Switchyard's own, or an
+/// application's (refresh-token adoption uses the app's own client).
+#[derive(Clone)]
+pub struct Creds {
+    pub client_id: String,
+    pub secret: Option<String>,
+}
+
+/// What a token request returned, the ID token already validated.
+#[derive(Debug, Clone)]
+pub struct UpstreamTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub scope: Option<String>,
+    /// The validated ID token's claims, as the upstream spelled them.
+    pub claims: Option<Map<String, Value>>,
+}
+
+/// Discovery fields Switchyard reads beyond the ones openidconnect models.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct ExtraMetadata {
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// RFC 9207 §3.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ExtraMetadata {}
+
+type Metadata = openidconnect::ProviderMetadata<
+    ExtraMetadata,
+    openidconnect::core::CoreAuthDisplay,
+    openidconnect::core::CoreClientAuthMethod,
+    openidconnect::core::CoreClaimName,
+    openidconnect::core::CoreClaimType,
+    openidconnect::core::CoreGrantType,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJweKeyManagementAlgorithm,
+    openidconnect::core::CoreJsonWebKey,
+    openidconnect::core::CoreResponseMode,
+    openidconnect::core::CoreResponseType,
+    openidconnect::core::CoreSubjectIdentifierType,
+>;
+
+struct Discovered {
+    metadata: Metadata,
+    fetched: Instant,
+}
+
+/// Counters of upstream calls, read by `/metrics`.
+#[derive(Default)]
+pub struct CallCounts {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+pub struct UpstreamClient {
+    pub settings: UpstreamSettings,
+    pub def: ProviderDef,
+    pub issuer: String,
+    /// Switchyard's own client at the upstream.
+    pub creds: Creds,
+    http: reqwest::Client,
+    /// The discovered metadata with its JWKS; replaced whole on refetch.
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    /// When the last refetch for an unknown key happened.
+    last_key_refetch: Mutex<Option<Instant>>,
+    /// Serialises discovery so a cold cache causes one fetch, not one per request.
+    discovery_lock: tokio::sync::Mutex<()>,
+    pub calls: CallCounts,
+}
+
+/// The transport error of [`UpstreamClient::send`]: what openidconnect
+/// reports as a request error.
+#[derive(Debug, thiserror::Error)]
+pub enum Transport {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("rate limited")]
+    RateLimited(Option<Duration>),
+}
+
+impl From<Transport> for UpstreamError {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Unavailable(m) => UpstreamError::Unavailable(m),
+            Transport::RateLimited(retry_after) => UpstreamError::RateLimited { retry_after },
+        }
+    }
+}
+
+type SendFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, Transport>> + Send>>;
+
+impl UpstreamClient {
+    pub fn new(settings: UpstreamSettings) -> Result<Self, String> {
+        let def = ProviderDef::load(&settings.provider)?;
+        let issuer = def.issuer(&settings)?;
+        let secret = match &settings.client_secret_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .map_err(|_| format!("upstream.client_secret_env: {var} is not set"))?,
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(settings.timeout_secs))
+            .connect_timeout(Duration::from_secs(settings.timeout_secs.min(5)))
+            // OIDC endpoints answer directly; following redirects would let a
+            // compromised discovery document steer requests elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            creds: Creds {
+                client_id: settings.client_id.clone(),
+                secret,
+            },
+            settings,
+            def,
+            issuer,
+            http,
+            discovered: RwLock::new(None),
+            last_key_refetch: Mutex::new(None),
+            discovery_lock: tokio::sync::Mutex::new(()),
+            calls: CallCounts::default(),
+        })
+    }
+
+    /// The HTTP function handed to openidconnect.
+    fn sender(&self) -> impl Fn(HttpRequest) -> SendFuture + '_ {
+        move |request| {
+            let http = self.http.clone();
+            Box::pin(async move { send(&http, request).await })
+        }
+    }
+
+    fn count(&self, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ok {
+            self.calls.ok.fetch_add(1, Relaxed)
+        } else {
+            self.calls.failed.fetch_add(1, Relaxed)
+        };
+    }
+
+    /// The discovered metadata, fetched when missing or stale.
+    async fn metadata(&self) -> Result<Arc<Discovered>, UpstreamError> {
+        if let Some(d) = self.cached()
+            && d.fetched.elapsed() < METADATA_MAX_AGE
+        {
+            return Ok(d);
+        }
+        let _guard = self.discovery_lock.lock().await;
+        if let Some(d) = self.cached()
+            && d.fetched.elapsed() < METADATA_MAX_AGE
+        {
+            return Ok(d);
+        }
+        match self.discover().await {
+            Ok(d) => Ok(d),
+            // A stale document beats none while the upstream is away.
+            Err(e) => self.cached().ok_or(e),
+        }
+    }
+
+    fn cached(&self) -> Option<Arc<Discovered>> {
+        self.discovered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn discover(&self) -> Result<Arc<Discovered>, UpstreamError> {
+        let issuer = IssuerUrl::new(self.issuer.clone())
+            .map_err(|e| UpstreamError::InvalidResponse(format!("issuer: {e}")))?;
+        let result = Metadata::discover_async(issuer, &self.sender()).await;
+        self.count(result.is_ok());
+        let mut metadata = result.map_err(discovery_error)?;
+        let o = &self.settings.endpoints;
+        if let Some(u) = &o.authorization {
+            metadata = metadata.set_authorization_endpoint(
+                openidconnect::AuthUrl::new(u.clone()).map_err(bad_url)?,
+            );
+        }
+        if let Some(u) = &o.token {
+            metadata =
+                metadata.set_token_endpoint(Some(TokenUrl::new(u.clone()).map_err(bad_url)?));
+        }
+        if let Some(u) = &o.userinfo {
+            metadata =
+                metadata.set_userinfo_endpoint(Some(UserInfoUrl::new(u.clone()).map_err(bad_url)?));
+        }
+        if let Some(u) = &o.jwks {
+            let url = JsonWebKeySetUrl::new(u.clone()).map_err(bad_url)?;
+            let jwks = CoreJsonWebKeySet::fetch_async(&url, &self.sender())
+                .await
+                .map_err(discovery_error)?;
+            metadata = metadata.set_jwks_uri(url).set_jwks(jwks);
+        }
+        let d = Arc::new(Discovered {
+            metadata,
+            fetched: Instant::now(),
+        });
+        *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Refetches discovery and keys after an unknown `kid`, at most once
+    /// per [`KEY_REFETCH_INTERVAL`]. True when a refetch happened.
+    async fn refetch_keys(&self) -> bool {
+        {
+            let mut last = self
+                .last_key_refetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < KEY_REFETCH_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let _guard = self.discovery_lock.lock().await;
+        match self.discover().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "refetching upstream keys failed");
+                false
+            }
+        }
+    }
+
+    /// Makes sure discovery is loaded (readiness, start-up warm-up).
+    pub async fn warm_up(&self) -> Result<(), UpstreamError> {
+        self.metadata().await.map(|_| ())
+    }
+
+    /// Whether discovery lists `grant` in `grant_types_supported`.
+    pub async fn supports_grant(&self, grant: &str) -> Result<bool, UpstreamError> {
+        let d = self.metadata().await?;
+        Ok(d.metadata
+            .grant_types_supported()
+            .is_some_and(|g| g.iter().any(|t| t.as_ref() == grant)))
+    }
+
+    fn oidc_client(
+        &self,
+        d: &Discovered,
+        creds: &Creds,
+        redirect_uri: Option<&str>,
+    ) -> Result<OidcClient, UpstreamError> {
+        let mut client = CoreClient::from_provider_metadata(
+            d.metadata.clone(),
+            ClientId::new(creds.client_id.clone()),
+            creds.secret.clone().map(ClientSecret::new),
+        )
+        .set_auth_type(if self.def.oidc.token_auth_method == "client_secret_post" {
+            AuthType::RequestBody
+        } else {
+            AuthType::BasicAuth
+        });
+        if let Some(uri) = redirect_uri {
+            client = client.set_redirect_uri(RedirectUrl::new(uri.to_string()).map_err(bad_url)?);
+        }
+        Ok(client)
+    }
+
+    /// The upstream authorization URL for the redirect track: our own
+    /// `state`, `nonce` and PKCE, and the user's `login_hint` passed on.
+    pub async fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+        login_hint: Option<&str>,
+        extra: &[(String, String)],
+    ) -> Result<String, UpstreamError> {
+        let d = self.metadata().await?;
+        let client = self.oidc_client(&d, &self.creds, Some(redirect_uri))?;
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            pkce_verifier.to_string(),
+        ));
+        let (state, nonce) = (state.to_string(), nonce.to_string());
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.scopes() {
+            if scope != "openid" {
+                request = request.add_scope(Scope::new(scope));
+            }
+        }
+        if let Some(hint) = login_hint {
+            request = request.add_extra_param("login_hint", hint.to_string());
+        }
+        if let Some(connection) = &self.settings.connection {
+            // Auth0 picks the database connection from this parameter.
+            if self.settings.provider == "auth0" {
+                request = request.add_extra_param("connection", connection.clone());
+            }
+        }
+        for (k, v) in extra {
+            request = request.add_extra_param(k.clone(), v.clone());
+        }
+        let (url, _, _) = request.url();
+        Ok(url.to_string())
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        self.settings
+            .scopes
+            .clone()
+            .unwrap_or_else(|| self.def.oidc.scopes.clone())
+    }
+
+    /// Whether the upstream sends `iss` in authorization responses (RFC 9207 §3).
+    pub async fn sends_iss(&self) -> bool {
+        match self.metadata().await {
+            Ok(d) => {
+                d.metadata
+                    .additional_metadata()
+                    .authorization_response_iss_parameter_supported
+                    == Some(true)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Exchanges an authorization code and validates the ID token.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let d = self.metadata().await?;
+        let client = self.oidc_client(&d, &self.creds, Some(redirect_uri))?;
+        let request = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
+        let response = request.request_async(&self.sender()).await;
+        self.count(response.is_ok());
+        let response = response.map_err(token_error)?;
+        let id_token = response.id_token().ok_or_else(|| {
+            UpstreamError::InvalidResponse("no id_token in the code exchange".into())
+        })?;
+        let claims = self
+            .validate_id_token(id_token, &self.creds.client_id, Some(nonce))
+            .await?;
+        Ok(tokens_from(&response, Some(claims)))
+    }
+
+    /// Refreshes at the upstream with `creds`. A new ID token, when one
+    /// comes back, is validated too (no nonce on refresh, OIDC Core §12.2).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        creds: &Creds,
+    ) -> Result<UpstreamTokens, UpstreamError> {
+        let d = self.metadata().await?;
+        let client = self.oidc_client(&d, creds, None)?;
+        let token = RefreshToken::new(refresh_token.to_string());
+        let request = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        let response = request.request_async(&self.sender()).await;
+        self.count(response.is_ok());
+        let response = response.map_err(token_error)?;
+        let claims = match response.id_token() {
+            Some(id) => Some(self.validate_id_token(id, &creds.client_id, None).await?),
+            None => None,
+        };
+        let mut tokens = tokens_from(&response, claims);
+        // RFC 6749 §6: without a new refresh token, the old one stays valid.
+        if tokens.refresh_token.is_none() {
+            tokens.refresh_token = Some(refresh_token.to_string());
+        }
+        Ok(tokens)
+    }
+
+    async fn validate_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        client_id: &str,
+        nonce: Option<&str>,
+    ) -> Result<Map<String, Value>, UpstreamError> {
+        match self.check_id_token(id_token, client_id, nonce).await {
+            Err(UpstreamError::InvalidIdToken(reason)) if reason == NO_MATCHING_KEY => {
+                // The upstream may have rotated its keys (UPSTREAMS.md).
+                if self.refetch_keys().await {
+                    self.check_id_token(id_token, client_id, nonce).await
+                } else {
+                    Err(UpstreamError::InvalidIdToken(reason))
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn check_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        client_id: &str,
+        nonce: Option<&str>,
+    ) -> Result<Map<String, Value>, UpstreamError> {
+        let d = self.metadata().await?;
+        let skew = chrono::Duration::seconds(self.settings.clock_skew_secs as i64);
+        let verifier = CoreIdTokenVerifier::new_public_client(
+            ClientId::new(client_id.to_string()),
+            d.metadata.issuer().clone(),
+            d.metadata.jwks().clone(),
+        )
+        // exp is checked against a clock `skew` behind ours, iat against one
+        // `skew` ahead: a bounded tolerance each way (UPSTREAMS.md: ± 60 s).
+        .set_time_fn(move || chrono::Utc::now() - skew)
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat > chrono::Utc::now() + skew {
+                Err(format!("issued in the future ({iat})"))
+            } else {
+                Ok(())
+            }
+        });
+        let expected = nonce.map(|n| Nonce::new(n.to_string()));
+        let result = match &expected {
+            Some(n) => id_token.claims(&verifier, n).map(|_| ()),
+            None => id_token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .map(|_| ()),
+        };
+        result.map_err(|e| match e {
+            ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            ) => UpstreamError::InvalidIdToken(NO_MATCHING_KEY.into()),
+            other => UpstreamError::InvalidIdToken(other.to_string()),
+        })?;
+        let claims = raw_claims(&id_token.to_string())
+            .ok_or_else(|| UpstreamError::InvalidIdToken("unreadable claims".into()))?;
+        // OIDC Core §3.1.3.7 steps 4–5: several audiences need an `azp`,
+        // and an `azp` must name this client.
+        let several = claims
+            .get("aud")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() > 1);
+        match claims.get("azp").and_then(Value::as_str) {
+            Some(azp) if azp != client_id => {
+                return Err(UpstreamError::InvalidIdToken(
+                    "azp names another client".into(),
+                ));
+            }
+            None if several => {
+                return Err(UpstreamError::InvalidIdToken(
+                    "several audiences and no azp".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(claims)
+    }
+
+    /// The userinfo claims for an access token, as JSON.
+    pub async fn userinfo(&self, access_token: &str) -> Result<Map<String, Value>, UpstreamError> {
+        let d = self.metadata().await?;
+        let Some(url) = d.metadata.userinfo_endpoint() else {
+            return Ok(Map::new());
+        };
+        let request = axum::http::Request::get(url.as_str())
+            .header(header::AUTHORIZATION, format!("Bearer {access_token}"))
+            .header(header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        let response = send(&self.http, request).await;
+        self.count(response.is_ok());
+        let response = response?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Rejected {
+                error: format!("userinfo {}", response.status().as_u16()),
+                description: String::new(),
+            });
+        }
+        serde_json::from_slice(response.body())
+            .map_err(|e| UpstreamError::InvalidResponse(format!("userinfo: {e}")))
+    }
+
+    /// RFC 7009 revocation of an upstream refresh token, where the upstream
+    /// offers it. Errors are returned for logging; logout goes on anyway.
+    pub async fn revoke(&self, refresh_token: &str, creds: &Creds) -> Result<bool, UpstreamError> {
+        let d = self.metadata().await?;
+        let url = self
+            .settings
+            .endpoints
+            .revocation
+            .clone()
+            .or_else(|| d.metadata.additional_metadata().revocation_endpoint.clone());
+        let Some(url) = url else { return Ok(false) };
+        // form_urlencoded's serializer is not Send: the body is finished
+        // before anything awaits.
+        let (body, authorization) = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", refresh_token)
+                .append_pair("token_type_hint", "refresh_token");
+            let mut authorization = None;
+            if self.def.oidc.token_auth_method == "client_secret_post" || creds.secret.is_none() {
+                form.append_pair("client_id", &creds.client_id);
+                if let Some(s) = &creds.secret {
+                    form.append_pair("client_secret", s);
+                }
+            } else if let Some(s) = &creds.secret {
+                authorization = Some(basic_auth(&creds.client_id, s));
+            }
+            (form.finish(), authorization)
+        };
+        let mut request = axum::http::Request::post(url.as_str())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(a) = authorization {
+            request = request.header(header::AUTHORIZATION, a);
+        }
+        let request = request
+            .body(body.into_bytes())
+            .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        let response = send(&self.http, request).await;
+        self.count(response.is_ok());
+        let response = response?;
+        Ok(response.status().is_success())
+    }
+
+    /// Where to send the browser to end the upstream session too, returning
+    /// to `return_to` afterwards.
+    pub async fn logout_url(&self, id_token_hint: Option<&str>, return_to: &str) -> Option<String> {
+        let d = self.metadata().await.ok()?;
+        let origin = url::Url::parse(&self.issuer)
+            .ok()?
+            .origin()
+            .ascii_serialization();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        let base = match self.def.logout.style {
+            LogoutStyle::Auth0 => {
+                query
+                    .append_pair("client_id", &self.creds.client_id)
+                    .append_pair("returnTo", return_to);
+                format!(
+                    "{origin}{}",
+                    self.def.logout.path.as_deref().unwrap_or("/v2/logout")
+                )
+            }
+            LogoutStyle::Cognito => {
+                query
+                    .append_pair("client_id", &self.creds.client_id)
+                    .append_pair("logout_uri", return_to);
+                format!(
+                    "{origin}{}",
+                    self.def.logout.path.as_deref().unwrap_or("/logout")
+                )
+            }
+            LogoutStyle::Oidc => {
+                let end = self.settings.endpoints.end_session.clone().or_else(|| {
+                    d.metadata
+                        .additional_metadata()
+                        .end_session_endpoint
+                        .clone()
+                })?;
+                if let Some(hint) = id_token_hint {
+                    query.append_pair("id_token_hint", hint);
+                }
+                query
+                    .append_pair("client_id", &self.creds.client_id)
+                    .append_pair("post_logout_redirect_uri", return_to);
+                end
+            }
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(format!("{base}{sep}{}", query.finish()))
+    }
+}
+
+const NO_MATCHING_KEY: &str = "no key in the upstream JWKS matches the token";
+
+type OidcClient = openidconnect::core::CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+fn basic_auth(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+fn bad_url(e: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::InvalidResponse(format!("bad URL: {e}"))
+}
+
+/// Sends one request with the client's timeouts. 429 and 5xx become errors
+/// that keep the wait the upstream asked for; everything else is returned
+/// for the protocol layer to read.
+async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, Transport> {
+    let request = reqwest::Request::try_from(request)
+        .map_err(|e| Transport::Unavailable(format!("request: {e}")))?;
+    let url = request.url().clone();
+    let response = http.execute(request).await.map_err(|e| {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else {
+            "transport error"
+        };
+        Transport::Unavailable(format!(
+            "{kind}: {} {}",
+            url.host_str().unwrap_or(""),
+            url.path()
+        ))
+    })?;
+    let status = response.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(Transport::RateLimited(retry_after(response.headers())));
+    }
+    if status.is_server_error() {
+        return Err(Transport::Unavailable(format!(
+            "HTTP {} from {}",
+            status.as_u16(),
+            url.path()
+        )));
+    }
+    let mut builder = axum::http::Response::builder().status(status);
+    for (k, v) in response.headers() {
+        builder = builder.header(k, v);
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|_| Transport::Unavailable("body could not be read".into()))?;
+    builder
+        .body(body.to_vec())
+        .map_err(|e| Transport::Unavailable(e.to_string()))
+}
+
+/// `Retry-After` in seconds, or the vendors' reset headers (epoch seconds).
+pub fn retry_after(headers: &axum::http::HeaderMap) -> Option<Duration> {
+    let read = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if let Some(secs) = read("retry-after") {
+        return Some(Duration::from_secs(secs.max(0) as u64));
+    }
+    let reset = read("x-ratelimit-reset").or_else(|| read("x-rate-limit-reset"))?;
+    Some(Duration::from_secs((reset - now()).max(0) as u64))
+}
+
+fn discovery_error(e: openidconnect::DiscoveryError<Transport>) -> UpstreamError {
+    match e {
+        openidconnect::DiscoveryError::Request(t) => t.into(),
+        other => UpstreamError::InvalidResponse(format!("discovery: {other}")),
+    }
+}
+
+fn token_error(
+    e: RequestTokenError<
+        Transport,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> UpstreamError {
+    match e {
+        RequestTokenError::ServerResponse(r) => UpstreamError::Rejected {
+            error: r.error().as_ref().to_string(),
+            description: r.error_description().cloned().unwrap_or_default(),
+        },
+        RequestTokenError::Request(t) => t.into(),
+        RequestTokenError::Parse(_, _) => {
+            UpstreamError::InvalidResponse("the token response is not valid JSON".into())
+        }
+        RequestTokenError::Other(m) => UpstreamError::InvalidResponse(m),
+    }
+}
+
+fn tokens_from(
+    response: &openidconnect::core::CoreTokenResponse,
+    claims: Option<Map<String, Value>>,
+) -> UpstreamTokens {
+    let expires_in = response
+        .expires_in()
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(3600);
+    UpstreamTokens {
+        access_token: response.access_token().secret().clone(),
+        refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        id_token: response.id_token().map(|t| t.to_string()),
+        expires_at: now() + expires_in,
+        scope: response
+            .scopes()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+        claims,
+    }
+}
+
+/// The payload of a JWT as JSON (after its signature was checked).
+fn raw_claims(jwt: &str) -> Option<Map<String, Value>> {
+    let payload = jwt.split('.').nth(1)?;
+    serde_json::from_slice(&crate::crypto::b64url_decode(payload)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_the_header_or_the_vendor_reset() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_str(&(now() + 5).to_string()).unwrap(),
+        );
+        assert!(retry_after(&h).unwrap() <= Duration::from_secs(5));
+        assert_eq!(retry_after(&axum::http::HeaderMap::new()), None);
+    }
+}

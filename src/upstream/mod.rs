@@ -1,0 +1,93 @@
+//! Everything that talks to the upstream provider.
+//!
+//! - [`provider`]: the provider definitions in `providers/`.
+//! - [`client`]: the OIDC client (discovery, authorization URL, code
+//!   exchange, ID-token validation, refresh, userinfo, revocation, logout)
+//!   on the `openidconnect` crate, with every HTTP call bounded in time.
+//! - [`profile`]: upstream claims → local user, and → Switchyard's claims.
+//! - [`tokens`]: the sealed session ↔ upstream-token mapping, and the
+//!   single-flight refresh of it.
+
+pub mod client;
+pub mod profile;
+pub mod provider;
+pub mod tokens;
+
+use std::time::Duration;
+
+pub use client::{Creds, UpstreamClient, UpstreamTokens};
+
+/// The variable holding the keys that seal upstream tokens:
+/// `kid1=base64key,kid2=base64key`; the first seals, all open.
+pub const TOKEN_KEYS_ENV: &str = "SWITCHYARD_UPSTREAM_TOKEN_KEYS";
+
+/// Why an upstream call did not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Timeout, refused connection, 5xx: the upstream is not serving.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// 429, with how long to wait when the upstream said so.
+    #[error("upstream rate limit reached")]
+    RateLimited { retry_after: Option<Duration> },
+    /// A protocol answer: `invalid_grant`, `mfa_required`, …
+    #[error("upstream refused: {error}")]
+    Rejected { error: String, description: String },
+    /// A body that is not what the protocol says (not JSON, missing fields).
+    #[error("upstream answered something unexpected: {0}")]
+    InvalidResponse(String),
+    /// The ID token failed validation.
+    #[error("upstream ID token rejected: {0}")]
+    InvalidIdToken(String),
+}
+
+impl UpstreamError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Rejected { .. } => "rejected",
+            Self::InvalidResponse(_) => "invalid_response",
+            Self::InvalidIdToken(_) => "invalid_id_token",
+        }
+    }
+}
+
+/// The upstream track's parts, wired once.
+pub struct Upstream {
+    pub client: UpstreamClient,
+    pub sealer: tokens::TokenSealer,
+}
+
+impl Upstream {
+    pub fn new(settings: &crate::config::Settings) -> Result<Option<Self>, String> {
+        let Some(up) = &settings.upstream else {
+            return Ok(None);
+        };
+        let client = UpstreamClient::new(up.clone())?;
+        let sealer =
+            tokens::TokenSealer::from_env(&up.token_keys_env, settings.redis_url.is_none())?;
+        Ok(Some(Self { client, sealer }))
+    }
+
+    pub fn mapping<'a>(&'a self, store: &'a dyn crate::store::SessionStore) -> tokens::Mapping<'a> {
+        tokens::Mapping {
+            store,
+            sealer: &self.sealer,
+        }
+    }
+
+    /// Credentials for tokens held by `client_id`: Switchyard's own, or the
+    /// application's with the secret it presented on this request.
+    pub fn creds_for(&self, client_id: &str, presented_secret: Option<&str>) -> Creds {
+        if client_id == self.client.creds.client_id {
+            self.client.creds.clone()
+        } else {
+            Creds {
+                client_id: client_id.to_string(),
+                secret: presented_secret.map(String::from),
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Provider definitions: `providers/<name>.toml`, one per kind of upstream.
+//!
+//! A definition says how to find the upstream (an issuer template filled
+//! from the operator's `[upstream]` settings), how to authenticate to it, how
+//! to end its session, and how its claims map onto the local user and onto
+//! Switchyard's tokens. The five shipped definitions are compiled into the
+//! binary; `provider = "path/to/custom.toml"` loads another one, so an
+//! ordinary OIDC provider needs no code.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::config::UpstreamSettings;
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("auth0", include_str!("../../providers/auth0.toml")),
+    ("okta", include_str!("../../providers/okta.toml")),
+    ("cognito", include_str!("../../providers/cognito.toml")),
+    ("keycloak", include_str!("../../providers/keycloak.toml")),
+    ("oidc", include_str!("../../providers/oidc.toml")),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDef {
+    pub name: String,
+    pub oidc: OidcDef,
+    pub logout: LogoutDef,
+    #[serde(default)]
+    pub password: Option<PasswordDef>,
+    #[serde(default)]
+    pub management: Option<ManagementDef>,
+    pub profile: ProfileDef,
+    pub claims: ClaimsDef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcDef {
+    /// Issuer template: `{domain}`, `{realm}`, `{region}`, `{user_pool_id}`,
+    /// `{authorization_server}`, `{issuer}` come from `[upstream]`.
+    pub issuer: String,
+    /// `client_secret_basic` or `client_secret_post`.
+    pub token_auth_method: String,
+    pub scopes: Vec<String>,
+    pub userinfo_at_login: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogoutStyle {
+    /// OIDC RP-Initiated Logout at the discovered `end_session_endpoint`.
+    Oidc,
+    /// Auth0's `/v2/logout?client_id=&returnTo=`.
+    Auth0,
+    /// Cognito's `/logout?client_id=&logout_uri=`.
+    Cognito,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutDef {
+    pub style: LogoutStyle,
+    /// Path on the upstream's host, for the vendor styles.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordDef {
+    pub grant: String,
+    #[serde(default)]
+    pub realm_param: Option<String>,
+    #[serde(default)]
+    pub only_if_discovered: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementDef {
+    pub base: String,
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// Claim names the local user's fields are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDef {
+    pub id: String,
+    pub email: String,
+    pub email_verified: String,
+    pub username: String,
+    pub name: String,
+    pub given_name: String,
+    pub family_name: String,
+    pub nickname: String,
+    pub picture: String,
+    pub phone_number: String,
+}
+
+/// Which upstream claims Switchyard's tokens carry, spelled as the upstream
+/// spelled them, so applications read what they always read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsDef {
+    pub copy: Vec<String>,
+    /// Claims whose names are URLs (Auth0's namespaced custom claims).
+    pub copy_namespaced: bool,
+    #[serde(default)]
+    pub copy_prefixes: Vec<String>,
+}
+
+impl ClaimsDef {
+    /// True when `name` is a claim to carry into Switchyard's tokens.
+    pub fn carries(&self, name: &str) -> bool {
+        self.copy.iter().any(|c| c == name)
+            || (self.copy_namespaced
+                && (name.starts_with("https://") || name.starts_with("http://")))
+            || self
+                .copy_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+    }
+}
+
+impl ProviderDef {
+    /// The built-in definition `name`, or a TOML file when `name` is a path.
+    pub fn load(name: &str) -> Result<Self, String> {
+        let source = match BUILTIN.iter().find(|(n, _)| *n == name) {
+            Some((_, s)) => s.to_string(),
+            None if name.ends_with(".toml") => std::fs::read_to_string(name)
+                .map_err(|e| format!("cannot read provider file {name}: {e}"))?,
+            None => {
+                let known: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown provider {name:?}: use one of {} or a path to a .toml file",
+                    known.join(", ")
+                ));
+            }
+        };
+        toml::from_str(&source).map_err(|e| format!("provider {name}: {e}"))
+    }
+
+    /// The upstream issuer: the operator's override, or the template filled in.
+    pub fn issuer(&self, settings: &UpstreamSettings) -> Result<String, String> {
+        if let Some(issuer) = &settings.issuer {
+            return Ok(issuer.clone());
+        }
+        fill(&self.oidc.issuer, &settings.template_vars())
+    }
+}
+
+/// Replaces `{var}` in `template`; a variable that is not set is an error
+/// naming the `[upstream]` key to set.
+pub fn fill(template: &str, vars: &BTreeMap<&'static str, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed {{ in {template:?}"))?
+            + start;
+        let var = &rest[start + 1..end];
+        let value = vars
+            .get(var)
+            .ok_or_else(|| format!("set upstream.{var} (the provider's issuer is {template:?})"))?;
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_provider_parses() {
+        for (name, _) in BUILTIN {
+            let def = ProviderDef::load(name).unwrap();
+            assert!(def.oidc.scopes.contains(&"openid".to_string()), "{name}");
+        }
+    }
+
+    #[test]
+    fn issuer_templates_are_filled_from_the_operator_settings() {
+        let mut s = UpstreamSettings::for_provider("auth0");
+        s.domain = Some("acme.eu.auth0.com".into());
+        assert_eq!(
+            ProviderDef::load("auth0").unwrap().issuer(&s).unwrap(),
+            "https://acme.eu.auth0.com/"
+        );
+        let mut s = UpstreamSettings::for_provider("cognito");
+        s.region = Some("eu-west-1".into());
+        assert!(
+            ProviderDef::load("cognito")
+                .unwrap()
+                .issuer(&s)
+                .unwrap_err()
+                .contains("upstream.user_pool_id")
+        );
+        s.user_pool_id = Some("eu-west-1_AbC".into());
+        assert_eq!(
+            ProviderDef::load("cognito").unwrap().issuer(&s).unwrap(),
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC"
+        );
+        let mut s = UpstreamSettings::for_provider("okta");
+        s.domain = Some("acme.okta.com".into());
+        assert_eq!(
+            ProviderDef::load("okta").unwrap().issuer(&s).unwrap(),
+            "https://acme.okta.com/oauth2/default"
+        );
+    }
+
+    #[test]
+    fn namespaced_and_prefixed_claims_are_carried() {
+        let auth0 = ProviderDef::load("auth0").unwrap().claims;
+        assert!(auth0.carries("https://example.com/roles"));
+        assert!(auth0.carries("nickname"));
+        assert!(!auth0.carries("sub"));
+        let cognito = ProviderDef::load("cognito").unwrap().claims;
+        assert!(cognito.carries("custom:tenant"));
+    }
+}

@@ -1,0 +1,1130 @@
+//! The fake upstream identity provider (`tests/support/fake_upstream.rs`)
+//! checked against a real relying-party library: if `openidconnect` can
+//! discover it, log in through it, validate its ID tokens and refresh with
+//! it, then Switchyard's upstream client is tested against something that
+//! behaves like the vendors, not like our own assumptions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreProviderMetadata,
+    CoreUserInfoClaims,
+};
+use openidconnect::{
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::fake_upstream::*;
+
+const CLIENT_ID: &str = "app";
+const SECRET: &str = "upstream-client-secret";
+const REDIRECT: &str = "https://app.example.com/callback";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A client built from discovery, with the redirect URI set.
+type Rp = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A fake of `flavor` with a confidential client `app` and alice.
+async fn fake_with_alice(flavor: Flavor) -> (FakeUpstream, FakeUser) {
+    let fake = FakeUpstream::start(flavor).await;
+    fake.add_client(CLIENT_ID, Some(SECRET), &[REDIRECT]);
+    let mut alice = FakeUser::new(&flavor.sample_sub(1), "alice@example.com", PASSWORD);
+    alice.name = Some("Alice Example".into());
+    alice.app_metadata = json!({"roles": ["admin", "billing"]});
+    fake.add_user(alice.clone());
+    (fake, alice)
+}
+
+/// No redirects followed: what `openidconnect` requires and what a back end
+/// talking to an upstream uses.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A browser tab: keeps cookies, follows nothing.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn discover(fake: &FakeUpstream) -> Rp {
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(fake.issuer()).unwrap(), &http())
+            .await
+            .expect("discovery (and the JWKS it fetches)");
+    CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(CLIENT_ID.into()),
+        Some(ClientSecret::new(SECRET.into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap())
+}
+
+/// What one login through the hosted page yields.
+struct Login {
+    tokens: openidconnect::core::CoreTokenResponse,
+    nonce: Nonce,
+}
+
+/// Authorization URL → login form → callback → code exchange with PKCE.
+async fn log_in(
+    fake: &FakeUpstream,
+    client: &Rp,
+    browser: &reqwest::Client,
+    user: &FakeUser,
+    scopes: &[&str],
+) -> Login {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for scope in scopes {
+        request = request.add_scope(Scope::new(scope.to_string()));
+    }
+    let (url, csrf, nonce) = request.url();
+    let done = fake
+        .browser_login(browser, url.as_str(), &user.email, &user.password)
+        .await;
+    assert_eq!(done.status(), StatusCode::FOUND, "back to the client");
+    let back = redirect_params(&done);
+    assert_eq!(back["state"], *csrf.secret(), "state round-trips");
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(back["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await
+        .expect("code exchange");
+    Login { tokens, nonce }
+}
+
+/// The claims of a JWT, unverified (to look at vendor-specific claims after
+/// `openidconnect` has verified the token, or when it cannot parse it).
+fn payload(jwt: &str) -> Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).expect("a JWS");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Verifies `jwt` with the fake's published JWKS using jsonwebtoken (for
+/// tokens `openidconnect` refuses to parse).
+async fn verify_with_jwks(fake: &FakeUpstream, jwt: &str, audience: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet = http()
+        .get(fake.jwks_uri())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).expect("the kid is published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[fake.issuer()]);
+    jsonwebtoken::decode::<Value>(jwt, &key, &validation)
+        .expect("signature, iss, aud and exp verify")
+        .claims
+}
+
+async fn assert_oauth_error(response: reqwest::Response, status: StatusCode, error: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"], error, "{body}");
+    body
+}
+
+/// The whole relying-party round trip: discovery, login, ID-token
+/// validation, userinfo, refresh with rotation and replay detection.
+async fn relying_party_round_trip(flavor: Flavor, scopes: &[&str]) -> (FakeUpstream, Login) {
+    let (fake, alice) = fake_with_alice(flavor).await;
+    let client = discover(&fake).await;
+    let login = log_in(&fake, &client, &browser(), &alice, scopes).await;
+
+    let authorize = fake.last_authorize_params().expect("authorize was called");
+    assert_eq!(authorize["code_challenge_method"], "S256");
+    assert_eq!(authorize["nonce"], *login.nonce.secret());
+
+    let id_token = login.tokens.id_token().expect("an ID token");
+    let verifier = client.id_token_verifier();
+    let claims = id_token
+        .claims(&verifier, &login.nonce)
+        .expect("the ID token validates (signature, iss, aud, exp, nonce)");
+    assert_eq!(claims.subject().as_str(), alice.sub);
+    assert_eq!(
+        claims.email().map(|e| e.as_str()),
+        Some("alice@example.com")
+    );
+    assert!(claims.auth_time().is_some());
+
+    let info: CoreUserInfoClaims = client
+        .user_info(login.tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("userinfo");
+    assert_eq!(info.subject().as_str(), alice.sub);
+    assert_eq!(info.email().map(|e| e.as_str()), Some("alice@example.com"));
+
+    let first = login.tokens.refresh_token().expect("a refresh token");
+    let refreshed = client
+        .exchange_refresh_token(first)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("refresh");
+    let second = refreshed.refresh_token().expect("a new refresh token");
+    assert_ne!(second.secret(), first.secret(), "rotated");
+    refreshed
+        .id_token()
+        .expect("an ID token on refresh")
+        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+        .expect("the refreshed ID token validates");
+
+    let replay = client
+        .exchange_refresh_token(first)
+        .unwrap()
+        .request_async(&http())
+        .await;
+    match replay {
+        Err(RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(*e.error(), CoreErrorResponseType::InvalidGrant)
+        }
+        other => panic!("a spent refresh token must be refused: {other:?}"),
+    }
+
+    assert_eq!(fake.calls("discovery"), 1);
+    assert_eq!(fake.calls("jwks"), 1);
+    assert_eq!(fake.calls("authorize"), 1);
+    assert_eq!(fake.calls("token"), 3);
+    assert_eq!(fake.calls("token:authorization_code"), 1);
+    assert_eq!(fake.calls("token:refresh_token"), 2);
+    assert_eq!(fake.calls("userinfo"), 1);
+    (fake, login)
+}
+
+#[tokio::test]
+async fn an_openidconnect_client_logs_in_through_the_fake_auth0_and_refreshes() {
+    // No `profile`: Auth0's string `updated_at` is what the next test is about.
+    let (fake, login) = relying_party_round_trip(Flavor::Auth0, &["email", "offline_access"]).await;
+    assert!(fake.issuer().ends_with('/'), "Auth0's issuer ends with /");
+    let claims = payload(login.tokens.id_token().unwrap().to_string().as_str());
+    assert!(claims["sid"].is_string());
+    assert_eq!(claims[AUTH0_ROLES_CLAIM], json!(["admin", "billing"]));
+    assert!(claims["sub"].as_str().unwrap().starts_with("auth0|"));
+    assert_eq!(
+        login.tokens.access_token().secret().split('.').count(),
+        5,
+        "without an audience Auth0's access token is an opaque JWE"
+    );
+}
+
+#[tokio::test]
+async fn an_openidconnect_client_logs_in_through_the_fake_okta_and_refreshes() {
+    let (fake, login) =
+        relying_party_round_trip(Flavor::Okta, &["email", "profile", "offline_access"]).await;
+    assert!(fake.issuer().ends_with("/oauth2/default"));
+    let claims = payload(login.tokens.id_token().unwrap().to_string().as_str());
+    assert_eq!(claims["preferred_username"], "alice@example.com");
+    assert_eq!(claims["name"], "Alice Example");
+    assert!(claims.get("nickname").is_none(), "Okta sends no nickname");
+    assert!(claims["sub"].as_str().unwrap().starts_with("00u"));
+    let access = payload(login.tokens.access_token().secret());
+    assert_eq!(access["sub"], "alice@example.com", "Okta: sub is the login");
+    assert_eq!(access["uid"], claims["sub"]);
+}
+
+#[tokio::test]
+async fn an_openidconnect_client_logs_in_through_the_fake_keycloak_and_refreshes() {
+    // Keycloak hands out a refresh token without offline_access.
+    let (fake, login) = relying_party_round_trip(Flavor::Keycloak, &["email", "profile"]).await;
+    assert!(fake.issuer().ends_with("/realms/acme"));
+    let claims = payload(login.tokens.id_token().unwrap().to_string().as_str());
+    assert_eq!(claims["preferred_username"], "alice");
+    let sub = claims["sub"].as_str().unwrap();
+    assert_eq!(sub.len(), 36, "a UUID: {sub}");
+    assert_eq!(sub.matches('-').count(), 4);
+}
+
+#[tokio::test]
+async fn an_openidconnect_client_logs_in_through_a_generic_provider_and_refreshes() {
+    let (fake, _) =
+        relying_party_round_trip(Flavor::Generic, &["email", "profile", "offline_access"]).await;
+    assert_eq!(fake.issuer(), fake.base);
+}
+
+#[tokio::test]
+async fn discovery_documents_advertise_each_vendors_endpoints_and_grants() {
+    for flavor in Flavor::ALL {
+        let fake = FakeUpstream::start(flavor).await;
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            fake.issuer().trim_end_matches('/')
+        );
+        assert_eq!(url, fake.discovery_url());
+        let doc: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(doc["issuer"], fake.issuer());
+        let path = |key: &str| {
+            doc[key]
+                .as_str()
+                .unwrap()
+                .strip_prefix(&fake.base)
+                .unwrap()
+                .to_string()
+        };
+        let expected = match flavor {
+            Flavor::Auth0 => [
+                "/authorize",
+                "/oauth/token",
+                "/userinfo",
+                "/.well-known/jwks.json",
+                "/oauth/revoke",
+            ],
+            Flavor::Okta => [
+                "/oauth2/default/v1/authorize",
+                "/oauth2/default/v1/token",
+                "/oauth2/default/v1/userinfo",
+                "/oauth2/default/v1/keys",
+                "/oauth2/default/v1/revoke",
+            ],
+            Flavor::Keycloak => [
+                "/realms/acme/protocol/openid-connect/auth",
+                "/realms/acme/protocol/openid-connect/token",
+                "/realms/acme/protocol/openid-connect/userinfo",
+                "/realms/acme/protocol/openid-connect/certs",
+                "/realms/acme/protocol/openid-connect/revoke",
+            ],
+            Flavor::Generic => ["/authorize", "/token", "/userinfo", "/jwks", "/revoke"],
+        };
+        let got = [
+            "authorization_endpoint",
+            "token_endpoint",
+            "userinfo_endpoint",
+            "jwks_uri",
+            "revocation_endpoint",
+        ]
+        .map(path);
+        assert_eq!(got, expected, "{flavor:?}");
+        assert!(doc["end_session_endpoint"].is_string());
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(doc["response_types_supported"], json!(["code"]));
+        let grants: Vec<&str> = doc["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            grants.contains(&"password"),
+            flavor != Flavor::Generic,
+            "{flavor:?}"
+        );
+        assert_eq!(
+            grants.contains(&AUTH0_PASSWORD_REALM),
+            flavor == Flavor::Auth0
+        );
+        assert_eq!(
+            doc["authorization_response_iss_parameter_supported"] == json!(true),
+            flavor != Flavor::Auth0,
+            "{flavor:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn auth0_id_tokens_carry_profile_claims_with_updated_at_as_an_iso_string() {
+    // Checked with jsonwebtoken and the JWKS rather than openidconnect,
+    // which rejects a string `updated_at` unless its
+    // `accept-rfc3339-timestamps` feature is on: Auth0 sends one.
+    let (fake, alice) = fake_with_alice(Flavor::Auth0).await;
+    let (verifier, challenge) = pkce();
+    let url = reqwest::Url::parse_with_params(
+        &fake.authorization_endpoint(),
+        &[
+            ("response_type", "code"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid profile email"),
+            ("state", "s1"),
+            ("nonce", "n1"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .unwrap();
+    let done = fake
+        .browser_login(&browser(), url.as_str(), &alice.email, PASSWORD)
+        .await;
+    assert_eq!(done.status(), StatusCode::FOUND);
+    let back = redirect_params(&done);
+    assert!(
+        !back.contains_key("iss"),
+        "Auth0 does not send RFC 9207 iss"
+    );
+    let body: Value = http()
+        .post(fake.token_endpoint())
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", back["code"].as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no offline_access, no refresh token"
+    );
+    let claims = verify_with_jwks(&fake, body["id_token"].as_str().unwrap(), CLIENT_ID).await;
+    assert_eq!(claims["nonce"], "n1");
+    assert_eq!(claims["nickname"], "alice");
+    assert_eq!(claims["name"], "Alice Example");
+    assert!(claims["picture"].as_str().unwrap().starts_with("https://"));
+    assert_eq!(claims["email_verified"], true);
+    let updated_at = claims["updated_at"].as_str().expect("an ISO-8601 string");
+    assert!(
+        updated_at.len() == 24 && updated_at.ends_with('Z'),
+        "{updated_at}"
+    );
+    assert_eq!(claims[AUTH0_ROLES_CLAIM], json!(["admin", "billing"]));
+}
+
+/// A verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    (verifier.secret().clone(), challenge.as_str().to_string())
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_new_id_tokens_validate_only_after_rediscovery() {
+    for flavor in Flavor::ALL {
+        key_rotation_needs_rediscovery(flavor).await;
+    }
+}
+
+async fn key_rotation_needs_rediscovery(flavor: Flavor) {
+    let (fake, alice) = fake_with_alice(flavor).await;
+    let stale = discover(&fake).await;
+    let scopes = ["email", "offline_access"];
+    let login = log_in(&fake, &stale, &browser(), &alice, &scopes).await;
+    let old_kid = fake.current_kid();
+
+    fake.rotate_keys();
+    assert_ne!(fake.current_kid(), old_kid);
+    let jwks: Value = http()
+        .get(fake.jwks_uri())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        1,
+        "the old key is gone"
+    );
+    assert_eq!(jwks["keys"][0]["kid"], fake.current_kid());
+
+    let refreshed = stale
+        .exchange_refresh_token(login.tokens.refresh_token().unwrap())
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("refresh");
+    let fresh = refreshed.id_token().unwrap();
+    let no_nonce = |_: Option<&Nonce>| Ok(());
+    let with_old_jwks = fresh.claims(&stale.id_token_verifier(), no_nonce);
+    assert!(
+        matches!(
+            with_old_jwks,
+            Err(ClaimsVerificationError::SignatureVerification(_))
+        ),
+        "{flavor:?}: {with_old_jwks:?}"
+    );
+
+    let rediscovered = discover(&fake).await;
+    fresh
+        .claims(&rediscovered.id_token_verifier(), no_nonce)
+        .expect("validates with the refetched JWKS");
+    assert_eq!(fake.calls("jwks"), 3, "{flavor:?}");
+}
+
+#[tokio::test]
+async fn each_id_token_tamper_is_caught_by_relying_party_validation() {
+    let (fake, alice) = fake_with_alice(Flavor::Generic).await;
+    let client = discover(&fake).await;
+    let verifier = client.id_token_verifier();
+    // One browser: after the first login the upstream session completes
+    // each authorization at once.
+    let browser = browser();
+    for tamper in [
+        Tamper::None,
+        Tamper::BadSignature,
+        Tamper::WrongAudience,
+        Tamper::WrongNonce,
+        Tamper::Expired,
+        Tamper::WrongIssuer,
+        Tamper::None,
+    ] {
+        fake.set_id_token_tamper(tamper);
+        let login = log_in(&fake, &client, &browser, &alice, &["email"]).await;
+        let id_token = login.tokens.id_token().unwrap();
+        let result = id_token.claims(&verifier, &login.nonce);
+        let caught = matches!(
+            (&tamper, &result),
+            (Tamper::None, Ok(_))
+                | (
+                    Tamper::BadSignature,
+                    Err(ClaimsVerificationError::SignatureVerification(_))
+                )
+                | (
+                    Tamper::WrongAudience,
+                    Err(ClaimsVerificationError::InvalidAudience(_))
+                )
+                | (
+                    Tamper::WrongNonce,
+                    Err(ClaimsVerificationError::InvalidNonce(_))
+                )
+                | (Tamper::Expired, Err(ClaimsVerificationError::Expired(_)))
+                | (
+                    Tamper::WrongIssuer,
+                    Err(ClaimsVerificationError::InvalidIssuer(_))
+                )
+        );
+        assert!(caught, "{tamper:?}: {result:?}");
+        if tamper == Tamper::BadSignature {
+            let header = id_token.to_string();
+            let header = jsonwebtoken::decode_header(&header).unwrap();
+            assert_eq!(
+                header.kid.as_deref(),
+                Some(fake.current_kid().as_str()),
+                "forged under the published kid"
+            );
+        }
+    }
+    assert_eq!(fake.calls("login"), 1, "one form post, then SSO");
+}
+
+#[tokio::test]
+async fn the_auth0_password_realm_grant_answers_exactly_as_auth0_does() {
+    let (fake, alice) = fake_with_alice(Flavor::Auth0).await;
+    let mut blocked = FakeUser::new("auth0|blocked", "blocked@example.com", PASSWORD);
+    blocked.blocked = true;
+    fake.add_user(blocked);
+    let mut mfa = FakeUser::new("auth0|mfa", "mfa@example.com", PASSWORD);
+    mfa.mfa_required = true;
+    fake.add_user(mfa);
+    let realm = |username: &str, password: &str| {
+        http()
+            .post(fake.token_endpoint())
+            .form(&[
+                ("grant_type", AUTH0_PASSWORD_REALM),
+                ("realm", AUTH0_DEFAULT_REALM),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+                ("username", username),
+                ("password", password),
+                ("scope", "openid email offline_access"),
+            ])
+            .send()
+    };
+
+    for (username, password) in [
+        ("alice@example.com", "wrong"),
+        ("nobody@example.com", PASSWORD),
+    ] {
+        let response = realm(username, password).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "Auth0 answers invalid_grant with 403"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "invalid_grant", "error_description": "Wrong email or password."}),
+            "unknown user and wrong password look the same"
+        );
+    }
+
+    let response = realm("blocked@example.com", PASSWORD).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "unauthorized", "error_description": "user is blocked"})
+    );
+
+    let body = assert_oauth_error(
+        realm("mfa@example.com", PASSWORD).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "mfa_required",
+    )
+    .await;
+    assert!(body["mfa_token"].is_string());
+
+    let response = realm("ALICE@example.com", PASSWORD).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let claims = verify_with_jwks(&fake, body["id_token"].as_str().unwrap(), CLIENT_ID).await;
+    assert_eq!(claims["sub"], alice.sub.as_str());
+    assert!(body["refresh_token"].is_string());
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 86_400);
+
+    // The plain password grant (tenant default directory) as well.
+    let response = http()
+        .post(fake.token_endpoint())
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    assert_eq!(fake.calls(&format!("token:{AUTH0_PASSWORD_REALM}")), 5);
+    assert_eq!(fake.calls("token:password"), 1);
+    assert_eq!(fake.calls("token"), 6);
+}
+
+#[tokio::test]
+async fn okta_and_keycloak_password_grants_use_their_own_error_bodies() {
+    for (flavor, status, description) in [
+        (
+            Flavor::Okta,
+            StatusCode::BAD_REQUEST,
+            "The credentials provided were invalid.",
+        ),
+        (
+            Flavor::Keycloak,
+            StatusCode::UNAUTHORIZED,
+            "Invalid user credentials",
+        ),
+    ] {
+        let (fake, alice) = fake_with_alice(flavor).await;
+        let grant = |password: &str| {
+            http()
+                .post(fake.token_endpoint())
+                .basic_auth(CLIENT_ID, Some(SECRET))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", alice.email.as_str()),
+                    ("password", password),
+                    ("scope", "openid email"),
+                ])
+                .send()
+        };
+        let body = assert_oauth_error(grant("wrong").await.unwrap(), status, "invalid_grant").await;
+        assert_eq!(body["error_description"], description, "{flavor:?}");
+        let ok: Value = grant(PASSWORD).await.unwrap().json().await.unwrap();
+        assert!(ok["id_token"].is_string(), "{flavor:?}: {ok}");
+        assert_eq!(
+            ok.get("refresh_token").is_some(),
+            flavor == Flavor::Keycloak,
+            "only Keycloak refreshes without offline_access"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_generic_provider_refuses_the_password_grant() {
+    let (fake, alice) = fake_with_alice(Flavor::Generic).await;
+    let response = http()
+        .post(fake.token_endpoint())
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", alice.email.as_str()),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(response, StatusCode::BAD_REQUEST, "unsupported_grant_type").await;
+    assert_eq!(fake.calls("token:password"), 1);
+}
+
+#[tokio::test]
+async fn a_rate_limited_upstream_answers_429_with_retry_after_and_the_vendors_headers() {
+    for (flavor, prefix, body) in [
+        (
+            Flavor::Auth0,
+            "x-ratelimit",
+            json!({"error": "too_many_requests", "error_description": "Global limit has been reached"}),
+        ),
+        (
+            Flavor::Okta,
+            "x-rate-limit",
+            json!({"errorCode": "E0000047", "errorSummary": "API call exceeded rate limit due to too many requests."}),
+        ),
+    ] {
+        let (fake, _) = fake_with_alice(flavor).await;
+        let header = |r: &reqwest::Response, name: &str| -> i64 {
+            r.headers()
+                .get(format!("{prefix}-{name}"))
+                .unwrap_or_else(|| panic!("{flavor:?}: {prefix}-{name}"))
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+
+        let normal = http().get(fake.jwks_uri()).send().await.unwrap();
+        assert_eq!(normal.status(), StatusCode::OK);
+        assert!(header(&normal, "remaining") > 0);
+        assert!(header(&normal, "limit") >= header(&normal, "remaining"));
+
+        fake.set_mode(Mode::RateLimited {
+            retry_after_secs: 30,
+        });
+        let limited = http()
+            .post(fake.token_endpoint())
+            .form(&[("grant_type", "client_credentials")])
+            .basic_auth(CLIENT_ID, Some(SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()["retry-after"], "30");
+        assert_eq!(header(&limited, "remaining"), 0);
+        let reset = header(&limited, "reset");
+        assert!(
+            reset >= now + 29 && reset <= now + 32,
+            "reset is epoch seconds: {reset}"
+        );
+        let got: Value = limited.json().await.unwrap();
+        for (key, value) in body.as_object().unwrap() {
+            assert_eq!(&got[key], value, "{flavor:?}: {got}");
+        }
+        assert_eq!(fake.calls("token"), 1, "a refused call still counts");
+        assert_eq!(fake.calls("token:client_credentials"), 1);
+    }
+}
+
+#[tokio::test]
+async fn failure_modes_hit_the_back_channel_while_the_login_page_stays_up() {
+    let (fake, alice) = fake_with_alice(Flavor::Keycloak).await;
+    let client = discover(&fake).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _, _) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+
+    fake.set_mode(Mode::Fail500);
+    let done = fake
+        .browser_login(&browser(), url.as_str(), &alice.email, PASSWORD)
+        .await;
+    assert_eq!(
+        done.status(),
+        StatusCode::FOUND,
+        "the login page still works"
+    );
+    let code = redirect_params(&done)["code"].clone();
+    let exchange = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await;
+    assert!(exchange.is_err(), "the token call fails: {exchange:?}");
+    let response = http().get(fake.jwks_uri()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    fake.set_mode(Mode::InvalidJson);
+    let response = http().get(fake.discovery_url()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.json::<Value>().await.is_err(), "not JSON");
+
+    fake.set_mode(Mode::Slow(Duration::from_millis(400)));
+    let hurried = http()
+        .get(fake.discovery_url())
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(hurried.is_err_and(|e| e.is_timeout()));
+    let patient = http().get(fake.discovery_url()).send().await.unwrap();
+    assert_eq!(patient.status(), StatusCode::OK);
+
+    fake.set_mode(Mode::Normal);
+    discover(&fake).await;
+}
+
+#[tokio::test]
+async fn a_down_upstream_fails_at_the_transport_level_and_recovers() {
+    let (fake, _) = fake_with_alice(Flavor::Auth0).await;
+    let pooled = http();
+    let warm = pooled.get(fake.jwks_uri()).send().await.unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+    warm.bytes().await.unwrap();
+
+    fake.set_mode(Mode::Down);
+    // A kept-alive connection is reset too, not only new ones.
+    let on_pooled = pooled.get(fake.jwks_uri()).send().await;
+    assert!(on_pooled.is_err(), "{on_pooled:?}");
+    let fresh = http().get(fake.discovery_url()).send().await;
+    assert!(fresh.is_err(), "{fresh:?}");
+    let page = http().get(fake.authorization_endpoint()).send().await;
+    assert!(page.is_err(), "the login page is down too");
+    assert_eq!(fake.calls("jwks"), 1, "nothing reached the fake");
+
+    fake.set_mode(Mode::Normal);
+    let back = pooled.get(fake.jwks_uri()).send().await.unwrap();
+    assert_eq!(back.status(), StatusCode::OK);
+    assert_eq!(fake.calls("jwks"), 2);
+}
+
+#[tokio::test]
+async fn the_authorize_page_prefills_login_hint_and_records_the_request() {
+    let (fake, _) = fake_with_alice(Flavor::Okta).await;
+    let (_, challenge) = pkce();
+    let url = reqwest::Url::parse_with_params(
+        &fake.authorization_endpoint(),
+        &[
+            ("response_type", "code"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", "st"),
+            ("nonce", "nn"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("login_hint", "alice@example.com"),
+        ],
+    )
+    .unwrap();
+    let page = browser().get(url).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let (action, fields) = login_form(&page.text().await.unwrap());
+    assert!(action.starts_with(&fake.base), "{action}");
+    assert_eq!(fields["username"], "alice@example.com");
+    assert_eq!(fields["password"], "");
+    assert!(fields.contains_key("tx"), "the transaction rides along");
+    let params = fake.last_authorize_params().unwrap();
+    assert_eq!(params["login_hint"], "alice@example.com");
+    assert_eq!(params["code_challenge"], challenge);
+    assert_eq!(params["state"], "st");
+    assert_eq!(params["nonce"], "nn");
+}
+
+#[tokio::test]
+async fn wrong_credentials_re_render_the_login_page_with_an_error() {
+    let (fake, alice) = fake_with_alice(Flavor::Auth0).await;
+    let url = authorize_url(&fake, &[]);
+    let page = fake
+        .browser_login(&browser(), &url, &alice.email, "wrong")
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Wrong email or password"), "{html}");
+    let (_, fields) = login_form(&html);
+    assert_eq!(fields["username"], alice.email, "the username is kept");
+}
+
+/// An authorization URL for `app` with PKCE and the given extra parameters.
+fn authorize_url(fake: &FakeUpstream, extra: &[(&str, &str)]) -> String {
+    let (_, challenge) = pkce();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid email"),
+        ("state", "st"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    params.extend_from_slice(extra);
+    reqwest::Url::parse_with_params(&fake.authorization_endpoint(), &params)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn prompt_none_needs_an_upstream_session_which_logout_ends() {
+    let (fake, alice) = fake_with_alice(Flavor::Keycloak).await;
+    let browser = browser();
+    let silent = authorize_url(&fake, &[("prompt", "none")]);
+
+    let refused = browser.get(&silent).send().await.unwrap();
+    let back = redirect_params(&refused);
+    assert_eq!(back["error"], "login_required");
+    assert_eq!(back["state"], "st");
+    assert_eq!(back["iss"], fake.issuer());
+
+    let done = fake
+        .browser_login(&browser, &authorize_url(&fake, &[]), &alice.email, PASSWORD)
+        .await;
+    assert!(redirect_params(&done).contains_key("code"));
+    let again = browser.get(&silent).send().await.unwrap();
+    assert!(
+        redirect_params(&again).contains_key("code"),
+        "silent login works with the session"
+    );
+
+    let logout = browser
+        .get(fake.end_session_endpoint())
+        .query(&[
+            ("post_logout_redirect_uri", "https://app.example.com/bye"),
+            ("state", "bye-state"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    assert_eq!(redirect_params(&logout)["state"], "bye-state");
+    assert_eq!(fake.calls("logout"), 1);
+
+    let after = browser.get(&silent).send().await.unwrap();
+    assert_eq!(redirect_params(&after)["error"], "login_required");
+}
+
+#[tokio::test]
+async fn auth0_v2_logout_returns_to_the_given_url() {
+    let (fake, _) = fake_with_alice(Flavor::Auth0).await;
+    let response = http()
+        .get(fake.url("/v2/logout"))
+        .query(&[
+            ("returnTo", "https://app.example.com/bye"),
+            ("client_id", CLIENT_ID),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(
+        response.headers()["location"],
+        "https://app.example.com/bye"
+    );
+    let plain = http().get(fake.url("/v2/logout")).send().await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(fake.calls("logout"), 2);
+}
+
+#[tokio::test]
+async fn authorize_refuses_unknown_clients_and_redirect_uris_with_a_page() {
+    let (fake, _) = fake_with_alice(Flavor::Generic).await;
+    let url = authorize_url(&fake, &[]);
+    for (from, to) in [
+        ("client_id=app", "client_id=nope"),
+        ("app.example.com", "evil.example.com"),
+    ] {
+        let response = http().get(url.replace(from, to)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get("location").is_none());
+    }
+    // Once the redirect URI is trusted, errors go back to the client.
+    let response = http()
+        .get(url.replace("response_type=code", "response_type=token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        redirect_params(&response)["error"],
+        "unsupported_response_type"
+    );
+}
+
+#[tokio::test]
+async fn codes_are_single_use_and_bound_to_the_pkce_verifier_and_the_client() {
+    let (fake, alice) = fake_with_alice(Flavor::Okta).await;
+    fake.add_client("other", Some("other-secret"), &[REDIRECT]);
+    let browser = browser();
+    let (verifier, challenge) = pkce();
+    let url = reqwest::Url::parse_with_params(
+        &fake.authorization_endpoint(),
+        &[
+            ("response_type", "code"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", "st"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .unwrap();
+    let exchange = |code: String, verifier: String, client: (&'static str, &'static str)| {
+        let token_endpoint = fake.token_endpoint();
+        async move {
+            http()
+                .post(token_endpoint)
+                .basic_auth(client.0, Some(client.1))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &verifier),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let code = |done: reqwest::Response| redirect_params(&done)["code"].clone();
+    let first = code(
+        fake.browser_login(&browser, url.as_str(), &alice.email, PASSWORD)
+            .await,
+    );
+    let wrong = exchange(first, "not-the-verifier".into(), (CLIENT_ID, SECRET)).await;
+    let body = assert_oauth_error(wrong, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    assert_eq!(body["error_description"], "PKCE verification failed.");
+
+    let second = code(browser.get(url.as_str()).send().await.unwrap());
+    let stolen = exchange(second, verifier.clone(), ("other", "other-secret")).await;
+    assert_oauth_error(stolen, StatusCode::BAD_REQUEST, "invalid_grant").await;
+
+    let third = code(browser.get(url.as_str()).send().await.unwrap());
+    let bad_secret = exchange(third.clone(), verifier.clone(), (CLIENT_ID, "nope")).await;
+    assert!(bad_secret.headers().contains_key("www-authenticate"));
+    assert_oauth_error(bad_secret, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let ok = exchange(third.clone(), verifier.clone(), (CLIENT_ID, SECRET)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["cache-control"], "no-store");
+    let replay = exchange(third, verifier, (CLIENT_ID, SECRET)).await;
+    assert_oauth_error(replay, StatusCode::BAD_REQUEST, "invalid_grant").await;
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_stops_it_and_is_recorded() {
+    let (fake, alice) = fake_with_alice(Flavor::Auth0).await;
+    let adopted = fake.issue_refresh_token(CLIENT_ID, &alice.sub, "openid email offline_access");
+    let refresh = |token: String| {
+        let token_endpoint = fake.token_endpoint();
+        async move {
+            http()
+                .post(token_endpoint)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", CLIENT_ID),
+                    ("client_secret", SECRET),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let response = refresh(adopted.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK, "an adopted token works");
+    let body: Value = response.json().await.unwrap();
+    let claims = verify_with_jwks(&fake, body["id_token"].as_str().unwrap(), CLIENT_ID).await;
+    assert_eq!(claims["sub"], alice.sub.as_str());
+    let current = body["refresh_token"].as_str().unwrap().to_string();
+
+    let revoked = http()
+        .post(fake.revocation_endpoint())
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[
+            ("token", current.as_str()),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(fake.revoked_refresh_tokens(), vec![current.clone()]);
+    assert_eq!(fake.calls("revoke"), 1);
+
+    let body = assert_oauth_error(
+        refresh(current).await,
+        StatusCode::FORBIDDEN,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        body["error_description"],
+        "Unknown or invalid refresh token."
+    );
+    assert_oauth_error(
+        refresh(adopted).await,
+        StatusCode::FORBIDDEN,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(fake.calls("token:refresh_token"), 3);
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refused_by_userinfo() {
+    let (fake, alice) = fake_with_alice(Flavor::Generic).await;
+    let client = discover(&fake).await;
+    fake.set_access_token_ttl(0);
+    let login = log_in(&fake, &client, &browser(), &alice, &["email"]).await;
+    assert_eq!(
+        login.tokens.expires_in(),
+        Some(Duration::ZERO),
+        "expires_in follows the TTL"
+    );
+    let response = http()
+        .get(fake.userinfo_endpoint())
+        .bearer_auth(login.tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{challenge}"
+    );
+
+    fake.set_access_token_ttl(600);
+    let login = log_in(&fake, &client, &browser(), &alice, &["email"]).await;
+    assert_eq!(login.tokens.expires_in(), Some(Duration::from_secs(600)));
+    let info: HashMap<String, Value> = http()
+        .get(fake.userinfo_endpoint())
+        .bearer_auth(login.tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["sub"], alice.sub.as_str());
+}

@@ -1,0 +1,899 @@
+//! The upstream track against the fake upstream (tests/support): the
+//! redirect track, shadow users and `sub` continuity, claim shape, the
+//! sealed token mapping, refresh through it, adoption, token_mode upstream,
+//! logout, vendor path aliases and every failure mode.
+
+use std::time::Duration;
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+use switchyard::config::{Phase, Settings, UpstreamSettings};
+
+use crate::helpers::*;
+use crate::support::fake_upstream::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
+
+/// Switchyard's own client at the fake upstream.
+const UPSTREAM_CLIENT: &str = "switchyard";
+const UPSTREAM_SECRET: &str = "switchyard-at-the-fake-upstream-0123456789";
+
+pub struct UpstreamApp {
+    pub app: TestApp,
+    pub fake: FakeUpstream,
+}
+
+fn provider(flavor: &Flavor) -> &'static str {
+    match flavor {
+        Flavor::Auth0 => "auth0",
+        Flavor::Okta => "okta",
+        Flavor::Keycloak => "keycloak",
+        Flavor::Generic => "oidc",
+    }
+}
+
+/// Switchyard in front of a fake upstream of `flavor`, with the confidential
+/// client `web` registered on both sides under the same id and secret (an
+/// application that was repointed keeps its credentials).
+pub async fn spawn_with_upstream(
+    flavor: Flavor,
+    configure: impl FnOnce(&mut Settings),
+) -> UpstreamApp {
+    let fake = FakeUpstream::start(flavor).await;
+    let provider = provider(&fake_flavor(&fake));
+    let issuer = fake.issuer();
+    let app = spawn_app_with(|s| {
+        let mut up = UpstreamSettings::for_provider(provider);
+        up.issuer = Some(issuer);
+        up.client_id = UPSTREAM_CLIENT.into();
+        // Set for every test process by .cargo/config.toml.
+        up.client_secret_env = Some("SWITCHYARD_TEST_UPSTREAM_SECRET".into());
+        up.token_keys_env = "SWITCHYARD_TEST_TOKEN_KEYS".into();
+        up.timeout_secs = 2;
+        s.upstream = Some(up);
+        configure(s);
+    })
+    .await;
+    let callback = format!("{}/login/callback", app.address);
+    fake.add_client(UPSTREAM_CLIENT, Some(UPSTREAM_SECRET), &[&callback]);
+    fake.add_client("web", Some(SECRET), &[REDIRECT]);
+    app.add_client("web", false).await;
+    UpstreamApp { app, fake }
+}
+
+fn fake_flavor(fake: &FakeUpstream) -> Flavor {
+    let issuer = fake.issuer();
+    if issuer.contains("/oauth2/") {
+        Flavor::Okta
+    } else if issuer.contains("/realms/") {
+        Flavor::Keycloak
+    } else if issuer.ends_with('/') {
+        Flavor::Auth0
+    } else {
+        Flavor::Generic
+    }
+}
+
+fn alice() -> FakeUser {
+    let mut u = FakeUser::new(
+        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e",
+        "alice@example.com",
+        PASSWORD,
+    );
+    u.name = Some("Alice Liddell".into());
+    u.picture = Some("https://cdn.example.com/alice.png".into());
+    u.app_metadata = serde_json::json!({"roles": ["admin", "editor"]});
+    u
+}
+
+/// Upstream access tokens of 4 s are refreshed in their second half: wait
+/// until the ones just issued are there.
+async fn age_upstream_tokens() {
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+}
+
+fn claims_of(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&switchyard::crypto::b64url_decode(payload).unwrap()).unwrap()
+}
+
+impl UpstreamApp {
+    /// Drives the browser through Switchyard's identifier page and the
+    /// upstream's login form; returns what the client receives.
+    pub async fn login(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let app = &self.app;
+        let start = app.authorize(browser, req).await;
+        assert_eq!(start.status(), StatusCode::SEE_OTHER);
+        let mut next = location(start.headers());
+        if next.starts_with("/login") {
+            let page = browser.get(app.url(&next)).send().await.unwrap();
+            let (action, mut fields) = form_fields(&page.text().await.unwrap());
+            fields.insert("username".into(), email.into());
+            let to_upstream = browser
+                .post(app.url(&action))
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                to_upstream.status(),
+                StatusCode::SEE_OTHER,
+                "the identifier step sends the user upstream"
+            );
+            next = location(to_upstream.headers());
+        }
+        assert!(next.starts_with(&self.fake.base), "to the upstream: {next}");
+        self.upstream_login(browser, &next, email, password).await
+    }
+
+    /// Logs in on the fake upstream's page and follows the redirect back to
+    /// Switchyard's callback; returns Switchyard's answer.
+    pub async fn upstream_login(
+        &self,
+        browser: &reqwest::Client,
+        authorize_url: &str,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let page = browser.get(authorize_url).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "the upstream login page");
+        let page_url = page.url().clone();
+        let (action, mut fields) = form_fields(&page.text().await.unwrap());
+        fields.insert("username".into(), email.into());
+        fields.insert("password".into(), password.into());
+        let action = page_url.join(&action).unwrap();
+        let back = browser.post(action).form(&fields).send().await.unwrap();
+        assert!(
+            back.status().is_redirection(),
+            "the upstream redirects back: {}",
+            back.status()
+        );
+        let callback = location(back.headers());
+        browser.get(callback).send().await.unwrap()
+    }
+
+    pub async fn tokens(&self, email: &str) -> Value {
+        let (verifier, challenge) = pkce();
+        let done = self
+            .login(
+                &browser(),
+                &AuthRequest::new("web", Some(&challenge)),
+                email,
+                PASSWORD,
+            )
+            .await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "back to the client");
+        let params = query_of(&location(done.headers()));
+        let response = self.app.exchange(&params["code"], Some(&verifier)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    async fn user_count(&self) -> usize {
+        self.app
+            .state
+            .db
+            .list_users(None, 1000)
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_same_sub_and_claims() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(t.app.issuer.clone()).unwrap(), &http)
+            .await
+            .unwrap();
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new("web".into()),
+        Some(ClientSecret::new(SECRET.into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _csrf, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let browser = browser();
+    let start = browser.get(url.as_str()).send().await.unwrap();
+    let page = browser
+        .get(t.app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap();
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), "alice@example.com".into());
+    let to_upstream = browser
+        .post(t.app.url(&action))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    let upstream_url = location(to_upstream.headers());
+    assert!(
+        t.fake.last_authorize_params().is_none(),
+        "nothing reaches the upstream before the browser does"
+    );
+    let done = t
+        .upstream_login(&browser, &upstream_url, "alice@example.com", PASSWORD)
+        .await;
+    let sent = t.fake.last_authorize_params().unwrap();
+    assert_eq!(
+        sent["login_hint"], "alice@example.com",
+        "login_hint passed on"
+    );
+    assert_eq!(
+        sent["code_challenge_method"], "S256",
+        "our own PKCE toward the upstream"
+    );
+    let back = query_of(&location(done.headers()));
+
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(back["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .expect("code exchange with Switchyard");
+    let id_token = tokens.id_token().unwrap();
+    let claims = id_token
+        .claims(&client.id_token_verifier(), &nonce)
+        .expect("Switchyard's ID token validates");
+    assert_eq!(
+        claims.subject().as_str(),
+        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e",
+        "sub is the upstream user id"
+    );
+    assert_eq!(
+        claims.issuer().as_str(),
+        t.app.issuer,
+        "issued by Switchyard"
+    );
+
+    let raw = claims_of(&id_token.to_string());
+    assert_eq!(raw["nickname"], "alice");
+    assert_eq!(raw["picture"], "https://cdn.example.com/alice.png");
+    assert!(
+        raw["updated_at"].is_string(),
+        "Auth0's updated_at stays an ISO-8601 string: {}",
+        raw["updated_at"]
+    );
+    assert_eq!(
+        raw["https://example.com/roles"],
+        serde_json::json!(["admin", "editor"]),
+        "namespaced custom claim carried"
+    );
+    let access = claims_of(tokens.access_token().secret());
+    assert_eq!(
+        access["https://example.com/roles"],
+        serde_json::json!(["admin", "editor"])
+    );
+
+    // The shadow user exists once, with its identity.
+    let user = t
+        .app
+        .state
+        .db
+        .get_user("auth0|5f3a9b2c1d4e5f6a7b8c9d0e")
+        .await
+        .unwrap()
+        .expect("shadow user");
+    assert_eq!(user.state, switchyard::store::UserState::Shadow);
+    assert_eq!(user.email.as_deref(), Some("alice@example.com"));
+    let again = t.tokens("alice@example.com").await;
+    assert_eq!(
+        claims_of(again["id_token"].as_str().unwrap())["sub"],
+        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e"
+    );
+    assert_eq!(
+        t.user_count().await,
+        1,
+        "the same user again is not duplicated"
+    );
+}
+
+#[tokio::test]
+async fn okta_keycloak_and_generic_oidc_upstreams_log_users_in_with_their_own_subs() {
+    for flavor in [Flavor::Okta, Flavor::Keycloak, Flavor::Generic] {
+        let t = spawn_with_upstream(flavor, |_| {}).await;
+        t.fake.add_user(FakeUser::new(
+            "00u1abcdEFGH2345ijkl",
+            "bob@example.com",
+            PASSWORD,
+        ));
+        let tokens = t.tokens("bob@example.com").await;
+        let id = claims_of(tokens["id_token"].as_str().unwrap());
+        assert_eq!(id["sub"], "00u1abcdEFGH2345ijkl", "{}", t.fake.issuer());
+        assert_eq!(id["iss"], t.app.issuer);
+        let info = t
+            .app
+            .userinfo(tokens["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(info.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn passthrough_sends_authorize_straight_to_the_upstream_with_the_login_hint() {
+    let t = spawn_with_upstream(Flavor::Auth0, |s| s.cutover.phase = Phase::Passthrough).await;
+    t.fake.add_user(alice());
+    let mut req = AuthRequest::new("web", None);
+    req.extra
+        .push(("login_hint".into(), "alice@example.com".into()));
+    let start = t.app.authorize(&browser(), &req).await;
+    let target = location(start.headers());
+    assert!(target.starts_with(&t.fake.base), "{target}");
+    let params = query_of(&target);
+    assert_eq!(params["login_hint"], "alice@example.com");
+    assert_eq!(
+        params["client_id"], UPSTREAM_CLIENT,
+        "Switchyard's own client at the upstream"
+    );
+    assert_ne!(
+        params.get("state").map(String::as_str),
+        Some("st-123"),
+        "our own state, not the application's"
+    );
+    assert_eq!(
+        params["redirect_uri"],
+        format!("{}/login/callback", t.app.address)
+    );
+}
+
+#[tokio::test]
+async fn local_users_stay_local_while_others_take_the_redirect_track() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.app.add_user("local@example.com", PASSWORD).await;
+    let params = t
+        .app
+        .code_for(
+            &browser(),
+            &AuthRequest::new("web", None),
+            "local@example.com",
+        )
+        .await;
+    assert!(params.contains_key("code"));
+    assert_eq!(
+        t.fake.calls("token"),
+        0,
+        "a local login makes no upstream call"
+    );
+}
+
+#[tokio::test]
+async fn refresh_goes_upstream_only_when_the_upstream_token_nears_expiry() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    let tokens = t.tokens("alice@example.com").await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let refreshed = t.app.refresh(rt).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(
+        t.fake.calls("token:refresh_token"),
+        0,
+        "a long-lived upstream token is not refreshed"
+    );
+
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    t.fake.set_access_token_ttl(4);
+    let tokens = t.tokens("alice@example.com").await;
+    age_upstream_tokens().await;
+    let refreshed = t
+        .app
+        .refresh(tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(
+        t.fake.calls("token:refresh_token"),
+        1,
+        "an upstream token about to expire is refreshed"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_session_make_exactly_one_upstream_call() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    t.fake.set_access_token_ttl(4);
+    // Ten grants of one browser session: the first login, then nine silent ones.
+    let browser = browser();
+    let done = t
+        .login(
+            &browser,
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let mut codes = vec![query_of(&location(done.headers()))["code"].clone()];
+    for _ in 0..9 {
+        let again = t
+            .app
+            .authorize(&browser, &AuthRequest::new("web", None))
+            .await;
+        codes.push(query_of(&location(again.headers()))["code"].clone());
+    }
+    let mut refresh_tokens = Vec::new();
+    for code in &codes {
+        let body: Value = t.app.exchange(code, None).await.json().await.unwrap();
+        refresh_tokens.push(body["refresh_token"].as_str().unwrap().to_string());
+    }
+    age_upstream_tokens().await;
+    let results =
+        futures::future::join_all(refresh_tokens.iter().map(|rt| t.app.refresh(rt))).await;
+    assert!(results.iter().all(|r| r.status() == StatusCode::OK));
+    assert_eq!(
+        t.fake.calls("token:refresh_token"),
+        1,
+        "one upstream refresh for ten concurrent gateway refreshes"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_ended_the_session_ends_the_gateway_refresh() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    t.fake.set_access_token_ttl(4);
+    let tokens = t.tokens("alice@example.com").await;
+    age_upstream_tokens().await;
+    // The user's upstream session ends (signed out elsewhere, deleted,
+    // revoked by an administrator): the upstream refuses the refresh token.
+    t.fake.revoke_all_refresh_tokens();
+    assert_oauth_error(
+        t.app
+            .refresh(tokens["refresh_token"].as_str().unwrap())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_refresh_token_held_by_an_application_is_adopted_and_a_forged_one_refused() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    let legacy = t.fake.issue_refresh_token(
+        "web",
+        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e",
+        "openid profile email offline_access",
+    );
+    let adopted = t.app.refresh(&legacy).await;
+    assert_eq!(
+        adopted.status(),
+        StatusCode::OK,
+        "no one is logged out by the repointing"
+    );
+    let body: Value = adopted.json().await.unwrap();
+    assert_eq!(
+        claims_of(body["id_token"].as_str().unwrap())["sub"],
+        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e"
+    );
+    assert_eq!(
+        claims_of(body["id_token"].as_str().unwrap())["iss"],
+        t.app.issuer
+    );
+    // From now on the application holds a Switchyard refresh token.
+    let next = t.app.refresh(body["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    // The legacy token was spent at the upstream (rotation); replaying it fails.
+    assert_oauth_error(
+        t.app.refresh(&legacy).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_oauth_error(
+        t.app.refresh("forged-refresh-token").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn adoption_is_rate_limited_per_client() {
+    let t = spawn_with_upstream(Flavor::Auth0, |s| {
+        s.upstream.as_mut().unwrap().adoptions_per_minute = 3
+    })
+    .await;
+    for _ in 0..3 {
+        assert_oauth_error(
+            t.app.refresh("guess").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        )
+        .await;
+    }
+    assert_oauth_error(
+        t.app.refresh("guess").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    )
+    .await;
+    assert_eq!(
+        t.fake.calls("token:refresh_token"),
+        3,
+        "the fourth guess never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_client_in_upstream_token_mode_receives_the_upstream_access_token() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    let mut web = t.app.state.db.get_client("web").await.unwrap().unwrap();
+    web.token_mode = "upstream".into();
+    t.app.state.db.upsert_client(&web).await.unwrap();
+    let tokens = t.tokens("alice@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    // The upstream's own userinfo accepts it: APIs that trust the old provider keep working.
+    let info = reqwest::Client::new()
+        .get(format!("{}{}", t.fake.base, userinfo_path(&t.fake)))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), StatusCode::OK);
+    assert_eq!(
+        claims_of(tokens["id_token"].as_str().unwrap())["iss"],
+        t.app.issuer,
+        "the ID token is still Switchyard's"
+    );
+}
+
+fn userinfo_path(fake: &FakeUpstream) -> &'static str {
+    match fake_flavor(fake) {
+        Flavor::Auth0 => "/userinfo",
+        Flavor::Okta => "/oauth2/default/v1/userinfo",
+        Flavor::Keycloak => "/realms/acme/protocol/openid-connect/userinfo",
+        Flavor::Generic => "/userinfo",
+    }
+}
+
+#[tokio::test]
+async fn no_upstream_token_is_ever_stored_in_plaintext() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    let mut web = t.app.state.db.get_client("web").await.unwrap().unwrap();
+    web.token_mode = "upstream".into();
+    t.app.state.db.upsert_client(&web).await.unwrap();
+    let tokens = t.tokens("alice@example.com").await;
+    let upstream_access = tokens["access_token"].as_str().unwrap().to_string();
+    let legacy = t.fake.issue_refresh_token(
+        "web",
+        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e",
+        "openid offline_access",
+    );
+    assert_eq!(t.app.refresh(&legacy).await.status(), StatusCode::OK);
+
+    let Some(redis_url) = t.app._isolated.redis_url.clone() else {
+        // The in-process store never leaves the process; the scan is Redis's.
+        return;
+    };
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", t.app._isolated.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.contains("upstream-tokens:")),
+        "the mapping is in Redis"
+    );
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if kind != "string" {
+            continue;
+        }
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&value);
+        assert!(
+            !text.contains(&upstream_access),
+            "{key} holds the upstream access token in plaintext"
+        );
+        assert!(
+            !text.contains(&legacy),
+            "{key} holds the adopted refresh token in plaintext"
+        );
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_the_upstream_refresh_token_and_chains_to_the_upstream_logout() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    let browser = browser();
+    let done = t
+        .login(
+            &browser,
+            &AuthRequest::new("web", None),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let out = browser
+        .get(t.app.url("/v2/logout"))
+        .query(&[
+            ("client_id", "web"),
+            ("returnTo", "https://app.example.com/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let target = location(out.headers());
+    assert!(
+        target.starts_with(&format!("{}/v2/logout", t.fake.base)),
+        "chained to Auth0's logout: {target}"
+    );
+    assert_eq!(query_of(&target)["returnTo"], "https://app.example.com/bye");
+    assert_eq!(
+        t.fake.revoked_refresh_tokens().len(),
+        1,
+        "the upstream refresh token was revoked"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_at_the_callback_show_a_clear_page_and_create_no_user() {
+    for mode in [
+        Mode::Fail500,
+        Mode::RateLimited {
+            retry_after_secs: 30,
+        },
+        Mode::InvalidJson,
+        Mode::Slow(Duration::from_secs(4)),
+    ] {
+        let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+        t.fake.add_user(alice());
+        let browser = browser();
+        let start = t
+            .app
+            .authorize(&browser, &AuthRequest::new("web", None))
+            .await;
+        let page = browser
+            .get(t.app.url(&location(start.headers())))
+            .send()
+            .await
+            .unwrap();
+        let (action, mut fields) = form_fields(&page.text().await.unwrap());
+        fields.insert("username".into(), "alice@example.com".into());
+        let to_upstream = browser
+            .post(t.app.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        let upstream_url = location(to_upstream.headers());
+        t.fake.set_mode(mode);
+        let done = t
+            .upstream_login(&browser, &upstream_url, "alice@example.com", PASSWORD)
+            .await;
+        assert_eq!(done.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = done.text().await.unwrap();
+        assert!(body.contains("temporarily unavailable"), "{body}");
+        assert_eq!(t.user_count().await, 0, "no half-created user");
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_upstream_id_token_is_refused_and_creates_no_user() {
+    for tamper in [
+        Tamper::BadSignature,
+        Tamper::WrongAudience,
+        Tamper::WrongNonce,
+        Tamper::Expired,
+        Tamper::WrongIssuer,
+    ] {
+        let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+        t.fake.add_user(alice());
+        t.fake.set_id_token_tamper(tamper);
+        let done = t
+            .login(
+                &browser(),
+                &AuthRequest::new("web", None),
+                "alice@example.com",
+                PASSWORD,
+            )
+            .await;
+        assert_eq!(done.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            done.text()
+                .await
+                .unwrap()
+                .contains("could not be completed")
+        );
+        assert_eq!(t.user_count().await, 0);
+    }
+}
+
+#[tokio::test]
+async fn rotated_upstream_keys_are_fetched_again_on_an_unknown_kid() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    t.tokens("alice@example.com").await;
+    let jwks_before = t.fake.calls("jwks");
+    t.fake.rotate_keys();
+    t.tokens("alice@example.com").await;
+    assert_eq!(
+        t.fake.calls("jwks"),
+        jwks_before + 1,
+        "one refetch for the new kid"
+    );
+}
+
+#[tokio::test]
+async fn a_down_upstream_gives_temporarily_unavailable_on_refresh() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    t.fake.set_access_token_ttl(4);
+    let tokens = t.tokens("alice@example.com").await;
+    age_upstream_tokens().await;
+    t.fake.set_mode(Mode::Down);
+    assert_oauth_error(
+        t.app
+            .refresh(tokens["refresh_token"].as_str().unwrap())
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_callback_from_another_issuer_is_refused() {
+    let t = spawn_with_upstream(Flavor::Okta, |_| {}).await;
+    t.fake
+        .add_user(FakeUser::new("00u1", "bob@example.com", PASSWORD));
+    let browser = browser();
+    let start = t
+        .app
+        .authorize(&browser, &AuthRequest::new("web", None))
+        .await;
+    let page = browser
+        .get(t.app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap();
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), "bob@example.com".into());
+    let upstream_url = location(
+        browser
+            .post(t.app.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+            .headers(),
+    );
+    let page = browser.get(&upstream_url).send().await.unwrap();
+    let page_url = page.url().clone();
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), "bob@example.com".into());
+    fields.insert("password".into(), PASSWORD.into());
+    let back = browser
+        .post(page_url.join(&action).unwrap())
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    let mut callback = url::Url::parse(&location(back.headers())).unwrap();
+    let pairs: Vec<(String, String)> = callback
+        .query_pairs()
+        .map(|(k, v)| {
+            if k == "iss" {
+                (k.into_owned(), "https://evil.example.com".into())
+            } else {
+                (k.into_owned(), v.into_owned())
+            }
+        })
+        .collect();
+    callback.query_pairs_mut().clear().extend_pairs(pairs);
+    let done = browser.get(callback).send().await.unwrap();
+    assert_eq!(
+        done.status(),
+        StatusCode::BAD_REQUEST,
+        "RFC 9207 mix-up defence"
+    );
+}
+
+#[tokio::test]
+async fn okta_sdk_paths_work_under_an_okta_shaped_issuer() {
+    let t = spawn_with_upstream(Flavor::Okta, |s| {
+        s.issuer = format!("{}oauth2/default", s.issuer);
+    })
+    .await;
+    let discovery: Value = t
+        .app
+        .api
+        .get(format!("{}/.well-known/openid-configuration", t.app.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], t.app.issuer);
+    for path in ["/v1/keys", "/.well-known/openid-configuration"] {
+        let r = t
+            .app
+            .api
+            .get(format!("{}{path}", t.app.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let authorize = t
+        .app
+        .browser
+        .get(format!("{}/v1/authorize", t.app.issuer))
+        .query(&AuthRequest::new("web", None).pairs())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorize.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn metrics_count_logins_and_upstream_calls() {
+    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    t.fake.add_user(alice());
+    t.tokens("alice@example.com").await;
+    let text = t
+        .app
+        .api
+        .get(t.app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("switchyard_logins_total{what=\"upstream_redirect\",result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "switchyard_token_requests_total{what=\"authorization_code\",result=\"ok\"} 1"
+        ),
+        "{text}"
+    );
+}
