@@ -317,23 +317,65 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
 }
 
 #[tokio::test]
-async fn okta_keycloak_and_generic_oidc_upstreams_log_users_in_with_their_own_subs() {
+async fn okta_keycloak_and_generic_oidc_upstreams_log_in_refresh_and_log_out() {
     for flavor in [Flavor::Okta, Flavor::Keycloak, Flavor::Generic] {
         let t = spawn_with_upstream(flavor, |_| {}).await;
-        t.fake.add_user(FakeUser::new(
-            "00u1abcdEFGH2345ijkl",
-            "bob@example.com",
-            PASSWORD,
-        ));
-        let tokens = t.tokens("bob@example.com").await;
-        let id = claims_of(tokens["id_token"].as_str().unwrap());
-        assert_eq!(id["sub"], "00u1abcdEFGH2345ijkl", "{}", t.fake.issuer());
-        assert_eq!(id["iss"], t.app.issuer);
-        let info = t
-            .app
-            .userinfo(tokens["access_token"].as_str().unwrap())
+        let sub = flavor.sample_sub(1);
+        t.fake
+            .add_user(FakeUser::new(&sub, "bob@example.com", PASSWORD));
+        let browser = browser();
+        let done = t
+            .login(
+                &browser,
+                &AuthRequest::new("web", None),
+                "bob@example.com",
+                PASSWORD,
+            )
             .await;
-        assert_eq!(info.status(), StatusCode::OK);
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "{flavor:?}");
+        let code = query_of(&location(done.headers()))["code"].clone();
+        let tokens: Value = t.app.exchange(&code, None).await.json().await.unwrap();
+        let id = claims_of(tokens["id_token"].as_str().unwrap());
+        assert_eq!(id["sub"], sub.as_str(), "{flavor:?}: the upstream's own id");
+        assert_eq!(id["iss"], t.app.issuer);
+        assert_eq!(
+            t.app
+                .userinfo(tokens["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        let refreshed = t
+            .app
+            .refresh(tokens["refresh_token"].as_str().unwrap())
+            .await;
+        assert_eq!(refreshed.status(), StatusCode::OK, "{flavor:?}");
+
+        // RP-initiated logout chains through the upstream's end_session endpoint.
+        let out = browser
+            .get(t.app.url("/oidc/logout"))
+            .query(&[
+                ("id_token_hint", tokens["id_token"].as_str().unwrap()),
+                ("post_logout_redirect_uri", "https://app.example.com/bye"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status(), StatusCode::SEE_OTHER);
+        let target = location(out.headers());
+        assert!(
+            target.starts_with(&t.fake.end_session_endpoint()),
+            "{flavor:?}: {target}"
+        );
+        assert_eq!(
+            query_of(&target)["post_logout_redirect_uri"],
+            "https://app.example.com/bye"
+        );
+        assert_eq!(
+            t.fake.revoked_refresh_tokens().len(),
+            1,
+            "{flavor:?}: upstream refresh token revoked"
+        );
     }
 }
 
