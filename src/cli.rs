@@ -49,6 +49,44 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Who goes where: phase, pins, and why a user takes a route.
+    #[command(subcommand)]
+    Cutover(CutoverCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CutoverCommand {
+    /// Print the rules in force.
+    Show,
+    /// Change the phase for every instance (within seconds, no restart).
+    SetPhase {
+        /// passthrough, lazy, local_first or local_only.
+        phase: String,
+    },
+    /// Pin one user to a track: --upstream rolls them back, --local forces local.
+    Pin {
+        /// Id, email or username.
+        user: String,
+        /// Send the user's next logins to the upstream (rollback).
+        #[arg(long, conflicts_with = "local", required_unless_present = "local")]
+        upstream: bool,
+        /// Keep the user local whatever the phase.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Remove a user's pin.
+    Unpin {
+        /// Id, email or username.
+        user: String,
+    },
+    /// Print the route a login would take, and why.
+    Explain {
+        /// Id, email or username (need not exist yet).
+        user: String,
+        /// The client the login is for (per-client overrides).
+        #[arg(long)]
+        client: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(cmd) => users(&settings, cmd).await,
         Command::Clients(cmd) => clients(&settings, cmd).await,
         Command::Keys(cmd) => keys(&settings, cmd).await,
+        Command::Cutover(cmd) => cutover(&settings, cmd).await,
     }
 }
 
@@ -475,6 +514,82 @@ async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
                 "rotated {}: new next key {kid}; instances pick up the change within 30 s",
                 alg.as_str()
             );
+        }
+    }
+    Ok(())
+}
+
+async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let mut rules = crate::cutover::load(&*db, &settings.cutover).await?;
+    match cmd {
+        CutoverCommand::Show => println!("{}", toml::to_string_pretty(&rules)?),
+        CutoverCommand::SetPhase { phase } => {
+            rules.phase = serde_json::from_value(serde_json::Value::String(phase.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!("{phase:?} is not passthrough, lazy, local_first or local_only")
+                })?;
+            crate::cutover::store(&*db, &rules).await?;
+            println!(
+                "phase set to {phase}; every instance follows within {} s",
+                crate::cutover::RELOAD_INTERVAL.as_secs()
+            );
+        }
+        CutoverCommand::Pin {
+            user,
+            upstream,
+            local: _,
+        } => {
+            let user = find_user(&*db, &user).await?;
+            let pin = if upstream {
+                "force_upstream"
+            } else {
+                "force_local"
+            };
+            db.set_pin(&user.id, Some(pin)).await?;
+            println!("{} pinned: {pin}", user.id);
+        }
+        CutoverCommand::Unpin { user } => {
+            let user = find_user(&*db, &user).await?;
+            db.set_pin(&user.id, None).await?;
+            println!("{} unpinned", user.id);
+        }
+        CutoverCommand::Explain { user, client } => {
+            let found = match db.get_user(&user).await? {
+                Some(u) => Some(u),
+                None => db.find_user_by_login(&user).await?,
+            };
+            let has_password = match &found {
+                Some(u) => db.get_password(&u.id).await?.is_some(),
+                None => false,
+            };
+            let def = match &settings.upstream {
+                Some(up) => Some(
+                    crate::upstream::provider::ProviderDef::load(&up.provider)
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => None,
+            };
+            let subject = crate::cutover::Subject {
+                identifier: &user,
+                user: found.as_ref(),
+                has_password,
+                client_id: client.as_deref(),
+                upstream: def.is_some(),
+                password_grant: def.as_ref().is_some_and(|d| d.password.is_some()),
+            };
+            let decision = crate::cutover::decide(&rules, &subject);
+            match &found {
+                Some(u) => println!(
+                    "user {} (state {}, pin {})",
+                    u.id,
+                    u.state.as_str(),
+                    u.pin.as_deref().unwrap_or("none")
+                ),
+                None => println!("{user}: not known locally"),
+            }
+            println!("route: {}", decision.route.as_str());
+            println!("why:   {}", decision.reason);
         }
     }
     Ok(())

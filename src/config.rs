@@ -201,17 +201,42 @@ impl UpstreamSettings {
     }
 }
 
-/// Which track a user takes (DESIGN.md, "The migration, as the operator lives it").
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Which track a user takes (DESIGN.md, "The migration, as the operator
+/// lives it"). The file gives the starting rules; `switchyard cutover …`
+/// changes them at runtime for every instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CutoverSettings {
     pub phase: Phase,
+    /// In `lazy`, who is migrated at login: users matching any cohort. No
+    /// cohorts means everyone.
+    pub cohorts: Vec<Cohort>,
+    /// Identifiers (emails, usernames, user ids) always migrated in `lazy`.
+    pub allow: Vec<String>,
+    /// Identifiers or `@domain`s never migrated: they stay on the redirect track.
+    pub deny: Vec<String>,
+    /// Per-client phase: `{ legacy-app = "passthrough" }`.
+    pub clients: std::collections::BTreeMap<String, Phase>,
 }
 
 impl Default for CutoverSettings {
     fn default() -> Self {
-        Self { phase: Phase::Lazy }
+        Self {
+            phase: Phase::Lazy,
+            cohorts: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            clients: Default::default(),
+        }
     }
+}
+
+/// One cohort: a stable percentage of users, and/or email domains.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cohort {
+    pub percent: Option<u8>,
+    pub email_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +300,9 @@ pub struct PasswordSettings {
     pub hashing_threads: Option<usize>,
     /// Shortest password accepted when one is set through Switchyard.
     pub min_length: usize,
+    /// Every failed password login lasts at least this long, whatever track
+    /// it took, so timing reveals nothing (set above the upstream's latency).
+    pub failure_floor_ms: u64,
 }
 
 impl Default for PasswordSettings {
@@ -285,6 +313,7 @@ impl Default for PasswordSettings {
             parallelism: 1,
             hashing_threads: None,
             min_length: 8,
+            failure_floor_ms: 400,
         }
     }
 }

@@ -13,8 +13,10 @@
 //! - [`state`]: [`state::AppState`], the one place dependencies are wired.
 //! - [`error`]: the two edge error types, [`error::OAuthError`] and [`error::AppError`].
 //! - [`oidc`]: the provider facade applications talk to, one file per endpoint or grant.
+//! - [`cutover`]: who goes where: phases, cohorts, pins, per-client overrides.
 //! - [`login`]: the login pages (identifier, password) and the gateway session cookie.
 //! - [`password`]: argon2id hashing on a bounded blocking pool.
+//! - [`migrate`]: lazy migration on login and imported password hashes.
 //! - [`throttle`]: per-account and per-IP attempt counters.
 //! - [`tokens`]: signing keys, JWT minting and verification, codes and refresh families.
 //! - [`upstream`]: the provider being migrated from: definitions, OIDC client, token mapping.
@@ -26,9 +28,11 @@
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod cutover;
 pub mod error;
 pub mod login;
 pub mod metrics;
+pub mod migrate;
 pub mod oidc;
 pub mod password;
 pub mod startup;

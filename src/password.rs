@@ -7,6 +7,9 @@
 //! semaphore sized to the cores admits that many hashes, the rest wait their
 //! turn, and token requests keep their latency.
 //!
+//! Imported hashes (bcrypt, PBKDF2, scrypt) verify too, and ask to be
+//! replaced with argon2id on the next successful login.
+//!
 //! An unknown user is verified against a dummy hash made at start-up with
 //! the same parameters, so it costs the same time as a wrong password
 //! (ASVS 6.3.8).
@@ -14,7 +17,7 @@
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -145,15 +148,10 @@ fn hash_with(params: &Params, password: &str) -> Result<String, PasswordError> {
         .map_err(|e| PasswordError::Hash(e.to_string()))
 }
 
-/// `Some(())` when the password matches. Only PHC argon2 strings are known
-/// here; an unknown format never matches.
+/// `Some(())` when the password matches: argon2id, or any format an import
+/// brought in (bcrypt, PBKDF2, scrypt, other argon2 variants).
 fn verify_with(stored: &str, password: &str) -> Option<()> {
-    let parsed = PasswordHash::new(stored).ok()?;
-    // The parameters come from the PHC string, so hashes made with older
-    // parameters still verify.
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .ok()
+    crate::migrate::hashes::verify(stored, password).then_some(())
 }
 
 fn needs_rehash(stored: &str, params: &Params) -> bool {
@@ -184,6 +182,7 @@ mod tests {
             parallelism: 1,
             hashing_threads: Some(2),
             min_length: 8,
+            failure_floor_ms: 0,
         }
     }
 

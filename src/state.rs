@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::crypto::Sealer;
+use crate::cutover::Cutover;
 use crate::metrics::Metrics;
 use crate::oidc::client_auth::hash_secret;
 use crate::password::Passwords;
@@ -36,6 +37,8 @@ pub struct State {
     pub dummy_secret_hash: String,
     /// The provider being migrated from, when one is configured.
     pub upstream: Option<Arc<Upstream>>,
+    /// The cutover rules in force.
+    pub cutover: Cutover,
     pub metrics: Metrics,
 }
 
@@ -117,6 +120,7 @@ impl State {
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
         Ok(Arc::new(State {
+            cutover: Cutover::new(db.clone(), settings.cutover.clone()),
             upstream,
             metrics: Metrics::default(),
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),

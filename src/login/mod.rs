@@ -21,10 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::config::Phase;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
+use crate::cutover::{Decision, Route, Subject, decide};
 use crate::error::AppError;
 use crate::metrics::Metrics;
+use crate::migrate::lazy;
 use crate::oidc::authorize;
 use crate::oidc::params::Params;
 use crate::password::Verified;
@@ -239,7 +240,7 @@ async fn post_login(
         )
         .await;
     };
-    if routes_upstream(&state, username).await? {
+    if route_for(&state, username, &pending.client_id).await?.route == Route::UpstreamRedirect {
         return upstream::start(&state, &headers, authz, &pending, Some(username)).await;
     }
     match form.get("password")? {
@@ -267,21 +268,30 @@ async fn post_login(
     }
 }
 
-/// Whether the identifier step sends this user to the upstream's own login
-/// page (the redirect track). Users with a local password stay local; with
-/// an upstream configured, everyone else goes upstream, except in
-/// `local_only` where no upstream call is ever made.
-async fn routes_upstream(state: &AppState, username: &str) -> Result<bool, AppError> {
-    if state.upstream.is_none() || state.settings.cutover.phase == Phase::LocalOnly {
-        return Ok(false);
-    }
-    if state.settings.cutover.phase == Phase::Passthrough {
-        return Ok(true);
-    }
-    let Some(user) = state.db.find_user_by_login(username).await? else {
-        return Ok(true);
+/// The route of a login by `identifier` for `client_id` (src/cutover).
+pub async fn route_for(
+    state: &AppState,
+    identifier: &str,
+    client_id: &str,
+) -> Result<Decision, AppError> {
+    let user = state.db.find_user_by_login(identifier).await?;
+    let has_password = match &user {
+        Some(u) => state.db.get_password(&u.id).await?.is_some(),
+        None => false,
     };
-    Ok(state.db.get_password(&user.id).await?.is_none())
+    let rules = state.cutover.rules().await?;
+    let upstream = state.upstream.as_ref();
+    Ok(decide(
+        &rules,
+        &Subject {
+            identifier,
+            user: user.as_ref(),
+            has_password,
+            client_id: Some(client_id),
+            upstream: upstream.is_some(),
+            password_grant: upstream.is_some_and(|u| u.client.def.password.is_some()),
+        },
+    ))
 }
 
 /// `POST /login/password`.
@@ -347,12 +357,43 @@ async fn verify_and_complete(
             retry_after_secs: limited.retry_after.as_secs(),
         });
     }
-    let user = match authenticate(state, username, password).await? {
+    let started = tokio::time::Instant::now();
+    let decision = route_for(state, username, &pending.client_id).await?;
+    let route = decision.route.as_str();
+    let user = match decision.route {
+        Route::Local => authenticate_local(state, username, password).await?,
+        Route::UpstreamPassword => match lazy::verify_and_migrate(state, username, password).await?
+        {
+            lazy::Outcome::Migrated(user) => Some(*user),
+            lazy::Outcome::Failed | lazy::Outcome::Blocked => None,
+            // MFA, a required password change, a social identity: the
+            // upstream's own page can still log the user in.
+            lazy::Outcome::Redirect(why) => {
+                tracing::info!(reason = %why, "password track not possible; redirect track");
+                return upstream::start(state, headers, authz, pending, Some(username)).await;
+            }
+        },
+        Route::UpstreamRedirect => {
+            return upstream::start(state, headers, authz, pending, Some(username)).await;
+        }
+        Route::ResetPassword => {
+            Metrics::count(&state.metrics.logins, route, "reset_required");
+            pad_failure(state, started).await;
+            return Ok(templates::error_page(
+                StatusCode::UNAUTHORIZED,
+                "Reset your password",
+                "Your account has moved to a new sign-in service. Reset your password with your application's \
+                 \"Forgot password\" link, or ask your administrator, then sign in again.",
+            ));
+        }
+    };
+    let user = match user {
         Some(user) => user,
         None => {
             state.throttle.record_failure(username, Some(ip)).await?;
-            Metrics::count(&state.metrics.logins, "local", "failed");
+            Metrics::count(&state.metrics.logins, route, "failed");
             audit(state, "login_failed", None, &pending.client_id, ip).await;
+            pad_failure(state, started).await;
             return Ok(password_page(
                 authz,
                 pending,
@@ -363,8 +404,16 @@ async fn verify_and_complete(
         }
     };
     state.throttle.record_success(username).await?;
-    Metrics::count(&state.metrics.logins, "local", "ok");
+    Metrics::count(&state.metrics.logins, route, "ok");
     finish_login(state, headers, authz, &user, ip, None).await
+}
+
+/// Every failed password login takes at least `password.failure_floor_ms`,
+/// whichever track it took (local hash, imported hash, upstream call,
+/// unknown user), so its duration tells nothing (ASVS 6.3.8).
+pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
+    let floor = Duration::from_millis(state.settings.password.failure_floor_ms);
+    tokio::time::sleep_until(started + floor).await;
 }
 
 /// Ends a successful login, whatever the route: spends the pending request,
@@ -431,7 +480,7 @@ pub async fn finish_login(
 }
 
 /// Verifies a local password. `None` for every failure alike.
-async fn authenticate(
+pub async fn authenticate_local(
     state: &AppState,
     username: &str,
     password: &str,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::client_auth;
 use super::params::Params;
 use super::userinfo::profile_claims;
-use super::{grant_authorization_code, grant_refresh_token};
+use super::{grant_authorization_code, grant_password, grant_refresh_token};
 use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
@@ -23,22 +23,41 @@ use crate::tokens::grants::{Grant, RefreshToken, grant_key, refresh_key};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
 use crate::upstream::profile::carried_claims;
 use crate::upstream::tokens::MappedTokens;
+use axum::extract::ConnectInfo;
+use std::net::{IpAddr, SocketAddr};
 
 /// `POST /oauth/token`.
-pub async fn post_token(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    token(&state, &headers, body)
+pub async fn post_token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ip = crate::login::client_ip(&state, &headers, peer);
+    token(&state, &headers, body, ip)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, OAuthError> {
+async fn token(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    ip: IpAddr,
+) -> Result<Response, OAuthError> {
     let params = Params::from_form_body(headers, body).await?;
     // RFC 6749 §3.2: parameters must not be repeated.
     params.reject_repeats()?;
     let grant_type = params.require("grant_type")?;
     let auth = client_auth::authenticate(state, headers, &params).await?;
     let client = &auth.client;
-    let known = ["authorization_code", "refresh_token"];
+    // Auth0's password-realm is the password grant against a connection.
+    let grant_type = if grant_type == grant_password::AUTH0_PASSWORD_REALM {
+        "password"
+    } else {
+        grant_type
+    };
+    let known = ["authorization_code", "refresh_token", "password"];
     if !known.contains(&grant_type) {
         return Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
@@ -53,6 +72,7 @@ async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Resp
     }
     let result = match grant_type {
         "authorization_code" => grant_authorization_code::exchange(state, &auth, &params).await,
+        "password" => grant_password::password(state, &auth, &params, ip).await,
         _ => grant_refresh_token::refresh(state, &auth, &params).await,
     };
     let outcome = match &result {

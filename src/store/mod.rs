@@ -109,6 +109,11 @@ pub struct User {
     pub blocked: bool,
     /// The provider the user came from (`[upstream] provider`), if any.
     pub upstream: Option<String>,
+    /// A per-user cutover pin: `force_upstream` (rollback) or `force_local`.
+    pub pin: Option<String>,
+    /// How the user was migrated (`password`, `import`, …) and when.
+    pub route: Option<String>,
+    pub migrated_at: Option<i64>,
     /// The upstream's claims as last seen, spelled as the upstream spells them.
     pub profile: serde_json::Value,
     pub created_at: i64,
@@ -246,6 +251,34 @@ pub trait UserStore: Send + Sync {
         provider: &str,
         profile: &UpstreamProfile,
     ) -> StoreResult<User>;
+    /// The migration step of a login (DESIGN.md, lazy): the same upsert, plus
+    /// the local credential, state `migrated`, `migrated_at` and the route,
+    /// all in one transaction. A crash leaves the user fully migrated or
+    /// untouched (SECURITY.md, "half-migrated user").
+    async fn migrate_upstream_user(
+        &self,
+        provider: &str,
+        profile: &UpstreamProfile,
+        migration: &Migration,
+    ) -> StoreResult<User>;
+    /// Sets or clears a user's cutover pin; false when the user does not exist.
+    async fn set_pin(&self, user_id: &str, pin: Option<&str>) -> StoreResult<bool>;
+}
+
+/// What a migration stores beside the profile.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub hash: String,
+    pub algorithm: String,
+    /// `password` (verified at the upstream), `import`, …
+    pub route: String,
+}
+
+/// Named runtime settings shared by every instance.
+#[async_trait]
+pub trait RuntimeSettings: Send + Sync {
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>>;
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -283,7 +316,7 @@ pub trait AuditLog: Send + Sync {
 
 /// The durable store, as the application sees it.
 #[async_trait]
-pub trait Database: UserStore + ClientStore + KeyStore + AuditLog {
+pub trait Database: UserStore + ClientStore + KeyStore + AuditLog + RuntimeSettings {
     async fn ping(&self) -> StoreResult<()>;
 }
 

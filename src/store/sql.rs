@@ -28,7 +28,8 @@ pub struct SqlStore {
 }
 
 const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
-    phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, created_at, updated_at, last_login_at";
+    phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, pin, route, migrated_at, created_at, updated_at, \
+    last_login_at";
 
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at";
 
@@ -158,6 +159,9 @@ fn user_from_row(row: &AnyRow) -> StoreResult<User> {
         blocked: row.try_get::<i64, _>("blocked").map_err(map_err)? != 0,
         upstream: row.try_get("upstream").map_err(map_err)?,
         profile: json_col(row, "profile")?,
+        pin: row.try_get("pin").map_err(map_err)?,
+        route: row.try_get("route").map_err(map_err)?,
+        migrated_at: row.try_get("migrated_at").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         last_login_at: row.try_get("last_login_at").map_err(map_err)?,
@@ -365,6 +369,47 @@ impl UserStore for SqlStore {
     }
 
     async fn upsert_upstream_user(&self, provider: &str, p: &UpstreamProfile) -> StoreResult<User> {
+        self.upsert_upstream(provider, p, None).await
+    }
+
+    async fn migrate_upstream_user(
+        &self,
+        provider: &str,
+        p: &UpstreamProfile,
+        migration: &Migration,
+    ) -> StoreResult<User> {
+        self.upsert_upstream(provider, p, Some(migration)).await
+    }
+
+    async fn set_pin(&self, user_id: &str, pin: Option<&str>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET pin = $2, updated_at = $3 WHERE id = $1")
+            .bind(user_id)
+            .bind(pin)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    async fn upsert_upstream(
+        &self,
+        provider: &str,
+        p: &UpstreamProfile,
+        migration: Option<&Migration>,
+    ) -> StoreResult<User> {
         let now = now();
         let raw = to_json(&p.raw);
         let email_normalized = p.email.as_deref().map(normalize_email);
@@ -491,8 +536,42 @@ impl UserStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        let detail =
-            serde_json::json!({ "provider": provider, "email_conflict": email_taken.is_some() });
+        let kind = match migration {
+            Some(m) => {
+                sqlx::query(
+                    "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+                     VALUES ($1, 'password', $2, $3, $4, $4) \
+                     ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&user_id)
+                .bind(&m.hash)
+                .bind(&m.algorithm)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                // A local user stays local; everyone else is now migrated.
+                sqlx::query(
+                    "UPDATE users SET state = CASE WHEN state = 'local' THEN 'local' ELSE 'migrated' END, \
+                     migrated_at = COALESCE(migrated_at, $2), route = COALESCE(route, $3), local_updated_at = $2 \
+                     WHERE id = $1",
+                )
+                .bind(&user_id)
+                .bind(now)
+                .bind(&m.route)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                "user_migrated"
+            }
+            None => kind,
+        };
+        let detail = serde_json::json!({
+            "provider": provider,
+            "email_conflict": email_taken.is_some(),
+            "route": migration.map(|m| m.route.as_str()),
+        });
         sqlx::query("INSERT INTO audit_events (at, kind, user_id, detail) VALUES ($1, $2, $3, $4)")
             .bind(now)
             .bind(kind)
@@ -509,16 +588,6 @@ impl UserStore for SqlStore {
         let user = user_from_row(&row)?;
         tx.commit().await.map_err(map_err)?;
         Ok(user)
-    }
-
-    async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 }
 
@@ -690,6 +759,31 @@ impl AuditLog for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl RuntimeSettings for SqlStore {
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM runtime_settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO runtime_settings (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 }
 

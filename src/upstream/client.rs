@@ -623,6 +623,204 @@ impl UpstreamClient {
     }
 }
 
+/// Why the upstream did not verify a password.
+#[derive(Debug)]
+pub enum PasswordRefusal {
+    /// Wrong password or unknown user: the upstream does not say which.
+    WrongCredentials,
+    /// Blocked, locked out, suspended or disabled at the upstream.
+    Blocked,
+    /// The user exists but cannot be verified by password alone (MFA, a
+    /// required password change, a social identity, no password grant):
+    /// the redirect track can still log them in.
+    NeedsRedirect(String),
+    /// The upstream could not answer.
+    Unavailable(UpstreamError),
+}
+
+impl UpstreamClient {
+    /// Verifies a password at the upstream with the password grant the
+    /// provider definition names (Auth0's password-realm with the configured
+    /// connection, or the plain password grant), validating the ID token
+    /// that comes back. Each vendor's answers are mapped to
+    /// [`PasswordRefusal`] (UPSTREAMS.md).
+    pub async fn password_login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UpstreamTokens, PasswordRefusal> {
+        let Some(def) = self.def.password.clone() else {
+            return Err(PasswordRefusal::NeedsRedirect(
+                "the provider offers no password grant".into(),
+            ));
+        };
+        if def.grant.starts_with("cognito:") {
+            return Err(PasswordRefusal::NeedsRedirect(
+                "Cognito's InitiateAuth is not supported yet".into(),
+            ));
+        }
+        if def.only_if_discovered
+            && !self
+                .supports_grant(&def.grant)
+                .await
+                .map_err(PasswordRefusal::Unavailable)?
+        {
+            return Err(PasswordRefusal::NeedsRedirect(
+                "discovery does not list the password grant".into(),
+            ));
+        }
+        let d = self
+            .metadata()
+            .await
+            .map_err(PasswordRefusal::Unavailable)?;
+        let Some(token_url) = d.metadata.token_endpoint().map(|u| u.to_string()) else {
+            return Err(PasswordRefusal::NeedsRedirect(
+                "the upstream has no token endpoint".into(),
+            ));
+        };
+        let scopes = self
+            .scopes()
+            .into_iter()
+            .filter(|s| s != "offline_access")
+            .collect::<Vec<_>>()
+            .join(" ");
+        // form_urlencoded's serializer is not Send: finish it before awaiting.
+        let (body, authorization) = {
+            // Auth0: password-realm names the connection; without one, the
+            // plain password grant uses the tenant's default directory.
+            let grant = match (&def.realm_param, &self.settings.connection) {
+                (Some(_), None) => "password",
+                _ => def.grant.as_str(),
+            };
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", grant)
+                .append_pair("username", username)
+                .append_pair("password", password)
+                .append_pair("scope", &scopes);
+            if let (Some(param), Some(connection)) = (&def.realm_param, &self.settings.connection) {
+                form.append_pair(param, connection);
+            }
+            let mut authorization = None;
+            if self.def.oidc.token_auth_method == "client_secret_post"
+                || self.creds.secret.is_none()
+            {
+                form.append_pair("client_id", &self.creds.client_id);
+                if let Some(secret) = &self.creds.secret {
+                    form.append_pair("client_secret", secret);
+                }
+            } else if let Some(secret) = &self.creds.secret {
+                authorization = Some(basic_auth(&self.creds.client_id, secret));
+            }
+            (form.finish(), authorization)
+        };
+        let mut request = axum::http::Request::post(token_url.as_str())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        if let Some(a) = authorization {
+            request = request.header(header::AUTHORIZATION, a);
+        }
+        let request = request.body(body.into_bytes()).map_err(|e| {
+            PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(e.to_string()))
+        })?;
+        let response = send(&self.http, request).await;
+        self.count(response.is_ok());
+        let response = response.map_err(|t| PasswordRefusal::Unavailable(t.into()))?;
+        let json: Value = serde_json::from_slice(response.body()).map_err(|_| {
+            PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(
+                "the token response is not JSON".into(),
+            ))
+        })?;
+        if !response.status().is_success() {
+            let error = json
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let description = json
+                .get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(classify_password_error(error, description));
+        }
+        let invalid =
+            |m: &str| PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(m.into()));
+        let access_token = json
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("no access_token"))?;
+        let id_token = json
+            .get("id_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("no id_token"))?;
+        let parsed: CoreIdToken = id_token
+            .parse()
+            .map_err(|_| invalid("the id_token is not a JWT"))?;
+        let claims = self
+            .validate_id_token(&parsed, &self.creds.client_id, None)
+            .await
+            .map_err(PasswordRefusal::Unavailable)?;
+        let expires_in = json
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
+        Ok(UpstreamTokens {
+            access_token: access_token.to_string(),
+            refresh_token: json
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(String::from),
+            id_token: Some(id_token.to_string()),
+            expires_at: now() + expires_in,
+            scope: json.get("scope").and_then(Value::as_str).map(String::from),
+            claims: Some(claims),
+        })
+    }
+}
+
+/// Maps a vendor's refusal of the password grant (UPSTREAMS.md): Auth0's
+/// `invalid_grant` "Wrong email or password.", 403 `mfa_required`,
+/// `unauthorized` / `too_many_attempts` for blocked users; Okta's
+/// `invalid_grant` and `access_denied` (MFA); Keycloak's `invalid_grant`
+/// with "Invalid user credentials", "Account disabled", "Account is not
+/// fully set up" (a required action).
+pub fn classify_password_error(error: &str, description: &str) -> PasswordRefusal {
+    let d = description.to_ascii_lowercase();
+    let says = |words: &[&str]| words.iter().any(|w| d.contains(w));
+    match error {
+        "invalid_grant" if says(&["blocked", "disabled", "locked", "suspended", "deactivated"]) => {
+            PasswordRefusal::Blocked
+        }
+        "invalid_grant"
+            if says(&[
+                "expired",
+                "change",
+                "not fully set up",
+                "reset",
+                "required action",
+            ]) =>
+        {
+            PasswordRefusal::NeedsRedirect("the upstream requires a password change".into())
+        }
+        "invalid_grant" | "invalid_user_password" => PasswordRefusal::WrongCredentials,
+        "unauthorized" | "too_many_attempts" | "user_blocked" | "account_locked" => {
+            PasswordRefusal::Blocked
+        }
+        "mfa_required"
+        | "interaction_required"
+        | "access_denied"
+        | "password_leaked"
+        | "consent_required" => {
+            PasswordRefusal::NeedsRedirect(format!("the upstream answered {error}"))
+        }
+        "unsupported_grant_type" | "unauthorized_client" => PasswordRefusal::NeedsRedirect(
+            "the upstream refuses the password grant for this client".into(),
+        ),
+        other => PasswordRefusal::Unavailable(UpstreamError::Rejected {
+            error: other.to_string(),
+            description: description.to_string(),
+        }),
+    }
+}
+
 const NO_MATCHING_KEY: &str = "no key in the upstream JWKS matches the token";
 
 type OidcClient = openidconnect::core::CoreClient<

@@ -128,14 +128,14 @@ async fn malformed_token_requests_get_rfc_6749_errors_and_leave_the_code_usable(
             "unsupported_grant_type",
         ),
         (
-            "password grant, not offered by this server",
+            "password grant, not allowed for this client",
             basic(app.api.post(&token)).form(&[
                 ("grant_type", "password"),
                 ("username", "a"),
                 ("password", "b"),
             ]),
             StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
+            "unauthorized_client",
         ),
         (
             "missing redirect_uri",

@@ -16,6 +16,7 @@ mod fake_upstream;
 mod helpers;
 mod login;
 mod logout;
+mod migration;
 mod redirect_uri;
 mod relying_party;
 mod store;

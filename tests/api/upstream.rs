@@ -12,7 +12,7 @@ use openidconnect::{
 };
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchyard::config::{Phase, Settings, UpstreamSettings};
+use switchyard::config::{Cohort, Phase, Settings, UpstreamSettings};
 
 use crate::helpers::*;
 use crate::support::fake_upstream::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
@@ -62,6 +62,23 @@ pub async fn spawn_with_upstream(
     fake.add_client("web", Some(SECRET), &[REDIRECT]);
     app.add_client("web", false).await;
     UpstreamApp { app, fake }
+}
+
+/// Switchyard in front of the fake with the password track out of the way:
+/// an empty cohort in the lazy phase sends everyone without a local password
+/// to the upstream's own login page (the redirect track these tests are about).
+pub async fn spawn_redirect_track(
+    flavor: Flavor,
+    configure: impl FnOnce(&mut Settings),
+) -> UpstreamApp {
+    spawn_with_upstream(flavor, |s| {
+        s.cutover.cohorts = vec![Cohort {
+            percent: Some(0),
+            email_domains: vec![],
+        }];
+        configure(s);
+    })
+    .await
 }
 
 fn fake_flavor(fake: &FakeUpstream) -> Flavor {
@@ -191,7 +208,7 @@ impl UpstreamApp {
 
 #[tokio::test]
 async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_same_sub_and_claims() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -319,7 +336,7 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
 #[tokio::test]
 async fn okta_keycloak_and_generic_oidc_upstreams_log_in_refresh_and_log_out() {
     for flavor in [Flavor::Okta, Flavor::Keycloak, Flavor::Generic] {
-        let t = spawn_with_upstream(flavor, |_| {}).await;
+        let t = spawn_redirect_track(flavor, |_| {}).await;
         let sub = flavor.sample_sub(1);
         t.fake
             .add_user(FakeUser::new(&sub, "bob@example.com", PASSWORD));
@@ -381,7 +398,7 @@ async fn okta_keycloak_and_generic_oidc_upstreams_log_in_refresh_and_log_out() {
 
 #[tokio::test]
 async fn passthrough_sends_authorize_straight_to_the_upstream_with_the_login_hint() {
-    let t = spawn_with_upstream(Flavor::Auth0, |s| s.cutover.phase = Phase::Passthrough).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |s| s.cutover.phase = Phase::Passthrough).await;
     t.fake.add_user(alice());
     let mut req = AuthRequest::new("web", None);
     req.extra
@@ -408,7 +425,7 @@ async fn passthrough_sends_authorize_straight_to_the_upstream_with_the_login_hin
 
 #[tokio::test]
 async fn local_users_stay_local_while_others_take_the_redirect_track() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.app.add_user("local@example.com", PASSWORD).await;
     let params = t
         .app
@@ -428,7 +445,7 @@ async fn local_users_stay_local_while_others_take_the_redirect_track() {
 
 #[tokio::test]
 async fn refresh_goes_upstream_only_when_the_upstream_token_nears_expiry() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let tokens = t.tokens("alice@example.com").await;
     let rt = tokens["refresh_token"].as_str().unwrap();
@@ -440,7 +457,7 @@ async fn refresh_goes_upstream_only_when_the_upstream_token_nears_expiry() {
         "a long-lived upstream token is not refreshed"
     );
 
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.fake.set_access_token_ttl(4);
     let tokens = t.tokens("alice@example.com").await;
@@ -459,7 +476,7 @@ async fn refresh_goes_upstream_only_when_the_upstream_token_nears_expiry() {
 
 #[tokio::test]
 async fn concurrent_refreshes_of_one_session_make_exactly_one_upstream_call() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.fake.set_access_token_ttl(4);
     // Ten grants of one browser session: the first login, then nine silent ones.
@@ -498,7 +515,7 @@ async fn concurrent_refreshes_of_one_session_make_exactly_one_upstream_call() {
 
 #[tokio::test]
 async fn an_upstream_that_ended_the_session_ends_the_gateway_refresh() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.fake.set_access_token_ttl(4);
     let tokens = t.tokens("alice@example.com").await;
@@ -518,7 +535,7 @@ async fn an_upstream_that_ended_the_session_ends_the_gateway_refresh() {
 
 #[tokio::test]
 async fn an_upstream_refresh_token_held_by_an_application_is_adopted_and_a_forged_one_refused() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let legacy = t.fake.issue_refresh_token(
         "web",
@@ -560,7 +577,7 @@ async fn an_upstream_refresh_token_held_by_an_application_is_adopted_and_a_forge
 
 #[tokio::test]
 async fn adoption_is_rate_limited_per_client() {
-    let t = spawn_with_upstream(Flavor::Auth0, |s| {
+    let t = spawn_redirect_track(Flavor::Auth0, |s| {
         s.upstream.as_mut().unwrap().adoptions_per_minute = 3
     })
     .await;
@@ -587,7 +604,7 @@ async fn adoption_is_rate_limited_per_client() {
 
 #[tokio::test]
 async fn a_client_in_upstream_token_mode_receives_the_upstream_access_token() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let mut web = t.app.state.db.get_client("web").await.unwrap().unwrap();
     web.token_mode = "upstream".into();
@@ -620,7 +637,7 @@ fn userinfo_path(fake: &FakeUpstream) -> &'static str {
 
 #[tokio::test]
 async fn no_upstream_token_is_ever_stored_in_plaintext() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let mut web = t.app.state.db.get_client("web").await.unwrap().unwrap();
     web.token_mode = "upstream".into();
@@ -677,7 +694,7 @@ async fn no_upstream_token_is_ever_stored_in_plaintext() {
 
 #[tokio::test]
 async fn logout_revokes_the_upstream_refresh_token_and_chains_to_the_upstream_logout() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let browser = browser();
     let done = t
@@ -722,7 +739,7 @@ async fn upstream_failures_at_the_callback_show_a_clear_page_and_create_no_user(
         Mode::InvalidJson,
         Mode::Slow(Duration::from_secs(4)),
     ] {
-        let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+        let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
         t.fake.add_user(alice());
         let browser = browser();
         let start = t
@@ -763,7 +780,7 @@ async fn a_tampered_upstream_id_token_is_refused_and_creates_no_user() {
         Tamper::Expired,
         Tamper::WrongIssuer,
     ] {
-        let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+        let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
         t.fake.add_user(alice());
         t.fake.set_id_token_tamper(tamper);
         let done = t
@@ -787,7 +804,7 @@ async fn a_tampered_upstream_id_token_is_refused_and_creates_no_user() {
 
 #[tokio::test]
 async fn rotated_upstream_keys_are_fetched_again_on_an_unknown_kid() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.tokens("alice@example.com").await;
     let jwks_before = t.fake.calls("jwks");
@@ -802,7 +819,7 @@ async fn rotated_upstream_keys_are_fetched_again_on_an_unknown_kid() {
 
 #[tokio::test]
 async fn a_down_upstream_gives_temporarily_unavailable_on_refresh() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.fake.set_access_token_ttl(4);
     let tokens = t.tokens("alice@example.com").await;
@@ -820,7 +837,7 @@ async fn a_down_upstream_gives_temporarily_unavailable_on_refresh() {
 
 #[tokio::test]
 async fn a_callback_from_another_issuer_is_refused() {
-    let t = spawn_with_upstream(Flavor::Okta, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Okta, |_| {}).await;
     t.fake
         .add_user(FakeUser::new("00u1", "bob@example.com", PASSWORD));
     let browser = browser();
@@ -877,7 +894,7 @@ async fn a_callback_from_another_issuer_is_refused() {
 
 #[tokio::test]
 async fn okta_sdk_paths_work_under_an_okta_shaped_issuer() {
-    let t = spawn_with_upstream(Flavor::Okta, |s| {
+    let t = spawn_redirect_track(Flavor::Okta, |s| {
         s.issuer = format!("{}oauth2/default", s.issuer);
     })
     .await;
@@ -915,7 +932,7 @@ async fn okta_sdk_paths_work_under_an_okta_shaped_issuer() {
 
 #[tokio::test]
 async fn metrics_count_logins_and_upstream_calls() {
-    let t = spawn_with_upstream(Flavor::Auth0, |_| {}).await;
+    let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.tokens("alice@example.com").await;
     let text = t

@@ -1,0 +1,138 @@
+//! The resource owner password grant (RFC 6749 §4.3), and Auth0's
+//! `password-realm` variant, for legacy applications only.
+//!
+//! Refused by default (RFC 9700 §2.4): a client must list `password` among
+//! its grant types. The same routing, the same lazy migration and the same
+//! throttling as the login page apply, throttling first, so the grant can
+//! never be used to brute-force Switchyard or the upstream.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::response::Response;
+
+use super::client_auth::Authenticated;
+use super::params::Params;
+use super::token::{Issue, active_user, issue, store_grant};
+use crate::crypto::random_token;
+use crate::cutover::Route;
+use crate::error::{ErrorCode, OAuthError};
+use crate::login::{authenticate_local, pad_failure, route_for};
+use crate::metrics::Metrics;
+use crate::migrate::lazy;
+use crate::state::AppState;
+use crate::store::{SessionStoreExt, now};
+use crate::tokens::grants::{Grant, Session, session_key};
+
+/// Auth0's grant type for the password grant against a named connection.
+pub const AUTH0_PASSWORD_REALM: &str = "http://auth0.com/oauth/grant-type/password-realm";
+
+pub async fn password(
+    state: &AppState,
+    auth: &Authenticated,
+    params: &Params,
+    ip: IpAddr,
+) -> Result<Response, OAuthError> {
+    let client = &auth.client;
+    let username = params.require("username")?.trim();
+    let password = params.require("password")?;
+    if username.len() > 320 || password.len() > 4096 {
+        return Err(OAuthError::invalid_request(
+            "username or password is too long",
+        ));
+    }
+    let failed = || OAuthError::invalid_grant("wrong username or password");
+    if let Err(limited) = state.throttle.check(username, Some(ip)).await? {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            format!(
+                "too many attempts; retry in {} s",
+                limited.retry_after.as_secs()
+            ),
+        ));
+    }
+    let started = tokio::time::Instant::now();
+    let decision = route_for(state, username, &client.client_id)
+        .await
+        .map_err(|_| OAuthError::unexpected("routing failed"))?;
+    let user = match decision.route {
+        Route::Local => authenticate_local(state, username, password)
+            .await
+            .map_err(|_| OAuthError::unexpected("local verification failed"))?,
+        Route::UpstreamPassword => {
+            match lazy::verify_and_migrate(state, username, password).await {
+                Ok(lazy::Outcome::Migrated(user)) => Some(*user),
+                Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
+                Ok(lazy::Outcome::Redirect(_)) => {
+                    return Err(OAuthError::new(
+                        ErrorCode::AccessDenied,
+                        "the user must sign in interactively",
+                    ));
+                }
+                Err(_) => {
+                    return Err(OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "the identity provider is temporarily unavailable",
+                    ));
+                }
+            }
+        }
+        // A grant without a browser cannot take the redirect track.
+        Route::UpstreamRedirect => {
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                "the user must sign in interactively",
+            ));
+        }
+        Route::ResetPassword => None,
+    };
+    let Some(user) = user else {
+        state.throttle.record_failure(username, Some(ip)).await?;
+        Metrics::count(&state.metrics.logins, "password_grant", "failed");
+        pad_failure(state, started).await;
+        return Err(failed());
+    };
+    state.throttle.record_success(username).await?;
+    Metrics::count(&state.metrics.logins, "password_grant", "ok");
+    let user = active_user(state, &user.id).await?;
+
+    // A browserless session: the client's refresh family keeps it alive.
+    let now = now();
+    let ttl = Duration::from_secs(state.settings.tokens.refresh_token_ttl_secs);
+    let key = session_key(&random_token());
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time: now,
+        sid: random_token(),
+        created_at: now,
+    };
+    state.sessions.put_json(&key, &session, ttl).await?;
+    let scope = params
+        .get("scope")?
+        .unwrap_or("openid profile email")
+        .to_string();
+    let grant_id = random_token();
+    let grant = Grant {
+        user_id: user.id.clone(),
+        client_id: client.client_id.clone(),
+        scope: scope.clone(),
+        auth_time: now,
+        sid: session.sid.clone(),
+        session_key: key,
+        expires_at: now + ttl.as_secs() as i64,
+    };
+    store_grant(state, &grant_id, &grant).await?;
+    issue(
+        state,
+        Issue {
+            client,
+            user: &user,
+            grant_id: &grant_id,
+            grant: &grant,
+            scope: &scope,
+            nonce: None,
+            upstream: None,
+        },
+    )
+    .await
+}
