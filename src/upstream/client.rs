@@ -654,10 +654,8 @@ impl UpstreamClient {
                 "the provider offers no password grant".into(),
             ));
         };
-        if def.grant.starts_with("cognito:") {
-            return Err(PasswordRefusal::NeedsRedirect(
-                "Cognito's InitiateAuth is not supported yet".into(),
-            ));
+        if def.grant == "cognito:USER_PASSWORD_AUTH" {
+            return self.cognito_password_login(username, password).await;
         }
         if def.only_if_discovered
             && !self
@@ -773,6 +771,132 @@ impl UpstreamClient {
             scope: json.get("scope").and_then(Value::as_str).map(String::from),
             claims: Some(claims),
         })
+    }
+}
+
+impl UpstreamClient {
+    /// Cognito has no password grant at its token endpoint: `InitiateAuth`
+    /// with `USER_PASSWORD_AUTH` on the user-pool API (AWS JSON 1.1; no SigV4
+    /// is needed with an app client), with `SECRET_HASH` =
+    /// Base64(HMAC-SHA256(client secret, username + client id)) when the
+    /// client has a secret (UPSTREAMS.md, "AWS Cognito").
+    async fn cognito_password_login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<UpstreamTokens, PasswordRefusal> {
+        let unavailable =
+            |m: &str| PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(m.into()));
+        let origin = url::Url::parse(&self.issuer)
+            .map_err(|_| unavailable("the issuer is not a URL"))?
+            .origin()
+            .ascii_serialization();
+        let mut parameters = serde_json::json!({ "USERNAME": username, "PASSWORD": password });
+        if let Some(secret) = &self.creds.secret {
+            use base64::Engine;
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+            let tag = aws_lc_rs::hmac::sign(
+                &key,
+                format!("{username}{}", self.creds.client_id).as_bytes(),
+            );
+            parameters["SECRET_HASH"] =
+                Value::String(base64::engine::general_purpose::STANDARD.encode(tag.as_ref()));
+        }
+        let body = serde_json::json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": self.creds.client_id,
+            "AuthParameters": parameters,
+        });
+        let request = axum::http::Request::post(format!("{origin}/"))
+            .header(header::CONTENT_TYPE, "application/x-amz-json-1.1")
+            .header(
+                "x-amz-target",
+                "AWSCognitoIdentityProviderService.InitiateAuth",
+            )
+            .body(body.to_string().into_bytes())
+            .map_err(|e| unavailable(&e.to_string()))?;
+        let response = send(&self.http, request).await;
+        self.count(response.is_ok());
+        let response = response.map_err(|t| PasswordRefusal::Unavailable(t.into()))?;
+        let json: Value = serde_json::from_slice(response.body())
+            .map_err(|_| unavailable("InitiateAuth answered something that is not JSON"))?;
+        if !response.status().is_success() {
+            let kind = json
+                .get("__type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            // The type may carry a namespace prefix ("…#NotAuthorizedException").
+            let kind = kind.rsplit('#').next().unwrap_or(kind);
+            let message = json
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(classify_cognito_error(kind, message));
+        }
+        if let Some(challenge) = json.get("ChallengeName").and_then(Value::as_str) {
+            // NEW_PASSWORD_REQUIRED, SMS_MFA, SOFTWARE_TOKEN_MFA: not by password alone.
+            return Err(PasswordRefusal::NeedsRedirect(format!(
+                "Cognito challenge {challenge}"
+            )));
+        }
+        let result = json
+            .get("AuthenticationResult")
+            .ok_or_else(|| unavailable("no AuthenticationResult"))?;
+        let text = |k: &str| result.get(k).and_then(Value::as_str).map(String::from);
+        let access_token = text("AccessToken").ok_or_else(|| unavailable("no AccessToken"))?;
+        let id_token = text("IdToken").ok_or_else(|| unavailable("no IdToken"))?;
+        let parsed: CoreIdToken = id_token
+            .parse()
+            .map_err(|_| unavailable("the IdToken is not a JWT"))?;
+        let claims = self
+            .validate_id_token(&parsed, &self.creds.client_id, None)
+            .await
+            .map_err(PasswordRefusal::Unavailable)?;
+        let expires_in = result
+            .get("ExpiresIn")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
+        Ok(UpstreamTokens {
+            access_token,
+            refresh_token: text("RefreshToken"),
+            id_token: Some(id_token),
+            expires_at: now() + expires_in,
+            scope: None,
+            claims: Some(claims),
+        })
+    }
+}
+
+/// Maps Cognito's `__type` errors: `NotAuthorizedException` (wrong password,
+/// or "User is disabled."), `UserNotFoundException` (answered like a wrong
+/// password: no enumeration), `PasswordResetRequiredException` and
+/// `UserNotConfirmedException` (the hosted UI handles them),
+/// `InvalidParameterException` (the client allows only SRP),
+/// `TooManyRequestsException`.
+pub fn classify_cognito_error(kind: &str, message: &str) -> PasswordRefusal {
+    let m = message.to_ascii_lowercase();
+    match kind {
+        "NotAuthorizedException" if m.contains("disabled") => PasswordRefusal::Blocked,
+        "NotAuthorizedException" if m.contains("secret hash") => {
+            PasswordRefusal::Unavailable(UpstreamError::Rejected {
+                error: kind.into(),
+                description: "the upstream client secret does not match".into(),
+            })
+        }
+        "NotAuthorizedException" | "UserNotFoundException" => PasswordRefusal::WrongCredentials,
+        "PasswordResetRequiredException" | "UserNotConfirmedException" => {
+            PasswordRefusal::NeedsRedirect(kind.into())
+        }
+        "InvalidParameterException" => PasswordRefusal::NeedsRedirect(
+            "the Cognito client does not allow USER_PASSWORD_AUTH".into(),
+        ),
+        "TooManyRequestsException" | "LimitExceededException" => {
+            PasswordRefusal::Unavailable(UpstreamError::RateLimited { retry_after: None })
+        }
+        other => PasswordRefusal::Unavailable(UpstreamError::Rejected {
+            error: other.into(),
+            description: message.into(),
+        }),
     }
 }
 

@@ -681,3 +681,49 @@ async fn a_legacy_client_uses_the_password_grant_with_lazy_migration() {
         .await;
     assert_oauth_error(refused, StatusCode::BAD_REQUEST, "unauthorized_client").await;
 }
+
+#[tokio::test]
+async fn okta_and_keycloak_users_migrate_on_first_login_and_wrong_passwords_fail() {
+    for flavor in [Flavor::Okta, Flavor::Keycloak] {
+        let t = spawn_with_upstream(flavor, |s| s.password.failure_floor_ms = 50).await;
+        let sub = flavor.sample_sub(7);
+        t.fake
+            .add_user(FakeUser::new(&sub, "frank@example.com", PASSWORD));
+        let wrong = password_login(&t, "web", "frank@example.com", "wrong").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{flavor:?}");
+        assert!(t.app.state.db.get_user(&sub).await.unwrap().is_none());
+        let id = id_token_after(
+            &t,
+            password_login(&t, "web", "frank@example.com", PASSWORD).await,
+        )
+        .await;
+        assert_eq!(id["sub"], sub.as_str(), "{flavor:?}");
+        let user = t.app.state.db.get_user(&sub).await.unwrap().unwrap();
+        assert_eq!(user.state, UserState::Migrated, "{flavor:?}");
+        let before = t.fake.calls("token");
+        id_token_after(
+            &t,
+            password_login(&t, "web", "frank@example.com", PASSWORD).await,
+        )
+        .await;
+        assert_eq!(
+            t.fake.calls("token"),
+            before,
+            "{flavor:?}: local from now on"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_generic_provider_without_a_password_grant_keeps_the_redirect_track() {
+    let t = spawn_with_upstream(Flavor::Generic, |s| s.password.failure_floor_ms = 50).await;
+    t.fake
+        .add_user(FakeUser::new("usr_1", "gina@example.com", PASSWORD));
+    let r = password_login(&t, "web", "gina@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(r.headers()).starts_with(&t.fake.base),
+        "discovery lists no password grant: redirect track"
+    );
+    assert_eq!(t.fake.calls("token"), 0);
+}
