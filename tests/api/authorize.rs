@@ -128,8 +128,7 @@ async fn only_the_code_flow_is_served_no_implicit_grant() {
 async fn prompt_none_without_a_session_answers_login_required() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
-    let mut req = AuthRequest::new("web", None);
-    req.extra.push(("prompt".into(), "none".into()));
+    let req = AuthRequest::new("web", None).with("prompt", "none");
     let params = error_redirect(&app, &req).await;
     assert_eq!(params["error"], "login_required");
     assert_eq!(params["state"], "st-123");
@@ -148,8 +147,7 @@ async fn an_existing_session_is_reused_unless_prompt_login_or_max_age_asks_for_a
     .await;
 
     // prompt=none with a session: straight back with a code.
-    let mut silent = AuthRequest::new("web", None);
-    silent.extra.push(("prompt".into(), "none".into()));
+    let silent = AuthRequest::new("web", None).with("prompt", "none");
     let response = app.authorize(&browser, &silent).await;
     let params = query_of(&location(response.headers()));
     assert!(params.contains_key("code"), "{params:?}");
@@ -206,16 +204,7 @@ async fn auth_time_is_the_time_of_the_login_not_of_the_token() {
         .json()
         .await
         .unwrap();
-    let claims = |t: &serde_json::Value| -> serde_json::Value {
-        let p = t["id_token"]
-            .as_str()
-            .unwrap()
-            .split('.')
-            .nth(1)
-            .unwrap()
-            .to_string();
-        serde_json::from_slice(&switchyard::crypto::b64url_decode(&p).unwrap()).unwrap()
-    };
+    let claims = |t: &serde_json::Value| jwt_claims(t["id_token"].as_str().unwrap());
     assert_eq!(claims(&first)["auth_time"], claims(&second)["auth_time"]);
     assert_ne!(claims(&first)["iat"], claims(&second)["iat"]);
 }

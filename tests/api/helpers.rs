@@ -218,6 +218,12 @@ impl AuthRequest {
         }
     }
 
+    /// The same request with one more parameter.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+
     pub fn pairs(&self) -> Vec<(String, String)> {
         let mut p = vec![
             ("response_type".to_string(), "code".to_string()),
@@ -418,6 +424,22 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// The claims of a JWT, unverified (the tests check what was issued).
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    jwt_part(jwt, 1)
+}
+
+/// The JOSE header of a JWT.
+pub fn jwt_header(jwt: &str) -> serde_json::Value {
+    jwt_part(jwt, 0)
+}
+
+fn jwt_part(jwt: &str, i: usize) -> serde_json::Value {
+    let part = jwt.split('.').nth(i).expect("a JWT");
+    serde_json::from_slice(&switchyard::crypto::b64url_decode(part).expect("base64url"))
+        .expect("JSON")
 }
 
 /// Asserts an RFC 6749 §5.2 error response.

@@ -39,8 +39,7 @@ async fn logout_with_id_token_hint_ends_the_session_and_its_refresh_tokens() {
     );
 
     // The session is gone: prompt=none now needs a login, and the refresh family died with it.
-    let mut silent = AuthRequest::new("web", None);
-    silent.extra.push(("prompt".into(), "none".into()));
+    let silent = AuthRequest::new("web", None).with("prompt", "none");
     let back = app.authorize(&browser, &silent).await;
     assert_eq!(
         query_of(&location(back.headers()))["error"],
@@ -88,8 +87,7 @@ async fn logout_without_a_hint_asks_for_confirmation_first() {
         .await
         .unwrap();
     assert!(done.text().await.unwrap().contains("You are signed out"));
-    let mut silent = AuthRequest::new("web", None);
-    silent.extra.push(("prompt".into(), "none".into()));
+    let silent = AuthRequest::new("web", None).with("prompt", "none");
     let back = app.authorize(&browser, &silent).await;
     assert_eq!(
         query_of(&location(back.headers()))["error"],
@@ -118,8 +116,7 @@ async fn auth0_v2_logout_signs_out_and_returns_to_the_registered_url() {
         .await
         .unwrap();
     assert_eq!(location(response.headers()), "https://app.example.com/bye");
-    let mut silent = AuthRequest::new("web", None);
-    silent.extra.push(("prompt".into(), "none".into()));
+    let silent = AuthRequest::new("web", None).with("prompt", "none");
     let back = app.authorize(&browser, &silent).await;
     assert_eq!(
         query_of(&location(back.headers()))["error"],

@@ -55,11 +55,6 @@ fn password_calls(t: &UpstreamApp) -> usize {
             .calls("token:http://auth0.com/oauth/grant-type/password-realm")
 }
 
-fn claims_of(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&switchyard::crypto::b64url_decode(payload).unwrap()).unwrap()
-}
-
 async fn id_token_after(t: &UpstreamApp, response: reqwest::Response) -> Value {
     assert_eq!(
         response.status(),
@@ -68,7 +63,7 @@ async fn id_token_after(t: &UpstreamApp, response: reqwest::Response) -> Value {
     );
     let code = query_of(&location(response.headers()))["code"].clone();
     let tokens: Value = t.app.exchange(&code, None).await.json().await.unwrap();
-    claims_of(tokens["id_token"].as_str().unwrap())
+    jwt_claims(tokens["id_token"].as_str().unwrap())
 }
 
 async fn lazy() -> UpstreamApp {
@@ -648,7 +643,7 @@ async fn a_legacy_client_uses_the_password_grant_with_lazy_migration() {
             .await;
         assert_eq!(r.status(), StatusCode::OK, "{grant}");
         let body: Value = r.json().await.unwrap();
-        assert_eq!(claims_of(body["id_token"].as_str().unwrap())["sub"], SUB);
+        assert_eq!(jwt_claims(body["id_token"].as_str().unwrap())["sub"], SUB);
     }
     assert_eq!(
         password_calls(&t),

@@ -5,22 +5,12 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn decode_claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&switchyard::crypto::b64url_decode(payload).unwrap()).unwrap()
-}
-
-fn decode_header(jwt: &str) -> Value {
-    let header = jwt.split('.').next().unwrap();
-    serde_json::from_slice(&switchyard::crypto::b64url_decode(header).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn tokens_carry_the_claims_oidc_core_and_rfc_9068_require() {
     let app = spawn_app().await;
     let alice = app.with_alice_and_web().await;
     let tokens = app.tokens_for_alice().await;
-    let id = decode_claims(tokens["id_token"].as_str().unwrap());
+    let id = jwt_claims(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["iss"], app.issuer);
     assert_eq!(id["sub"], alice.id);
     assert_eq!(id["aud"], "web");
@@ -29,8 +19,8 @@ async fn tokens_carry_the_claims_oidc_core_and_rfc_9068_require() {
         assert!(id.get(claim).is_some(), "ID token has {claim}");
     }
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(decode_header(access)["typ"], "at+jwt");
-    let at = decode_claims(access);
+    assert_eq!(jwt_header(access)["typ"], "at+jwt");
+    let at = jwt_claims(access);
     assert_eq!(at["aud"], app.issuer, "audience defaults to the issuer");
     assert_eq!(at["client_id"], "web");
     assert_eq!(at["sub"], alice.id);
@@ -44,7 +34,7 @@ async fn access_token_audience_is_configurable() {
     app.with_alice_and_web().await;
     let tokens = app.tokens_for_alice().await;
     assert_eq!(
-        decode_claims(tokens["access_token"].as_str().unwrap())["aud"],
+        jwt_claims(tokens["access_token"].as_str().unwrap())["aud"],
         "https://api.example.com"
     );
     assert_eq!(
@@ -324,7 +314,7 @@ async fn a_refresh_may_narrow_the_scope_but_never_widen_it() {
     let body: Value = narrower.json().await.unwrap();
     assert_eq!(body["scope"], "openid");
     assert!(
-        decode_claims(body["id_token"].as_str().unwrap())
+        jwt_claims(body["id_token"].as_str().unwrap())
             .get("email")
             .is_none()
     );
@@ -470,10 +460,7 @@ async fn signing_algorithms_es256_and_eddsa_issue_verifiable_tokens() {
         let app = spawn_app_with(|s| s.tokens.signing_alg = alg.into()).await;
         app.with_alice_and_web().await;
         let tokens = app.tokens_for_alice().await;
-        assert_eq!(
-            decode_header(tokens["id_token"].as_str().unwrap())["alg"],
-            alg
-        );
+        assert_eq!(jwt_header(tokens["id_token"].as_str().unwrap())["alg"], alg);
         assert_eq!(
             app.userinfo(tokens["access_token"].as_str().unwrap())
                 .await

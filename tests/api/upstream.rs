@@ -112,11 +112,6 @@ async fn age_upstream_tokens() {
     tokio::time::sleep(Duration::from_millis(3100)).await;
 }
 
-fn claims_of(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&switchyard::crypto::b64url_decode(payload).unwrap()).unwrap()
-}
-
 impl UpstreamApp {
     /// Drives the browser through Switchyard's identifier page and the
     /// upstream's login form; returns what the client receives.
@@ -291,7 +286,7 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
         "issued by Switchyard"
     );
 
-    let raw = claims_of(&id_token.to_string());
+    let raw = jwt_claims(&id_token.to_string());
     assert_eq!(raw["nickname"], "alice");
     assert_eq!(raw["picture"], "https://cdn.example.com/alice.png");
     assert!(
@@ -304,7 +299,7 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
         serde_json::json!(["admin", "editor"]),
         "namespaced custom claim carried"
     );
-    let access = claims_of(tokens.access_token().secret());
+    let access = jwt_claims(tokens.access_token().secret());
     assert_eq!(
         access["https://example.com/roles"],
         serde_json::json!(["admin", "editor"])
@@ -323,7 +318,7 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
     assert_eq!(user.email.as_deref(), Some("alice@example.com"));
     let again = t.tokens("alice@example.com").await;
     assert_eq!(
-        claims_of(again["id_token"].as_str().unwrap())["sub"],
+        jwt_claims(again["id_token"].as_str().unwrap())["sub"],
         "auth0|5f3a9b2c1d4e5f6a7b8c9d0e"
     );
     assert_eq!(
@@ -352,7 +347,7 @@ async fn okta_keycloak_and_generic_oidc_upstreams_log_in_refresh_and_log_out() {
         assert_eq!(done.status(), StatusCode::SEE_OTHER, "{flavor:?}");
         let code = query_of(&location(done.headers()))["code"].clone();
         let tokens: Value = t.app.exchange(&code, None).await.json().await.unwrap();
-        let id = claims_of(tokens["id_token"].as_str().unwrap());
+        let id = jwt_claims(tokens["id_token"].as_str().unwrap());
         assert_eq!(id["sub"], sub.as_str(), "{flavor:?}: the upstream's own id");
         assert_eq!(id["iss"], t.app.issuer);
         assert_eq!(
@@ -550,11 +545,11 @@ async fn an_upstream_refresh_token_held_by_an_application_is_adopted_and_a_forge
     );
     let body: Value = adopted.json().await.unwrap();
     assert_eq!(
-        claims_of(body["id_token"].as_str().unwrap())["sub"],
+        jwt_claims(body["id_token"].as_str().unwrap())["sub"],
         "auth0|5f3a9b2c1d4e5f6a7b8c9d0e"
     );
     assert_eq!(
-        claims_of(body["id_token"].as_str().unwrap())["iss"],
+        jwt_claims(body["id_token"].as_str().unwrap())["iss"],
         t.app.issuer
     );
     // From now on the application holds a Switchyard refresh token.
@@ -620,7 +615,7 @@ async fn a_client_in_upstream_token_mode_receives_the_upstream_access_token() {
         .unwrap();
     assert_eq!(info.status(), StatusCode::OK);
     assert_eq!(
-        claims_of(tokens["id_token"].as_str().unwrap())["iss"],
+        jwt_claims(tokens["id_token"].as_str().unwrap())["iss"],
         t.app.issuer,
         "the ID token is still Switchyard's"
     );
