@@ -447,60 +447,46 @@ impl SqlStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
-        let kind = match existing.as_deref() {
+        let shadow_write = match existing.as_deref() {
+            None => Some((
+                "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
+                 nickname, picture, phone_number, profile, state, upstream, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'shadow', $13, $14, $14)",
+                "shadow_user_created",
+            )),
+            // The upstream is still the source of truth for these users.
+            Some("pending") | Some("shadow") => Some((
+                "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, \
+                 username = COALESCE($5, username), name = $6, given_name = $7, family_name = $8, nickname = $9, \
+                 picture = $10, phone_number = $11, profile = $12, state = 'shadow', upstream = $13, updated_at = $14 \
+                 WHERE id = $1",
+                "shadow_user_updated",
+            )),
+            Some(_) => None,
+        };
+        let kind = match shadow_write {
+            Some((sql, kind)) => {
+                sqlx::query(sql)
+                    .bind(&user_id)
+                    .bind(&p.email)
+                    .bind(&login_email)
+                    .bind(p.email_verified as i64)
+                    .bind(&p.username)
+                    .bind(&p.name)
+                    .bind(&p.given_name)
+                    .bind(&p.family_name)
+                    .bind(&p.nickname)
+                    .bind(&p.picture)
+                    .bind(&p.phone_number)
+                    .bind(&raw)
+                    .bind(provider)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                kind
+            }
             None => {
-                sqlx::query(
-                    "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
-                     nickname, picture, phone_number, profile, state, upstream, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'shadow', $13, $14, $14)",
-                )
-                .bind(&user_id)
-                .bind(&p.email)
-                .bind(&login_email)
-                .bind(p.email_verified as i64)
-                .bind(&p.username)
-                .bind(&p.name)
-                .bind(&p.given_name)
-                .bind(&p.family_name)
-                .bind(&p.nickname)
-                .bind(&p.picture)
-                .bind(&p.phone_number)
-                .bind(&raw)
-                .bind(provider)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                "shadow_user_created"
-            }
-            Some("pending") | Some("shadow") => {
-                // The upstream is still the source of truth for these users.
-                sqlx::query(
-                    "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, \
-                     username = COALESCE($5, username), name = $6, given_name = $7, family_name = $8, nickname = $9, \
-                     picture = $10, phone_number = $11, profile = $12, state = 'shadow', upstream = $13, updated_at = $14 \
-                     WHERE id = $1",
-                )
-                .bind(&user_id)
-                .bind(&p.email)
-                .bind(&login_email)
-                .bind(p.email_verified as i64)
-                .bind(&p.username)
-                .bind(&p.name)
-                .bind(&p.given_name)
-                .bind(&p.family_name)
-                .bind(&p.nickname)
-                .bind(&p.picture)
-                .bind(&p.phone_number)
-                .bind(&raw)
-                .bind(provider)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                "shadow_user_updated"
-            }
-            Some(_) => {
                 // Local and migrated users own their profile; the upstream
                 // only fills what is missing, and its claims are refreshed.
                 sqlx::query(
