@@ -877,7 +877,8 @@ pub fn classify_cognito_error(kind: &str, message: &str) -> PasswordRefusal {
     let m = message.to_ascii_lowercase();
     match kind {
         "NotAuthorizedException" if m.contains("disabled") => PasswordRefusal::Blocked,
-        "NotAuthorizedException" if m.contains("secret hash") => {
+        // "Unable to verify secret hash…", "…configured for secret but secret was not received".
+        "NotAuthorizedException" if m.contains("secret") => {
             PasswordRefusal::Unavailable(UpstreamError::Rejected {
                 error: kind.into(),
                 description: "the upstream client secret does not match".into(),

@@ -321,6 +321,7 @@ async fn discovery_documents_advertise_each_vendors_endpoints_and_grants() {
                 "/realms/acme/protocol/openid-connect/revoke",
             ],
             Flavor::Generic => ["/authorize", "/token", "/userinfo", "/jwks", "/revoke"],
+            Flavor::Cognito => unreachable!("not in Flavor::ALL"),
         };
         let got = [
             "authorization_endpoint",
@@ -1127,4 +1128,931 @@ async fn an_expired_access_token_is_refused_by_userinfo() {
         .await
         .unwrap();
     assert_eq!(info["sub"], alice.sub.as_str());
+}
+
+// ---------------------------------------------------------------------------
+// AWS Cognito
+// ---------------------------------------------------------------------------
+
+/// The `SECRET_HASH` of alice at `app` with `SECRET`, computed independently
+/// (Python's `hmac`): Base64(HMAC-SHA256(secret, username + client id)).
+const ALICE_SECRET_HASH: &str = "WiiLH6qpPdW7ObkVieyhYauPDlA2Z21qNqEvKVNE9RU=";
+
+/// A fake Cognito with the confidential client `app` and alice, whose
+/// `app_metadata` strings become `custom:*` attributes.
+async fn cognito_with_alice() -> (FakeUpstream, FakeUser) {
+    let fake = FakeUpstream::start(Flavor::Cognito).await;
+    fake.add_client(CLIENT_ID, Some(SECRET), &[REDIRECT]);
+    let mut alice = FakeUser::new(
+        &Flavor::Cognito.sample_sub(1),
+        "alice@example.com",
+        PASSWORD,
+    );
+    alice.name = Some("Alice Example".into());
+    alice.app_metadata = json!({
+        "tenant": "acme",
+        "plan": "pro",
+        "roles": ["admin"],
+        "groups": ["admins"],
+    });
+    fake.add_user(alice.clone());
+    (fake, alice)
+}
+
+/// What Cognito's user-pool API answered.
+#[derive(Debug)]
+struct AwsAnswer {
+    status: StatusCode,
+    /// `x-amzn-ErrorType`.
+    error_type: Option<String>,
+    content_type: String,
+    body: Value,
+}
+
+async fn call_user_api(fake: &FakeUpstream, target: &str, body: &Value) -> AwsAnswer {
+    let response = http()
+        .post(fake.user_api_endpoint())
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", target)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let error_type = header("x-amzn-errortype");
+    let content_type = header("content-type").unwrap_or_default();
+    assert!(
+        header("x-amzn-requestid").is_some(),
+        "AWS names every request"
+    );
+    let status = response.status();
+    let body = response.json().await.expect("a JSON body");
+    AwsAnswer {
+        status,
+        error_type,
+        content_type,
+        body,
+    }
+}
+
+/// `InitiateAuth` with `USER_PASSWORD_AUTH` for `app`, with the secret hash
+/// computed from `secret` when given.
+async fn password_auth(
+    fake: &FakeUpstream,
+    username: &str,
+    password: &str,
+    secret: Option<&str>,
+) -> AwsAnswer {
+    let mut parameters = json!({"USERNAME": username, "PASSWORD": password});
+    if let Some(secret) = secret {
+        parameters["SECRET_HASH"] = json!(cognito_secret_hash(username, CLIENT_ID, secret));
+    }
+    call_user_api(
+        fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": CLIENT_ID,
+            "AuthParameters": parameters,
+        }),
+    )
+    .await
+}
+
+/// Asserts an AWS error: `status`, the exact body (`message` left out when
+/// empty) and `x-amzn-ErrorType` naming the same type.
+fn assert_aws_error(answer: &AwsAnswer, status: StatusCode, kind: &str, message: &str) {
+    assert_eq!(answer.status, status, "{answer:?}");
+    let expected = match message {
+        "" => json!({"__type": kind}),
+        _ => json!({"__type": kind, "message": message}),
+    };
+    assert_eq!(answer.body, expected, "{answer:?}");
+    assert_eq!(answer.error_type.as_deref(), Some(kind), "{answer:?}");
+    assert_eq!(answer.content_type, "application/x-amz-json-1.1");
+}
+
+/// Verifies a Cognito access token (no `aud`) with the published JWKS.
+async fn verify_access_token_with_jwks(fake: &FakeUpstream, jwt: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet = http()
+        .get(fake.jwks_uri())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_aud = false;
+    validation.set_issuer(&[fake.issuer()]);
+    jsonwebtoken::decode::<Value>(jwt, &key, &validation)
+        .expect("signature, iss and exp verify")
+        .claims
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[tokio::test]
+async fn an_openidconnect_client_logs_in_through_the_fake_cognito_hosted_ui_and_refresh_does_not_rotate()
+ {
+    let (fake, alice) = cognito_with_alice().await;
+    assert_eq!(fake.issuer(), format!("{}/eu-west-1_FakePool", fake.base));
+    let client = discover(&fake).await;
+    let login = log_in(&fake, &client, &browser(), &alice, &["email", "profile"]).await;
+
+    let verifier = client.id_token_verifier();
+    let id_token = login.tokens.id_token().expect("an ID token with openid");
+    let claims = id_token
+        .claims(&verifier, &login.nonce)
+        .expect("the ID token validates (signature, iss, aud, exp, nonce)");
+    assert_eq!(claims.subject().as_str(), alice.sub);
+    assert!(is_uuid(&alice.sub), "a UUID: {}", alice.sub);
+    assert_eq!(claims.email_verified(), Some(true));
+    let raw = payload(&id_token.to_string());
+    assert_eq!(raw["token_use"], "id");
+    assert_eq!(raw["cognito:username"], "alice@example.com");
+    assert_eq!(raw["custom:tenant"], "acme");
+    assert_eq!(raw["custom:plan"], "pro");
+    assert!(
+        raw.get("custom:roles").is_none(),
+        "only strings are attributes"
+    );
+    assert_eq!(raw["cognito:groups"], json!(["admins"]));
+    assert_eq!(raw["email_verified"], true, "a boolean in the ID token");
+    assert_eq!(raw["aud"], CLIENT_ID);
+    assert!(raw["at_hash"].is_string());
+
+    let access = payload(login.tokens.access_token().secret());
+    assert_eq!(access["token_use"], "access");
+    assert_eq!(access["client_id"], CLIENT_ID);
+    assert_eq!(access["username"], "alice@example.com");
+    assert_eq!(access["scope"], "openid email profile");
+    assert!(
+        access.get("aud").is_none(),
+        "Cognito access tokens have no aud"
+    );
+    assert!(
+        login.tokens.scopes().is_none(),
+        "Cognito's token response has no scope"
+    );
+
+    // userInfo: openidconnect copes with Cognito's string booleans.
+    let info: CoreUserInfoClaims = client
+        .user_info(login.tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("userInfo");
+    assert_eq!(info.subject().as_str(), alice.sub);
+    assert_eq!(info.email_verified(), Some(true));
+    let raw_info: Value = http()
+        .get(fake.userinfo_endpoint())
+        .bearer_auth(login.tokens.access_token().secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw_info["email_verified"], "true", "a string from userInfo");
+    assert_eq!(raw_info["username"], "alice@example.com");
+    assert_eq!(raw_info["custom:tenant"], "acme");
+
+    let original = login.tokens.refresh_token().expect("a refresh token");
+    assert_eq!(
+        original.secret().split('.').count(),
+        5,
+        "Cognito refresh tokens are JWEs"
+    );
+    for _ in 0..2 {
+        let refreshed = client
+            .exchange_refresh_token(original)
+            .unwrap()
+            .request_async(&http())
+            .await
+            .expect("the same refresh token works again");
+        assert!(
+            refreshed.refresh_token().is_none(),
+            "no rotation: no new refresh token"
+        );
+        let again = refreshed
+            .id_token()
+            .expect("an ID token on refresh")
+            .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+            .expect("the refreshed ID token validates");
+        assert_eq!(again.subject().as_str(), alice.sub);
+        assert_eq!(
+            again.auth_time(),
+            claims.auth_time(),
+            "auth_time is the login's"
+        );
+    }
+    assert_eq!(fake.calls("token:refresh_token"), 2);
+    assert_eq!(fake.calls("discovery"), 1);
+    assert_eq!(fake.calls("jwks"), 1);
+    assert_eq!(fake.calls("userinfo"), 2);
+}
+
+#[tokio::test]
+async fn cognito_discovery_lists_the_hosted_ui_endpoints_and_neither_a_password_grant_nor_end_session()
+ {
+    let fake = FakeUpstream::start(Flavor::Cognito).await;
+    assert_eq!(
+        fake.discovery_url(),
+        format!("{}/.well-known/openid-configuration", fake.issuer())
+    );
+    let doc: Value = http()
+        .get(fake.discovery_url())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = &fake.base;
+    let i = fake.issuer();
+    assert_eq!(
+        doc,
+        json!({
+            "authorization_endpoint": format!("{b}/oauth2/authorize"),
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "issuer": i,
+            "jwks_uri": format!("{i}/.well-known/jwks.json"),
+            "response_types_supported": ["code", "token"],
+            "revocation_endpoint": format!("{b}/oauth2/revoke"),
+            "scopes_supported": ["openid", "email", "phone", "profile"],
+            "subject_types_supported": ["public"],
+            "token_endpoint": format!("{b}/oauth2/token"),
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "userinfo_endpoint": format!("{b}/oauth2/userInfo"),
+        })
+    );
+    assert_eq!(
+        fake.authorization_endpoint(),
+        format!("{b}/oauth2/authorize")
+    );
+    assert_eq!(fake.token_endpoint(), format!("{b}/oauth2/token"));
+    assert_eq!(fake.userinfo_endpoint(), format!("{b}/oauth2/userInfo"));
+    assert_eq!(fake.revocation_endpoint(), format!("{b}/oauth2/revoke"));
+    assert_eq!(fake.jwks_uri(), format!("{i}/.well-known/jwks.json"));
+    assert_eq!(fake.end_session_endpoint(), format!("{b}/logout"));
+    assert_eq!(fake.user_api_endpoint(), format!("{b}/"));
+    assert!(!Flavor::Cognito.supports_password_grant());
+    assert!(!Flavor::Cognito.sends_iss_in_authorization_response());
+    assert!(!Flavor::ALL.contains(&Flavor::Cognito));
+}
+
+#[tokio::test]
+async fn cognito_initiate_auth_with_a_correct_secret_hash_returns_tokens_that_validate_against_the_jwks()
+ {
+    let (fake, alice) = cognito_with_alice().await;
+    assert_eq!(
+        cognito_secret_hash("alice@example.com", CLIENT_ID, SECRET),
+        ALICE_SECRET_HASH
+    );
+    let answer = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": CLIENT_ID,
+            "AuthParameters": {
+                "USERNAME": "alice@example.com",
+                "PASSWORD": PASSWORD,
+                "SECRET_HASH": ALICE_SECRET_HASH,
+            },
+        }),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.error_type, None);
+    assert_eq!(answer.content_type, "application/x-amz-json-1.1");
+    assert_eq!(answer.body["ChallengeParameters"], json!({}));
+    let result = answer.body["AuthenticationResult"].as_object().unwrap();
+    let mut keys: Vec<&str> = result.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "AccessToken",
+            "ExpiresIn",
+            "IdToken",
+            "RefreshToken",
+            "TokenType"
+        ]
+    );
+    assert_eq!(result["ExpiresIn"], 3600);
+    assert_eq!(result["TokenType"], "Bearer");
+
+    let id = verify_with_jwks(&fake, result["IdToken"].as_str().unwrap(), CLIENT_ID).await;
+    assert_eq!(id["sub"], alice.sub.as_str());
+    assert_eq!(id["token_use"], "id");
+    assert_eq!(id["cognito:username"], "alice@example.com");
+    assert_eq!(id["email"], "alice@example.com");
+    assert_eq!(id["email_verified"], true);
+    assert_eq!(id["custom:tenant"], "acme");
+    assert!(id["auth_time"].is_i64() && id["iat"].is_i64());
+    assert!(id.get("nonce").is_none(), "no nonce without a request");
+
+    let access_token = result["AccessToken"].as_str().unwrap();
+    let access = verify_access_token_with_jwks(&fake, access_token).await;
+    assert_eq!(access["token_use"], "access");
+    assert_eq!(access["client_id"], CLIENT_ID);
+    assert_eq!(access["username"], "alice@example.com");
+    assert_eq!(access["scope"], COGNITO_ADMIN_SCOPE);
+    assert!(access.get("aud").is_none());
+    assert_eq!(fake.calls("initiate_auth"), 1);
+    assert_eq!(fake.calls("token"), 0, "not the token endpoint");
+
+    // AWS: userInfo refuses access tokens from InitiateAuth (no openid).
+    let info = http()
+        .get(fake.userinfo_endpoint())
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        info.headers()["www-authenticate"],
+        "error=\"invalid_token\", error_description=\"Access token is expired, disabled, or deleted, or the user has globally signed out.\""
+    );
+
+    // REFRESH_TOKEN_AUTH: new tokens, the same refresh token.
+    let refresh_token = result["RefreshToken"].as_str().unwrap();
+    for _ in 0..2 {
+        let refreshed = call_user_api(
+            &fake,
+            COGNITO_INITIATE_AUTH,
+            &json!({
+                "AuthFlow": "REFRESH_TOKEN_AUTH",
+                "ClientId": CLIENT_ID,
+                "AuthParameters": {
+                    "REFRESH_TOKEN": refresh_token,
+                    "SECRET_HASH": cognito_secret_hash(&alice.sub, CLIENT_ID, SECRET),
+                },
+            }),
+        )
+        .await;
+        assert_eq!(refreshed.status, StatusCode::OK, "{refreshed:?}");
+        let result = &refreshed.body["AuthenticationResult"];
+        assert!(result.get("RefreshToken").is_none(), "no rotation");
+        let id = verify_with_jwks(&fake, result["IdToken"].as_str().unwrap(), CLIENT_ID).await;
+        assert_eq!(id["sub"], alice.sub.as_str());
+    }
+    assert_eq!(fake.calls("initiate_auth"), 3);
+}
+
+#[tokio::test]
+async fn cognito_initiate_auth_answers_each_error_and_challenge_exactly_as_aws_does() {
+    let (fake, _) = cognito_with_alice().await;
+    let mut disabled = FakeUser::new(
+        &Flavor::Cognito.sample_sub(2),
+        "disabled@example.com",
+        PASSWORD,
+    );
+    disabled.blocked = true;
+    fake.add_user(disabled);
+    let mut mfa = FakeUser::new(&Flavor::Cognito.sample_sub(3), "mfa@example.com", PASSWORD);
+    mfa.mfa_required = true;
+    fake.add_user(mfa);
+    let mut fresh = FakeUser::new(&Flavor::Cognito.sample_sub(4), "new@example.com", PASSWORD);
+    fresh.app_metadata = json!({"tenant": "acme"});
+    fake.add_user(fresh.clone());
+    fake.require_new_password(&fresh.sub);
+    let bad = StatusCode::BAD_REQUEST;
+    let auth = |username: &'static str, password: &'static str| {
+        let fake = &fake;
+        async move { password_auth(fake, username, password, Some(SECRET)).await }
+    };
+
+    let wrong = auth("alice@example.com", "wrong").await;
+    assert_aws_error(
+        &wrong,
+        bad,
+        "NotAuthorizedException",
+        "Incorrect username or password.",
+    );
+    let unknown = auth("nobody@example.com", PASSWORD).await;
+    assert_aws_error(
+        &unknown,
+        bad,
+        "UserNotFoundException",
+        "User does not exist.",
+    );
+    assert_aws_error(
+        &auth("disabled@example.com", PASSWORD).await,
+        bad,
+        "NotAuthorizedException",
+        "User is disabled.",
+    );
+
+    fake.set_prevent_user_existence_errors(true);
+    let hidden = auth("nobody@example.com", PASSWORD).await;
+    assert_eq!(
+        (hidden.status, &hidden.body, &hidden.error_type),
+        (wrong.status, &wrong.body, &wrong.error_type),
+        "an unknown user looks exactly like a wrong password"
+    );
+    fake.set_prevent_user_existence_errors(false);
+
+    let challenge = auth("mfa@example.com", PASSWORD).await;
+    assert_eq!(challenge.status, StatusCode::OK);
+    assert_eq!(challenge.error_type, None);
+    let session = challenge.body["Session"].as_str().unwrap().to_string();
+    assert!(session.len() > 100, "an opaque session");
+    assert_eq!(
+        challenge.body,
+        json!({"ChallengeName": "SOFTWARE_TOKEN_MFA", "Session": session, "ChallengeParameters": {}})
+    );
+
+    let challenge = auth("new@example.com", PASSWORD).await;
+    assert_eq!(challenge.status, StatusCode::OK);
+    let body = &challenge.body;
+    assert_eq!(body["ChallengeName"], "NEW_PASSWORD_REQUIRED");
+    assert!(body["Session"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(body.get("AuthenticationResult").is_none());
+    let parameters = body["ChallengeParameters"].as_object().unwrap();
+    assert_eq!(parameters.len(), 3, "{parameters:?}");
+    assert_eq!(parameters["USER_ID_FOR_SRP"], "new@example.com");
+    assert_eq!(parameters["requiredAttributes"], "[]");
+    let attributes: Value =
+        serde_json::from_str(parameters["userAttributes"].as_str().unwrap()).unwrap();
+    assert_eq!(attributes["email"], "new@example.com");
+    assert_eq!(attributes["email_verified"], "true");
+    assert_eq!(attributes["custom:tenant"], "acme");
+    assert!(attributes.get("sub").is_none(), "sub is not an attribute");
+    // The wrong password still comes first.
+    assert_aws_error(
+        &auth("new@example.com", "wrong").await,
+        bad,
+        "NotAuthorizedException",
+        "Incorrect username or password.",
+    );
+
+    let unknown_client = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": "nope",
+            "AuthParameters": {"USERNAME": "alice@example.com", "PASSWORD": PASSWORD},
+        }),
+    )
+    .await;
+    assert_aws_error(
+        &unknown_client,
+        bad,
+        "ResourceNotFoundException",
+        "User pool client nope does not exist.",
+    );
+    let srp = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_SRP_AUTH",
+            "ClientId": CLIENT_ID,
+            "AuthParameters": {"USERNAME": "alice@example.com", "SRP_A": "abc"},
+        }),
+    )
+    .await;
+    assert_aws_error(
+        &srp,
+        bad,
+        "InvalidParameterException",
+        "USER_SRP_AUTH is not enabled for the client.",
+    );
+    let missing = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": CLIENT_ID,
+            "AuthParameters": {"USERNAME": "alice@example.com", "SECRET_HASH": ALICE_SECRET_HASH},
+        }),
+    )
+    .await;
+    assert_aws_error(
+        &missing,
+        bad,
+        "InvalidParameterException",
+        "Missing required parameter PASSWORD",
+    );
+    let admin = call_user_api(
+        &fake,
+        "AWSCognitoIdentityProviderService.ListUsers",
+        &json!({"UserPoolId": COGNITO_POOL_ID}),
+    )
+    .await;
+    assert_aws_error(&admin, bad, "UnknownOperationException", "");
+    let untyped = http()
+        .post(fake.user_api_endpoint())
+        .header("x-amz-target", COGNITO_INITIATE_AUTH)
+        .json(&json!({"AuthFlow": "USER_PASSWORD_AUTH", "ClientId": CLIENT_ID}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untyped.status(), bad);
+    assert_eq!(
+        untyped.headers()["x-amzn-errortype"],
+        "SerializationException"
+    );
+    assert_eq!(
+        untyped.json::<Value>().await.unwrap(),
+        json!({"__type": "SerializationException"}),
+        "AWS JSON 1.1 wants its own content type"
+    );
+
+    fake.set_mode(Mode::RateLimited {
+        retry_after_secs: 1,
+    });
+    assert_aws_error(
+        &auth("alice@example.com", PASSWORD).await,
+        bad,
+        "TooManyRequestsException",
+        "Rate exceeded",
+    );
+    fake.set_mode(Mode::Fail500);
+    let failed = auth("alice@example.com", PASSWORD).await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(failed.body["__type"], "InternalErrorException");
+    assert_eq!(failed.error_type.as_deref(), Some("InternalErrorException"));
+    fake.set_mode(Mode::Normal);
+    assert_eq!(
+        auth("alice@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+
+    assert_eq!(fake.calls("initiate_auth"), 14);
+    assert_eq!(fake.calls("user_api"), 15, "ListUsers reached the API too");
+}
+
+#[tokio::test]
+async fn cognito_refuses_a_missing_or_wrong_secret_hash() {
+    let (fake, _) = cognito_with_alice().await;
+    let bad = StatusCode::BAD_REQUEST;
+    assert_aws_error(
+        &password_auth(&fake, "alice@example.com", PASSWORD, None).await,
+        bad,
+        "NotAuthorizedException",
+        "Client app is configured for secret but secret was not received",
+    );
+    assert_aws_error(
+        &password_auth(&fake, "alice@example.com", PASSWORD, Some("not-the-secret")).await,
+        bad,
+        "NotAuthorizedException",
+        "Unable to verify secret hash for client app",
+    );
+    // Over another username: refused, even with the right password.
+    let other_users_hash = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": CLIENT_ID,
+            "AuthParameters": {
+                "USERNAME": "alice@example.com",
+                "PASSWORD": PASSWORD,
+                "SECRET_HASH": cognito_secret_hash("bob@example.com", CLIENT_ID, SECRET),
+            },
+        }),
+    )
+    .await;
+    assert_aws_error(
+        &other_users_hash,
+        bad,
+        "NotAuthorizedException",
+        "Unable to verify secret hash for client app",
+    );
+    // The hash is checked before the user is looked up.
+    assert_aws_error(
+        &password_auth(
+            &fake,
+            "nobody@example.com",
+            PASSWORD,
+            Some("not-the-secret"),
+        )
+        .await,
+        bad,
+        "NotAuthorizedException",
+        "Unable to verify secret hash for client app",
+    );
+
+    // A client without a secret needs no hash.
+    fake.add_client("public", None, &[REDIRECT]);
+    let public = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": "public",
+            "AuthParameters": {"USERNAME": "alice@example.com", "PASSWORD": PASSWORD},
+        }),
+    )
+    .await;
+    assert_eq!(public.status, StatusCode::OK, "{public:?}");
+    let id_token = public.body["AuthenticationResult"]["IdToken"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        verify_with_jwks(&fake, id_token, "public").await["aud"],
+        "public"
+    );
+}
+
+#[tokio::test]
+async fn cognito_refuses_user_password_auth_for_a_client_that_does_not_enable_it() {
+    let (fake, _) = cognito_with_alice().await;
+    fake.set_user_password_auth(CLIENT_ID, false);
+    let refused = password_auth(&fake, "alice@example.com", PASSWORD, Some(SECRET)).await;
+    assert_aws_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterException",
+        "USER_PASSWORD_AUTH flow not enabled for this client",
+    );
+    fake.set_user_password_auth(CLIENT_ID, true);
+    let allowed = password_auth(&fake, "alice@example.com", PASSWORD, Some(SECRET)).await;
+    assert_eq!(allowed.status, StatusCode::OK, "{allowed:?}");
+    assert_eq!(fake.calls("initiate_auth"), 2);
+}
+
+#[tokio::test]
+async fn cognito_token_endpoint_errors_carry_the_code_alone_and_there_is_no_password_grant() {
+    let (fake, alice) = cognito_with_alice().await;
+    let post = |form: Vec<(&'static str, String)>, secret: &'static str| {
+        http()
+            .post(fake.token_endpoint())
+            .basic_auth(CLIENT_ID, Some(secret))
+            .form(&form)
+            .send()
+    };
+    let exact = |response: reqwest::Response, error: &'static str| async move {
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"error": error})
+        );
+    };
+    exact(
+        post(
+            vec![
+                ("grant_type", "password".into()),
+                ("username", alice.email.clone()),
+                ("password", PASSWORD.into()),
+            ],
+            SECRET,
+        )
+        .await
+        .unwrap(),
+        "unsupported_grant_type",
+    )
+    .await;
+    exact(
+        post(
+            vec![
+                ("grant_type", "authorization_code".into()),
+                ("code", "not-a-code".into()),
+                ("redirect_uri", REDIRECT.into()),
+            ],
+            SECRET,
+        )
+        .await
+        .unwrap(),
+        "invalid_grant",
+    )
+    .await;
+    exact(
+        post(
+            vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", "not-a-token".into()),
+            ],
+            "not-the-secret",
+        )
+        .await
+        .unwrap(),
+        "invalid_client",
+    )
+    .await;
+    assert_eq!(fake.calls("token:password"), 1);
+}
+
+#[tokio::test]
+async fn revoking_a_cognito_refresh_token_ends_it_and_its_access_tokens() {
+    let (fake, alice) = cognito_with_alice().await;
+    let client = discover(&fake).await;
+    let login = log_in(&fake, &client, &browser(), &alice, &["email"]).await;
+    let refresh_token = login.tokens.refresh_token().unwrap().secret().clone();
+    let userinfo = |token: String| {
+        let endpoint = fake.userinfo_endpoint();
+        async move {
+            http()
+                .get(endpoint)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let access_token = login.tokens.access_token().secret().clone();
+    assert_eq!(userinfo(access_token.clone()).await, StatusCode::OK);
+
+    let revoke = |token: String| {
+        http()
+            .post(fake.revocation_endpoint())
+            .basic_auth(CLIENT_ID, Some(SECRET))
+            .form(&[("token", token)])
+            .send()
+    };
+    // Cognito revokes refresh tokens only.
+    let refused = revoke(access_token.clone()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap(),
+        json!({"error": "unsupported_token_type"})
+    );
+    let revoked = revoke(refresh_token.clone()).await.unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(fake.revoked_refresh_tokens(), vec![refresh_token.clone()]);
+    assert_eq!(
+        userinfo(access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "the access token issued with it ends too"
+    );
+    let refresh = http()
+        .post(fake.token_endpoint())
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refresh.json::<Value>().await.unwrap(),
+        json!({"error": "invalid_grant"})
+    );
+    let api = call_user_api(
+        &fake,
+        COGNITO_INITIATE_AUTH,
+        &json!({
+            "AuthFlow": "REFRESH_TOKEN_AUTH",
+            "ClientId": CLIENT_ID,
+            "AuthParameters": {
+                "REFRESH_TOKEN": refresh_token,
+                "SECRET_HASH": cognito_secret_hash(&alice.sub, CLIENT_ID, SECRET),
+            },
+        }),
+    )
+    .await;
+    assert_aws_error(
+        &api,
+        StatusCode::BAD_REQUEST,
+        "NotAuthorizedException",
+        "Refresh Token has been revoked",
+    );
+}
+
+#[tokio::test]
+async fn cognito_logout_redirects_to_logout_uri_and_ends_the_hosted_ui_session() {
+    let (fake, alice) = cognito_with_alice().await;
+    let browser = browser();
+    let done = fake
+        .browser_login(&browser, &authorize_url(&fake, &[]), &alice.email, PASSWORD)
+        .await;
+    let back = redirect_params(&done);
+    assert!(back.contains_key("code"));
+    assert!(is_uuid(&back["code"]), "Cognito codes are UUIDs");
+    assert!(
+        !back.contains_key("iss"),
+        "Cognito does not send RFC 9207 iss"
+    );
+    let silent = authorize_url(&fake, &[("prompt", "none")]);
+    let again = browser.get(&silent).send().await.unwrap();
+    assert!(redirect_params(&again).contains_key("code"), "SSO");
+
+    let logout = browser
+        .get(fake.url("/logout"))
+        .query(&[
+            ("client_id", CLIENT_ID),
+            ("logout_uri", "https://app.example.com/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::FOUND);
+    assert_eq!(
+        logout.headers()["location"],
+        "https://app.example.com/bye",
+        "nothing added"
+    );
+    assert_eq!(fake.calls("logout"), 1);
+    let after = browser.get(&silent).send().await.unwrap();
+    assert_eq!(redirect_params(&after)["error"], "login_required");
+
+    let unknown = http()
+        .get(fake.url("/logout"))
+        .query(&[
+            ("client_id", "nope"),
+            ("logout_uri", "https://app.example.com/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert!(unknown.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn the_cognito_hosted_ui_names_unknown_users_unless_existence_errors_are_prevented() {
+    let (fake, alice) = cognito_with_alice().await;
+    let page = |username: &'static str, password: &'static str| {
+        let fake = &fake;
+        async move {
+            let page = fake
+                .browser_login(&browser(), &authorize_url(fake, &[]), username, password)
+                .await;
+            assert_eq!(page.status(), StatusCode::OK);
+            page.text().await.unwrap()
+        }
+    };
+    assert!(
+        page("nobody@example.com", PASSWORD)
+            .await
+            .contains("User does not exist.")
+    );
+    assert!(
+        page("alice@example.com", "wrong")
+            .await
+            .contains("Incorrect username or password.")
+    );
+    fake.set_prevent_user_existence_errors(true);
+    assert!(
+        page("nobody@example.com", PASSWORD)
+            .await
+            .contains("Incorrect username or password.")
+    );
+    let mut disabled = alice.clone();
+    disabled.blocked = true;
+    fake.add_user(disabled);
+    assert!(
+        page("alice@example.com", PASSWORD)
+            .await
+            .contains("User is disabled.")
+    );
+}
+
+#[tokio::test]
+async fn the_cognito_implicit_grant_returns_tokens_in_the_fragment() {
+    let (fake, alice) = cognito_with_alice().await;
+    let url = reqwest::Url::parse_with_params(
+        &fake.authorization_endpoint(),
+        &[
+            ("response_type", "token"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid email"),
+            ("state", "st"),
+            ("nonce", "nn"),
+        ],
+    )
+    .unwrap();
+    let done = fake
+        .browser_login(&browser(), url.as_str(), &alice.email, PASSWORD)
+        .await;
+    assert_eq!(done.status(), StatusCode::FOUND);
+    let location = url::Url::parse(done.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(location.query(), None);
+    let fragment: HashMap<String, String> =
+        url::form_urlencoded::parse(location.fragment().unwrap().as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(fragment["state"], "st");
+    assert_eq!(fragment["token_type"], "Bearer");
+    assert_eq!(fragment["expires_in"], "3600");
+    assert!(!fragment.contains_key("refresh_token"));
+    let id = verify_with_jwks(&fake, &fragment["id_token"], CLIENT_ID).await;
+    assert_eq!(id["nonce"], "nn");
+    assert_eq!(id["sub"], alice.sub.as_str());
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_new_cognito_id_tokens_validate_only_after_rediscovery() {
+    key_rotation_needs_rediscovery(Flavor::Cognito).await;
 }

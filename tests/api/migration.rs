@@ -722,3 +722,67 @@ async fn a_generic_provider_without_a_password_grant_keeps_the_redirect_track() 
     );
     assert_eq!(t.fake.calls("token"), 0);
 }
+
+#[tokio::test]
+async fn cognito_users_migrate_through_initiate_auth_with_a_secret_hash() {
+    let t = spawn_with_upstream(Flavor::Cognito, |s| s.password.failure_floor_ms = 50).await;
+    let sub = Flavor::Cognito.sample_sub(3);
+    let mut henry = FakeUser::new(&sub, "henry@example.com", PASSWORD);
+    henry.app_metadata = serde_json::json!({"tenant": "acme"});
+    t.fake.add_user(henry);
+    let mut disabled = FakeUser::new(&Flavor::Cognito.sample_sub(4), "off@example.com", PASSWORD);
+    disabled.blocked = true;
+    t.fake.add_user(disabled);
+
+    for (email, password) in [
+        ("henry@example.com", "wrong"),
+        ("nobody@example.com", PASSWORD),
+        ("off@example.com", PASSWORD),
+    ] {
+        let r = password_login(&t, "web", email, password).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{email}");
+    }
+    let id = id_token_after(
+        &t,
+        password_login(&t, "web", "henry@example.com", PASSWORD).await,
+    )
+    .await;
+    assert_eq!(id["sub"], sub.as_str(), "Cognito's sub is kept");
+    assert_eq!(id["custom:tenant"], "acme", "custom attributes are carried");
+    assert_eq!(id["cognito:username"], "henry@example.com");
+    assert_eq!(
+        t.app.state.db.get_user(&sub).await.unwrap().unwrap().state,
+        UserState::Migrated
+    );
+    let calls = t.fake.calls("initiate_auth");
+    id_token_after(
+        &t,
+        password_login(&t, "web", "henry@example.com", PASSWORD).await,
+    )
+    .await;
+    assert_eq!(t.fake.calls("initiate_auth"), calls, "local from now on");
+
+    // A required new password is a challenge: the hosted UI handles it.
+    let ivy_sub = Flavor::Cognito.sample_sub(5);
+    t.fake
+        .add_user(FakeUser::new(&ivy_sub, "ivy@example.com", PASSWORD));
+    t.fake.require_new_password(&ivy_sub);
+    let r = password_login(&t, "web", "ivy@example.com", PASSWORD).await;
+    assert!(
+        location(r.headers()).starts_with(&t.fake.base),
+        "NEW_PASSWORD_REQUIRED: redirect track"
+    );
+
+    // An SRP-only app client: the password track is not possible.
+    t.fake.set_user_password_auth("switchyard", false);
+    t.fake.add_user(FakeUser::new(
+        &Flavor::Cognito.sample_sub(6),
+        "jay@example.com",
+        PASSWORD,
+    ));
+    let r = password_login(&t, "web", "jay@example.com", PASSWORD).await;
+    assert!(
+        location(r.headers()).starts_with(&t.fake.base),
+        "SRP-only client: redirect track"
+    );
+}

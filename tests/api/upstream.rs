@@ -32,6 +32,7 @@ fn provider(flavor: &Flavor) -> &'static str {
         Flavor::Okta => "okta",
         Flavor::Keycloak => "keycloak",
         Flavor::Generic => "oidc",
+        Flavor::Cognito => "cognito",
     }
 }
 
@@ -82,16 +83,7 @@ pub async fn spawn_redirect_track(
 }
 
 fn fake_flavor(fake: &FakeUpstream) -> Flavor {
-    let issuer = fake.issuer();
-    if issuer.contains("/oauth2/") {
-        Flavor::Okta
-    } else if issuer.contains("/realms/") {
-        Flavor::Keycloak
-    } else if issuer.ends_with('/') {
-        Flavor::Auth0
-    } else {
-        Flavor::Generic
-    }
+    fake.flavor
 }
 
 fn alice() -> FakeUser {
@@ -627,6 +619,7 @@ fn userinfo_path(fake: &FakeUpstream) -> &'static str {
         Flavor::Okta => "/oauth2/default/v1/userinfo",
         Flavor::Keycloak => "/realms/acme/protocol/openid-connect/userinfo",
         Flavor::Generic => "/userinfo",
+        Flavor::Cognito => "/oauth2/userInfo",
     }
 }
 

@@ -5,7 +5,9 @@
 //! paths and issuer spelling, its error bodies and status codes, its
 //! rate-limit headers and its token shapes (Auth0's ISO-8601 `updated_at`,
 //! Okta's `00u…` ids and JWT access tokens whose `sub` is the login,
-//! Keycloak's `preferred_username` and refresh-token-always). It runs the
+//! Keycloak's `preferred_username` and refresh-token-always, Cognito's
+//! `token_use` and `cognito:username` claims, refresh tokens that do not
+//! rotate and its AWS JSON 1.1 `InitiateAuth`). It runs the
 //! authorization-code flow with PKCE behind a small HTML login page, the
 //! refresh-token grant with rotation, the password grant where the vendor
 //! offers it, userinfo, RFC 7009 revocation and logout.
@@ -34,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, KeyPair, RsaKeyPair};
@@ -61,6 +64,14 @@ pub const AUTH0_DEFAULT_REALM: &str = "Username-Password-Authentication";
 /// an Auth0 Action would).
 pub const AUTH0_ROLES_CLAIM: &str = "https://example.com/roles";
 
+/// The user pool the fake Cognito plays; its issuer is `{base}/{COGNITO_POOL_ID}`.
+pub const COGNITO_POOL_ID: &str = "eu-west-1_FakePool";
+/// The scope of the access tokens Cognito's user-pool API (`InitiateAuth`)
+/// issues; the hosted UI's `/oauth2/userInfo` refuses such tokens.
+pub const COGNITO_ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
+/// The `X-Amz-Target` of Cognito's `InitiateAuth`.
+pub const COGNITO_INITIATE_AUTH: &str = "AWSCognitoIdentityProviderService.InitiateAuth";
+
 /// Which vendor the fake plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Flavor {
@@ -68,9 +79,46 @@ pub enum Flavor {
     Okta,
     Keycloak,
     Generic,
+    /// An AWS Cognito user pool ([`COGNITO_POOL_ID`]) with its hosted UI
+    /// served from the same origin: the issuer is `{base}/eu-west-1_FakePool`
+    /// (discovery and JWKS under it) while `/oauth2/authorize`,
+    /// `/oauth2/token`, `/oauth2/userInfo`, `/oauth2/revoke`, `/login` and
+    /// `/logout?client_id=&logout_uri=` sit at the root, and the user-pool
+    /// API (AWS JSON 1.1) answers `POST {base}/`.
+    ///
+    /// As Cognito does: discovery lists no grant types and no
+    /// `end_session_endpoint`; there is no password grant at the token
+    /// endpoint (passwords go through `InitiateAuth` with
+    /// `USER_PASSWORD_AUTH`, and `SECRET_HASH` when the client has a
+    /// secret); token-endpoint errors are `{"error": …}` alone with 400;
+    /// refresh tokens (JWE-shaped, opaque) do not rotate; `sub` is a UUID,
+    /// `cognito:username` is the email, `email_verified` a boolean in the ID
+    /// token but the string `"true"`/`"false"` from userInfo, every string in
+    /// `app_metadata` becomes a `custom:*` attribute (and a `groups` array
+    /// `cognito:groups`); `/oauth2/revoke` takes refresh tokens only (and ends
+    /// the access tokens issued with them); userInfo needs an access token
+    /// with `openid` in its scope (not one from `InitiateAuth`).
+    ///
+    /// Simplified: `InitiateAuth` needs no SigV4 (AWS does not ask for it
+    /// with an app client either) and is the only operation served: the
+    /// admin APIs that need SigV4 (`AdminInitiateAuth`, `ListUsers`, …) and
+    /// `RespondToAuthChallenge` answer `UnknownOperationException`, so the
+    /// `NEW_PASSWORD_REQUIRED` and `SOFTWARE_TOKEN_MFA` challenges cannot be
+    /// answered. `InitiateAuth` serves `USER_PASSWORD_AUTH` (on by default,
+    /// see [`FakeUpstream::set_user_password_auth`]) and
+    /// `REFRESH_TOKEN_AUTH`; SRP, custom and choice-based flows are refused
+    /// as a client that does not enable them. The hosted UI completes the
+    /// login of users with MFA or a required new password at once (as the
+    /// other flavors' login pages do), takes any `logout_uri`, and throttling
+    /// at the OAuth endpoints is a 429. No rate-limit headers (Cognito sends
+    /// none).
+    Cognito,
 }
 
 impl Flavor {
+    /// The four OIDC-only flavors; [`Flavor::Cognito`] is left out (its
+    /// discovery has no `end_session_endpoint` or `grant_types_supported`,
+    /// which tests looping over these rely on).
     pub const ALL: [Flavor; 4] = [
         Flavor::Auth0,
         Flavor::Okta,
@@ -95,20 +143,30 @@ impl Flavor {
                     .collect();
                 format!("00u{tail}")
             }
-            Flavor::Keycloak => uuid_from(bytes),
+            Flavor::Keycloak | Flavor::Cognito => uuid_from(bytes),
             Flavor::Generic => format!("usr_{}", hex(&bytes[..10])),
         }
     }
 
     /// Whether the vendor sends `iss` in the authorization response (RFC 9207).
     pub fn sends_iss_in_authorization_response(self) -> bool {
-        !matches!(self, Flavor::Auth0)
+        !matches!(self, Flavor::Auth0 | Flavor::Cognito)
     }
 
     /// Whether the token endpoint takes `grant_type=password`.
     pub fn supports_password_grant(self) -> bool {
-        !matches!(self, Flavor::Generic)
+        !matches!(self, Flavor::Generic | Flavor::Cognito)
     }
+}
+
+/// Cognito's `SECRET_HASH`: Base64(HMAC-SHA256(key = client secret,
+/// message = username + client id)).
+pub fn cognito_secret_hash(username: &str, client_id: &str, client_secret: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, client_secret.as_bytes());
+    STANDARD.encode(hmac::sign(
+        &key,
+        format!("{username}{client_id}").as_bytes(),
+    ))
 }
 
 /// A user the fake upstream knows.
@@ -248,7 +306,7 @@ impl FakeUpstream {
 
     /// The issuer exactly as the vendor spells it: `{base}/` for Auth0,
     /// `{base}/oauth2/default` for Okta, `{base}/realms/acme` for Keycloak,
-    /// `{base}` otherwise.
+    /// `{base}/eu-west-1_FakePool` for Cognito, `{base}` otherwise.
     pub fn issuer(&self) -> String {
         self.shared.issuer()
     }
@@ -283,9 +341,40 @@ impl FakeUpstream {
     }
 
     /// The logout endpoint the discovery document advertises
-    /// (`end_session_endpoint`; Auth0 also serves `/v2/logout`).
+    /// (`end_session_endpoint`; Auth0 also serves `/v2/logout`). Cognito
+    /// advertises none: this is its `{base}/logout`, which takes `client_id`
+    /// and `logout_uri`.
     pub fn end_session_endpoint(&self) -> String {
         self.url(&self.shared.paths.logout[0])
+    }
+
+    /// Where Cognito's user-pool API (AWS JSON 1.1, `X-Amz-Target`) is
+    /// served: `{base}/`, as `https://cognito-idp.{region}.amazonaws.com/`.
+    pub fn user_api_endpoint(&self) -> String {
+        self.url("/")
+    }
+
+    /// Cognito: whether the app client allows `USER_PASSWORD_AUTH`
+    /// (`ALLOW_USER_PASSWORD_AUTH`; on when a client is added). Off,
+    /// `InitiateAuth` answers `InvalidParameterException`.
+    pub fn set_user_password_auth(&self, client_id: &str, enabled: bool) {
+        if let Some(client) = self.shared.lock().clients.get_mut(client_id) {
+            client.user_password_auth = enabled;
+        }
+    }
+
+    /// Cognito's PreventUserExistenceErrors (off by default): on,
+    /// `InitiateAuth` and the hosted UI answer an unknown user exactly as a
+    /// wrong password.
+    pub fn set_prevent_user_existence_errors(&self, on: bool) {
+        self.shared.lock().prevent_user_existence_errors = on;
+    }
+
+    /// Cognito: puts the user in `FORCE_CHANGE_PASSWORD` (as after
+    /// `AdminCreateUser`): a correct password at `InitiateAuth` answers the
+    /// `NEW_PASSWORD_REQUIRED` challenge instead of tokens.
+    pub fn require_new_password(&self, sub: &str) {
+        self.shared.lock().new_password_required.insert(sub.into());
     }
 
     /// Adds a user, or replaces the one with the same `sub`.
@@ -307,6 +396,7 @@ impl FakeUpstream {
                 client_id: client_id.into(),
                 secret: secret.map(Into::into),
                 redirect_uris: redirect_uris.iter().map(|u| u.to_string()).collect(),
+                user_password_auth: true,
             },
         );
     }
@@ -341,8 +431,10 @@ impl FakeUpstream {
 
     /// How many requests reached an endpoint: `discovery`, `jwks`,
     /// `authorize`, `login` (form posts), `token`, `token:<grant_type>`,
-    /// `userinfo`, `revoke`, `logout`. Requests answered by a failure mode
-    /// count; connections reset by `Down` do not.
+    /// `userinfo`, `revoke`, `logout`; for Cognito also `user_api` (every
+    /// `POST {base}/`) and `initiate_auth` (those whose `X-Amz-Target` is
+    /// `InitiateAuth`). Requests answered by a failure mode count;
+    /// connections reset by `Down` do not.
     pub fn calls(&self, what: &str) -> usize {
         self.shared.lock().calls.get(what).copied().unwrap_or(0)
     }
@@ -396,7 +488,8 @@ impl FakeUpstream {
 
     /// Lifetime of access tokens issued from now on (`expires_in`, `exp`,
     /// and when userinfo stops taking them; 0 issues tokens already
-    /// expired). Defaults: Auth0 86400, Okta 3600, Keycloak 300, Generic 3600.
+    /// expired). Defaults: Auth0 86400, Okta 3600, Keycloak 300, Generic and
+    /// Cognito 3600 (Cognito's ID tokens follow it too).
     pub fn set_access_token_ttl(&self, secs: u64) {
         self.shared.lock().access_token_ttl = secs;
     }
@@ -524,6 +617,10 @@ struct UpstreamState {
     last_authorize: Option<HashMap<String, String>>,
     /// The current rate-limit window (start, requests in it).
     rate_window: (i64, u64),
+    /// Cognito's PreventUserExistenceErrors.
+    prevent_user_existence_errors: bool,
+    /// Cognito users in `FORCE_CHANGE_PASSWORD`, by `sub`.
+    new_password_required: HashSet<String>,
 }
 
 impl UpstreamState {
@@ -538,7 +635,7 @@ impl UpstreamState {
             tamper: Tamper::None,
             access_token_ttl: match flavor {
                 Flavor::Auth0 => 86_400,
-                Flavor::Okta | Flavor::Generic => 3_600,
+                Flavor::Okta | Flavor::Generic | Flavor::Cognito => 3_600,
                 Flavor::Keycloak => 300,
             },
             transactions: HashMap::new(),
@@ -551,6 +648,8 @@ impl UpstreamState {
             calls: HashMap::new(),
             last_authorize: None,
             rate_window: (0, 0),
+            prevent_user_existence_errors: false,
+            new_password_required: HashSet::new(),
         }
     }
 
@@ -586,12 +685,16 @@ struct FakeClient {
     client_id: String,
     secret: Option<String>,
     redirect_uris: Vec<String>,
+    /// Cognito's `ALLOW_USER_PASSWORD_AUTH`.
+    user_password_auth: bool,
 }
 
 #[derive(Debug, Clone)]
 struct Transaction {
     client_id: String,
     redirect_uri: String,
+    /// `code`, or Cognito's implicit `token`.
+    response_type: String,
     state: Option<String>,
     nonce: Option<String>,
     scope: String,
@@ -626,6 +729,9 @@ struct AccessGrant {
     sub: String,
     scope: String,
     expires_at: i64,
+    /// The refresh token issued with it or that it was refreshed from
+    /// (Cognito's revocation ends both).
+    refresh_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -648,6 +754,8 @@ struct Paths {
     revoke: String,
     /// The first is `end_session_endpoint`.
     logout: Vec<String>,
+    /// Cognito's user-pool API (`POST`).
+    user_api: Option<String>,
 }
 
 impl Paths {
@@ -666,6 +774,7 @@ impl Paths {
                 // `/v2/logout` (`returnTo`, `client_id`) is the legacy one
                 // most Auth0 apps call.
                 logout: vec![p("/oidc/logout"), p("/v2/logout")],
+                user_api: None,
             },
             Flavor::Okta => {
                 let s = "/oauth2/default";
@@ -678,6 +787,7 @@ impl Paths {
                     jwks: format!("{s}/v1/keys"),
                     revoke: format!("{s}/v1/revoke"),
                     logout: vec![format!("{s}/v1/logout")],
+                    user_api: None,
                 }
             }
             Flavor::Keycloak => {
@@ -692,6 +802,7 @@ impl Paths {
                     jwks: format!("{oc}/certs"),
                     revoke: format!("{oc}/revoke"),
                     logout: vec![format!("{oc}/logout")],
+                    user_api: None,
                 }
             }
             Flavor::Generic => Self {
@@ -703,7 +814,22 @@ impl Paths {
                 jwks: p("/jwks"),
                 revoke: p("/revoke"),
                 logout: vec![p("/logout")],
+                user_api: None,
             },
+            Flavor::Cognito => {
+                let pool = format!("/{COGNITO_POOL_ID}");
+                Self {
+                    discovery: format!("{pool}/.well-known/openid-configuration"),
+                    authorize: p("/oauth2/authorize"),
+                    login: p("/login"),
+                    token: p("/oauth2/token"),
+                    userinfo: p("/oauth2/userInfo"),
+                    jwks: format!("{pool}/.well-known/jwks.json"),
+                    revoke: p("/oauth2/revoke"),
+                    logout: vec![p("/logout")],
+                    user_api: Some(p("/")),
+                }
+            }
         }
     }
 
@@ -724,6 +850,8 @@ impl Paths {
             Endpoint::Revoke
         } else if self.logout.iter().any(|l| l == path) {
             Endpoint::Logout
+        } else if self.user_api.as_deref() == Some(path) && method == Method::POST {
+            Endpoint::UserApi
         } else {
             return None;
         })
@@ -740,6 +868,8 @@ enum Endpoint {
     Userinfo,
     Revoke,
     Logout,
+    /// Cognito's user-pool API.
+    UserApi,
 }
 
 impl Endpoint {
@@ -753,6 +883,7 @@ impl Endpoint {
             Endpoint::Userinfo => "userinfo",
             Endpoint::Revoke => "revoke",
             Endpoint::Logout => "logout",
+            Endpoint::UserApi => "user_api",
         }
     }
 
@@ -765,6 +896,7 @@ impl Endpoint {
                 | Endpoint::Token
                 | Endpoint::Userinfo
                 | Endpoint::Revoke
+                | Endpoint::UserApi
         )
     }
 }
@@ -780,6 +912,7 @@ impl Shared {
             Flavor::Okta => format!("{}/oauth2/default", self.base),
             Flavor::Keycloak => format!("{}/realms/acme", self.base),
             Flavor::Generic => self.base.clone(),
+            Flavor::Cognito => format!("{}/{COGNITO_POOL_ID}", self.base),
         }
     }
 
@@ -793,12 +926,14 @@ impl Shared {
             Flavor::Okta => "sid",
             Flavor::Keycloak => "KEYCLOAK_SESSION",
             Flavor::Generic => "upstream_session",
+            Flavor::Cognito => "cognito",
         }
     }
 
     fn new_sid(&self) -> String {
         match self.flavor {
-            Flavor::Keycloak => uuid_from(&random_bytes(16)),
+            // Cognito: the `origin_jti` of the authentication.
+            Flavor::Keycloak | Flavor::Cognito => uuid_from(&random_bytes(16)),
             _ => URL_SAFE_NO_PAD.encode(random_bytes(24)),
         }
     }
@@ -822,6 +957,19 @@ impl Shared {
                     URL_SAFE_NO_PAD.encode(header.to_string()),
                     URL_SAFE_NO_PAD.encode(payload.to_string()),
                     URL_SAFE_NO_PAD.encode(random_bytes(64))
+                )
+            }
+            // Cognito's refresh tokens are JWEs (RSA-OAEP, A256GCM) only
+            // Cognito can read.
+            Flavor::Cognito => {
+                let header = json!({"cty": "JWT", "enc": "A256GCM", "alg": "RSA-OAEP"});
+                format!(
+                    "{}.{}.{}.{}.{}",
+                    URL_SAFE_NO_PAD.encode(header.to_string()),
+                    URL_SAFE_NO_PAD.encode(random_bytes(256)),
+                    URL_SAFE_NO_PAD.encode(random_bytes(12)),
+                    URL_SAFE_NO_PAD.encode(random_bytes(400)),
+                    URL_SAFE_NO_PAD.encode(random_bytes(16))
                 )
             }
             Flavor::Okta | Flavor::Generic => URL_SAFE_NO_PAD.encode(random_bytes(32)),
@@ -859,7 +1007,11 @@ impl RsaKey {
 
     /// A JWS (compact) over `claims` with header `{alg: RS256, typ, kid}`.
     fn sign(&self, kid: &str, typ: &str, claims: &Value) -> String {
-        let header = json!({"alg": "RS256", "typ": typ, "kid": kid});
+        self.sign_with_header(&json!({"alg": "RS256", "typ": typ, "kid": kid}), claims)
+    }
+
+    /// A JWS (compact, RS256) over `claims` with exactly `header`.
+    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
         let mut out = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -907,6 +1059,9 @@ fn router(shared: Arc<Shared>) -> Router {
     for path in &p.logout {
         app = app.route(path, get(logout).post(logout));
     }
+    if let Some(path) = &p.user_api {
+        app = app.route(path, post(user_api));
+    }
     app.layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
 }
@@ -925,6 +1080,11 @@ async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
     } else {
         (req, None)
     };
+    let initiate_auth = endpoint == Some(Endpoint::UserApi)
+        && req
+            .headers()
+            .get("x-amz-target")
+            .is_some_and(|t| t.as_bytes() == COGNITO_INITIATE_AUTH.as_bytes());
     let mode = {
         let mut state = s.lock();
         if let Some(e) = endpoint {
@@ -933,9 +1093,27 @@ async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
         if let Some(g) = &grant_type {
             state.count(&format!("token:{g}"));
         }
+        if initiate_auth {
+            state.count("initiate_auth");
+        }
         state.mode.clone()
     };
     let mut response = match endpoint {
+        // AWS answers throttling with 400 on its JSON APIs.
+        Some(Endpoint::UserApi) if matches!(mode, Mode::Fail500 | Mode::RateLimited { .. }) => {
+            match mode {
+                Mode::Fail500 => aws_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalErrorException",
+                    "Internal error",
+                ),
+                _ => aws_error(
+                    StatusCode::BAD_REQUEST,
+                    "TooManyRequestsException",
+                    "Rate exceeded",
+                ),
+            }
+        }
         Some(e) if e.back_channel() && mode != Mode::Normal => match mode {
             Mode::Slow(delay) => {
                 tokio::time::sleep(delay).await;
@@ -973,7 +1151,7 @@ fn rate_limit_header_names(flavor: Flavor) -> Option<[&'static str; 3]> {
             "x-rate-limit-remaining",
             "x-rate-limit-reset",
         ]),
-        Flavor::Keycloak | Flavor::Generic => None,
+        Flavor::Keycloak | Flavor::Generic | Flavor::Cognito => None,
     }
 }
 
@@ -1037,6 +1215,10 @@ fn too_many_requests(s: &Shared, retry_after_secs: u64) -> Response {
             StatusCode::TOO_MANY_REQUESTS,
             &json!({"error": "too_many_requests", "error_description": "Rate limit exceeded"}),
         ),
+        Flavor::Cognito => json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"error": "too_many_requests"}),
+        ),
     };
     let headers = response.headers_mut();
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -1070,6 +1252,10 @@ fn internal_error(flavor: Flavor) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"error": "unknown_error"}),
         ),
+        Flavor::Cognito => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "server_error"}),
+        ),
         Flavor::Generic => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/html")],
@@ -1086,13 +1272,33 @@ fn internal_error(flavor: Flavor) -> Response {
 
 async fn discovery(State(s): State<Arc<Shared>>) -> Response {
     let p = &s.paths;
+    if s.flavor == Flavor::Cognito {
+        // Cognito's document, field for field: no grant types, no PKCE
+        // methods, no `end_session_endpoint`.
+        return json_response(
+            StatusCode::OK,
+            &json!({
+                "authorization_endpoint": s.url(&p.authorize),
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "issuer": s.issuer(),
+                "jwks_uri": s.url(&p.jwks),
+                "response_types_supported": ["code", "token"],
+                "revocation_endpoint": s.url(&p.revoke),
+                "scopes_supported": ["openid", "email", "phone", "profile"],
+                "subject_types_supported": ["public"],
+                "token_endpoint": s.url(&p.token),
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "userinfo_endpoint": s.url(&p.userinfo),
+            }),
+        );
+    }
     let mut grant_types = vec!["authorization_code", "refresh_token"];
     match s.flavor {
         Flavor::Auth0 => {
             grant_types.extend(["client_credentials", "password", AUTH0_PASSWORD_REALM])
         }
         Flavor::Okta | Flavor::Keycloak => grant_types.extend(["client_credentials", "password"]),
-        Flavor::Generic => {}
+        Flavor::Generic | Flavor::Cognito => {}
     }
     let mut doc = json!({
         "issuer": s.issuer(),
@@ -1118,7 +1324,7 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Response {
                 "iss", "name", "preferred_username", "sub", "updated_at", "ver", "jti", "amr", "idp"]),
             Flavor::Keycloak => json!(["aud", "sub", "iss", "auth_time", "name", "given_name",
                 "family_name", "preferred_username", "email", "email_verified", "acr"]),
-            Flavor::Generic => json!(["aud", "auth_time", "email", "email_verified", "exp", "iat",
+            Flavor::Generic | Flavor::Cognito => json!(["aud", "auth_time", "email", "email_verified", "exp", "iat",
                 "iss", "name", "picture", "sub", "updated_at"]),
         },
         "request_uri_parameter_supported": false,
@@ -1165,6 +1371,7 @@ async fn authorize(
             Flavor::Okta => "Invalid value for 'client_id' parameter.",
             Flavor::Keycloak => "Client not found.",
             Flavor::Generic => "Unknown client_id",
+            Flavor::Cognito => "An error was encountered with the requested page. (invalid_client)",
         };
         return error_page(&s, StatusCode::BAD_REQUEST, message);
     };
@@ -1177,12 +1384,16 @@ async fn authorize(
             }
             Flavor::Keycloak => "Invalid parameter: redirect_uri",
             Flavor::Generic => "redirect_uri is not registered for this client",
+            Flavor::Cognito => {
+                "An error was encountered with the requested page. (redirect_mismatch)"
+            }
         };
         return error_page(&s, StatusCode::BAD_REQUEST, message);
     }
     let tx = Transaction {
         client_id: client.client_id.clone(),
         redirect_uri,
+        response_type: q.get("response_type").cloned().unwrap_or_default(),
         state: q.get("state").cloned(),
         nonce: q.get("nonce").cloned(),
         scope: q.get("scope").cloned().unwrap_or_default(),
@@ -1191,7 +1402,8 @@ async fn authorize(
         login_hint: q.get("login_hint").cloned(),
     };
     let fail = |error: &str, description: &str| error_redirect(&s, &tx, error, description);
-    if q.get("response_type").map(String::as_str) != Some("code") {
+    let implicit = s.flavor == Flavor::Cognito && tx.response_type == "token";
+    if tx.response_type != "code" && !implicit {
         return fail(
             "unsupported_response_type",
             "Unsupported response_type; only code is supported",
@@ -1204,7 +1416,8 @@ async fn authorize(
             "code_challenge_method must be S256 (plain is not supported)",
         );
     }
-    if tx.challenge.is_none() && client.secret.is_none() {
+    // Cognito does not insist on PKCE.
+    if tx.challenge.is_none() && client.secret.is_none() && s.flavor != Flavor::Cognito {
         return fail(
             "invalid_request",
             "PKCE code challenge is required when the token endpoint authentication method is 'NONE'.",
@@ -1257,11 +1470,17 @@ async fn login(
     };
     let user = match user {
         Some(u) if u.user.password == password => u.user,
+        // Cognito's hosted UI tells an unknown user apart unless
+        // PreventUserExistenceErrors is on.
+        None if s.flavor == Flavor::Cognito && !s.lock().prevent_user_existence_errors => {
+            return login_page(&s, &tx_id, &username, Some("User does not exist."));
+        }
         _ => {
             let message = match s.flavor {
                 Flavor::Auth0 => "Wrong email or password",
                 Flavor::Okta => "Unable to sign in",
                 Flavor::Keycloak | Flavor::Generic => "Invalid username or password.",
+                Flavor::Cognito => "Incorrect username or password.",
             };
             return login_page(&s, &tx_id, &username, Some(message));
         }
@@ -1272,6 +1491,7 @@ async fn login(
             Flavor::Okta => "Unable to sign in",
             Flavor::Keycloak => "Account is disabled, contact your administrator.",
             Flavor::Generic => "Account disabled.",
+            Flavor::Cognito => "User is disabled.",
         };
         return login_page(&s, &tx_id, &username, Some(message));
     }
@@ -1307,6 +1527,9 @@ async fn login(
 
 /// Issues a code and redirects back to the client.
 fn complete_authorization(s: &Shared, tx: Transaction, session: &Session) -> Response {
+    if tx.response_type == "token" {
+        return complete_implicit(s, tx, session);
+    }
     let code = match s.flavor {
         Flavor::Keycloak => format!(
             "{}.{}.{}",
@@ -1314,6 +1537,7 @@ fn complete_authorization(s: &Shared, tx: Transaction, session: &Session) -> Res
             session.sid,
             uuid_from(&random_bytes(16))
         ),
+        Flavor::Cognito => uuid_from(&random_bytes(16)),
         _ => random_token(),
     };
     let mut params = vec![("code", code.clone())];
@@ -1341,6 +1565,39 @@ fn complete_authorization(s: &Shared, tx: Transaction, session: &Session) -> Res
     redirect(&location)
 }
 
+/// Cognito's implicit grant: the tokens (no refresh token) in the
+/// fragment of the redirect.
+fn complete_implicit(s: &Shared, tx: Transaction, session: &Session) -> Response {
+    let issue = Issue {
+        client_id: tx.client_id.clone(),
+        sub: session.sub.clone(),
+        scope: tx.scope.clone(),
+        nonce: tx.nonce.clone(),
+        audience: None,
+        auth_time: session.auth_time,
+        sid: session.sid.clone(),
+        amr: session.amr.clone(),
+        refresh: None,
+    };
+    let Some(tokens) = cognito_tokens(s, &issue, CognitoGrant::Implicit) else {
+        return error_redirect(s, &tx, "server_error", "The user no longer exists");
+    };
+    let mut fragment = form_urlencoded::Serializer::new(String::new());
+    if let Some(id_token) = &tokens.id_token {
+        fragment.append_pair("id_token", id_token);
+    }
+    fragment
+        .append_pair("access_token", &tokens.access_token)
+        .append_pair("expires_in", &tokens.expires_in.to_string())
+        .append_pair("token_type", "Bearer");
+    if let Some(state) = &tx.state {
+        fragment.append_pair("state", state);
+    }
+    let mut url = url::Url::parse(&tx.redirect_uri).expect("an absolute redirect URI");
+    url.set_fragment(Some(&fragment.finish()));
+    redirect(url.as_str())
+}
+
 fn error_redirect(s: &Shared, tx: &Transaction, error: &str, description: &str) -> Response {
     let mut params = vec![
         ("error", error.to_string()),
@@ -1361,6 +1618,7 @@ fn login_page(s: &Shared, tx: &str, username: &str, error: Option<&str>) -> Resp
         Flavor::Okta => ("Acme - Sign In", "Sign In"),
         Flavor::Keycloak => ("Sign in to acme", "Sign in to your account"),
         Flavor::Generic => ("Sign in", "Sign in"),
+        Flavor::Cognito => ("Signin", "Sign in with your email and password"),
     };
     let error = error
         .map(|e| {
@@ -1430,6 +1688,28 @@ enum Problem {
 fn problem(s: &Shared, p: Problem) -> Response {
     use Flavor::*;
     let f = s.flavor;
+    if f == Cognito {
+        // Cognito's token and revocation endpoints: 400 and the code alone.
+        let error = match p {
+            Problem::WrongCredentials
+            | Problem::Blocked
+            | Problem::MfaRequired
+            | Problem::InvalidCode
+            | Problem::RedirectMismatch
+            | Problem::PkceFailed
+            | Problem::InvalidRefreshToken => "invalid_grant",
+            Problem::UnsupportedGrant(_) => "unsupported_grant_type",
+            Problem::InvalidClient { .. } => "invalid_client",
+            Problem::MissingParameter(_) => "invalid_request",
+            Problem::MissingScope => "invalid_scope",
+        };
+        return no_store(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": error}),
+        ));
+    }
+    // Cognito has answered above; it sits in Generic's arms below only to
+    // keep the matches exhaustive.
     // Auth0 answers invalid_grant with 403.
     let grant_status = if f == Auth0 {
         StatusCode::FORBIDDEN
@@ -1441,13 +1721,13 @@ fn problem(s: &Shared, p: Problem) -> Response {
             Auth0 => (grant_status, "invalid_grant", "Wrong email or password.".into()),
             Okta => (grant_status, "invalid_grant", "The credentials provided were invalid.".into()),
             Keycloak => (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid user credentials".into()),
-            Generic => (grant_status, "invalid_grant", "Invalid username or password".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "Invalid username or password".into()),
         },
         Problem::Blocked => match f {
             Auth0 => (StatusCode::UNAUTHORIZED, "unauthorized", "user is blocked".into()),
             Okta => (grant_status, "invalid_grant", "The credentials provided were invalid.".into()),
             Keycloak => (grant_status, "invalid_grant", "Account disabled".into()),
-            Generic => (grant_status, "invalid_grant", "Account disabled".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "Account disabled".into()),
         },
         Problem::MfaRequired => match f {
             Auth0 => {
@@ -1465,13 +1745,13 @@ fn problem(s: &Shared, p: Problem) -> Response {
             ),
             // The direct grant cannot complete the OTP step.
             Keycloak => (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid user credentials".into()),
-            Generic => (grant_status, "invalid_grant", "Multi-factor authentication required".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "Multi-factor authentication required".into()),
         },
         Problem::InvalidCode => match f {
             Auth0 => (grant_status, "invalid_grant", "Invalid authorization code".into()),
             Okta => (grant_status, "invalid_grant", "The authorization code is invalid or has expired.".into()),
             Keycloak => (grant_status, "invalid_grant", "Code not valid".into()),
-            Generic => (grant_status, "invalid_grant", "invalid or expired authorization code".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "invalid or expired authorization code".into()),
         },
         Problem::RedirectMismatch => match f {
             Auth0 => (grant_status, "invalid_grant", "Invalid redirect_uri".into()),
@@ -1481,19 +1761,19 @@ fn problem(s: &Shared, p: Problem) -> Response {
                 "The 'redirect_uri' does not match the redirection URI used in the authorization request.".into(),
             ),
             Keycloak => (grant_status, "invalid_grant", "Incorrect redirect_uri".into()),
-            Generic => (grant_status, "invalid_grant", "redirect_uri mismatch".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "redirect_uri mismatch".into()),
         },
         Problem::PkceFailed => match f {
             Auth0 => (grant_status, "invalid_grant", "Failed to verify code verifier".into()),
             Okta => (grant_status, "invalid_grant", "PKCE verification failed.".into()),
             Keycloak => (grant_status, "invalid_grant", "PKCE verification failed: Invalid code verifier".into()),
-            Generic => (grant_status, "invalid_grant", "PKCE verification failed".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "PKCE verification failed".into()),
         },
         Problem::InvalidRefreshToken => match f {
             Auth0 => (grant_status, "invalid_grant", "Unknown or invalid refresh token.".into()),
             Okta => (grant_status, "invalid_grant", "The refresh token is invalid or expired.".into()),
             Keycloak => (grant_status, "invalid_grant", "Invalid refresh token".into()),
-            Generic => (grant_status, "invalid_grant", "invalid refresh token".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "invalid refresh token".into()),
         },
         Problem::UnsupportedGrant(g) => (
             StatusCode::BAD_REQUEST,
@@ -1502,7 +1782,7 @@ fn problem(s: &Shared, p: Problem) -> Response {
                 Auth0 => format!("Unsupported grant type: {g}"),
                 Okta => "The authorization grant type is not supported by the authorization server. Configured grant types: [authorization_code, refresh_token, password, client_credentials].".into(),
                 Keycloak => "Unsupported grant_type".into(),
-                Generic => format!("grant_type {g} is not supported"),
+                Generic | Cognito => format!("grant_type {g} is not supported"),
             },
         ),
         Problem::InvalidClient { basic } => {
@@ -1510,7 +1790,7 @@ fn problem(s: &Shared, p: Problem) -> Response {
                 Auth0 => "Client authentication failed",
                 Okta => "Client authentication failed. Either the client or the client credentials are invalid.",
                 Keycloak => "Invalid client or Invalid client credentials",
-                Generic => "client authentication failed",
+                Generic | Cognito => "client authentication failed",
             };
             let mut response = no_store(json_response(
                 StatusCode::UNAUTHORIZED,
@@ -1530,7 +1810,7 @@ fn problem(s: &Shared, p: Problem) -> Response {
             match f {
                 Okta => format!("The request is missing a required parameter: {name}."),
                 Keycloak => format!("Missing parameter: {name}"),
-                Auth0 | Generic => format!("Missing required parameter: {name}"),
+                Auth0 | Generic | Cognito => format!("Missing required parameter: {name}"),
             },
         ),
         Problem::MissingScope => (
@@ -1562,6 +1842,9 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
                 return problem(&s, Problem::MissingParameter("realm"));
             }
             password_grant(&s, &client, &params)
+        }
+        "client_credentials" if s.flavor == Flavor::Cognito && client.secret.is_some() => {
+            cognito_client_credentials_grant(&s, &client, &params)
         }
         "client_credentials" if s.flavor != Flavor::Generic && client.secret.is_some() => {
             client_credentials_grant(&s, &client, &params)
@@ -1668,6 +1951,10 @@ fn refresh_token_grant(
     let grant = {
         let mut state = s.lock();
         match state.refresh_tokens.get(presented) {
+            // Cognito does not rotate: the token stays valid.
+            Some(g) if g.client_id == client.client_id && s.flavor == Flavor::Cognito => {
+                Some(g.clone())
+            }
             Some(g) if g.client_id == client.client_id => {
                 // Rotation: the presented token is spent.
                 let g = state.refresh_tokens.remove(presented);
@@ -1685,6 +1972,20 @@ fn refresh_token_grant(
         None => return problem(s, Problem::InvalidRefreshToken),
         Some(u) if u.user.blocked => return problem(s, Problem::Blocked),
         Some(_) => {}
+    }
+    if s.flavor == Flavor::Cognito {
+        let issue = Issue {
+            client_id: client.client_id.clone(),
+            sub: grant.sub,
+            scope: grant.scope,
+            nonce: None,
+            audience: None,
+            auth_time: grant.auth_time,
+            sid: grant.sid,
+            amr: grant.amr,
+            refresh: None,
+        };
+        return cognito_token_response(s, &issue, CognitoGrant::Refresh(presented.clone()));
     }
     issue_tokens(
         s,
@@ -1794,6 +2095,9 @@ struct Issue {
 }
 
 fn issue_tokens(s: &Shared, issue: Issue) -> Response {
+    if s.flavor == Flavor::Cognito {
+        return cognito_token_response(s, &issue, CognitoGrant::Code);
+    }
     let (user, key, forger, tamper, ttl) = {
         let state = s.lock();
         (
@@ -1858,6 +2162,7 @@ fn issue_tokens(s: &Shared, issue: Issue) -> Response {
             }),
         ),
         Flavor::Generic => URL_SAFE_NO_PAD.encode(random_bytes(32)),
+        Flavor::Cognito => unreachable!("Cognito issues through cognito_tokens"),
     };
 
     let mut body = json!({
@@ -1875,7 +2180,7 @@ fn issue_tokens(s: &Shared, issue: Issue) -> Response {
         claims.insert("iat".into(), json!(iat));
         let id_ttl = match s.flavor {
             Flavor::Auth0 => 36_000,
-            Flavor::Keycloak => ttl as i64,
+            Flavor::Keycloak | Flavor::Cognito => ttl as i64,
             Flavor::Okta | Flavor::Generic => 3_600,
         };
         claims.insert("exp".into(), json!(iat + id_ttl));
@@ -1911,6 +2216,7 @@ fn issue_tokens(s: &Shared, issue: Issue) -> Response {
                 claims.insert("amr".into(), json!(issue.amr));
                 claims.insert("at_hash".into(), json!(at_hash(&access_token)));
             }
+            Flavor::Cognito => unreachable!("Cognito issues through cognito_tokens"),
         }
         claims.extend(profile_claims(s.flavor, &user, &scopes));
         match tamper {
@@ -1958,6 +2264,7 @@ fn issue_tokens(s: &Shared, issue: Issue) -> Response {
                 sub: issue.sub.clone(),
                 scope: issue.scope.clone(),
                 expires_at: exp,
+                refresh_token: refresh_token.clone(),
             },
         );
         if let Some(rt) = refresh_token {
@@ -2046,8 +2353,560 @@ fn profile_claims(flavor: Flavor, stored: &StoredUser, scopes: &[&str]) -> Map<S
                 put("email_verified", json!(user.email_verified));
             }
         }
+        // Every readable attribute, whatever the scopes.
+        Flavor::Cognito => c.extend(cognito_attributes(user)),
     }
     c
+}
+
+// ---------------------------------------------------------------------------
+// Cognito: tokens, the token endpoint's answers and the user-pool API
+// ---------------------------------------------------------------------------
+
+/// A Cognito user's attributes as ID-token claims (`sub` aside):
+/// `cognito:username` (the email), `email`, `email_verified` (boolean),
+/// `name` when set, `cognito:groups` from an `app_metadata.groups` array of
+/// strings, and `custom:k` for every string `app_metadata.k`.
+fn cognito_attributes(user: &FakeUser) -> Map<String, Value> {
+    let mut c = Map::new();
+    c.insert("cognito:username".into(), json!(user.email));
+    c.insert("email".into(), json!(user.email));
+    c.insert("email_verified".into(), json!(user.email_verified));
+    if let Some(name) = &user.name {
+        c.insert("name".into(), json!(name));
+    }
+    if let Some(metadata) = user.app_metadata.as_object() {
+        for (k, v) in metadata {
+            if let Value::String(v) = v {
+                c.insert(format!("custom:{k}"), json!(v));
+            }
+        }
+        if let Some(groups) = metadata.get("groups").and_then(Value::as_array)
+            && groups.iter().all(Value::is_string)
+        {
+            c.insert("cognito:groups".into(), json!(groups));
+        }
+    }
+    c
+}
+
+/// How Cognito tokens are being handed out.
+enum CognitoGrant {
+    /// Authorization code at `/oauth2/token`: a refresh token; an ID token
+    /// (with `at_hash`) when `openid` was asked.
+    Code,
+    /// Hosted-UI implicit grant: no refresh token.
+    Implicit,
+    /// A refresh (token endpoint or `REFRESH_TOKEN_AUTH`) with this token,
+    /// which stays valid: no new refresh token.
+    Refresh(String),
+    /// `InitiateAuth` `USER_PASSWORD_AUTH`: always an ID token (no
+    /// `at_hash`), a refresh token, scope `aws.cognito.signin.user.admin`.
+    InitiateAuth,
+}
+
+struct CognitoTokens {
+    access_token: String,
+    id_token: Option<String>,
+    refresh_token: Option<String>,
+    expires_in: u64,
+}
+
+/// Signs and records Cognito's tokens; `None` when the user is gone.
+fn cognito_tokens(s: &Shared, issue: &Issue, grant: CognitoGrant) -> Option<CognitoTokens> {
+    let (user, key, forger, tamper, ttl) = {
+        let state = s.lock();
+        (
+            state.user_by_sub(&issue.sub)?,
+            state.key.clone(),
+            state.forger.clone(),
+            state.tamper,
+            state.access_token_ttl,
+        )
+    };
+    let user = user.user;
+    let iat = now();
+    let exp = iat + ttl as i64;
+    let issuer = s.issuer();
+    let attributes = cognito_attributes(&user);
+    let scope = match grant {
+        CognitoGrant::InitiateAuth => COGNITO_ADMIN_SCOPE.to_string(),
+        _ => issue.scope.clone(),
+    };
+    let event_id = uuid_from(&random_bytes(16));
+    let header = json!({"kid": key.kid, "alg": "RS256"});
+
+    let mut access = Map::new();
+    access.insert("sub".into(), json!(issue.sub));
+    if let Some(groups) = attributes.get("cognito:groups") {
+        access.insert("cognito:groups".into(), groups.clone());
+    }
+    for (k, v) in [
+        ("iss", json!(issuer)),
+        ("version", json!(2)),
+        ("client_id", json!(issue.client_id)),
+        ("origin_jti", json!(issue.sid)),
+        ("event_id", json!(event_id)),
+        ("token_use", json!("access")),
+        ("scope", json!(scope)),
+        ("auth_time", json!(issue.auth_time)),
+        ("exp", json!(exp)),
+        ("iat", json!(iat)),
+        ("jti", json!(uuid_from(&random_bytes(16)))),
+        ("username", json!(user.email)),
+    ] {
+        access.insert(k.into(), v);
+    }
+    let access_token = key.sign_with_header(&header, &Value::Object(access));
+
+    // Tokens from the user-pool API (and their refreshes) always carry an
+    // ID token, without `at_hash`; the hosted UI's only with `openid`.
+    let sdk = scope == COGNITO_ADMIN_SCOPE;
+    let with_id_token = sdk || scope.split_whitespace().any(|s| s == "openid");
+    let id_token = with_id_token.then(|| {
+        let mut claims = attributes.clone();
+        for (k, v) in [
+            ("sub", json!(issue.sub)),
+            ("iss", json!(issuer)),
+            ("aud", json!(issue.client_id)),
+            ("origin_jti", json!(issue.sid)),
+            ("event_id", json!(event_id)),
+            ("token_use", json!("id")),
+            ("auth_time", json!(issue.auth_time)),
+            ("exp", json!(exp)),
+            ("iat", json!(iat)),
+            ("jti", json!(uuid_from(&random_bytes(16)))),
+        ] {
+            claims.insert(k.into(), v);
+        }
+        if !sdk {
+            claims.insert("at_hash".into(), json!(at_hash(&access_token)));
+        }
+        if let Some(nonce) = &issue.nonce {
+            claims.insert("nonce".into(), json!(nonce));
+        }
+        match tamper {
+            Tamper::None | Tamper::BadSignature => {}
+            Tamper::WrongAudience => {
+                claims.insert("aud".into(), json!("some-other-client"));
+            }
+            Tamper::WrongNonce => {
+                claims.insert("nonce".into(), json!("not-the-nonce-you-sent"));
+            }
+            Tamper::Expired => {
+                claims.insert("iat".into(), json!(iat - 4_200));
+                claims.insert("exp".into(), json!(iat - 600));
+            }
+            Tamper::WrongIssuer => {
+                claims.insert("iss".into(), json!("https://evil.example.com/"));
+            }
+        }
+        let signer = match (tamper, &forger) {
+            (Tamper::BadSignature, Some(forger)) => forger.clone(),
+            _ => key.clone(),
+        };
+        signer.sign_with_header(&header, &Value::Object(claims))
+    });
+
+    let (refresh_token, origin) = match &grant {
+        CognitoGrant::Code | CognitoGrant::InitiateAuth => {
+            let rt = s.new_refresh_token(&issue.sub, &issue.client_id);
+            (Some(rt.clone()), Some(rt))
+        }
+        CognitoGrant::Implicit => (None, None),
+        CognitoGrant::Refresh(presented) => (None, Some(presented.clone())),
+    };
+    {
+        let mut state = s.lock();
+        state.access_tokens.insert(
+            access_token.clone(),
+            AccessGrant {
+                sub: issue.sub.clone(),
+                scope: scope.clone(),
+                expires_at: exp,
+                refresh_token: origin,
+            },
+        );
+        if let Some(rt) = &refresh_token {
+            state.refresh_tokens.insert(
+                rt.clone(),
+                RefreshGrant {
+                    client_id: issue.client_id.clone(),
+                    sub: issue.sub.clone(),
+                    scope,
+                    audience: None,
+                    auth_time: issue.auth_time,
+                    sid: issue.sid.clone(),
+                    amr: issue.amr.clone(),
+                },
+            );
+        }
+    }
+    Some(CognitoTokens {
+        access_token,
+        id_token,
+        refresh_token,
+        expires_in: ttl,
+    })
+}
+
+/// The token endpoint's answer: `id_token` (when `openid`),
+/// `access_token`, `refresh_token` (not on refresh), `expires_in`,
+/// `token_type`; no `scope`.
+fn cognito_token_response(s: &Shared, issue: &Issue, grant: CognitoGrant) -> Response {
+    let Some(tokens) = cognito_tokens(s, issue, grant) else {
+        return problem(s, Problem::InvalidCode);
+    };
+    let mut body = json!({
+        "access_token": tokens.access_token,
+        "expires_in": tokens.expires_in,
+        "token_type": "Bearer",
+    });
+    if let Some(id_token) = tokens.id_token {
+        body["id_token"] = json!(id_token);
+    }
+    if let Some(rt) = tokens.refresh_token {
+        body["refresh_token"] = json!(rt);
+    }
+    no_store(json_response(StatusCode::OK, &body))
+}
+
+/// Machine-to-machine: an access token whose `sub` is the client.
+fn cognito_client_credentials_grant(
+    s: &Shared,
+    client: &FakeClient,
+    params: &HashMap<String, String>,
+) -> Response {
+    let (key, ttl) = {
+        let state = s.lock();
+        (state.key.clone(), state.access_token_ttl)
+    };
+    let iat = now();
+    let scope = params.get("scope").cloned().unwrap_or_default();
+    let access_token = key.sign_with_header(
+        &json!({"kid": key.kid, "alg": "RS256"}),
+        &json!({
+            "sub": client.client_id, "token_use": "access", "scope": scope,
+            "auth_time": iat, "iss": s.issuer(), "exp": iat + ttl as i64, "iat": iat,
+            "version": 2, "jti": uuid_from(&random_bytes(16)), "client_id": client.client_id,
+        }),
+    );
+    no_store(json_response(
+        StatusCode::OK,
+        &json!({"access_token": access_token, "expires_in": ttl, "token_type": "Bearer"}),
+    ))
+}
+
+/// An AWS JSON 1.1 error: `{"__type", "message"}` (no `message` when
+/// empty, as for the protocol-level errors) and `x-amzn-ErrorType`.
+fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let mut body = json!({"__type": kind});
+    if !message.is_empty() {
+        body["message"] = json!(message);
+    }
+    let mut response = aws_json(status, &body);
+    response.headers_mut().insert(
+        HeaderName::from_static("x-amzn-errortype"),
+        HeaderValue::from_str(kind).expect("error type header"),
+    );
+    response
+}
+
+fn aws_json(status: StatusCode, body: &Value) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        HeaderName::from_static("x-amzn-requestid"),
+        HeaderValue::from_str(&uuid_from(&random_bytes(16))).expect("request id header"),
+    );
+    response
+}
+
+/// Cognito's user-pool API: `InitiateAuth` only (see [`Flavor::Cognito`]).
+async fn user_api(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
+    let invalid = |message: &str| bad("InvalidParameterException", message);
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if target != COGNITO_INITIATE_AUTH {
+        return bad("UnknownOperationException", "");
+    }
+    let json_1_1 = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-amz-json-1.1"));
+    let request = serde_json::from_slice::<Value>(&body);
+    let Some(request) = request.ok().filter(|_| json_1_1).filter(Value::is_object) else {
+        return bad("SerializationException", "");
+    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    const FLOWS: [&str; 8] = [
+        "USER_SRP_AUTH",
+        "REFRESH_TOKEN_AUTH",
+        "REFRESH_TOKEN",
+        "CUSTOM_AUTH",
+        "ADMIN_NO_SRP_AUTH",
+        "USER_PASSWORD_AUTH",
+        "ADMIN_USER_PASSWORD_AUTH",
+        "USER_AUTH",
+    ];
+    let (Some(flow), Some(client_id)) = (text(&request, "AuthFlow"), text(&request, "ClientId"))
+    else {
+        let field = if request.get("AuthFlow").is_none() {
+            "authFlow"
+        } else {
+            "clientId"
+        };
+        return invalid(&format!(
+            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: \
+             Member must not be null"
+        ));
+    };
+    if !FLOWS.contains(&flow.as_str()) {
+        return invalid(&format!(
+            "1 validation error detected: Value '{flow}' at 'authFlow' failed to satisfy \
+             constraint: Member must satisfy enum value set: [{}]",
+            FLOWS.join(", ")
+        ));
+    }
+    let params: HashMap<String, String> = request
+        .get("AuthParameters")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let client = s.lock().clients.get(&client_id).cloned();
+    let Some(client) = client else {
+        return bad(
+            "ResourceNotFoundException",
+            &format!("User pool client {client_id} does not exist."),
+        );
+    };
+    match flow.as_str() {
+        "USER_PASSWORD_AUTH" if !client.user_password_auth => {
+            invalid("USER_PASSWORD_AUTH flow not enabled for this client")
+        }
+        "USER_PASSWORD_AUTH" => initiate_password_auth(&s, &client, &params),
+        "REFRESH_TOKEN_AUTH" | "REFRESH_TOKEN" => initiate_refresh_auth(&s, &client, &params),
+        "ADMIN_NO_SRP_AUTH" | "ADMIN_USER_PASSWORD_AUTH" => {
+            invalid("Initiate Auth method not supported.")
+        }
+        "USER_SRP_AUTH" => invalid("USER_SRP_AUTH is not enabled for the client."),
+        "CUSTOM_AUTH" => invalid("Custom auth lambda trigger is not configured for the user pool."),
+        _ => invalid(&format!("{flow} flow not enabled for this client")),
+    }
+}
+
+/// Why `SECRET_HASH` is refused, if it is: a client with a secret needs
+/// one computed over any of `usernames` (the one sent, the user's own).
+fn secret_hash_refusal(
+    client: &FakeClient,
+    params: &HashMap<String, String>,
+    usernames: &[&str],
+) -> Option<Response> {
+    let secret = client.secret.as_ref()?;
+    let id = &client.client_id;
+    let message = match params.get("SECRET_HASH") {
+        None => format!("Client {id} is configured for secret but secret was not received"),
+        Some(given) => {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+            let tag = STANDARD.decode(given.trim()).unwrap_or_default();
+            if usernames
+                .iter()
+                .any(|u| hmac::verify(&key, format!("{u}{id}").as_bytes(), &tag).is_ok())
+            {
+                return None;
+            }
+            format!("Unable to verify secret hash for client {id}")
+        }
+    };
+    Some(aws_error(
+        StatusCode::BAD_REQUEST,
+        "NotAuthorizedException",
+        &message,
+    ))
+}
+
+fn initiate_password_auth(
+    s: &Shared,
+    client: &FakeClient,
+    params: &HashMap<String, String>,
+) -> Response {
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
+    let Some(username) = params.get("USERNAME").filter(|u| !u.is_empty()) else {
+        return bad(
+            "InvalidParameterException",
+            "Missing required parameter USERNAME",
+        );
+    };
+    let Some(password) = params.get("PASSWORD").filter(|p| !p.is_empty()) else {
+        return bad(
+            "InvalidParameterException",
+            "Missing required parameter PASSWORD",
+        );
+    };
+    let (user, prevent, new_password) = {
+        let state = s.lock();
+        let user = state.user_by_login(s.flavor, username).map(|u| u.user);
+        let new_password = user
+            .as_ref()
+            .is_some_and(|u| state.new_password_required.contains(&u.sub));
+        (user, state.prevent_user_existence_errors, new_password)
+    };
+    let mut usernames = vec![username.as_str()];
+    if let Some(u) = &user {
+        usernames.push(&u.email);
+    }
+    if let Some(refused) = secret_hash_refusal(client, params, &usernames) {
+        return refused;
+    }
+    let user = match user {
+        Some(u) if u.password == *password => u,
+        None if !prevent => return bad("UserNotFoundException", "User does not exist."),
+        _ => return bad("NotAuthorizedException", "Incorrect username or password."),
+    };
+    if user.blocked {
+        return bad("NotAuthorizedException", "User is disabled.");
+    }
+    let session = || STANDARD.encode(random_bytes(192));
+    if new_password {
+        let mut attributes = Map::new();
+        for (k, v) in cognito_attributes(&user) {
+            match v {
+                Value::String(v) => {
+                    attributes.insert(k, json!(v));
+                }
+                Value::Bool(b) => {
+                    attributes.insert(k, json!(b.to_string()));
+                }
+                _ => {}
+            }
+        }
+        attributes.remove("cognito:username");
+        attributes.remove("cognito:groups");
+        return aws_json(
+            StatusCode::OK,
+            &json!({
+                "ChallengeName": "NEW_PASSWORD_REQUIRED",
+                "Session": session(),
+                "ChallengeParameters": {
+                    "USER_ID_FOR_SRP": user.email,
+                    "requiredAttributes": "[]",
+                    "userAttributes": Value::Object(attributes).to_string(),
+                },
+            }),
+        );
+    }
+    if user.mfa_required {
+        return aws_json(
+            StatusCode::OK,
+            &json!({
+                "ChallengeName": "SOFTWARE_TOKEN_MFA",
+                "Session": session(),
+                "ChallengeParameters": {},
+            }),
+        );
+    }
+    let issue = Issue {
+        client_id: client.client_id.clone(),
+        sub: user.sub.clone(),
+        scope: COGNITO_ADMIN_SCOPE.into(),
+        nonce: None,
+        audience: None,
+        auth_time: now(),
+        sid: s.new_sid(),
+        amr: vec!["pwd"],
+        refresh: None,
+    };
+    authentication_result(s, &issue, CognitoGrant::InitiateAuth)
+}
+
+fn initiate_refresh_auth(
+    s: &Shared,
+    client: &FakeClient,
+    params: &HashMap<String, String>,
+) -> Response {
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
+    let Some(token) = params.get("REFRESH_TOKEN").filter(|t| !t.is_empty()) else {
+        return bad(
+            "InvalidParameterException",
+            "Missing required parameter REFRESH_TOKEN",
+        );
+    };
+    let (grant, user, revoked) = {
+        let state = s.lock();
+        let grant = state
+            .refresh_tokens
+            .get(token)
+            .filter(|g| g.client_id == client.client_id)
+            .cloned();
+        let user = grant.as_ref().and_then(|g| state.user_by_sub(&g.sub));
+        (grant, user, state.spent_refresh_tokens.contains(token))
+    };
+    let (Some(grant), Some(user)) = (grant, user) else {
+        let message = if revoked {
+            "Refresh Token has been revoked"
+        } else {
+            "Invalid Refresh Token"
+        };
+        return bad("NotAuthorizedException", message);
+    };
+    let given = params.get("USERNAME").map(String::as_str).unwrap_or("");
+    if let Some(refused) =
+        secret_hash_refusal(client, params, &[given, &user.user.email, &grant.sub])
+    {
+        return refused;
+    }
+    if user.user.blocked {
+        return bad("NotAuthorizedException", "User is disabled.");
+    }
+    let issue = Issue {
+        client_id: client.client_id.clone(),
+        sub: grant.sub,
+        scope: grant.scope,
+        nonce: None,
+        audience: None,
+        auth_time: grant.auth_time,
+        sid: grant.sid,
+        amr: grant.amr,
+        refresh: None,
+    };
+    authentication_result(s, &issue, CognitoGrant::Refresh(token.clone()))
+}
+
+/// `{"AuthenticationResult": {…}, "ChallengeParameters": {}}`.
+fn authentication_result(s: &Shared, issue: &Issue, grant: CognitoGrant) -> Response {
+    let Some(tokens) = cognito_tokens(s, issue, grant) else {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "UserNotFoundException",
+            "User does not exist.",
+        );
+    };
+    let mut result = json!({
+        "AccessToken": tokens.access_token,
+        "ExpiresIn": tokens.expires_in,
+        "TokenType": "Bearer",
+    });
+    if let Some(id_token) = tokens.id_token {
+        result["IdToken"] = json!(id_token);
+    }
+    if let Some(rt) = tokens.refresh_token {
+        result["RefreshToken"] = json!(rt);
+    }
+    aws_json(
+        StatusCode::OK,
+        &json!({"AuthenticationResult": result, "ChallengeParameters": {}}),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -2064,6 +2923,9 @@ async fn userinfo(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         })
         .map(|t| t.trim().to_string())
         .or_else(|| parse_params(&headers, &body).remove("access_token"));
+    if s.flavor == Flavor::Cognito {
+        return cognito_userinfo(&s, bearer);
+    }
     let Some(token) = bearer else {
         let mut response = StatusCode::UNAUTHORIZED.into_response();
         response.headers_mut().insert(
@@ -2086,6 +2948,7 @@ async fn userinfo(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
             Flavor::Okta => "The access token is invalid.",
             Flavor::Keycloak => "Token verification failed",
             Flavor::Generic => "The access token is invalid or expired",
+            Flavor::Cognito => unreachable!("Cognito answers in cognito_userinfo"),
         };
         let mut response = match s.flavor {
             Flavor::Auth0 => (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
@@ -2110,6 +2973,68 @@ async fn userinfo(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     json_response(StatusCode::OK, &Value::Object(claims))
 }
 
+/// Cognito's userInfo: a token from the token endpoint with `openid`, and
+/// the attributes with `email_verified` as a string; errors only in
+/// `WWW-Authenticate` (no `Bearer` scheme, as Cognito writes it).
+fn cognito_userinfo(s: &Shared, bearer: Option<String>) -> Response {
+    let refuse = |status: StatusCode, error: &str, description: &str| {
+        let mut response = status.into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&format!(
+                "error=\"{error}\", error_description=\"{description}\""
+            ))
+            .expect("header"),
+        );
+        response
+    };
+    let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Bad OAuth2 request at UserInfo Endpoint",
+        );
+    };
+    let found = {
+        let state = s.lock();
+        state
+            .access_tokens
+            .get(&token)
+            .filter(|g| g.expires_at > now())
+            .filter(|g| g.scope.split_whitespace().any(|s| s == "openid"))
+            .and_then(|g| state.user_by_sub(&g.sub).map(|u| (g.sub.clone(), u)))
+    };
+    let Some((sub, user)) = found else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "Access token is expired, disabled, or deleted, or the user has globally signed out.",
+        );
+    };
+    let mut claims = Map::new();
+    claims.insert("sub".into(), json!(sub));
+    for (k, v) in cognito_attributes(&user.user) {
+        match (k.as_str(), v) {
+            ("cognito:username", v) => {
+                claims.insert("username".into(), v);
+            }
+            ("cognito:groups", _) => {}
+            (_, Value::Bool(b)) => {
+                claims.insert(k, json!(b.to_string()));
+            }
+            (_, v) => {
+                claims.insert(k, v);
+            }
+        }
+    }
+    let mut response = json_response(StatusCode::OK, &Value::Object(claims));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, max-age=0, must-revalidate"),
+    );
+    response
+}
+
 async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let params = parse_params(&headers, &body);
     let client = match authenticate_client(&s, &headers, &params) {
@@ -2120,6 +3045,30 @@ async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
         return problem(&s, Problem::MissingParameter("token"));
     };
     let mut state = s.lock();
+    if s.flavor == Flavor::Cognito {
+        // Cognito revokes refresh tokens only, and with one every access
+        // token issued with it or refreshed from it.
+        if state.access_tokens.contains_key(token) {
+            drop(state);
+            return no_store(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "unsupported_token_type"}),
+            ));
+        }
+        state.revoked.push(token.clone());
+        if state
+            .refresh_tokens
+            .get(token)
+            .is_some_and(|g| g.client_id == client.client_id)
+        {
+            state.refresh_tokens.remove(token);
+            state.spent_refresh_tokens.insert(token.clone());
+            state
+                .access_tokens
+                .retain(|_, g| g.refresh_token.as_deref() != Some(token.as_str()));
+        }
+        return StatusCode::OK.into_response();
+    }
     if state.access_tokens.remove(token).is_some() {
         return StatusCode::OK.into_response();
     }
@@ -2142,6 +3091,9 @@ async fn logout(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if s.flavor == Flavor::Cognito {
+        return cognito_logout(&s, &headers, &q);
+    }
     if let Some(cookie) = read_cookie(&headers, s.session_cookie()) {
         s.lock().sessions.remove(&cookie);
     }
@@ -2166,6 +3118,45 @@ async fn logout(
                 .into(),
         ),
     };
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+            s.session_cookie()
+        ))
+        .expect("cookie header"),
+    );
+    response
+}
+
+/// Cognito's `/logout`: `client_id` (required) and `logout_uri` (redirected
+/// to, nothing added), or `redirect_uri` and `response_type` (…) to sign in
+/// again through `/oauth2/authorize`.
+fn cognito_logout(s: &Shared, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    let known = q
+        .get("client_id")
+        .is_some_and(|id| s.lock().clients.contains_key(id));
+    let target = match (q.get("logout_uri"), q.get("redirect_uri")) {
+        _ if !known => None,
+        (Some(logout_uri), _) if url::Url::parse(logout_uri).is_ok() => Some(logout_uri.clone()),
+        (None, Some(_)) => {
+            let mut url = url::Url::parse(&s.url(&s.paths.authorize)).expect("authorize URL");
+            url.query_pairs_mut().extend_pairs(q.iter());
+            Some(url.to_string())
+        }
+        _ => None,
+    };
+    let Some(target) = target else {
+        return error_page(
+            s,
+            StatusCode::BAD_REQUEST,
+            "An error was encountered with the requested page.",
+        );
+    };
+    if let Some(cookie) = read_cookie(headers, s.session_cookie()) {
+        s.lock().sessions.remove(&cookie);
+    }
+    let mut response = redirect(&target);
     response.headers_mut().append(
         header::SET_COOKIE,
         HeaderValue::from_str(&format!(
