@@ -241,7 +241,7 @@ async fn post_login(
         .await;
     };
     if route_for(&state, username, &pending.client_id).await?.route == Route::UpstreamRedirect {
-        return upstream::start(&state, &headers, authz, &pending, Some(username)).await;
+        return upstream::start(&state, authz, &pending, Some(username)).await;
     }
     match form.get("password")? {
         Some(password) => {
@@ -370,11 +370,11 @@ async fn verify_and_complete(
             // upstream's own page can still log the user in.
             lazy::Outcome::Redirect(why) => {
                 tracing::info!(reason = %why, "password track not possible; redirect track");
-                return upstream::start(state, headers, authz, pending, Some(username)).await;
+                return upstream::start(state, authz, pending, Some(username)).await;
             }
         },
         Route::UpstreamRedirect => {
-            return upstream::start(state, headers, authz, pending, Some(username)).await;
+            return upstream::start(state, authz, pending, Some(username)).await;
         }
         Route::ResetPassword => {
             Metrics::count(&state.metrics.logins, route, "reset_required");

@@ -48,12 +48,10 @@ pub fn callback_url(state: &AppState) -> String {
 /// this browser, and the user's identifier as `login_hint`.
 pub async fn start(
     state: &AppState,
-    headers: &HeaderMap,
     authz: &str,
     pending: &PendingAuthorization,
     login_hint: Option<&str>,
 ) -> Result<Response, AppError> {
-    let _ = headers;
     let upstream = state.upstream.as_ref().ok_or(AppError::NotFound)?;
     let tx_state = random_token();
     let tx = UpstreamTransaction {

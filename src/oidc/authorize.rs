@@ -149,135 +149,133 @@ type Refusal = (ErrorCode, &'static str);
 
 /// The checks whose failures go back to the client.
 fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
-    {
-        let invalid = |d| (ErrorCode::InvalidRequest, d);
-        if let Err(e) = params.reject_repeats() {
-            tracing::debug!(error = %e, "authorize: repeated parameter");
-            return Err(invalid("a parameter is repeated"));
+    let invalid = |d| (ErrorCode::InvalidRequest, d);
+    if let Err(e) = params.reject_repeats() {
+        tracing::debug!(error = %e, "authorize: repeated parameter");
+        return Err(invalid("a parameter is repeated"));
+    }
+    // RFC 9700 §2.1.2: the authorization code flow only.
+    match params.get("response_type").ok().flatten() {
+        Some("code") => {}
+        Some(_) => {
+            return Err((
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported",
+            ));
         }
-        // RFC 9700 §2.1.2: the authorization code flow only.
-        match params.get("response_type").ok().flatten() {
-            Some("code") => {}
-            Some(_) => {
-                return Err((
-                    ErrorCode::UnsupportedResponseType,
-                    "only response_type=code is supported",
+        None => return Err(invalid("response_type is missing")),
+    }
+    if !client.allows_grant("authorization_code") {
+        return Err((
+            ErrorCode::UnauthorizedClient,
+            "the client may not use the authorization code grant",
+        ));
+    }
+    // OIDC Core §6: request objects are not supported.
+    if params.get("request").ok().flatten().is_some() {
+        return Err((
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported",
+        ));
+    }
+    if params.get("request_uri").ok().flatten().is_some() {
+        return Err((ErrorCode::InvalidRequestUri, "request_uri is not supported"));
+    }
+    let scope = params.get("scope").ok().flatten().unwrap_or("");
+    // RFC 6749 §3.3: scope tokens are printable ASCII without `"` or `\`.
+    if !scope
+        .bytes()
+        .all(|b| b == b' ' || (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err((ErrorCode::InvalidScope, "the scope is malformed"));
+    }
+    let scope = scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    // PKCE (RFC 7636; RFC 9700 §2.1.1): S256 only; required of public clients.
+    let challenge = params.get("code_challenge").ok().flatten();
+    let method = params.get("code_challenge_method").ok().flatten();
+    match (challenge, method) {
+        (Some(c), Some("S256")) => {
+            if c.len() != 43
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "code_challenge must be the base64url SHA-256 of the verifier",
                 ));
             }
-            None => return Err(invalid("response_type is missing")),
         }
-        if !client.allows_grant("authorization_code") {
-            return Err((
-                ErrorCode::UnauthorizedClient,
-                "the client may not use the authorization code grant",
-            ));
+        // RFC 7636 §4.3: an absent method means plain, which is refused.
+        (Some(_), _) => return Err(invalid("code_challenge_method must be S256")),
+        (None, Some(_)) => return Err(invalid("code_challenge_method without code_challenge")),
+        (None, None) if client.public => {
+            return Err(invalid("PKCE (code_challenge with S256) is required"));
         }
-        // OIDC Core §6: request objects are not supported.
-        if params.get("request").ok().flatten().is_some() {
-            return Err((
-                ErrorCode::RequestNotSupported,
-                "request objects are not supported",
-            ));
-        }
-        if params.get("request_uri").ok().flatten().is_some() {
-            return Err((ErrorCode::InvalidRequestUri, "request_uri is not supported"));
-        }
-        let scope = params.get("scope").ok().flatten().unwrap_or("");
-        // RFC 6749 §3.3: scope tokens are printable ASCII without `"` or `\`.
-        if !scope
-            .bytes()
-            .all(|b| b == b' ' || (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
-        {
-            return Err((ErrorCode::InvalidScope, "the scope is malformed"));
-        }
-        let scope = scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-
-        // PKCE (RFC 7636; RFC 9700 §2.1.1): S256 only; required of public clients.
-        let challenge = params.get("code_challenge").ok().flatten();
-        let method = params.get("code_challenge_method").ok().flatten();
-        match (challenge, method) {
-            (Some(c), Some("S256")) => {
-                if c.len() != 43
-                    || !c
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return Err(invalid(
-                        "code_challenge must be the base64url SHA-256 of the verifier",
-                    ));
-                }
-            }
-            // RFC 7636 §4.3: an absent method means plain, which is refused.
-            (Some(_), _) => return Err(invalid("code_challenge_method must be S256")),
-            (None, Some(_)) => return Err(invalid("code_challenge_method without code_challenge")),
-            (None, None) if client.public => {
-                return Err(invalid("PKCE (code_challenge with S256) is required"));
-            }
-            (None, None) => {}
-        }
-        let prompt = params.get("prompt").ok().flatten().unwrap_or("");
-        let prompts: Vec<&str> = prompt.split(' ').filter(|p| !p.is_empty()).collect();
-        // OIDC Core §3.1.2.1: `none` stands alone.
-        if prompts.contains(&"none") && prompts.len() > 1 {
-            return Err(invalid("prompt=none cannot be combined with other values"));
-        }
-        if let Some(p) = prompts
-            .iter()
-            .find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account"))
-        {
-            tracing::debug!(prompt = %p, "authorize: unknown prompt value");
-            return Err(invalid("prompt has an unknown value"));
-        }
-        let max_age = match params.get("max_age").ok().flatten() {
-            Some(v) => Some(
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|v| *v >= 0)
-                    .ok_or(invalid("max_age must be a non-negative integer"))?,
-            ),
-            None => None,
-        };
-        let text = |name: &str, max: usize| -> Result<Option<String>, Refusal> {
-            match params.get(name).ok().flatten() {
-                Some(v) if v.len() > max => Err(invalid("a parameter is too long")),
-                v => Ok(v.map(Into::into)),
-            }
-        };
-        let state_param = text("state", 2048)?;
-        let nonce = text("nonce", 512)?;
-        let login_hint = text("login_hint", 320)?;
-        let mode = match params.get("response_mode").ok().flatten() {
-            Some("form_post") => ResponseMode::FormPost,
-            _ => ResponseMode::Query,
-        };
-        Ok(Validated {
-            pending: PendingAuthorization {
-                client_id: client.client_id.clone(),
-                redirect_uri: params
-                    .get("redirect_uri")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .to_string(),
-                response_mode: mode,
-                scope,
-                state: state_param,
-                nonce,
-                code_challenge: challenge.map(Into::into),
-                max_age,
-                login_hint,
-                csrf: random_token(),
-                browser_binding: String::new(),
-                created_at: now(),
-            },
-            prompt_none: prompts.contains(&"none"),
-            prompt_login: prompts.contains(&"login"),
-        })
+        (None, None) => {}
     }
+    let prompt = params.get("prompt").ok().flatten().unwrap_or("");
+    let prompts: Vec<&str> = prompt.split(' ').filter(|p| !p.is_empty()).collect();
+    // OIDC Core §3.1.2.1: `none` stands alone.
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return Err(invalid("prompt=none cannot be combined with other values"));
+    }
+    if let Some(p) = prompts
+        .iter()
+        .find(|p| !matches!(**p, "none" | "login" | "consent" | "select_account"))
+    {
+        tracing::debug!(prompt = %p, "authorize: unknown prompt value");
+        return Err(invalid("prompt has an unknown value"));
+    }
+    let max_age = match params.get("max_age").ok().flatten() {
+        Some(v) => Some(
+            v.parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .ok_or(invalid("max_age must be a non-negative integer"))?,
+        ),
+        None => None,
+    };
+    let text = |name: &str, max: usize| -> Result<Option<String>, Refusal> {
+        match params.get(name).ok().flatten() {
+            Some(v) if v.len() > max => Err(invalid("a parameter is too long")),
+            v => Ok(v.map(Into::into)),
+        }
+    };
+    let state_param = text("state", 2048)?;
+    let nonce = text("nonce", 512)?;
+    let login_hint = text("login_hint", 320)?;
+    let mode = match params.get("response_mode").ok().flatten() {
+        Some("form_post") => ResponseMode::FormPost,
+        _ => ResponseMode::Query,
+    };
+    Ok(Validated {
+        pending: PendingAuthorization {
+            client_id: client.client_id.clone(),
+            redirect_uri: params
+                .get("redirect_uri")
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_string(),
+            response_mode: mode,
+            scope,
+            state: state_param,
+            nonce,
+            code_challenge: challenge.map(Into::into),
+            max_age,
+            login_hint,
+            csrf: random_token(),
+            browser_binding: String::new(),
+            created_at: now(),
+        },
+        prompt_none: prompts.contains(&"none"),
+        prompt_login: prompts.contains(&"login"),
+    })
 }
 
 /// Stores the pending request, binds it to this browser with the
@@ -301,7 +299,7 @@ async fn start_login(
     let passthrough =
         state.upstream.is_some() && state.settings.cutover.phase == Phase::Passthrough;
     let mut response = if passthrough {
-        login::upstream::start(state, headers, &id, &pending, pending.login_hint.as_deref()).await?
+        login::upstream::start(state, &id, &pending, pending.login_hint.as_deref()).await?
     } else {
         let location = format!("/login?authz={id}");
         (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
