@@ -1,1 +1,811 @@
-fn main() {}
+//! Token endpoint throughput: `refresh_token` grants with rotation, served
+//! in-process over real HTTP with the Redis session store, set against the
+//! raw signing rate of the same algorithm on the same cores.
+//!
+//! Signing is the physical limit of the endpoint: every refresh grant with
+//! `openid` signs an access token and an ID token. The figure that matters is
+//! therefore `grants/s × signatures per grant ÷ raw signatures/s`; whatever
+//! is missing from 100 % is spent on HTTP, JSON, Redis, SQL and the load
+//! generator itself, and the target is that this stays under 30 %.
+//!
+//! Run with `cargo bench --bench token_endpoint`. Redis must be reachable
+//! (`SWITCHYARD_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`); every
+//! key the bench writes lives under a random prefix and is deleted at the end.
+//! `SWITCHYARD_BENCH_SECS` changes the measured duration (default 10 s) and
+//! `SWITCHYARD_BENCH_CONCURRENCY` the number of refresh chains (default 64),
+//! and `SWITCHYARD_BENCH_ALGS` the algorithms (default `RS256,ES256,EdDSA`).
+//!
+//! Besides the rates, each block shows the CPU time one grant costs in this
+//! process (server and load generator together) and in redis-server, with
+//! the share of it that is signing: where the non-signing time goes, and
+//! whether the cores were saturated at all.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::LOCATION;
+use scraper::{Html, Selector};
+use serde::Deserialize;
+use switchyard::config::{Settings, TokenSettings};
+use switchyard::crypto::{b64url, random_token, sha256};
+use switchyard::oidc::client_auth::hash_secret;
+use switchyard::password::ARGON2ID;
+use switchyard::startup::Application;
+use switchyard::state::AppState;
+use switchyard::store::{Client, NewUser, now};
+use switchyard::tokens::keys::Alg;
+
+const CLIENT_ID: &str = "bench";
+const SECRET: &str = "bench-client-secret-0123456789abcdef";
+const REDIRECT: &str = "https://app.example.com/callback";
+const USERNAME: &str = "bench@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+/// What a typical relying party asks for; the ID token then carries profile
+/// claims, so its payload is the realistic size rather than the minimum.
+const SCOPE: &str = "openid profile email";
+
+/// Excluded from the figures: connection set-up, the first SQLite page
+/// reads and allocator growth are start-up costs, not steady state.
+const WARM_UP: Duration = Duration::from_secs(1);
+const SIGNING_SECS: Duration = Duration::from_secs(3);
+/// How many logins run at once while provisioning; argon2 runs on a pool
+/// the size of the core count, so more would only queue.
+const LOGIN_PARALLELISM: usize = 8;
+/// Error responses printed in full; the rest are only counted.
+const ERRORS_SHOWN: usize = 5;
+/// Share of the cores other processes may take before the figures are
+/// flagged as disturbed.
+const NOISE_PERCENT: f64 = 5.0;
+
+struct Config {
+    redis_url: String,
+    duration: Duration,
+    concurrency: usize,
+    threads: usize,
+    algs: Vec<Alg>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config {
+        redis_url: std::env::var("SWITCHYARD_BENCH_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        duration: Duration::from_secs(env_number("SWITCHYARD_BENCH_SECS", 10)),
+        concurrency: env_number("SWITCHYARD_BENCH_CONCURRENCY", 64) as usize,
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        algs: match std::env::var("SWITCHYARD_BENCH_ALGS") {
+            Ok(v) => v
+                .split(',')
+                .map(|a| {
+                    Alg::parse(a.trim()).unwrap_or_else(|| {
+                        panic!("SWITCHYARD_BENCH_ALGS: {a:?} is not RS256, ES256 or EdDSA")
+                    })
+                })
+                .collect(),
+            Err(_) => vec![Alg::RS256, Alg::ES256, Alg::EdDSA],
+        },
+    };
+    if let Err(e) = check_redis(&config.redis_url).await {
+        eprintln!(
+            "token_endpoint bench: Redis at {} is not reachable: {e:#}",
+            config.redis_url
+        );
+        eprintln!("start Redis, or point SWITCHYARD_BENCH_REDIS_URL at one");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "token endpoint: refresh_token grants with rotation, scope \"{SCOPE}\", Redis session store, SQLite database\n\
+         {} chains for {} s (after {} s warm-up), {} cores\n",
+        config.concurrency,
+        config.duration.as_secs(),
+        WARM_UP.as_secs(),
+        config.threads,
+    );
+
+    let mut failed = false;
+    for &alg in &config.algs {
+        match run(&config, alg).await {
+            Ok(errors) => failed |= errors > 0,
+            Err(e) => {
+                eprintln!("{}: {e:#}", alg.as_str());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+async fn check_redis(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let ping = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    tokio::time::timeout(Duration::from_secs(3), ping)
+        .await
+        .context("no answer within 3 s")??;
+    Ok(())
+}
+
+/// One algorithm: a fresh app, the load, the signing rates, one block of
+/// output. Returns the number of failed grants.
+async fn run(config: &Config, alg: Alg) -> anyhow::Result<usize> {
+    let prefix = format!("bench:{}:{}:", &random_token()[..12], alg.as_str());
+    let dir = tempfile::tempdir()?;
+    let app = spawn_app(config, alg, &prefix, &dir).await?;
+    let result = measure(config, alg, &app).await;
+    // Keys are deleted even when the run failed half-way.
+    if let Err(e) = delete_keys(&config.redis_url, &prefix).await {
+        eprintln!("warning: could not delete the bench's Redis keys under {prefix}: {e:#}");
+    }
+    result
+}
+
+async fn measure(config: &Config, alg: Alg, app: &App) -> anyhow::Result<usize> {
+    let first = provision(app, config.concurrency).await?;
+    let signatures_per_grant = 1 + usize::from(first[0].id_token.is_some());
+    // The real signing input of an access token the app just issued, so the
+    // raw rate hashes the same number of bytes the endpoint does.
+    let signing_input = first[0]
+        .access_token
+        .rsplit_once('.')
+        .context("the access token is not a JWS")?
+        .0
+        .as_bytes()
+        .to_vec();
+    let chains = first
+        .into_iter()
+        .map(|t| {
+            t.refresh_token
+                .context("no refresh token in the code exchange")
+        })
+        .collect::<Result<_, _>>()?;
+
+    let load = load(app, chains, config).await;
+
+    // The app is idle now, so the signing threads have the cores to themselves.
+    let before = Snapshot::now(&config.redis_url).await;
+    let raw = raw_signing_rate(alg, signing_input.clone(), config.threads).await?;
+    let raw_cpu = used(before, Snapshot::now(&config.redis_url).await);
+    let key = app
+        .state
+        .keys
+        .current()
+        .active(alg)
+        .cloned()
+        .context("no active key")?;
+    let product = signing_rate(config.threads, move || {
+        key.sign(&signing_input)
+            .map(drop)
+            .map_err(anyhow::Error::from)
+    })
+    .await?;
+
+    let grants_per_sec = load.grants as f64 / load.elapsed.as_secs_f64();
+    let ratio = grants_per_sec * signatures_per_grant as f64 / raw.per_sec * 100.0;
+    println!(
+        "{}: {:.0} grants/s  p50 {:.1} ms  p99 {:.1} ms  errors {} | raw signing {:.0} sig/s ({} threads) | grants×{}/raw = {:.1} % (target ≥ 70 %)",
+        alg.as_str(),
+        grants_per_sec,
+        ms(percentile(&load.latencies, 0.50)),
+        ms(percentile(&load.latencies, 0.99)),
+        load.errors.len(),
+        raw.per_sec,
+        config.threads,
+        signatures_per_grant,
+        ratio,
+    );
+    println!(
+        "       {} grants in {:.2} s; switchyard's own signer on its active key: {:.0} sig/s",
+        load.grants,
+        load.elapsed.as_secs_f64(),
+        product.per_sec,
+    );
+    if let Some(cpu) = &load.cpu {
+        // The same ratio in CPU time: what share of the CPU a grant costs
+        // (here and in Redis) is signing. It holds when other processes
+        // take some of the cores, which the wall-clock ratio does not.
+        let per_signature = raw
+            .cpu_per_signature
+            .map_or(config.threads as f64 / raw.per_sec * 1e6, |d| {
+                d.as_secs_f64() * 1e6
+            });
+        let signing = signatures_per_grant as f64 * per_signature;
+        let per_grant = |d: Duration| d.as_secs_f64() / load.grants as f64 * 1e6;
+        let (process, redis) = (per_grant(cpu.process), per_grant(cpu.redis));
+        println!(
+            "       cpu per grant: this process {process:.0} µs (signing {signatures_per_grant} × {per_signature:.0} µs, \
+             the rest {:.0} µs), redis-server {redis:.0} µs; signing is {:.1} % of it",
+            process - signing,
+            signing / (process + redis) * 100.0,
+        );
+    }
+    // Load and signing are measured one after the other, so anything else
+    // running on the machine skews the wall-clock ratio either way.
+    let others = |cpu: &Option<Used>| cpu.as_ref().map(|c| c.share(c.others, config.threads));
+    if let (Some(cpu), Some(during_load), Some(during_signing)) =
+        (&load.cpu, others(&load.cpu), others(&raw_cpu))
+    {
+        println!(
+            "       cores busy: this process and redis-server {:.0} %, other processes {during_load:.0} % \
+             (and {during_signing:.0} % while signing){}",
+            cpu.share(cpu.process + cpu.redis, config.threads),
+            if during_load.max(during_signing) > NOISE_PERCENT {
+                "; the machine was shared, so grants/s and the wall-clock ratio are low or off"
+            } else {
+                ""
+            },
+        );
+    }
+    for e in load.errors.iter().take(ERRORS_SHOWN) {
+        println!("       error: {e}");
+    }
+    if load.errors.len() > ERRORS_SHOWN {
+        println!(
+            "       … and {} more errors",
+            load.errors.len() - ERRORS_SHOWN
+        );
+    }
+    println!();
+    Ok(load.errors.len())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Nearest-rank percentile of sorted latencies.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+struct App {
+    base: String,
+    state: AppState,
+}
+
+/// The app as the integration tests start it (tests/api/helpers.rs), with
+/// the Redis store and its own key prefix.
+async fn spawn_app(
+    config: &Config,
+    alg: Alg,
+    prefix: &str,
+    dir: &tempfile::TempDir,
+) -> anyhow::Result<App> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let settings = Settings {
+        issuer: format!("http://127.0.0.1:{port}/"),
+        database_url: format!("sqlite://{}", dir.path().join("switchyard.db").display()),
+        redis_url: Some(config.redis_url.clone()),
+        session_prefix: prefix.to_string(),
+        tokens: TokenSettings {
+            signing_alg: alg.as_str().into(),
+            // Each chain presents every token exactly once; no grace needed.
+            refresh_reuse_grace_secs: 0,
+            // Bounds what a crashed run leaves in Redis; the work per grant
+            // does not depend on it.
+            refresh_token_ttl_secs: 3600,
+            ..TokenSettings::default()
+        },
+        ..Settings::default()
+    };
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .context("the application builds")?;
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    Ok(App {
+        base: format!("http://127.0.0.1:{port}"),
+        state,
+    })
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    id_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// A confidential client, a user, and one login per chain through the real
+/// pages, so every chain is its own grant family bound to its own session.
+async fn provision(app: &App, chains: usize) -> anyhow::Result<Vec<TokenResponse>> {
+    let client = Client {
+        client_id: CLIENT_ID.into(),
+        name: Some("Token endpoint bench".into()),
+        secret_hash: Some(hash_secret(SECRET)),
+        public: false,
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        token_mode: "gateway".into(),
+        source: "cli".into(),
+        created_at: now(),
+    };
+    app.state.db.create_client(&client).await?;
+    let hash = app.state.passwords.hash(PASSWORD.into()).await?;
+    let user = NewUser {
+        email: Some(USERNAME.into()),
+        email_verified: true,
+        name: Some("Bench Example".into()),
+        given_name: Some("Bench".into()),
+        family_name: Some("Example".into()),
+        ..NewUser::default()
+    };
+    app.state
+        .db
+        .create_user(&user, Some((&hash, ARGON2ID)))
+        .await?;
+
+    futures::stream::iter(0..chains)
+        .map(|_| login(app))
+        .buffer_unordered(LOGIN_PARALLELISM)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Authorize, sign in with username and password in one form, exchange the code.
+async fn login(app: &App) -> anyhow::Result<TokenResponse> {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let verifier = random_token();
+    let challenge = b64url(&sha256(verifier.as_bytes()));
+    let start = browser
+        .get(format!("{}/authorize", app.base))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", CLIENT_ID),
+            ("redirect_uri", REDIRECT),
+            ("scope", SCOPE),
+            ("state", "bench"),
+            ("nonce", "bench"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await?;
+    let login_page = redirect_target(app, &start, "authorize")?;
+
+    let page = browser.get(&login_page).send().await?;
+    if page.status() != StatusCode::OK {
+        bail!("login page answered {}", page.status());
+    }
+    let (authz, csrf) = hidden_fields(&page.text().await?)?;
+    let form = [
+        ("authz", authz.as_str()),
+        ("csrf", csrf.as_str()),
+        ("username", USERNAME),
+        ("password", PASSWORD),
+    ];
+    let done = browser
+        .post(format!("{}/login", app.base))
+        .form(&form)
+        .send()
+        .await?;
+    let back = redirect_target(app, &done, "login")?;
+    let back = url::Url::parse(&back)?;
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .with_context(|| format!("no code in {back}"))?;
+
+    let response = browser
+        .post(format!("{}/oauth/token", app.base))
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await?;
+    if response.status() != StatusCode::OK {
+        bail!(
+            "code exchange answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(response.json().await?)
+}
+
+fn redirect_target(app: &App, response: &reqwest::Response, step: &str) -> anyhow::Result<String> {
+    if response.status() != StatusCode::SEE_OTHER {
+        bail!(
+            "{step} answered {} instead of a redirect",
+            response.status()
+        );
+    }
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .context("a redirect without Location")?
+        .to_str()?;
+    Ok(if location.starts_with('/') {
+        format!("{}{location}", app.base)
+    } else {
+        location.to_string()
+    })
+}
+
+/// The `authz` and `csrf` hidden inputs of the identifier page.
+fn hidden_fields(html: &str) -> anyhow::Result<(String, String)> {
+    let doc = Html::parse_document(html);
+    let field = |name: &str| {
+        let selector =
+            Selector::parse(&format!("input[name=\"{name}\"]")).expect("a valid selector");
+        doc.select(&selector)
+            .next()
+            .and_then(|input| input.value().attr("value"))
+            .map(str::to_string)
+            .with_context(|| format!("no {name} input on the login page"))
+    };
+    Ok((field("authz")?, field("csrf")?))
+}
+
+struct Load {
+    grants: usize,
+    elapsed: Duration,
+    /// Sorted.
+    latencies: Vec<Duration>,
+    errors: Vec<String>,
+    /// `None` where /proc or Redis's INFO cannot be read.
+    cpu: Option<Used>,
+}
+
+/// Cumulative CPU times at one instant.
+struct Snapshot {
+    at: Instant,
+    process: Duration,
+    redis: Duration,
+    machine: Duration,
+}
+
+impl Snapshot {
+    async fn now(redis_url: &str) -> Option<Self> {
+        Some(Snapshot {
+            at: Instant::now(),
+            process: process_cpu()?,
+            redis: redis_cpu(redis_url).await?,
+            machine: machine_cpu()?,
+        })
+    }
+}
+
+/// CPU time spent between two snapshots: by this process, by redis-server,
+/// and by everything else on the machine.
+struct Used {
+    wall: Duration,
+    process: Duration,
+    redis: Duration,
+    others: Duration,
+}
+
+fn used(start: Option<Snapshot>, end: Option<Snapshot>) -> Option<Used> {
+    let (start, end) = (start?, end?);
+    let process = end.process.saturating_sub(start.process);
+    let redis = end.redis.saturating_sub(start.redis);
+    let machine = end.machine.saturating_sub(start.machine);
+    Some(Used {
+        wall: end.at - start.at,
+        process,
+        redis,
+        others: machine.saturating_sub(process + redis),
+    })
+}
+
+impl Used {
+    /// `time` as a percentage of what `cores` could have done meanwhile.
+    fn share(&self, time: Duration, cores: usize) -> f64 {
+        time.as_secs_f64() / (cores as f64 * self.wall.as_secs_f64()) * 100.0
+    }
+}
+
+/// USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture
+/// Rust targets.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Busy time of all cores together (user, nice, system, irq, softirq and
+/// steal), from /proc/stat (Linux).
+fn machine_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum();
+    Some(TICK * busy as u32)
+}
+
+/// User plus system time of this process, from /proc/self/stat (Linux).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may hold spaces;
+    // utime and stime are fields 14 and 15 of the whole line.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some(TICK * ticks as u32)
+}
+
+/// redis-server's user plus system time, from `INFO cpu`.
+async fn redis_cpu(url: &str) -> Option<Duration> {
+    let mut conn = redis::Client::open(url)
+        .ok()?
+        .get_multiplexed_async_connection()
+        .await
+        .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let seconds = |name: &str| -> Option<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+    };
+    Some(Duration::from_secs_f64(
+        seconds("used_cpu_user")? + seconds("used_cpu_sys")?,
+    ))
+}
+
+/// Every chain runs its own rotation in a loop: each grant spends the token
+/// it presents and continues with the one it receives, as a client does.
+async fn load(app: &App, chains: Vec<String>, config: &Config) -> Load {
+    // One client for all chains, as one busy back end would have: keep-alive
+    // connections, one per chain, never re-opened during the run.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(chains.len())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    let url: Arc<str> = format!("{}/oauth/token", app.base).into();
+    let measure_from = Instant::now() + WARM_UP;
+    let until = measure_from + config.duration;
+    let tasks: Vec<_> = chains
+        .into_iter()
+        .map(|token| tokio::spawn(chain(http.clone(), url.clone(), token, measure_from, until)))
+        .collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_start = Snapshot::now(&config.redis_url).await;
+    let mut latencies = Vec::new();
+    let mut errors = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        match task {
+            Ok((l, e)) => {
+                latencies.extend(l);
+                errors.extend(e);
+            }
+            Err(e) => errors.push(format!("chain task failed: {e}")),
+        }
+    }
+    // Grants still in flight at the deadline finish after it, so the rate is
+    // taken over the time to the last answer, not the nominal duration.
+    let elapsed = measure_from.elapsed();
+    let cpu = used(cpu_start, Snapshot::now(&config.redis_url).await);
+    latencies.sort_unstable();
+    Load {
+        grants: latencies.len(),
+        elapsed,
+        latencies,
+        errors,
+        cpu,
+    }
+}
+
+async fn chain(
+    http: reqwest::Client,
+    url: Arc<str>,
+    mut token: String,
+    measure_from: Instant,
+    until: Instant,
+) -> (Vec<Duration>, Option<String>) {
+    #[derive(Deserialize)]
+    struct Rotated {
+        refresh_token: String,
+    }
+    let mut latencies = Vec::with_capacity(4096);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let sent = http
+            .post(&*url)
+            .basic_auth(CLIENT_ID, Some(SECRET))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return (latencies, Some(format!("transport: {e}"))),
+        };
+        let status = response.status();
+        // The body is read and parsed inside the timed span: a client has no
+        // token until it has done both.
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return (latencies, Some(format!("reading the body: {e}"))),
+        };
+        if status != StatusCode::OK {
+            // The presented token may be spent; presenting it again would
+            // count as reuse and revoke the family, so the chain ends here.
+            return (
+                latencies,
+                Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body))),
+            );
+        }
+        match serde_json::from_slice::<Rotated>(&body) {
+            Ok(r) => token = r.refresh_token,
+            Err(e) => {
+                return (
+                    latencies,
+                    Some(format!("no refresh token in the response: {e}")),
+                );
+            }
+        }
+        if started >= measure_from {
+            latencies.push(started.elapsed());
+        }
+    }
+    (latencies, None)
+}
+
+/// The algorithm's signatures per second straight from aws-lc-rs, with a key
+/// generated here: the ceiling the endpoint is measured against.
+async fn raw_signing_rate(alg: Alg, message: Vec<u8>, threads: usize) -> anyhow::Result<Signing> {
+    let rng = SystemRandom::new();
+    let sign: Box<dyn Fn() -> anyhow::Result<()> + Send + Sync> = match alg {
+        Alg::RS256 => {
+            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)?;
+            Box::new(move || {
+                let mut sig = vec![0u8; key.public_modulus_len()];
+                key.sign(&signature::RSA_PKCS1_SHA256, &rng, &message, &mut sig)?;
+                Ok(())
+            })
+        }
+        Alg::ES256 => {
+            let key = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)?;
+            Box::new(move || {
+                key.sign(&rng, &message)
+                    .map(drop)
+                    .map_err(anyhow::Error::from)
+            })
+        }
+        Alg::EdDSA => {
+            let key = Ed25519KeyPair::generate()?;
+            Box::new(move || {
+                // Infallible, and FFI the optimiser cannot drop; the
+                // signature itself is not needed.
+                std::hint::black_box(key.sign(&message));
+                Ok(())
+            })
+        }
+    };
+    signing_rate(threads, sign).await
+}
+
+/// What the signing threads achieved.
+struct Signing {
+    /// Signatures per second of wall time, all threads together.
+    per_sec: f64,
+    /// CPU time one signature took, from the threads' own clocks: unlike
+    /// `per_sec`, it holds when other processes take some of the cores.
+    cpu_per_signature: Option<Duration>,
+}
+
+/// Calls `sign` on `threads` OS threads at once for [`SIGNING_SECS`].
+async fn signing_rate(
+    threads: usize,
+    sign: impl Fn() -> anyhow::Result<()> + Send + Sync + 'static,
+) -> anyhow::Result<Signing> {
+    tokio::task::spawn_blocking(move || {
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let per_thread = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let cpu_start = thread_cpu();
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            sign()?;
+                            n += 1;
+                        }
+                        let cpu = thread_cpu()
+                            .zip(cpu_start)
+                            .map(|(end, start)| end.saturating_sub(start));
+                        anyhow::Ok((n, cpu))
+                    })
+                })
+                .collect();
+            std::thread::sleep(SIGNING_SECS);
+            stop.store(true, Ordering::Relaxed);
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a signing thread panicked"))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        let elapsed = started.elapsed();
+        let signatures: u64 = per_thread.iter().map(|(n, _)| n).sum();
+        let cpu: Option<Duration> = per_thread.iter().map(|(_, cpu)| *cpu).sum();
+        Ok(Signing {
+            per_sec: signatures as f64 / elapsed.as_secs_f64(),
+            cpu_per_signature: cpu.map(|c| c / signatures.max(1) as u32),
+        })
+    })
+    .await?
+}
+
+/// CPU time of the calling thread, from /proc/thread-self/schedstat (Linux),
+/// in nanoseconds rather than /proc/…/stat's ticks.
+fn thread_cpu() -> Option<Duration> {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        schedstat.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
+/// Deletes every key under `prefix`.
+async fn delete_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
