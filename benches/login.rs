@@ -48,7 +48,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde::Deserialize;
 use switchyard::config::{PasswordSettings, Settings, UpstreamSettings};
 use switchyard::oidc::client_auth::hash_secret;
-use switchyard::password::ARGON2ID;
+use switchyard::password::{ARGON2ID, Verified};
 use switchyard::startup::Application;
 use switchyard::state::AppState;
 use switchyard::store::{Client, Migration, NewUser, now};
@@ -418,6 +418,11 @@ struct PoolRun {
     raw: f64,
     raw_hashes: u64,
     raw_cpu: Option<Used>,
+    /// The same verifications through the app's `Passwords` (its semaphore
+    /// and blocking threads), with no HTTP: per second, count, CPU.
+    pool: f64,
+    pool_hashes: u64,
+    pool_cpu: Option<Used>,
     logins: usize,
     /// Sorted.
     login_latencies: Vec<Duration>,
@@ -456,9 +461,24 @@ impl PoolRun {
 
     fn print(&self, config: &Config) {
         println!("{}", self.label());
+        let per = |cpu: &Option<Used>, n: u64| match cpu {
+            Some(c) if n > 0 => format!(
+                "{:.1} ms cpu and {} page faults per hash",
+                c.process.as_secs_f64() / n as f64 * 1e3,
+                c.faults / n
+            ),
+            _ => String::new(),
+        };
         println!(
-            "  raw argon2id verify    {:>8.1} hashes/s on {} thread(s)",
-            self.raw, self.permits
+            "  raw argon2id verify    {:>8.1} hashes/s on {} thread(s); {}",
+            self.raw,
+            self.permits,
+            per(&self.raw_cpu, self.raw_hashes),
+        );
+        println!(
+            "  Passwords::verify      {:>8.1} hashes/s through the app's pool; {}",
+            self.pool,
+            per(&self.pool_cpu, self.pool_hashes),
         );
         println!(
             "  logins over HTTP       {:>8.1} logins/s ({} in {} s)  p50 {:.0} ms  p99 {:.0} ms  \
@@ -486,14 +506,15 @@ impl PoolRun {
         );
         if let Some(b) = self.breakdown() {
             println!(
-                "  cpu per login          argon2id {:.1} ms, rest of the server {:.1} ms, load generator {:.1} ms, \
-                 refresh probe {:.1} ms (both ends)",
-                b.hash, b.server, b.client, b.probe
+                "  cpu per login          argon2id through the pool {:.1} ms, rest of the server {:.1} ms, \
+                 load generator {:.1} ms, refresh probe {:.1} ms (both ends); {} page faults",
+                b.hash, b.server, b.client, b.probe, b.faults
             );
             // Where the cores, not the pool, are the limit: logins/s ≤
-            // cores ÷ CPU per login, against raw = permits ÷ argon2id.
+            // cores ÷ CPU per login, against raw = permits ÷ bare argon2id.
             let ceiling = |per_login: f64| {
-                (config.cores as f64 / self.permits as f64 * b.hash / per_login * 100.0).min(100.0)
+                (config.cores as f64 / self.permits as f64 * b.raw_hash / per_login * 100.0)
+                    .min(100.0)
             };
             println!(
                 "  ceiling from the cpu   {:.0} % of raw as measured here; {:.0} % for the server alone (clients elsewhere, no probe)",
@@ -536,7 +557,11 @@ fn print_errors(errors: &[String]) {
 
 /// CPU per login, in milliseconds of one core.
 struct Breakdown {
+    /// Bare argon2id, as in the raw figure.
+    raw_hash: f64,
+    /// Through the app's pool.
     hash: f64,
+    faults: u64,
     server: f64,
     client: f64,
     /// The refresh grants of the probe, server and client, spread over the
@@ -546,17 +571,23 @@ struct Breakdown {
 
 impl PoolRun {
     fn breakdown(&self) -> Option<Breakdown> {
-        let (load, raw, idle) = (
+        let (load, raw, pool, idle) = (
             self.load_cpu.as_ref()?,
             self.raw_cpu.as_ref()?,
+            self.pool_cpu.as_ref()?,
             self.baseline_cpu.as_ref()?,
         );
-        if self.logins == 0 || self.raw_hashes == 0 || self.baseline.is_empty() {
+        if self.logins == 0
+            || self.raw_hashes == 0
+            || self.pool_hashes == 0
+            || self.baseline.is_empty()
+        {
             return None;
         }
         // Measured rather than `permits / raw`: on a shared machine the
         // hashing threads do not get a whole core each.
-        let hash = raw.process.as_secs_f64() / self.raw_hashes as f64;
+        let raw_hash = raw.process.as_secs_f64() / self.raw_hashes as f64;
+        let hash = pool.process.as_secs_f64() / self.pool_hashes as f64;
         // A grant under load is taken to cost what it cost on the idle app.
         let idle_grants = self.baseline.len() as f64;
         let grant_server = idle.process.saturating_sub(idle.client).as_secs_f64() / idle_grants;
@@ -568,7 +599,9 @@ impl PoolRun {
             - grant_server * grants;
         let client = load.client.as_secs_f64() - grant_client * grants;
         Some(Breakdown {
+            raw_hash: raw_hash * 1e3,
             hash: hash * 1e3,
+            faults: load.faults / self.logins as u64,
             server: server / logins * 1e3,
             client: client / logins * 1e3,
             probe: (grant_server + grant_client) * grants / logins * 1e3,
@@ -600,8 +633,11 @@ async fn local_logins(
     let permits = permits(configured, config.cores);
     // Before any load, so the hashing threads have the cores to themselves.
     let before = Snapshot::now();
-    let (raw, raw_hashes) = raw_verify_rate(stored, permits).await?;
+    let (raw, raw_hashes) = raw_verify_rate(stored.clone(), permits).await?;
     let raw_cpu = used(before, Snapshot::now());
+    let before = Snapshot::now();
+    let (pool, pool_hashes) = pool_verify_rate(&app.state, stored, permits).await?;
+    let pool_cpu = used(before, Snapshot::now());
 
     // One grant family per chain, each bound to its own login.
     let http = http_client()?;
@@ -658,6 +694,9 @@ async fn local_logins(
         raw,
         raw_hashes,
         raw_cpu,
+        pool,
+        pool_hashes,
+        pool_cpu,
         logins: login_latencies.len(),
         login_latencies,
         load_cpu,
@@ -730,6 +769,43 @@ async fn raw_verify_rate(stored: String, threads: usize) -> anyhow::Result<(f64,
         Ok((total as f64 / started.elapsed().as_secs_f64(), total))
     })
     .await?
+}
+
+/// Verifications per second through `Passwords::verify`, with twice as many
+/// callers as permits so the pool never waits for one; returns the rate and
+/// the number of hashes.
+async fn pool_verify_rate(
+    state: &AppState,
+    stored: String,
+    permits: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let until = started + RAW_SECS;
+    let callers: Vec<_> = (0..permits * 2)
+        .map(|_| {
+            let (state, stored) = (state.clone(), stored.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    let verified = state
+                        .passwords
+                        .verify(PASSWORD.into(), Some(stored.clone()))
+                        .await?;
+                    ensure!(
+                        verified == Verified::Yes { rehash: false },
+                        "the pool verified {verified:?}"
+                    );
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for caller in futures::future::join_all(callers).await {
+        total += caller??;
+    }
+    Ok((total as f64 / started.elapsed().as_secs_f64(), total))
 }
 
 /// Logs in until `until`, one login at a time, cycling through the accounts.
@@ -1250,6 +1326,7 @@ struct Snapshot {
     process: Duration,
     client: Duration,
     machine: Duration,
+    faults: u64,
 }
 
 impl Snapshot {
@@ -1259,6 +1336,7 @@ impl Snapshot {
             process: process_cpu()?,
             client: client_cpu()?,
             machine: machine_cpu()?,
+            faults: minor_faults()?,
         })
     }
 }
@@ -1270,6 +1348,8 @@ struct Used {
     /// The load generator's threads alone.
     client: Duration,
     others: Duration,
+    /// Minor page faults of this process.
+    faults: u64,
 }
 
 impl Used {
@@ -1288,6 +1368,7 @@ fn used(start: Option<Snapshot>, end: Option<Snapshot>) -> Option<Used> {
         process,
         client: end.client.saturating_sub(start.client),
         others: machine.saturating_sub(process),
+        faults: end.faults.saturating_sub(start.faults),
     })
 }
 
@@ -1317,6 +1398,19 @@ fn machine_cpu() -> Option<Duration> {
 /// User plus system time of this process, from /proc/self/stat (Linux).
 fn process_cpu() -> Option<Duration> {
     cpu_of(&std::fs::read_to_string("/proc/self/stat").ok()?).map(|(_, t)| t)
+}
+
+/// Minor page faults of this process, from /proc/self/stat (Linux): a fresh
+/// 19 MiB argon2 buffer costs ~4,900 of them.
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // minflt is field 10 of the whole line.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(7)?
+        .parse()
+        .ok()
 }
 
 /// The load generator's threads together, from /proc/self/task (Linux).

@@ -11,14 +11,15 @@
 //! Run with `cargo bench --bench token_endpoint`. Redis must be reachable
 //! (`SWITCHYARD_BENCH_REDIS_URL`, default `redis://127.0.0.1:6379`); every
 //! key the bench writes lives under a random prefix and is deleted at the end.
-//! `SWITCHYARD_BENCH_SECS` changes the measured duration (default 10 s) and
-//! `SWITCHYARD_BENCH_CONCURRENCY` the number of refresh chains (default 64),
-//! and `SWITCHYARD_BENCH_ALGS` the algorithms (default `RS256,ES256,EdDSA`).
+//! Also read: `SWITCHYARD_BENCH_SECS`, the measured duration (default 10);
+//! `SWITCHYARD_BENCH_CONCURRENCY`, the number of refresh chains (default 64);
+//! `SWITCHYARD_BENCH_ALGS`, the algorithms (default `RS256,ES256,EdDSA`).
 //!
 //! Besides the rates, each block shows the CPU time one grant costs in this
 //! process (server and load generator together) and in redis-server, with
-//! the share of it that is signing: where the non-signing time goes, and
-//! whether the cores were saturated at all.
+//! the share of it that is signing, and how busy the cores were, by this
+//! bench and by anything else: on a shared machine the wall-clock figures
+//! drop, the CPU-time ones much less.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ async fn main() -> ExitCode {
         redis_url: std::env::var("SWITCHYARD_BENCH_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         duration: Duration::from_secs(env_number("SWITCHYARD_BENCH_SECS", 10)),
-        concurrency: env_number("SWITCHYARD_BENCH_CONCURRENCY", 64) as usize,
+        concurrency: env_number("SWITCHYARD_BENCH_CONCURRENCY", 64).max(1) as usize,
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -288,6 +289,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct App {
     base: String,
     state: AppState,
+    /// Dropping it stops the server, so one algorithm's app does not keep
+    /// its Redis connection and key reloader through the next one's run.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The app as the integration tests start it (tests/api/helpers.rs), with
@@ -320,10 +324,14 @@ async fn spawn_app(
         .await
         .context("the application builds")?;
     let state = app.state();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
     Ok(App {
         base: format!("http://127.0.0.1:{port}"),
         state,
+        _stop: stop,
     })
 }
 
