@@ -105,6 +105,31 @@ async fn age_upstream_tokens() {
 }
 
 impl UpstreamApp {
+    /// Posts `email` on Switchyard's identifier page at `login_path`;
+    /// returns where Switchyard sends the browser (the upstream, here).
+    pub async fn identifier_step(
+        &self,
+        browser: &reqwest::Client,
+        login_path: &str,
+        email: &str,
+    ) -> String {
+        let page = browser.get(self.app.url(login_path)).send().await.unwrap();
+        let (action, mut fields) = form_fields(&page.text().await.unwrap());
+        fields.insert("username".into(), email.into());
+        let to_upstream = browser
+            .post(self.app.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            to_upstream.status(),
+            StatusCode::SEE_OTHER,
+            "the identifier step sends the user upstream"
+        );
+        location(to_upstream.headers())
+    }
+
     /// Drives the browser through Switchyard's identifier page and the
     /// upstream's login form; returns what the client receives.
     pub async fn login(
@@ -224,20 +249,9 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
         .url();
     let browser = browser();
     let start = browser.get(url.as_str()).send().await.unwrap();
-    let page = browser
-        .get(t.app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
-    fields.insert("username".into(), "alice@example.com".into());
-    let to_upstream = browser
-        .post(t.app.url(&action))
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
-    let upstream_url = location(to_upstream.headers());
+    let upstream_url = t
+        .identifier_step(&browser, &location(start.headers()), "alice@example.com")
+        .await;
     assert!(
         t.fake.last_authorize_params().is_none(),
         "nothing reaches the upstream before the browser does"
@@ -734,20 +748,9 @@ async fn upstream_failures_at_the_callback_show_a_clear_page_and_create_no_user(
             .app
             .authorize(&browser, &AuthRequest::new("web", None))
             .await;
-        let page = browser
-            .get(t.app.url(&location(start.headers())))
-            .send()
-            .await
-            .unwrap();
-        let (action, mut fields) = form_fields(&page.text().await.unwrap());
-        fields.insert("username".into(), "alice@example.com".into());
-        let to_upstream = browser
-            .post(t.app.url(&action))
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-        let upstream_url = location(to_upstream.headers());
+        let upstream_url = t
+            .identifier_step(&browser, &location(start.headers()), "alice@example.com")
+            .await;
         t.fake.set_mode(mode);
         let done = t
             .upstream_login(&browser, &upstream_url, "alice@example.com", PASSWORD)
