@@ -52,6 +52,86 @@ pub enum Command {
     /// Who goes where: phase, pins, and why a user takes a route.
     #[command(subcommand)]
     Cutover(CutoverCommand),
+    /// Copy every upstream user through its Management API (resumable).
+    Backfill(BackfillArgs),
+    /// Import users from an export file (resumable, streamed).
+    Import(ImportArgs),
+    /// Compare the upstream and the local users, record by record.
+    Verify(VerifyArgs),
+    /// Users by state, recent migrations, jobs and their progress.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Continue the unfinished backfill job (after a crash, or from a
+    /// second instance to share the work).
+    #[arg(long)]
+    pub resume: bool,
+    /// Report what would be created, updated and skipped; write nothing.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+    /// Only users updated since this RFC 3339 time (Auth0, Okta).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Workers in this process (PostgreSQL; SQLite runs one).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Never more than this many requests a second.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file (`.gz` is read gunzipped).
+    pub file: String,
+    /// Its format; guessed from the name and first bytes when absent.
+    #[arg(long, value_enum)]
+    pub format: Option<crate::jobs::files::Format>,
+    /// Record the users as coming from this provider (default: the
+    /// format's, else `[upstream] provider`).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Report what would be created, updated and skipped; write nothing.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+    /// Stop at the first bad record instead of reporting it and going on.
+    #[arg(long)]
+    pub strict: bool,
+    /// Continue an interrupted import of the same file.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also write the full report as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long)]
+    pub max_rate: Option<f64>,
+    /// Print the report as JSON rather than a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many recent jobs to show.
+    #[arg(long, default_value_t = 5)]
+    pub jobs: u32,
+    /// Show this job with its issues.
+    #[arg(long)]
+    pub job: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +222,25 @@ pub enum UsersCommand {
         /// Id, email or username.
         user: String,
     },
+    /// Change a user's profile here. A change made in Switchyard is the
+    /// user's own: later backfills report it as a conflict rather than
+    /// overwrite it.
+    Update {
+        /// Id, email or username.
+        user: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        email_verified: Option<bool>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        given_name: Option<String>,
+        #[arg(long)]
+        family_name: Option<String>,
+        #[arg(long)]
+        nickname: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,7 +313,105 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients(cmd) => clients(&settings, cmd).await,
         Command::Keys(cmd) => keys(&settings, cmd).await,
         Command::Cutover(cmd) => cutover(&settings, cmd).await,
+        Command::Backfill(args) => backfill(&settings, args).await,
+        Command::Import(args) => import(&settings, args).await,
+        Command::Verify(args) => verify(&settings, args).await,
+        Command::Status(args) => status(&settings, args).await,
     }
+}
+
+async fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let opts = crate::jobs::backfill::BackfillOptions {
+        resume: args.resume,
+        dry_run: args.dry_run,
+        since: args.since,
+        concurrency: args.concurrency,
+        max_rate: args.max_rate,
+        quiet: args.json,
+        poll_interval: None,
+    };
+    let (report, (requests, throttled, retried)) =
+        crate::jobs::backfill::run(db, settings, &opts).await?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "report": report,
+            "requests": requests,
+            "throttled": throttled,
+            "retried": retried,
+        }))?;
+    } else {
+        report.print();
+        println!("{requests} requests to the upstream, {throttled} rate-limited, {retried} retried");
+    }
+    Ok(())
+}
+
+async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let opts = crate::jobs::import::ImportOptions {
+        path: args.file,
+        format: args.format,
+        provider: args
+            .provider
+            .or_else(|| settings.upstream.as_ref().map(|u| u.provider.clone())),
+        dry_run: args.dry_run,
+        strict: args.strict,
+        resume: args.resume,
+        quiet: args.json,
+    };
+    let report = crate::jobs::import::run(db, &opts).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        report.print();
+    }
+    Ok(())
+}
+
+async fn verify(settings: &Settings, args: VerifyArgs) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let opts = crate::jobs::verify::VerifyOptions {
+        max_rate: args.max_rate,
+        quiet: args.json,
+        ..Default::default()
+    };
+    let report = crate::jobs::verify::run(db, settings, &opts).await?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        print_json(&report)?;
+    } else {
+        report.print();
+    }
+    if !report.clean {
+        bail!(
+            "verify found {} missing locally, {} only local, {} users with differing fields",
+            report.missing_locally.count,
+            report.only_local.count,
+            report.differing_users
+        );
+    }
+    Ok(())
+}
+
+async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let status = match &args.job {
+        Some(job) => crate::jobs::status::Status {
+            users: db.user_counts(crate::store::now()).await?,
+            jobs: vec![db.job_summary(job, 1000).await?],
+        },
+        None => crate::jobs::status::collect(&*db, args.jobs, 10).await?,
+    };
+    if args.json {
+        print_json(&status)?;
+    } else {
+        status.print();
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
@@ -373,6 +570,27 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             let user = find_user(&*db, &user).await?;
             db.delete_user(&user.id).await?;
             println!("deleted {}", user.id);
+        }
+        UsersCommand::Update {
+            user,
+            email,
+            email_verified,
+            name,
+            given_name,
+            family_name,
+            nickname,
+        } => {
+            let user = find_user(&*db, &user).await?;
+            let edit = crate::store::jobs::ProfileEdit {
+                email,
+                email_verified,
+                name,
+                given_name,
+                family_name,
+                nickname,
+            };
+            db.edit_user(&user.id, &edit).await.map_err(conflict)?;
+            print_json(&find_user(&*db, &user.id).await?)?;
         }
     }
     Ok(())

@@ -121,6 +121,45 @@ pub struct UpstreamSettings {
     /// the session store: `kid=base64key,…`, the first one sealing.
     #[serde(default = "default_token_keys_env")]
     pub token_keys_env: String,
+    /// The user-listing API used by `backfill` and `verify`.
+    #[serde(default)]
+    pub management: ManagementSettings,
+}
+
+/// `[upstream.management]`: credentials and pace for the upstream's
+/// Management API. Secrets are named by environment variable, never written
+/// in the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSettings {
+    /// Overrides the provider definition's base URL (custom domains,
+    /// regional endpoints, an emulator).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Client for the client-credentials token (Auth0, Keycloak); default:
+    /// `[upstream] client_id` and its secret.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Environment variable holding Okta's API token (SSWS).
+    #[serde(default)]
+    pub api_token_env: Option<String>,
+    /// Environment variables holding AWS credentials (Cognito); default:
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+    #[serde(default)]
+    pub aws_access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub aws_session_token_env: Option<String>,
+    /// A ceiling on requests per second, below what the upstream's headers
+    /// allow (leave room for the login traffic that shares the quota).
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 fn default_token_keys_env() -> String {
@@ -180,6 +219,7 @@ impl UpstreamSettings {
             claims: Default::default(),
             adoptions_per_minute: default_adoption_rate(),
             token_keys_env: default_token_keys_env(),
+            management: ManagementSettings::default(),
         }
     }
 

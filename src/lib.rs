@@ -14,6 +14,7 @@
 //! - [`error`]: the two edge error types, [`error::OAuthError`] and [`error::AppError`].
 //! - [`oidc`]: the provider facade applications talk to, one file per endpoint or grant.
 //! - [`cutover`]: who goes where: phases, cohorts, pins, per-client overrides.
+//! - [`jobs`]: backfill, import, verify and status: users copied in bulk, resumably.
 //! - [`login`]: the login pages (identifier, password) and the gateway session cookie.
 //! - [`password`]: argon2id hashing on a bounded blocking pool.
 //! - [`migrate`]: lazy migration on login and imported password hashes.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod crypto;
 pub mod cutover;
 pub mod error;
+pub mod jobs;
 pub mod login;
 pub mod metrics;
 pub mod migrate;

@@ -11,6 +11,7 @@
 //! Both are object-safe traits used as `Arc<dyn …>`, and each has one test
 //! suite that every implementation passes (tests/api/store.rs).
 
+pub mod jobs;
 pub mod memory;
 pub mod redis;
 pub mod sql;
@@ -316,7 +317,9 @@ pub trait AuditLog: Send + Sync {
 
 /// The durable store, as the application sees it.
 #[async_trait]
-pub trait Database: UserStore + ClientStore + KeyStore + AuditLog + RuntimeSettings {
+pub trait Database:
+    UserStore + ClientStore + KeyStore + AuditLog + RuntimeSettings + jobs::JobStore
+{
     async fn ping(&self) -> StoreResult<()>;
 }
 

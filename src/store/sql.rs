@@ -114,7 +114,7 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 
 /// Maps sqlx errors, turning unique violations into [`StoreError::Conflict`]
 /// naming the field (the one place constraint names become client errors).
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             let m = db.message().to_string() + db.constraint().unwrap_or("");
@@ -218,7 +218,7 @@ fn new_local_id() -> String {
     format!("local|{hex}")
 }
 
-fn to_json(v: &impl serde::Serialize) -> String {
+pub(crate) fn to_json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 

@@ -77,12 +77,101 @@ pub struct PasswordDef {
     pub only_if_discovered: bool,
 }
 
+/// How the upstream's user-listing API is reached, paged and read (the
+/// backfill and verify jobs, `src/jobs`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagementDef {
+    /// Base URL template; `[upstream.management] base` overrides it.
     pub base: String,
+    /// `audience` of the client-credentials token (Auth0).
     #[serde(default)]
     pub audience: Option<String>,
+    pub auth: ManagementAuth,
+    pub paging: Paging,
+    /// Users per request: the vendor's maximum.
+    pub page_size: u32,
+    /// How the upstream's user record maps onto the local user.
+    pub fields: FieldsDef,
+    /// `record`: the record is shaped like the upstream's ID-token claims
+    /// (Auth0) and becomes the stored profile, less `volatile` fields;
+    /// `standard`: standard OIDC claims are built from the mapped fields.
+    #[serde(default)]
+    pub claims: ClaimsSource,
+    /// Fields that change on every login and mean nothing to a backfill.
+    #[serde(default)]
+    pub volatile: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagementAuth {
+    /// A bearer token from the client-credentials grant (Auth0, Keycloak).
+    ClientCredentials,
+    /// `Authorization: SSWS <api token>` (Okta).
+    Ssws,
+    /// AWS Signature Version 4 (Cognito's `cognito-idp` API).
+    Sigv4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Paging {
+    /// Auth0: an export job for a full run, `created_at`/`updated_at`
+    /// windows under the 1,000-result cap for `--since`.
+    Auth0,
+    /// `Link: <…>; rel="next"` (Okta).
+    Link,
+    /// `ListUsers` with `PaginationToken` (Cognito).
+    Cognito,
+    /// `first`/`max` offsets and a `/count` endpoint (Keycloak).
+    FirstMax,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimsSource {
+    Record,
+    #[default]
+    Standard,
+}
+
+/// Dotted paths into the upstream's user record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsDef {
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub given_name: Option<String>,
+    #[serde(default)]
+    pub family_name: Option<String>,
+    #[serde(default)]
+    pub nickname: Option<String>,
+    #[serde(default)]
+    pub picture: Option<String>,
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    #[serde(default)]
+    pub user_metadata: Option<String>,
+    #[serde(default)]
+    pub app_metadata: Option<String>,
+    /// The field that says whether the user is blocked …
+    #[serde(default)]
+    pub blocked: Option<String>,
+    /// … and the values of it that mean blocked (default: `true`).
+    #[serde(default)]
+    pub blocked_values: Option<Vec<serde_json::Value>>,
+    /// A list of linked identities, each `{provider, user_id}` (Auth0).
+    #[serde(default)]
+    pub identities: Option<String>,
 }
 
 /// Claim names the local user's fields are read from.

@@ -1,0 +1,369 @@
+//! `switchyard backfill`: every upstream user copied as a local user
+//! (state `pending`: profile, identities, metadata, blocked state, no
+//! password), through the Management API, as a resumable job.
+//!
+//! Workers (`--concurrency` in this process, plus any other process running
+//! `backfill --resume` on the same PostgreSQL database) claim chunks and
+//! commit page by page. A worker with nothing to claim waits while others
+//! still hold chunks, so a chunk whose worker died (no heartbeat for
+//! [`super::STALE_AFTER`], or a process of this host that is gone) is
+//! taken over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use super::management::{ManagementClient, Page, initial_chunks};
+use super::progress::Progress;
+use super::{CrashHook, Heartbeat, Report, dead_owners, new_job_id, worker_id};
+use crate::config::Settings;
+use crate::store::Database;
+use crate::store::jobs::{Chunk, Counters, PageCommit, Rejected};
+use crate::upstream::provider::Paging;
+
+#[derive(Debug, Clone, Default)]
+pub struct BackfillOptions {
+    pub resume: bool,
+    pub dry_run: bool,
+    /// Only users updated since this RFC 3339 time.
+    pub since: Option<String>,
+    pub concurrency: Option<usize>,
+    pub max_rate: Option<f64>,
+    pub quiet: bool,
+    /// How often an export job is polled.
+    pub poll_interval: Option<Duration>,
+}
+
+/// Records per transaction when streaming an export file.
+const EXPORT_BATCH: usize = 1000;
+
+/// How pages are committed: to a job, or (a dry run) in transactions that
+/// are rolled back, with the chunks kept in memory.
+enum Sink {
+    Job(String),
+    Dry(std::sync::Mutex<Dry>),
+}
+
+#[derive(Default)]
+struct Dry {
+    queue: std::collections::VecDeque<Value>,
+    counters: Counters,
+    issues: Vec<crate::store::jobs::Issue>,
+    issues_total: u64,
+}
+
+struct Ctx {
+    db: Arc<dyn Database>,
+    client: Arc<ManagementClient>,
+    sink: Sink,
+    progress: tokio::sync::Mutex<Progress>,
+    crash: std::sync::Mutex<CrashHook>,
+    totals: std::sync::Mutex<Counters>,
+    poll: Duration,
+}
+
+pub async fn run(
+    db: Arc<dyn Database>,
+    settings: &Settings,
+    opts: &BackfillOptions,
+) -> anyhow::Result<(Report, (u64, u64, u64))> {
+    let upstream = settings
+        .upstream
+        .as_ref()
+        .context("backfill copies users from the upstream: configure [upstream] first")?;
+    let client = Arc::new(ManagementClient::new(
+        upstream,
+        opts.max_rate,
+        opts.concurrency,
+    )?);
+    if let Some(since) = &opts.since {
+        chrono::DateTime::parse_from_rfc3339(since)
+            .with_context(|| format!("--since {since}: expected an RFC 3339 time"))?;
+        if matches!(client.mgmt.paging, Paging::Cognito | Paging::FirstMax) {
+            bail!(
+                "--since: {} cannot list users by update time; run a full backfill",
+                client.def.name
+            );
+        }
+    }
+    let chunks = initial_chunks(client.mgmt.paging, opts.since.as_deref());
+    let sink = if opts.dry_run {
+        Sink::Dry(std::sync::Mutex::new(Dry {
+            queue: chunks.into(),
+            ..Dry::default()
+        }))
+    } else {
+        Sink::Job(match db.unfinished_job("backfill").await? {
+            Some(job) if opts.resume => {
+                db.reopen_job(&job.id).await?;
+                job.id
+            }
+            Some(job) => bail!(
+                "backfill job {} did not finish: resume it with --resume (from any instance)",
+                job.id
+            ),
+            None if opts.resume => bail!("there is no unfinished backfill job to resume"),
+            None => {
+                let id = new_job_id("backfill");
+                db.create_job(
+                    &id,
+                    "backfill",
+                    &json!({"provider": client.provider, "since": opts.since}),
+                    &chunks,
+                )
+                .await?;
+                id
+            }
+        })
+    };
+    let label = match &sink {
+        Sink::Job(job) => job.clone(),
+        Sink::Dry(_) => "backfill (dry run)".into(),
+    };
+    // SQLite has one writer: one worker. PostgreSQL: as many as asked.
+    let workers = if settings.database_url.starts_with("sqlite:") || opts.dry_run {
+        1
+    } else {
+        opts.concurrency.unwrap_or(2).max(1)
+    };
+    let ctx = Arc::new(Ctx {
+        db: db.clone(),
+        client: client.clone(),
+        sink,
+        progress: tokio::sync::Mutex::new(Progress::new(&label, None, opts.quiet)),
+        crash: std::sync::Mutex::new(CrashHook::from_env()),
+        totals: std::sync::Mutex::new(Counters::default()),
+        poll: opts.poll_interval.unwrap_or(Duration::from_secs(2)),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { ctx.work().await });
+    }
+    let mut failure = None;
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result.context("a backfill worker panicked").and_then(|r| r) {
+            failure.get_or_insert(e);
+            tasks.abort_all();
+        }
+    }
+    ctx.progress.lock().await.finish();
+    let report = match &ctx.sink {
+        Sink::Job(job) => {
+            if let Some(e) = failure {
+                db.fail_job(job, &format!("{e:#}")).await?;
+                return Err(e.context(format!(
+                    "backfill job {job} stopped; fix the cause and run backfill --resume"
+                )));
+            }
+            db.finish_job_if_done(job).await?;
+            let summary = db.job_summary(job, 50).await?;
+            Report {
+                job: Some(job.clone()),
+                dry_run: false,
+                counters: summary.counters,
+                issues: summary.issues,
+                issues_total: summary.issues_total,
+            }
+        }
+        Sink::Dry(dry) => {
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let dry = dry.lock().unwrap_or_else(|p| p.into_inner());
+            Report {
+                job: None,
+                dry_run: true,
+                counters: dry.counters,
+                issues: dry.issues.clone(),
+                issues_total: dry.issues_total,
+            }
+        }
+    };
+    Ok((report, client.stats()))
+}
+
+impl Ctx {
+    /// One worker: claim, process, repeat; wait while other workers hold
+    /// the rest; stop when the job is done.
+    async fn work(&self) -> anyhow::Result<()> {
+        let worker = worker_id();
+        loop {
+            let chunk = match &self.sink {
+                Sink::Dry(dry) => {
+                    let next = dry.lock().unwrap_or_else(|p| p.into_inner()).queue.pop_front();
+                    match next {
+                        Some(spec) => Chunk {
+                            job_id: String::new(),
+                            seq: 0,
+                            spec,
+                        },
+                        None => return Ok(()),
+                    }
+                }
+                Sink::Job(job) => {
+                    let owners = self.db.chunk_owners(job).await?;
+                    let stale = crate::store::now() - super::STALE_AFTER.as_secs() as i64;
+                    match self
+                        .db
+                        .claim_chunk(job, &worker, stale, &dead_owners(&owners))
+                        .await?
+                    {
+                        Some(chunk) => chunk,
+                        None => {
+                            if self.db.finish_job_if_done(job).await? {
+                                return Ok(());
+                            }
+                            let state = self.db.get_job(job).await?.map(|j| j.state);
+                            if state.as_deref() != Some("running") {
+                                return Ok(());
+                            }
+                            // Others hold the remaining chunks; take them over
+                            // if they stop.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let _beat = matches!(self.sink, Sink::Job(_))
+                .then(|| Heartbeat::start(self.db.clone(), chunk.clone(), worker.clone()));
+            if chunk.spec.get("export").is_some() {
+                self.export(&chunk).await?;
+            } else {
+                self.pages(&chunk).await?;
+            }
+        }
+    }
+
+    /// Commits a page with the chunk's next position.
+    async fn commit(
+        &self,
+        chunk: &Chunk,
+        position: Value,
+        done: bool,
+        split: Vec<Value>,
+        items: Vec<super::files::Item>,
+    ) -> anyhow::Result<()> {
+        let n = items.len() as u64;
+        let mut records = Vec::with_capacity(items.len());
+        let mut rejected: Vec<Rejected> = Vec::new();
+        for item in items {
+            match item {
+                Ok(r) => records.push(r),
+                Err(e) => rejected.push(e),
+            }
+        }
+        let dry = match &self.sink {
+            Sink::Dry(dry) => Some(dry),
+            Sink::Job(_) => None,
+        };
+        let applied = self
+            .db
+            .commit_page(&PageCommit {
+                chunk: dry.is_none().then_some((chunk, position)),
+                done,
+                split: if dry.is_some() { Vec::new() } else { split.clone() },
+                records: &records,
+                rejected: &rejected,
+                provider: &self.client.provider,
+                dry_run: dry.is_some(),
+            })
+            .await?;
+        if let Some(dry) = dry {
+            let mut dry = dry.lock().unwrap_or_else(|p| p.into_inner());
+            dry.queue.extend(split);
+            dry.counters.add(&applied.counters);
+            let before = dry.issues.len();
+            super::import::collect_issues(&mut dry.issues, &records, &rejected, &applied);
+            dry.issues_total += (dry.issues.len() - before) as u64;
+        } else if n > 0 {
+            self.crash
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .page_committed();
+        }
+        let totals = {
+            let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            t.add(&applied.counters);
+            *t
+        };
+        if n > 0 {
+            self.progress.lock().await.page(n, &totals);
+        }
+        Ok(())
+    }
+
+    async fn pages(&self, chunk: &Chunk) -> anyhow::Result<()> {
+        let mut spec = chunk.spec.clone();
+        loop {
+            let Page { items, next, split } = self.client.page(&spec).await?;
+            let position = next.clone().unwrap_or(spec.clone());
+            self.commit(chunk, position, next.is_none(), split, items)
+                .await?;
+            match next {
+                Some(n) => spec = n,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Auth0's full backfill: a users-export job (its id is committed
+    /// first, so a resume polls the same job rather than starting another),
+    /// its file downloaded and streamed in batches, each committed with the
+    /// number of records consumed.
+    async fn export(&self, chunk: &Chunk) -> anyhow::Result<()> {
+        let mut spec = chunk.spec["export"].clone();
+        let job = match spec["job"].as_str() {
+            Some(j) => j.to_string(),
+            None => {
+                let j = self.client.start_export().await?;
+                spec["job"] = Value::String(j.clone());
+                self.commit(chunk, json!({"export": spec}), false, vec![], vec![])
+                    .await?;
+                j
+            }
+        };
+        self.progress
+            .lock()
+            .await
+            .note(&format!("waiting for the upstream's export job {job}"));
+        let Some(location) = self.client.wait_for_export(&job, self.poll).await? else {
+            // The next resume starts a fresh export.
+            let fresh = json!({"export": {"job": null, "records": 0}});
+            self.commit(chunk, fresh, false, vec![], vec![]).await?;
+            bail!("the upstream's export job {job} failed");
+        };
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-{}-{job}.ndjson.gz",
+            std::process::id()
+        ));
+        let result = self.stream_export(chunk, &mut spec, &location, &path).await;
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    async fn stream_export(
+        &self,
+        chunk: &Chunk,
+        spec: &mut Value,
+        location: &str,
+        path: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        self.client.download(location, path).await?;
+        let skip = spec["records"].as_u64().unwrap_or(0);
+        let (mut rx, reading) = self.client.stream_export(path, skip, EXPORT_BATCH)?;
+        let mut consumed = skip;
+        while let Some(batch) = rx.recv().await {
+            consumed += batch.len() as u64;
+            spec["records"] = Value::from(consumed);
+            self.commit(chunk, json!({"export": spec}), false, vec![], batch)
+                .await?;
+        }
+        reading.await?;
+        self.commit(chunk, json!({"export": spec}), true, vec![], vec![])
+            .await
+    }
+}

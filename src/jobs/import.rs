@@ -1,0 +1,249 @@
+//! `switchyard import FILE`: streams a file's users into the store as a
+//! resumable job. A blocking thread reads and parses (see [`super::files`])
+//! while the async side commits the previous batch, each batch together
+//! with the number of records consumed so far, so `--resume` skips exactly
+//! what was committed.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::files::{self, Format, Item};
+use super::progress::Progress;
+use super::{CrashHook, Report, dead_owners, new_job_id, worker_id};
+use crate::store::Database;
+use crate::store::jobs::{Counters, Issue, PageCommit, Rejected};
+
+/// Records per transaction.
+pub const BATCH: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub path: String,
+    pub format: Option<Format>,
+    /// The provider the users are recorded as coming from; default: the
+    /// format's, else the configured upstream's.
+    pub provider: Option<String>,
+    pub dry_run: bool,
+    /// Stop at the first bad record (the batch holding it is not written).
+    pub strict: bool,
+    pub resume: bool,
+    pub quiet: bool,
+}
+
+pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<Report> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => {
+            let mut head = Vec::new();
+            let mut reader = files::open(&opts.path)
+                .with_context(|| format!("opening {}", opts.path))?;
+            let peek = reader.fill_buf()?;
+            head.extend_from_slice(&peek[..peek.len().min(4096)]);
+            Format::detect(&opts.path, &head).with_context(|| {
+                format!("cannot tell the format of {}: pass --format", opts.path)
+            })?
+        }
+    };
+    let provider = opts
+        .provider
+        .clone()
+        .or_else(|| format.provider().map(String::from))
+        .unwrap_or_else(|| "import".into());
+    let worker = worker_id();
+
+    // The job and how far it got.
+    let (job, chunk) = if opts.dry_run {
+        (None, None)
+    } else {
+        let job = match db.unfinished_job("import").await? {
+            Some(job) if job.params["path"] == json!(opts.path) => {
+                if !opts.resume {
+                    bail!(
+                        "job {} is importing this file and did not finish: run again with --resume",
+                        job.id
+                    );
+                }
+                db.reopen_job(&job.id).await?;
+                job.id
+            }
+            _ if opts.resume => bail!("no unfinished import of {} to resume", opts.path),
+            _ => {
+                let id = new_job_id("import");
+                db.create_job(
+                    &id,
+                    "import",
+                    &json!({"path": opts.path, "format": format, "provider": provider}),
+                    &[json!({"records": 0})],
+                )
+                .await?;
+                id
+            }
+        };
+        let owners = db.chunk_owners(&job).await?;
+        let stale = crate::store::now() - super::STALE_AFTER.as_secs() as i64;
+        let chunk = db
+            .claim_chunk(&job, &worker, stale, &dead_owners(&owners))
+            .await?
+            .context("another worker is running this import; it cannot be shared")?;
+        (Some(job), Some(chunk))
+    };
+    let skip = chunk
+        .as_ref()
+        .and_then(|c| c.spec["records"].as_u64())
+        .unwrap_or(0);
+
+    // Reading and parsing on a blocking thread, a batch ahead.
+    let reader = files::open(&opts.path).with_context(|| format!("opening {}", opts.path))?;
+    let items = files::records(reader, format).map_err(anyhow::Error::msg)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut items = items.skip(skip as usize);
+        loop {
+            let batch: Vec<Item> = items.by_ref().take(BATCH).collect();
+            if batch.is_empty() || tx.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    });
+
+    let label = job.clone().unwrap_or_else(|| "import (dry run)".into());
+    let mut progress = Progress::new(&label, None, opts.quiet);
+    let mut crash = CrashHook::from_env();
+    // Duplicate ids across batches, as 64-bit fingerprints (8 bytes a
+    // record; a collision between two ids is ~1 in 10^7 at a billion users).
+    let hasher = RandomState::new();
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut consumed = skip;
+    let mut totals = Counters::default();
+    let mut dry_issues: Vec<Issue> = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        let n = batch.len() as u64;
+        let mut records = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        for item in batch {
+            match item {
+                Ok(r) if !seen.insert(hasher.hash_one(&r.id)) => rejected.push(Rejected {
+                    line: r.line,
+                    user_id: Some(r.id),
+                    reason: "duplicate id: the same user appears earlier in the file".into(),
+                }),
+                Ok(r) => records.push(r),
+                Err(e) => rejected.push(e),
+            }
+        }
+        if opts.strict && let Some(bad) = rejected.first() {
+            let why = format!(
+                "line {}: {} (--strict: nothing from this batch was written)",
+                bad.line.unwrap_or(0),
+                bad.reason
+            );
+            if let Some(job) = &job {
+                db.fail_job(job, &why).await?;
+            }
+            bail!(why);
+        }
+        consumed += n;
+        let position = json!({"records": consumed});
+        let applied = db
+            .commit_page(&PageCommit {
+                chunk: chunk.as_ref().map(|c| (c, position)),
+                done: false,
+                split: Vec::new(),
+                records: &records,
+                rejected: &rejected,
+                provider: &provider,
+                dry_run: opts.dry_run,
+            })
+            .await?;
+        if applied.actions.iter().any(|a| matches!(a, crate::jobs::record::Action::Failed(_))) && opts.strict {
+            // A failure found while applying (a duplicate within the page).
+            bail!("a record failed while applying (--strict)");
+        }
+        totals.add(&applied.counters);
+        if opts.dry_run {
+            collect_issues(&mut dry_issues, &records, &rejected, &applied);
+        } else {
+            crash.page_committed();
+        }
+        progress.page(n, &totals);
+    }
+    reading.await.context("the file reader stopped")?;
+    progress.finish();
+    match (&job, &chunk) {
+        (Some(job), Some(c)) => {
+            db.commit_page(&PageCommit {
+                chunk: Some((c, json!({"records": consumed}))),
+                done: true,
+                split: Vec::new(),
+                records: &[],
+                rejected: &[],
+                provider: &provider,
+                dry_run: false,
+            })
+            .await?;
+            db.finish_job_if_done(job).await?;
+            let summary = db.job_summary(job, 50).await?;
+            Ok(Report {
+                job: Some(job.clone()),
+                dry_run: false,
+                counters: summary.counters,
+                issues: summary.issues,
+                issues_total: summary.issues_total,
+            })
+        }
+        _ => Ok(Report {
+            job: None,
+            dry_run: true,
+            counters: totals,
+            issues_total: dry_issues.len() as u64,
+            issues: dry_issues.into_iter().take(50).collect(),
+        }),
+    }
+}
+
+/// A dry run writes nothing, so its issues are kept in memory (the first
+/// few hundred are enough for a report).
+pub(super) fn collect_issues(
+    into: &mut Vec<Issue>,
+    records: &[crate::jobs::record::Record],
+    rejected: &[Rejected],
+    applied: &crate::store::jobs::Applied,
+) {
+    use crate::jobs::record::Action;
+    if into.len() > 500 {
+        return;
+    }
+    for (r, a) in records.iter().zip(&applied.actions) {
+        let (kind, reason) = match a {
+            Action::Conflict(why) => ("conflict", why),
+            Action::Failed(why) => ("failed", why),
+            _ => continue,
+        };
+        into.push(Issue {
+            kind: kind.into(),
+            user_id: Some(r.id.clone()),
+            line: r.line.map(|l| l as i64),
+            reason: reason.clone(),
+        });
+    }
+    for r in rejected {
+        into.push(Issue {
+            kind: "failed".into(),
+            user_id: r.user_id.clone(),
+            line: r.line.map(|l| l as i64),
+            reason: r.reason.clone(),
+        });
+    }
+    for n in &applied.notes {
+        into.push(Issue {
+            kind: "note".into(),
+            user_id: Some(n.user_id.clone()),
+            line: n.line.map(|l| l as i64),
+            reason: n.reason.clone(),
+        });
+    }
+}

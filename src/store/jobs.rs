@@ -1,0 +1,1112 @@
+//! Jobs (backfill, import), their chunks, and the bulk upsert of users.
+//!
+//! A job is split into chunks (a page cursor, a time window, an offset, an
+//! export file). A worker claims one chunk at a time — `FOR UPDATE SKIP
+//! LOCKED` on PostgreSQL, so several processes share a job; SQLite has one
+//! writer and one worker — and [`JobStore::commit_page`] writes a page's
+//! users together with the chunk's new position in one transaction: after a
+//! crash the page in flight is fetched again and nothing is applied twice.
+//!
+//! Users are upserted by their upstream id, a batch at a time: one query
+//! reads what exists, the records are compared in Rust
+//! ([`Record::diff`]), and only new or changed users are written, so a
+//! second run over the same source writes nothing. A `migrated` or `local`
+//! user is never downgraded, and a field changed locally after migration is
+//! reported as a conflict rather than overwritten.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::sql::{Dialect, SqlStore, map_err, normalize_email, to_json};
+use super::{StoreError, StoreResult, now};
+use crate::jobs::record::{Action, Note, Record};
+
+/// Rows per multi-row INSERT: 20 columns × 400 rows stays under every
+/// backend's bind-parameter limit (SQLite 32,766, PostgreSQL 65,535).
+const INSERT_ROWS: usize = 400;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: String,
+    /// `backfill` or `import`.
+    pub kind: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub params: Value,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub job_id: String,
+    pub seq: i64,
+    pub spec: Value,
+}
+
+/// What a job has done so far, summed over its chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub updated: u64,
+    #[serde(default)]
+    pub unchanged: u64,
+    #[serde(default)]
+    pub conflicts: u64,
+    #[serde(default)]
+    pub failed: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.conflicts += other.conflicts;
+        self.failed += other.failed;
+    }
+
+    pub fn count(&mut self, action: &Action) {
+        match action {
+            Action::Created => self.created += 1,
+            Action::Updated => self.updated += 1,
+            Action::Unchanged => self.unchanged += 1,
+            Action::Conflict(_) => self.conflicts += 1,
+            Action::Failed(_) => self.failed += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.created + self.updated + self.unchanged + self.conflicts + self.failed
+    }
+}
+
+/// A record that could not even be read (a malformed line): reported with
+/// the job's other failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub line: Option<u64>,
+    pub user_id: Option<String>,
+    pub reason: String,
+}
+
+/// Everything one page commits, in one transaction.
+pub struct PageCommit<'a> {
+    /// The chunk the page belongs to and its position after the page; none
+    /// for a dry run or a job-less apply.
+    pub chunk: Option<(&'a Chunk, Value)>,
+    /// The chunk is finished.
+    pub done: bool,
+    /// Chunks this one splits into (time windows, offset pages).
+    pub split: Vec<Value>,
+    pub records: &'a [Record],
+    pub rejected: &'a [Rejected],
+    /// The provider the users come from (`auth0`, …).
+    pub provider: &'a str,
+    /// Roll everything back: what would happen, without it happening.
+    pub dry_run: bool,
+}
+
+/// What a page did, record by record (in the order given).
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub actions: Vec<Action>,
+    pub notes: Vec<Note>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Issue {
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub line: Option<i64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub job: Job,
+    pub counters: Counters,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    /// The latest heartbeat of any chunk (Unix seconds).
+    pub heartbeat: Option<i64>,
+    /// Up to `issues_limit` issues, oldest first.
+    pub issues: Vec<Issue>,
+    pub issues_total: u64,
+}
+
+/// Users by state, for `switchyard status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UserCounts {
+    pub by_state: std::collections::BTreeMap<String, u64>,
+    pub blocked: u64,
+    pub migrated_last_day: u64,
+    pub migrated_last_week: u64,
+    pub total: u64,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates a running job with its first chunks.
+    async fn create_job(
+        &self,
+        id: &str,
+        kind: &str,
+        params: &Value,
+        chunks: &[Value],
+    ) -> StoreResult<()>;
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+    /// The newest job of `kind` that is still running, was interrupted, or
+    /// failed.
+    async fn unfinished_job(&self, kind: &str) -> StoreResult<Option<Job>>;
+    /// A failed job runs again (`--resume`).
+    async fn reopen_job(&self, id: &str) -> StoreResult<()>;
+    async fn list_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Claims the first chunk that is pending, or claimed by a worker that
+    /// stopped (heartbeat before `stale_before`, or named in `dead`).
+    async fn claim_chunk(
+        &self,
+        job_id: &str,
+        worker: &str,
+        stale_before: i64,
+        dead: &[String],
+    ) -> StoreResult<Option<Chunk>>;
+    /// Workers holding claimed chunks of the job.
+    async fn chunk_owners(&self, job_id: &str) -> StoreResult<Vec<String>>;
+    /// Keeps a claim alive; false when the chunk was taken over.
+    async fn heartbeat(&self, chunk: &Chunk, worker: &str) -> StoreResult<bool>;
+    async fn commit_page(&self, commit: &PageCommit<'_>) -> StoreResult<Applied>;
+    /// Marks the job done when every chunk is; true when it is done.
+    async fn finish_job_if_done(&self, job_id: &str) -> StoreResult<bool>;
+    async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()>;
+    async fn job_summary(&self, job_id: &str, issues_limit: u32) -> StoreResult<JobSummary>;
+    async fn user_counts(&self, now: i64) -> StoreResult<UserCounts>;
+    /// The local users with these ids, as records (for verify).
+    async fn local_records(&self, ids: &[String]) -> StoreResult<HashMap<String, LocalUser>>;
+    /// Changes a user's profile and marks it changed locally (backfills
+    /// then leave it alone); false when the user does not exist. The mark
+    /// is after `migrated_at` even within the second of the migration.
+    async fn edit_user(&self, id: &str, edit: &ProfileEdit) -> StoreResult<bool>;
+    /// Ids of users that came from `provider`, in id order after `after`.
+    async fn upstream_user_ids(
+        &self,
+        provider: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+}
+
+/// A profile change made in Switchyard (`users update`); `None` leaves a
+/// field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileEdit {
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+}
+
+/// A local user as the jobs compare it.
+#[derive(Debug, Clone)]
+pub struct LocalUser {
+    pub record: Record,
+    pub state: String,
+    /// Changed through Switchyard after migrating: the upstream no longer
+    /// owns the profile.
+    pub changed_locally: bool,
+    /// The stored password hash, if any.
+    pub password: Option<String>,
+}
+
+fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
+    let params: String = row.try_get("params").map_err(map_err)?;
+    Ok(Job {
+        id: row.try_get("id").map_err(map_err)?,
+        kind: row.try_get("kind").map_err(map_err)?,
+        state: row.try_get("state").map_err(map_err)?,
+        params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        error: row.try_get("error").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        updated_at: row.try_get("updated_at").map_err(map_err)?,
+        finished_at: row.try_get("finished_at").map_err(map_err)?,
+    })
+}
+
+fn chunk_from_row(row: &AnyRow) -> StoreResult<Chunk> {
+    let spec: String = row.try_get("spec").map_err(map_err)?;
+    Ok(Chunk {
+        job_id: row.try_get("job_id").map_err(map_err)?,
+        seq: row.try_get("seq").map_err(map_err)?,
+        spec: serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+const JOB_COLUMNS: &str = "id, kind, state, params, error, created_at, updated_at, finished_at";
+
+/// `$from, $from+1, …` for `n` binds.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn create_job(
+        &self,
+        id: &str,
+        kind: &str,
+        params: &Value,
+        chunks: &[Value],
+    ) -> StoreResult<()> {
+        let now = now();
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
+             VALUES ($1, $2, 'running', $3, '{}', $4, $4)",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(to_json(params))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_chunks(&mut tx, id, 0, chunks).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn unfinished_job(&self, kind: &str) -> StoreResult<Option<Job>> {
+        sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE kind = $1 AND state IN ('running', 'failed') \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(kind)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+    }
+
+    async fn reopen_job(&self, id: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'running', error = NULL, updated_at = $1 WHERE id = $2 AND state = 'failed'",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
+        sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    async fn claim_chunk(
+        &self,
+        job_id: &str,
+        worker: &str,
+        stale_before: i64,
+        dead: &[String],
+    ) -> StoreResult<Option<Chunk>> {
+        // SKIP LOCKED: a second worker passes over the row the first is
+        // claiming instead of waiting for it (PostgreSQL docs, "The Locking
+        // Clause"). SQLite serialises writers, so the plain subquery is safe.
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let dead_list = if dead.is_empty() {
+            String::new()
+        } else {
+            format!(" OR claimed_by IN ({})", placeholders(6, dead.len()))
+        };
+        let sql = format!(
+            "UPDATE job_chunks SET state = 'claimed', claimed_by = $1, heartbeat = $2 \
+             WHERE job_id = $3 AND seq = (SELECT seq FROM job_chunks WHERE job_id = $3 \
+             AND (state = 'pending' OR (state = 'claimed' AND (heartbeat < $4 OR claimed_by = $5{dead_list}))) \
+             ORDER BY seq LIMIT 1{lock}) \
+             RETURNING job_id, seq, spec"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(worker)
+            .bind(now())
+            .bind(job_id)
+            .bind(stale_before)
+            .bind(worker);
+        for d in dead {
+            query = query.bind(d);
+        }
+        query
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(chunk_from_row)
+            .transpose()
+    }
+
+    async fn chunk_owners(&self, job_id: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT claimed_by FROM job_chunks WHERE job_id = $1 AND state = 'claimed'",
+        )
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)
+    }
+
+    async fn heartbeat(&self, chunk: &Chunk, worker: &str) -> StoreResult<bool> {
+        Ok(sqlx::query(
+            "UPDATE job_chunks SET heartbeat = $1 WHERE job_id = $2 AND seq = $3 AND claimed_by = $4 \
+             AND state = 'claimed'",
+        )
+        .bind(now())
+        .bind(&chunk.job_id)
+        .bind(chunk.seq)
+        .bind(worker)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            > 0)
+    }
+
+    async fn commit_page(&self, commit: &PageCommit<'_>) -> StoreResult<Applied> {
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut applied = apply(&mut tx, commit.records, commit.provider).await?;
+        for r in commit.rejected {
+            applied.actions.push(Action::Failed(r.reason.clone()));
+            applied.counters.failed += 1;
+        }
+        if commit.dry_run {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(applied);
+        }
+        if let Some((chunk, position)) = &commit.chunk {
+            let now = now();
+            record_issues(&mut tx, &chunk.job_id, commit, &applied, now).await?;
+            let counters: Option<String> = sqlx::query_scalar(
+                "SELECT counters FROM job_chunks WHERE job_id = $1 AND seq = $2",
+            )
+            .bind(&chunk.job_id)
+            .bind(chunk.seq)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let mut total: Counters = counters
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default();
+            total.add(&applied.counters);
+            sqlx::query(
+                "UPDATE job_chunks SET spec = $1, counters = $2, heartbeat = $3, \
+                 state = CASE WHEN $4 = 1 THEN 'done' ELSE state END WHERE job_id = $5 AND seq = $6",
+            )
+            .bind(to_json(position))
+            .bind(to_json(&total))
+            .bind(now)
+            .bind(commit.done as i64)
+            .bind(&chunk.job_id)
+            .bind(chunk.seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if !commit.split.is_empty() {
+                let next: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(seq) FROM job_chunks WHERE job_id = $1")
+                        .bind(&chunk.job_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                insert_chunks(
+                    &mut tx,
+                    &chunk.job_id,
+                    next.unwrap_or(0) + 1,
+                    &commit.split,
+                )
+                .await?;
+            }
+            sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&chunk.job_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(applied)
+    }
+
+    async fn finish_job_if_done(&self, job_id: &str) -> StoreResult<bool> {
+        let now = now();
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND state = 'running' \
+             AND NOT EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $2 AND state <> 'done')",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(self.get_job(job_id).await?.is_some_and(|j| j.state == "done"))
+    }
+
+    async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET state = 'failed', error = $1, updated_at = $2 WHERE id = $3")
+            .bind(error)
+            .bind(now())
+            .bind(job_id)
+            .execute(self.pool())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn job_summary(&self, job_id: &str, issues_limit: u32) -> StoreResult<JobSummary> {
+        let job = self
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("no job {job_id}")))?;
+        let rows = sqlx::query("SELECT state, counters, heartbeat FROM job_chunks WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?;
+        let mut counters = Counters::default();
+        let (mut total, mut done, mut heartbeat) = (0, 0, None::<i64>);
+        for row in &rows {
+            total += 1;
+            let state: String = row.try_get("state").map_err(map_err)?;
+            if state == "done" {
+                done += 1;
+            }
+            let c: String = row.try_get("counters").map_err(map_err)?;
+            counters.add(&serde_json::from_str(&c).unwrap_or_default());
+            let beat: Option<i64> = row.try_get("heartbeat").map_err(map_err)?;
+            heartbeat = heartbeat.max(beat);
+        }
+        let issues = sqlx::query(
+            "SELECT kind, user_id, line, reason FROM job_issues WHERE job_id = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(job_id)
+        .bind(issues_limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(Issue {
+                kind: r.try_get("kind").map_err(map_err)?,
+                user_id: r.try_get("user_id").map_err(map_err)?,
+                line: r.try_get("line").map_err(map_err)?,
+                reason: r.try_get("reason").map_err(map_err)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let issues_total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM job_issues WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(self.pool())
+                .await
+                .map_err(map_err)?;
+        Ok(JobSummary {
+            job,
+            counters,
+            chunks_total: total,
+            chunks_done: done,
+            heartbeat,
+            issues,
+            issues_total: issues_total as u64,
+        })
+    }
+
+    async fn user_counts(&self, now: i64) -> StoreResult<UserCounts> {
+        let mut counts = UserCounts::default();
+        for row in sqlx::query("SELECT state, COUNT(*) AS n FROM users GROUP BY state")
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?
+        {
+            let state: String = row.try_get("state").map_err(map_err)?;
+            let n: i64 = row.try_get("n").map_err(map_err)?;
+            counts.total += n as u64;
+            counts.by_state.insert(state, n as u64);
+        }
+        let count = |sql: &'static str, bind: i64| async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(bind)
+                .fetch_one(self.pool())
+                .await
+                .map(|n| n as u64)
+                .map_err(map_err)
+        };
+        counts.blocked = count("SELECT COUNT(*) FROM users WHERE blocked = $1", 1).await?;
+        counts.migrated_last_day = count(
+            "SELECT COUNT(*) FROM users WHERE migrated_at >= $1",
+            now - 86_400,
+        )
+        .await?;
+        counts.migrated_last_week = count(
+            "SELECT COUNT(*) FROM users WHERE migrated_at >= $1",
+            now - 7 * 86_400,
+        )
+        .await?;
+        Ok(counts)
+    }
+
+    async fn local_records(&self, ids: &[String]) -> StoreResult<HashMap<String, LocalUser>> {
+        let mut conn = self.pool().acquire().await.map_err(map_err)?;
+        let mut out = HashMap::new();
+        for part in ids.chunks(INSERT_ROWS) {
+            out.extend(load_local(&mut *conn, part).await?);
+        }
+        Ok(out)
+    }
+
+    async fn edit_user(&self, id: &str, edit: &ProfileEdit) -> StoreResult<bool> {
+        let now = now();
+        Ok(sqlx::query(
+            "UPDATE users SET email = COALESCE($2, email), \
+             email_normalized = CASE WHEN $2 IS NULL THEN email_normalized ELSE $3 END, \
+             email_verified = COALESCE($4, email_verified), name = COALESCE($5, name), \
+             given_name = COALESCE($6, given_name), family_name = COALESCE($7, family_name), \
+             nickname = COALESCE($8, nickname), updated_at = $9, \
+             local_updated_at = CASE WHEN migrated_at >= $9 THEN migrated_at + 1 ELSE $9 END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&edit.email)
+        .bind(edit.email.as_deref().map(normalize_email))
+        .bind(edit.email_verified.map(|v| v as i64))
+        .bind(&edit.name)
+        .bind(&edit.given_name)
+        .bind(&edit.family_name)
+        .bind(&edit.nickname)
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            > 0)
+    }
+
+    async fn upstream_user_ids(
+        &self,
+        provider: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM users WHERE upstream = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(provider)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)
+    }
+}
+
+async fn insert_chunks(
+    tx: &mut Transaction<'_, Any>,
+    job_id: &str,
+    first_seq: i64,
+    chunks: &[Value],
+) -> StoreResult<()> {
+    for (i, spec) in chunks.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO job_chunks (job_id, seq, spec, state, counters) VALUES ($1, $2, $3, 'pending', '{}')",
+        )
+        .bind(job_id)
+        .bind(first_seq + i as i64)
+        .bind(to_json(spec))
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+async fn record_issues(
+    tx: &mut Transaction<'_, Any>,
+    job_id: &str,
+    commit: &PageCommit<'_>,
+    applied: &Applied,
+    now: i64,
+) -> StoreResult<()> {
+    let mut issues: Vec<(&str, Option<&str>, Option<i64>, &str)> = Vec::new();
+    for (record, action) in commit.records.iter().zip(&applied.actions) {
+        let line = record.line.map(|l| l as i64);
+        match action {
+            Action::Conflict(why) => issues.push(("conflict", Some(&record.id), line, why)),
+            Action::Failed(why) => issues.push(("failed", Some(&record.id), line, why)),
+            _ => {}
+        }
+    }
+    for r in commit.rejected {
+        issues.push((
+            "failed",
+            r.user_id.as_deref(),
+            r.line.map(|l| l as i64),
+            &r.reason,
+        ));
+    }
+    for n in &applied.notes {
+        issues.push((
+            "note",
+            Some(&n.user_id),
+            n.line.map(|l| l as i64),
+            &n.reason,
+        ));
+    }
+    for (kind, user_id, line, reason) in issues {
+        sqlx::query(
+            "INSERT INTO job_issues (job_id, kind, user_id, line, reason, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(job_id)
+        .bind(kind)
+        .bind(user_id)
+        .bind(line)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+const LOCAL_COLUMNS: &str = "id, state, email, email_verified, username, name, given_name, family_name, nickname, \
+    picture, phone_number, user_metadata, app_metadata, blocked, migrated_at, local_updated_at";
+
+async fn load_local(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+) -> StoreResult<HashMap<String, LocalUser>> {
+    let mut out = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let list = placeholders(1, ids.len());
+    let sql = format!("SELECT {LOCAL_COLUMNS} FROM users WHERE id IN ({list})");
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+        let text = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
+        let id: String = row.try_get("id").map_err(map_err)?;
+        let mut record = Record::new(id.clone());
+        record.email = text("email")?;
+        record.email_verified = row.try_get::<i64, _>("email_verified").map_err(map_err)? != 0;
+        record.username = text("username")?;
+        record.name = text("name")?;
+        record.given_name = text("given_name")?;
+        record.family_name = text("family_name")?;
+        record.nickname = text("nickname")?;
+        record.picture = text("picture")?;
+        record.phone_number = text("phone_number")?;
+        record.user_metadata = object(&text("user_metadata")?.unwrap_or_default());
+        record.app_metadata = object(&text("app_metadata")?.unwrap_or_default());
+        record.blocked = row.try_get::<i64, _>("blocked").map_err(map_err)? != 0;
+        let state: String = row.try_get("state").map_err(map_err)?;
+        let migrated_at: Option<i64> = row.try_get("migrated_at").map_err(map_err)?;
+        let local_updated_at: Option<i64> = row.try_get("local_updated_at").map_err(map_err)?;
+        let changed_locally = match (state.as_str(), migrated_at, local_updated_at) {
+            ("local", _, _) => true,
+            (_, Some(m), Some(l)) => l > m,
+            (_, None, Some(_)) => true,
+            _ => false,
+        };
+        out.insert(
+            id,
+            LocalUser {
+                record,
+                state,
+                changed_locally,
+                password: None,
+            },
+        );
+    }
+    let sql = format!("SELECT user_id, subject FROM identities WHERE user_id IN ({list})");
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+        let user_id: String = row.try_get("user_id").map_err(map_err)?;
+        if let Some(u) = out.get_mut(&user_id) {
+            u.record
+                .add_identity(row.try_get("subject").map_err(map_err)?);
+        }
+    }
+    let sql = format!(
+        "SELECT user_id, hash FROM credentials WHERE kind = 'password' AND user_id IN ({list})"
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+        let user_id: String = row.try_get("user_id").map_err(map_err)?;
+        if let Some(u) = out.get_mut(&user_id) {
+            u.password = Some(row.try_get("hash").map_err(map_err)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Which of these login identifiers (normalised emails or usernames)
+/// already belong to a user other than the one named with them.
+async fn taken(
+    conn: &mut sqlx::AnyConnection,
+    column: &str,
+    wanted: &[(String, String)],
+) -> StoreResult<HashMap<String, String>> {
+    let mut owners = HashMap::new();
+    for part in wanted.chunks(INSERT_ROWS) {
+        let sql = format!(
+            "SELECT id, {column} FROM users WHERE {column} IN ({})",
+            placeholders(1, part.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (value, _) in part {
+            q = q.bind(value);
+        }
+        for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+            let id: String = row.try_get("id").map_err(map_err)?;
+            let value: String = row.try_get(column).map_err(map_err)?;
+            owners.insert(value, id);
+        }
+    }
+    Ok(owners)
+}
+
+/// The login identifiers a record may hold: an email or username another
+/// user already holds stays on the record but cannot log in, because
+/// linking accounts by email would let whoever controls one take over the
+/// other (the same rule as an upstream login, `upsert_upstream_user`).
+struct Logins {
+    email: Option<String>,
+    username: Option<String>,
+}
+
+async fn apply(
+    tx: &mut Transaction<'_, Any>,
+    records: &[Record],
+    provider: &str,
+) -> StoreResult<Applied> {
+    let now = now();
+    let mut applied = Applied::default();
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let existing = load_local(&mut **tx, &ids).await?;
+    let emails: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| r.email.as_deref().map(|e| (normalize_email(e), r.id.clone())))
+        .collect();
+    let usernames: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| r.username.clone().map(|u| (u, r.id.clone())))
+        .collect();
+    let mut email_owner = taken(&mut **tx, "email_normalized", &emails).await?;
+    let mut username_owner = taken(&mut **tx, "username", &usernames).await?;
+
+    let mut inserts: Vec<(&Record, Logins)> = Vec::new();
+    let mut seen = HashSet::new();
+    for record in records {
+        if !seen.insert(record.id.as_str()) {
+            applied.actions.push(Action::Failed(
+                "duplicate id: the same user appears earlier in this page".into(),
+            ));
+            continue;
+        }
+        let mut logins = Logins {
+            email: None,
+            username: None,
+        };
+        let mut note = |reason: String| {
+            applied.notes.push(Note {
+                user_id: record.id.clone(),
+                line: record.line,
+                reason,
+            })
+        };
+        if let Some(e) = record.email.as_deref().map(normalize_email) {
+            match email_owner.get(&e) {
+                Some(owner) if owner != &record.id => note(format!(
+                    "email is also the login of {owner}; kept on the record, not usable to log in"
+                )),
+                _ => {
+                    email_owner.insert(e.clone(), record.id.clone());
+                    logins.email = Some(e);
+                }
+            }
+        }
+        if let Some(u) = &record.username {
+            match username_owner.get(u) {
+                Some(owner) if owner != &record.id => note(format!(
+                    "username is also the login of {owner}; kept in the profile only"
+                )),
+                _ => {
+                    username_owner.insert(u.clone(), record.id.clone());
+                    logins.username = Some(u.clone());
+                }
+            }
+        }
+        let action = match existing.get(&record.id) {
+            None => {
+                inserts.push((record, logins));
+                Action::Created
+            }
+            Some(local) => update(tx, record, local, &logins, provider, now).await?,
+        };
+        applied.actions.push(action);
+    }
+    insert_users(tx, &inserts, provider, now).await?;
+    for a in &applied.actions {
+        applied.counters.count(a);
+    }
+    Ok(applied)
+}
+
+async fn update(
+    tx: &mut Transaction<'_, Any>,
+    record: &Record,
+    local: &LocalUser,
+    logins: &Logins,
+    provider: &str,
+    now: i64,
+) -> StoreResult<Action> {
+    let mut changed = record.diff(&local.record);
+    // A username that is someone else's login stays as it was locally.
+    if logins.username.is_none() && record.username.is_some() {
+        changed.retain(|f| *f != "username");
+    }
+    let new_password = record
+        .password
+        .as_ref()
+        .filter(|(hash, _)| local.password.is_none() || (local.state == "pending" && local.password.as_ref() != Some(hash)));
+    if changed.is_empty() && new_password.is_none() {
+        return Ok(Action::Unchanged);
+    }
+    let owns_profile = matches!(local.state.as_str(), "pending" | "shadow");
+    if !changed.is_empty() && !owns_profile && local.changed_locally {
+        return Ok(Action::Conflict(format!(
+            "changed locally after migration, not overwritten: {}",
+            changed.join(", ")
+        )));
+    }
+    if !changed.is_empty() {
+        let username = logins
+            .username
+            .clone()
+            .or_else(|| local.record.username.clone());
+        // Only a user who never logged in keeps the source's profile as
+        // their claims; after a login the claims come from the upstream's
+        // tokens and stay as they were.
+        let profile = (local.state == "pending").then(|| to_json(&record.profile));
+        sqlx::query(
+            "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, username = $5, \
+             name = $6, given_name = $7, family_name = $8, nickname = $9, picture = $10, phone_number = $11, \
+             user_metadata = $12, app_metadata = $13, blocked = $14, profile = COALESCE($15, profile), \
+             upstream = COALESCE(upstream, $16), updated_at = $17 WHERE id = $1",
+        )
+        .bind(&record.id)
+        .bind(&record.email)
+        .bind(&logins.email)
+        .bind(record.email_verified as i64)
+        .bind(username)
+        .bind(&record.name)
+        .bind(&record.given_name)
+        .bind(&record.family_name)
+        .bind(&record.nickname)
+        .bind(&record.picture)
+        .bind(&record.phone_number)
+        .bind(to_json(&record.user_metadata))
+        .bind(to_json(&record.app_metadata))
+        .bind(record.blocked as i64)
+        .bind(profile)
+        .bind(provider)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        if changed.contains(&"identities") && owns_profile {
+            for subject in &record.identities {
+                insert_identity(tx, provider, subject, &record.id, now).await?;
+            }
+        }
+    }
+    if let Some((hash, algorithm)) = new_password {
+        sqlx::query(
+            "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+             VALUES ($1, 'password', $2, $3, $4, $4) \
+             ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&record.id)
+        .bind(hash)
+        .bind(algorithm)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(Action::Updated)
+}
+
+async fn insert_identity(
+    tx: &mut Transaction<'_, Any>,
+    provider: &str,
+    subject: &str,
+    user_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO identities (provider, subject, user_id, profile, created_at) VALUES ($1, $2, $3, '{}', $4) \
+         ON CONFLICT (provider, subject) DO NOTHING",
+    )
+    .bind(provider)
+    .bind(subject)
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// New users, their identities and imported hashes, in multi-row INSERTs.
+async fn insert_users(
+    tx: &mut Transaction<'_, Any>,
+    inserts: &[(&Record, Logins)],
+    provider: &str,
+    now: i64,
+) -> StoreResult<()> {
+    const USER_COLS: usize = 19;
+    for part in inserts.chunks(INSERT_ROWS) {
+        let rows: Vec<String> = (0..part.len())
+            .map(|i| format!("({})", placeholders(1 + i * USER_COLS, USER_COLS)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
+             nickname, picture, phone_number, profile, user_metadata, app_metadata, state, blocked, upstream, \
+             created_at, updated_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (r, logins) in part {
+            q = q
+                .bind(&r.id)
+                .bind(&r.email)
+                .bind(&logins.email)
+                .bind(r.email_verified as i64)
+                .bind(&logins.username)
+                .bind(&r.name)
+                .bind(&r.given_name)
+                .bind(&r.family_name)
+                .bind(&r.nickname)
+                .bind(&r.picture)
+                .bind(&r.phone_number)
+                .bind(to_json(&r.profile))
+                .bind(to_json(&r.user_metadata))
+                .bind(to_json(&r.app_metadata))
+                .bind("pending")
+                .bind(r.blocked as i64)
+                .bind(provider)
+                .bind(now)
+                .bind(now);
+        }
+        q.execute(&mut **tx).await.map_err(map_err)?;
+
+        let identities: Vec<(&str, &str)> = part
+            .iter()
+            .flat_map(|(r, _)| r.identities.iter().map(|s| (s.as_str(), r.id.as_str())))
+            .collect();
+        for ids in identities.chunks(INSERT_ROWS * 2) {
+            let rows: Vec<String> = (0..ids.len())
+                .map(|i| format!("({})", placeholders(1 + i * 4, 4)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO identities (provider, subject, user_id, created_at) VALUES {} \
+                 ON CONFLICT (provider, subject) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (subject, user_id) in ids {
+                q = q.bind(provider).bind(*subject).bind(*user_id).bind(now);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
+        }
+
+        let hashes: Vec<(&str, &str, &str)> = part
+            .iter()
+            .filter_map(|(r, _)| {
+                r.password
+                    .as_ref()
+                    .map(|(h, a)| (r.id.as_str(), h.as_str(), a.as_str()))
+            })
+            .collect();
+        for hs in hashes.chunks(INSERT_ROWS * 2) {
+            let rows: Vec<String> = (0..hs.len())
+                .map(|i| format!("({}, 'password')", placeholders(1 + i * 5, 5)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO credentials (user_id, hash, algorithm, created_at, updated_at, kind) VALUES {} \
+                 ON CONFLICT (user_id, kind) DO NOTHING",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (user_id, hash, algorithm) in hs {
+                q = q.bind(*user_id).bind(*hash).bind(*algorithm).bind(now).bind(now);
+            }
+            q.execute(&mut **tx).await.map_err(map_err)?;
+        }
+    }
+    Ok(())
+}
