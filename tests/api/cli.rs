@@ -1,32 +1,14 @@
 //! The command line, run as an operator runs it: the real binary, a real
 //! database, then a login with what it provisioned.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use reqwest::StatusCode;
 
 use crate::helpers::*;
 
 fn switchyard(iso: &Isolated, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.args(args)
-        .env("SWITCHYARD_DATABASE_URL", &iso.database_url)
-        .env_remove("SWITCHYARD_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("the switchyard binary runs");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    run_cli(iso, args, stdin, &[])
 }
 
 fn stdout(o: &Output) -> String {

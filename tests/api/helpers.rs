@@ -86,6 +86,37 @@ pub async fn isolated() -> Isolated {
     }
 }
 
+/// Runs the real `switchyard` binary as an operator would, on the test's
+/// database, with `env` added and `stdin` fed to it.
+pub fn run_cli(
+    iso: &Isolated,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(args)
+        .env("SWITCHYARD_DATABASE_URL", &iso.database_url)
+        .env_remove("SWITCHYARD_CONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the switchyard binary runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
 pub struct TestApp {
     pub address: String,
     pub issuer: String,
@@ -103,12 +134,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(isolated().await, configure).await
+}
+
+/// Switchyard on a database a test has already filled (with the CLI, say).
+pub async fn spawn_app_on(isolated: Isolated, configure: impl FnOnce(&mut Settings)) -> TestApp {
     // Log lines are captured per test and shown when it fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
-    let isolated = isolated().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

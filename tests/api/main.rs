@@ -14,6 +14,7 @@ mod bad_input;
 mod cli;
 mod fake_upstream;
 mod helpers;
+mod jobs;
 mod login;
 mod logout;
 mod migration;
