@@ -1652,8 +1652,8 @@ async fn cognito_initiate_auth_answers_each_error_and_challenge_exactly_as_aws_d
     );
     let admin = call_user_api(
         &fake,
-        "AWSCognitoIdentityProviderService.ListUsers",
-        &json!({"UserPoolId": COGNITO_POOL_ID}),
+        "AWSCognitoIdentityProviderService.AdminGetUser",
+        &json!({"UserPoolId": COGNITO_POOL_ID, "Username": "alice@example.com"}),
     )
     .await;
     assert_aws_error(&admin, bad, "UnknownOperationException", "");
@@ -1696,7 +1696,11 @@ async fn cognito_initiate_auth_answers_each_error_and_challenge_exactly_as_aws_d
     );
 
     assert_eq!(fake.calls("initiate_auth"), 14);
-    assert_eq!(fake.calls("user_api"), 15, "ListUsers reached the API too");
+    assert_eq!(
+        fake.calls("user_api"),
+        15,
+        "AdminGetUser reached the API too"
+    );
 }
 
 #[tokio::test]
@@ -2055,4 +2059,903 @@ async fn the_cognito_implicit_grant_returns_tokens_in_the_fragment() {
 #[tokio::test]
 async fn after_a_key_rotation_new_cognito_id_tokens_validate_only_after_rediscovery() {
     key_rotation_needs_rediscovery(Flavor::Cognito).await;
+}
+
+// ---------------------------------------------------------------------------
+// Management APIs: listing users the way a backfill does
+// ---------------------------------------------------------------------------
+
+/// A fake of `flavor` with the confidential client `app` and `n` seeded
+/// users plus alice (from `add_user`); returns the seeded subs and alice's.
+async fn fake_with_users(flavor: Flavor, n: usize) -> (FakeUpstream, Vec<String>) {
+    let (fake, alice) = fake_with_alice(flavor).await;
+    let mut subs = fake.seed_users(n);
+    subs.push(alice.sub);
+    (fake, subs)
+}
+
+/// A Management API token by `client_credentials` (Auth0: for the
+/// `api/v2/` audience; Keycloak: the service account's).
+async fn management_token(fake: &FakeUpstream) -> String {
+    let mut form = vec![("grant_type", "client_credentials".to_string())];
+    if fake.flavor == Flavor::Auth0 {
+        form.push(("audience", fake.management_audience()));
+    }
+    let response = http()
+        .post(fake.token_endpoint())
+        .basic_auth(CLIENT_ID, Some(SECRET))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn get_json(
+    url: &str,
+    authorization: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let response = http()
+        .get(url)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+fn header_str<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("a {name} header"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_naive_auth0_pager_hits_the_1000_cap_and_never_sees_user_1001() {
+    let (fake, subs) = fake_with_users(Flavor::Auth0, 1_200).await;
+    let token = format!("Bearer {}", management_token(&fake).await);
+    assert_eq!(fake.calls("mgmt_token"), 1);
+
+    let mut seen = std::collections::HashSet::new();
+    let mut refusal = None;
+    for page in 0.. {
+        let url = fake.url(&format!(
+            "/api/v2/users?page={page}&per_page=100&search_engine=v3"
+        ));
+        let (status, _, body) = get_json(&url, &token).await;
+        if status != StatusCode::OK {
+            refusal = Some((page, status, body));
+            break;
+        }
+        let users = body
+            .as_array()
+            .expect("a bare array without include_totals");
+        if users.is_empty() {
+            break;
+        }
+        for user in users {
+            assert!(seen.insert(user["user_id"].as_str().unwrap().to_string()));
+        }
+    }
+    let (page, status, body) = refusal.expect("the naive pager is stopped");
+    assert_eq!((page, status), (10, StatusCode::BAD_REQUEST));
+    assert_eq!(
+        body,
+        json!({
+            "statusCode": 400,
+            "error": "Bad Request",
+            "message": "You can only page through the first 1000 records. See https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation",
+            "errorCode": "invalid_paging",
+        })
+    );
+    assert_eq!(seen.len(), 1_000, "user 1,001 is out of reach");
+
+    // Slicing by `created_at` windows of fewer than 1,000 reaches everyone.
+    let mut created: Vec<String> = subs
+        .iter()
+        .map(|s| {
+            fake.management_user(s).unwrap()["created_at"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    created.sort();
+    let cut = &created[700];
+    let mut everyone = std::collections::HashSet::new();
+    for q in [
+        format!("created_at:[* TO {cut}}}"),
+        format!("created_at:[{cut} TO *]"),
+    ] {
+        let mut page = 0;
+        loop {
+            let mut url = url::Url::parse(&fake.url("/api/v2/users")).unwrap();
+            url.query_pairs_mut()
+                .append_pair("q", &q)
+                .append_pair("search_engine", "v3")
+                .append_pair("per_page", "100")
+                .append_pair("page", &page.to_string())
+                .append_pair("include_totals", "true")
+                .append_pair("sort", "created_at:1");
+            let (status, _, body) = get_json(url.as_str(), &token).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["start"], page * 100);
+            assert_eq!(body["limit"], 100);
+            let users = body["users"].as_array().unwrap();
+            assert_eq!(body["length"], users.len());
+            assert!(body["total"].as_u64().unwrap() < 1_000);
+            let times: Vec<&str> = users
+                .iter()
+                .map(|u| u["created_at"].as_str().unwrap())
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] < w[1]),
+                "sorted by created_at"
+            );
+            for user in users {
+                assert!(everyone.insert(user["user_id"].as_str().unwrap().to_string()));
+            }
+            if users.len() < 100 {
+                break;
+            }
+            page += 1;
+        }
+    }
+    assert_eq!(
+        everyone.len(),
+        subs.len(),
+        "the windows cover every user once"
+    );
+
+    // The shape of one record.
+    let alice = &subs[1_200];
+    let (_, _, body) = get_json(
+        &fake.url(&format!(
+            "/api/v2/users?q=user_id:%22{}%22",
+            alice.replace('|', "%7C")
+        )),
+        &token,
+    )
+    .await;
+    let record = &body[0];
+    assert_eq!(record["user_id"], *alice);
+    assert_eq!(record["identities"][0]["provider"], "auth0");
+    assert_eq!(record["identities"][0]["isSocial"], false);
+    assert_eq!(
+        format!(
+            "auth0|{}",
+            record["identities"][0]["user_id"].as_str().unwrap()
+        ),
+        *alice
+    );
+    assert_eq!(record["app_metadata"]["roles"], json!(["admin", "billing"]));
+    let created_at = record["created_at"].as_str().unwrap();
+    assert_eq!(
+        created_at.len(),
+        24,
+        "ISO-8601 with milliseconds: {created_at}"
+    );
+    assert!(created_at.ends_with('Z'));
+    assert_eq!(fake.management_user(alice).unwrap(), *record);
+
+    // `per_page` above 100, no token, a bad token, a wrong audience.
+    let (status, _, body) = get_json(&fake.url("/api/v2/users?per_page=101"), &token).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errorCode"], "invalid_query_string");
+    let (status, _, body) = get_json(&fake.url("/api/v2/users"), "Bearer nope").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        json!({"statusCode": 401, "error": "Unauthorized", "message": "Invalid token",
+               "attributes": {"error": "Invalid token"}})
+    );
+    let wrong = http()
+        .post(fake.token_endpoint())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("audience", "https://elsewhere.example/api/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "access_denied"
+    );
+}
+
+/// Creates an export job and polls it to completion; returns the job's
+/// answers in order.
+async fn run_export(fake: &FakeUpstream, token: &str, request: Value) -> Vec<Value> {
+    let created = http()
+        .post(fake.url("/api/v2/jobs/users-exports"))
+        .header("authorization", token)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let job: Value = created.json().await.unwrap();
+    assert_eq!(job["type"], "users_export");
+    assert_eq!(job["status"], "pending");
+    assert!(job["id"].as_str().unwrap().starts_with("job_"));
+    let mut answers = vec![job.clone()];
+    for _ in 0..20 {
+        let (status, _, body) = get_json(
+            &fake.url(&format!("/api/v2/jobs/{}", job["id"].as_str().unwrap())),
+            token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let done = body["status"] == "completed";
+        answers.push(body);
+        if done {
+            return answers;
+        }
+    }
+    panic!("the job never completed: {answers:?}");
+}
+
+fn gunzip_lines(bytes: &[u8]) -> Vec<Value> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .expect("gzip");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_auth0_export_job_goes_pending_processing_completed_and_exports_every_user_once() {
+    let (fake, subs) = fake_with_users(Flavor::Auth0, 250).await;
+    let token = format!("Bearer {}", management_token(&fake).await);
+    let answers = run_export(
+        &fake,
+        &token,
+        json!({
+            "connection_id": AUTH0_CONNECTION_ID,
+            "format": "json",
+            "fields": [
+                {"name": "user_id"},
+                {"name": "email"},
+                {"name": "user_metadata.locale", "export_as": "locale"},
+                {"name": "identities[0].connection", "export_as": "connection"},
+            ],
+        }),
+    )
+    .await;
+    let statuses: Vec<&str> = answers
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "pending",
+            "pending",
+            "processing",
+            "processing",
+            "completed"
+        ]
+    );
+    assert!(answers[2]["time_left_seconds"].is_u64());
+    let location = answers[4]["location"].as_str().unwrap();
+    assert!(location.starts_with(&fake.base), "{location}");
+
+    // The link is pre-signed: no Authorization header.
+    let download = http().get(location).send().await.unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let lines = gunzip_lines(&download.bytes().await.unwrap());
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| l["user_id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), subs.len(), "one line per user");
+    assert_eq!(unique.len(), subs.len(), "no user twice");
+    assert!(subs.iter().all(|s| unique.contains(s)));
+    let line = lines
+        .iter()
+        .find(|l| l["email"] == "user0@example.com")
+        .unwrap();
+    assert_eq!(line["locale"], "en");
+    assert_eq!(line["connection"], AUTH0_DEFAULT_REALM);
+    assert_eq!(
+        line.as_object().unwrap().len(),
+        4,
+        "only the fields asked for: {line}"
+    );
+    assert_eq!(fake.calls("export_download"), 1);
+
+    // Without `fields`: the predefined profile fields, no metadata.
+    let answers = run_export(&fake, &token, json!({"format": "json"})).await;
+    let location = answers.last().unwrap()["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lines = gunzip_lines(
+        &http()
+            .get(&location)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(lines.len(), subs.len());
+    assert!(lines[0].get("created_at").is_some() && lines[0].get("identities").is_some());
+    assert!(lines.iter().all(|l| l.get("app_metadata").is_none()));
+
+    // An altered link, and one that has expired, answer as S3 does.
+    let tampered = location.replace("Expires=", "Expires=9");
+    let refused = http().get(&tampered).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("<Code>AccessDenied</Code>")
+    );
+    fake.set_export_timing(ExportTiming {
+        pending_polls: 0,
+        processing_polls: 0,
+        link_ttl: Duration::ZERO,
+    });
+    let answers = run_export(&fake, &token, json!({"format": "json"})).await;
+    assert_eq!(answers.len(), 2, "completed at the first poll");
+    let expired = http()
+        .get(answers[1]["location"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), StatusCode::FORBIDDEN);
+    let body = expired.text().await.unwrap();
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    assert!(
+        body.contains("<Message>Request has expired</Message>"),
+        "{body}"
+    );
+
+    let (status, _, _) = get_json(&fake.url("/api/v2/jobs/job_doesnotexist00"), &token).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The target of `Link: <…>; rel="<rel>"`, if any.
+fn link(headers: &reqwest::header::HeaderMap, rel: &str) -> Option<String> {
+    headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|l| l.contains(&format!("rel=\"{rel}\"")))
+        .map(|l| {
+            let l = l.trim();
+            l[l.find('<').unwrap() + 1..l.find('>').unwrap()].to_string()
+        })
+}
+
+/// Follows `rel="next"` from `first`; returns the ids and the page count.
+async fn okta_pages(first: &str) -> (Vec<String>, usize) {
+    let auth = format!("SSWS {OKTA_API_TOKEN}");
+    let mut url = Some(first.to_string());
+    let mut ids = vec![];
+    let mut pages = 0;
+    while let Some(u) = url {
+        let (status, headers, body) = get_json(&u, &auth).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(link(&headers, "self").is_some());
+        pages += 1;
+        for user in body.as_array().unwrap() {
+            ids.push(user["id"].as_str().unwrap().to_string());
+        }
+        url = link(&headers, "next");
+        assert!(pages < 100, "the next links never stop");
+    }
+    (ids, pages)
+}
+
+#[tokio::test]
+async fn okta_link_paging_returns_every_listable_user_once_and_stops() {
+    let (fake, subs) = fake_with_users(Flavor::Okta, 450).await;
+    let status = |s: &String| {
+        fake.management_user(s).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let listable: std::collections::HashSet<String> = subs
+        .iter()
+        .filter(|s| status(s) != "DEPROVISIONED")
+        .cloned()
+        .collect();
+    assert!(listable.len() < subs.len(), "some users are deprovisioned");
+
+    // 500 is clamped to 200.
+    let (ids, pages) = okta_pages(&fake.url("/api/v1/users?limit=500")).await;
+    assert_eq!(pages, listable.len().div_ceil(200));
+    let unique: std::collections::HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), unique.len(), "nobody twice");
+    assert_eq!(unique, listable);
+    assert!(ids.iter().all(|id| id.starts_with("00u") && id.len() == 20));
+
+    // A search sees every status and pages the same way.
+    let (gone, _) =
+        okta_pages(&fake.url("/api/v1/users?limit=5&search=status%20eq%20%22DEPROVISIONED%22"))
+            .await;
+    assert_eq!(gone.len(), subs.len() - listable.len());
+    let mut times: Vec<String> = subs
+        .iter()
+        .map(|s| {
+            fake.management_user(s).unwrap()["lastUpdated"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    times.sort();
+    let mut url = url::Url::parse(&fake.url("/api/v1/users")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("limit", "50")
+        .append_pair("search", &format!("lastUpdated gt \"{}\"", times[299]));
+    let (recent, pages) = okta_pages(url.as_str()).await;
+    assert_eq!(recent.len(), subs.len() - 300);
+    assert_eq!(pages, (subs.len() - 300).div_ceil(50));
+
+    // The record, and the refusals.
+    let user = fake.management_user(&subs[0]).unwrap();
+    assert_eq!(user["profile"]["login"], "user0@example.com");
+    assert_eq!(
+        user["credentials"]["provider"],
+        json!({"type": "OKTA", "name": "OKTA"})
+    );
+    let (status, _, body) = get_json(&fake.url("/api/v1/users"), "Bearer whatever").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["errorCode"], "E0000011");
+    assert_eq!(body["errorSummary"], "Invalid token provided");
+    assert_eq!(
+        fake.calls("okta_users"),
+        listable.len().div_ceil(200) + gone.len().div_ceil(5) + pages + 1
+    );
+}
+
+/// `ListUsers` signed with `secret` (the right one by default).
+async fn list_users(fake: &FakeUpstream, body: &Value, secret: &str) -> (StatusCode, Value) {
+    let payload = body.to_string();
+    let amz_date = amz_date_now();
+    let mut request = http().post(fake.user_api_endpoint()).body(payload.clone());
+    for (name, value) in sign_cognito_request_at(
+        &fake.user_api_endpoint(),
+        COGNITO_LIST_USERS,
+        payload.as_bytes(),
+        &amz_date,
+        secret,
+    ) {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// `X-Amz-Date` for now: `YYYYMMDDTHHMMSSZ` (civil-from-days, UTC).
+fn amz_date_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (days, secs) = (now.div_euclid(86_400), now.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[test]
+fn the_sigv4_verifier_reproduces_aws_published_example() {
+    // AWS General Reference, "Examples of the complete Signature Version 4
+    // signing process": IAM ListUsers, 2015-08-30T12:36:00Z, us-east-1.
+    let headers = [
+        (
+            "Content-Type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        ),
+        ("Host".to_string(), "iam.amazonaws.com".to_string()),
+        ("X-Amz-Date".to_string(), "20150830T123600Z".to_string()),
+    ];
+    let canonical = aws_canonical_request(
+        "GET",
+        "/",
+        "Version=2010-05-08&Action=ListUsers",
+        &headers,
+        &["content-type", "host", "x-amz-date"],
+        b"",
+    );
+    assert_eq!(
+        canonical,
+        "GET\n/\nAction=ListUsers&Version=2010-05-08\n\
+         content-type:application/x-www-form-urlencoded; charset=utf-8\n\
+         host:iam.amazonaws.com\nx-amz-date:20150830T123600Z\n\n\
+         content-type;host;x-amz-date\n\
+         e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        aws_sigv4_signature(
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830T123600Z",
+            "us-east-1",
+            "iam",
+            &canonical,
+        ),
+        "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+    );
+}
+
+#[tokio::test]
+async fn cognito_list_users_pages_by_token_when_signed_and_refuses_bad_signatures() {
+    let (fake, alice) = cognito_with_alice().await;
+    let mut subs = fake.seed_users(130);
+    subs.push(alice.sub.clone());
+
+    let mut seen = vec![];
+    let mut token: Option<String> = None;
+    let mut sizes = vec![];
+    loop {
+        let mut body = json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 60});
+        if let Some(t) = &token {
+            body["PaginationToken"] = json!(t);
+        }
+        let (status, page) = list_users(&fake, &body, AWS_SECRET_ACCESS_KEY).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let users = page["Users"].as_array().unwrap();
+        sizes.push(users.len());
+        for user in users {
+            let sub = user["Attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["Name"] == "sub")
+                .unwrap()["Value"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(user["UserCreateDate"].is_f64(), "{user}");
+            assert!(user["Username"].is_string());
+            assert_eq!(user["Enabled"], true);
+            seen.push(sub);
+        }
+        match page.get("PaginationToken") {
+            Some(t) => token = Some(t.as_str().unwrap().to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [60, 60, 11]);
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), subs.len());
+    assert!(subs.iter().all(|s| unique.contains(s)));
+    let record = fake.management_user(&alice.sub).unwrap();
+    assert!(
+        record["Attributes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": "custom:tenant", "Value": "acme"}))
+    );
+
+    let (status, found) = list_users(
+        &fake,
+        &json!({"UserPoolId": COGNITO_POOL_ID, "Filter": "email = \"user7@example.com\""}),
+        AWS_SECRET_ACCESS_KEY,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["Users"].as_array().unwrap().len(), 1);
+
+    let (status, too_many) = list_users(
+        &fake,
+        &json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 61}),
+        AWS_SECRET_ACCESS_KEY,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_many["__type"], "InvalidParameterException");
+
+    let (status, bad) = list_users(
+        &fake,
+        &json!({"UserPoolId": COGNITO_POOL_ID}),
+        "not-the-secret",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad["__type"], "InvalidSignatureException");
+
+    // Signed, then the body changed on the way.
+    let signed = sign_cognito_request(
+        &fake.user_api_endpoint(),
+        COGNITO_LIST_USERS,
+        json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 1})
+            .to_string()
+            .as_bytes(),
+    );
+    let mut request = http()
+        .post(fake.user_api_endpoint())
+        .body(json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 2}).to_string());
+    for (name, value) in &signed {
+        request = request.header(name, value);
+    }
+    let answer = request.send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["__type"],
+        "InvalidSignatureException"
+    );
+
+    let unsigned = call_user_api(
+        &fake,
+        COGNITO_LIST_USERS,
+        &json!({"UserPoolId": COGNITO_POOL_ID}),
+    )
+    .await;
+    assert_aws_error(
+        &unsigned,
+        StatusCode::FORBIDDEN,
+        "MissingAuthenticationTokenException",
+        "Missing Authentication Token",
+    );
+    let stranger = signed
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.replace(AWS_ACCESS_KEY_ID, "AKIASOMEONEELSE00000"),
+            )
+        })
+        .fold(http().post(fake.user_api_endpoint()), |r, (n, v)| {
+            r.header(n, v)
+        })
+        .body(json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        stranger.json::<Value>().await.unwrap()["__type"],
+        "UnrecognizedClientException"
+    );
+    assert_eq!(
+        fake.calls("list_users"),
+        3 + 1 + 5,
+        "three pages, a filtered list, five refusals"
+    );
+}
+
+#[tokio::test]
+async fn keycloak_first_and_max_cover_everyone_in_username_order_and_count_matches() {
+    let (fake, subs) = fake_with_users(Flavor::Keycloak, 230).await;
+    let token = format!("Bearer {}", management_token(&fake).await);
+    let mut seen = vec![];
+    let mut usernames = vec![];
+    for first in (0..).step_by(100) {
+        let (status, _, body) = get_json(
+            &fake.url(&format!(
+                "/admin/realms/acme/users?first={first}&max=100&briefRepresentation=false"
+            )),
+            &token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let users = body.as_array().unwrap();
+        for user in users {
+            seen.push(user["id"].as_str().unwrap().to_string());
+            usernames.push(user["username"].as_str().unwrap().to_string());
+            assert!(user["createdTimestamp"].is_i64());
+        }
+        if users.len() < 100 {
+            break;
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (subs.len(), subs.len()));
+    assert!(
+        usernames.windows(2).all(|w| w[0] < w[1]),
+        "ordered by username"
+    );
+
+    let (status, _, count) = get_json(&fake.url("/admin/realms/acme/users/count"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(count, json!(subs.len()));
+    assert_eq!(fake.user_count(), subs.len());
+
+    let (_, _, full) = get_json(
+        &fake.url("/admin/realms/acme/users?max=1&briefRepresentation=false"),
+        &token,
+    )
+    .await;
+    assert!(full[0]["attributes"].is_object(), "{full}");
+    let (_, _, brief) = get_json(&fake.url("/admin/realms/acme/users?max=1"), &token).await;
+    assert!(brief[0].get("attributes").is_none(), "{brief}");
+
+    let (status, _, body) = get_json(&fake.url("/admin/realms/acme/users"), "Bearer nope").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, json!({"error": "HTTP 401 Unauthorized"}));
+}
+
+#[tokio::test]
+async fn the_management_token_bucket_answers_429_with_retry_after_once_empty() {
+    let (auth0, _) = fake_with_users(Flavor::Auth0, 10).await;
+    let token = format!("Bearer {}", management_token(&auth0).await);
+    auth0.set_management_rate_limit(0.5, 3);
+    let url = auth0.url("/api/v2/users?per_page=5");
+    for remaining in ["2", "1", "0"] {
+        let (status, headers, _) = get_json(&url, &token).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header_str(&headers, "x-ratelimit-limit"), "3");
+        assert_eq!(header_str(&headers, "x-ratelimit-remaining"), remaining);
+    }
+    let (status, headers, body) = get_json(&url, &token).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["statusCode"], 429);
+    let retry: u64 = header_str(&headers, "retry-after").parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(header_str(&headers, "x-ratelimit-remaining"), "0");
+    let reset: i64 = header_str(&headers, "x-ratelimit-reset").parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(reset > now && reset <= now + 7, "{reset} vs {now}");
+    assert_eq!(auth0.management_429s(), 1);
+
+    let (okta, _) = fake_with_users(Flavor::Okta, 10).await;
+    okta.set_management_rate_limit(0.5, 1);
+    let auth = format!("SSWS {OKTA_API_TOKEN}");
+    let (status, headers, _) = get_json(&okta.url("/api/v1/users"), &auth).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header_str(&headers, "x-rate-limit-limit"), "1");
+    assert_eq!(header_str(&headers, "x-rate-limit-remaining"), "0");
+    let (status, headers, body) = get_json(&okta.url("/api/v1/users"), &auth).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["errorCode"], "E0000047");
+    assert!(headers.contains_key("retry-after"));
+    assert!(headers.contains_key("x-rate-limit-reset"));
+
+    let (cognito, _) = cognito_with_alice().await;
+    cognito.set_management_rate_limit(0.5, 1);
+    let body = json!({"UserPoolId": COGNITO_POOL_ID});
+    assert_eq!(
+        list_users(&cognito, &body, AWS_SECRET_ACCESS_KEY).await.0,
+        StatusCode::OK
+    );
+    let (status, throttled) = list_users(&cognito, &body, AWS_SECRET_ACCESS_KEY).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        throttled,
+        json!({"__type": "TooManyRequestsException", "message": "Rate exceeded"})
+    );
+    assert_eq!(cognito.management_429s(), 1);
+}
+
+#[tokio::test]
+async fn fail_next_and_rate_limit_next_answer_exactly_n_times_then_succeed() {
+    let (auth0, _) = fake_with_users(Flavor::Auth0, 5).await;
+    let token = format!("Bearer {}", management_token(&auth0).await);
+    auth0.fail_next("users", 2);
+    let url = auth0.url("/api/v2/users");
+    for _ in 0..2 {
+        let (status, _, body) = get_json(&url, &token).await;
+        assert!(status.is_server_error(), "{status}");
+        assert_eq!(body["statusCode"], status.as_u16());
+    }
+    let (status, _, body) = get_json(&url, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_array().unwrap().len(), 6);
+    assert_eq!(auth0.calls("users"), 3);
+
+    let (okta, _) = fake_with_users(Flavor::Okta, 5).await;
+    let auth = format!("SSWS {OKTA_API_TOKEN}");
+    okta.fail_next("okta_users", 1);
+    okta.rate_limit_next("okta_users", 2, 7);
+    let (status, _, body) = get_json(&okta.url("/api/v1/users"), &auth).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["errorCode"], "E0000009");
+    for _ in 0..2 {
+        let (status, headers, _) = get_json(&okta.url("/api/v1/users"), &auth).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header_str(&headers, "retry-after"), "7");
+    }
+    let (status, _, _) = get_json(&okta.url("/api/v1/users"), &auth).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(okta.management_429s(), 2);
+    assert_eq!(okta.calls("okta_users"), 4);
+}
+
+#[tokio::test]
+async fn management_records_follow_updates_and_removals() {
+    let (fake, subs) = fake_with_users(Flavor::Auth0, 50).await;
+    let token = format!("Bearer {}", management_token(&fake).await);
+    let target = &subs[3];
+    let before = fake.management_user(target).unwrap();
+    fake.update_management_user(
+        target,
+        json!({"email": "moved@example.com", "user_metadata": {"locale": "nl"}}),
+    );
+    let after = fake.management_user(target).unwrap();
+    assert_eq!(after["email"], "moved@example.com");
+    assert_eq!(after["user_metadata"]["locale"], "nl");
+    assert!(after["updated_at"].as_str() > before["updated_at"].as_str());
+    let (_, _, newest) = get_json(
+        &fake.url("/api/v2/users?sort=updated_at:-1&per_page=1"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        newest[0]["user_id"], *target,
+        "the latest update sorts first"
+    );
+
+    fake.remove_user(target);
+    assert_eq!(fake.user_count(), subs.len() - 1);
+    assert!(fake.management_user(target).is_none());
+    let (_, _, all) = get_json(&fake.url("/api/v2/users?per_page=100"), &token).await;
+    assert_eq!(all.as_array().unwrap().len(), subs.len() - 1);
+
+    let okta = FakeUpstream::start(Flavor::Okta).await;
+    let id = okta.seed_users(1).remove(0);
+    okta.update_management_user(&id, json!({"profile": {"firstName": "Renamed"}}));
+    assert_eq!(
+        okta.management_user(&id).unwrap()["profile"]["firstName"],
+        "Renamed"
+    );
+    let cognito = FakeUpstream::start(Flavor::Cognito).await;
+    let id = cognito.seed_users(1).remove(0);
+    cognito.update_management_user(&id, json!({"custom:plan": "enterprise"}));
+    assert!(
+        cognito.management_user(&id).unwrap()["Attributes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": "custom:plan", "Value": "enterprise"}))
+    );
+}
+
+#[tokio::test]
+async fn seeding_ten_thousand_users_takes_well_under_a_second() {
+    let fake = FakeUpstream::start(Flavor::Keycloak).await;
+    let started = std::time::Instant::now();
+    let subs = fake.seed_users(10_000);
+    let took = started.elapsed();
+    assert_eq!(subs.len(), 10_000);
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    let created: std::collections::HashSet<i64> = subs
+        .iter()
+        .take(500)
+        .map(|s| {
+            fake.management_user(s).unwrap()["createdTimestamp"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(created.len(), 500, "distinct creation instants");
 }

@@ -56,6 +56,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
+#[path = "fake_management.rs"]
+mod management;
+
+// For the product's tests; a binary that uses only part of them must not
+// warn.
+#[allow(unused_imports)]
+pub use management::{
+    AUTH0_CONNECTION_ID, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, COGNITO_LIST_USERS,
+    COGNITO_REGION, COGNITO_SERVICE, ExportTiming, OKTA_API_TOKEN, SEEDED_USER_PASSWORD,
+    aws_canonical_request, aws_sigv4_signature, sign_cognito_request, sign_cognito_request_at,
+};
+
 /// Auth0's password-realm grant (`realm` names the database connection).
 pub const AUTH0_PASSWORD_REALM: &str = "http://auth0.com/oauth/grant-type/password-realm";
 /// The name of Auth0's default database connection, for `realm`.
@@ -100,8 +112,9 @@ pub enum Flavor {
     /// with `openid` in its scope (not one from `InitiateAuth`).
     ///
     /// Simplified: `InitiateAuth` needs no SigV4 (AWS does not ask for it
-    /// with an app client either) and is the only operation served: the
-    /// admin APIs that need SigV4 (`AdminInitiateAuth`, `ListUsers`, …) and
+    /// with an app client either); `ListUsers` (SigV4-signed, see
+    /// `fake_management.rs`) is the only other operation served: the other
+    /// admin APIs (`AdminInitiateAuth`, …) and
     /// `RespondToAuthChallenge` answer `UnknownOperationException`, so the
     /// `NEW_PASSWORD_REQUIRED` and `SOFTWARE_TOKEN_MFA` challenges cannot be
     /// answered. `InitiateAuth` serves `USER_PASSWORD_AUTH` (on by default,
@@ -384,7 +397,9 @@ impl FakeUpstream {
         state.users.push(StoredUser {
             user,
             updated_at: now(),
+            meta: management::UserMeta::now(),
         });
+        state.mgmt.invalidate();
     }
 
     /// Registers a client: confidential with `secret`, public without.
@@ -435,6 +450,13 @@ impl FakeUpstream {
     /// `POST {base}/`) and `initiate_auth` (those whose `X-Amz-Target` is
     /// `InitiateAuth`). Requests answered by a failure mode count;
     /// connections reset by `Down` do not.
+    ///
+    /// The Management APIs: `mgmt_token` (a Management token issued: Auth0
+    /// `client_credentials` for `{issuer}api/v2/`, any Keycloak
+    /// `client_credentials`), Auth0 `users`, `users_export` (job creation),
+    /// `job` (polls), `export_download`; Okta `okta_users`; Cognito
+    /// `list_users`; Keycloak `admin_users`, `admin_users_count`. Every
+    /// request counts, faults and throttled ones included.
     pub fn calls(&self, what: &str) -> usize {
         self.shared.lock().calls.get(what).copied().unwrap_or(0)
     }
@@ -621,6 +643,8 @@ struct UpstreamState {
     prevent_user_existence_errors: bool,
     /// Cognito users in `FORCE_CHANGE_PASSWORD`, by `sub`.
     new_password_required: HashSet<String>,
+    /// The Management APIs' tokens, limits, faults, jobs and orderings.
+    mgmt: management::Management,
 }
 
 impl UpstreamState {
@@ -650,6 +674,7 @@ impl UpstreamState {
             rate_window: (0, 0),
             prevent_user_existence_errors: false,
             new_password_required: HashSet::new(),
+            mgmt: management::Management::default(),
         }
     }
 
@@ -678,6 +703,8 @@ impl UpstreamState {
 struct StoredUser {
     user: FakeUser,
     updated_at: i64,
+    /// Creation and update instants, seed number, patched vendor record.
+    meta: management::UserMeta,
 }
 
 #[derive(Debug, Clone)]
@@ -1062,6 +1089,7 @@ fn router(shared: Arc<Shared>) -> Router {
     if let Some(path) = &p.user_api {
         app = app.route(path, post(user_api));
     }
+    app = management::routes(app, shared.flavor);
     app.layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
 }
@@ -2050,6 +2078,10 @@ fn client_credentials_grant(
     client: &FakeClient,
     params: &HashMap<String, String>,
 ) -> Response {
+    let for_management = match management::client_credentials_audience(s, params) {
+        Ok(m) => m,
+        Err(refusal) => return refusal,
+    };
     let (key, ttl) = {
         let state = s.lock();
         (state.key.clone(), state.access_token_ttl)
@@ -2069,6 +2101,9 @@ fn client_credentials_grant(
             "scope": scope, "gty": "client-credentials", "azp": client.client_id,
         }),
     );
+    if for_management {
+        management::record_management_token(s, &access_token, ttl);
+    }
     no_store(json_response(
         StatusCode::OK,
         &json!({
@@ -2627,13 +2662,21 @@ fn aws_json(status: StatusCode, body: &Value) -> Response {
 }
 
 /// Cognito's user-pool API: `InitiateAuth` only (see [`Flavor::Cognito`]).
-async fn user_api(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn user_api(
+    State(s): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
     let invalid = |message: &str| bad("InvalidParameterException", message);
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    if target == COGNITO_LIST_USERS {
+        return management::list_users(&s, &uri, &headers, &body);
+    }
     if target != COGNITO_INITIATE_AUTH {
         return bad("UnknownOperationException", "");
     }
