@@ -342,7 +342,9 @@ async fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<()>
         }))?;
     } else {
         report.print();
-        println!("{requests} requests to the upstream, {throttled} rate-limited, {retried} retried");
+        println!(
+            "{requests} requests to the upstream, {throttled} rate-limited, {retried} retried"
+        );
     }
     Ok(())
 }

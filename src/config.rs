@@ -136,6 +136,14 @@ pub struct ManagementSettings {
     /// regional endpoints, an emulator).
     #[serde(default)]
     pub base: Option<String>,
+    /// The client-credentials token's `audience` (Auth0): always the
+    /// tenant's canonical `https://TENANT.auth0.com/api/v2/`, also behind a
+    /// custom domain; default: the provider definition's, from `domain`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Seconds between polls of an export job (Auth0).
+    #[serde(default)]
+    pub export_poll_secs: Option<f64>,
     /// Client for the client-credentials token (Auth0, Keycloak); default:
     /// `[upstream] client_id` and its secret.
     #[serde(default)]

@@ -135,12 +135,12 @@ pub async fn run(
         progress: tokio::sync::Mutex::new(Progress::new(&label, None, opts.quiet)),
         crash: std::sync::Mutex::new(CrashHook::from_env()),
         totals: std::sync::Mutex::new(Counters::default()),
-        poll: opts.poll_interval.unwrap_or(Duration::from_secs(2)),
+        poll: opts.poll_interval.unwrap_or(client.poll_interval()),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
+    for n in 0..workers {
         let ctx = ctx.clone();
-        tasks.spawn(async move { ctx.work().await });
+        tasks.spawn(async move { ctx.work(worker_id(n)).await });
     }
     let mut failure = None;
     while let Some(result) = tasks.join_next().await {
@@ -188,12 +188,15 @@ pub async fn run(
 impl Ctx {
     /// One worker: claim, process, repeat; wait while other workers hold
     /// the rest; stop when the job is done.
-    async fn work(&self) -> anyhow::Result<()> {
-        let worker = worker_id();
+    async fn work(&self, worker: String) -> anyhow::Result<()> {
         loop {
             let chunk = match &self.sink {
                 Sink::Dry(dry) => {
-                    let next = dry.lock().unwrap_or_else(|p| p.into_inner()).queue.pop_front();
+                    let next = dry
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .queue
+                        .pop_front();
                     match next {
                         Some(spec) => Chunk {
                             job_id: String::new(),
@@ -265,7 +268,11 @@ impl Ctx {
             .commit_page(&PageCommit {
                 chunk: dry.is_none().then_some((chunk, position)),
                 done,
-                split: if dry.is_some() { Vec::new() } else { split.clone() },
+                split: if dry.is_some() {
+                    Vec::new()
+                } else {
+                    split.clone()
+                },
                 records: &records,
                 rejected: &rejected,
                 provider: &self.client.provider,
@@ -336,10 +343,8 @@ impl Ctx {
             self.commit(chunk, fresh, false, vec![], vec![]).await?;
             bail!("the upstream's export job {job} failed");
         };
-        let path = std::env::temp_dir().join(format!(
-            "switchyard-{}-{job}.ndjson.gz",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("switchyard-{}-{job}.ndjson.gz", std::process::id()));
         let result = self.stream_export(chunk, &mut spec, &location, &path).await;
         let _ = std::fs::remove_file(&path);
         result

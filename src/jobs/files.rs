@@ -32,7 +32,9 @@ use crate::upstream::provider::ProviderDef;
 /// metadata is capped at 16 KB per field there).
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     Auth0Export,
@@ -133,7 +135,9 @@ pub fn records(
                 keycloak_record(&def, line, parse_object(line, &bytes)?)
             }))
         }
-        Format::OktaCsv | Format::Csv | Format::CognitoCsv => Box::new(csv_records(reader, format)?),
+        Format::OktaCsv | Format::Csv | Format::CognitoCsv => {
+            Box::new(csv_records(reader, format)?)
+        }
     })
 }
 
@@ -169,7 +173,10 @@ fn auth0_record(def: &ProviderDef, line: u64, mut raw: Value) -> Result<Record, 
     {
         raw["user_id"] = Value::String(format!("auth0|{oid}"));
     }
-    let m = def.management.as_ref().expect("auth0 has a management section");
+    let m = def
+        .management
+        .as_ref()
+        .expect("auth0 has a management section");
     let mut record = mapping::map_record(def, m, &raw).map_err(|e| rejected(line, None, e))?;
     record.line = Some(line);
     record.profile.remove("passwordHash");
@@ -207,7 +214,10 @@ fn auth0_bulk_record(line: u64, raw: Value) -> Result<Record, Rejected> {
     r.nickname = text("nickname");
     r.picture = text("picture");
     r.blocked = truthy(raw.get("blocked"));
-    for (k, field) in [("user_metadata", &mut r.user_metadata), ("app_metadata", &mut r.app_metadata)] {
+    for (k, field) in [
+        ("user_metadata", &mut r.user_metadata),
+        ("app_metadata", &mut r.app_metadata),
+    ] {
         if let Some(Value::Object(m)) = raw.get(k) {
             *field = m.clone();
         }
@@ -245,7 +255,10 @@ fn custom_hash(line: u64, id: &str, custom: &Value) -> Result<(String, String), 
 }
 
 fn keycloak_record(def: &ProviderDef, line: u64, raw: Value) -> Result<Record, Rejected> {
-    let m = def.management.as_ref().expect("keycloak has a management section");
+    let m = def
+        .management
+        .as_ref()
+        .expect("keycloak has a management section");
     let mut r = mapping::map_record(def, m, &raw).map_err(|e| rejected(line, None, e))?;
     r.line = Some(line);
     if let Some(Value::Array(linked)) = raw.get("federatedIdentities") {
@@ -261,15 +274,24 @@ fn keycloak_record(def: &ProviderDef, line: u64, raw: Value) -> Result<Record, R
     let password = raw
         .get("credentials")
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type") == Some(&Value::from("password"))));
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type") == Some(&Value::from("password")))
+        });
     if let Some(c) = password {
         let secret = c.get("secretData").and_then(Value::as_str).unwrap_or("");
-        let data = c.get("credentialData").and_then(Value::as_str).unwrap_or("");
+        let data = c
+            .get("credentialData")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let algorithm = serde_json::from_str::<Value>(data)
             .ok()
             .and_then(|d| d.get("algorithm").and_then(Value::as_str).map(String::from))
             .unwrap_or_default();
-        if !matches!(algorithm.as_str(), "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2") {
+        if !matches!(
+            algorithm.as_str(),
+            "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2"
+        ) {
             return Err(rejected(
                 line,
                 Some(r.id.clone()),
@@ -277,7 +299,11 @@ fn keycloak_record(def: &ProviderDef, line: u64, raw: Value) -> Result<Record, R
             ));
         }
         let stored = hashes::keycloak_credential(secret, data).ok_or_else(|| {
-            rejected(line, Some(r.id.clone()), "malformed Keycloak password credential")
+            rejected(
+                line,
+                Some(r.id.clone()),
+                "malformed Keycloak password credential",
+            )
         })?;
         r.password = Some((stored, "pbkdf2".into()));
     }
@@ -290,7 +316,15 @@ const CSV_COLUMNS: &[(&str, &[&str])] = &[
     ("id", &["id", "user_id", "sub", "okta id"]),
     ("email", &["email", "profile.email"]),
     ("email_verified", &["email_verified", "emailverified"]),
-    ("username", &["username", "login", "cognito:username", "preferred_username"]),
+    (
+        "username",
+        &[
+            "username",
+            "login",
+            "cognito:username",
+            "preferred_username",
+        ],
+    ),
     ("name", &["name", "displayname", "display_name"]),
     ("given_name", &["given_name", "firstname", "first_name"]),
     ("family_name", &["family_name", "lastname", "last_name"]),
@@ -309,9 +343,7 @@ fn csv_records(
     reader: Box<dyn BufRead + Send>,
     format: Format,
 ) -> Result<impl Iterator<Item = Item> + Send, String> {
-    let mut csv = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
     let headers = csv
         .headers()
         .map_err(|e| format!("cannot read the CSV header: {e}"))?
@@ -319,12 +351,21 @@ fn csv_records(
     let mut columns: Map<String, Value> = Map::new();
     for (i, h) in headers.iter().enumerate() {
         let h = h.trim().to_ascii_lowercase();
-        if let Some((field, _)) = CSV_COLUMNS.iter().find(|(_, names)| names.contains(&h.as_str())) {
+        if let Some((field, _)) = CSV_COLUMNS
+            .iter()
+            .find(|(_, names)| names.contains(&h.as_str()))
+        {
             columns.entry(field.to_string()).or_insert(Value::from(i));
         }
     }
-    let id_column = if format == Format::CognitoCsv { "sub" } else { "id" };
-    if !columns.contains_key("id") || (format == Format::CognitoCsv && !headers.iter().any(|h| h == "sub")) {
+    let id_column = if format == Format::CognitoCsv {
+        "sub"
+    } else {
+        "id"
+    };
+    if !columns.contains_key("id")
+        || (format == Format::CognitoCsv && !headers.iter().any(|h| h == "sub"))
+    {
         return Err(format!(
             "the CSV header has no {id_column} column: without the upstream id users would lose their sub"
         ));
@@ -371,7 +412,10 @@ fn csv_records(
                 matches!(s.as_str(), "SUSPENDED" | "LOCKED_OUT" | "DEPROVISIONED")
             })
             || cell("enabled").is_some_and(|s| s.eq_ignore_ascii_case("false"));
-        for (field, target) in [("user_metadata", &mut r.user_metadata), ("app_metadata", &mut r.app_metadata)] {
+        for (field, target) in [
+            ("user_metadata", &mut r.user_metadata),
+            ("app_metadata", &mut r.app_metadata),
+        ] {
             if let Some(text) = cell(field) {
                 match serde_json::from_str(&text) {
                     Ok(Value::Object(m)) => *target = m,
@@ -388,11 +432,15 @@ fn csv_records(
         r.profile = r.standard_claims();
         if format == Format::CognitoCsv {
             if let Some(u) = &r.username {
-                r.profile.insert("cognito:username".into(), Value::String(u.clone()));
+                r.profile
+                    .insert("cognito:username".into(), Value::String(u.clone()));
             }
             for (i, name) in &extra {
                 if let Some(v) = row.get(*i).filter(|v| !v.is_empty()) {
-                    r.profile.insert(name.clone(), Value::String(String::from_utf8_lossy(v).into()));
+                    r.profile.insert(
+                        name.clone(),
+                        Value::String(String::from_utf8_lossy(v).into()),
+                    );
                 }
             }
         }
@@ -455,7 +503,13 @@ impl Iterator for Lines {
         loop {
             let (any, cut) = match read_line_bounded(&mut *self.reader, &mut self.buf) {
                 Ok(r) => r,
-                Err(e) => return Some(Err(rejected(self.line + 1, None, format!("read error: {e}")))),
+                Err(e) => {
+                    return Some(Err(rejected(
+                        self.line + 1,
+                        None,
+                        format!("read error: {e}"),
+                    )));
+                }
             };
             if !any {
                 return None;
@@ -532,7 +586,11 @@ impl Iterator for JsonElements {
                 return match (element, self.target) {
                     (Some((line, ..)), _) => {
                         self.finished = true;
-                        Some(Err(rejected(line, None, "the file ends inside this record")))
+                        Some(Err(rejected(
+                            line,
+                            None,
+                            "the file ends inside this record",
+                        )))
                     }
                     (None, None) => self.fail(match self.key {
                         Some(_) => "no \"users\" array in the file",
@@ -666,17 +724,23 @@ mod tests {
     use super::*;
 
     fn elements(text: &str, key: Option<&'static str>) -> Vec<Result<(u64, String), String>> {
-        JsonElements::new(Box::new(std::io::Cursor::new(text.as_bytes().to_vec())), key)
-            .map(|r| {
-                r.map(|(l, b)| (l, String::from_utf8(b).unwrap().trim().to_string()))
-                    .map_err(|e| format!("{}:{}", e.line.unwrap(), e.reason))
-            })
-            .collect()
+        JsonElements::new(
+            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+            key,
+        )
+        .map(|r| {
+            r.map(|(l, b)| (l, String::from_utf8(b).unwrap().trim().to_string()))
+                .map_err(|e| format!("{}:{}", e.line.unwrap(), e.reason))
+        })
+        .collect()
     }
 
     #[test]
     fn splits_a_top_level_array_with_line_numbers() {
-        let got = elements("[\n {\"a\": \"x]}\"},\n {\"b\": [1, {\"c\": 2}]}\n]\n", None);
+        let got = elements(
+            "[\n {\"a\": \"x]}\"},\n {\"b\": [1, {\"c\": 2}]}\n]\n",
+            None,
+        );
         assert_eq!(
             got,
             [
@@ -702,12 +766,18 @@ mod tests {
     fn a_truncated_file_is_reported_not_lost() {
         let got = elements("[{\"a\": 1},\n{\"b\": ", None);
         assert_eq!(got[0], Ok((1, r#"{"a": 1}"#.to_string())));
-        assert_eq!(got[1], Err("2:the file ends inside this record".to_string()));
+        assert_eq!(
+            got[1],
+            Err("2:the file ends inside this record".to_string())
+        );
     }
 
     #[test]
     fn long_lines_are_cut_and_reported() {
-        let long = format!("{{\"x\": \"{}\"}}\n{{\"y\": 1}}\n", "a".repeat(MAX_RECORD_BYTES));
+        let long = format!(
+            "{{\"x\": \"{}\"}}\n{{\"y\": 1}}\n",
+            "a".repeat(MAX_RECORD_BYTES)
+        );
         let got: Vec<_> = Lines::new(Box::new(std::io::Cursor::new(long.into_bytes()))).collect();
         assert!(got[0].as_ref().is_err_and(|e| e.line == Some(1)));
         assert_eq!(got[1].as_ref().unwrap().0, 2);
@@ -715,10 +785,22 @@ mod tests {
 
     #[test]
     fn formats_are_detected_from_name_and_head() {
-        assert_eq!(Format::detect("u.ndjson.gz", b""), Some(Format::Auth0Export));
+        assert_eq!(
+            Format::detect("u.ndjson.gz", b""),
+            Some(Format::Auth0Export)
+        );
         assert_eq!(Format::detect("u.json", b" [{"), Some(Format::Auth0Bulk));
-        assert_eq!(Format::detect("r.json", b"{\"realm\":"), Some(Format::Keycloak));
-        assert_eq!(Format::detect("c.csv", b"name,cognito:username,sub\n"), Some(Format::CognitoCsv));
-        assert_eq!(Format::detect("o.csv", b"id,login,firstName\n"), Some(Format::OktaCsv));
+        assert_eq!(
+            Format::detect("r.json", b"{\"realm\":"),
+            Some(Format::Keycloak)
+        );
+        assert_eq!(
+            Format::detect("c.csv", b"name,cognito:username,sub\n"),
+            Some(Format::CognitoCsv)
+        );
+        assert_eq!(
+            Format::detect("o.csv", b"id,login,firstName\n"),
+            Some(Format::OktaCsv)
+        );
     }
 }

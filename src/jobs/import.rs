@@ -39,8 +39,8 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         Some(f) => f,
         None => {
             let mut head = Vec::new();
-            let mut reader = files::open(&opts.path)
-                .with_context(|| format!("opening {}", opts.path))?;
+            let mut reader =
+                files::open(&opts.path).with_context(|| format!("opening {}", opts.path))?;
             let peek = reader.fill_buf()?;
             head.extend_from_slice(&peek[..peek.len().min(4096)]);
             Format::detect(&opts.path, &head).with_context(|| {
@@ -53,7 +53,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         .clone()
         .or_else(|| format.provider().map(String::from))
         .unwrap_or_else(|| "import".into());
-    let worker = worker_id();
+    let worker = worker_id(0);
 
     // The job and how far it got.
     let (job, chunk) = if opts.dry_run {
@@ -135,7 +135,9 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
                 Err(e) => rejected.push(e),
             }
         }
-        if opts.strict && let Some(bad) = rejected.first() {
+        if opts.strict
+            && let Some(bad) = rejected.first()
+        {
             let why = format!(
                 "line {}: {} (--strict: nothing from this batch was written)",
                 bad.line.unwrap_or(0),
@@ -159,7 +161,12 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
                 dry_run: opts.dry_run,
             })
             .await?;
-        if applied.actions.iter().any(|a| matches!(a, crate::jobs::record::Action::Failed(_))) && opts.strict {
+        if applied
+            .actions
+            .iter()
+            .any(|a| matches!(a, crate::jobs::record::Action::Failed(_)))
+            && opts.strict
+        {
             // A failure found while applying (a duplicate within the page).
             bail!("a record failed while applying (--strict)");
         }

@@ -89,19 +89,26 @@ impl ManagementClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let client_secret = match m.client_secret_env.as_ref().or(settings.client_secret_env.as_ref()) {
+        let client_secret = match m
+            .client_secret_env
+            .as_ref()
+            .or(settings.client_secret_env.as_ref())
+        {
             Some(var) => Some(env_secret(var, "upstream.management.client_secret_env")?),
             None => None,
         };
         let api_token = match (mgmt.auth, &m.api_token_env) {
-            (ManagementAuth::Ssws, Some(var)) => Some(env_secret(var, "upstream.management.api_token_env")?),
+            (ManagementAuth::Ssws, Some(var)) => {
+                Some(env_secret(var, "upstream.management.api_token_env")?)
+            }
             (ManagementAuth::Ssws, None) => {
                 bail!("upstream.management.api_token_env: Okta's Users API needs an API token")
             }
             _ => None,
         };
         let aws = if mgmt.auth == ManagementAuth::Sigv4 {
-            let var = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.into());
+            let var =
+                |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.into());
             let id_var = var(&m.aws_access_key_id_env, "AWS_ACCESS_KEY_ID");
             let secret_var = var(&m.aws_secret_access_key_env, "AWS_SECRET_ACCESS_KEY");
             let token_var = var(&m.aws_session_token_env, "AWS_SESSION_TOKEN");
@@ -130,7 +137,10 @@ impl ManagementClient {
         Ok(Self {
             provider: settings.provider.clone(),
             creds: Credentials {
-                client_id: m.client_id.clone().unwrap_or_else(|| settings.client_id.clone()),
+                client_id: m
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| settings.client_id.clone()),
                 client_secret,
                 api_token,
                 aws,
@@ -147,6 +157,17 @@ impl ManagementClient {
         })
     }
 
+    /// How often an export job is polled.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.settings
+                .management
+                .export_poll_secs
+                .unwrap_or(2.0)
+                .clamp(0.01, 60.0),
+        )
+    }
+
     pub fn url(&self, path: &str) -> anyhow::Result<url::Url> {
         Ok(self.base.join(path)?)
     }
@@ -157,7 +178,10 @@ impl ManagementClient {
         if let Some(t) = &self.settings.endpoints.token {
             return Ok(t.clone());
         }
-        let issuer = self.def.issuer(&self.settings).map_err(anyhow::Error::msg)?;
+        let issuer = self
+            .def
+            .issuer(&self.settings)
+            .map_err(anyhow::Error::msg)?;
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -190,19 +214,28 @@ impl ManagementClient {
             return Ok(token.clone());
         }
         let mut form = vec![("grant_type", "client_credentials".to_string())];
-        if let Some(audience) = &self.mgmt.audience {
-            form.push((
-                "audience",
-                fill(audience, &self.settings.template_vars()).map_err(anyhow::Error::msg)?,
-            ));
+        let audience = match (&self.settings.management.audience, &self.mgmt.audience) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(template)) => Some(
+                fill(template, &self.settings.template_vars())
+                    .map_err(|e| anyhow!("{e}, or upstream.management.audience"))?,
+            ),
+            (None, None) => None,
+        };
+        if let Some(audience) = audience {
+            form.push(("audience", audience));
         }
         let endpoint = self.token_endpoint().await?;
         let mut request = self.http.post(&endpoint);
-        request = match (self.def.oidc.token_auth_method.as_str(), &self.creds.client_secret) {
-            ("client_secret_basic", Some(secret)) => {
-                request.basic_auth(form_urlencoded::byte_serialize(self.creds.client_id.as_bytes()).collect::<String>(),
-                    Some(form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()))
-            }
+        request = match (
+            self.def.oidc.token_auth_method.as_str(),
+            &self.creds.client_secret,
+        ) {
+            ("client_secret_basic", Some(secret)) => request.basic_auth(
+                form_urlencoded::byte_serialize(self.creds.client_id.as_bytes())
+                    .collect::<String>(),
+                Some(form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()),
+            ),
             (_, secret) => {
                 form.push(("client_id", self.creds.client_id.clone()));
                 if let Some(s) = secret {
@@ -228,7 +261,11 @@ impl ManagementClient {
             .as_str()
             .context("the token response has no access_token")?
             .to_string();
-        let ttl = body["expires_in"].as_u64().unwrap_or(300).saturating_sub(30).max(10);
+        let ttl = body["expires_in"]
+            .as_u64()
+            .unwrap_or(300)
+            .saturating_sub(30)
+            .max(10);
         *cached = Some((
             token.clone(),
             std::time::Instant::now() + Duration::from_secs(ttl),
@@ -250,12 +287,18 @@ impl ManagementClient {
             let _permit = self.permits.acquire().await?;
             self.pacer.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let request = self.build(&method, &url, body, target, renewed && attempt > 0).await?;
+            let request = self
+                .build(&method, &url, body, target, renewed && attempt > 0)
+                .await?;
             let response = match self.http.execute(request).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.pacer.observe(&HeaderMap::new(), false);
-                    let why = if e.is_timeout() { "timed out" } else { "connection failed" };
+                    let why = if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "connection failed"
+                    };
                     tracing::warn!(url = %redact(&url), attempt, "management request {why}");
                     self.backoff(attempt).await;
                     continue;
@@ -266,14 +309,17 @@ impl ManagementClient {
             let bytes = response.bytes().await.unwrap_or_default();
             let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let throttled = status == StatusCode::TOO_MANY_REQUESTS
-                || json["__type"].as_str().is_some_and(|t| t.ends_with("TooManyRequestsException"));
+                || json["__type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("TooManyRequestsException"));
             self.pacer.observe(&headers, throttled);
             if throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 let pause = pacer::retry_after(&headers, SystemTime::now())
                     .or_else(|| {
-                        pacer::observed(&headers, pacer::epoch_now())
-                            .map(|o| Duration::from_secs_f64((o.reset - pacer::epoch_now()).max(0.0)))
+                        pacer::observed(&headers, pacer::epoch_now()).map(|o| {
+                            Duration::from_secs_f64((o.reset - pacer::epoch_now()).max(0.0))
+                        })
                     })
                     .unwrap_or_else(|| backoff_delay(attempt));
                 let pause = pause + jitter(Duration::from_millis(250));
@@ -332,7 +378,7 @@ impl ManagementClient {
         _renewed: bool,
     ) -> anyhow::Result<reqwest::Request> {
         let mut builder = self.http.request(method.clone(), url.clone());
-        let payload = body.map(|b| serde_json::to_vec(b)).transpose()?;
+        let payload = body.map(serde_json::to_vec).transpose()?;
         match self.mgmt.auth {
             ManagementAuth::ClientCredentials => {
                 builder = builder.bearer_auth(self.bearer(false).await?);
@@ -366,7 +412,11 @@ impl ManagementClient {
     fn sign(&self, request: &mut reqwest::Request, payload: &[u8]) -> anyhow::Result<()> {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         use aws_sigv4::sign::v4;
-        let creds = self.creds.aws.clone().context("AWS credentials are not set")?;
+        let creds = self
+            .creds
+            .aws
+            .clone()
+            .context("AWS credentials are not set")?;
         let identity = aws_smithy_runtime_api::client::identity::Identity::from(creds);
         let region = self
             .settings
@@ -494,10 +544,16 @@ fn redact(url: &url::Url) -> String {
 /// characters: Auth0 `message`, Okta `errorSummary`, AWS `message`,
 /// OAuth `error_description`.
 fn vendor_message(body: &Value) -> String {
-    let m = ["message", "errorSummary", "error_description", "Message", "error"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_str))
-        .unwrap_or("no error message");
+    let m = [
+        "message",
+        "errorSummary",
+        "error_description",
+        "Message",
+        "error",
+    ]
+    .iter()
+    .find_map(|k| body.get(*k).and_then(Value::as_str))
+    .unwrap_or("no error message");
     m.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
@@ -657,7 +713,9 @@ impl ManagementClient {
     async fn first_max_page(&self, spec: &Value) -> anyhow::Result<Page> {
         let max = self.mgmt.page_size as u64;
         if spec["count"].as_bool() == Some(true) {
-            let (count, _) = self.call(Method::GET, self.url("users/count")?, None, None).await?;
+            let (count, _) = self
+                .call(Method::GET, self.url("users/count")?, None, None)
+                .await?;
             let count = count.as_u64().context("users/count is not a number")?;
             let mut split: Vec<Value> = (0..count.div_ceil(max))
                 .map(|i| json!({"first": i * max}))
@@ -690,16 +748,34 @@ impl ManagementClient {
     /// Auth0: starts a users-export job of every field the mapping reads.
     pub async fn start_export(&self) -> anyhow::Result<String> {
         let fields: Vec<Value> = [
-            "user_id", "email", "email_verified", "username", "name", "given_name", "family_name",
-            "nickname", "picture", "phone_number", "user_metadata", "app_metadata", "blocked",
-            "identities", "created_at", "updated_at",
+            "user_id",
+            "email",
+            "email_verified",
+            "username",
+            "name",
+            "given_name",
+            "family_name",
+            "nickname",
+            "picture",
+            "phone_number",
+            "user_metadata",
+            "app_metadata",
+            "blocked",
+            "identities",
+            "created_at",
+            "updated_at",
         ]
         .iter()
         .map(|f| json!({"name": f}))
         .collect();
         let body = json!({"format": "json", "fields": fields});
         let (job, _) = self
-            .call(Method::POST, self.url("jobs/users-exports")?, Some(&body), None)
+            .call(
+                Method::POST,
+                self.url("jobs/users-exports")?,
+                Some(&body),
+                None,
+            )
             .await?;
         job["id"]
             .as_str()
@@ -722,7 +798,11 @@ impl ManagementClient {
 impl ManagementClient {
     /// Auth0: waits for an export job to complete and returns its file's
     /// location; `None` when the job failed.
-    pub async fn wait_for_export(&self, job: &str, poll: Duration) -> anyhow::Result<Option<String>> {
+    pub async fn wait_for_export(
+        &self,
+        job: &str,
+        poll: Duration,
+    ) -> anyhow::Result<Option<String>> {
         loop {
             match self.export_status(job).await? {
                 (status, Some(location)) if status == "completed" => return Ok(Some(location)),
@@ -739,7 +819,10 @@ impl ManagementClient {
         path: &std::path::Path,
         skip: u64,
         batch: usize,
-    ) -> anyhow::Result<(tokio::sync::mpsc::Receiver<Vec<Item>>, tokio::task::JoinHandle<()>)> {
+    ) -> anyhow::Result<(
+        tokio::sync::mpsc::Receiver<Vec<Item>>,
+        tokio::task::JoinHandle<()>,
+    )> {
         let reader = super::files::open(&path.to_string_lossy())?;
         let client = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
@@ -782,8 +865,10 @@ impl ManagementClient {
                     .wait_for_export(&job, poll)
                     .await?
                     .with_context(|| format!("the upstream's export job {job} failed"))?;
-                let path = std::env::temp_dir()
-                    .join(format!("switchyard-verify-{}-{job}.ndjson.gz", std::process::id()));
+                let path = std::env::temp_dir().join(format!(
+                    "switchyard-verify-{}-{job}.ndjson.gz",
+                    std::process::id()
+                ));
                 let result = async {
                     self.download(&location, &path).await?;
                     let (mut rx, reading) = self.stream_export(&path, 0, 1000)?;
@@ -825,7 +910,13 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
                 let p = p.trim().replace(' ', "");
                 p == "rel=\"next\"" || p == "rel=next"
             });
-            is_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            is_next.then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
         })
 }
 
@@ -844,10 +935,17 @@ mod tests {
     #[test]
     fn next_links_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(http::header::LINK, "<https://x.okta.com/api/v1/users?limit=200>; rel=\"self\"".parse().unwrap());
         h.append(
             http::header::LINK,
-            "<https://x.okta.com/api/v1/users?after=00u2&limit=200>; rel=\"next\"".parse().unwrap(),
+            "<https://x.okta.com/api/v1/users?limit=200>; rel=\"self\""
+                .parse()
+                .unwrap(),
+        );
+        h.append(
+            http::header::LINK,
+            "<https://x.okta.com/api/v1/users?after=00u2&limit=200>; rel=\"next\""
+                .parse()
+                .unwrap(),
         );
         assert_eq!(
             next_link(&h).as_deref(),
@@ -859,7 +957,13 @@ mod tests {
 
     #[test]
     fn vendor_messages_are_bounded_and_clean() {
-        assert_eq!(vendor_message(&json!({"errorSummary": "Invalid token\nprovided"})), "Invalid tokenprovided");
-        assert_eq!(vendor_message(&json!({"message": "x".repeat(1000)})).len(), 300);
+        assert_eq!(
+            vendor_message(&json!({"errorSummary": "Invalid token\nprovided"})),
+            "Invalid tokenprovided"
+        );
+        assert_eq!(
+            vendor_message(&json!({"message": "x".repeat(1000)})).len(),
+            300
+        );
     }
 }

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(r.username.as_deref(), Some("ann"));
         assert_eq!(r.given_name.as_deref(), Some("Ann"));
         assert!(r.blocked);
-        let active = map("okta", json!({"id": "00u2", "status": "ACTIVE", "profile": {}}));
+        let active = map(
+            "okta",
+            json!({"id": "00u2", "status": "ACTIVE", "profile": {}}),
+        );
         assert!(!active.blocked);
     }
 

@@ -44,8 +44,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// `kill -9` would stop it, after this many committed pages.
 const CRASH_AFTER_PAGES: &str = "SWITCHYARD_TEST_CRASH_AFTER_PAGES";
 
-/// This process, as named in the chunks it claims: `host:pid`.
-pub fn worker_id() -> String {
+/// This process: `host:pid`.
+pub fn process_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -55,17 +55,24 @@ pub fn worker_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Worker `n` of this process, as named in the chunks it claims:
+/// `host:pid/n`.
+pub fn worker_id(n: usize) -> String {
+    format!("{}/{n}", process_id())
+}
+
 /// Owners that are processes of this host that no longer run: their
 /// chunks can be taken over at once rather than after [`STALE_AFTER`].
 pub fn dead_owners(owners: &[String]) -> Vec<String> {
-    let me = worker_id();
+    let me = process_id();
     let Some((host, _)) = me.rsplit_once(':') else {
         return Vec::new();
     };
     owners
         .iter()
         .filter(|o| {
-            o.rsplit_once(':').is_some_and(|(h, pid)| {
+            let process = o.split_once('/').map_or(o.as_str(), |(p, _)| p);
+            process.rsplit_once(':').is_some_and(|(h, pid)| {
                 h == host
                     && pid.parse::<u32>().is_ok()
                     && std::path::Path::new("/proc/self").exists()
@@ -158,10 +165,7 @@ impl Report {
             println!(
                 "  {:<8} {}{}: {}",
                 issue.kind,
-                issue
-                    .line
-                    .map(|l| format!("line {l} "))
-                    .unwrap_or_default(),
+                issue.line.map(|l| format!("line {l} ")).unwrap_or_default(),
                 issue.user_id.as_deref().unwrap_or("-"),
                 issue.reason
             );

@@ -57,13 +57,21 @@ pub fn observed(headers: &HeaderMap, now_epoch: f64) -> Option<Observed> {
     Some(Observed {
         limit: limit as u64,
         remaining: remaining.max(0.0) as u64,
-        reset: if reset < 1e9 { now_epoch + reset } else { reset },
+        reset: if reset < 1e9 {
+            now_epoch + reset
+        } else {
+            reset
+        },
     })
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<f64>() {
         return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
     }
@@ -138,7 +146,8 @@ impl Pace {
         let header_wait = match self.model {
             Model::Bucket => {
                 let rate = self.refill_rate(&obs, now_epoch) * MARGIN;
-                let tokens = (left + rate * now.duration_since(at).as_secs_f64()).min(obs.limit as f64);
+                let tokens =
+                    (left + rate * now.duration_since(at).as_secs_f64()).min(obs.limit as f64);
                 if tokens >= 1.0 {
                     0.0
                 } else if rate > 0.0 {
@@ -302,7 +311,10 @@ mod tests {
         h.insert("X-Rate-Limit-Reset", "1700000060".parse().unwrap());
         assert_eq!(observed(&h, 1.7e9), obs(600, 599, 1_700_000_060.0));
         h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h, SystemTime::now()), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after(&h, SystemTime::now()),
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl Progress {
                 bar.inc(n);
                 bar.set_message(format!(
                     "created {} updated {} unchanged {} conflicts {} failed {}",
-                    so_far.created, so_far.updated, so_far.unchanged, so_far.conflicts, so_far.failed
+                    so_far.created,
+                    so_far.updated,
+                    so_far.unchanged,
+                    so_far.conflicts,
+                    so_far.failed
                 ));
             }
             None => tracing::info!(

@@ -168,7 +168,11 @@ mod tests {
         r.add_identity("google-oauth2|1".into());
         r.add_identity("auth0|b".into());
         r.add_identity("a|0".into());
-        assert_eq!(r.identities, ["auth0|b", "a|0", "google-oauth2|1"], "byte order");
+        assert_eq!(
+            r.identities,
+            ["auth0|b", "a|0", "google-oauth2|1"],
+            "byte order"
+        );
     }
 
     #[test]

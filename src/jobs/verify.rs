@@ -109,7 +109,10 @@ impl VerifyReport {
             }
         );
         for d in &self.differences.sample {
-            println!("  {} {}: upstream {} local {}", d.id, d.field, d.upstream, d.local);
+            println!(
+                "  {} {}: upstream {} local {}",
+                d.id, d.field, d.upstream, d.local
+            );
         }
         if self.unreadable.count > 0 {
             println!("unreadable upstream records: {}", self.unreadable.count);
@@ -148,7 +151,7 @@ pub async fn run(
     let hasher = RandomState::new();
     let mut seen: HashSet<u64> = HashSet::new();
     let mut progress = Progress::new("verify", None, opts.quiet);
-    let poll = opts.poll_interval.unwrap_or(Duration::from_secs(2));
+    let poll = opts.poll_interval.unwrap_or(client.poll_interval());
     // The walk's callback is synchronous and the store is not: pages go
     // through a channel and are compared as they arrive.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Record>>();

@@ -140,6 +140,8 @@ pub struct JobSummary {
     pub chunks_done: u64,
     /// The latest heartbeat of any chunk (Unix seconds).
     pub heartbeat: Option<i64>,
+    /// Every worker (`host:pid/n`) that has claimed a chunk of the job.
+    pub workers: Vec<String>,
     /// Up to `issues_limit` issues, oldest first.
     pub issues: Vec<Issue>,
     pub issues_total: u64,
@@ -363,12 +365,12 @@ impl JobStore for SqlStore {
         let dead_list = if dead.is_empty() {
             String::new()
         } else {
-            format!(" OR claimed_by IN ({})", placeholders(6, dead.len()))
+            format!(" OR claimed_by IN ({})", placeholders(5, dead.len()))
         };
         let sql = format!(
             "UPDATE job_chunks SET state = 'claimed', claimed_by = $1, heartbeat = $2 \
              WHERE job_id = $3 AND seq = (SELECT seq FROM job_chunks WHERE job_id = $3 \
-             AND (state = 'pending' OR (state = 'claimed' AND (heartbeat < $4 OR claimed_by = $5{dead_list}))) \
+             AND (state = 'pending' OR (state = 'claimed' AND (heartbeat < $4{dead_list}))) \
              ORDER BY seq LIMIT 1{lock}) \
              RETURNING job_id, seq, spec"
         );
@@ -376,8 +378,7 @@ impl JobStore for SqlStore {
             .bind(worker)
             .bind(now())
             .bind(job_id)
-            .bind(stale_before)
-            .bind(worker);
+            .bind(stale_before);
         for d in dead {
             query = query.bind(d);
         }
@@ -462,13 +463,7 @@ impl JobStore for SqlStore {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(map_err)?;
-                insert_chunks(
-                    &mut tx,
-                    &chunk.job_id,
-                    next.unwrap_or(0) + 1,
-                    &commit.split,
-                )
-                .await?;
+                insert_chunks(&mut tx, &chunk.job_id, next.unwrap_or(0) + 1, &commit.split).await?;
             }
             sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
                 .bind(now)
@@ -493,7 +488,10 @@ impl JobStore for SqlStore {
         .execute(self.pool())
         .await
         .map_err(map_err)?;
-        Ok(self.get_job(job_id).await?.is_some_and(|j| j.state == "done"))
+        Ok(self
+            .get_job(job_id)
+            .await?
+            .is_some_and(|j| j.state == "done"))
     }
 
     async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()> {
@@ -512,15 +510,24 @@ impl JobStore for SqlStore {
             .get_job(job_id)
             .await?
             .ok_or_else(|| StoreError::Backend(format!("no job {job_id}")))?;
-        let rows = sqlx::query("SELECT state, counters, heartbeat FROM job_chunks WHERE job_id = $1")
-            .bind(job_id)
-            .fetch_all(self.pool())
-            .await
-            .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT state, counters, heartbeat, claimed_by FROM job_chunks WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?;
         let mut counters = Counters::default();
         let (mut total, mut done, mut heartbeat) = (0, 0, None::<i64>);
+        let mut workers = std::collections::BTreeSet::new();
         for row in &rows {
             total += 1;
+            if let Some(w) = row
+                .try_get::<Option<String>, _>("claimed_by")
+                .map_err(map_err)?
+            {
+                workers.insert(w);
+            }
             let state: String = row.try_get("state").map_err(map_err)?;
             if state == "done" {
                 done += 1;
@@ -560,6 +567,7 @@ impl JobStore for SqlStore {
             chunks_total: total,
             chunks_done: done,
             heartbeat,
+            workers: workers.into_iter().collect(),
             issues,
             issues_total: issues_total as u64,
         })
@@ -603,7 +611,7 @@ impl JobStore for SqlStore {
         let mut conn = self.pool().acquire().await.map_err(map_err)?;
         let mut out = HashMap::new();
         for part in ids.chunks(INSERT_ROWS) {
-            out.extend(load_local(&mut *conn, part).await?);
+            out.extend(load_local(&mut conn, part).await?);
         }
         Ok(out)
     }
@@ -844,17 +852,21 @@ async fn apply(
     let now = now();
     let mut applied = Applied::default();
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let existing = load_local(&mut **tx, &ids).await?;
+    let existing = load_local(tx, &ids).await?;
     let emails: Vec<(String, String)> = records
         .iter()
-        .filter_map(|r| r.email.as_deref().map(|e| (normalize_email(e), r.id.clone())))
+        .filter_map(|r| {
+            r.email
+                .as_deref()
+                .map(|e| (normalize_email(e), r.id.clone()))
+        })
         .collect();
     let usernames: Vec<(String, String)> = records
         .iter()
         .filter_map(|r| r.username.clone().map(|u| (u, r.id.clone())))
         .collect();
-    let mut email_owner = taken(&mut **tx, "email_normalized", &emails).await?;
-    let mut username_owner = taken(&mut **tx, "username", &usernames).await?;
+    let mut email_owner = taken(tx, "email_normalized", &emails).await?;
+    let mut username_owner = taken(tx, "username", &usernames).await?;
 
     let mut inserts: Vec<(&Record, Logins)> = Vec::new();
     let mut seen = HashSet::new();
@@ -927,10 +939,10 @@ async fn update(
     if logins.username.is_none() && record.username.is_some() {
         changed.retain(|f| *f != "username");
     }
-    let new_password = record
-        .password
-        .as_ref()
-        .filter(|(hash, _)| local.password.is_none() || (local.state == "pending" && local.password.as_ref() != Some(hash)));
+    let new_password = record.password.as_ref().filter(|(hash, _)| {
+        local.password.is_none()
+            || (local.state == "pending" && local.password.as_ref() != Some(hash))
+    });
     if changed.is_empty() && new_password.is_none() {
         return Ok(Action::Unchanged);
     }
@@ -1103,7 +1115,12 @@ async fn insert_users(
             );
             let mut q = sqlx::query(&sql);
             for (user_id, hash, algorithm) in hs {
-                q = q.bind(*user_id).bind(*hash).bind(*algorithm).bind(now).bind(now);
+                q = q
+                    .bind(*user_id)
+                    .bind(*hash)
+                    .bind(*algorithm)
+                    .bind(now)
+                    .bind(now);
             }
             q.execute(&mut **tx).await.map_err(map_err)?;
         }

@@ -2941,13 +2941,11 @@ async fn management_records_follow_updates_and_removals() {
 }
 
 #[tokio::test]
-async fn seeding_ten_thousand_users_takes_well_under_a_second() {
+async fn seeding_ten_thousand_users_gives_distinct_users_and_instants() {
     let fake = FakeUpstream::start(Flavor::Keycloak).await;
-    let started = std::time::Instant::now();
     let subs = fake.seed_users(10_000);
-    let took = started.elapsed();
     assert_eq!(subs.len(), 10_000);
-    assert!(took < Duration::from_millis(800), "{took:?}");
+    assert_eq!(fake.user_count(), 10_000);
     let created: std::collections::HashSet<i64> = subs
         .iter()
         .take(500)

@@ -41,6 +41,18 @@ pub struct Isolated {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Isolated {
+    /// The same database, for a second handle (the CLI beside an app).
+    pub fn same_database(&self) -> Isolated {
+        Isolated {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            prefix: self.prefix.clone(),
+            _dir: None,
+        }
+    }
+}
+
 /// A fresh database and session namespace on the selected backend. On
 /// `postgres-redis` the services must be reachable: the test fails, never
 /// skips.

@@ -20,12 +20,8 @@ fn ok(out: &Output) -> Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "not JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn write_file(dir: &tempfile::TempDir, name: &str, contents: &[u8]) -> String {
@@ -40,7 +36,12 @@ fn issue_lines(report: &Value, kind: &str) -> Vec<(i64, String)> {
         .unwrap()
         .iter()
         .filter(|i| i["kind"] == kind)
-        .map(|i| (i["line"].as_i64().unwrap_or(0), i["reason"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["line"].as_i64().unwrap_or(0),
+                i["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -95,7 +96,10 @@ async fn an_auth0_export_imports_once_reports_bad_lines_and_logs_in_with_its_has
     assert_eq!(ann["email"], "ann@example.com");
     assert_eq!(ann["app_metadata"], json!({"roles": ["admin"]}));
     assert_eq!(show(&iso, "google-oauth2|1234")["blocked"], true);
-    assert_eq!(show(&iso, "bob@example.com")["id"], "auth0|60425da93519d90068f82962");
+    assert_eq!(
+        show(&iso, "bob@example.com")["id"],
+        "auth0|60425da93519d90068f82962"
+    );
 
     // The same file again changes nothing.
     let again = ok(&run_cli(&iso, &["import", &path, "--json"], None, &[]));
@@ -113,7 +117,12 @@ async fn an_auth0_export_imports_once_reports_bad_lines_and_logs_in_with_its_has
         .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
         .await;
     let done = app
-        .login(&browser, &location(start.headers()), "bob@example.com", LEGACY_PASSWORD)
+        .login(
+            &browser,
+            &location(start.headers()),
+            "bob@example.com",
+            LEGACY_PASSWORD,
+        )
         .await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
     assert!(location(done.headers()).starts_with(REDIRECT));
@@ -135,12 +144,20 @@ async fn a_gzipped_export_and_a_dry_run() {
     gz.write_all(auth0_export().as_bytes()).unwrap();
     let path = write_file(&dir, "export.ndjson.gz", &gz.finish().unwrap());
 
-    let dry = ok(&run_cli(&iso, &["import", &path, "--dry-run", "--json"], None, &[]));
+    let dry = ok(&run_cli(
+        &iso,
+        &["import", &path, "--dry-run", "--json"],
+        None,
+        &[],
+    ));
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["created"], 3, "{dry:#}");
     assert_eq!(dry["failed"], 5);
     let listed = run_cli(&iso, &["users", "list"], None, &[]);
-    assert!(listed.status.success() && listed.stdout.is_empty(), "a dry run writes nothing");
+    assert!(
+        listed.status.success() && listed.stdout.is_empty(),
+        "a dry run writes nothing"
+    );
 
     let real = ok(&run_cli(&iso, &["import", &path, "--json"], None, &[]));
     assert_eq!(real["created"], 3);
@@ -164,18 +181,29 @@ async fn bulk_import_keycloak_okta_and_cognito_files_import() {
     // One element a line: element n starts on line n + 1.
     let text = format!(
         "[\n{}\n]\n",
-        bulk.as_array().unwrap().iter().map(Value::to_string).collect::<Vec<_>>().join(",\n")
+        bulk.as_array()
+            .unwrap()
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(",\n")
     );
     let path = write_file(&dir, "bulk.json", text.as_bytes());
     let r = ok(&run_cli(&iso, &["import", &path, "--json"], None, &[]));
-    assert_eq!((r["created"].as_u64(), r["failed"].as_u64()), (Some(2), Some(2)), "{r:#}");
+    assert_eq!(
+        (r["created"].as_u64(), r["failed"].as_u64()),
+        (Some(2), Some(2)),
+        "{r:#}"
+    );
     let lines: Vec<i64> = issue_lines(&r, "failed").iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, [3, 4]);
     assert_eq!(show(&iso, "auth0|b1")["given_name"], "Bea");
 
     // A Keycloak realm export with its PBKDF2 credentials.
     let salt = base64_std(b"0123456789abcdef");
-    let secret = json!({"value": pbkdf2_sha256(LEGACY_PASSWORD, b"0123456789abcdef", 1000), "salt": salt}).to_string();
+    let secret =
+        json!({"value": pbkdf2_sha256(LEGACY_PASSWORD, b"0123456789abcdef", 1000), "salt": salt})
+            .to_string();
     let data = json!({"hashIterations": 1000, "algorithm": "pbkdf2-sha256"}).to_string();
     let realm = json!({
         "realm": "acme",
@@ -189,11 +217,22 @@ async fn bulk_import_keycloak_okta_and_cognito_files_import() {
         ],
         "clients": [{"id": "not-a-user"}]
     });
-    let path = write_file(&dir, "realm-export.json", serde_json::to_string_pretty(&realm).unwrap().as_bytes());
+    let path = write_file(
+        &dir,
+        "realm-export.json",
+        serde_json::to_string_pretty(&realm).unwrap().as_bytes(),
+    );
     let r = ok(&run_cli(&iso, &["import", &path, "--json"], None, &[]));
-    assert_eq!((r["created"].as_u64(), r["failed"].as_u64()), (Some(1), Some(2)), "{r:#}");
+    assert_eq!(
+        (r["created"].as_u64(), r["failed"].as_u64()),
+        (Some(1), Some(2)),
+        "{r:#}"
+    );
     let kay = show(&iso, "kay");
-    assert_eq!((kay["blocked"].clone(), kay["upstream"].clone()), (json!(true), json!("keycloak")));
+    assert_eq!(
+        (kay["blocked"].clone(), kay["upstream"].clone()),
+        (json!(true), json!("keycloak"))
+    );
 
     // Okta's CSV (profile attribute names) and a row that is not CSV.
     let okta = "id,login,email,firstName,lastName,status\n\
@@ -202,7 +241,11 @@ async fn bulk_import_keycloak_okta_and_cognito_files_import() {
                 ,nobody,nobody@example.com,No,Body,ACTIVE\n";
     let path = write_file(&dir, "okta.csv", okta.as_bytes());
     let r = ok(&run_cli(&iso, &["import", &path, "--json"], None, &[]));
-    assert_eq!((r["created"].as_u64(), r["failed"].as_u64()), (Some(2), Some(1)), "{r:#}");
+    assert_eq!(
+        (r["created"].as_u64(), r["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{r:#}"
+    );
     assert_eq!(issue_lines(&r, "failed")[0].0, 4);
     assert_eq!(show(&iso, "00u2")["blocked"], true);
     assert_eq!(show(&iso, "olga")["given_name"], "Olga");
@@ -220,8 +263,17 @@ async fn bulk_import_keycloak_okta_and_cognito_files_import() {
     assert_eq!(cleo["profile"]["cognito:username"], "cleo");
 
     // A Cognito file without `sub` would lose every user's id: refused whole.
-    let path = write_file(&dir, "nosub.csv", b"cognito:username,email\ncleo,c@example.com\n");
-    let out = run_cli(&iso, &["import", &path, "--format", "cognito-csv"], None, &[]);
+    let path = write_file(
+        &dir,
+        "nosub.csv",
+        b"cognito:username,email\ncleo,c@example.com\n",
+    );
+    let out = run_cli(
+        &iso,
+        &["import", &path, "--format", "cognito-csv"],
+        None,
+        &[],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sub"));
 }
@@ -231,7 +283,11 @@ async fn an_import_killed_midway_resumes_where_it_stopped() {
     let iso = isolated().await;
     let dir = tempfile::tempdir().unwrap();
     let text: String = (0..2500)
-        .map(|i| json!({"user_id": format!("auth0|{i:024x}"), "email": format!("u{i}@example.com")}).to_string() + "\n")
+        .map(|i| {
+            json!({"user_id": format!("auth0|{i:024x}"), "email": format!("u{i}@example.com")})
+                .to_string()
+                + "\n"
+        })
         .collect();
     let path = write_file(&dir, "big.ndjson", text.as_bytes());
 
@@ -241,16 +297,27 @@ async fn an_import_killed_midway_resumes_where_it_stopped() {
         None,
         &[("SWITCHYARD_TEST_CRASH_AFTER_PAGES", "1")],
     );
-    assert!(!crashed.status.success(), "the crash hook aborts the process");
+    assert!(
+        !crashed.status.success(),
+        "the crash hook aborts the process"
+    );
     let status = ok(&run_cli(&iso, &["status", "--json"], None, &[]));
-    assert_eq!(status["users"]["total"], 1000, "one committed page: {status:#}");
+    assert_eq!(
+        status["users"]["total"], 1000,
+        "one committed page: {status:#}"
+    );
     assert_eq!(status["jobs"][0]["job"]["state"], "running");
 
     let refused = run_cli(&iso, &["import", &path], None, &[]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
 
-    let resumed = ok(&run_cli(&iso, &["import", &path, "--resume", "--json"], None, &[]));
+    let resumed = ok(&run_cli(
+        &iso,
+        &["import", &path, "--resume", "--json"],
+        None,
+        &[],
+    ));
     assert_eq!(resumed["created"], 2500, "{resumed:#}");
     assert_eq!(resumed["unchanged"], 0, "nothing is read twice");
     let status = ok(&run_cli(&iso, &["status", "--json"], None, &[]));
@@ -271,7 +338,10 @@ async fn strict_stops_at_the_first_bad_record() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
     let listed = run_cli(&iso, &["users", "list"], None, &[]);
-    assert!(listed.stdout.is_empty(), "--strict wrote nothing of the bad batch");
+    assert!(
+        listed.stdout.is_empty(),
+        "--strict wrote nothing of the bad batch"
+    );
 }
 
 fn base64_std(bytes: &[u8]) -> String {

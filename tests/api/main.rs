@@ -10,6 +10,7 @@
 mod support;
 
 mod authorize;
+mod backfill;
 mod bad_input;
 mod cli;
 mod fake_upstream;

@@ -18,8 +18,8 @@ use crate::helpers::*;
 use crate::support::fake_upstream::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
 
 /// Switchyard's own client at the fake upstream.
-const UPSTREAM_CLIENT: &str = "switchyard";
-const UPSTREAM_SECRET: &str = "switchyard-at-the-fake-upstream-0123456789";
+pub const UPSTREAM_CLIENT: &str = "switchyard";
+pub const UPSTREAM_SECRET: &str = "switchyard-at-the-fake-upstream-0123456789";
 
 pub struct UpstreamApp {
     pub app: TestApp,
