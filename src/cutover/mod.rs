@@ -170,10 +170,11 @@ fn migrate(s: &Subject<'_>, why: &str) -> Decision {
 
 /// A user whose upstream identity is social or enterprise has no password
 /// at the upstream (Auth0 ids name the connection: `google-oauth2|…`,
-/// `samlp|…`; database users are `auth0|…`).
+/// `samlp|…`; database users are `auth0|…`). Backfilled users (`pending`)
+/// are judged the same way as those who logged in once (`shadow`).
 fn is_federated(user: Option<&User>) -> bool {
     user.is_some_and(|u| {
-        u.state == UserState::Shadow
+        matches!(u.state, UserState::Shadow | UserState::Pending)
             && u.upstream.as_deref() == Some("auth0")
             && u.id.contains('|')
             && !u.id.starts_with("auth0|")
@@ -455,10 +456,13 @@ mod tests {
 
     #[test]
     fn federated_users_take_the_redirect_track() {
-        let google = user("google-oauth2|1234", UserState::Shadow, None);
-        assert_eq!(
-            decide(&CutoverSettings::default(), &subject(Some(&google), false)).route,
-            Route::UpstreamRedirect
-        );
+        for state in [UserState::Shadow, UserState::Pending] {
+            let google = user("google-oauth2|1234", state, None);
+            assert_eq!(
+                decide(&CutoverSettings::default(), &subject(Some(&google), false)).route,
+                Route::UpstreamRedirect,
+                "{state:?}"
+            );
+        }
     }
 }

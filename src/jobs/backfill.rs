@@ -137,6 +137,17 @@ pub async fn run(
         totals: std::sync::Mutex::new(Counters::default()),
         poll: opts.poll_interval.unwrap_or(client.poll_interval()),
     });
+    let has_bar = ctx.progress.lock().await.has_bar();
+    if has_bar
+        && opts.since.is_none()
+        && let Some(total) = client.total_users().await
+    {
+        let done = match &ctx.sink {
+            Sink::Job(job) => db.job_summary(job, 0).await?.counters.total(),
+            Sink::Dry(_) => 0,
+        };
+        ctx.progress.lock().await.set_total(total, done);
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..workers {
         let ctx = ctx.clone();

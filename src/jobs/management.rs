@@ -745,6 +745,26 @@ impl ManagementClient {
         })
     }
 
+    /// How many users the upstream holds, where one request tells
+    /// (Auth0's `include_totals`, Keycloak's `users/count`): the progress
+    /// bar's length. `None` elsewhere, or when the request fails.
+    pub async fn total_users(&self) -> Option<u64> {
+        let url = match self.mgmt.paging {
+            Paging::Auth0 => {
+                let mut url = self.url("users").ok()?;
+                url.query_pairs_mut()
+                    .append_pair("per_page", "1")
+                    .append_pair("include_totals", "true")
+                    .append_pair("search_engine", "v3");
+                url
+            }
+            Paging::FirstMax => self.url("users/count").ok()?,
+            Paging::Link | Paging::Cognito => return None,
+        };
+        let (body, _) = self.call(Method::GET, url, None, None).await.ok()?;
+        body.as_u64().or_else(|| body["total"].as_u64())
+    }
+
     /// Auth0: starts a users-export job of every field the mapping reads.
     pub async fn start_export(&self) -> anyhow::Result<String> {
         let fields: Vec<Value> = [

@@ -44,9 +44,17 @@ impl Progress {
         }
     }
 
-    pub fn set_total(&self, total: u64) {
+    /// Whether a bar is shown (a terminal): only then is a total worth a
+    /// request to the upstream.
+    pub fn has_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// The bar's length, and what earlier runs of the job already did.
+    pub fn set_total(&self, total: u64, done: u64) {
         if let Some(bar) = &self.bar {
             bar.set_length(total);
+            bar.set_position(done);
         }
     }
 

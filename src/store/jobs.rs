@@ -419,7 +419,7 @@ impl JobStore for SqlStore {
 
     async fn commit_page(&self, commit: &PageCommit<'_>) -> StoreResult<Applied> {
         let mut tx = self.pool().begin().await.map_err(map_err)?;
-        let mut applied = apply(&mut tx, commit.records, commit.provider).await?;
+        let mut applied = apply(&mut tx, self.dialect(), commit.records, commit.provider).await?;
         for r in commit.rejected {
             applied.actions.push(Action::Failed(r.reason.clone()));
             applied.counters.failed += 1;
@@ -611,7 +611,7 @@ impl JobStore for SqlStore {
         let mut conn = self.pool().acquire().await.map_err(map_err)?;
         let mut out = HashMap::new();
         for part in ids.chunks(INSERT_ROWS) {
-            out.extend(load_local(&mut conn, part).await?);
+            out.extend(load_local(&mut conn, self.dialect(), part).await?);
         }
         Ok(out)
     }
@@ -732,21 +732,36 @@ async fn record_issues(
 const LOCAL_COLUMNS: &str = "id, state, email, email_verified, username, name, given_name, family_name, nickname, \
     picture, phone_number, user_metadata, app_metadata, blocked, migrated_at, local_updated_at";
 
+/// `column IN (…)` over one bind: the list travels as one JSON array and
+/// the database expands it. A batch of a thousand ids is then one small
+/// statement, prepared once, rather than a thousand bind parameters.
+fn in_json_list(dialect: Dialect, column: &str) -> String {
+    match dialect {
+        Dialect::Postgres => format!("{column} IN (SELECT json_array_elements_text($1::json))"),
+        Dialect::Sqlite => format!("{column} IN (SELECT value FROM json_each($1))"),
+    }
+}
+
 async fn load_local(
     conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     ids: &[String],
 ) -> StoreResult<HashMap<String, LocalUser>> {
     let mut out = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
     }
-    let list = placeholders(1, ids.len());
-    let sql = format!("SELECT {LOCAL_COLUMNS} FROM users WHERE id IN ({list})");
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id);
-    }
-    for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+    let list = to_json(&ids);
+    let sql = format!(
+        "SELECT {LOCAL_COLUMNS} FROM users WHERE {}",
+        in_json_list(dialect, "id")
+    );
+    for row in sqlx::query(&sql)
+        .bind(&list)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?
+    {
         let text = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
         let id: String = row.try_get("id").map_err(map_err)?;
         let mut record = Record::new(id.clone());
@@ -781,12 +796,20 @@ async fn load_local(
             },
         );
     }
-    let sql = format!("SELECT user_id, subject FROM identities WHERE user_id IN ({list})");
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id);
+    if out.is_empty() {
+        // A fresh import finds nobody: no identities or credentials to read.
+        return Ok(out);
     }
-    for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+    let sql = format!(
+        "SELECT user_id, subject FROM identities WHERE {}",
+        in_json_list(dialect, "user_id")
+    );
+    for row in sqlx::query(&sql)
+        .bind(&list)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?
+    {
         let user_id: String = row.try_get("user_id").map_err(map_err)?;
         if let Some(u) = out.get_mut(&user_id) {
             u.record
@@ -794,13 +817,15 @@ async fn load_local(
         }
     }
     let sql = format!(
-        "SELECT user_id, hash FROM credentials WHERE kind = 'password' AND user_id IN ({list})"
+        "SELECT user_id, hash FROM credentials WHERE kind = 'password' AND {}",
+        in_json_list(dialect, "user_id")
     );
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(id);
-    }
-    for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
+    for row in sqlx::query(&sql)
+        .bind(&list)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?
+    {
         let user_id: String = row.try_get("user_id").map_err(map_err)?;
         if let Some(u) = out.get_mut(&user_id) {
             u.password = Some(row.try_get("hash").map_err(map_err)?);
@@ -810,27 +835,30 @@ async fn load_local(
 }
 
 /// Which of these login identifiers (normalised emails or usernames)
-/// already belong to a user other than the one named with them.
+/// already belong to a user, and to whom.
 async fn taken(
     conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     column: &str,
-    wanted: &[(String, String)],
+    wanted: &[String],
 ) -> StoreResult<HashMap<String, String>> {
     let mut owners = HashMap::new();
-    for part in wanted.chunks(INSERT_ROWS) {
-        let sql = format!(
-            "SELECT id, {column} FROM users WHERE {column} IN ({})",
-            placeholders(1, part.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for (value, _) in part {
-            q = q.bind(value);
-        }
-        for row in q.fetch_all(&mut *conn).await.map_err(map_err)? {
-            let id: String = row.try_get("id").map_err(map_err)?;
-            let value: String = row.try_get(column).map_err(map_err)?;
-            owners.insert(value, id);
-        }
+    if wanted.is_empty() {
+        return Ok(owners);
+    }
+    let sql = format!(
+        "SELECT id, {column} FROM users WHERE {}",
+        in_json_list(dialect, column)
+    );
+    for row in sqlx::query(&sql)
+        .bind(to_json(&wanted))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?
+    {
+        let id: String = row.try_get("id").map_err(map_err)?;
+        let value: String = row.try_get(column).map_err(map_err)?;
+        owners.insert(value, id);
     }
     Ok(owners)
 }
@@ -846,27 +874,21 @@ struct Logins {
 
 async fn apply(
     tx: &mut Transaction<'_, Any>,
+    dialect: Dialect,
     records: &[Record],
     provider: &str,
 ) -> StoreResult<Applied> {
     let now = now();
     let mut applied = Applied::default();
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let existing = load_local(tx, &ids).await?;
-    let emails: Vec<(String, String)> = records
+    let existing = load_local(tx, dialect, &ids).await?;
+    let emails: Vec<String> = records
         .iter()
-        .filter_map(|r| {
-            r.email
-                .as_deref()
-                .map(|e| (normalize_email(e), r.id.clone()))
-        })
+        .filter_map(|r| r.email.as_deref().map(normalize_email))
         .collect();
-    let usernames: Vec<(String, String)> = records
-        .iter()
-        .filter_map(|r| r.username.clone().map(|u| (u, r.id.clone())))
-        .collect();
-    let mut email_owner = taken(tx, "email_normalized", &emails).await?;
-    let mut username_owner = taken(tx, "username", &usernames).await?;
+    let usernames: Vec<String> = records.iter().filter_map(|r| r.username.clone()).collect();
+    let mut email_owner = taken(tx, dialect, "email_normalized", &emails).await?;
+    let mut username_owner = taken(tx, dialect, "username", &usernames).await?;
 
     let mut inserts: Vec<(&Record, Logins)> = Vec::new();
     let mut seen = HashSet::new();
@@ -919,7 +941,21 @@ async fn apply(
         };
         applied.actions.push(action);
     }
-    insert_users(tx, &inserts, provider, now).await?;
+    let raced = insert_users(tx, dialect, &inserts, provider, now).await?;
+    if !raced.is_empty() {
+        // Another worker wrote these users between our read and our
+        // insert (an offset page that shifted): theirs stands.
+        for (record, action) in records.iter().zip(applied.actions.iter_mut()) {
+            if *action == Action::Created && raced.contains(&record.id) {
+                *action = Action::Unchanged;
+                applied.notes.push(Note {
+                    user_id: record.id.clone(),
+                    line: record.line,
+                    reason: "written meanwhile by another worker; left as it was".into(),
+                });
+            }
+        }
+    }
     for a in &applied.actions {
         applied.counters.count(a);
     }
@@ -1033,97 +1069,160 @@ async fn insert_identity(
     Ok(())
 }
 
-/// New users, their identities and imported hashes, in multi-row INSERTs.
+/// `INSERT … SELECT` from one JSON array of row objects: PostgreSQL's
+/// `json_populate_recordset`, SQLite's `json_each`. Rows that hit a
+/// uniqueness rule are skipped (`ON CONFLICT DO NOTHING`); the inserted
+/// rows' `key` column is returned.
+fn insert_json_sql(dialect: Dialect, table: &str, columns: &[&str], key: &str) -> String {
+    let list = columns.join(", ");
+    match dialect {
+        Dialect::Postgres => format!(
+            "INSERT INTO {table} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{table}, $1::json) \
+             ON CONFLICT DO NOTHING RETURNING {key}"
+        ),
+        Dialect::Sqlite => {
+            let values: Vec<String> = columns
+                .iter()
+                .map(|c| format!("json_extract(value, '$.{c}')"))
+                .collect();
+            // `WHERE true` keeps SQLite from reading ON CONFLICT as a join
+            // clause (sqlite.org/lang_upsert.html, "Parsing Ambiguity").
+            format!(
+                "INSERT INTO {table} ({list}) SELECT {} FROM json_each($1) WHERE true \
+                 ON CONFLICT DO NOTHING RETURNING {key}",
+                values.join(", ")
+            )
+        }
+    }
+}
+
+const NEW_USER_COLUMNS: &[&str] = &[
+    "id",
+    "email",
+    "email_normalized",
+    "email_verified",
+    "username",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "phone_number",
+    "profile",
+    "user_metadata",
+    "app_metadata",
+    "state",
+    "blocked",
+    "upstream",
+    "created_at",
+    "updated_at",
+];
+
+/// New users, their identities and imported hashes: three statements a
+/// batch whatever its size. Returns the ids that were not inserted because
+/// another worker inserted them first.
 async fn insert_users(
     tx: &mut Transaction<'_, Any>,
+    dialect: Dialect,
     inserts: &[(&Record, Logins)],
     provider: &str,
     now: i64,
-) -> StoreResult<()> {
-    const USER_COLS: usize = 19;
-    for part in inserts.chunks(INSERT_ROWS) {
-        let rows: Vec<String> = (0..part.len())
-            .map(|i| format!("({})", placeholders(1 + i * USER_COLS, USER_COLS)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
-             nickname, picture, phone_number, profile, user_metadata, app_metadata, state, blocked, upstream, \
-             created_at, updated_at) VALUES {} ON CONFLICT (id) DO NOTHING",
-            rows.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for (r, logins) in part {
-            q = q
-                .bind(&r.id)
-                .bind(&r.email)
-                .bind(&logins.email)
-                .bind(r.email_verified as i64)
-                .bind(&logins.username)
-                .bind(&r.name)
-                .bind(&r.given_name)
-                .bind(&r.family_name)
-                .bind(&r.nickname)
-                .bind(&r.picture)
-                .bind(&r.phone_number)
-                .bind(to_json(&r.profile))
-                .bind(to_json(&r.user_metadata))
-                .bind(to_json(&r.app_metadata))
-                .bind("pending")
-                .bind(r.blocked as i64)
-                .bind(provider)
-                .bind(now)
-                .bind(now);
-        }
-        q.execute(&mut **tx).await.map_err(map_err)?;
-
-        let identities: Vec<(&str, &str)> = part
-            .iter()
-            .flat_map(|(r, _)| r.identities.iter().map(|s| (s.as_str(), r.id.as_str())))
-            .collect();
-        for ids in identities.chunks(INSERT_ROWS * 2) {
-            let rows: Vec<String> = (0..ids.len())
-                .map(|i| format!("({})", placeholders(1 + i * 4, 4)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO identities (provider, subject, user_id, created_at) VALUES {} \
-                 ON CONFLICT (provider, subject) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (subject, user_id) in ids {
-                q = q.bind(provider).bind(*subject).bind(*user_id).bind(now);
-            }
-            q.execute(&mut **tx).await.map_err(map_err)?;
-        }
-
-        let hashes: Vec<(&str, &str, &str)> = part
-            .iter()
-            .filter_map(|(r, _)| {
-                r.password
-                    .as_ref()
-                    .map(|(h, a)| (r.id.as_str(), h.as_str(), a.as_str()))
+) -> StoreResult<HashSet<String>> {
+    let mut raced = HashSet::new();
+    if inserts.is_empty() {
+        return Ok(raced);
+    }
+    let rows: Vec<Value> = inserts
+        .iter()
+        .map(|(r, logins)| {
+            serde_json::json!({
+                "id": r.id,
+                "email": r.email,
+                "email_normalized": logins.email,
+                "email_verified": r.email_verified as i64,
+                "username": logins.username,
+                "name": r.name,
+                "given_name": r.given_name,
+                "family_name": r.family_name,
+                "nickname": r.nickname,
+                "picture": r.picture,
+                "phone_number": r.phone_number,
+                "profile": to_json(&r.profile),
+                "user_metadata": to_json(&r.user_metadata),
+                "app_metadata": to_json(&r.app_metadata),
+                "state": "pending",
+                "blocked": r.blocked as i64,
+                "upstream": provider,
+                "created_at": now,
+                "updated_at": now,
             })
+        })
+        .collect();
+    let inserted: HashSet<String> =
+        sqlx::query_scalar::<_, String>(&insert_json_sql(dialect, "users", NEW_USER_COLUMNS, "id"))
+            .bind(to_json(&rows))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_err)?
+            .into_iter()
             .collect();
-        for hs in hashes.chunks(INSERT_ROWS * 2) {
-            let rows: Vec<String> = (0..hs.len())
-                .map(|i| format!("({}, 'password')", placeholders(1 + i * 5, 5)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO credentials (user_id, hash, algorithm, created_at, updated_at, kind) VALUES {} \
-                 ON CONFLICT (user_id, kind) DO NOTHING",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (user_id, hash, algorithm) in hs {
-                q = q
-                    .bind(*user_id)
-                    .bind(*hash)
-                    .bind(*algorithm)
-                    .bind(now)
-                    .bind(now);
-            }
-            q.execute(&mut **tx).await.map_err(map_err)?;
+    for (r, _) in inserts {
+        if !inserted.contains(&r.id) {
+            raced.insert(r.id.clone());
         }
     }
-    Ok(())
+
+    let identities: Vec<Value> = inserts
+        .iter()
+        .filter(|(r, _)| inserted.contains(&r.id))
+        .flat_map(|(r, _)| {
+            r.identities.iter().map(|subject| {
+                serde_json::json!({"provider": provider, "subject": subject, "user_id": r.id,
+                                   "profile": "{}", "created_at": now})
+            })
+        })
+        .collect();
+    if !identities.is_empty() {
+        sqlx::query(&insert_json_sql(
+            dialect,
+            "identities",
+            &["provider", "subject", "user_id", "profile", "created_at"],
+            "subject",
+        ))
+        .bind(to_json(&identities))
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    }
+
+    let hashes: Vec<Value> = inserts
+        .iter()
+        .filter(|(r, _)| inserted.contains(&r.id))
+        .filter_map(|(r, _)| {
+            r.password.as_ref().map(|(hash, algorithm)| {
+                serde_json::json!({"user_id": r.id, "kind": "password", "hash": hash,
+                                   "algorithm": algorithm, "created_at": now, "updated_at": now})
+            })
+        })
+        .collect();
+    if !hashes.is_empty() {
+        sqlx::query(&insert_json_sql(
+            dialect,
+            "credentials",
+            &[
+                "user_id",
+                "kind",
+                "hash",
+                "algorithm",
+                "created_at",
+                "updated_at",
+            ],
+            "user_id",
+        ))
+        .bind(to_json(&hashes))
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(raced)
 }

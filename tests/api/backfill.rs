@@ -252,9 +252,21 @@ async fn okta_paging_survives_429_bursts_and_failing_pages() {
 async fn cognito_users_are_listed_with_sigv4_and_verified() {
     let op = Operator::new(Flavor::Cognito).await;
     let ids = op.fake.seed_users(300);
+    let dry = op.json(&["backfill", "--dry-run"]);
+    assert_eq!(dry["report"]["created"], 300, "{dry:#}");
+    assert_eq!(dry["report"]["dry_run"], true);
+    assert_eq!(
+        op.json(&["status"])["users"]["total"],
+        0,
+        "a dry run writes nothing"
+    );
     let report = op.json(&["backfill"]);
     assert_eq!(report["report"]["created"], 300, "{report:#}");
-    assert_eq!(op.fake.calls("list_users"), 5, "60 users a page");
+    assert_eq!(
+        op.fake.calls("list_users"),
+        10,
+        "60 users a page, dry run and real"
+    );
     let user = parsed(&op.run(&["users", "show", &ids[0]], &[]), true);
     assert_eq!(user["id"], json!(ids[0]), "the Cognito sub is the id");
     assert!(user["profile"]["cognito:username"].is_string());
