@@ -39,6 +39,11 @@ use fake_upstream::{FakeUpstream, Flavor};
 const CLIENT: &str = "switchyard";
 const SECRET: &str = "switchyard-at-the-fake-upstream-0123456789";
 
+// The allocator of the `switchyard` binary (src/main.rs), so the figures are
+// the CLI's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()

@@ -29,6 +29,11 @@ use switchyard::jobs::import::{ImportOptions, run};
 use switchyard::store::sql::SqlStore;
 use switchyard::store::{Database, NewUser, UserStore};
 
+// The allocator of the `switchyard` binary (src/main.rs), so the figures are
+// the CLI's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -1118,8 +1118,34 @@ const NEW_USER_COLUMNS: &[&str] = &[
     "updated_at",
 ];
 
-/// New users, their identities and imported hashes: three statements a
-/// batch whatever its size. Returns the ids that were not inserted because
+/// One new user as the bulk INSERT reads it. Text columns that hold JSON
+/// (`profile`, the metadata) are given as JSON objects: both databases store
+/// an object's JSON text in a TEXT column, so nothing is escaped twice.
+#[derive(Serialize)]
+struct NewRow<'a> {
+    id: &'a str,
+    email: Option<&'a str>,
+    email_normalized: Option<&'a str>,
+    email_verified: i64,
+    username: Option<&'a str>,
+    name: Option<&'a str>,
+    given_name: Option<&'a str>,
+    family_name: Option<&'a str>,
+    nickname: Option<&'a str>,
+    picture: Option<&'a str>,
+    phone_number: Option<&'a str>,
+    profile: &'a Map<String, Value>,
+    user_metadata: &'a Map<String, Value>,
+    app_metadata: &'a Map<String, Value>,
+    state: &'a str,
+    blocked: i64,
+    upstream: &'a str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// New users, their linked identities and imported hashes: at most three
+/// statements a batch whatever its size. Returns the ids that were not inserted because
 /// another worker inserted them first.
 async fn insert_users(
     tx: &mut Transaction<'_, Any>,
@@ -1132,30 +1158,28 @@ async fn insert_users(
     if inserts.is_empty() {
         return Ok(raced);
     }
-    let rows: Vec<Value> = inserts
+    let rows: Vec<NewRow> = inserts
         .iter()
-        .map(|(r, logins)| {
-            serde_json::json!({
-                "id": r.id,
-                "email": r.email,
-                "email_normalized": logins.email,
-                "email_verified": r.email_verified as i64,
-                "username": logins.username,
-                "name": r.name,
-                "given_name": r.given_name,
-                "family_name": r.family_name,
-                "nickname": r.nickname,
-                "picture": r.picture,
-                "phone_number": r.phone_number,
-                "profile": to_json(&r.profile),
-                "user_metadata": to_json(&r.user_metadata),
-                "app_metadata": to_json(&r.app_metadata),
-                "state": "pending",
-                "blocked": r.blocked as i64,
-                "upstream": provider,
-                "created_at": now,
-                "updated_at": now,
-            })
+        .map(|(r, logins)| NewRow {
+            id: &r.id,
+            email: r.email.as_deref(),
+            email_normalized: logins.email.as_deref(),
+            email_verified: r.email_verified as i64,
+            username: logins.username.as_deref(),
+            name: r.name.as_deref(),
+            given_name: r.given_name.as_deref(),
+            family_name: r.family_name.as_deref(),
+            nickname: r.nickname.as_deref(),
+            picture: r.picture.as_deref(),
+            phone_number: r.phone_number.as_deref(),
+            profile: &r.profile,
+            user_metadata: &r.user_metadata,
+            app_metadata: &r.app_metadata,
+            state: "pending",
+            blocked: r.blocked as i64,
+            upstream: provider,
+            created_at: now,
+            updated_at: now,
         })
         .collect();
     let inserted: HashSet<String> =
@@ -1172,11 +1196,13 @@ async fn insert_users(
         }
     }
 
+    // The user's own id needs no identity row (a login finds the user by
+    // id); linked identities do.
     let identities: Vec<Value> = inserts
         .iter()
         .filter(|(r, _)| inserted.contains(&r.id))
         .flat_map(|(r, _)| {
-            r.identities.iter().map(|subject| {
+            r.identities.iter().filter(|s| **s != r.id).map(|subject| {
                 serde_json::json!({"provider": provider, "subject": subject, "user_id": r.id,
                                    "profile": "{}", "created_at": now})
             })
