@@ -435,7 +435,7 @@ async fn verify_and_complete(
     };
     state.throttle.record_success(username).await?;
     Metrics::count(&state.metrics.logins, route, "ok");
-    finish_login(state, headers, authz, &user, ip, None).await
+    finish_login(state, headers, authz, &user, ip, None, false).await
 }
 
 /// Every failed password login takes at least `password.failure_floor_ms`,
@@ -449,7 +449,8 @@ pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
 /// Ends a successful login, whatever the route: spends the pending request,
 /// replaces the browser's session with a new one, stores the upstream
 /// tokens when the login went through the upstream, and returns the user to
-/// the client with a code.
+/// the client with a code. `login_recorded` says the caller already wrote
+/// the user's `last_login_at` and the `login` event, in its own transaction.
 pub async fn finish_login(
     state: &AppState,
     headers: &HeaderMap,
@@ -457,6 +458,7 @@ pub async fn finish_login(
     user: &User,
     ip: IpAddr,
     upstream_tokens: Option<MappedTokens>,
+    login_recorded: bool,
 ) -> Result<Response, AppError> {
     // The pending request is single use: of two concurrent submissions one
     // completes and the other finds it gone.
@@ -494,8 +496,10 @@ pub async fn finish_login(
             .save(&session.sid, &tokens, Duration::from_secs(ttl))
             .await?;
     }
-    state.db.record_login(&user.id, session.auth_time).await?;
-    audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
+    if !login_recorded {
+        state.db.record_login(&user.id, session.auth_time).await?;
+        audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
+    }
 
     let mut response = authorize::complete(state, &pending, &key, &session).await?;
     let jar = response.headers_mut();
@@ -544,6 +548,18 @@ pub async fn authenticate_local(
     }
 }
 
+/// A login event of `kind` from `ip` through `client_id`.
+pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
+    AuditEvent {
+        at: now(),
+        kind: kind.into(),
+        user_id: user_id.map(Into::into),
+        client_id: Some(client_id.into()),
+        ip: Some(ip.to_string()),
+        detail: serde_json::Value::Object(Default::default()),
+    }
+}
+
 /// Audit writes never fail a login; a failure is logged instead.
 pub async fn audit(
     state: &AppState,
@@ -552,14 +568,7 @@ pub async fn audit(
     client_id: &str,
     ip: IpAddr,
 ) {
-    let event = AuditEvent {
-        at: now(),
-        kind: kind.into(),
-        user_id: user_id.map(Into::into),
-        client_id: Some(client_id.into()),
-        ip: Some(ip.to_string()),
-        detail: serde_json::Value::Object(Default::default()),
-    };
+    let event = audit_event(kind, user_id, client_id, ip);
     if let Err(e) = state.db.record_event(&event).await {
         tracing::warn!(error = %e, kind, "audit event not recorded");
     }
