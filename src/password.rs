@@ -274,15 +274,10 @@ mod tests {
         let hash = p.hash("correct horse battery staple".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert_eq!(
-            p.verify("correct horse battery staple".into(), Some(hash.clone()))
-                .await
-                .unwrap(),
+            check(&p, "correct horse battery staple", &hash).await,
             Verified::Yes { rehash: false }
         );
-        assert_eq!(
-            p.verify("wrong".into(), Some(hash)).await.unwrap(),
-            Verified::No
-        );
+        assert_eq!(check(&p, "wrong", &hash).await, Verified::No);
     }
 
     #[tokio::test]
@@ -294,6 +289,13 @@ mod tests {
                 .unwrap(),
             Verified::No
         );
+    }
+
+    /// `Passwords::verify` of a stored hash.
+    async fn check(p: &Passwords, password: &str, stored: &str) -> Verified {
+        p.verify(password.into(), Some(stored.into()))
+            .await
+            .unwrap()
     }
 
     /// A hash straight from the `argon2` crate, its allocating path.
@@ -318,15 +320,10 @@ mod tests {
             "hunter2hunter2",
         );
         assert_eq!(
-            p.verify("hunter2hunter2".into(), Some(weak.clone()))
-                .await
-                .unwrap(),
+            check(&p, "hunter2hunter2", &weak).await,
             Verified::Yes { rehash: true }
         );
-        assert_eq!(
-            p.verify("hunter2hunter3".into(), Some(weak)).await.unwrap(),
-            Verified::No
-        );
+        assert_eq!(check(&p, "hunter2hunter3", &weak).await, Verified::No);
     }
 
     #[tokio::test]
@@ -348,21 +345,12 @@ mod tests {
         }
         let p = Passwords::new(&fast()).unwrap();
         assert_eq!(
-            p.verify("hunter2hunter2".into(), Some(stronger.clone()))
-                .await
-                .unwrap(),
+            check(&p, "hunter2hunter2", &stronger).await,
             Verified::Yes { rehash: false }
         );
+        assert_eq!(check(&p, "wrong password", &stronger).await, Verified::No);
         assert_eq!(
-            p.verify("wrong password".into(), Some(stronger))
-                .await
-                .unwrap(),
-            Verified::No
-        );
-        assert_eq!(
-            p.verify("hunter2hunter2".into(), Some(argon2i))
-                .await
-                .unwrap(),
+            check(&p, "hunter2hunter2", &argon2i).await,
             Verified::Yes { rehash: true }
         );
     }
@@ -372,17 +360,10 @@ mod tests {
         let p = Passwords::new(&fast()).unwrap();
         let bcrypt = bcrypt::hash("legacy password 1", 4).unwrap();
         assert_eq!(
-            p.verify("legacy password 1".into(), Some(bcrypt.clone()))
-                .await
-                .unwrap(),
+            check(&p, "legacy password 1", &bcrypt).await,
             Verified::Yes { rehash: true }
         );
-        assert_eq!(
-            p.verify("legacy password 2".into(), Some(bcrypt))
-                .await
-                .unwrap(),
-            Verified::No
-        );
+        assert_eq!(check(&p, "legacy password 2", &bcrypt).await, Verified::No);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use axum::response::Response;
 use super::adoption;
 use super::client_auth::Authenticated;
 use super::params::Params;
-use super::token::{Issue, active_user, has_scope, issue, respond, sign};
+use super::token::{Issue, active_user, has_scope, respond, sign};
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -106,24 +106,12 @@ pub async fn refresh(
         None => grant.scope.clone(),
     };
     let user = active_user(state, &grant.user_id).await?;
-    if state.upstream.is_none() {
-        let i = Issue {
-            client,
-            user: &user,
-            grant_id: &record.grant_id,
-            grant: &grant,
-            scope: &scope,
-            nonce: None,
-            upstream: None,
-        };
-        return issue(state, i).await;
-    }
     // Switchyard's own JWTs do not depend on the upstream's answer unless
     // the client receives the upstream's access token, so they are signed
     // on a blocking thread while the upstream refresh is in flight. Only the
     // signing happens early: the new refresh token is stored (the rotation
     // committed) after the upstream has answered yes.
-    let presigned = (client.token_mode != "upstream").then(|| {
+    let presigned = (state.upstream.is_some() && client.token_mode != "upstream").then(|| {
         let (state, client, user, grant, grant_id, scope) = (
             state.clone(),
             client.clone(),
