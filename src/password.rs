@@ -7,18 +7,28 @@
 //! semaphore sized to the cores admits that many hashes, the rest wait their
 //! turn, and token requests keep their latency.
 //!
+//! Each admitted hash works in a 19 MiB block buffer kept from one hash to
+//! the next, one buffer per permit. The `argon2` crate's own entry points
+//! allocate and zero a fresh buffer per hash; on a busy server the page
+//! faults and the zeroing cost a tenth or more of every login. A hash at the
+//! configured parameters (new hashes, and every stored one made since they
+//! were set) is computed into the kept buffer and compared in constant time;
+//! anything else (older parameters, imported formats) takes the allocating
+//! path, which is correct for every format and only slower.
+//!
 //! Imported hashes (bcrypt, PBKDF2, scrypt) verify too, and ask to be
 //! replaced with argon2id on the next successful login.
 //!
 //! An unknown user is verified against a dummy hash made at start-up with
-//! the same parameters, so it costs the same time as a wrong password
-//! (ASVS 6.3.8).
+//! the same parameters, so it takes the same path and costs the same time as
+//! a wrong password (ASVS 6.3.8).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
 use crate::config::PasswordSettings;
@@ -48,7 +58,12 @@ pub struct Passwords {
     params: Params,
     /// Admits at most `hashing_threads` hashes at once.
     permits: Arc<Semaphore>,
-    dummy_hash: String,
+    /// Argon2 working memory of the hashes not running now: a holder of a
+    /// permit takes one buffer and puts it back before the permit is
+    /// released, so there are never more buffers than permits. Filled
+    /// lazily, so an instance that never hashes holds none.
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    dummy_hash: Arc<str>,
     min_length: usize,
 }
 
@@ -69,10 +84,12 @@ impl Passwords {
                     .unwrap_or(2)
             })
             .max(1);
-        let dummy_hash = hash_with(&params, "switchyard dummy password")?;
+        let mut memory = new_memory(&params);
+        let dummy_hash = hash_in(&params, "switchyard dummy password", &mut memory)?.into();
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(threads)),
+            memory: Arc::new(Mutex::new(vec![memory])),
             dummy_hash,
             min_length: settings.min_length,
         })
@@ -96,7 +113,8 @@ impl Passwords {
 
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
         let params = self.params.clone();
-        self.run(move || hash_with(&params, &password)).await
+        self.run(move |memory| hash_in(&params, &password, memory))
+            .await
     }
 
     /// Verifies `password` against `stored`, or against the dummy hash when
@@ -107,51 +125,115 @@ impl Passwords {
         stored: Option<String>,
     ) -> Result<Verified, PasswordError> {
         let real = stored.is_some();
-        let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let params = self.params.clone();
-        let ok = self
-            .run(move || {
-                Ok(verify_with(&hash, &password)
-                    .map(|rehash| (rehash, needs_rehash(&hash, &params))))
+        let dummy = self.dummy_hash.clone();
+        let (ok, rehash) = self
+            .run(move |memory| {
+                let hash = stored.as_deref().unwrap_or(&dummy);
+                let ok = match verify_configured(&params, hash, &password, memory) {
+                    Some(ok) => ok,
+                    None => crate::migrate::hashes::verify(hash, &password),
+                };
+                Ok((ok, needs_rehash(hash, &params)))
             })
             .await?;
-        Ok(match ok {
-            Some((_, rehash)) if real => Verified::Yes { rehash },
-            _ => Verified::No,
+        Ok(if ok && real {
+            Verified::Yes { rehash }
+        } else {
+            Verified::No
         })
     }
 
+    /// Runs `work` on a blocking thread once a permit is free, with the
+    /// permit's working memory.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+        work: impl FnOnce(&mut [Block]) -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| PasswordError::Hash(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| PasswordError::Hash(e.to_string()))?
+        let pool = self.memory.clone();
+        let params = self.params.clone();
+        tokio::task::spawn_blocking(move || {
+            // A buffer lost to a panicking hash is replaced here.
+            let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut memory = taken.unwrap_or_else(|| new_memory(&params));
+            let result = work(&mut memory);
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
+            result
+        })
+        .await
+        .map_err(|e| PasswordError::Hash(e.to_string()))?
     }
+}
+
+fn new_memory(params: &Params) -> Vec<Block> {
+    vec![Block::default(); params.block_count()]
 }
 
 fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_with(params: &Params, password: &str) -> Result<String, PasswordError> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2(params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| PasswordError::Hash(e.to_string()))
+fn hash_error(e: impl std::fmt::Display) -> PasswordError {
+    PasswordError::Hash(e.to_string())
 }
 
-/// `Some(())` when the password matches: argon2id, or any format an import
-/// brought in (bcrypt, PBKDF2, scrypt, other argon2 variants).
-fn verify_with(stored: &str, password: &str) -> Option<()> {
-    crate::migrate::hashes::verify(stored, password).then_some(())
+/// A new PHC string for `password` at `params`, the same string
+/// `argon2::PasswordHasher::hash_password` would make with this salt.
+fn hash_in(params: &Params, password: &str, memory: &mut [Block]) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(hash_error)?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2(params)
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory)
+        .map_err(hash_error)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(hash_error)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(hash_error)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Verifies an argon2id v19 hash made at exactly the configured cost, in
+/// `memory`. `None` when `stored` is anything else, for the caller to
+/// verify the allocating way.
+fn verify_configured(
+    params: &Params,
+    stored: &str,
+    password: &str,
+    memory: &mut [Block],
+) -> Option<bool> {
+    let parsed = PasswordHash::new(stored).ok()?;
+    if parsed.algorithm.as_str() != ARGON2ID || parsed.version != Some(Version::V0x13.into()) {
+        return None;
+    }
+    let stored_params = Params::try_from(&parsed).ok()?;
+    let same_cost = (
+        stored_params.m_cost(),
+        stored_params.t_cost(),
+        stored_params.p_cost(),
+    ) == (params.m_cost(), params.t_cost(), params.p_cost());
+    if !same_cost || !stored_params.keyid().is_empty() || !stored_params.data().is_empty() {
+        return None;
+    }
+    let expected = parsed.hash?;
+    let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+    let salt = parsed.salt?.decode_b64(&mut salt_buf).ok()?;
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = out.get_mut(..expected.len())?;
+    // `stored_params` carries the stored output length.
+    argon2(&stored_params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, memory)
+        .ok()?;
+    Some(out.ct_eq(expected.as_bytes()).into())
 }
 
 fn needs_rehash(stored: &str, params: &Params) -> bool {
@@ -192,15 +274,10 @@ mod tests {
         let hash = p.hash("correct horse battery staple".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert_eq!(
-            p.verify("correct horse battery staple".into(), Some(hash.clone()))
-                .await
-                .unwrap(),
+            check(&p, "correct horse battery staple", &hash).await,
             Verified::Yes { rehash: false }
         );
-        assert_eq!(
-            p.verify("wrong".into(), Some(hash)).await.unwrap(),
-            Verified::No
-        );
+        assert_eq!(check(&p, "wrong", &hash).await, Verified::No);
     }
 
     #[tokio::test]
@@ -214,17 +291,141 @@ mod tests {
         );
     }
 
+    /// `Passwords::verify` of a stored hash.
+    async fn check(p: &Passwords, password: &str, stored: &str) -> Verified {
+        p.verify(password.into(), Some(stored.into()))
+            .await
+            .unwrap()
+    }
+
+    /// A hash straight from the `argon2` crate, its allocating path.
+    fn crate_hash(params: Params, algorithm: Algorithm, password: &str) -> String {
+        use argon2::password_hash::PasswordHasher as _;
+        Argon2::new(algorithm, Version::V0x13, params)
+            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    }
+
+    fn configured() -> Params {
+        Params::new(19 * 1024, 2, 1, None).unwrap()
+    }
+
     #[tokio::test]
     async fn weaker_parameters_ask_for_a_rehash() {
         let p = Passwords::new(&fast()).unwrap();
-        let weak = hash_with(
-            &Params::new(8 * 1024, 1, 1, None).unwrap(),
+        let weak = crate_hash(
+            Params::new(8 * 1024, 1, 1, None).unwrap(),
+            Algorithm::Argon2id,
             "hunter2hunter2",
-        )
-        .unwrap();
+        );
         assert_eq!(
-            p.verify("hunter2hunter2".into(), Some(weak)).await.unwrap(),
+            check(&p, "hunter2hunter2", &weak).await,
             Verified::Yes { rehash: true }
+        );
+        assert_eq!(check(&p, "hunter2hunter3", &weak).await, Verified::No);
+    }
+
+    #[tokio::test]
+    async fn hashes_at_other_parameters_take_the_allocating_path_and_still_verify() {
+        let params = configured();
+        let mut memory = new_memory(&params);
+        let stronger = crate_hash(
+            Params::new(19 * 1024, 3, 1, None).unwrap(),
+            Algorithm::Argon2id,
+            "hunter2hunter2",
+        );
+        let argon2i = crate_hash(configured(), Algorithm::Argon2i, "hunter2hunter2");
+        for stored in [&stronger, &argon2i] {
+            assert_eq!(
+                verify_configured(&params, stored, "hunter2hunter2", &mut memory),
+                None,
+                "{stored}"
+            );
+        }
+        let p = Passwords::new(&fast()).unwrap();
+        assert_eq!(
+            check(&p, "hunter2hunter2", &stronger).await,
+            Verified::Yes { rehash: false }
+        );
+        assert_eq!(check(&p, "wrong password", &stronger).await, Verified::No);
+        assert_eq!(
+            check(&p, "hunter2hunter2", &argon2i).await,
+            Verified::Yes { rehash: true }
+        );
+    }
+
+    #[tokio::test]
+    async fn imported_hashes_verify_and_ask_for_a_rehash() {
+        let p = Passwords::new(&fast()).unwrap();
+        let bcrypt = bcrypt::hash("legacy password 1", 4).unwrap();
+        assert_eq!(
+            check(&p, "legacy password 1", &bcrypt).await,
+            Verified::Yes { rehash: true }
+        );
+        assert_eq!(check(&p, "legacy password 2", &bcrypt).await, Verified::No);
+    }
+
+    #[test]
+    fn the_kept_memory_path_agrees_with_the_argon2_crate_both_ways() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let params = configured();
+        let mut memory = new_memory(&params);
+        // The crate's hash, checked in reused memory, twice: what a previous
+        // hash left in the buffer must not matter.
+        let theirs = crate_hash(configured(), Algorithm::Argon2id, "pässwörd 🔑");
+        for _ in 0..2 {
+            assert_eq!(
+                verify_configured(&params, &theirs, "pässwörd 🔑", &mut memory),
+                Some(true)
+            );
+            assert_eq!(
+                verify_configured(&params, &theirs, "pässwörd 🔐", &mut memory),
+                Some(false)
+            );
+        }
+        // Ours, checked by the crate.
+        let ours = hash_in(&params, "pässwörd 🔑", &mut memory).unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password("pässwörd 🔑".as_bytes(), &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password("pässwörd".as_bytes(), &parsed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_stored_output_of_another_length_is_compared_whole() {
+        let params = configured();
+        let mut memory = new_memory(&params);
+        let long = crate_hash(
+            Params::new(19 * 1024, 2, 1, Some(64)).unwrap(),
+            Algorithm::Argon2id,
+            "hunter2hunter2",
+        );
+        assert_eq!(
+            verify_configured(&params, &long, "hunter2hunter2", &mut memory),
+            Some(true)
+        );
+        assert_eq!(
+            verify_configured(&params, &long, "hunter2hunter", &mut memory),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn the_dummy_hash_takes_the_same_path_as_a_real_one() {
+        let p = Passwords::new(&fast()).unwrap();
+        let mut memory = new_memory(&p.params);
+        assert_eq!(
+            verify_configured(&p.params, &p.dummy_hash, "a wrong password", &mut memory),
+            Some(false)
         );
     }
 

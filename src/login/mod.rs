@@ -240,7 +240,8 @@ async fn post_login(
         )
         .await;
     };
-    if route_for(&state, username, &pending.client_id).await?.route == Route::UpstreamRedirect {
+    let routed = route_for(&state, username, &pending.client_id).await?;
+    if routed.decision.route == Route::UpstreamRedirect {
         return upstream::start(&state, authz, &pending, Some(username)).await;
     }
     match form.get("password")? {
@@ -253,6 +254,7 @@ async fn post_login(
                 &pending,
                 username,
                 password,
+                Some(routed),
             )
             .await
         }
@@ -268,30 +270,50 @@ async fn post_login(
     }
 }
 
+/// A routed login: the decision, and the account it was made on, read once
+/// so the local track verifies what routing saw without reading it again.
+pub struct Routed {
+    pub decision: Decision,
+    pub account: Account,
+}
+
+/// The user a login names and their stored password hash.
+pub struct Account {
+    pub user: Option<User>,
+    pub password_hash: Option<String>,
+}
+
 /// The route of a login by `identifier` for `client_id` (src/cutover).
 pub async fn route_for(
     state: &AppState,
     identifier: &str,
     client_id: &str,
-) -> Result<Decision, AppError> {
+) -> Result<Routed, AppError> {
     let user = state.db.find_user_by_login(identifier).await?;
-    let has_password = match &user {
-        Some(u) => state.db.get_password(&u.id).await?.is_some(),
-        None => false,
+    let password_hash = match &user {
+        Some(u) => state.db.get_password(&u.id).await?.map(|c| c.hash),
+        None => None,
     };
     let rules = state.cutover.rules().await?;
     let upstream = state.upstream.as_ref();
-    Ok(decide(
+    let decision = decide(
         &rules,
         &Subject {
             identifier,
             user: user.as_ref(),
-            has_password,
+            has_password: password_hash.is_some(),
             client_id: Some(client_id),
             upstream: upstream.is_some(),
             password_grant: upstream.is_some_and(|u| u.client.def.password.is_some()),
         },
-    ))
+    );
+    Ok(Routed {
+        decision,
+        account: Account {
+            user,
+            password_hash,
+        },
+    })
 }
 
 /// `POST /login/password`.
@@ -314,6 +336,7 @@ async fn post_password(
         &pending,
         username,
         password,
+        None,
     )
     .await
 }
@@ -333,6 +356,9 @@ pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpA
     peer.ip()
 }
 
+/// `routed` is the identifier step's routing when the same form carried the
+/// password; without it the login is routed here, after throttling.
+#[allow(clippy::too_many_arguments)]
 async fn verify_and_complete(
     state: &AppState,
     ip: IpAddr,
@@ -341,6 +367,7 @@ async fn verify_and_complete(
     pending: &PendingAuthorization,
     username: &str,
     password: &str,
+    routed: Option<Routed>,
 ) -> Result<Response, AppError> {
     if password.is_empty() || password.len() > 4096 {
         return Ok(password_page(
@@ -358,10 +385,13 @@ async fn verify_and_complete(
         });
     }
     let started = tokio::time::Instant::now();
-    let decision = route_for(state, username, &pending.client_id).await?;
+    let Routed { decision, account } = match routed {
+        Some(routed) => routed,
+        None => route_for(state, username, &pending.client_id).await?,
+    };
     let route = decision.route.as_str();
     let user = match decision.route {
-        Route::Local => authenticate_local(state, username, password).await?,
+        Route::Local => authenticate_local(state, account, password).await?,
         Route::UpstreamPassword => match lazy::verify_and_migrate(state, username, password).await?
         {
             lazy::Outcome::Migrated(user) => Some(*user),
@@ -405,7 +435,7 @@ async fn verify_and_complete(
     };
     state.throttle.record_success(username).await?;
     Metrics::count(&state.metrics.logins, route, "ok");
-    finish_login(state, headers, authz, &user, ip, None).await
+    finish_login(state, headers, authz, &user, ip, None, false).await
 }
 
 /// Every failed password login takes at least `password.failure_floor_ms`,
@@ -419,7 +449,8 @@ pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
 /// Ends a successful login, whatever the route: spends the pending request,
 /// replaces the browser's session with a new one, stores the upstream
 /// tokens when the login went through the upstream, and returns the user to
-/// the client with a code.
+/// the client with a code. `login_recorded` says the caller already wrote
+/// the user's `last_login_at` and the `login` event, in its own transaction.
 pub async fn finish_login(
     state: &AppState,
     headers: &HeaderMap,
@@ -427,6 +458,7 @@ pub async fn finish_login(
     user: &User,
     ip: IpAddr,
     upstream_tokens: Option<MappedTokens>,
+    login_recorded: bool,
 ) -> Result<Response, AppError> {
     // The pending request is single use: of two concurrent submissions one
     // completes and the other finds it gone.
@@ -464,8 +496,10 @@ pub async fn finish_login(
             .save(&session.sid, &tokens, Duration::from_secs(ttl))
             .await?;
     }
-    state.db.record_login(&user.id, session.auth_time).await?;
-    audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
+    if !login_recorded {
+        state.db.record_login(&user.id, session.auth_time).await?;
+        audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
+    }
 
     let mut response = authorize::complete(state, &pending, &key, &session).await?;
     let jar = response.headers_mut();
@@ -479,20 +513,20 @@ pub async fn finish_login(
     Ok(response)
 }
 
-/// Verifies a local password. `None` for every failure alike.
+/// Verifies a local password against the account routing read. `None` for
+/// every failure alike.
 pub async fn authenticate_local(
     state: &AppState,
-    username: &str,
+    account: Account,
     password: &str,
 ) -> Result<Option<User>, AppError> {
-    let user = state.db.find_user_by_login(username).await?;
-    let stored = match &user {
-        Some(u) => state.db.get_password(&u.id).await?.map(|c| c.hash),
-        None => None,
-    };
+    let Account {
+        user,
+        password_hash,
+    } = account;
     let verified = state
         .passwords
-        .verify(password.to_string(), stored)
+        .verify(password.to_string(), password_hash)
         .await
         .map_err(anyhow::Error::from)?;
     match (user, verified) {
@@ -514,6 +548,18 @@ pub async fn authenticate_local(
     }
 }
 
+/// A login event of `kind` from `ip` through `client_id`.
+pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
+    AuditEvent {
+        at: now(),
+        kind: kind.into(),
+        user_id: user_id.map(Into::into),
+        client_id: Some(client_id.into()),
+        ip: Some(ip.to_string()),
+        detail: serde_json::Value::Object(Default::default()),
+    }
+}
+
 /// Audit writes never fail a login; a failure is logged instead.
 pub async fn audit(
     state: &AppState,
@@ -522,14 +568,7 @@ pub async fn audit(
     client_id: &str,
     ip: IpAddr,
 ) {
-    let event = AuditEvent {
-        at: now(),
-        kind: kind.into(),
-        user_id: user_id.map(Into::into),
-        client_id: Some(client_id.into()),
-        ip: Some(ip.to_string()),
-        detail: serde_json::Value::Object(Default::default()),
-    };
+    let event = audit_event(kind, user_id, client_id, ip);
     if let Err(e) = state.db.record_event(&event).await {
         tracing::warn!(error = %e, kind, "audit event not recorded");
     }

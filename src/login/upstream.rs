@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{client_ip, cookie_name, finish_login, read_cookie};
+use super::{audit_event, client_ip, cookie_name, finish_login, read_cookie};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
@@ -208,9 +208,13 @@ pub async fn get_callback(
                 "The identity provider did not say who you are.",
             )
         })?;
+    let ip = client_ip(&state, &headers, peer);
+    // The user, their identity, the login time and both events in one
+    // commit; a blocked user gets no login recorded.
+    let login = audit_event("login", None, &pending.client_id, ip);
     let user = state
         .db
-        .upsert_upstream_user(&upstream.client.settings.provider, &profile)
+        .record_upstream_login(&upstream.client.settings.provider, &profile, &login)
         .await?;
     if user.blocked {
         Metrics::count(&state.metrics.logins, "upstream_redirect", "blocked");
@@ -221,13 +225,5 @@ pub async fn get_callback(
     }
     Metrics::count(&state.metrics.logins, "upstream_redirect", "ok");
     let mapped = MappedTokens::from_upstream(&tokens, &upstream.client.creds.client_id);
-    finish_login(
-        &state,
-        &headers,
-        &tx.authz,
-        &user,
-        client_ip(&state, &headers, peer),
-        Some(mapped),
-    )
-    .await
+    finish_login(&state, &headers, &tx.authz, &user, ip, Some(mapped), true).await
 }

@@ -13,11 +13,11 @@ use axum::response::Response;
 
 use super::client_auth::Authenticated;
 use super::params::Params;
-use super::token::{Issue, active_user, issue, store_grant};
+use super::token::{Issue, issue, store_grant};
 use crate::crypto::random_token;
 use crate::cutover::Route;
 use crate::error::{ErrorCode, OAuthError};
-use crate::login::{authenticate_local, pad_failure, route_for};
+use crate::login::{Routed, authenticate_local, pad_failure, route_for};
 use crate::metrics::Metrics;
 use crate::migrate::lazy;
 use crate::state::AppState;
@@ -52,11 +52,11 @@ pub async fn password(
         ));
     }
     let started = tokio::time::Instant::now();
-    let decision = route_for(state, username, &client.client_id)
+    let Routed { decision, account } = route_for(state, username, &client.client_id)
         .await
         .map_err(|_| OAuthError::unexpected("routing failed"))?;
     let user = match decision.route {
-        Route::Local => authenticate_local(state, username, password)
+        Route::Local => authenticate_local(state, account, password)
             .await
             .map_err(|_| OAuthError::unexpected("local verification failed"))?,
         Route::UpstreamPassword => {
@@ -94,7 +94,8 @@ pub async fn password(
     };
     state.throttle.record_success(username).await?;
     Metrics::count(&state.metrics.logins, "password_grant", "ok");
-    let user = active_user(state, &user.id).await?;
+    // Both tracks return only an unblocked user, read during this request:
+    // no need to read it again.
 
     // A browserless session: the client's refresh family keeps it alive.
     let now = now();

@@ -21,7 +21,7 @@ use axum::response::Response;
 use super::adoption;
 use super::client_auth::Authenticated;
 use super::params::Params;
-use super::token::{Issue, active_user, has_scope, issue};
+use super::token::{Issue, active_user, has_scope, respond, sign};
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -106,20 +106,50 @@ pub async fn refresh(
         None => grant.scope.clone(),
     };
     let user = active_user(state, &grant.user_id).await?;
+    // Switchyard's own JWTs do not depend on the upstream's answer unless
+    // the client receives the upstream's access token, so they are signed
+    // on a blocking thread while the upstream refresh is in flight. Only the
+    // signing happens early: the new refresh token is stored (the rotation
+    // committed) after the upstream has answered yes.
+    let presigned = (state.upstream.is_some() && client.token_mode != "upstream").then(|| {
+        let (state, client, user, grant, grant_id, scope) = (
+            state.clone(),
+            client.clone(),
+            user.clone(),
+            grant.clone(),
+            record.grant_id.clone(),
+            scope.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            sign(
+                &state,
+                &Issue {
+                    client: &client,
+                    user: &user,
+                    grant_id: &grant_id,
+                    grant: &grant,
+                    scope: &scope,
+                    nonce: None,
+                    upstream: None,
+                },
+            )
+        })
+    });
     let upstream = fresh_upstream_tokens(state, auth, &record.grant_id, &grant).await?;
-    issue(
-        state,
-        Issue {
-            client,
-            user: &user,
-            grant_id: &record.grant_id,
-            grant: &grant,
-            scope: &scope,
-            nonce: None,
-            upstream,
-        },
-    )
-    .await
+    let i = Issue {
+        client,
+        user: &user,
+        grant_id: &record.grant_id,
+        grant: &grant,
+        scope: &scope,
+        nonce: None,
+        upstream,
+    };
+    let signed = match presigned {
+        Some(signing) => signing.await.map_err(OAuthError::unexpected)??,
+        None => sign(state, &i)?,
+    };
+    respond(state, &i, signed).await
 }
 
 /// The session's upstream tokens, refreshed at the upstream when they are

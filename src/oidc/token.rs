@@ -114,9 +114,18 @@ pub fn has_scope(scope: &str, wanted: &str) -> bool {
     scope.split(' ').any(|s| s == wanted)
 }
 
-/// Mints the access token, the ID token when `openid` was granted, and a
-/// new refresh token of the grant's family when the client may refresh.
-pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthError> {
+/// The JWTs of a token response, signed ahead of the rest of it.
+pub struct Signed {
+    access_token: String,
+    /// Seconds.
+    access_ttl: i64,
+    id_token: Option<String>,
+}
+
+/// Signs the access token and, when `openid` was granted, the ID token of
+/// `i`. Pure CPU (two RSA signatures with RS256), no store access, so a
+/// grant can run it on a blocking thread while it waits for something else.
+pub fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
     let now = now();
     let settings = &state.settings;
     let keys = state.keys.current();
@@ -178,6 +187,33 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
     } else {
         None
     };
+    Ok(Signed {
+        access_token,
+        access_ttl,
+        id_token,
+    })
+}
+
+/// Mints the access token, the ID token when `openid` was granted, and a
+/// new refresh token of the grant's family when the client may refresh.
+pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthError> {
+    let signed = sign(state, &i)?;
+    respond(state, &i, signed).await
+}
+
+/// The token response of `i` with the JWTs [`sign`] made for it: stores a
+/// new refresh token of the grant's family when the client may refresh.
+pub async fn respond(
+    state: &AppState,
+    i: &Issue<'_>,
+    signed: Signed,
+) -> Result<Response, OAuthError> {
+    let now = now();
+    let Signed {
+        access_token,
+        access_ttl,
+        id_token,
+    } = signed;
 
     let refresh_token = if i.client.allows_grant("refresh_token") && i.grant.expires_at > now {
         let token = random_token();

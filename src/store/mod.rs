@@ -252,6 +252,16 @@ pub trait UserStore: Send + Sync {
         provider: &str,
         profile: &UpstreamProfile,
     ) -> StoreResult<User>;
+    /// An upstream login, in one transaction: the upsert of
+    /// [`UserStore::upsert_upstream_user`] and then, unless the user is
+    /// blocked, `last_login_at` and the `login` event (whose `user_id` is
+    /// set to the user's). One commit instead of three on the callback path.
+    async fn record_upstream_login(
+        &self,
+        provider: &str,
+        profile: &UpstreamProfile,
+        login: &AuditEvent,
+    ) -> StoreResult<User>;
     /// The migration step of a login (DESIGN.md, lazy): the same upsert, plus
     /// the local credential, state `migrated`, `migrated_at` and the route,
     /// all in one transaction. A crash leaves the user fully migrated or

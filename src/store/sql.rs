@@ -377,7 +377,16 @@ impl UserStore for SqlStore {
     }
 
     async fn upsert_upstream_user(&self, provider: &str, p: &UpstreamProfile) -> StoreResult<User> {
-        self.upsert_upstream(provider, p, None).await
+        self.upsert_upstream(provider, p, None, None).await
+    }
+
+    async fn record_upstream_login(
+        &self,
+        provider: &str,
+        p: &UpstreamProfile,
+        login: &AuditEvent,
+    ) -> StoreResult<User> {
+        self.upsert_upstream(provider, p, None, Some(login)).await
     }
 
     async fn migrate_upstream_user(
@@ -386,7 +395,8 @@ impl UserStore for SqlStore {
         p: &UpstreamProfile,
         migration: &Migration,
     ) -> StoreResult<User> {
-        self.upsert_upstream(provider, p, Some(migration)).await
+        self.upsert_upstream(provider, p, Some(migration), None)
+            .await
     }
 
     async fn set_pin(&self, user_id: &str, pin: Option<&str>) -> StoreResult<bool> {
@@ -417,6 +427,7 @@ impl SqlStore {
         provider: &str,
         p: &UpstreamProfile,
         migration: Option<&Migration>,
+        login: Option<&AuditEvent>,
     ) -> StoreResult<User> {
         let now = now();
         let raw = to_json(&p.raw);
@@ -579,7 +590,26 @@ impl SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-        let user = user_from_row(&row)?;
+        let mut user = user_from_row(&row)?;
+        if let Some(login) = login.filter(|_| !user.blocked) {
+            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+                .bind(&user_id)
+                .bind(login.at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            user.last_login_at = Some(login.at);
+            sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(login.at)
+                .bind(&login.kind)
+                .bind(&user_id)
+                .bind(&login.client_id)
+                .bind(&login.ip)
+                .bind(to_json(&login.detail))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         tx.commit().await.map_err(map_err)?;
         Ok(user)
     }

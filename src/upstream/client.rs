@@ -9,7 +9,7 @@
 //!
 //! ID tokens are validated in full (OIDC Core §3.1.3.7): signature against
 //! the JWKS, `iss`, `aud`, `azp`, `exp` and `iat` with a bounded clock skew,
-//! and `nonce`.
+//! and `nonce`, by [`super::id_token`] on aws-lc-rs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,18 +17,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet,
-};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    HttpRequest, HttpResponse, IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    SignatureVerificationError, TokenResponse, TokenUrl, UserInfoUrl,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest, HttpResponse,
+    IssuerUrl, JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl, UserInfoUrl,
 };
 use serde_json::{Map, Value};
 
 use super::UpstreamError;
+use super::id_token::{self, Keys, NO_MATCHING_KEY};
 use super::provider::{LogoutStyle, ProviderDef};
 use crate::config::UpstreamSettings;
 use crate::store::now;
@@ -90,6 +88,8 @@ type Metadata = openidconnect::ProviderMetadata<
 
 struct Discovered {
     metadata: Metadata,
+    /// The JWKS's signing keys, parsed once per fetch.
+    keys: Keys,
     fetched: Instant,
 }
 
@@ -244,8 +244,12 @@ impl UpstreamClient {
                 .map_err(discovery_error)?;
             metadata = metadata.set_jwks_uri(url).set_jwks(jwks);
         }
+        let keys = serde_json::to_value(metadata.jwks())
+            .map(|jwks| Keys::from_jwks(&jwks))
+            .map_err(|e| UpstreamError::InvalidResponse(format!("jwks: {e}")))?;
         let d = Arc::new(Discovered {
             metadata,
+            keys,
             fetched: Instant::now(),
         });
         *self.discovered.write().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
@@ -396,7 +400,7 @@ impl UpstreamClient {
             UpstreamError::InvalidResponse("no id_token in the code exchange".into())
         })?;
         let claims = self
-            .validate_id_token(id_token, &self.creds.client_id, Some(nonce))
+            .validate_id_token(&id_token.to_string(), &self.creds.client_id, Some(nonce))
             .await?;
         Ok(tokens_from(&response, Some(claims)))
     }
@@ -418,7 +422,10 @@ impl UpstreamClient {
         self.count(response.is_ok());
         let response = response.map_err(token_error)?;
         let claims = match response.id_token() {
-            Some(id) => Some(self.validate_id_token(id, &creds.client_id, None).await?),
+            Some(id) => Some(
+                self.validate_id_token(&id.to_string(), &creds.client_id, None)
+                    .await?,
+            ),
             None => None,
         };
         let mut tokens = tokens_from(&response, claims);
@@ -431,7 +438,7 @@ impl UpstreamClient {
 
     async fn validate_id_token(
         &self,
-        id_token: &CoreIdToken,
+        id_token: &str,
         client_id: &str,
         nonce: Option<&str>,
     ) -> Result<Map<String, Value>, UpstreamError> {
@@ -450,62 +457,19 @@ impl UpstreamClient {
 
     async fn check_id_token(
         &self,
-        id_token: &CoreIdToken,
+        id_token: &str,
         client_id: &str,
         nonce: Option<&str>,
     ) -> Result<Map<String, Value>, UpstreamError> {
         let d = self.metadata().await?;
-        let skew = chrono::Duration::seconds(self.settings.clock_skew_secs as i64);
-        let verifier = CoreIdTokenVerifier::new_public_client(
-            ClientId::new(client_id.to_string()),
-            d.metadata.issuer().clone(),
-            d.metadata.jwks().clone(),
-        )
-        // exp is checked against a clock `skew` behind ours, iat against one
-        // `skew` ahead: a bounded tolerance each way (UPSTREAMS.md: ± 60 s).
-        .set_time_fn(move || chrono::Utc::now() - skew)
-        .set_issue_time_verifier_fn(move |iat| {
-            if iat > chrono::Utc::now() + skew {
-                Err(format!("issued in the future ({iat})"))
-            } else {
-                Ok(())
-            }
-        });
-        let expected = nonce.map(|n| Nonce::new(n.to_string()));
-        let result = match &expected {
-            Some(n) => id_token.claims(&verifier, n).map(|_| ()),
-            None => id_token
-                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                .map(|_| ()),
+        let expected = id_token::Expected {
+            issuer: d.metadata.issuer().as_str(),
+            client_id,
+            nonce,
+            skew_secs: self.settings.clock_skew_secs as i64,
+            now: now(),
         };
-        result.map_err(|e| match e {
-            ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            ) => UpstreamError::InvalidIdToken(NO_MATCHING_KEY.into()),
-            other => UpstreamError::InvalidIdToken(other.to_string()),
-        })?;
-        let claims = raw_claims(&id_token.to_string())
-            .ok_or_else(|| UpstreamError::InvalidIdToken("unreadable claims".into()))?;
-        // OIDC Core §3.1.3.7 steps 4–5: several audiences need an `azp`,
-        // and an `azp` must name this client.
-        let several = claims
-            .get("aud")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.len() > 1);
-        match claims.get("azp").and_then(Value::as_str) {
-            Some(azp) if azp != client_id => {
-                return Err(UpstreamError::InvalidIdToken(
-                    "azp names another client".into(),
-                ));
-            }
-            None if several => {
-                return Err(UpstreamError::InvalidIdToken(
-                    "several audiences and no azp".into(),
-                ));
-            }
-            _ => {}
-        }
-        Ok(claims)
+        id_token::verify(id_token, &d.keys, &expected).map_err(UpstreamError::InvalidIdToken)
     }
 
     /// The userinfo claims for an access token, as JSON.
@@ -749,11 +713,8 @@ impl UpstreamClient {
             .get("id_token")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("no id_token"))?;
-        let parsed: CoreIdToken = id_token
-            .parse()
-            .map_err(|_| invalid("the id_token is not a JWT"))?;
         let claims = self
-            .validate_id_token(&parsed, &self.creds.client_id, None)
+            .validate_id_token(id_token, &self.creds.client_id, None)
             .await
             .map_err(PasswordRefusal::Unavailable)?;
         let expires_in = json
@@ -845,11 +806,8 @@ impl UpstreamClient {
         let text = |k: &str| result.get(k).and_then(Value::as_str).map(String::from);
         let access_token = text("AccessToken").ok_or_else(|| unavailable("no AccessToken"))?;
         let id_token = text("IdToken").ok_or_else(|| unavailable("no IdToken"))?;
-        let parsed: CoreIdToken = id_token
-            .parse()
-            .map_err(|_| unavailable("the IdToken is not a JWT"))?;
         let claims = self
-            .validate_id_token(&parsed, &self.creds.client_id, None)
+            .validate_id_token(&id_token, &self.creds.client_id, None)
             .await
             .map_err(PasswordRefusal::Unavailable)?;
         let expires_in = result
@@ -945,8 +903,6 @@ pub fn classify_password_error(error: &str, description: &str) -> PasswordRefusa
         }),
     }
 }
-
-const NO_MATCHING_KEY: &str = "no key in the upstream JWKS matches the token";
 
 type OidcClient = openidconnect::core::CoreClient<
     openidconnect::EndpointSet,
@@ -1074,12 +1030,6 @@ fn tokens_from(
             .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
         claims,
     }
-}
-
-/// The payload of a JWT as JSON (after its signature was checked).
-fn raw_claims(jwt: &str) -> Option<Map<String, Value>> {
-    let payload = jwt.split('.').nth(1)?;
-    serde_json::from_slice(&crate::crypto::b64url_decode(payload)?).ok()
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! - [`client`]: the OIDC client (discovery, authorization URL, code
 //!   exchange, ID-token validation, refresh, userinfo, revocation, logout)
 //!   on the `openidconnect` crate, with every HTTP call bounded in time.
+//! - [`id_token`]: upstream ID-token validation on aws-lc-rs.
 //! - [`profile`]: upstream claims → local user, and → Switchyard's claims.
 //! - [`tokens`]: the sealed session ↔ upstream-token mapping, and the
 //!   single-flight refresh of it.
 
 pub mod client;
+pub mod id_token;
 pub mod profile;
 pub mod provider;
 pub mod tokens;

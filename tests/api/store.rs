@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use switchyard::config::Settings;
 use switchyard::state::{open_database, open_session_store};
-use switchyard::store::{Client, Database, KeyState, NewUser, SessionStore, StoreError, now};
+use switchyard::store::{
+    AuditEvent, Client, Database, KeyState, NewUser, SessionStore, StoreError, UpstreamProfile, now,
+};
 use switchyard::tokens::keys::{Alg, KeyRing};
 
 use crate::helpers::*;
@@ -140,6 +142,52 @@ async fn user_store_refuses_duplicate_emails_and_usernames_and_writes_nothing() 
         db.list_users(None, 10).await.unwrap().len(),
         1,
         "nothing half-written"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_login_writes_the_user_its_login_time_and_both_events_together() {
+    let (db, _, _iso) = stores().await;
+    let profile = UpstreamProfile {
+        id: "auth0|42".into(),
+        email: Some("carol@example.com".into()),
+        email_verified: true,
+        name: Some("Carol".into()),
+        ..Default::default()
+    };
+    let login = AuditEvent {
+        at: now(),
+        kind: "login".into(),
+        user_id: None,
+        client_id: Some("web".into()),
+        ip: Some("127.0.0.1".into()),
+        detail: serde_json::json!({}),
+    };
+    let user = db
+        .record_upstream_login("auth0", &profile, &login)
+        .await
+        .unwrap();
+    assert_eq!(user.id, "auth0|42");
+    assert_eq!(user.last_login_at, Some(login.at));
+    let stored = db.get_user("auth0|42").await.unwrap().unwrap();
+    assert_eq!(stored.last_login_at, Some(login.at));
+    let events = db.recent_events(10).await.unwrap();
+    let kinds: Vec<(&str, Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str(),
+                e.user_id.as_deref(),
+                e.client_id.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("login", Some("auth0|42"), Some("web")),
+            ("shadow_user_created", Some("auth0|42"), None),
+        ]
     );
 }
 
