@@ -117,6 +117,7 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
             strict: false,
             resume: false,
             quiet: true,
+            batch: switchyard::jobs::import::BATCH,
         },
     )
     .await?;

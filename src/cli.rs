@@ -105,6 +105,9 @@ pub struct ImportArgs {
     /// Continue an interrupted import of the same file.
     #[arg(long)]
     pub resume: bool,
+    /// Records per transaction (a resume restarts at a batch boundary).
+    #[arg(long, default_value_t = crate::jobs::import::BATCH)]
+    pub batch: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -361,6 +364,7 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
         strict: args.strict,
         resume: args.resume,
         quiet: args.json,
+        batch: args.batch,
     };
     let report = crate::jobs::import::run(db, &opts).await?;
     if args.json {

@@ -288,6 +288,7 @@ impl Ctx {
                 rejected: &rejected,
                 provider: &self.client.provider,
                 dry_run: dry.is_some(),
+                order: None,
             })
             .await?;
         if let Some(dry) = dry {

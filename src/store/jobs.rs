@@ -114,6 +114,9 @@ pub struct PageCommit<'a> {
     pub provider: &'a str,
     /// Roll everything back: what would happen, without it happening.
     pub dry_run: bool,
+    /// Pages applied concurrently commit in order: this page (number `n`)
+    /// writes its position only once the watch says page `n - 1` has.
+    pub order: Option<(&'a tokio::sync::watch::Receiver<u64>, u64)>,
 }
 
 /// What a page did, record by record (in the order given).
@@ -188,6 +191,9 @@ pub trait JobStore: Send + Sync {
     /// Keeps a claim alive; false when the chunk was taken over.
     async fn heartbeat(&self, chunk: &Chunk, worker: &str) -> StoreResult<bool>;
     async fn commit_page(&self, commit: &PageCommit<'_>) -> StoreResult<Applied>;
+    /// How many pages of one job may be applied at once: PostgreSQL takes
+    /// concurrent writers, SQLite has one.
+    fn parallel_pages(&self) -> usize;
     /// Marks the job done when every chunk is; true when it is done.
     async fn finish_job_if_done(&self, job_id: &str) -> StoreResult<bool>;
     async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()>;
@@ -419,6 +425,17 @@ impl JobStore for SqlStore {
 
     async fn commit_page(&self, commit: &PageCommit<'_>) -> StoreResult<Applied> {
         let mut tx = self.pool().begin().await.map_err(map_err)?;
+        if self.dialect() == Dialect::Postgres && commit.chunk.is_some() {
+            // A job's page need not wait for its WAL flush: if the database
+            // itself crashes, the page and the job's position are lost
+            // together (one transaction), and the resume writes them again
+            // (PostgreSQL docs, "Asynchronous Commit"). The gateway's own
+            // writes keep synchronous commits.
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         let mut applied = apply(&mut tx, self.dialect(), commit.records, commit.provider).await?;
         for r in commit.rejected {
             applied.actions.push(Action::Failed(r.reason.clone()));
@@ -429,6 +446,13 @@ impl JobStore for SqlStore {
             return Ok(applied);
         }
         if let Some((chunk, position)) = &commit.chunk {
+            if let Some((order, n)) = commit.order {
+                let mut order = order.clone();
+                order
+                    .wait_for(|committed| *committed + 1 >= n)
+                    .await
+                    .map_err(|_| StoreError::Backend("the job stopped".into()))?;
+            }
             let now = now();
             record_issues(&mut tx, &chunk.job_id, commit, &applied, now).await?;
             let counters: Option<String> = sqlx::query_scalar(
@@ -474,6 +498,13 @@ impl JobStore for SqlStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(applied)
+    }
+
+    fn parallel_pages(&self) -> usize {
+        match self.dialect() {
+            Dialect::Postgres => 2,
+            Dialect::Sqlite => 1,
+        }
     }
 
     async fn finish_job_if_done(&self, job_id: &str) -> StoreResult<bool> {
@@ -941,18 +972,51 @@ async fn apply(
         };
         applied.actions.push(action);
     }
-    let raced = insert_users(tx, dialect, &inserts, provider, now).await?;
-    if !raced.is_empty() {
-        // Another worker wrote these users between our read and our
-        // insert (an offset page that shifted): theirs stands.
+    let skipped = insert_users(tx, dialect, &inserts, provider, now).await?;
+    if !skipped.is_empty() {
+        // Rows a uniqueness rule skipped: another worker inserted the same
+        // user meanwhile (an offset page that shifted) — theirs stands — or
+        // inserted someone holding the same email or username, which this
+        // user then keeps on the record only.
+        let ids: Vec<String> = skipped.iter().cloned().collect();
+        let exists: HashSet<String> = sqlx::query_scalar::<_, String>(&format!(
+            "SELECT id FROM users WHERE {}",
+            in_json_list(dialect, "id")
+        ))
+        .bind(to_json(&ids))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .collect();
+        let mut retry = Vec::new();
         for (record, action) in records.iter().zip(applied.actions.iter_mut()) {
-            if *action == Action::Created && raced.contains(&record.id) {
+            if *action != Action::Created || !skipped.contains(&record.id) {
+                continue;
+            }
+            let reason = if exists.contains(&record.id) {
                 *action = Action::Unchanged;
-                applied.notes.push(Note {
-                    user_id: record.id.clone(),
-                    line: record.line,
-                    reason: "written meanwhile by another worker; left as it was".into(),
-                });
+                "written meanwhile by another worker; left as it was"
+            } else {
+                retry.push((
+                    record,
+                    Logins {
+                        email: None,
+                        username: None,
+                    },
+                ));
+                "email or username was taken meanwhile by another user; kept on the record, not usable to log in"
+            };
+            applied.notes.push(Note {
+                user_id: record.id.clone(),
+                line: record.line,
+                reason: reason.into(),
+            });
+        }
+        let lost = insert_users(tx, dialect, &retry, provider, now).await?;
+        for (record, action) in records.iter().zip(applied.actions.iter_mut()) {
+            if lost.contains(&record.id) && *action == Action::Created {
+                *action = Action::Failed("could not be inserted; run the job again".into());
             }
         }
     }
@@ -1145,8 +1209,8 @@ struct NewRow<'a> {
 }
 
 /// New users, their linked identities and imported hashes: at most three
-/// statements a batch whatever its size. Returns the ids that were not inserted because
-/// another worker inserted them first.
+/// statements a batch whatever its size. Returns the ids a uniqueness rule
+/// skipped.
 async fn insert_users(
     tx: &mut Transaction<'_, Any>,
     dialect: Dialect,

@@ -293,7 +293,7 @@ async fn an_import_killed_midway_resumes_where_it_stopped() {
 
     let crashed = run_cli(
         &iso,
-        &["import", &path],
+        &["import", &path, "--batch", "1000"],
         None,
         &[("SWITCHYARD_TEST_CRASH_AFTER_PAGES", "1")],
     );
@@ -308,7 +308,7 @@ async fn an_import_killed_midway_resumes_where_it_stopped() {
     );
     assert_eq!(status["jobs"][0]["job"]["state"], "running");
 
-    let refused = run_cli(&iso, &["import", &path], None, &[]);
+    let refused = run_cli(&iso, &["import", &path, "--batch", "1000"], None, &[]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
 
@@ -353,4 +353,41 @@ fn pbkdf2_sha256(password: &str, salt: &[u8], rounds: u32) -> String {
     let mut out = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt, rounds, &mut out);
     base64_std(&out)
+}
+
+#[tokio::test]
+async fn users_sharing_an_email_across_batches_are_both_kept_one_as_the_login() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Auth0 allows one email on two connections; with two records a batch
+    // the pair straddles a batch boundary, where batches run concurrently.
+    let lines: Vec<String> = [
+        ("auth0|000000000000000000000001", "one@example.com"),
+        ("auth0|000000000000000000000002", "shared@example.com"),
+        ("google-oauth2|42", "Shared@Example.com"),
+        ("auth0|000000000000000000000004", "four@example.com"),
+    ]
+    .iter()
+    .map(|(id, email)| json!({"user_id": id, "email": email}).to_string())
+    .collect();
+    let path = write_file(&dir, "users.ndjson", (lines.join("\n") + "\n").as_bytes());
+    let r = ok(&run_cli(
+        &iso,
+        &["import", &path, "--batch", "2", "--json"],
+        None,
+        &[],
+    ));
+    assert_eq!(r["created"], 4, "{r:#}");
+    let notes = issue_lines(&r, "note");
+    assert_eq!(notes.len(), 1, "{r:#}");
+    assert_eq!(notes[0].0, 3);
+    assert!(notes[0].1.contains("not usable to log in"));
+    assert_eq!(
+        show(&iso, "shared@example.com")["id"],
+        "auth0|000000000000000000000002"
+    );
+    assert_eq!(
+        show(&iso, "google-oauth2|42")["email"],
+        "Shared@Example.com"
+    );
 }
