@@ -287,9 +287,7 @@ impl ManagementClient {
             let _permit = self.permits.acquire().await?;
             self.pacer.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let request = self
-                .build(&method, &url, body, target, renewed && attempt > 0)
-                .await?;
+            let request = self.build(&method, &url, body, target).await?;
             let response = match self.http.execute(request).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -375,7 +373,6 @@ impl ManagementClient {
         url: &url::Url,
         body: Option<&Value>,
         target: Option<&str>,
-        _renewed: bool,
     ) -> anyhow::Result<reqwest::Request> {
         let mut builder = self.http.request(method.clone(), url.clone());
         let payload = body.map(serde_json::to_vec).transpose()?;
@@ -945,8 +942,6 @@ fn parse_time(t: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         .with_context(|| format!("{t} is not an RFC 3339 time"))?
         .with_timezone(&chrono::Utc))
 }
-
-pub type Shared = Arc<ManagementClient>;
 
 #[cfg(test)]
 mod tests {
