@@ -26,10 +26,6 @@ use super::sql::{Dialect, SqlStore, map_err, normalize_email, to_json};
 use super::{StoreError, StoreResult, now};
 use crate::jobs::record::{Action, Note, Record};
 
-/// Rows per multi-row INSERT: 20 columns × 400 rows stays under every
-/// backend's bind-parameter limit (SQLite 32,766, PostgreSQL 65,535).
-const INSERT_ROWS: usize = 400;
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Job {
     pub id: String,
@@ -640,11 +636,7 @@ impl JobStore for SqlStore {
 
     async fn local_records(&self, ids: &[String]) -> StoreResult<HashMap<String, LocalUser>> {
         let mut conn = self.pool().acquire().await.map_err(map_err)?;
-        let mut out = HashMap::new();
-        for part in ids.chunks(INSERT_ROWS) {
-            out.extend(load_local(&mut conn, self.dialect(), part).await?);
-        }
-        Ok(out)
+        load_local(&mut conn, self.dialect(), ids).await
     }
 
     async fn edit_user(&self, id: &str, edit: &ProfileEdit) -> StoreResult<bool> {
