@@ -57,13 +57,18 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         .or_else(|| format.provider().map(String::from))
         .unwrap_or_else(|| "import".into());
     let worker = worker_id(0);
+    // The job names the file by its absolute path, so a resume from another
+    // directory finds it.
+    let file = std::fs::canonicalize(&opts.path)
+        .map(|p| p.to_string_lossy().to_string())
+        .unwrap_or_else(|_| opts.path.clone());
 
     // The job and how far it got.
     let (job, chunk) = if opts.dry_run {
         (None, None)
     } else {
         let job = match db.unfinished_job("import").await? {
-            Some(job) if job.params["path"] == json!(opts.path) => {
+            Some(job) if job.params["path"] == json!(file) => {
                 if !opts.resume {
                     bail!(
                         "job {} is importing this file and did not finish: run again with --resume",
@@ -79,7 +84,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
                 db.create_job(
                     &id,
                     "import",
-                    &json!({"path": opts.path, "format": format, "provider": provider}),
+                    &json!({"path": file, "format": format, "provider": provider}),
                     &[json!({"records": 0})],
                 )
                 .await?;
