@@ -133,7 +133,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let mut in_flight: tokio::task::JoinSet<anyhow::Result<Done>> = tokio::task::JoinSet::new();
     let (order_tx, order_rx) = tokio::sync::watch::channel(0u64);
     let mut seq = 0u64;
-    let mut previous_keys: HashSet<String> = HashSet::new();
+    let mut in_flight_keys: std::collections::VecDeque<HashSet<String>> = Default::default();
     while let Some(batch) = rx.recv().await {
         let n = batch.len() as u64;
         let mut records = Vec::with_capacity(batch.len());
@@ -171,11 +171,29 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         // Two batches in flight that insert the same email, username or
         // linked identity would wait on each other's unique-index entry
         // while the later one waits for the earlier to commit: such a
-        // batch waits for the one before it instead.
+        // batch waits for those in flight instead.
         let keys = login_keys(&records);
-        let shares = keys.iter().any(|k| previous_keys.contains(k));
-        previous_keys = keys;
-        while in_flight.len() >= parallel || (shares && !in_flight.is_empty()) {
+        if in_flight_keys
+            .iter()
+            .any(|earlier| !earlier.is_disjoint(&keys))
+        {
+            while let Some(done) = in_flight.join_next().await {
+                let done = done.context("an import batch panicked")??;
+                account(
+                    done,
+                    &mut totals,
+                    &mut dry_issues,
+                    &mut crash,
+                    &mut progress,
+                    opts,
+                )?;
+            }
+            in_flight_keys.clear();
+        }
+        while in_flight.len() >= parallel {
+            // Batches commit in order, so when any has finished the oldest
+            // has committed: its keys can no longer be waited on.
+            in_flight_keys.pop_front();
             let done = in_flight
                 .join_next()
                 .await
@@ -197,6 +215,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
             order_rx.clone(),
         );
         let (order_tx, dry_run) = (order_tx.clone(), opts.dry_run);
+        in_flight_keys.push_back(keys);
         in_flight.spawn(async move {
             let position = json!({"records": consumed});
             let applied = db

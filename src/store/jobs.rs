@@ -498,7 +498,7 @@ impl JobStore for SqlStore {
 
     fn parallel_pages(&self) -> usize {
         match self.dialect() {
-            Dialect::Postgres => 2,
+            Dialect::Postgres => 3,
             Dialect::Sqlite => 1,
         }
     }

@@ -360,12 +360,16 @@ async fn users_sharing_an_email_across_batches_are_both_kept_one_as_the_login() 
     let iso = isolated().await;
     let dir = tempfile::tempdir().unwrap();
     // Auth0 allows one email on two connections; with two records a batch
-    // the pair straddles a batch boundary, where batches run concurrently.
+    // the pair falls in different batches, which run concurrently.
+    // The pair is two batches apart: with three batches in flight on
+    // PostgreSQL, the third must still wait for the first.
     let lines: Vec<String> = [
         ("auth0|000000000000000000000001", "one@example.com"),
         ("auth0|000000000000000000000002", "shared@example.com"),
-        ("google-oauth2|42", "Shared@Example.com"),
+        ("auth0|000000000000000000000003", "three@example.com"),
         ("auth0|000000000000000000000004", "four@example.com"),
+        ("google-oauth2|42", "Shared@Example.com"),
+        ("auth0|000000000000000000000006", "six@example.com"),
     ]
     .iter()
     .map(|(id, email)| json!({"user_id": id, "email": email}).to_string())
@@ -377,10 +381,10 @@ async fn users_sharing_an_email_across_batches_are_both_kept_one_as_the_login() 
         None,
         &[],
     ));
-    assert_eq!(r["created"], 4, "{r:#}");
+    assert_eq!(r["created"], 6, "{r:#}");
     let notes = issue_lines(&r, "note");
     assert_eq!(notes.len(), 1, "{r:#}");
-    assert_eq!(notes[0].0, 3);
+    assert_eq!(notes[0].0, 5);
     assert!(notes[0].1.contains("not usable to log in"));
     assert_eq!(
         show(&iso, "shared@example.com")["id"],
