@@ -765,6 +765,21 @@ fn in_json_list(dialect: Dialect, column: &str) -> String {
     }
 }
 
+/// `{select} column IN (list)`, the list one JSON array.
+async fn select_in(
+    conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    select: &str,
+    column: &str,
+    list: &str,
+) -> StoreResult<Vec<AnyRow>> {
+    sqlx::query(&format!("{select} {}", in_json_list(dialect, column)))
+        .bind(list)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)
+}
+
 async fn load_local(
     conn: &mut sqlx::AnyConnection,
     dialect: Dialect,
@@ -775,16 +790,8 @@ async fn load_local(
         return Ok(out);
     }
     let list = to_json(&ids);
-    let sql = format!(
-        "SELECT {LOCAL_COLUMNS} FROM users WHERE {}",
-        in_json_list(dialect, "id")
-    );
-    for row in sqlx::query(&sql)
-        .bind(&list)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?
-    {
+    let select = format!("SELECT {LOCAL_COLUMNS} FROM users WHERE");
+    for row in select_in(conn, dialect, &select, "id", &list).await? {
         let text = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
         let id: String = row.try_get("id").map_err(map_err)?;
         let mut record = Record::new(id.clone());
@@ -823,32 +830,16 @@ async fn load_local(
         // A fresh import finds nobody: no identities or credentials to read.
         return Ok(out);
     }
-    let sql = format!(
-        "SELECT user_id, subject FROM identities WHERE {}",
-        in_json_list(dialect, "user_id")
-    );
-    for row in sqlx::query(&sql)
-        .bind(&list)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?
-    {
+    let select = "SELECT user_id, subject FROM identities WHERE";
+    for row in select_in(conn, dialect, select, "user_id", &list).await? {
         let user_id: String = row.try_get("user_id").map_err(map_err)?;
         if let Some(u) = out.get_mut(&user_id) {
             u.record
                 .add_identity(row.try_get("subject").map_err(map_err)?);
         }
     }
-    let sql = format!(
-        "SELECT user_id, hash FROM credentials WHERE kind = 'password' AND {}",
-        in_json_list(dialect, "user_id")
-    );
-    for row in sqlx::query(&sql)
-        .bind(&list)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?
-    {
+    let select = "SELECT user_id, hash FROM credentials WHERE kind = 'password' AND";
+    for row in select_in(conn, dialect, select, "user_id", &list).await? {
         let user_id: String = row.try_get("user_id").map_err(map_err)?;
         if let Some(u) = out.get_mut(&user_id) {
             u.password = Some(row.try_get("hash").map_err(map_err)?);
@@ -869,16 +860,8 @@ async fn taken(
     if wanted.is_empty() {
         return Ok(owners);
     }
-    let sql = format!(
-        "SELECT id, {column} FROM users WHERE {}",
-        in_json_list(dialect, column)
-    );
-    for row in sqlx::query(&sql)
-        .bind(to_json(&wanted))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?
-    {
+    let select = format!("SELECT id, {column} FROM users WHERE");
+    for row in select_in(conn, dialect, &select, column, &to_json(&wanted)).await? {
         let id: String = row.try_get("id").map_err(map_err)?;
         let value: String = row.try_get(column).map_err(map_err)?;
         owners.insert(value, id);
@@ -971,16 +954,17 @@ async fn apply(
         // inserted someone holding the same email or username, which this
         // user then keeps on the record only.
         let ids: Vec<String> = skipped.iter().cloned().collect();
-        let exists: HashSet<String> = sqlx::query_scalar::<_, String>(&format!(
-            "SELECT id FROM users WHERE {}",
-            in_json_list(dialect, "id")
-        ))
-        .bind(to_json(&ids))
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map_err)?
-        .into_iter()
-        .collect();
+        let exists: HashSet<String> = select_in(
+            tx,
+            dialect,
+            "SELECT id FROM users WHERE",
+            "id",
+            &to_json(&ids),
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get("id").map_err(map_err))
+        .collect::<StoreResult<_>>()?;
         let mut retry = Vec::new();
         for (record, action) in records.iter().zip(applied.actions.iter_mut()) {
             if *action != Action::Created || !skipped.contains(&record.id) {
