@@ -120,15 +120,17 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     });
 
     let label = job.clone().unwrap_or_else(|| "import (dry run)".into());
-    let mut progress = Progress::new(&label, None, opts.quiet);
-    let mut crash = CrashHook::from_env();
+    let mut tally = Tally {
+        progress: Progress::new(&label, None, opts.quiet),
+        crash: CrashHook::from_env(),
+        totals: Counters::default(),
+        dry_issues: Vec::new(),
+    };
     // Duplicate ids across batches, as 64-bit fingerprints (8 bytes a
     // record; a collision between two ids is ~1 in 10^7 at a billion users).
     let hasher = RandomState::new();
     let mut seen: HashSet<u64> = HashSet::new();
     let mut consumed = skip;
-    let mut totals = Counters::default();
-    let mut dry_issues: Vec<Issue> = Vec::new();
     let parallel = db.parallel_pages();
     let mut in_flight: tokio::task::JoinSet<anyhow::Result<Done>> = tokio::task::JoinSet::new();
     let (order_tx, order_rx) = tokio::sync::watch::channel(0u64);
@@ -177,36 +179,14 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
             .iter()
             .any(|earlier| !earlier.is_disjoint(&keys))
         {
-            while let Some(done) = in_flight.join_next().await {
-                let done = done.context("an import batch panicked")??;
-                account(
-                    done,
-                    &mut totals,
-                    &mut dry_issues,
-                    &mut crash,
-                    &mut progress,
-                    opts,
-                )?;
-            }
+            tally.settle(&mut in_flight, true, opts).await?;
             in_flight_keys.clear();
         }
         while in_flight.len() >= parallel {
             // Batches commit in order, so when any has finished the oldest
             // has committed: its keys can no longer be waited on.
             in_flight_keys.pop_front();
-            let done = in_flight
-                .join_next()
-                .await
-                .context("no batch in flight")?
-                .context("an import batch panicked")??;
-            account(
-                done,
-                &mut totals,
-                &mut dry_issues,
-                &mut crash,
-                &mut progress,
-                opts,
-            )?;
+            tally.settle(&mut in_flight, false, opts).await?;
         }
         let (db, chunk, provider, order) = (
             db.clone(),
@@ -239,19 +219,9 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
             })
         });
     }
-    while let Some(done) = in_flight.join_next().await {
-        let done = done.context("an import batch panicked")??;
-        account(
-            done,
-            &mut totals,
-            &mut dry_issues,
-            &mut crash,
-            &mut progress,
-            opts,
-        )?;
-    }
+    tally.settle(&mut in_flight, true, opts).await?;
     reading.await.context("the file reader stopped")?;
-    progress.finish();
+    tally.progress.finish();
     match (&job, &chunk) {
         (Some(job), Some(c)) => {
             db.commit_page(&PageCommit {
@@ -278,9 +248,9 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         _ => Ok(Report {
             job: None,
             dry_run: true,
-            counters: totals,
-            issues_total: dry_issues.len() as u64,
-            issues: dry_issues.into_iter().take(50).collect(),
+            counters: tally.totals,
+            issues_total: tally.dry_issues.len() as u64,
+            issues: tally.dry_issues.into_iter().take(50).collect(),
         }),
     }
 }
@@ -311,32 +281,52 @@ struct Done {
     applied: crate::store::jobs::Applied,
 }
 
-/// Adds a committed batch to the totals, the report and the progress.
-fn account(
-    done: Done,
-    totals: &mut Counters,
-    dry_issues: &mut Vec<Issue>,
-    crash: &mut CrashHook,
-    progress: &mut Progress,
-    opts: &ImportOptions,
-) -> anyhow::Result<()> {
-    if opts.strict
-        && done
-            .applied
-            .actions
-            .iter()
-            .any(|a| matches!(a, crate::jobs::record::Action::Failed(_)))
-    {
-        bail!("a record failed while applying (--strict)");
+/// What the batches have done so far.
+struct Tally {
+    progress: Progress,
+    crash: CrashHook,
+    totals: Counters,
+    dry_issues: Vec<Issue>,
+}
+
+impl Tally {
+    /// Waits for the next batch in flight (or for all of them) and adds
+    /// it to the totals, the report and the progress.
+    async fn settle(
+        &mut self,
+        in_flight: &mut tokio::task::JoinSet<anyhow::Result<Done>>,
+        all: bool,
+        opts: &ImportOptions,
+    ) -> anyhow::Result<()> {
+        while let Some(done) = in_flight.join_next().await {
+            let done = done.context("an import batch panicked")??;
+            if opts.strict
+                && done
+                    .applied
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, crate::jobs::record::Action::Failed(_)))
+            {
+                bail!("a record failed while applying (--strict)");
+            }
+            self.totals.add(&done.applied.counters);
+            if opts.dry_run {
+                collect_issues(
+                    &mut self.dry_issues,
+                    &done.records,
+                    &done.rejected,
+                    &done.applied,
+                );
+            } else {
+                self.crash.page_committed();
+            }
+            self.progress.page(done.n, &self.totals);
+            if !all {
+                break;
+            }
+        }
+        Ok(())
     }
-    totals.add(&done.applied.counters);
-    if opts.dry_run {
-        collect_issues(dry_issues, &done.records, &done.rejected, &done.applied);
-    } else {
-        crash.page_committed();
-    }
-    progress.page(done.n, totals);
-    Ok(())
 }
 
 /// A dry run writes nothing, so its issues are kept in memory (the first
