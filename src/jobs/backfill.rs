@@ -335,41 +335,56 @@ impl Ctx {
     /// number of records consumed.
     async fn export(&self, chunk: &Chunk) -> anyhow::Result<()> {
         let mut spec = chunk.spec["export"].clone();
-        let job = match spec["job"].as_str() {
-            Some(j) => j.to_string(),
-            None => {
-                let j = self.client.start_export().await?;
-                spec["job"] = Value::String(j.clone());
-                self.commit(chunk, json!({"export": spec}), false, vec![], vec![])
-                    .await?;
-                j
+        let mut fresh = false;
+        loop {
+            let job = match spec["job"].as_str() {
+                Some(j) => j.to_string(),
+                None => {
+                    let j = self.client.start_export().await?;
+                    spec["job"] = Value::String(j.clone());
+                    self.commit(chunk, json!({"export": spec}), false, vec![], vec![])
+                        .await?;
+                    j
+                }
+            };
+            self.progress
+                .lock()
+                .await
+                .note(&format!("waiting for the upstream's export job {job}"));
+            let Some(location) = self.client.wait_for_export(&job, self.poll).await? else {
+                // The next resume starts a fresh export.
+                let fresh = json!({"export": {"job": null, "records": 0}});
+                self.commit(chunk, fresh, false, vec![], vec![]).await?;
+                bail!("the upstream's export job {job} failed");
+            };
+            let path = std::env::temp_dir()
+                .join(format!("switchyard-{}-{job}.ndjson.gz", std::process::id()));
+            let result = match self.client.download(&location, &path).await {
+                Ok(()) => self.stream_export(chunk, &mut spec, &path).await,
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_file(&path);
+            match result {
+                Err(e) if e.is::<super::management::LinkExpired>() && !fresh => {
+                    // The file's link lives minutes, so a resume long after
+                    // the export finished finds it expired: a new export,
+                    // read from its first record (a record applied twice
+                    // changes nothing).
+                    tracing::info!(job, "the export link expired; starting a new export");
+                    fresh = true;
+                    spec = json!({"job": null, "records": 0});
+                }
+                result => return result,
             }
-        };
-        self.progress
-            .lock()
-            .await
-            .note(&format!("waiting for the upstream's export job {job}"));
-        let Some(location) = self.client.wait_for_export(&job, self.poll).await? else {
-            // The next resume starts a fresh export.
-            let fresh = json!({"export": {"job": null, "records": 0}});
-            self.commit(chunk, fresh, false, vec![], vec![]).await?;
-            bail!("the upstream's export job {job} failed");
-        };
-        let path =
-            std::env::temp_dir().join(format!("switchyard-{}-{job}.ndjson.gz", std::process::id()));
-        let result = self.stream_export(chunk, &mut spec, &location, &path).await;
-        let _ = std::fs::remove_file(&path);
-        result
+        }
     }
 
     async fn stream_export(
         &self,
         chunk: &Chunk,
         spec: &mut Value,
-        location: &str,
         path: &std::path::Path,
     ) -> anyhow::Result<()> {
-        self.client.download(location, path).await?;
         let skip = spec["records"].as_u64().unwrap_or(0);
         let (mut rx, reading) = self.client.stream_export(path, skip, EXPORT_BATCH)?;
         let mut consumed = skip;

@@ -34,6 +34,12 @@ pub const MAX_ATTEMPTS: u32 = 8;
 #[error("{0}")]
 pub struct Fatal(pub String);
 
+/// An export file's pre-signed link that no longer works (it lives
+/// minutes): a fresh export job is needed.
+#[derive(Debug, thiserror::Error)]
+#[error("the export file's link answered {0}: it has expired")]
+pub struct LinkExpired(pub StatusCode);
+
 /// What the client has done, for the summary and the benchmark.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -473,12 +479,15 @@ impl ManagementClient {
                 self.backoff(attempt).await;
                 continue;
             };
-            if !response.status().is_success() {
-                return Err(Fatal(format!(
-                    "downloading the export answered {}",
-                    response.status()
-                ))
-                .into());
+            let status = response.status();
+            if matches!(
+                status,
+                StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE
+            ) {
+                return Err(LinkExpired(status).into());
+            }
+            if !status.is_success() {
+                return Err(Fatal(format!("downloading the export answered {status}")).into());
             }
             let mut file = tokio::fs::File::create(into).await?;
             while let Some(chunk) = response.chunk().await? {

@@ -387,3 +387,27 @@ async fn a_migrated_users_local_changes_survive_a_backfill() {
     assert_eq!(alice["name"], "Alice Here", "the local change stands");
     assert_eq!(alice["state"], "migrated", "never downgraded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_export_link_is_replaced_by_a_new_export() {
+    let op = Operator::new(Flavor::Auth0).await;
+    op.fake.seed_users(1_500);
+    // Links that are dead on arrival: the run tries one new export, then
+    // stops and says why.
+    op.fake.set_export_timing(ExportTiming {
+        link_ttl: std::time::Duration::ZERO,
+        ..ExportTiming::default()
+    });
+    let failed = op.run(&["backfill"], &[]);
+    assert!(!failed.status.success());
+    assert!(stderr(&failed).contains("expired"), "{}", stderr(&failed));
+    assert_eq!(op.fake.calls("users_export"), 2);
+
+    // Resumed later, when links live again: the stale job's link is dead,
+    // so a new export is made and read.
+    op.fake.set_export_timing(ExportTiming::default());
+    let resumed = op.json(&["backfill", "--resume"]);
+    assert_eq!(resumed["report"]["created"], 1_500, "{resumed:#}");
+    assert_eq!(op.fake.calls("users_export"), 3);
+    assert!(op.run(&["verify"], &[]).status.success());
+}
