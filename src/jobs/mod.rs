@@ -162,13 +162,7 @@ impl Report {
             c.failed
         );
         for issue in &self.issues {
-            println!(
-                "  {:<8} {}{}: {}",
-                issue.kind,
-                issue.line.map(|l| format!("line {l} ")).unwrap_or_default(),
-                issue.user_id.as_deref().unwrap_or("-"),
-                issue.reason
-            );
+            println!("  {issue}");
         }
         if self.issues_total > self.issues.len() as u64 {
             println!(

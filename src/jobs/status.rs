@@ -64,14 +64,8 @@ impl Status {
                 c.conflicts,
                 c.failed
             );
-            for i in &s.issues {
-                println!(
-                    "    {:<8} {}{}: {}",
-                    i.kind,
-                    i.line.map(|l| format!("line {l} ")).unwrap_or_default(),
-                    i.user_id.as_deref().unwrap_or("-"),
-                    i.reason
-                );
+            for issue in &s.issues {
+                println!("    {issue}");
             }
         }
     }

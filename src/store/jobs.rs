@@ -131,6 +131,22 @@ pub struct Issue {
     pub reason: String,
 }
 
+/// `conflict line 12 auth0|…: why`, as the summaries print it.
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<8} ", self.kind)?;
+        if let Some(line) = self.line {
+            write!(f, "line {line} ")?;
+        }
+        write!(
+            f,
+            "{}: {}",
+            self.user_id.as_deref().unwrap_or("-"),
+            self.reason
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
     pub job: Job,
