@@ -55,11 +55,10 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde::Deserialize;
 use switchyard::config::{PasswordSettings, Settings, UpstreamSettings};
-use switchyard::oidc::client_auth::hash_secret;
 use switchyard::password::{ARGON2ID, Verified};
 use switchyard::startup::Application;
 use switchyard::state::AppState;
-use switchyard::store::{Client, Migration, NewUser, now};
+use switchyard::store::{Migration, NewUser};
 use switchyard::upstream::profile;
 use tokio::runtime::Handle;
 use tokio::time::MissedTickBehavior;
@@ -75,6 +74,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 mod fake_upstream;
 
 use fake_upstream::{AUTH0_DEFAULT_REALM, FakeUpstream, FakeUser, Flavor};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{cpu_of, machine_cpu, process_cpu};
 
 const CLIENT_ID: &str = "web";
 const SECRET: &str = "web-client-secret-0123456789abcdef";
@@ -251,18 +255,7 @@ async fn spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<App>
 }
 
 async fn add_client(app: &App) -> anyhow::Result<()> {
-    let client = Client {
-        client_id: CLIENT_ID.into(),
-        name: Some("Login bench".into()),
-        secret_hash: Some(hash_secret(SECRET)),
-        public: false,
-        redirect_uris: vec![REDIRECT.into()],
-        post_logout_redirect_uris: vec![],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        token_mode: "gateway".into(),
-        source: "cli".into(),
-        created_at: now(),
-    };
+    let client = support::web_client(CLIENT_ID, "Login bench", SECRET, REDIRECT);
     app.state.db.create_client(&client).await?;
     Ok(())
 }
@@ -1410,34 +1403,6 @@ fn used(start: Option<Snapshot>, end: Option<Snapshot>) -> Option<Used> {
     })
 }
 
-/// USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture
-/// Rust targets.
-const TICK: Duration = Duration::from_millis(10);
-
-/// Busy time of all cores together (user, nice, system, irq, softirq and
-/// steal), from /proc/stat (Linux).
-fn machine_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| ticks.get(i).copied().unwrap_or(0))
-        .sum();
-    Some(TICK * busy as u32)
-}
-
-/// User plus system time of this process, from /proc/self/stat (Linux).
-fn process_cpu() -> Option<Duration> {
-    cpu_of(&std::fs::read_to_string("/proc/self/stat").ok()?).map(|(_, t)| t)
-}
-
 /// Minor page faults of this process, from /proc/self/stat (Linux): a fresh
 /// 19 MiB argon2 buffer costs ~4,900 of them.
 fn minor_faults() -> Option<u64> {
@@ -1468,15 +1433,4 @@ fn client_cpu() -> Option<Duration> {
         }
     }
     Some(total)
-}
-
-/// The command name and user plus system time of a /proc `stat` line.
-fn cpu_of(stat: &str) -> Option<(&str, Duration)> {
-    let (head, tail) = stat.rsplit_once(')')?;
-    let name = head.split_once('(')?.1;
-    // Fields after the parenthesised command name, which may hold spaces;
-    // utime and stime are fields 14 and 15 of the whole line.
-    let mut fields = tail.split_whitespace().skip(11);
-    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    Some((name, TICK * ticks as u32))
 }

@@ -36,12 +36,16 @@ use scraper::{Html, Selector};
 use serde::Deserialize;
 use switchyard::config::{Settings, TokenSettings};
 use switchyard::crypto::{b64url, random_token, sha256};
-use switchyard::oidc::client_auth::hash_secret;
 use switchyard::password::ARGON2ID;
 use switchyard::startup::Application;
 use switchyard::state::AppState;
-use switchyard::store::{Client, NewUser, now};
+use switchyard::store::NewUser;
 use switchyard::tokens::keys::Alg;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{delete_keys, machine_cpu, process_cpu};
 
 const CLIENT_ID: &str = "bench";
 const SECRET: &str = "bench-client-secret-0123456789abcdef";
@@ -345,18 +349,7 @@ struct TokenResponse {
 /// A confidential client, a user, and one login per chain through the real
 /// pages, so every chain is its own grant family bound to its own session.
 async fn provision(app: &App, chains: usize) -> anyhow::Result<Vec<TokenResponse>> {
-    let client = Client {
-        client_id: CLIENT_ID.into(),
-        name: Some("Token endpoint bench".into()),
-        secret_hash: Some(hash_secret(SECRET)),
-        public: false,
-        redirect_uris: vec![REDIRECT.into()],
-        post_logout_redirect_uris: vec![],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        token_mode: "gateway".into(),
-        source: "cli".into(),
-        created_at: now(),
-    };
+    let client = support::web_client(CLIENT_ID, "Token endpoint bench", SECRET, REDIRECT);
     app.state.db.create_client(&client).await?;
     let hash = app.state.passwords.hash(PASSWORD.into()).await?;
     let user = NewUser {
@@ -540,39 +533,6 @@ impl Used {
     fn share(&self, time: Duration, cores: usize) -> f64 {
         time.as_secs_f64() / (cores as f64 * self.wall.as_secs_f64()) * 100.0
     }
-}
-
-/// USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture
-/// Rust targets.
-const TICK: Duration = Duration::from_millis(10);
-
-/// Busy time of all cores together (user, nice, system, irq, softirq and
-/// steal), from /proc/stat (Linux).
-fn machine_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| ticks.get(i).copied().unwrap_or(0))
-        .sum();
-    Some(TICK * busy as u32)
-}
-
-/// User plus system time of this process, from /proc/self/stat (Linux).
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name, which may hold spaces;
-    // utime and stime are fields 14 and 15 of the whole line.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    Some(TICK * ticks as u32)
 }
 
 /// redis-server's user plus system time, from `INFO cpu`.
@@ -788,32 +748,4 @@ fn thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(
         schedstat.split_whitespace().next()?.parse().ok()?,
     ))
-}
-
-/// Deletes every key under `prefix`.
-async fn delete_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }

@@ -77,6 +77,11 @@ mod fake_upstream;
 
 use fake_upstream::{FakeUpstream, FakeUser, Flavor, login_form};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::delete_keys;
+
 /// Switchyard's own client at the fake, as in tests/api/upstream.rs.
 const UPSTREAM_CLIENT: &str = "switchyard";
 const UPSTREAM_SECRET_ENV: &str = "SWITCHYARD_TEST_UPSTREAM_SECRET";
@@ -1446,30 +1451,4 @@ async fn scratch_commit(conn: &mut SqliteConnection) -> anyhow::Result<Duration>
         .execute(conn)
         .await?;
     Ok(start.elapsed())
-}
-
-async fn delete_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }

@@ -1,0 +1,94 @@
+//! What the benchmark binaries share: CPU accounting from /proc (Linux)
+//! and Redis clean-up. Each bench includes this file with
+//! `#[path = "support/mod.rs"] mod support;` and uses part of it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use switchyard::oidc::client_auth::hash_secret;
+use switchyard::store::{Client, now};
+
+/// USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture
+/// Rust targets.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Busy time of all cores together (user, nice, system, irq, softirq and
+/// steal), from /proc/stat (Linux).
+pub fn machine_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum();
+    Some(TICK * busy as u32)
+}
+
+/// User plus system time of this process, from /proc/self/stat (Linux).
+pub fn process_cpu() -> Option<Duration> {
+    cpu_of(&std::fs::read_to_string("/proc/self/stat").ok()?).map(|(_, t)| t)
+}
+
+/// The command name and user plus system time of a /proc `stat` line.
+pub fn cpu_of(stat: &str) -> Option<(&str, Duration)> {
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    // Fields after the parenthesised command name, which may hold spaces;
+    // utime and stime are fields 14 and 15 of the whole line.
+    let mut fields = tail.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some((name, TICK * ticks as u32))
+}
+
+/// Deletes every Redis key under `prefix` (a bench's own namespace).
+pub async fn delete_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// A confidential client allowed the code and refresh grants, as a bench's
+/// application.
+pub fn web_client(client_id: &str, name: &str, secret: &str, redirect: &str) -> Client {
+    Client {
+        client_id: client_id.into(),
+        name: Some(name.into()),
+        secret_hash: Some(hash_secret(secret)),
+        public: false,
+        redirect_uris: vec![redirect.into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        token_mode: "gateway".into(),
+        source: "cli".into(),
+        created_at: now(),
+    }
+}
