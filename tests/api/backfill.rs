@@ -295,7 +295,14 @@ async fn keycloak_pages_are_shared_by_two_workers_on_postgres() {
     let report = if shared {
         // The first process creates the job; the second joins it.
         let first = op.spawn(&["backfill", "--max-rate", "10"]);
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        // The second joins once the first has created the job (its 21
+        // requests at 10 a second leave chunks to share for two seconds).
+        let mut waited = 0;
+        while op.json(&["status"])["jobs"].as_array().unwrap().is_empty() {
+            assert!(waited < 100, "the first process never created its job");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let second = op.spawn(&["backfill", "--resume", "--max-rate", "10"]);
         let (a, b) = (
             first.wait_with_output().unwrap(),
