@@ -1064,6 +1064,27 @@ fn new_kid() -> String {
 }
 
 /// `at_hash` for RS256 (OIDC Core §3.1.3.6).
+/// What a [`Tamper`] does to an ID token's claims (the signature is the
+/// signer's business).
+fn tamper_claims(claims: &mut Map<String, Value>, tamper: Tamper, iat: i64) {
+    match tamper {
+        Tamper::None | Tamper::BadSignature => {}
+        Tamper::WrongAudience => {
+            claims.insert("aud".into(), json!("some-other-client"));
+        }
+        Tamper::WrongNonce => {
+            claims.insert("nonce".into(), json!("not-the-nonce-you-sent"));
+        }
+        Tamper::Expired => {
+            claims.insert("iat".into(), json!(iat - 4_200));
+            claims.insert("exp".into(), json!(iat - 600));
+        }
+        Tamper::WrongIssuer => {
+            claims.insert("iss".into(), json!("https://evil.example.com/"));
+        }
+    }
+}
+
 fn at_hash(access_token: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
     URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
@@ -2254,22 +2275,7 @@ fn issue_tokens(s: &Shared, issue: Issue) -> Response {
             Flavor::Cognito => unreachable!("Cognito issues through cognito_tokens"),
         }
         claims.extend(profile_claims(s.flavor, &user, &scopes));
-        match tamper {
-            Tamper::None | Tamper::BadSignature => {}
-            Tamper::WrongAudience => {
-                claims.insert("aud".into(), json!("some-other-client"));
-            }
-            Tamper::WrongNonce => {
-                claims.insert("nonce".into(), json!("not-the-nonce-you-sent"));
-            }
-            Tamper::Expired => {
-                claims.insert("iat".into(), json!(iat - 4_200));
-                claims.insert("exp".into(), json!(iat - 600));
-            }
-            Tamper::WrongIssuer => {
-                claims.insert("iss".into(), json!("https://evil.example.com/"));
-            }
-        }
+        tamper_claims(&mut claims, tamper, iat);
         let signer = match (tamper, &forger) {
             (Tamper::BadSignature, Some(forger)) => forger.clone(),
             _ => key.clone(),
@@ -2520,22 +2526,7 @@ fn cognito_tokens(s: &Shared, issue: &Issue, grant: CognitoGrant) -> Option<Cogn
         if let Some(nonce) = &issue.nonce {
             claims.insert("nonce".into(), json!(nonce));
         }
-        match tamper {
-            Tamper::None | Tamper::BadSignature => {}
-            Tamper::WrongAudience => {
-                claims.insert("aud".into(), json!("some-other-client"));
-            }
-            Tamper::WrongNonce => {
-                claims.insert("nonce".into(), json!("not-the-nonce-you-sent"));
-            }
-            Tamper::Expired => {
-                claims.insert("iat".into(), json!(iat - 4_200));
-                claims.insert("exp".into(), json!(iat - 600));
-            }
-            Tamper::WrongIssuer => {
-                claims.insert("iss".into(), json!("https://evil.example.com/"));
-            }
-        }
+        tamper_claims(&mut claims, tamper, iat);
         let signer = match (tamper, &forger) {
             (Tamper::BadSignature, Some(forger)) => forger.clone(),
             _ => key.clone(),
