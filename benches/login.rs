@@ -1224,6 +1224,7 @@ async fn migrate_directly(app: &App, username: &str) -> anyhow::Result<[Duration
         hash,
         algorithm: ARGON2ID.into(),
         route: "password".into(),
+        mark_upstream: false,
     };
     app.state
         .db

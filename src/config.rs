@@ -168,6 +168,26 @@ pub struct ManagementSettings {
     /// Requests in flight at once.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Mark every user the lazy migration moves as migrated at the upstream
+    /// too (Auth0 `app_metadata.migrated_at`, …), through the durable
+    /// outbox: a login never waits for it. Off by default.
+    #[serde(default)]
+    pub mark_migrated: bool,
+    /// The attribute that holds the mark, when the provider definition's
+    /// default does not fit (an Okta profile attribute, a Cognito
+    /// `custom:` attribute, …).
+    #[serde(default)]
+    pub mark_migrated_attribute: Option<String>,
+    /// Attempts before an outbox write turns `failed` (default 10).
+    #[serde(default)]
+    pub outbox_max_attempts: Option<u32>,
+    /// Seconds before the first retry of an outbox write; each further
+    /// retry waits twice as long, up to an hour (default 30).
+    #[serde(default)]
+    pub outbox_retry_secs: Option<f64>,
+    /// Seconds between looks at the outbox when it is idle (default 5).
+    #[serde(default)]
+    pub outbox_poll_secs: Option<f64>,
 }
 
 fn default_token_keys_env() -> String {
@@ -598,6 +618,45 @@ impl Settings {
                     format!("environment variable {var} is not set"),
                 );
             }
+            let m = &up.management;
+            if m.mark_migrated
+                && let Ok(def) = crate::upstream::provider::ProviderDef::load(&up.provider)
+            {
+                let why = match def.management.map(|m| m.mark_migrated.is_some()) {
+                    Some(true) => None,
+                    Some(false) => Some("describes no [management.mark_migrated] write"),
+                    None => Some("has no Management API to write to"),
+                };
+                if let Some(why) = why {
+                    problem(
+                        "upstream.management.mark_migrated",
+                        format!("provider {} {why}", up.provider),
+                    );
+                }
+            }
+            if m.mark_migrated_attribute
+                .as_ref()
+                .is_some_and(|a| a.trim().is_empty())
+            {
+                problem(
+                    "upstream.management.mark_migrated_attribute",
+                    "must not be empty".into(),
+                );
+            }
+            if m.outbox_max_attempts == Some(0) {
+                problem(
+                    "upstream.management.outbox_max_attempts",
+                    "must be at least 1".into(),
+                );
+            }
+            for (key, v) in [
+                ("upstream.management.outbox_retry_secs", m.outbox_retry_secs),
+                ("upstream.management.outbox_poll_secs", m.outbox_poll_secs),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                    problem(key, "must be a positive number of seconds".into());
+                }
+            }
             if up.timeout_secs == 0 || up.timeout_secs > 120 {
                 problem("upstream.timeout_secs", "must be between 1 and 120".into());
             }
@@ -740,6 +799,33 @@ mod tests {
         assert!(s.check().is_empty());
         s.issuer = "http://localhost:9000".into();
         assert!(s.check().is_empty());
+    }
+
+    #[test]
+    fn mark_migrated_needs_a_provider_that_describes_the_write() {
+        let with = |provider: &str| {
+            let mut up = UpstreamSettings::for_provider(provider);
+            up.issuer = Some("https://upstream.example.com/".into());
+            up.management.mark_migrated = true;
+            let s = Settings {
+                upstream: Some(up),
+                ..Settings::default()
+            };
+            s.check()
+                .into_iter()
+                .filter(|p| p.key.starts_with("upstream.management"))
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        for provider in ["auth0", "okta", "cognito", "keycloak"] {
+            assert_eq!(with(provider), Vec::<String>::new(), "{provider}");
+        }
+        assert_eq!(
+            with("oidc"),
+            vec![
+                "upstream.management.mark_migrated: provider oidc has no Management API to write to"
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub grants: Family<Outcome, Counter>,
     /// Calls to the upstream by purpose and result.
     pub upstream: Family<Outcome, Counter>,
+    /// Outbox deliveries by kind (`mark_migrated`) and result (`done`,
+    /// `retry`, `failed`): the sync errors of DESIGN.md.
+    pub outbox: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -30,6 +33,7 @@ impl Default for Metrics {
         let logins = Family::<Outcome, Counter>::default();
         let grants = Family::<Outcome, Counter>::default();
         let upstream = Family::<Outcome, Counter>::default();
+        let outbox = Family::<Outcome, Counter>::default();
         registry.register("logins", "Logins by route and result", logins.clone());
         registry.register(
             "token_requests",
@@ -41,11 +45,17 @@ impl Default for Metrics {
             "Upstream calls by purpose and result",
             upstream.clone(),
         );
+        registry.register(
+            "outbox_writes",
+            "Outbox writes to the upstream by kind and result",
+            outbox.clone(),
+        );
         Self {
             registry,
             logins,
             grants,
             upstream,
+            outbox,
         }
     }
 }

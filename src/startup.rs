@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,6 +24,8 @@ use crate::state::{AppState, State};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Delivers the write outbox, when `mark_migrated` asks for it.
+    outbox: Option<Arc<crate::jobs::outbox::Worker>>,
 }
 
 /// How often each instance re-reads the signing keys, so a rotation made
@@ -44,7 +47,12 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
         let state = State::build(settings).await?;
-        Ok(Self { listener, state })
+        let outbox = crate::jobs::outbox::Worker::new(&state)?.map(Arc::new);
+        Ok(Self {
+            listener,
+            state,
+            outbox,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -71,6 +79,9 @@ impl Application {
                 }
             }
         });
+        // The outbox is delivered beside the requests, never in them: a
+        // login only inserts its row.
+        let outbox = self.outbox.map(|w| tokio::spawn(w.run()));
         let app = router(self.state);
         let result = axum::serve(
             self.listener,
@@ -79,6 +90,11 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         reloader.abort();
+        if let Some(outbox) = outbox {
+            // A delivery cut short keeps its claim until the lease ends,
+            // then any instance sends it again (the write is idempotent).
+            outbox.abort();
+        }
         result
     }
 }

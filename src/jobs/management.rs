@@ -34,6 +34,16 @@ pub const MAX_ATTEMPTS: u32 = 8;
 #[error("{0}")]
 pub struct Fatal(pub String);
 
+/// The upstream refused the request with a 4xx other than 429: retrying
+/// the same request cannot help (no such user, a missing scope, a schema
+/// without the attribute). The message is the vendor's, bounded.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: StatusCode,
+    pub message: String,
+}
+
 /// An export file's pre-signed link that no longer works (it lives
 /// minutes): a fresh export job is needed.
 #[derive(Debug, thiserror::Error)]
@@ -288,8 +298,24 @@ impl ManagementClient {
         body: Option<&Value>,
         target: Option<&str>,
     ) -> anyhow::Result<(Value, HeaderMap)> {
+        self.call_with(method, url, body, target, MAX_ATTEMPTS)
+            .await
+    }
+
+    /// [`ManagementClient::call`] with at most `attempts` tries: the outbox
+    /// keeps its own, much longer, schedule of retries.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+        target: Option<&str>,
+        attempts: u32,
+    ) -> anyhow::Result<(Value, HeaderMap)> {
         let mut renewed = false;
-        for attempt in 0..MAX_ATTEMPTS {
+        // What the last failed try saw, for the error once tries run out.
+        let mut last = String::from("no answer");
+        for attempt in 0..attempts {
             let _permit = self.permits.acquire().await?;
             self.pacer.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -304,6 +330,7 @@ impl ManagementClient {
                         "connection failed"
                     };
                     tracing::warn!(url = %redact(&url), attempt, "management request {why}");
+                    last = why.to_string();
                     self.backoff(attempt).await;
                     continue;
                 }
@@ -317,6 +344,9 @@ impl ManagementClient {
                     .as_str()
                     .is_some_and(|t| t.ends_with("TooManyRequestsException"));
             self.pacer.observe(&headers, throttled);
+            if throttled || status.is_server_error() {
+                last = format!("answered {status}: {}", vendor_message(&json));
+            }
             if throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 let pause = pacer::retry_after(&headers, SystemTime::now())
@@ -348,12 +378,15 @@ impl ManagementClient {
                 continue;
             }
             if !status.is_success() {
-                return Err(Fatal(format!(
-                    "{} {} answered {status}: {}",
-                    method,
-                    redact(&url),
-                    vendor_message(&json)
-                ))
+                return Err(Refused {
+                    status,
+                    message: format!(
+                        "{} {} answered {status}: {}",
+                        method,
+                        redact(&url),
+                        vendor_message(&json)
+                    ),
+                }
                 .into());
             }
             if json.is_null() && !bytes.is_empty() {
@@ -362,11 +395,67 @@ impl ManagementClient {
             return Ok((json, headers));
         }
         Err(Fatal(format!(
-            "{} {}: still failing after {MAX_ATTEMPTS} attempts",
+            "{} {}: still failing after {attempts} attempts (last {last})",
             method,
             redact(&url)
         ))
         .into())
+    }
+
+    /// Marks a user migrated at the upstream, as the provider definition's
+    /// `[management.mark_migrated]` describes. `payload` is the outbox
+    /// row's (`upstream_id`, `username`, `migrated_at`); `attribute`
+    /// overrides the definition's name. At most `attempts` tries.
+    pub async fn mark_migrated(
+        &self,
+        payload: &Value,
+        attribute: Option<&str>,
+        attempts: u32,
+    ) -> anyhow::Result<()> {
+        let mark = self.mgmt.mark_migrated.as_ref().with_context(|| {
+            format!(
+                "provider {} describes no [management.mark_migrated] write",
+                self.provider
+            )
+        })?;
+        let id = payload["upstream_id"]
+            .as_str()
+            .context("the outbox row names no upstream_id")?;
+        let at = payload["migrated_at"]
+            .as_str()
+            .context("the outbox row has no migrated_at")?;
+        let mut vars = self.settings.template_vars();
+        vars.insert("id", id.to_string());
+        vars.insert(
+            "username",
+            payload["username"].as_str().unwrap_or(id).to_string(),
+        );
+        vars.insert(
+            "attribute",
+            attribute.unwrap_or(&mark.attribute).to_string(),
+        );
+        vars.insert("at", at.to_string());
+        let mut path_vars = vars.clone();
+        path_vars.insert("id", encode_segment(id));
+        let url = self.url(&fill(&mark.path, &path_vars).map_err(anyhow::Error::msg)?)?;
+        let method = Method::from_bytes(mark.method.as_bytes())
+            .context("[management.mark_migrated] method")?;
+        let patch = fill_json(&mark.body, &vars).map_err(anyhow::Error::msg)?;
+        let body = if mark.read_first {
+            // Keycloak has no ETag on users: an admin edit landing between
+            // this GET and the PUT would be overwritten. The window is one
+            // round trip, and the mark is written once per user.
+            let (mut current, _) = self
+                .call_with(Method::GET, url.clone(), None, None, attempts)
+                .await?;
+            merge(&mut current, &patch);
+            current
+        } else {
+            patch
+        };
+        self.call_with(method, url, Some(&body), mark.target.as_deref(), attempts)
+            .await?;
+        Ok(())
     }
 
     async fn backoff(&self, attempt: u32) {
@@ -523,6 +612,54 @@ impl ManagementClient {
             self.stats.throttled.load(Ordering::Relaxed),
             self.stats.retried.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// A path segment with everything but RFC 3986's unreserved characters
+/// percent-encoded: Auth0 asks for its ids (`auth0|…`) encoded, and the
+/// WHATWG path set `url` applies leaves `|` as it is.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The body template with `{var}`s filled in its keys and string values.
+fn fill_json(
+    template: &Value,
+    vars: &std::collections::BTreeMap<&'static str, String>,
+) -> Result<Value, String> {
+    Ok(match template {
+        Value::String(s) => Value::String(fill(s, vars)?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|v| fill_json(v, vars))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| Ok((fill(k, vars)?, fill_json(v, vars)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Objects merged key by key, anything else replaced: `patch`'s values win.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
     }
 }
 
@@ -977,6 +1114,36 @@ mod tests {
         );
         h.remove(http::header::LINK);
         assert_eq!(next_link(&h), None);
+    }
+
+    #[test]
+    fn ids_are_percent_encoded_as_one_path_segment() {
+        assert_eq!(encode_segment("auth0|5f3a/b c"), "auth0%7C5f3a%2Fb%20c");
+        assert_eq!(encode_segment("00u1-a_b.c~"), "00u1-a_b.c~");
+    }
+
+    #[test]
+    fn body_templates_fill_keys_and_values_and_merge_into_a_record() {
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("attribute", "migrated_at".to_string());
+        vars.insert("at", "2026-11-26T17:30:56Z".to_string());
+        let patch = fill_json(
+            &json!({"attributes": {"{attribute}": ["{at}"]}, "n": 1}),
+            &vars,
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            json!({"attributes": {"migrated_at": ["2026-11-26T17:30:56Z"]}, "n": 1})
+        );
+        let mut record =
+            json!({"id": "u1", "attributes": {"plan": ["gold"], "migrated_at": ["old"]}});
+        merge(&mut record, &patch);
+        assert_eq!(
+            record,
+            json!({"id": "u1", "n": 1, "attributes": {"plan": ["gold"], "migrated_at": ["2026-11-26T17:30:56Z"]}})
+        );
+        assert!(fill_json(&json!("{nope}"), &vars).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`management`]: the Management API client: authentication, paging,
 //!   and [`pacer`] to run at the upstream's rate limit, not into it.
 //! - [`progress`]: a progress bar, or a log line per page.
+//! - [`outbox`]: the worker that delivers the write outbox to the upstream.
 //!
 //! Backfill and import run as resumable jobs (`jobs` and `job_chunks`,
 //! [`crate::store::jobs`]): each page of users is committed with the job's
@@ -20,6 +21,7 @@ pub mod files;
 pub mod import;
 pub mod management;
 pub mod mapping;
+pub mod outbox;
 pub mod pacer;
 pub mod progress;
 pub mod record;

@@ -80,6 +80,7 @@ pub async fn verify_and_migrate(
         hash,
         algorithm: ARGON2ID.into(),
         route: "password".into(),
+        mark_upstream: up.client.settings.management.mark_migrated,
     };
     let user = state
         .db

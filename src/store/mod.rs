@@ -13,6 +13,7 @@
 
 pub mod jobs;
 pub mod memory;
+pub mod outbox;
 pub mod redis;
 pub mod sql;
 
@@ -264,8 +265,10 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<User>;
     /// The migration step of a login (DESIGN.md, lazy): the same upsert, plus
     /// the local credential, state `migrated`, `migrated_at` and the route,
-    /// all in one transaction. A crash leaves the user fully migrated or
-    /// untouched (SECURITY.md, "half-migrated user").
+    /// and, when asked and the user was not already local or migrated, the
+    /// outbox row that marks them at the upstream, all in one transaction.
+    /// A crash leaves the user fully migrated or untouched (SECURITY.md,
+    /// "half-migrated user").
     async fn migrate_upstream_user(
         &self,
         provider: &str,
@@ -283,6 +286,9 @@ pub struct Migration {
     pub algorithm: String,
     /// `password` (verified at the upstream), `import`, …
     pub route: String,
+    /// Queue a write marking the user migrated at the upstream
+    /// (`[upstream.management] mark_migrated`), in the same transaction.
+    pub mark_upstream: bool,
 }
 
 /// Named runtime settings shared by every instance.
@@ -328,7 +334,13 @@ pub trait AuditLog: Send + Sync {
 /// The durable store, as the application sees it.
 #[async_trait]
 pub trait Database:
-    UserStore + ClientStore + KeyStore + AuditLog + RuntimeSettings + jobs::JobStore
+    UserStore
+    + ClientStore
+    + KeyStore
+    + AuditLog
+    + RuntimeSettings
+    + jobs::JobStore
+    + outbox::OutboxStore
 {
     async fn ping(&self) -> StoreResult<()>;
 }

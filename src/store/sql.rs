@@ -218,6 +218,14 @@ fn new_local_id() -> String {
     format!("local|{hex}")
 }
 
+/// Unix seconds as RFC 3339 UTC (`2026-11-26T17:30:56Z`), the form the
+/// vendors' profile attributes take.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub(crate) fn to_json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -568,6 +576,24 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                // Only a user this login migrates is marked: one already
+                // local or migrated was marked then, or never came from
+                // the upstream.
+                if m.mark_upstream && !matches!(existing.as_deref(), Some("local" | "migrated")) {
+                    let payload = serde_json::json!({
+                        "upstream_id": p.id,
+                        "username": p.username,
+                        "migrated_at": rfc3339(now),
+                    });
+                    super::outbox::enqueue(
+                        &mut tx,
+                        super::outbox::MARK_MIGRATED,
+                        &user_id,
+                        &payload,
+                        now,
+                    )
+                    .await?;
+                }
                 "user_migrated"
             }
             None => kind,

@@ -101,6 +101,34 @@ pub struct ManagementDef {
     /// Fields that change on every login and mean nothing to a backfill.
     #[serde(default)]
     pub volatile: Vec<String>,
+    /// How a user is marked migrated at the upstream (`[upstream.management]
+    /// mark_migrated`); absent when the provider cannot be written to.
+    #[serde(default)]
+    pub mark_migrated: Option<MarkDef>,
+}
+
+/// One write of the Management API, described as data: `method` on `path`
+/// (under the base) with `body`, whose keys and string values are
+/// templates. `{id}` is the upstream user id (percent-encoded in the path),
+/// `{username}` the upstream user name (the id when there is none),
+/// `{attribute}` the attribute's name, `{at}` the migration time (RFC 3339),
+/// and the `[upstream]` values (`{user_pool_id}`, `{realm}`, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkDef {
+    pub method: String,
+    pub path: String,
+    /// `X-Amz-Target` of an AWS JSON 1.1 operation (Cognito).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The write replaces the whole record (Keycloak's PUT): GET `path`
+    /// first and send back what it returned with `body` merged in.
+    #[serde(default)]
+    pub read_first: bool,
+    /// The attribute's default name; `[upstream.management]
+    /// mark_migrated_attribute` overrides it.
+    pub attribute: String,
+    pub body: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

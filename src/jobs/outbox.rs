@@ -1,0 +1,215 @@
+//! The outbox worker: delivers the writes the migration owes the upstream
+//! (DESIGN.md, "Writes during the migration"), away from any request.
+//!
+//! `serve` runs one per instance when `[upstream.management] mark_migrated`
+//! is on. It claims due rows ([`crate::store::outbox`]), performs each write
+//! through the [`ManagementClient`] (its authentication, pacing and
+//! `Retry-After` handling), and records the result. A failure is retried
+//! with exponential backoff and jitter (AWS Architecture Blog, "Exponential
+//! Backoff And Jitter"); after `outbox_max_attempts`, or at once when the
+//! upstream refuses the write outright (a 4xx: no such user, a missing
+//! scope), the row turns `failed` and stays for an operator. Every result is
+//! counted in `switchyard_outbox_writes`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::management::{ManagementClient, Refused};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::now;
+use crate::store::outbox::{MARK_MIGRATED, OutboxRow};
+
+/// Tries of one request within one delivery attempt: room for a renewed
+/// token and one quick retry of a dropped connection; the outbox's own
+/// schedule takes over after that.
+const REQUEST_ATTEMPTS: u32 = 3;
+/// Rows claimed at a time.
+const BATCH: u32 = 4;
+/// A claim older than this is taken over: its worker died mid-delivery. A
+/// batch's deliveries, each bounded by the client's timeouts, end well
+/// within it.
+const LEASE: Duration = Duration::from_secs(600);
+/// The longest wait between two attempts of a row.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How rows are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_attempts: u32,
+    /// Before the first retry; doubled for each further one.
+    pub retry: Duration,
+    /// Between looks at an idle outbox.
+    pub poll: Duration,
+}
+
+impl Policy {
+    fn from_settings(m: &crate::config::ManagementSettings) -> Self {
+        let secs = |v: Option<f64>, default: f64| Duration::from_secs_f64(v.unwrap_or(default));
+        Self {
+            max_attempts: m.outbox_max_attempts.unwrap_or(10).max(1),
+            retry: secs(m.outbox_retry_secs, 30.0),
+            poll: secs(m.outbox_poll_secs, 5.0),
+        }
+    }
+
+    /// The wait after a row's `attempts`-th failure, jittered into its
+    /// upper half so that rows failed together do not retry together.
+    pub fn backoff(&self, attempts: i64) -> Duration {
+        let doubled = self
+            .retry
+            .saturating_mul(1u32 << attempts.clamp(0, 20) as u32)
+            .min(MAX_BACKOFF);
+        let mut b = [0u8; 4];
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        let f = f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX);
+        doubled.mul_f64(0.5 + f / 2.0)
+    }
+}
+
+pub struct Worker {
+    state: AppState,
+    client: ManagementClient,
+    /// The attribute name override, if any.
+    attribute: Option<String>,
+    policy: Policy,
+    /// Names this worker's claims.
+    id: String,
+}
+
+/// What one delivery came to.
+enum Outcome {
+    Done,
+    Retry(String),
+    GiveUp(String),
+}
+
+impl Worker {
+    /// The worker `state`'s settings ask for, if any. Fails when they ask
+    /// for one that cannot run (no Management API credentials).
+    pub fn new(state: &AppState) -> anyhow::Result<Option<Self>> {
+        let Some(up) = state.settings.upstream.as_ref() else {
+            return Ok(None);
+        };
+        if !up.management.mark_migrated {
+            return Ok(None);
+        }
+        let client = ManagementClient::new(up, None, None)
+            .context("upstream.management.mark_migrated needs the Management API")?;
+        Ok(Some(Self {
+            state: state.clone(),
+            client,
+            attribute: up.management.mark_migrated_attribute.clone(),
+            policy: Policy::from_settings(&up.management),
+            id: format!(
+                "outbox-{}-{}",
+                std::process::id(),
+                &crate::crypto::random_token()[..8]
+            ),
+        }))
+    }
+
+    /// Delivers due rows until the task is aborted.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            match self.run_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the outbox could not be read"),
+            }
+            tokio::time::sleep(self.policy.poll).await;
+        }
+    }
+
+    /// Claims one batch of due rows and delivers it; returns how many.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let now = now();
+        let rows = self
+            .state
+            .db
+            .claim_outbox(&self.id, now, now - LEASE.as_secs() as i64, BATCH)
+            .await?;
+        for row in &rows {
+            let outcome = self.deliver(row).await;
+            self.record(row, outcome).await?;
+        }
+        Ok(rows.len())
+    }
+
+    async fn deliver(&self, row: &OutboxRow) -> Outcome {
+        let result = match row.kind.as_str() {
+            MARK_MIGRATED => {
+                self.client
+                    .mark_migrated(&row.payload, self.attribute.as_deref(), REQUEST_ATTEMPTS)
+                    .await
+            }
+            other => return Outcome::GiveUp(format!("unknown outbox write {other:?}")),
+        };
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(e) if e.downcast_ref::<Refused>().is_some() => Outcome::GiveUp(format!("{e:#}")),
+            Err(e) => Outcome::Retry(format!("{e:#}")),
+        }
+    }
+
+    async fn record(&self, row: &OutboxRow, outcome: Outcome) -> anyhow::Result<()> {
+        let db = &self.state.db;
+        let (result, kept) = match outcome {
+            Outcome::Done => ("done", db.outbox_done(row.id, &self.id).await?),
+            Outcome::Retry(error) if row.attempts + 1 < i64::from(self.policy.max_attempts) => {
+                let wait = self.policy.backoff(row.attempts);
+                tracing::warn!(
+                    outbox = row.id, kind = %row.kind, user = %row.user_id, attempt = row.attempts + 1,
+                    retry_in_s = wait.as_secs(), %error, "outbox write failed; will retry"
+                );
+                let at = now() + wait.as_secs_f64().ceil() as i64;
+                (
+                    "retry",
+                    db.outbox_failed(row.id, &self.id, &error, at, false)
+                        .await?,
+                )
+            }
+            Outcome::Retry(error) | Outcome::GiveUp(error) => {
+                tracing::error!(
+                    outbox = row.id, kind = %row.kind, user = %row.user_id, attempts = row.attempts + 1,
+                    %error, "outbox write failed for good; `switchyard outbox retry` sends it again"
+                );
+                (
+                    "failed",
+                    db.outbox_failed(row.id, &self.id, &error, now(), true)
+                        .await?,
+                )
+            }
+        };
+        if kept {
+            Metrics::count(&self.state.metrics.outbox, &row.kind, result);
+        } else {
+            // An operator discarded or retried the row meanwhile: theirs wins.
+            tracing::info!(outbox = row.id, "outbox row changed while it was delivered");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_jitter_and_is_capped() {
+        let p = Policy {
+            max_attempts: 10,
+            retry: Duration::from_secs(30),
+            poll: Duration::from_secs(5),
+        };
+        for attempts in 0..4 {
+            let full = Duration::from_secs(30 << attempts);
+            let b = p.backoff(attempts);
+            assert!(b >= full / 2 && b <= full, "{attempts}: {b:?}");
+        }
+        assert!(p.backoff(40) <= MAX_BACKOFF);
+        assert!(p.backoff(40) >= MAX_BACKOFF / 2);
+    }
+}

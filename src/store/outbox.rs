@@ -1,0 +1,345 @@
+//! The write outbox: writes to the upstream that a local change owes it,
+//! queued durably and delivered later (DESIGN.md, "Writes during the
+//! migration").
+//!
+//! A row is inserted by the transaction that makes the local change
+//! ([`enqueue`]), so the two commit together or not at all. Workers claim
+//! due rows — `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances
+//! share the queue without waiting on each other; SQLite has one writer —
+//! under a lease (`claimed_at`): a worker that died mid-delivery leaves a
+//! claim that another takes over once it is stale. Writes are idempotent
+//! (they set a value), so a delivery repeated after such a takeover is
+//! harmless. A row ends `done`, or `failed` once its attempts are spent,
+//! where it stays, visible, until an operator retries or discards it.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::sql::{Dialect, SqlStore, map_err, to_json};
+use super::{StoreError, StoreResult, now};
+
+/// Marks the user at the upstream as migrated (`[upstream.management]
+/// mark_migrated`).
+pub const MARK_MIGRATED: &str = "mark_migrated";
+
+/// The longest `last_error` kept: enough for a vendor's message, never a
+/// response body.
+pub const MAX_ERROR_LEN: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for its next attempt (or being delivered, when claimed).
+    Pending,
+    Done,
+    /// Its attempts are spent, or the upstream refused it for good: kept
+    /// until an operator retries or discards it.
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "done" => Self::Done,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub user_id: String,
+    pub payload: Value,
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub claimed_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// How many rows are in each state, and the most recent failures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub failed: u64,
+    pub done: u64,
+    pub recent_failures: Vec<OutboxRow>,
+}
+
+/// What an operator's `outbox retry` applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryTarget {
+    One(i64),
+    AllFailed,
+}
+
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` due rows for `worker`: pending, due by `now`,
+    /// and unclaimed or claimed before `stale_before`.
+    async fn claim_outbox(
+        &self,
+        worker: &str,
+        now: i64,
+        stale_before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    /// The write was delivered. False when the row is no longer this
+    /// worker's (discarded, or taken over).
+    async fn outbox_done(&self, id: i64, worker: &str) -> StoreResult<bool>;
+    /// The attempt failed: the row counts it, keeps `error` (bounded), and
+    /// waits until `next_attempt_at`, or turns `failed` when `give_up`.
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        next_attempt_at: i64,
+        give_up: bool,
+    ) -> StoreResult<bool>;
+    /// Rows by state (all when `None`), newest first.
+    async fn list_outbox(
+        &self,
+        state: Option<OutboxState>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    async fn get_outbox(&self, id: i64) -> StoreResult<Option<OutboxRow>>;
+    /// Makes failed rows (or the one named, if not done) pending again,
+    /// due now, with their attempts reset. Returns how many.
+    async fn retry_outbox(&self, target: RetryTarget) -> StoreResult<u64>;
+    /// Deletes a row that is not done: the operator gives the write up.
+    async fn discard_outbox(&self, id: i64) -> StoreResult<bool>;
+    /// Counts by state and the `failures` most recent failed rows.
+    async fn outbox_counts(&self, failures: u32) -> StoreResult<OutboxCounts>;
+}
+
+/// Queues a write inside the caller's transaction.
+pub(crate) async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    kind: &str,
+    user_id: &str,
+    payload: &Value,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (kind, user_id, payload, state, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4)",
+    )
+    .bind(kind)
+    .bind(user_id)
+    .bind(to_json(payload))
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// An error as stored: one line, no control characters, bounded.
+pub fn bounded_error(error: &str) -> String {
+    error
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ERROR_LEN)
+        .collect()
+}
+
+const COLUMNS: &str = "id, kind, user_id, payload, state, attempts, next_attempt_at, last_error, claimed_by, \
+    created_at, updated_at";
+
+fn row_from(row: &AnyRow) -> StoreResult<OutboxRow> {
+    let state: String = row.try_get("state").map_err(map_err)?;
+    let payload: String = row.try_get("payload").map_err(map_err)?;
+    Ok(OutboxRow {
+        id: row.try_get("id").map_err(map_err)?,
+        kind: row.try_get("kind").map_err(map_err)?,
+        user_id: row.try_get("user_id").map_err(map_err)?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+        state: OutboxState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox state {state:?}")))?,
+        attempts: row.try_get("attempts").map_err(map_err)?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(map_err)?,
+        last_error: row.try_get("last_error").map_err(map_err)?,
+        claimed_by: row.try_get("claimed_by").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        updated_at: row.try_get("updated_at").map_err(map_err)?,
+    })
+}
+
+#[async_trait]
+impl OutboxStore for SqlStore {
+    async fn claim_outbox(
+        &self,
+        worker: &str,
+        now: i64,
+        stale_before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        // SKIP LOCKED: a second instance passes over the rows the first is
+        // claiming instead of waiting for them (PostgreSQL docs, "The
+        // Locking Clause"). SQLite serialises writers, so the plain
+        // subquery is safe there.
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_at = $2 \
+             WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
+             AND (claimed_at IS NULL OR claimed_at < $3) ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(worker)
+            .bind(now)
+            .bind(stale_before)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?;
+        let mut claimed = rows.iter().map(row_from).collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by_key(|r| (r.next_attempt_at, r.id));
+        Ok(claimed)
+    }
+
+    async fn outbox_done(&self, id: i64, worker: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, claimed_by = NULL, \
+             claimed_at = NULL, updated_at = $3 WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        next_attempt_at: i64,
+        give_up: bool,
+    ) -> StoreResult<bool> {
+        let state = if give_up {
+            OutboxState::Failed
+        } else {
+            OutboxState::Pending
+        };
+        let done = sqlx::query(
+            "UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $4, next_attempt_at = $5, \
+             claimed_by = NULL, claimed_at = NULL, updated_at = $6 \
+             WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(state.as_str())
+        .bind(bounded_error(error))
+        .bind(next_attempt_at)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_outbox(
+        &self,
+        state: Option<OutboxState>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let sql = match state {
+            Some(_) => {
+                format!("SELECT {COLUMNS} FROM outbox WHERE state = $2 ORDER BY id DESC LIMIT $1")
+            }
+            None => format!("SELECT {COLUMNS} FROM outbox ORDER BY id DESC LIMIT $1"),
+        };
+        let mut query = sqlx::query(&sql).bind(i64::from(limit));
+        if let Some(state) = state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query.fetch_all(self.pool()).await.map_err(map_err)?;
+        rows.iter().map(row_from).collect()
+    }
+
+    async fn get_outbox(&self, id: i64) -> StoreResult<Option<OutboxRow>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM outbox WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(row_from).transpose()
+    }
+
+    async fn retry_outbox(&self, target: RetryTarget) -> StoreResult<u64> {
+        // The claim is cleared too: a retried row is anyone's to deliver.
+        const RESET: &str = "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+             claimed_by = NULL, claimed_at = NULL, updated_at = $1";
+        let (filter, id) = match target {
+            RetryTarget::One(id) => ("id = $2 AND state <> 'done'", Some(id)),
+            RetryTarget::AllFailed => ("state = 'failed'", None),
+        };
+        let sql = format!("{RESET} WHERE {filter}");
+        let mut query = sqlx::query(&sql).bind(now());
+        if let Some(id) = id {
+            query = query.bind(id);
+        }
+        let done = query.execute(self.pool()).await.map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn discard_outbox(&self, id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM outbox WHERE id = $1 AND state <> 'done'")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn outbox_counts(&self, failures: u32) -> StoreResult<OutboxCounts> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?;
+        let mut counts = OutboxCounts::default();
+        for row in &rows {
+            let state: String = row.try_get("state").map_err(map_err)?;
+            let n: i64 = row.try_get("n").map_err(map_err)?;
+            let n = n.max(0) as u64;
+            match OutboxState::parse(&state) {
+                Some(OutboxState::Pending) => counts.pending = n,
+                Some(OutboxState::Failed) => counts.failed = n,
+                Some(OutboxState::Done) => counts.done = n,
+                None => return Err(StoreError::Corrupt(format!("outbox state {state:?}"))),
+            }
+        }
+        if counts.failed > 0 && failures > 0 {
+            counts.recent_failures = self
+                .list_outbox(Some(OutboxState::Failed), failures)
+                .await?;
+        }
+        Ok(counts)
+    }
+}
