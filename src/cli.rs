@@ -58,8 +58,43 @@ pub enum Command {
     Import(ImportArgs),
     /// Compare the upstream and the local users, record by record.
     Verify(VerifyArgs),
-    /// Users by state, recent migrations, jobs and their progress.
+    /// Users by state, recent migrations, the outbox, jobs and their progress.
     Status(StatusArgs),
+    /// The writes owed to the upstream (`mark_migrated`): list, retry, discard.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Rows newest first, with their attempts and last error.
+    List {
+        /// Only failed rows.
+        #[arg(long, conflicts_with = "pending")]
+        failed: bool,
+        /// Only pending rows.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a row (or every failed row) pending again, due now, with its
+    /// attempts reset: a running `serve` delivers it.
+    Retry {
+        /// The row's id (`outbox list`).
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<i64>,
+        /// Every failed row.
+        #[arg(long)]
+        all_failed: bool,
+    },
+    /// Delete a row that is not done: the write is given up for good.
+    Discard {
+        /// The row's id (`outbox list`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +355,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => import(&settings, args).await,
         Command::Verify(args) => verify(&settings, args).await,
         Command::Status(args) => status(&settings, args).await,
+        Command::Outbox(cmd) => outbox(&settings, cmd).await,
     }
 }
 
@@ -408,6 +444,9 @@ async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<()> {
     let status = match &args.job {
         Some(job) => crate::jobs::status::Status {
             users: db.user_counts(crate::store::now()).await?,
+            outbox: db
+                .outbox_counts(crate::jobs::status::OUTBOX_FAILURES_SHOWN)
+                .await?,
             jobs: vec![db.job_summary(job, 1000).await?],
         },
         None => crate::jobs::status::collect(&*db, args.jobs, 10).await?,
@@ -416,6 +455,66 @@ async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<()> {
         print_json(&status)?;
     } else {
         status.print();
+    }
+    Ok(())
+}
+
+async fn outbox(settings: &Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
+    use crate::store::outbox::{OutboxState, RetryTarget};
+    let db = open_database(settings).await?;
+    match cmd {
+        OutboxCommand::List {
+            failed,
+            pending,
+            limit,
+            json,
+        } => {
+            let state = match (failed, pending) {
+                (true, _) => Some(OutboxState::Failed),
+                (_, true) => Some(OutboxState::Pending),
+                _ => None,
+            };
+            let rows = db.list_outbox(state, limit).await?;
+            if json {
+                return print_json(&rows);
+            }
+            if rows.is_empty() {
+                println!("no outbox rows");
+            }
+            for r in &rows {
+                println!(
+                    "#{:<6} {:<8} {:<14} {} attempts {}{}",
+                    r.id,
+                    r.state.as_str(),
+                    r.kind,
+                    r.user_id,
+                    r.attempts,
+                    r.last_error
+                        .as_deref()
+                        .map(|e| format!(" — {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        OutboxCommand::Retry { id, all_failed } => {
+            let target = match (id, all_failed) {
+                (Some(id), _) => RetryTarget::One(id),
+                (None, _) => RetryTarget::AllFailed,
+            };
+            let n = db.retry_outbox(target).await?;
+            if let (Some(id), 0) = (id, n) {
+                bail!("no outbox row {id} that is not done");
+            }
+            println!(
+                "{n} outbox row(s) pending again; a running `switchyard serve` with mark_migrated delivers them"
+            );
+        }
+        OutboxCommand::Discard { id } => {
+            if !db.discard_outbox(id).await? {
+                bail!("no outbox row {id} that is not done");
+            }
+            println!("outbox row {id} discarded");
+        }
     }
     Ok(())
 }

@@ -1,26 +1,35 @@
-//! `switchyard status`: users by state, recent migrations, and the jobs
-//! with their progress.
+//! `switchyard status`: users by state, recent migrations, the write
+//! outbox, and the jobs with their progress.
 
 use serde::Serialize;
 
 use crate::store::Database;
 use crate::store::jobs::{JobSummary, UserCounts};
+use crate::store::outbox::OutboxCounts;
+
+/// Failed outbox rows shown with their last error.
+pub const OUTBOX_FAILURES_SHOWN: u32 = 5;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub users: UserCounts,
+    /// Writes owed to the upstream: a failed one stays until an operator
+    /// retries or discards it (`switchyard outbox`).
+    pub outbox: OutboxCounts,
     pub jobs: Vec<JobSummary>,
 }
 
 /// The status, with the `jobs` most recent jobs (and `issues` of each).
 pub async fn collect(db: &dyn Database, jobs: u32, issues: u32) -> anyhow::Result<Status> {
     let users = db.user_counts(crate::store::now()).await?;
+    let outbox = db.outbox_counts(OUTBOX_FAILURES_SHOWN).await?;
     let mut summaries = Vec::new();
     for job in db.list_jobs(jobs).await? {
         summaries.push(db.job_summary(&job.id, issues).await?);
     }
     Ok(Status {
         users,
+        outbox,
         jobs: summaries,
     })
 }
@@ -40,6 +49,24 @@ impl Status {
             "migrated in the last day: {}, in the last week: {}",
             u.migrated_last_day, u.migrated_last_week
         );
+        let o = &self.outbox;
+        println!(
+            "outbox: {} pending, {} failed, {} done",
+            o.pending, o.failed, o.done
+        );
+        for row in &o.recent_failures {
+            println!(
+                "  failed #{} {} {} after {} attempt(s): {}",
+                row.id,
+                row.kind,
+                row.user_id,
+                row.attempts,
+                row.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        if o.failed > o.recent_failures.len() as u64 {
+            println!("  … `switchyard outbox list --failed` shows them all");
+        }
         if self.jobs.is_empty() {
             println!("no jobs");
         }
