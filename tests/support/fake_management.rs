@@ -1,7 +1,14 @@
 //! The vendors' user-listing Management APIs, as a backfill pages through
 //! them: Auth0's `/api/v2/users` (with its 1,000-result cap) and its export
 //! jobs, Okta's `/api/v1/users` (cursor only in the `Link` header), Cognito's
-//! SigV4-signed `ListUsers`, and Keycloak's `/admin/realms/{realm}/users`.
+//! SigV4-signed `ListUsers`, and Keycloak's `/admin/realms/{realm}/users`;
+//! and the writes that mark a user migrated: Auth0's `PATCH
+//! /api/v2/users/{id}` (metadata merged at its first level), Okta's partial
+//! `POST /api/v1/users/{id}` (only properties of its profile schema),
+//! Cognito's `AdminUpdateUserAttributes` (only attributes of the pool's
+//! schema) and Keycloak's `GET`/`PUT /admin/realms/{realm}/users/{id}` (the
+//! PUT replaces attributes and profile fields). Each accepted write is kept
+//! for [`FakeUpstream::management_writes`].
 //!
 //! Every Management request passes one gate ([`gate`]): it is counted under
 //! its [`Api::name`], answers an injected fault ([`FakeUpstream::fail_next`],
@@ -22,6 +29,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use axum::extract::{Path, RawQuery};
+use axum::routing::patch;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
@@ -39,6 +47,24 @@ pub const COGNITO_REGION: &str = "eu-west-1";
 pub const COGNITO_SERVICE: &str = "cognito-idp";
 /// The `X-Amz-Target` of Cognito's `ListUsers`.
 pub const COGNITO_LIST_USERS: &str = "AWSCognitoIdentityProviderService.ListUsers";
+/// The `X-Amz-Target` of Cognito's `AdminUpdateUserAttributes`.
+pub const COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES: &str =
+    "AWSCognitoIdentityProviderService.AdminUpdateUserAttributes";
+/// The custom attributes the fake Okta's user profile schema declares (the
+/// operator added them in the Profile Editor); others are refused.
+pub const OKTA_CUSTOM_PROFILE_ATTRIBUTES: [&str; 1] = ["switchyardMigratedAt"];
+/// The custom attributes the fake Cognito pool declares beyond those its
+/// users already carry.
+pub const COGNITO_CUSTOM_ATTRIBUTES: [&str; 1] = ["custom:migrated_at"];
+
+/// One write a Management API accepted: the endpoint's
+/// [`FakeUpstream::calls`] name, the user's id and the request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagementWrite {
+    pub endpoint: String,
+    pub user_id: String,
+    pub body: Value,
+}
 /// The id of the fake Auth0 tenant's one database connection
 /// ([`AUTH0_DEFAULT_REALM`]), for export jobs' `connection_id`.
 pub const AUTH0_CONNECTION_ID: &str = "con_FakeUpstream0001";
@@ -113,6 +139,8 @@ pub(super) struct Management {
     throttled: usize,
     jobs: HashMap<String, Job>,
     export_timing: ExportTiming,
+    /// Writes accepted, in order.
+    writes: Vec<ManagementWrite>,
 }
 
 impl Management {
@@ -203,6 +231,10 @@ enum Api {
     ListUsers,
     AdminUsers,
     AdminUsersCount,
+    PatchUser,
+    OktaUpdateUser,
+    AdminUser,
+    AdminUpdateUserAttributes,
 }
 
 impl Api {
@@ -218,6 +250,10 @@ impl Api {
             Api::ListUsers => "list_users",
             Api::AdminUsers => "admin_users",
             Api::AdminUsersCount => "admin_users_count",
+            Api::PatchUser => "patch_user",
+            Api::OktaUpdateUser => "okta_update_user",
+            Api::AdminUser => "admin_user",
+            Api::AdminUpdateUserAttributes => "admin_update_user_attributes",
         }
     }
 }
@@ -242,7 +278,9 @@ impl FakeUpstream {
     /// The next `n` requests to the Management endpoint `endpoint` (a
     /// [`FakeUpstream::calls`] name: `users`, `users_export`, `job`,
     /// `export_download`, `okta_users`, `list_users`, `admin_users`,
-    /// `admin_users_count`) answer the vendor's 5xx.
+    /// `admin_users_count`, and the writes `patch_user` (Auth0),
+    /// `okta_update_user`, `admin_user` (Keycloak's GET and PUT of one user),
+    /// `admin_update_user_attributes` (Cognito)) answer the vendor's 5xx.
     pub fn fail_next(&self, endpoint: &str, n: usize) {
         self.shared
             .lock()
@@ -265,6 +303,11 @@ impl FakeUpstream {
     /// `rate_limit_next`), whatever the status code the vendor uses.
     pub fn management_429s(&self) -> usize {
         self.shared.lock().mgmt.throttled
+    }
+
+    /// The writes the Management APIs accepted, in order.
+    pub fn management_writes(&self) -> Vec<ManagementWrite> {
+        self.shared.lock().mgmt.writes.clone()
     }
 
     /// How Auth0 export jobs progress from now on.
@@ -408,8 +451,7 @@ impl FakeUpstream {
             panic!("no user {id}");
         };
         let mut rec = record(&self.shared, &state, &state.users[pos], true);
-        let t = now_ms().max(state.users[pos].meta.updated_ms + 1);
-        let email = match self.flavor {
+        match self.flavor {
             Flavor::Cognito => {
                 let attrs = rec["Attributes"].as_array_mut().expect("attributes");
                 for (name, value) in patch.as_object().into_iter().flatten() {
@@ -418,36 +460,10 @@ impl FakeUpstream {
                         attrs.push(json!({"Name": name, "Value": v}));
                     }
                 }
-                let email = attrs
-                    .iter()
-                    .find(|a| a["Name"] == "email")
-                    .and_then(|a| a["Value"].as_str())
-                    .map(String::from);
-                rec["UserLastModifiedDate"] = json!(t as f64 / 1000.0);
-                email
             }
-            flavor => {
-                merge_patch(&mut rec, &patch);
-                match flavor {
-                    Flavor::Auth0 => rec["updated_at"] = json!(iso_ms(t)),
-                    Flavor::Okta => rec["lastUpdated"] = json!(iso_ms(t)),
-                    _ => {}
-                }
-                let email = match flavor {
-                    Flavor::Okta => &rec["profile"]["email"],
-                    _ => &rec["email"],
-                };
-                email.as_str().map(String::from)
-            }
-        };
-        let stored = &mut state.users[pos];
-        if let Some(email) = email {
-            stored.user.email = email;
+            _ => merge_patch(&mut rec, &patch),
         }
-        stored.meta.updated_ms = t;
-        stored.updated_at = t.div_euclid(1000);
-        stored.meta.record = Some(Arc::new(rec));
-        state.mgmt.invalidate();
+        commit_record(self.flavor, &mut state, pos, rec);
     }
 
     /// Deletes the user: gone from logins and listings alike.
@@ -463,6 +479,50 @@ impl FakeUpstream {
     }
 }
 
+/// Stores `rec` as the user's vendor record, as a write through the API
+/// leaves it: its last-modified time moves on, and a changed email changes
+/// the login.
+fn commit_record(flavor: Flavor, state: &mut UpstreamState, pos: usize, mut rec: Value) {
+    let t = now_ms().max(state.users[pos].meta.updated_ms + 1);
+    let email = match flavor {
+        Flavor::Cognito => {
+            rec["UserLastModifiedDate"] = json!(t as f64 / 1000.0);
+            rec["Attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["Name"] == "email")
+                .and_then(|a| a["Value"].as_str())
+                .map(String::from)
+        }
+        Flavor::Okta => {
+            rec["lastUpdated"] = json!(iso_ms(t));
+            rec["profile"]["email"].as_str().map(String::from)
+        }
+        Flavor::Auth0 => {
+            rec["updated_at"] = json!(iso_ms(t));
+            rec["email"].as_str().map(String::from)
+        }
+        _ => rec["email"].as_str().map(String::from),
+    };
+    let stored = &mut state.users[pos];
+    if let Some(email) = email {
+        stored.user.email = email;
+    }
+    stored.meta.updated_ms = t;
+    stored.updated_at = t.div_euclid(1000);
+    stored.meta.record = Some(Arc::new(rec));
+    state.mgmt.invalidate();
+}
+
+fn record_write(state: &mut UpstreamState, api: Api, user_id: &str, body: Value) {
+    state.mgmt.writes.push(ManagementWrite {
+        endpoint: api.name().into(),
+        user_id: user_id.into(),
+        body,
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Routes, the gate and the vendors' error answers
 // ---------------------------------------------------------------------------
@@ -473,15 +533,22 @@ pub(super) fn routes(app: Router<Arc<Shared>>, flavor: Flavor) -> Router<Arc<Sha
     match flavor {
         Flavor::Auth0 => app
             .route("/api/v2/users", get(auth0_users))
+            .route("/api/v2/users/{id}", patch(auth0_patch_user))
             .route("/api/v2/jobs/users-exports", post(auth0_create_export))
             .route("/api/v2/jobs/{id}", get(auth0_job))
             .route("/user-exports/{job}/{file}", get(export_download)),
-        Flavor::Okta => app.route("/api/v1/users", get(okta_users)),
+        Flavor::Okta => app
+            .route("/api/v1/users", get(okta_users))
+            .route("/api/v1/users/{id}", post(okta_update_user)),
         Flavor::Keycloak => app
             .route("/admin/realms/{realm}/users", get(keycloak_users))
             .route(
                 "/admin/realms/{realm}/users/count",
                 get(keycloak_users_count),
+            )
+            .route(
+                "/admin/realms/{realm}/users/{id}",
+                get(keycloak_get_user).put(keycloak_put_user),
             ),
         Flavor::Generic | Flavor::Cognito => app,
     }
@@ -1213,6 +1280,98 @@ const DEFAULT_EXPORT_FIELDS: [&str; 16] = [
     "blocked",
 ];
 
+/// The root attributes `PATCH /api/v2/users/{id}` takes (Management API
+/// v2, "Update a User").
+const AUTH0_PATCHABLE: [&str; 17] = [
+    "app_metadata",
+    "blocked",
+    "email",
+    "email_verified",
+    "family_name",
+    "given_name",
+    "name",
+    "nickname",
+    "password",
+    "phone_number",
+    "phone_verified",
+    "picture",
+    "username",
+    "user_metadata",
+    "verify_email",
+    "connection",
+    "client_id",
+];
+
+/// Auth0's `PATCH /api/v2/users/{id}`: root attributes are replaced, but
+/// `app_metadata` and `user_metadata` are merged at their first level only
+/// (a nested object is replaced whole; `null` deletes a key).
+async fn auth0_patch_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let info = match gate(&s, Api::PatchUser) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    if let Err(r) = auth0_auth(&s, &headers) {
+        return r;
+    }
+    let invalid = |message: &str| {
+        auth0_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Payload validation error: '{message}'."),
+            Some("invalid_body"),
+        )
+    };
+    let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
+        return invalid("Invalid JSON");
+    };
+    if let Some(extra) = patch
+        .keys()
+        .find(|k| !AUTH0_PATCHABLE.contains(&k.as_str()))
+    {
+        return invalid(&format!("Additional properties not allowed: {extra}"));
+    }
+    let mut state = s.lock();
+    let Some(pos) = state.users.iter().position(|u| u.user.sub == id) else {
+        return auth0_error(
+            StatusCode::NOT_FOUND,
+            "The user does not exist.",
+            Some("inexistent_user"),
+        );
+    };
+    let mut rec = record(&s, &state, &state.users[pos], true);
+    for (key, value) in &patch {
+        match (key.as_str(), value) {
+            ("app_metadata" | "user_metadata", Value::Object(fields)) => {
+                if !rec[key.as_str()].is_object() {
+                    rec[key.as_str()] = json!({});
+                }
+                let metadata = rec[key.as_str()].as_object_mut().expect("object");
+                for (k, v) in fields {
+                    if v.is_null() {
+                        metadata.remove(k);
+                    } else {
+                        metadata.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            ("connection" | "client_id" | "password" | "verify_email", _) => {}
+            (_, Value::Null) => {
+                rec.as_object_mut().expect("object").remove(key);
+            }
+            (_, v) => rec[key.as_str()] = v.clone(),
+        }
+    }
+    commit_record(s.flavor, &mut state, pos, rec);
+    record_write(&mut state, Api::PatchUser, &id, Value::Object(patch));
+    let answer = record(&s, &state, &state.users[pos], true);
+    drop(state);
+    with_rate_headers(&s, json_response(StatusCode::OK, &answer), info)
+}
+
 async fn auth0_create_export(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -1597,6 +1756,112 @@ fn okta_error(status: StatusCode, code: &str, summary: &str) -> Response {
     )
 }
 
+/// The properties of Okta's base user profile.
+const OKTA_BASE_PROFILE: [&str; 31] = [
+    "login",
+    "email",
+    "secondEmail",
+    "firstName",
+    "lastName",
+    "middleName",
+    "honorificPrefix",
+    "honorificSuffix",
+    "title",
+    "displayName",
+    "nickName",
+    "profileUrl",
+    "primaryPhone",
+    "mobilePhone",
+    "streetAddress",
+    "city",
+    "state",
+    "zipCode",
+    "postalAddress",
+    "countryCode",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "userType",
+    "employeeNumber",
+    "costCenter",
+    "organization",
+    "division",
+    "department",
+    "managerId",
+    "manager",
+];
+
+fn okta_authorized(headers: &HeaderMap) -> Result<(), Response> {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("SSWS "))
+        .is_some_and(|t| t.trim() == OKTA_API_TOKEN);
+    if authorized {
+        Ok(())
+    } else {
+        Err(okta_error(
+            StatusCode::UNAUTHORIZED,
+            "E0000011",
+            "Invalid token provided",
+        ))
+    }
+}
+
+/// Okta's partial update, `POST /api/v1/users/{id}`: the profile
+/// properties sent are set, the others keep their values. A property the
+/// profile schema does not declare is a 400 (E0000001).
+async fn okta_update_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let info = match gate(&s, Api::OktaUpdateUser) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    if let Err(r) = okta_authorized(&headers) {
+        return r;
+    }
+    let Ok(Value::Object(update)) = serde_json::from_slice::<Value>(&body) else {
+        return okta_error(
+            StatusCode::BAD_REQUEST,
+            "E0000003",
+            "The request body was not well-formed.",
+        );
+    };
+    let mut state = s.lock();
+    let Some(pos) = state.users.iter().position(|u| u.user.sub == id) else {
+        return okta_error(
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {id} (User)"),
+        );
+    };
+    let profile = update.get("profile").and_then(Value::as_object);
+    if let Some(unknown) = profile.into_iter().flatten().map(|(k, _)| k).find(|k| {
+        !OKTA_BASE_PROFILE.contains(&k.as_str())
+            && !OKTA_CUSTOM_PROFILE_ATTRIBUTES.contains(&k.as_str())
+    }) {
+        let body = json!({
+            "errorCode": "E0000001", "errorSummary": "Api validation failed: profile",
+            "errorLink": "E0000001", "errorId": format!("oae{}", URL_SAFE_NO_PAD.encode(random_bytes(15))),
+            "errorCauses": [{"errorSummary": format!("Property name '{unknown}' is not defined in profile schema")}],
+        });
+        return json_response(StatusCode::BAD_REQUEST, &body);
+    }
+    let mut rec = record(&s, &state, &state.users[pos], true);
+    for (k, v) in profile.into_iter().flatten() {
+        rec["profile"][k.as_str()] = v.clone();
+    }
+    commit_record(s.flavor, &mut state, pos, rec);
+    record_write(&mut state, Api::OktaUpdateUser, &id, Value::Object(update));
+    let answer = record(&s, &state, &state.users[pos], true);
+    drop(state);
+    with_rate_headers(&s, json_response(StatusCode::OK, &answer), info)
+}
+
 async fn okta_users(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -1611,17 +1876,8 @@ async fn okta_users(
 }
 
 fn okta_users_page(s: &Shared, headers: &HeaderMap, raw: Option<String>) -> Response {
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("SSWS "))
-        .is_some_and(|t| t.trim() == OKTA_API_TOKEN);
-    if !authorized {
-        return okta_error(
-            StatusCode::UNAUTHORIZED,
-            "E0000011",
-            "Invalid token provided",
-        );
+    if let Err(r) = okta_authorized(headers) {
+        return r;
     }
     let self_url = match &raw {
         Some(q) if !q.is_empty() => s.url(&format!("/api/v1/users?{q}")),
@@ -1789,6 +2045,84 @@ async fn keycloak_users(
         .map(|i| record(&s, &state, &state.users[*i as usize], full))
         .collect();
     json_response(StatusCode::OK, &Value::Array(records))
+}
+
+fn keycloak_user_not_found() -> Response {
+    json_response(StatusCode::NOT_FOUND, &json!({"error": "User not found"}))
+}
+
+/// `GET /admin/realms/{realm}/users/{id}`: the full representation.
+async fn keycloak_get_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((realm, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = gate(&s, Api::AdminUser) {
+        return r;
+    }
+    if let Err(r) = keycloak_auth(&s, &headers, &realm) {
+        return r;
+    }
+    let state = s.lock();
+    match state.users.iter().find(|u| u.user.sub == id) {
+        Some(u) => json_response(StatusCode::OK, &record(&s, &state, u, true)),
+        None => keycloak_user_not_found(),
+    }
+}
+
+/// `PUT /admin/realms/{realm}/users/{id}`: there is no PATCH. `attributes`
+/// is replaced whole, and since Keycloak 24 `firstName`, `lastName` and
+/// `email` are cleared when the representation leaves them out
+/// (keycloak/keycloak#28220); other fields left out keep their values.
+/// 204 without a body.
+async fn keycloak_put_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((realm, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&s, Api::AdminUser) {
+        return r;
+    }
+    if let Err(r) = keycloak_auth(&s, &headers, &realm) {
+        return r;
+    }
+    let Ok(Value::Object(rep)) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "unknown_error"}));
+    };
+    let mut state = s.lock();
+    let Some(pos) = state.users.iter().position(|u| u.user.sub == id) else {
+        return keycloak_user_not_found();
+    };
+    let mut rec = record(&s, &state, &state.users[pos], true);
+    let obj = rec.as_object_mut().expect("object");
+    for replaced in ["attributes", "firstName", "lastName", "email"] {
+        match rep.get(replaced) {
+            Some(v) if !v.is_null() => {
+                obj.insert(replaced.into(), v.clone());
+            }
+            _ => {
+                obj.remove(replaced);
+            }
+        }
+    }
+    for (k, v) in &rep {
+        let kept = [
+            "id",
+            "createdTimestamp",
+            "access",
+            "attributes",
+            "firstName",
+            "lastName",
+            "email",
+        ];
+        if !kept.contains(&k.as_str()) && !v.is_null() {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    commit_record(s.flavor, &mut state, pos, rec);
+    record_write(&mut state, Api::AdminUser, &id, Value::Object(rep));
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn keycloak_users_count(
@@ -2163,6 +2497,76 @@ pub(super) fn list_users(
         return r;
     }
     with_rate_headers(s, list_users_page(s, headers, body), info)
+}
+
+/// `AdminUpdateUserAttributes`, after the gate and SigV4: `Username` is the
+/// user name or an alias (here the email, which is also the user name, or
+/// the `sub`); every attribute must be in the pool's schema (standard, or
+/// a declared `custom:` one). Answers `{}`.
+pub(super) fn admin_update_user_attributes(
+    s: &Shared,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    if let Err(r) = gate(s, Api::AdminUpdateUserAttributes) {
+        return r;
+    }
+    if let Err(r) = verify_sigv4(&Method::POST, uri, headers, body) {
+        return r;
+    }
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return bad("SerializationException", "");
+    };
+    if request["UserPoolId"].as_str() != Some(COGNITO_POOL_ID) {
+        return bad(
+            "ResourceNotFoundException",
+            &format!("User pool {} does not exist.", request["UserPoolId"]),
+        );
+    }
+    let (Some(username), Some(updates)) = (
+        request["Username"].as_str(),
+        request["UserAttributes"].as_array(),
+    ) else {
+        return bad(
+            "InvalidParameterException",
+            "1 validation error detected: Value null at 'userAttributes' failed to satisfy constraint: Member must not be null",
+        );
+    };
+    let mut state = s.lock();
+    let Some(pos) = state
+        .users
+        .iter()
+        .position(|u| u.user.sub == username || u.user.email.eq_ignore_ascii_case(username))
+    else {
+        return bad("UserNotFoundException", "User does not exist.");
+    };
+    let mut rec = record(s, &state, &state.users[pos], true);
+    let attrs = rec["Attributes"].as_array_mut().expect("attributes");
+    for update in updates {
+        let (Some(name), value) = (update["Name"].as_str(), update["Value"].as_str()) else {
+            return bad("InvalidParameterException", "Attribute name is missing.");
+        };
+        let known = !name.starts_with("custom:")
+            || COGNITO_CUSTOM_ATTRIBUTES.contains(&name)
+            || attrs.iter().any(|a| a["Name"] == name);
+        if !known || name == "sub" {
+            return bad(
+                "InvalidParameterException",
+                "Attribute does not exist in the schema.\n",
+            );
+        }
+        attrs.retain(|a| a["Name"] != name);
+        // A blank value deletes the attribute.
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            attrs.push(json!({"Name": name, "Value": v}));
+        }
+    }
+    let sub = state.users[pos].user.sub.clone();
+    commit_record(s.flavor, &mut state, pos, rec);
+    record_write(&mut state, Api::AdminUpdateUserAttributes, &sub, request);
+    aws_json(StatusCode::OK, &json!({}))
 }
 
 fn list_users_page(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {

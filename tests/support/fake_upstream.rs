@@ -63,9 +63,10 @@ mod management;
 // warn.
 #[allow(unused_imports)]
 pub use management::{
-    AUTH0_CONNECTION_ID, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, COGNITO_LIST_USERS,
-    COGNITO_REGION, COGNITO_SERVICE, ExportTiming, OKTA_API_TOKEN, SEEDED_USER_PASSWORD,
-    aws_canonical_request, aws_sigv4_signature, sign_cognito_request, sign_cognito_request_at,
+    AUTH0_CONNECTION_ID, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES, COGNITO_LIST_USERS, COGNITO_REGION, COGNITO_SERVICE,
+    ExportTiming, ManagementWrite, OKTA_API_TOKEN, SEEDED_USER_PASSWORD, aws_canonical_request,
+    aws_sigv4_signature, sign_cognito_request, sign_cognito_request_at,
 };
 
 /// Auth0's password-realm grant (`realm` names the database connection).
@@ -112,8 +113,9 @@ pub enum Flavor {
     /// with `openid` in its scope (not one from `InitiateAuth`).
     ///
     /// Simplified: `InitiateAuth` needs no SigV4 (AWS does not ask for it
-    /// with an app client either); `ListUsers` (SigV4-signed, see
-    /// `fake_management.rs`) is the only other operation served: the other
+    /// with an app client either); `ListUsers` and `AdminUpdateUserAttributes`
+    /// (SigV4-signed, see `fake_management.rs`) are the only other operations
+    /// served: the other
     /// admin APIs (`AdminInitiateAuth`, …) and
     /// `RespondToAuthChallenge` answer `UnknownOperationException`, so the
     /// `NEW_PASSWORD_REQUIRED` and `SOFTWARE_TOKEN_MFA` challenges cannot be
@@ -455,7 +457,9 @@ impl FakeUpstream {
     /// `client_credentials` for `{issuer}api/v2/`, any Keycloak
     /// `client_credentials`), Auth0 `users`, `users_export` (job creation),
     /// `job` (polls), `export_download`; Okta `okta_users`; Cognito
-    /// `list_users`; Keycloak `admin_users`, `admin_users_count`. Every
+    /// `list_users`; Keycloak `admin_users`, `admin_users_count`; the writes
+    /// Auth0 `patch_user`, Okta `okta_update_user`, Keycloak `admin_user`
+    /// (GET and PUT of one user), Cognito `admin_update_user_attributes`. Every
     /// request counts, faults and throttled ones included.
     pub fn calls(&self, what: &str) -> usize {
         self.shared.lock().calls.get(what).copied().unwrap_or(0)
@@ -2652,7 +2656,8 @@ fn aws_json(status: StatusCode, body: &Value) -> Response {
     response
 }
 
-/// Cognito's user-pool API: `InitiateAuth` only (see [`Flavor::Cognito`]).
+/// Cognito's user-pool API: `InitiateAuth`, and the signed `ListUsers` and
+/// `AdminUpdateUserAttributes` (see [`Flavor::Cognito`]).
 async fn user_api(
     State(s): State<Arc<Shared>>,
     uri: axum::http::Uri,
@@ -2667,6 +2672,9 @@ async fn user_api(
         .unwrap_or_default();
     if target == COGNITO_LIST_USERS {
         return management::list_users(&s, &uri, &headers, &body);
+    }
+    if target == COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES {
+        return management::admin_update_user_attributes(&s, &uri, &headers, &body);
     }
     if target != COGNITO_INITIATE_AUTH {
         return bad("UnknownOperationException", "");
