@@ -19,6 +19,7 @@ mod jobs;
 mod login;
 mod logout;
 mod migration;
+mod outbox;
 mod redirect_uri;
 mod relying_party;
 mod store;

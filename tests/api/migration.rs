@@ -21,7 +21,7 @@ fn carol() -> FakeUser {
 }
 
 /// Identifier, then password, on Switchyard's own pages.
-async fn password_login(
+pub(crate) async fn password_login(
     t: &UpstreamApp,
     client: &str,
     email: &str,
