@@ -2957,3 +2957,148 @@ async fn seeding_ten_thousand_users_gives_distinct_users_and_instants() {
         .collect();
     assert_eq!(created.len(), 500, "distinct creation instants");
 }
+
+#[tokio::test]
+async fn okta_partial_updates_keep_other_profile_properties_and_refuse_undeclared_ones() {
+    let fake = FakeUpstream::start(Flavor::Okta).await;
+    let sub = Flavor::Okta.sample_sub(1);
+    let mut dana = FakeUser::new(&sub, "dana@example.com", "pw");
+    dana.name = Some("Dana Scully".into());
+    fake.add_user(dana);
+    let before = fake.management_user(&sub).unwrap();
+    let auth = format!("SSWS {OKTA_API_TOKEN}");
+    let post = |id: &str, body: Value, auth: Option<&str>| {
+        let mut request = http()
+            .post(fake.url(&format!("/api/v1/users/{id}")))
+            .json(&body);
+        if let Some(a) = auth {
+            request = request.header("authorization", a);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let mark = json!({"profile": {"switchyardMigratedAt": "2026-11-26T17:30:56Z"}});
+
+    let (status, body) = post(&sub, mark.clone(), None).await;
+    assert_eq!(
+        (status, body["errorCode"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("E0000011"))
+    );
+    let (status, body) = post(
+        &sub,
+        json!({"profile": {"favouriteColour": "red"}}),
+        Some(&auth),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["errorCode"], "E0000001");
+    assert!(
+        body["errorCauses"][0]["errorSummary"]
+            .as_str()
+            .unwrap()
+            .contains("favouriteColour")
+    );
+    let (status, body) = post("00uNoSuchUser0000000", mark.clone(), Some(&auth)).await;
+    assert_eq!(
+        (status, body["errorCode"].clone()),
+        (StatusCode::NOT_FOUND, json!("E0000007"))
+    );
+    assert_eq!(
+        fake.management_writes(),
+        vec![],
+        "refused writes are not recorded"
+    );
+
+    let (status, body) = post(&sub, mark.clone(), Some(&auth)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let after = fake.management_user(&sub).unwrap();
+    assert_eq!(
+        after["profile"]["switchyardMigratedAt"],
+        "2026-11-26T17:30:56Z"
+    );
+    for kept in ["firstName", "lastName", "login", "email"] {
+        assert_eq!(
+            after["profile"][kept], before["profile"][kept],
+            "{kept} keeps its value"
+        );
+    }
+    assert_ne!(after["lastUpdated"], before["lastUpdated"]);
+    assert_eq!(body, after, "the answer is the updated user");
+    let writes = fake.management_writes();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(
+        (writes[0].endpoint.as_str(), writes[0].user_id.as_str()),
+        ("okta_update_user", sub.as_str())
+    );
+    assert_eq!(fake.calls("okta_update_user"), 4);
+}
+
+#[tokio::test]
+async fn cognito_admin_update_user_attributes_is_signed_and_held_to_the_pool_schema() {
+    let (fake, alice) = cognito_with_alice().await;
+    let update = |body: Value, signed: bool| {
+        let payload = body.to_string();
+        let mut request = http().post(fake.user_api_endpoint()).body(payload.clone());
+        if signed {
+            for (name, value) in sign_cognito_request(
+                &fake.user_api_endpoint(),
+                COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES,
+                payload.as_bytes(),
+            ) {
+                request = request.header(name, value);
+            }
+        } else {
+            request = request
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amz-target", COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let body = |username: &str, name: &str| {
+        json!({"UserPoolId": COGNITO_POOL_ID, "Username": username,
+               "UserAttributes": [{"Name": name, "Value": "2026-11-26T17:30:56Z"}]})
+    };
+
+    let (status, answer) = update(body(&alice.email, "custom:migrated_at"), false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(answer["__type"], "MissingAuthenticationTokenException");
+    let (status, answer) = update(body(&alice.email, "custom:undeclared"), true).await;
+    assert_eq!(
+        (status, answer["__type"].clone()),
+        (StatusCode::BAD_REQUEST, json!("InvalidParameterException"))
+    );
+    let (status, answer) = update(body("nobody@example.com", "custom:migrated_at"), true).await;
+    assert_eq!(
+        (status, answer["__type"].clone()),
+        (StatusCode::BAD_REQUEST, json!("UserNotFoundException"))
+    );
+    assert_eq!(fake.management_writes(), vec![]);
+
+    let (status, answer) = update(body(&alice.email, "custom:migrated_at"), true).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})));
+    let attributes = fake.management_user(&alice.sub).unwrap()["Attributes"].clone();
+    let value = |name: &str| {
+        attributes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Name"] == name)
+            .map(|a| a["Value"].clone())
+    };
+    assert_eq!(
+        value("custom:migrated_at"),
+        Some(json!("2026-11-26T17:30:56Z"))
+    );
+    assert_eq!(
+        value("email"),
+        Some(json!(alice.email)),
+        "other attributes stay"
+    );
+    assert_eq!(fake.management_writes()[0].user_id, alice.sub);
+    assert_eq!(fake.calls("admin_update_user_attributes"), 4);
+}

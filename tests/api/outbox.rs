@@ -16,11 +16,18 @@ use switchyard::store::{Migration, UpstreamProfile};
 
 use crate::helpers::*;
 use crate::migration::password_login;
-use crate::support::fake_upstream::{FakeUser, Flavor};
+use crate::support::fake_upstream::{
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, COGNITO_POOL_ID, FakeUser, Flavor, OKTA_API_TOKEN,
+};
 use crate::upstream::{UpstreamApp, spawn_with_upstream};
 
 const SUB: &str = "auth0|6a1b2c3d4e5f60718293a4b5";
 const KEYCLOAK_SUB: &str = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c";
+
+/// Set for every test process by .cargo/config.toml, to the fake's secrets.
+const OKTA_TOKEN_ENV: &str = "SWITCHYARD_TEST_OKTA_API_TOKEN";
+const AWS_KEY_ENV: &str = "SWITCHYARD_TEST_AWS_ACCESS_KEY_ID";
+const AWS_SECRET_ENV: &str = "SWITCHYARD_TEST_AWS_SECRET_ACCESS_KEY";
 
 /// How long the worker may take before a test gives up on it.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -48,6 +55,17 @@ async fn spawn(flavor: Flavor, mark: bool, configure: impl FnOnce(&mut Settings)
             }
             Flavor::Keycloak => {
                 up.management.base = Some(issuer.replace("/realms/", "/admin/realms/") + "/");
+            }
+            Flavor::Okta => {
+                up.management.base = Some(issuer.replace("/oauth2/default", "/api/v1/"));
+                up.management.api_token_env = Some(OKTA_TOKEN_ENV.into());
+            }
+            Flavor::Cognito => {
+                up.management.base = Some(issuer.replace(COGNITO_POOL_ID, ""));
+                up.user_pool_id = Some(COGNITO_POOL_ID.into());
+                up.management.aws_access_key_id_env = Some(AWS_KEY_ENV.into());
+                up.management.aws_secret_access_key_env = Some(AWS_SECRET_ENV.into());
+                up.management.aws_session_token_env = Some("SWITCHYARD_TEST_NO_AWS_SESSION".into());
             }
             other => unreachable!("no Management API configured here for {other:?}"),
         }
@@ -394,4 +412,72 @@ async fn a_claim_is_one_workers_until_its_lease_ends_and_a_migrated_user_is_queu
     );
     assert!(db.outbox_done(b[0].id, "b").await.unwrap());
     assert_eq!(rows(&t).await[0].state, OutboxState::Done);
+}
+
+#[tokio::test]
+async fn an_okta_migration_is_marked_by_a_partial_profile_update() {
+    assert_eq!(std::env::var(OKTA_TOKEN_ENV).as_deref(), Ok(OKTA_API_TOKEN));
+    let t = spawn(Flavor::Okta, true, |_| {}).await;
+    let sub = Flavor::Okta.sample_sub(7);
+    t.fake.add_user(carol(&sub));
+    let before = t.fake.management_user(&sub).unwrap();
+    login_migrates(&t).await;
+
+    until_row(&t, "the mark to be delivered", |r| {
+        r.state == OutboxState::Done
+    })
+    .await;
+    let at = migrated_at(&t, &sub).await;
+    let after = t.fake.management_user(&sub).unwrap();
+    assert_eq!(after["profile"]["switchyardMigratedAt"], json!(at));
+    for kept in ["firstName", "lastName", "login", "email"] {
+        assert_eq!(
+            after["profile"][kept], before["profile"][kept],
+            "{kept} keeps its value"
+        );
+    }
+    let writes = t.fake.management_writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].endpoint, "okta_update_user");
+    assert_eq!(
+        writes[0].body,
+        json!({"profile": {"switchyardMigratedAt": at}})
+    );
+}
+
+#[tokio::test]
+async fn a_cognito_migration_is_marked_by_a_signed_update_of_a_custom_attribute() {
+    assert_eq!(std::env::var(AWS_KEY_ENV).as_deref(), Ok(AWS_ACCESS_KEY_ID));
+    assert_eq!(
+        std::env::var(AWS_SECRET_ENV).as_deref(),
+        Ok(AWS_SECRET_ACCESS_KEY)
+    );
+    let t = spawn(Flavor::Cognito, true, |_| {}).await;
+    let sub = Flavor::Cognito.sample_sub(7);
+    t.fake.add_user(carol(&sub));
+    login_migrates(&t).await;
+
+    until_row(&t, "the mark to be delivered", |r| {
+        r.state == OutboxState::Done
+    })
+    .await;
+    let at = migrated_at(&t, &sub).await;
+    let writes = t.fake.management_writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].endpoint, "admin_update_user_attributes");
+    assert_eq!(writes[0].user_id, sub);
+    assert_eq!(
+        writes[0].body,
+        json!({"UserPoolId": COGNITO_POOL_ID, "Username": "carol@example.com",
+               "UserAttributes": [{"Name": "custom:migrated_at", "Value": at}]}),
+        "addressed by the pool's user name"
+    );
+    let attributes = t.fake.management_user(&sub).unwrap()["Attributes"].clone();
+    assert!(
+        attributes
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": "custom:migrated_at", "Value": at})),
+        "{attributes}"
+    );
 }
