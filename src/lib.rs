@@ -14,7 +14,8 @@
 //! - [`error`]: the two edge error types, [`error::OAuthError`] and [`error::AppError`].
 //! - [`oidc`]: the provider facade applications talk to, one file per endpoint or grant.
 //! - [`cutover`]: who goes where: phases, cohorts, pins, per-client overrides.
-//! - [`jobs`]: backfill, import, verify and status: users copied in bulk, resumably.
+//! - [`jobs`]: backfill, import, verify and status: users copied in bulk, resumably;
+//!   the outbox worker that marks migrated users at the upstream.
 //! - [`login`]: the login pages (identifier, password) and the gateway session cookie.
 //! - [`password`]: argon2id hashing on a bounded blocking pool.
 //! - [`migrate`]: lazy migration on login and imported password hashes.
