@@ -161,6 +161,36 @@ pub fn bounded_error(error: &str) -> String {
         .collect()
 }
 
+impl SqlStore {
+    /// Records an attempt's end and releases the claim, if the row is still
+    /// this worker's: a done row forgets its last error; a pending one is
+    /// due again at `next_attempt_at`.
+    async fn settle(
+        &self,
+        id: i64,
+        worker: &str,
+        state: OutboxState,
+        error: Option<&str>,
+        next_attempt_at: Option<i64>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $4, \
+             next_attempt_at = COALESCE($5, next_attempt_at), claimed_by = NULL, claimed_at = NULL, updated_at = $6 \
+             WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(state.as_str())
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
 const COLUMNS: &str = "id, kind, user_id, payload, state, attempts, next_attempt_at, last_error, claimed_by, \
     created_at, updated_at";
 
@@ -221,17 +251,7 @@ impl OutboxStore for SqlStore {
     }
 
     async fn outbox_done(&self, id: i64, worker: &str) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE outbox SET state = 'done', attempts = attempts + 1, last_error = NULL, claimed_by = NULL, \
-             claimed_at = NULL, updated_at = $3 WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(now())
-        .execute(self.pool())
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        self.settle(id, worker, OutboxState::Done, None, None).await
     }
 
     async fn outbox_failed(
@@ -247,21 +267,9 @@ impl OutboxStore for SqlStore {
         } else {
             OutboxState::Pending
         };
-        let done = sqlx::query(
-            "UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $4, next_attempt_at = $5, \
-             claimed_by = NULL, claimed_at = NULL, updated_at = $6 \
-             WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(state.as_str())
-        .bind(bounded_error(error))
-        .bind(next_attempt_at)
-        .bind(now())
-        .execute(self.pool())
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() > 0)
+        let error = bounded_error(error);
+        self.settle(id, worker, state, Some(&error), Some(next_attempt_at))
+            .await
     }
 
     async fn list_outbox(

@@ -463,6 +463,18 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.api
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
         self.api
             .get(self.url("/userinfo"))

@@ -113,18 +113,6 @@ async fn migrated_at(t: &UpstreamApp, id: &str) -> String {
     rfc3339(user.migrated_at.expect("migrated"))
 }
 
-async fn metrics(t: &UpstreamApp) -> String {
-    t.app
-        .api
-        .get(t.app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_lazy_migration_marks_the_auth0_user_and_keeps_their_other_app_metadata() {
     let t = spawn(Flavor::Auth0, true, |_| {}).await;
@@ -154,7 +142,8 @@ async fn a_lazy_migration_marks_the_auth0_user_and_keeps_their_other_app_metadat
     );
     assert_eq!(writes[0].body, json!({"app_metadata": {"migrated_at": at}}));
     assert!(
-        metrics(&t)
+        t.app
+            .metrics()
             .await
             .contains("switchyard_outbox_writes_total{what=\"mark_migrated\",result=\"done\"} 1"),
         "counted"
@@ -195,7 +184,8 @@ async fn a_failing_management_api_never_fails_the_login_and_the_mark_arrives_aft
     );
     assert_eq!(t.fake.management_writes(), vec![], "nothing written yet");
     assert!(
-        metrics(&t)
+        t.app
+            .metrics()
             .await
             .contains("switchyard_outbox_writes_total{what=\"mark_migrated\",result=\"retry\"}"),
         "counted as a sync error"

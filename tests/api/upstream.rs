@@ -926,16 +926,7 @@ async fn metrics_count_logins_and_upstream_calls() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     t.tokens("alice@example.com").await;
-    let text = t
-        .app
-        .api
-        .get(t.app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = t.app.metrics().await;
     assert!(
         text.contains("switchyard_logins_total{what=\"upstream_redirect\",result=\"ok\"} 1"),
         "{text}"
