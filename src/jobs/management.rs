@@ -25,7 +25,9 @@ use super::mapping::{self, flatten_cognito};
 use super::pacer::{self, Model, Pacer};
 use crate::config::UpstreamSettings;
 use crate::store::jobs::Rejected;
-use crate::upstream::provider::{ManagementAuth, ManagementDef, Paging, ProviderDef, fill};
+use crate::upstream::provider::{
+    ManagementAuth, ManagementDef, MarkDef, Paging, ProviderDef, fill,
+};
 
 pub const MAX_ATTEMPTS: u32 = 8;
 
@@ -412,35 +414,7 @@ impl ManagementClient {
         attribute: Option<&str>,
         attempts: u32,
     ) -> anyhow::Result<()> {
-        let mark = self.mgmt.mark_migrated.as_ref().with_context(|| {
-            format!(
-                "provider {} describes no [management.mark_migrated] write",
-                self.provider
-            )
-        })?;
-        let id = payload["upstream_id"]
-            .as_str()
-            .context("the outbox row names no upstream_id")?;
-        let at = payload["migrated_at"]
-            .as_str()
-            .context("the outbox row has no migrated_at")?;
-        let mut vars = self.settings.template_vars();
-        vars.insert("id", id.to_string());
-        vars.insert(
-            "username",
-            payload["username"].as_str().unwrap_or(id).to_string(),
-        );
-        vars.insert(
-            "attribute",
-            attribute.unwrap_or(&mark.attribute).to_string(),
-        );
-        vars.insert("at", at.to_string());
-        let mut path_vars = vars.clone();
-        path_vars.insert("id", encode_segment(id));
-        let url = self.url(&fill(&mark.path, &path_vars).map_err(anyhow::Error::msg)?)?;
-        let method = Method::from_bytes(mark.method.as_bytes())
-            .context("[management.mark_migrated] method")?;
-        let patch = fill_json(&mark.body, &vars).map_err(anyhow::Error::msg)?;
+        let (mark, method, url, patch) = self.mark_request(payload, attribute)?;
         let body = if mark.read_first {
             // Keycloak has no ETag on users: an admin edit landing between
             // this GET and the PUT would be overwritten. The window is one
@@ -612,6 +586,50 @@ impl ManagementClient {
             self.stats.throttled.load(Ordering::Relaxed),
             self.stats.retried.load(Ordering::Relaxed),
         )
+    }
+}
+
+impl ManagementClient {
+    /// The mark's definition, method, URL and body (before any
+    /// `read_first` merge) for one outbox payload. A template naming a
+    /// value the settings do not have is an error here, so `serve` checks
+    /// it once with a sample before it starts.
+    pub fn mark_request(
+        &self,
+        payload: &Value,
+        attribute: Option<&str>,
+    ) -> anyhow::Result<(&MarkDef, Method, url::Url, Value)> {
+        let mark = self.mgmt.mark_migrated.as_ref().with_context(|| {
+            format!(
+                "provider {} describes no [management.mark_migrated] write",
+                self.provider
+            )
+        })?;
+        let id = payload["upstream_id"]
+            .as_str()
+            .context("the outbox row names no upstream_id")?;
+        let at = payload["migrated_at"]
+            .as_str()
+            .context("the outbox row has no migrated_at")?;
+        let mut vars = self.settings.template_vars();
+        vars.insert("id", id.to_string());
+        vars.insert(
+            "username",
+            payload["username"].as_str().unwrap_or(id).to_string(),
+        );
+        vars.insert(
+            "attribute",
+            attribute.unwrap_or(&mark.attribute).to_string(),
+        );
+        vars.insert("at", at.to_string());
+        let mut path_vars = vars.clone();
+        path_vars.insert("id", encode_segment(id));
+        let template = |e: String| anyhow!("[management.mark_migrated]: {e}");
+        let url = self.url(&fill(&mark.path, &path_vars).map_err(template)?)?;
+        let method = Method::from_bytes(mark.method.as_bytes())
+            .context("[management.mark_migrated] method")?;
+        let body = fill_json(&mark.body, &vars).map_err(template)?;
+        Ok((mark, method, url, body))
     }
 }
 

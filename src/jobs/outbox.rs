@@ -98,10 +98,19 @@ impl Worker {
         }
         let client = ManagementClient::new(up, None, None)
             .context("upstream.management.mark_migrated needs the Management API")?;
+        let attribute = up.management.mark_migrated_attribute.clone();
+        let sample = serde_json::json!({
+            "upstream_id": "sample",
+            "username": "sample",
+            "migrated_at": "2026-01-01T00:00:00Z",
+        });
+        client
+            .mark_request(&sample, attribute.as_deref())
+            .context("upstream.management.mark_migrated")?;
         Ok(Some(Self {
             state: state.clone(),
             client,
-            attribute: up.management.mark_migrated_attribute.clone(),
+            attribute,
             policy: Policy::from_settings(&up.management),
             id: format!(
                 "outbox-{}-{}",

@@ -282,9 +282,9 @@ pub fn fill(template: &str, vars: &BTreeMap<&'static str, String>) -> Result<Str
             .ok_or_else(|| format!("unclosed {{ in {template:?}"))?
             + start;
         let var = &rest[start + 1..end];
-        let value = vars
-            .get(var)
-            .ok_or_else(|| format!("set upstream.{var} (the provider's issuer is {template:?})"))?;
+        let value = vars.get(var).ok_or_else(|| {
+            format!("set upstream.{var} (the provider's template is {template:?})")
+        })?;
         out.push_str(value);
         rest = &rest[end + 1..];
     }

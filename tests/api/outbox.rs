@@ -471,3 +471,65 @@ async fn a_cognito_migration_is_marked_by_a_signed_update_of_a_custom_attribute(
         "{attributes}"
     );
 }
+
+#[tokio::test]
+async fn serve_refuses_to_start_a_mark_its_settings_cannot_fill() {
+    // Cognito's write names the pool, and none is configured.
+    let iso = isolated().await;
+    let mut up = switchyard::config::UpstreamSettings::for_provider("cognito");
+    up.issuer = Some("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_FakePool".into());
+    up.client_secret_env = Some("SWITCHYARD_TEST_UPSTREAM_SECRET".into());
+    up.token_keys_env = "SWITCHYARD_TEST_TOKEN_KEYS".into();
+    up.region = Some("eu-west-1".into());
+    up.management.mark_migrated = true;
+    up.management.aws_access_key_id_env = Some(AWS_KEY_ENV.into());
+    up.management.aws_secret_access_key_env = Some(AWS_SECRET_ENV.into());
+    let settings = Settings {
+        database_url: iso.database_url.clone(),
+        redis_url: iso.redis_url.clone(),
+        session_prefix: iso.prefix.clone(),
+        upstream: Some(up),
+        ..Settings::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = switchyard::startup::Application::build_with_listener(settings, listener)
+        .await
+        .err()
+        .expect("the build fails");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("mark_migrated") && error.contains("set upstream.user_pool_id"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_attribute_override_the_okta_schema_lacks_fails_at_once_with_oktas_reason() {
+    let t = spawn(Flavor::Okta, true, |s| {
+        s.upstream
+            .as_mut()
+            .unwrap()
+            .management
+            .mark_migrated_attribute = Some("movedAt".into());
+    })
+    .await;
+    let sub = Flavor::Okta.sample_sub(8);
+    t.fake.add_user(carol(&sub));
+    login_migrates(&t).await;
+
+    let row = until_row(&t, "the row to fail", |r| r.state == OutboxState::Failed).await;
+    assert_eq!(row.attempts, 1, "a 400 is not retried");
+    let error = row.last_error.unwrap();
+    assert!(
+        error.contains("400") && error.contains("Api validation failed: profile"),
+        "{error}"
+    );
+    assert_eq!(t.fake.calls("okta_update_user"), 1);
+    assert_eq!(t.fake.management_writes(), vec![]);
+    assert!(
+        t.app
+            .metrics()
+            .await
+            .contains("switchyard_outbox_writes_total{what=\"mark_migrated\",result=\"failed\"} 1")
+    );
+}
