@@ -29,6 +29,9 @@ use switchyard::jobs::import::{ImportOptions, run};
 use switchyard::store::sql::SqlStore;
 use switchyard::store::{Database, NewUser, UserStore};
 
+#[path = "support/mod.rs"]
+mod support;
+
 // The allocator of the `switchyard` binary (src/main.rs), so the figures are
 // the CLI's.
 #[global_allocator]
@@ -107,6 +110,7 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
     let url = schema(base, name).await?;
     let db: Arc<dyn Database> = Arc::new(SqlStore::connect(&url).await?);
     let started = Instant::now();
+    let cpu = Cpu::now();
     let report = run(
         db,
         &ImportOptions {
@@ -122,6 +126,7 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
     )
     .await?;
     let took = started.elapsed().as_secs_f64();
+    cpu.print_per_user(expect);
     anyhow::ensure!(
         report.counters.created as usize == expect && report.counters.failed == 0,
         "import created {} of {expect} (failed {})",
@@ -130,6 +135,40 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
     );
     drop_schema(base, name).await;
     Ok(expect as f64 / took)
+}
+
+/// CPU time of this process (the importer) and of PostgreSQL's processes,
+/// so a change's effect shows per user even when other work shares the
+/// cores and blurs the wall-clock rate.
+struct Cpu {
+    client: Option<std::time::Duration>,
+    postgres: Option<std::time::Duration>,
+    machine: Option<std::time::Duration>,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        Cpu {
+            client: support::process_cpu(),
+            postgres: support::processes_cpu("postgres"),
+            machine: support::machine_cpu(),
+        }
+    }
+
+    fn print_per_user(&self, users: usize) {
+        let end = Cpu::now();
+        let per_user = |a: Option<std::time::Duration>, b: Option<std::time::Duration>| match (a, b)
+        {
+            (Some(a), Some(b)) => format!("{:.1} µs", (b - a).as_secs_f64() * 1e6 / users as f64),
+            _ => "n/a".into(),
+        };
+        println!(
+            "  CPU per user: importer {}, PostgreSQL {}, whole machine {}",
+            per_user(self.client, end.client),
+            per_user(self.postgres, end.postgres),
+            per_user(self.machine, end.machine),
+        );
+    }
 }
 
 /// The hand-written loop: parse a line, create the user, await, repeat.

@@ -37,6 +37,23 @@ pub fn process_cpu() -> Option<Duration> {
     cpu_of(&std::fs::read_to_string("/proc/self/stat").ok()?).map(|(_, t)| t)
 }
 
+/// User plus system time of every process named `name` (e.g. the
+/// `postgres` server's processes), from /proc/*/stat (Linux). A process
+/// that exits between two readings takes its time with it, so compare
+/// readings taken while the processes of interest live.
+pub fn processes_cpu(name: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some((comm, time)) = cpu_of(&stat)
+            && comm == name
+        {
+            total += time;
+        }
+    }
+    Some(total)
+}
+
 /// The command name and user plus system time of a /proc `stat` line.
 pub fn cpu_of(stat: &str) -> Option<(&str, Duration)> {
     let (head, tail) = stat.rsplit_once(')')?;
