@@ -23,6 +23,7 @@
 //! the same parameters, so it takes the same path and costs the same time as
 //! a wrong password (ASVS 6.3.8).
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
@@ -158,6 +159,7 @@ impl Passwords {
         let pool = self.memory.clone();
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || {
+            lower_priority();
             // A buffer lost to a panicking hash is replaced here.
             let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let mut memory = taken.unwrap_or_else(|| new_memory(&params));
@@ -169,6 +171,39 @@ impl Passwords {
         .map_err(|e| PasswordError::Hash(e.to_string()))?
     }
 }
+
+/// Hashes run below the priority of the threads that serve requests (nice
+/// +5, once per blocking thread). With every permit busy on a machine with
+/// as many cores as permits, a hash would otherwise share a core equally
+/// with the async runtime: the short work of a request (a refresh grant, a
+/// page, the next login's lookups that feed the pool) would wait behind
+/// 15–20 ms hashes, and a permit would sit idle while the login that takes
+/// it next is still being read. The hashes get the same CPU overall; they
+/// yield first. A thread keeps the lower priority for whatever blocking work
+/// tokio gives it later (an unprivileged thread may lower its priority but
+/// not raise it again), all of it background work such as DNS lookups.
+fn lower_priority() {
+    thread_local!(static LOWERED: Cell<bool> = const { Cell::new(false) });
+    LOWERED.with(|lowered| {
+        if !lowered.get() {
+            // SAFETY: setpriority takes no pointers; on Linux, PRIO_PROCESS
+            // with who = 0 applies to the calling thread only
+            // (setpriority(2), "BUGS": threads have their own nice value).
+            // A failure leaves the priority as it was, which is harmless.
+            // Relative to the process's own nice value, so a server started
+            // under `nice` keeps the same gap.
+            #[cfg(target_os = "linux")]
+            unsafe {
+                let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+                libc::setpriority(libc::PRIO_PROCESS, 0, (now + HASHING_NICE).min(19));
+            }
+            lowered.set(true);
+        }
+    });
+}
+
+/// How much below the request threads hashes run (nice values, 0–19).
+const HASHING_NICE: libc::c_int = 5;
 
 fn new_memory(params: &Params) -> Vec<Block> {
     vec![Block::default(); params.block_count()]
@@ -278,6 +313,19 @@ mod tests {
             Verified::Yes { rehash: false }
         );
         assert_eq!(check(&p, "wrong", &hash).await, Verified::No);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_below_the_request_threads_priority() {
+        // SAFETY: getpriority takes no pointers; who = 0 is this thread.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let request_thread = nice();
+        let p = Passwords::new(&fast()).unwrap();
+        let hashing_thread = p.run(move |_| Ok(nice())).await.unwrap();
+        assert_eq!(hashing_thread, (request_thread + HASHING_NICE).min(19));
+        // The runtime's own threads keep theirs.
+        assert_eq!(nice(), request_thread);
     }
 
     #[tokio::test]
