@@ -928,27 +928,16 @@ impl ManagementClient {
 
     /// Auth0: starts a users-export job of every field the mapping reads.
     pub async fn start_export(&self) -> anyhow::Result<String> {
-        let fields: Vec<Value> = [
-            "user_id",
-            "email",
-            "email_verified",
-            "username",
-            "name",
-            "given_name",
-            "family_name",
-            "nickname",
-            "picture",
-            "phone_number",
-            "user_metadata",
-            "app_metadata",
-            "blocked",
-            "identities",
-            "created_at",
-            "updated_at",
-        ]
-        .iter()
-        .map(|f| json!({"name": f}))
-        .collect();
+        // Plus the dates, which the stored profile (the record, as Auth0
+        // spells its claims) carries beside the mapped fields.
+        let fields: Vec<Value> = self
+            .mgmt
+            .fields
+            .source_fields()
+            .into_iter()
+            .chain(["created_at", "updated_at"])
+            .map(|f| json!({"name": f}))
+            .collect();
         let body = json!({"format": "json", "fields": fields});
         let (job, _) = self
             .call(

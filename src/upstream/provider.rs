@@ -202,6 +202,37 @@ pub struct FieldsDef {
     pub identities: Option<String>,
 }
 
+impl FieldsDef {
+    /// The top-level source fields the mapping reads (the first segment of
+    /// each dotted path), in mapping order, each once.
+    pub fn source_fields(&self) -> Vec<&str> {
+        let paths = [
+            Some(&self.id),
+            self.email.as_ref(),
+            self.email_verified.as_ref(),
+            self.username.as_ref(),
+            self.name.as_ref(),
+            self.given_name.as_ref(),
+            self.family_name.as_ref(),
+            self.nickname.as_ref(),
+            self.picture.as_ref(),
+            self.phone_number.as_ref(),
+            self.user_metadata.as_ref(),
+            self.app_metadata.as_ref(),
+            self.blocked.as_ref(),
+            self.identities.as_ref(),
+        ];
+        let mut out: Vec<&str> = Vec::new();
+        for path in paths.into_iter().flatten() {
+            let top = path.split('.').next().unwrap_or(path);
+            if !out.contains(&top) {
+                out.push(top);
+            }
+        }
+        out
+    }
+}
+
 /// Claim names the local user's fields are read from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +326,35 @@ pub fn fill(template: &str, vars: &BTreeMap<&'static str, String>) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth0_exports_every_field_its_mapping_reads_once() {
+        let auth0 = ProviderDef::load("auth0").unwrap().management.unwrap();
+        assert_eq!(
+            auth0.fields.source_fields(),
+            [
+                "user_id",
+                "email",
+                "email_verified",
+                "username",
+                "name",
+                "given_name",
+                "family_name",
+                "nickname",
+                "picture",
+                "phone_number",
+                "user_metadata",
+                "app_metadata",
+                "blocked",
+                "identities",
+            ]
+        );
+        // Okta's dotted paths name one top-level field each.
+        let okta = ProviderDef::load("okta").unwrap().management.unwrap();
+        let fields = okta.fields.source_fields();
+        assert!(fields.contains(&"profile") && fields.contains(&"id"));
+        assert_eq!(fields.iter().filter(|f| **f == "profile").count(), 1);
+    }
 
     #[test]
     fn every_builtin_provider_parses() {
