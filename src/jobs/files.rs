@@ -23,7 +23,7 @@ use std::io::{BufRead, Read};
 use serde_json::{Map, Value};
 
 use super::mapping::{self, truthy};
-use super::record::Record;
+use super::record::{Claims, Record};
 use crate::migrate::hashes;
 use crate::store::jobs::Rejected;
 use crate::upstream::provider::ProviderDef;
@@ -177,11 +177,14 @@ fn auth0_record(def: &ProviderDef, line: u64, mut raw: Value) -> Result<Record, 
         .management
         .as_ref()
         .expect("auth0 has a management section");
-    let mut record = mapping::map_record(def, m, &raw).map_err(|e| rejected(line, None, e))?;
+    // Neither the hash nor the export's own `_id` belongs in the profile.
+    let hash = raw.as_object_mut().and_then(|o| {
+        o.remove("_id");
+        o.remove("passwordHash")
+    });
+    let mut record = mapping::map_record(def, m, raw).map_err(|e| rejected(line, None, e))?;
     record.line = Some(line);
-    record.profile.remove("passwordHash");
-    record.profile.remove("_id");
-    if let Some(hash) = raw.get("passwordHash").and_then(Value::as_str) {
+    if let Some(hash) = hash.as_ref().and_then(Value::as_str) {
         record.password = Some(checked_hash(line, &record.id, hash)?);
     }
     Ok(record)
@@ -222,7 +225,7 @@ fn auth0_bulk_record(line: u64, raw: Value) -> Result<Record, Rejected> {
             *field = m.clone();
         }
     }
-    r.profile = r.standard_claims();
+    r.profile = Claims::new(&r.standard_claims());
     let hash = match (raw.get("custom_password_hash"), text("password_hash")) {
         (Some(custom), _) => Some(custom_hash(line, &r.id, custom)?),
         (None, Some(bcrypt)) => Some(checked_hash(line, &r.id, &bcrypt)?),
@@ -254,14 +257,16 @@ fn custom_hash(line: u64, id: &str, custom: &Value) -> Result<(String, String), 
     }
 }
 
-fn keycloak_record(def: &ProviderDef, line: u64, raw: Value) -> Result<Record, Rejected> {
+fn keycloak_record(def: &ProviderDef, line: u64, mut raw: Value) -> Result<Record, Rejected> {
     let m = def
         .management
         .as_ref()
         .expect("keycloak has a management section");
-    let mut r = mapping::map_record(def, m, &raw).map_err(|e| rejected(line, None, e))?;
+    let mut take = |field: &str| raw.get_mut(field).map(Value::take);
+    let (linked, credentials) = (take("federatedIdentities"), take("credentials"));
+    let mut r = mapping::map_record(def, m, raw).map_err(|e| rejected(line, None, e))?;
     r.line = Some(line);
-    if let Some(Value::Array(linked)) = raw.get("federatedIdentities") {
+    if let Some(Value::Array(linked)) = linked {
         for l in linked {
             if let (Some(p), Some(u)) = (
                 l.get("identityProvider").and_then(Value::as_str),
@@ -271,8 +276,8 @@ fn keycloak_record(def: &ProviderDef, line: u64, raw: Value) -> Result<Record, R
             }
         }
     }
-    let password = raw
-        .get("credentials")
+    let password = credentials
+        .as_ref()
         .and_then(Value::as_array)
         .and_then(|cs| {
             cs.iter()
@@ -429,21 +434,21 @@ fn csv_records(
                 }
             }
         }
-        r.profile = r.standard_claims();
+        let mut claims = r.standard_claims();
         if format == Format::CognitoCsv {
             if let Some(u) = &r.username {
-                r.profile
-                    .insert("cognito:username".into(), Value::String(u.clone()));
+                claims.insert("cognito:username".into(), Value::String(u.clone()));
             }
             for (i, name) in &extra {
                 if let Some(v) = row.get(*i).filter(|v| !v.is_empty()) {
-                    r.profile.insert(
+                    claims.insert(
                         name.clone(),
                         Value::String(String::from_utf8_lossy(v).into()),
                     );
                 }
             }
         }
+        r.profile = Claims::new(&claims);
         if let Some(hash) = cell("password_hash") {
             r.password = Some(checked_hash(line, &r.id, &hash)?);
         }

@@ -135,7 +135,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let mut in_flight: tokio::task::JoinSet<anyhow::Result<Done>> = tokio::task::JoinSet::new();
     let (order_tx, order_rx) = tokio::sync::watch::channel(0u64);
     let mut seq = 0u64;
-    let mut in_flight_keys: std::collections::VecDeque<HashSet<String>> = Default::default();
+    let mut in_flight_keys: std::collections::VecDeque<HashSet<u64>> = Default::default();
     while let Some(batch) = rx.recv().await {
         let n = batch.len() as u64;
         let mut records = Vec::with_capacity(batch.len());
@@ -174,7 +174,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         // linked identity would wait on each other's unique-index entry
         // while the later one waits for the earlier to commit: such a
         // batch waits for those in flight instead.
-        let keys = login_keys(&records);
+        let keys = login_keys(&hasher, &records);
         if in_flight_keys
             .iter()
             .any(|earlier| !earlier.is_disjoint(&keys))
@@ -256,18 +256,19 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
 }
 
 /// What a batch inserts into unique indexes besides user ids (which are
-/// unique across batches already).
-fn login_keys(records: &[crate::jobs::record::Record]) -> HashSet<String> {
-    let mut keys = HashSet::new();
+/// unique across batches already), as 64-bit fingerprints: a collision
+/// only makes a batch wait for the ones in flight.
+fn login_keys(hasher: &RandomState, records: &[crate::jobs::record::Record]) -> HashSet<u64> {
+    let mut keys = HashSet::with_capacity(records.len() * 2);
     for r in records {
         if let Some(e) = &r.email {
-            keys.insert(format!("e:{}", crate::store::sql::normalize_email(e)));
+            keys.insert(hasher.hash_one(("e", crate::store::sql::normalize_email(e))));
         }
         if let Some(u) = &r.username {
-            keys.insert(format!("u:{u}"));
+            keys.insert(hasher.hash_one(("u", u)));
         }
         for i in r.identities.iter().filter(|i| **i != r.id) {
-            keys.insert(format!("i:{i}"));
+            keys.insert(hasher.hash_one(("i", i)));
         }
     }
     keys

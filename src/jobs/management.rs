@@ -568,7 +568,7 @@ impl ManagementClient {
         } else {
             raw.clone()
         };
-        mapping::map_record(&self.def, &self.mgmt, &raw)
+        mapping::map_record(&self.def, &self.mgmt, raw)
             .map(|mut r| {
                 r.line = line;
                 r

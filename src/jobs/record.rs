@@ -30,7 +30,7 @@ pub struct Record {
     /// The upstream's claims for Switchyard's tokens, spelled as the upstream
     /// spells them (stored for users who have not logged in yet).
     #[serde(skip)]
-    pub profile: Map<String, Value>,
+    pub profile: Claims,
     /// A password hash the source carried, in its own format, with its
     /// algorithm name (`bcrypt`, `pbkdf2-sha256`, `keycloak`, …).
     #[serde(skip)]
@@ -38,6 +38,31 @@ pub struct Record {
     /// Where the record came from in its file (1-based), for reports.
     #[serde(skip)]
     pub line: Option<u64>,
+}
+
+/// A record's claims as the JSON text the store keeps. It is written once,
+/// where the record is made: the thread that parsed the source frees the
+/// claims' map while it is still in its cache, and the page writer only
+/// copies text. (An import holds a few thousand records in flight; as maps,
+/// freeing them on another thread cost as much as parsing them.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims(String);
+
+impl Claims {
+    pub fn new(claims: &Map<String, Value>) -> Self {
+        Self(serde_json::to_string(claims).expect("a JSON map serializes into memory"))
+    }
+
+    /// The JSON object's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Self("{}".into())
+    }
 }
 
 /// The fields compared between a source and the local user, in report order.

@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{
+    Any, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Transaction, Type,
+};
 
 use super::sql::{Dialect, SqlStore, map_err, normalize_email, to_json};
 use super::{StoreError, StoreResult, now};
@@ -313,7 +315,7 @@ impl JobStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        insert_chunks(&mut tx, id, 0, chunks).await?;
+        insert_chunks::<Any>(&mut tx, id, 0, chunks).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -437,6 +439,16 @@ impl JobStore for SqlStore {
     }
 
     async fn commit_page(&self, commit: &PageCommit<'_>) -> StoreResult<Applied> {
+        // A page of users none of whom exists yet (an import, a first
+        // backfill) is written by COPY; anything else, or a page COPY finds
+        // a conflict in, takes the general path below.
+        if self.dialect() == Dialect::Postgres
+            && !commit.dry_run
+            && !commit.records.is_empty()
+            && let Some(applied) = super::pg_copy::commit_new_page(self, commit).await?
+        {
+            return Ok(applied);
+        }
         let mut tx = self.pool().begin().await.map_err(map_err)?;
         if self.dialect() == Dialect::Postgres && commit.chunk.is_some() {
             // A job's page need not wait for its WAL flush: if the database
@@ -444,71 +456,18 @@ impl JobStore for SqlStore {
             // together (one transaction), and the resume writes them again
             // (PostgreSQL docs, "Asynchronous Commit"). The gateway's own
             // writes keep synchronous commits.
-            sqlx::query("SET LOCAL synchronous_commit = off")
+            sqlx::query(ASYNC_COMMIT)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
         }
         let mut applied = apply(&mut tx, self.dialect(), commit.records, commit.provider).await?;
-        for r in commit.rejected {
-            applied.actions.push(Action::Failed(r.reason.clone()));
-            applied.counters.failed += 1;
-        }
+        add_rejected(&mut applied, commit.rejected);
         if commit.dry_run {
             tx.rollback().await.map_err(map_err)?;
             return Ok(applied);
         }
-        if let Some((chunk, position)) = &commit.chunk {
-            if let Some((order, n)) = commit.order {
-                let mut order = order.clone();
-                order
-                    .wait_for(|committed| *committed + 1 >= n)
-                    .await
-                    .map_err(|_| StoreError::Backend("the job stopped".into()))?;
-            }
-            let now = now();
-            record_issues(&mut tx, &chunk.job_id, commit, &applied, now).await?;
-            let counters: Option<String> = sqlx::query_scalar(
-                "SELECT counters FROM job_chunks WHERE job_id = $1 AND seq = $2",
-            )
-            .bind(&chunk.job_id)
-            .bind(chunk.seq)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let mut total: Counters = counters
-                .and_then(|c| serde_json::from_str(&c).ok())
-                .unwrap_or_default();
-            total.add(&applied.counters);
-            sqlx::query(
-                "UPDATE job_chunks SET spec = $1, counters = $2, heartbeat = $3, \
-                 state = CASE WHEN $4 = 1 THEN 'done' ELSE state END WHERE job_id = $5 AND seq = $6",
-            )
-            .bind(to_json(position))
-            .bind(to_json(&total))
-            .bind(now)
-            .bind(commit.done as i64)
-            .bind(&chunk.job_id)
-            .bind(chunk.seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            if !commit.split.is_empty() {
-                let next: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(seq) FROM job_chunks WHERE job_id = $1")
-                        .bind(&chunk.job_id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                insert_chunks(&mut tx, &chunk.job_id, next.unwrap_or(0) + 1, &commit.split).await?;
-            }
-            sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(&chunk.job_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
+        write_position::<Any>(&mut tx, commit, &applied).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(applied)
     }
@@ -700,12 +659,132 @@ impl JobStore for SqlStore {
     }
 }
 
-async fn insert_chunks(
-    tx: &mut Transaction<'_, Any>,
+/// `SET LOCAL` for a job page's transaction: see [`JobStore::commit_page`].
+pub(super) const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
+/// A page's records that reach the database: the first of each id. A later
+/// record with the same id fails (its action is set), so a page never
+/// writes one user twice.
+pub(super) fn first_of_each_id(records: &[Record]) -> (Vec<Option<Action>>, Vec<&Record>) {
+    let mut seen = HashSet::new();
+    let mut actions = Vec::with_capacity(records.len());
+    let mut fresh = Vec::with_capacity(records.len());
+    for record in records {
+        if seen.insert(record.id.as_str()) {
+            actions.push(None);
+            fresh.push(record);
+        } else {
+            actions.push(Some(Action::Failed(
+                "duplicate id: the same user appears earlier in this page".into(),
+            )));
+        }
+    }
+    (actions, fresh)
+}
+
+/// Lines that could not be read are the page's failures too.
+pub(super) fn add_rejected(applied: &mut Applied, rejected: &[Rejected]) {
+    for r in rejected {
+        applied.actions.push(Action::Failed(r.reason.clone()));
+        applied.counters.failed += 1;
+    }
+}
+
+/// The rest of a page's transaction: its issues, the chunk's new position
+/// and counters, the chunks it splits into. Generic over the driver because
+/// PostgreSQL's COPY path ([`super::pg_copy`]) runs on a native connection
+/// (sqlx's `Any` driver cannot COPY) and must write the position in the
+/// same transaction as the users.
+pub(super) async fn write_position<DB: Database>(
+    conn: &mut DB::Connection,
+    commit: &PageCommit<'_>,
+    applied: &Applied,
+) -> StoreResult<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let Some((chunk, position)) = &commit.chunk else {
+        return Ok(());
+    };
+    if let Some((order, n)) = commit.order {
+        let mut order = order.clone();
+        order
+            .wait_for(|committed| *committed + 1 >= n)
+            .await
+            .map_err(|_| StoreError::Backend("the job stopped".into()))?;
+    }
+    let now = now();
+    record_issues::<DB>(&mut *conn, &chunk.job_id, commit, applied, now).await?;
+    let counters: Option<String> =
+        sqlx::query_scalar("SELECT counters FROM job_chunks WHERE job_id = $1 AND seq = $2")
+            .bind(chunk.job_id.as_str())
+            .bind(chunk.seq)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let mut total: Counters = counters
+        .and_then(|c| serde_json::from_str(&c).ok())
+        .unwrap_or_default();
+    total.add(&applied.counters);
+    sqlx::query(
+        "UPDATE job_chunks SET spec = $1, counters = $2, heartbeat = $3, \
+         state = CASE WHEN $4 = 1 THEN 'done' ELSE state END WHERE job_id = $5 AND seq = $6",
+    )
+    .bind(to_json(position))
+    .bind(to_json(&total))
+    .bind(now)
+    .bind(commit.done as i64)
+    .bind(chunk.job_id.as_str())
+    .bind(chunk.seq)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if !commit.split.is_empty() {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM job_chunks WHERE job_id = $1")
+                .bind(chunk.job_id.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_err)?;
+        insert_chunks::<DB>(
+            &mut *conn,
+            &chunk.job_id,
+            next.unwrap_or(0) + 1,
+            &commit.split,
+        )
+        .await?;
+    }
+    sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(chunk.job_id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_chunks<DB: Database>(
+    conn: &mut DB::Connection,
     job_id: &str,
     first_seq: i64,
     chunks: &[Value],
-) -> StoreResult<()> {
+) -> StoreResult<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
     for (i, spec) in chunks.iter().enumerate() {
         sqlx::query(
             "INSERT INTO job_chunks (job_id, seq, spec, state, counters) VALUES ($1, $2, $3, 'pending', '{}')",
@@ -713,20 +792,28 @@ async fn insert_chunks(
         .bind(job_id)
         .bind(first_seq + i as i64)
         .bind(to_json(spec))
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
     }
     Ok(())
 }
 
-async fn record_issues(
-    tx: &mut Transaction<'_, Any>,
+async fn record_issues<DB: Database>(
+    conn: &mut DB::Connection,
     job_id: &str,
     commit: &PageCommit<'_>,
     applied: &Applied,
     now: i64,
-) -> StoreResult<()> {
+) -> StoreResult<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
     let mut issues: Vec<(&str, Option<&str>, Option<i64>, &str)> = Vec::new();
     for (record, action) in commit.records.iter().zip(&applied.actions) {
         let line = record.line.map(|l| l as i64);
@@ -762,7 +849,7 @@ async fn record_issues(
         .bind(line)
         .bind(reason)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
     }
@@ -909,25 +996,19 @@ async fn apply(
     provider: &str,
 ) -> StoreResult<Applied> {
     let now = now();
-    let mut seen = HashSet::new();
-    let mut actions: Vec<Option<Action>> = Vec::with_capacity(records.len());
-    let mut fresh = Vec::with_capacity(records.len());
-    for record in records {
-        if seen.insert(record.id.as_str()) {
-            actions.push(None);
-            fresh.push((
+    let (actions, fresh) = first_of_each_id(records);
+    let fresh: Vec<(&Record, Logins)> = fresh
+        .into_iter()
+        .map(|record| {
+            (
                 record,
                 Logins {
                     email: record.email.as_deref().map(normalize_email),
                     username: record.username.clone(),
                 },
-            ));
-        } else {
-            actions.push(Some(Action::Failed(
-                "duplicate id: the same user appears earlier in this page".into(),
-            )));
-        }
-    }
+            )
+        })
+        .collect();
     let skipped = insert_users(tx, dialect, &fresh, provider, now).await?;
     let rest: Vec<&Record> = fresh
         .iter()
@@ -1108,7 +1189,7 @@ async fn update(
         // Only a user who never logged in keeps the source's profile as
         // their claims; after a login the claims come from the upstream's
         // tokens and stay as they were.
-        let profile = (local.state == "pending").then(|| to_json(&record.profile));
+        let profile = (local.state == "pending").then(|| record.profile.as_str());
         sqlx::query(
             "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, username = $5, \
              name = $6, given_name = $7, family_name = $8, nickname = $9, picture = $10, phone_number = $11, \
@@ -1230,8 +1311,12 @@ const NEW_USER_COLUMNS: &[&str] = &[
 ];
 
 /// One new user as the bulk INSERT reads it. Text columns that hold JSON
-/// (`profile`, the metadata) are given as JSON objects: both databases store
-/// an object's JSON text in a TEXT column, so nothing is escaped twice.
+/// are given as JSON objects where the record holds a map (the metadata):
+/// both databases store an object's JSON text in a TEXT column. The
+/// profile, already text, goes as a JSON string, whose contents both store
+/// as they are (PostgreSQL's `json_populate_recordset` feeds a string's
+/// contents to the column's input function; SQLite's `json_extract`
+/// returns them).
 #[derive(Serialize)]
 struct NewRow<'a> {
     id: &'a str,
@@ -1245,7 +1330,7 @@ struct NewRow<'a> {
     nickname: Option<&'a str>,
     picture: Option<&'a str>,
     phone_number: Option<&'a str>,
-    profile: &'a Map<String, Value>,
+    profile: &'a str,
     user_metadata: &'a Map<String, Value>,
     app_metadata: &'a Map<String, Value>,
     state: &'a str,
@@ -1283,7 +1368,7 @@ async fn insert_users(
             nickname: r.nickname.as_deref(),
             picture: r.picture.as_deref(),
             phone_number: r.phone_number.as_deref(),
-            profile: &r.profile,
+            profile: r.profile.as_str(),
             user_metadata: &r.user_metadata,
             app_metadata: &r.app_metadata,
             state: "pending",

@@ -14,6 +14,7 @@
 pub mod jobs;
 pub mod memory;
 pub mod outbox;
+mod pg_copy;
 pub mod redis;
 pub mod sql;
 

@@ -25,6 +25,10 @@ pub enum Dialect {
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    url: std::sync::Arc<str>,
+    /// PostgreSQL only, opened on first use by a job: a native pool for
+    /// what the `Any` driver cannot do (COPY, [`super::pg_copy`]).
+    native: std::sync::Arc<tokio::sync::OnceCell<sqlx::PgPool>>,
 }
 
 const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
@@ -67,7 +71,12 @@ impl SqlStore {
                 })
             });
         let pool = options.connect(&url).await.map_err(unavailable)?;
-        let store = Self { pool, dialect };
+        let store = Self {
+            pool,
+            dialect,
+            url: url.into(),
+            native: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -78,6 +87,22 @@ impl SqlStore {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The native PostgreSQL pool, connected on first use. Jobs are its
+    /// only users, with at most [`super::jobs::JobStore::parallel_pages`] pages in
+    /// flight a process, so it stays small.
+    pub(crate) async fn native_pg(&self) -> StoreResult<&sqlx::PgPool> {
+        self.native
+            .get_or_try_init(|| async {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(&self.url)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
     }
 
     async fn migrate(&self) -> StoreResult<()> {
