@@ -50,7 +50,11 @@ pub struct Claims(String);
 
 impl Claims {
     pub fn new(claims: &Map<String, Value>) -> Self {
-        Self(serde_json::to_string(claims).expect("a JSON map serializes into memory"))
+        // Sized for a typical profile, so the text is not regrown from empty.
+        let mut text = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut text, claims).expect("a JSON map serializes into memory");
+        // serde_json writes UTF-8 only.
+        Self(String::from_utf8(text).expect("serde_json writes UTF-8"))
     }
 
     /// The JSON object's text.

@@ -152,6 +152,9 @@ async fn copy_new_users(
     .await
 }
 
+/// Bytes a CopyData message.
+const COPY_CHUNK: usize = 64 * 1024;
+
 async fn copy(conn: &mut PgConnection, target: &str, data: BinaryCopy) -> Result<(), sqlx::Error> {
     if data.rows == 0 {
         return Ok(());
@@ -159,7 +162,13 @@ async fn copy(conn: &mut PgConnection, target: &str, data: BinaryCopy) -> Result
     let mut copy = conn
         .copy_in_raw(&format!("COPY {target} FROM STDIN (FORMAT binary)"))
         .await?;
-    copy.send(data.finish()).await?;
+    // sqlx encodes each CopyData message into the connection's write
+    // buffer and shrinks the buffer back after the flush: one message for
+    // the whole page regrew it to the page's size for every page (a
+    // realloc chain and fresh pages to fault in). Slices keep it small.
+    for chunk in data.finish().chunks(COPY_CHUNK) {
+        copy.send(chunk).await?;
+    }
     copy.finish().await?;
     Ok(())
 }

@@ -480,6 +480,20 @@ async fn new_users_are_stored_the_same_by_copy_and_by_upsert() {
     let again = ok(&run_cli(&iso, &["import", &second, "--json"], None, &[]));
     assert_eq!(again["unchanged"], 2, "{again:#}");
 
+    // A page large enough to go in several CopyData messages, whose last
+    // user exists: the COPY fails after most of the page was sent, and the
+    // page is upserted whole.
+    let big: String = (3..400).chain([1]).map(|n| user(n) + "\n").collect();
+    let big = write_file(&dir, "big.ndjson", big.as_bytes());
+    let out = run_cli(&iso, &["import", &big, "--json"], None, &debug);
+    let r = ok(&out);
+    assert_eq!(
+        (r["created"].as_u64(), r["unchanged"].as_u64()),
+        (Some(397), Some(1)),
+        "{r:#}"
+    );
+    assert_eq!(stderr(&out).contains("upserting"), postgres);
+
     let app = spawn_app_on(iso, |_| {}).await;
     app.add_client("web", false).await;
     let (_, challenge) = pkce();
