@@ -45,6 +45,22 @@ fn issue_lines(report: &Value, kind: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// Signs in on the login page with the imported (legacy) password, as an
+/// application's user would, and expects to be sent back to the app.
+async fn signs_in_with_the_legacy_password(app: &TestApp, login: &str) {
+    app.add_client("web", false).await;
+    let (_, challenge) = pkce();
+    let browser = browser();
+    let start = app
+        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
+        .await;
+    let done = app
+        .login(&browser, &location(start.headers()), login, LEGACY_PASSWORD)
+        .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert!(location(done.headers()).starts_with(REDIRECT));
+}
+
 fn show(iso: &Isolated, user: &str) -> Value {
     ok(&run_cli(iso, &["users", "show", user], None, &[]))
 }
@@ -110,22 +126,7 @@ async fn an_auth0_export_imports_once_reports_bad_lines_and_logs_in_with_its_has
     // The imported bcrypt hash verifies at the first login, and is replaced
     // with argon2id.
     let app = spawn_app_on(iso, |_| {}).await;
-    app.add_client("web", false).await;
-    let (_, challenge) = pkce();
-    let browser = browser();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let done = app
-        .login(
-            &browser,
-            &location(start.headers()),
-            "bob@example.com",
-            LEGACY_PASSWORD,
-        )
-        .await;
-    assert_eq!(done.status(), StatusCode::SEE_OTHER);
-    assert!(location(done.headers()).starts_with(REDIRECT));
+    signs_in_with_the_legacy_password(&app, "bob@example.com").await;
     let stored = app
         .state
         .db
@@ -495,20 +496,5 @@ async fn new_users_are_stored_the_same_by_copy_and_by_upsert() {
     assert_eq!(stderr(&out).contains("upserting"), postgres);
 
     let app = spawn_app_on(iso, |_| {}).await;
-    app.add_client("web", false).await;
-    let (_, challenge) = pkce();
-    let browser = browser();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let done = app
-        .login(
-            &browser,
-            &location(start.headers()),
-            "u1@example.com",
-            LEGACY_PASSWORD,
-        )
-        .await;
-    assert_eq!(done.status(), StatusCode::SEE_OTHER);
-    assert!(location(done.headers()).starts_with(REDIRECT));
+    signs_in_with_the_legacy_password(&app, "u1@example.com").await;
 }
