@@ -111,8 +111,10 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
     let db: Arc<dyn Database> = Arc::new(SqlStore::connect(&url).await?);
     let started = Instant::now();
     let cpu = Cpu::now();
+    // A clone keeps the store's connections open until the CPU is read:
+    // a PostgreSQL backend that has exited is no longer in `/proc`.
     let report = run(
-        db,
+        db.clone(),
         &ImportOptions {
             path: path.into(),
             format: None,
@@ -127,6 +129,7 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
     .await?;
     let took = started.elapsed().as_secs_f64();
     cpu.print_per_user(expect);
+    drop(db);
     anyhow::ensure!(
         report.counters.created as usize == expect && report.counters.failed == 0,
         "import created {} of {expect} (failed {})",
