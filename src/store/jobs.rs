@@ -1288,7 +1288,9 @@ fn insert_json_sql(dialect: Dialect, table: &str, columns: &[&str], key: &str) -
     }
 }
 
-const NEW_USER_COLUMNS: &[&str] = &[
+/// The columns a new user's row fills, in order: the bulk INSERT's and
+/// COPY's ([`super::pg_copy`]).
+pub(super) const NEW_USER_COLUMNS: &[&str] = &[
     "id",
     "email",
     "email_normalized",

@@ -21,7 +21,8 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, Postgres};
 
 use super::jobs::{
-    ASYNC_COMMIT, Applied, PageCommit, add_rejected, first_of_each_id, write_position,
+    ASYNC_COMMIT, Applied, NEW_USER_COLUMNS, PageCommit, add_rejected, first_of_each_id,
+    write_position,
 };
 use super::sql::{SqlStore, map_err, normalize_email};
 use super::{StoreResult, now};
@@ -77,12 +78,9 @@ fn gives_way(e: &sqlx::Error) -> bool {
     }
 }
 
-/// The columns COPY fills, in the order [`copy_new_users`] writes them;
-/// the rest keep their defaults, as with the general path's INSERT.
-const USER_COLUMNS: &str = "id, email, email_normalized, email_verified, username, name, given_name, \
-    family_name, nickname, picture, phone_number, profile, user_metadata, app_metadata, state, blocked, \
-    upstream, created_at, updated_at";
-const USER_FIELDS: i16 = 19;
+/// COPY fills the columns the general path's INSERT names, in that order
+/// ([`NEW_USER_COLUMNS`]); the rest keep their defaults.
+const USER_FIELDS: i16 = NEW_USER_COLUMNS.len() as i16;
 
 async fn copy_new_users(
     conn: &mut PgConnection,
@@ -137,7 +135,12 @@ async fn copy_new_users(
             credentials.int8(now);
         }
     }
-    copy(conn, &format!("users ({USER_COLUMNS})"), users).await?;
+    copy(
+        conn,
+        &format!("users ({})", NEW_USER_COLUMNS.join(", ")),
+        users,
+    )
+    .await?;
     copy(
         conn,
         "identities (provider, subject, user_id, profile, created_at)",
