@@ -392,6 +392,7 @@ impl Bench {
                 redirect_uris: vec![REDIRECT.into()],
                 post_logout_redirect_uris: vec![],
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                web_origins: vec![],
                 token_mode: "gateway".into(),
                 source: "cli".into(),
                 created_at: now(),

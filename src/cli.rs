@@ -319,6 +319,10 @@ pub struct ClientArgs {
     /// A registered post-logout redirect URI; repeat for several.
     #[arg(long = "post-logout-redirect-uri")]
     pub post_logout_redirect_uris: Vec<String>,
+    /// An origin the application's browser code runs on (`https://app.example.com`), for
+    /// response_mode=web_message and token-endpoint CORS; repeat for several.
+    #[arg(long = "web-origin")]
+    pub web_origins: Vec<String>,
     /// An allowed grant type; repeat for several [default: authorization_code, refresh_token].
     #[arg(long = "grant-type")]
     pub grant_types: Vec<String>,
@@ -759,6 +763,10 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     {
         redirect_uri::validate_registration(uri).map_err(|m| anyhow::anyhow!("{uri:?} {m}"))?;
     }
+    for origin in &args.web_origins {
+        redirect_uri::validate_web_origin(origin)
+            .map_err(|m| anyhow::anyhow!("--web-origin {origin:?} {m}"))?;
+    }
     let grant_types = if args.grant_types.is_empty() {
         crate::config::default_grant_types()
     } else {
@@ -796,6 +804,7 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
         redirect_uris: args.redirect_uris,
         post_logout_redirect_uris: args.post_logout_redirect_uris,
         grant_types,
+        web_origins: args.web_origins,
         token_mode: args.token_mode,
         source: "cli".into(),
         created_at: now(),

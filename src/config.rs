@@ -426,6 +426,10 @@ pub struct ClientSettings {
     pub post_logout_redirect_uris: Vec<String>,
     #[serde(default = "default_grant_types")]
     pub grant_types: Vec<String>,
+    /// Origins the application's browser code runs on (Auth0's "Allowed Web
+    /// Origins"): `web_message` responses and token-endpoint CORS.
+    #[serde(default)]
+    pub web_origins: Vec<String>,
     /// `gateway` (Switchyard signs access tokens) or `upstream` (reserved for
     /// the upstream track).
     #[serde(default = "default_token_mode")]
@@ -717,6 +721,11 @@ impl Settings {
                     problem(&format!("clients[{i}].post_logout_redirect_uris[{j}]"), m);
                 }
             }
+            for (j, origin) in c.web_origins.iter().enumerate() {
+                if let Err(m) = crate::oidc::redirect_uri::validate_web_origin(origin) {
+                    problem(&format!("clients[{i}].web_origins[{j}]"), m);
+                }
+            }
             for g in &c.grant_types {
                 if !crate::store::GRANT_TYPES.contains(&g.as_str()) {
                     problem(
@@ -839,6 +848,7 @@ mod tests {
             name: None,
             redirect_uris: vec!["https://app.example.com/cb#frag".into()],
             post_logout_redirect_uris: vec![],
+            web_origins: vec![],
             grant_types: vec!["implicit".into()],
             token_mode: "gateway".into(),
         });

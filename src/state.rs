@@ -156,6 +156,7 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
             redirect_uris: c.redirect_uris.clone(),
             post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
             grant_types: c.grant_types.clone(),
+            web_origins: c.web_origins.clone(),
             token_mode: c.token_mode.clone(),
             source: "config".into(),
             created_at: now(),

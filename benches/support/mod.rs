@@ -104,6 +104,7 @@ pub fn web_client(client_id: &str, name: &str, secret: &str, redirect: &str) -> 
         redirect_uris: vec![redirect.into()],
         post_logout_redirect_uris: vec![],
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        web_origins: vec![],
         token_mode: "gateway".into(),
         source: "cli".into(),
         created_at: now(),

@@ -10,6 +10,8 @@
 
 use url::Url;
 
+use crate::store::Client;
+
 /// Checks a URI before it is registered for a client.
 pub fn validate_registration(uri: &str) -> Result<(), String> {
     if uri
@@ -50,6 +52,51 @@ pub fn validate_registration(uri: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks a web origin before it is registered for a client: exactly an
+/// origin as a browser serializes it in the `Origin` header (RFC 6454 §6.2,
+/// `scheme://host[:port]`, no path, no trailing slash), since it is
+/// compared as a string with that header and with `postMessage` targets.
+/// The same transport rule as redirect URIs: https, or http on a loopback
+/// IP literal.
+pub fn validate_web_origin(origin: &str) -> Result<(), String> {
+    let url = Url::parse(origin).map_err(|e| format!("is not an origin: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("must be an http or https origin".into());
+    }
+    if url.scheme() == "http" && !is_loopback_literal(&url) {
+        return Err(
+            "http is allowed only for the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §7.3)"
+                .into(),
+        );
+    }
+    let serialized = url.origin().ascii_serialization();
+    if serialized != origin {
+        return Err(format!(
+            "must be an origin as browsers send it (RFC 6454 §6.2): {serialized}"
+        ));
+    }
+    Ok(())
+}
+
+/// The origin of an absolute URI as browsers serialize it (RFC 6454 §6.2);
+/// `None` for a URI whose origin is opaque (a private-use scheme).
+pub fn origin_of(uri: &str) -> Option<String> {
+    let origin = Url::parse(uri).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// Whether a browser on `origin` may read `client`'s answers from the
+/// token endpoint (CORS): one of its web origins, or the origin of one of
+/// its redirect URIs, where a single-page app runs (as Auth0 allows its
+/// callback URLs' origins by default).
+pub fn cors_allowed(client: &Client, origin: &str) -> bool {
+    client.web_origins.iter().any(|o| o == origin)
+        || client
+            .redirect_uris
+            .iter()
+            .any(|uri| origin_of(uri).as_deref() == Some(origin))
 }
 
 fn is_loopback_literal(url: &Url) -> bool {
@@ -130,5 +177,30 @@ mod tests {
                 "{bad} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn web_origins_are_bare_origins() {
+        assert!(validate_web_origin("https://app.example.com").is_ok());
+        assert!(validate_web_origin("https://app.example.com:8443").is_ok());
+        assert!(validate_web_origin("http://127.0.0.1:3000").is_ok());
+        for bad in [
+            "https://app.example.com/",
+            "https://app.example.com/spa",
+            "https://app.example.com:443",
+            "https://APP.example.com",
+            "http://app.example.com",
+            "http://localhost:3000",
+            "com.example.app:",
+            "*",
+            "null",
+        ] {
+            assert!(validate_web_origin(bad).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(
+            origin_of("https://app.example.com:8443/cb?x=1").as_deref(),
+            Some("https://app.example.com:8443")
+        );
+        assert_eq!(origin_of("com.example.app:/oauth"), None);
     }
 }

@@ -157,6 +157,12 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
+    /// The origins (`scheme://host[:port]`) the application's browser code
+    /// runs on, Auth0's "Allowed Web Origins": a `web_message` or
+    /// `okta_post_message` response is posted only to one of these, and the
+    /// token endpoint answers CORS for them (and for the origins of the
+    /// redirect URIs).
+    pub web_origins: Vec<String>,
     pub token_mode: String,
     /// `config` for clients declared in the file (re-synchronised at every
     /// start), `cli` for those added with `switchyard clients add`.

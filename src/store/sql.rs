@@ -35,7 +35,7 @@ const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_nam
     phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, pin, route, migrated_at, created_at, updated_at, \
     last_login_at";
 
-const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at";
+const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at, web_origins";
 
 impl SqlStore {
     /// Connects and applies the embedded migrations.
@@ -213,6 +213,7 @@ fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
         token_mode: row.try_get("token_mode").map_err(map_err)?,
         source: row.try_get("source").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
+        web_origins: list_col(row, "web_origins")?,
     })
 }
 
@@ -672,12 +673,12 @@ impl SqlStore {
             " ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
              public = excluded.public, redirect_uris = excluded.redirect_uris, \
              post_logout_redirect_uris = excluded.post_logout_redirect_uris, grant_types = excluded.grant_types, \
-             token_mode = excluded.token_mode, source = excluded.source"
+             token_mode = excluded.token_mode, source = excluded.source, web_origins = excluded.web_origins"
         } else {
             ""
         };
         sqlx::query(&format!(
-            "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){conflict}"
+            "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11){conflict}"
         ))
         .bind(&client.client_id)
         .bind(&client.name)
@@ -689,6 +690,7 @@ impl SqlStore {
         .bind(&client.token_mode)
         .bind(&client.source)
         .bind(client.created_at)
+        .bind(to_json(&client.web_origins))
         .execute(&self.pool)
         .await
         .map_err(map_err)?;

@@ -327,6 +327,7 @@ impl TestApp {
             redirect_uris: vec![REDIRECT.into(), "http://127.0.0.1/native".into()],
             post_logout_redirect_uris: vec!["https://app.example.com/bye".into()],
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            web_origins: vec![],
             token_mode: "gateway".into(),
             source: "cli".into(),
             created_at: now(),

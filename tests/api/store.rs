@@ -202,6 +202,7 @@ async fn client_store_creates_upserts_lists_and_deletes() {
         redirect_uris: vec![REDIRECT.into()],
         post_logout_redirect_uris: vec![],
         grant_types: vec!["authorization_code".into()],
+        web_origins: vec![],
         token_mode: "gateway".into(),
         source: "cli".into(),
         created_at: now(),
