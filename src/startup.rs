@@ -13,6 +13,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Request, header};
+use axum::response::Response;
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -110,9 +111,14 @@ pub fn router(state: AppState) -> Router {
     let protocol = if issuer_path.is_empty() {
         crate::oidc::vendor_aliases()
     } else {
+        // The login pages too: the upstream returns the browser to
+        // `{issuer}/login/callback`, and an issuer with a path is what
+        // Okta's SDKs are configured with.
         Router::new().nest(
             &issuer_path,
-            crate::oidc::router().merge(crate::oidc::vendor_aliases()),
+            crate::oidc::router()
+                .merge(crate::oidc::vendor_aliases())
+                .merge(crate::login::router()),
         )
     };
     Router::new()
@@ -121,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protocol)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(axum::middleware::map_response(deny_framing))
         .layer(
             // The span names the path only: query strings carry codes,
             // states and hints that have no place in a log line.
@@ -130,6 +136,21 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// `X-Frame-Options: DENY` on every response that does not say itself
+/// whether it may be framed: a page's `Content-Security-Policy` carries its
+/// own `frame-ancestors` (src/templates.rs), which browsers obey over this
+/// header (CSP Level 3 §6.4.2), and one page (a `web_message` response)
+/// must be framable by exactly one application.
+async fn deny_framing(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY)
+        && !headers.contains_key(header::X_FRAME_OPTIONS)
+    {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    response
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -29,6 +29,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/form_post.html"),
         ),
         ("logout.html", include_str!("../templates/logout.html")),
+        (
+            "post_message.html",
+            include_str!("../templates/post_message.html"),
+        ),
     ] {
         env.add_template(name, source)
             .expect("templates are checked by the test suite");
@@ -38,15 +42,65 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 pub const STYLE_CSS: &str = include_str!("../templates/style.css");
 pub const FORM_POST_JS: &str = include_str!("../templates/form_post.js");
+pub const POST_MESSAGE_JS: &str = include_str!("../templates/post_message.js");
 
-/// Renders `name` with `context`; `form_action` widens the CSP's
-/// `form-action` to one more origin (the client, for form_post responses).
-pub fn render<S: Serialize>(
-    status: StatusCode,
-    name: &str,
-    context: S,
-    form_action: Option<&str>,
-) -> Response {
+/// What a page's `Content-Security-Policy` allows beyond its own origin.
+/// The default allows nothing: forms post to Switchyard only and no site
+/// may frame the page.
+#[derive(Debug, Default, Clone)]
+pub struct Csp {
+    /// Where a form on the page may be sent. CSP Level 3 §6.4.1: browsers
+    /// (Chromium among them) check `form-action` against every redirect
+    /// that follows the submission too, so a login form whose answer is a
+    /// 303 to the application's redirect URI, or to the upstream's login
+    /// page, must name those origins or the browser stops at the form.
+    pub form_action: Vec<String>,
+    /// The one origin allowed to frame the page (`frame-ancestors`): the
+    /// application that asked for a `web_message` response in a hidden
+    /// iframe. `None`: no framing at all.
+    pub frame_ancestor: Option<String>,
+}
+
+impl Csp {
+    /// A page whose forms (or their redirects) may go to `targets`, each a
+    /// URI or origin; a private-use scheme (RFC 8252 §7.1) is allowed as a
+    /// scheme source, since its origin is opaque.
+    pub fn form_targets<'a>(targets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut form_action: Vec<String> = Vec::new();
+        for target in targets {
+            let source = match url::Url::parse(target) {
+                Ok(u) if u.origin().is_tuple() => u.origin().ascii_serialization(),
+                Ok(u) => format!("{}:", u.scheme()),
+                Err(_) => continue,
+            };
+            // A source expression is a space-separated token: nothing that
+            // could add a directive gets in.
+            if !source.contains([' ', ';', ',', '\'', '"']) && !form_action.contains(&source) {
+                form_action.push(source);
+            }
+        }
+        Self {
+            form_action,
+            frame_ancestor: None,
+        }
+    }
+
+    fn header(&self) -> String {
+        let mut form_action = String::from("'self'");
+        for origin in &self.form_action {
+            form_action.push(' ');
+            form_action.push_str(origin);
+        }
+        let frame_ancestors = self.frame_ancestor.as_deref().unwrap_or("'none'");
+        format!(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action {form_action}; \
+             frame-ancestors {frame_ancestors}; base-uri 'none'"
+        )
+    }
+}
+
+/// Renders `name` with `context` under the policy `csp`.
+pub fn render<S: Serialize>(status: StatusCode, name: &str, context: S, csp: &Csp) -> Response {
     let body = TEMPLATES.get_template(name).and_then(|t| t.render(context));
     let html = match body {
         Ok(html) => html,
@@ -60,19 +114,16 @@ pub fn render<S: Serialize>(
         }
     };
     let mut response = (status, Html(html)).into_response();
-    let form_action = match form_action {
-        Some(origin) => format!("'self' {origin}"),
-        None => "'self'".to_string(),
-    };
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action {form_action}; \
-         frame-ancestors 'none'; base-uri 'none'"
-    );
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&csp) {
+    if let Ok(v) = HeaderValue::from_str(&csp.header()) {
         headers.insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // X-Frame-Options has no way to name one origin (ALLOW-FROM is gone
+    // from every browser); where CSP allows a frame ancestor, browsers that
+    // know `frame-ancestors` ignore this header, and older ones block.
+    if csp.frame_ancestor.is_none() {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::REFERRER_POLICY,
@@ -86,7 +137,7 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
         status,
         "error.html",
         minijinja::context! { title, message },
-        None,
+        &Csp::default(),
     )
 }
 
@@ -107,14 +158,53 @@ mod tests {
         let ctx = minijinja::context! {
             title => "t", authz => "a b", csrf => "c", username => "u", login_hint => "h", error => "e",
             action => "https://app.example.com/cb", fields => vec![("code", "x")], confirm => true,
+            message => "{}", target_origin => "https://app.example.com",
         };
         for name in [
             "identifier.html",
             "password.html",
             "form_post.html",
             "logout.html",
+            "post_message.html",
         ] {
             TEMPLATES.get_template(name).unwrap().render(&ctx).unwrap();
         }
+    }
+
+    #[test]
+    fn form_action_names_each_target_origin_once_and_nothing_else() {
+        let csp = Csp::form_targets([
+            "https://app.example.com/callback?x=1",
+            "https://app.example.com/other",
+            "http://127.0.0.1:3000/cb",
+            "com.example.app:/oauth",
+            "https://evil.example; script-src *",
+            "not a uri",
+        ]);
+        let header = csp.header();
+        assert!(
+            header.contains(
+                "form-action 'self' https://app.example.com http://127.0.0.1:3000 com.example.app:;"
+            ),
+            "{header}"
+        );
+        assert!(header.contains("frame-ancestors 'none'"));
+        assert!(!header.contains("script-src *"));
+
+        let framed = Csp {
+            form_action: vec![],
+            frame_ancestor: Some("https://spa.example.com".into()),
+        };
+        let response = render(
+            StatusCode::OK,
+            "error.html",
+            minijinja::context! { title => "t", message => "m" },
+            &framed,
+        );
+        let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("frame-ancestors https://spa.example.com;"));
+        assert!(response.headers().get(header::X_FRAME_OPTIONS).is_none());
     }
 }

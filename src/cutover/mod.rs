@@ -70,6 +70,13 @@ fn decision(route: Route, reason: impl Into<String>) -> Decision {
 }
 
 /// Decides the route of a login.
+/// The phase in force for `client_id`: its override, or the global phase.
+pub fn phase_for(rules: &CutoverSettings, client_id: Option<&str>) -> Phase {
+    client_id
+        .and_then(|c| rules.clients.get(c).copied())
+        .unwrap_or(rules.phase)
+}
+
 pub fn decide(rules: &CutoverSettings, s: &Subject<'_>) -> Decision {
     let local_or_reset = |why: &str| {
         if s.has_password {

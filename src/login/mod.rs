@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::config::Phase;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::cutover::{Decision, Route, Subject, decide};
 use crate::error::AppError;
@@ -49,6 +50,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/assets/form_post.js",
             get(|| async { asset("text/javascript; charset=utf-8", templates::FORM_POST_JS) }),
+        )
+        .route(
+            "/assets/post_message.js",
+            get(|| async { asset("text/javascript; charset=utf-8", templates::POST_MESSAGE_JS) }),
         )
 }
 
@@ -191,17 +196,20 @@ async fn identifier_page(
         .get_client(&pending.client_id)
         .await?
         .and_then(|c| c.name);
+    // An absent hint is an empty field, never the text of a null.
+    let login_hint = pending.login_hint.as_deref().unwrap_or_default();
     Ok(templates::render(
         status,
         "identifier.html",
         minijinja::context! {
-            title => "Sign in", authz, csrf => &pending.csrf, login_hint => &pending.login_hint, client_name, error,
+            title => "Sign in", authz, csrf => &pending.csrf, login_hint, client_name, error,
         },
-        None,
+        &login_csp(state, pending).await,
     ))
 }
 
-fn password_page(
+async fn password_page(
+    state: &AppState,
     authz: &str,
     pending: &PendingAuthorization,
     username: &str,
@@ -212,8 +220,32 @@ fn password_page(
         status,
         "password.html",
         minijinja::context! { title => "Enter your password", authz, csrf => &pending.csrf, username, error },
-        None,
+        &login_csp(state, pending).await,
     )
+}
+
+/// The login forms are answered with a redirect to the application (the
+/// pending request's redirect URI) or to the upstream's own login page, and
+/// browsers hold those redirects to the form's `form-action`.
+async fn login_csp(state: &AppState, pending: &PendingAuthorization) -> templates::Csp {
+    let mut targets = vec![pending.redirect_uri.clone()];
+    targets.extend(upstream_browser_targets(state, Some(&pending.client_id)).await);
+    templates::Csp::form_targets(targets.iter().map(String::as_str))
+}
+
+/// Where Switchyard's pages may send a browser at the upstream, unless the
+/// upstream is switched off for `client_id` (`local_only` calls nothing,
+/// not even discovery).
+pub async fn upstream_browser_targets(state: &AppState, client_id: Option<&str>) -> Vec<String> {
+    let Some(upstream) = &state.upstream else {
+        return Vec::new();
+    };
+    match state.cutover.rules().await {
+        Ok(rules) if crate::cutover::phase_for(&rules, client_id) != Phase::LocalOnly => {
+            upstream.client.browser_targets().await
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// `POST /login`: the identifier form.
@@ -260,13 +292,7 @@ async fn post_login(
         }
         // Every local identifier gets the password page: whether the user
         // exists is not revealed here (ASVS 6.3.8).
-        None => Ok(password_page(
-            authz,
-            &pending,
-            username,
-            None,
-            StatusCode::OK,
-        )),
+        None => Ok(password_page(&state, authz, &pending, username, None, StatusCode::OK).await),
     }
 }
 
@@ -371,12 +397,14 @@ async fn verify_and_complete(
 ) -> Result<Response, AppError> {
     if password.is_empty() || password.len() > 4096 {
         return Ok(password_page(
+            state,
             authz,
             pending,
             username,
             Some(LOGIN_FAILED),
             StatusCode::UNAUTHORIZED,
-        ));
+        )
+        .await);
     }
     // Throttling comes first, before any hash is computed.
     if let Err(limited) = state.throttle.check(username, Some(ip)).await? {
@@ -425,12 +453,14 @@ async fn verify_and_complete(
             audit(state, "login_failed", None, &pending.client_id, ip).await;
             pad_failure(state, started).await;
             return Ok(password_page(
+                state,
                 authz,
                 pending,
                 username,
                 Some(LOGIN_FAILED),
                 StatusCode::UNAUTHORIZED,
-            ));
+            )
+            .await);
         }
     };
     state.throttle.record_success(username).await?;

@@ -19,6 +19,7 @@ use crate::error::AppError;
 use crate::login;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::templates::Csp;
 use crate::tokens::grants::Session;
 use crate::tokens::jwt::{self, Expect, IdClaims};
 
@@ -115,7 +116,7 @@ async fn logout(
                 StatusCode::OK,
                 "logout.html",
                 minijinja::context! { title => "Sign out", confirm => true, csrf => logout_csrf(key), fields },
-                None,
+                &confirm_csp(state, client_id.as_deref(), redirect.as_deref()).await,
             ));
         }
     }
@@ -207,8 +208,17 @@ fn signed_out_page() -> Response {
         StatusCode::OK,
         "logout.html",
         minijinja::context! { title => "Signed out", confirm => false },
-        None,
+        &Csp::default(),
     )
+}
+
+/// The confirmation form is answered with a redirect to the application's
+/// return address, or to the upstream's logout first; browsers hold those
+/// redirects to the form's `form-action` (CSP Level 3 §6.4.1).
+async fn confirm_csp(state: &AppState, client_id: Option<&str>, redirect: Option<&str>) -> Csp {
+    let mut targets: Vec<String> = redirect.into_iter().map(String::from).collect();
+    targets.extend(login::upstream_browser_targets(state, client_id).await);
+    Csp::form_targets(targets.iter().map(String::as_str))
 }
 
 /// `GET /oidc/logged-out`: where a chained upstream logout returns when the

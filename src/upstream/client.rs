@@ -359,6 +359,20 @@ impl UpstreamClient {
         Ok(url.to_string())
     }
 
+    /// The URIs at the upstream a browser is sent to by Switchyard's own
+    /// pages (its authorization endpoint, its logout), so those pages'
+    /// `form-action` can allow the redirects their forms lead to.
+    pub async fn browser_targets(&self) -> Vec<String> {
+        let mut targets = Vec::new();
+        if let Ok(d) = self.metadata().await {
+            targets.push(d.metadata.authorization_endpoint().url().to_string());
+        }
+        if let Some(logout) = self.logout_url(None, &self.issuer).await {
+            targets.push(logout);
+        }
+        targets
+    }
+
     fn scopes(&self) -> Vec<String> {
         self.settings
             .scopes
