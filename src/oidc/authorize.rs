@@ -19,6 +19,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::login;
 use crate::state::AppState;
 use crate::store::{Client, SessionStoreExt, now};
+use crate::templates::Csp;
 use crate::tokens::grants::{
     AuthorizationCode, PENDING_TTL, PendingAuthorization, ResponseMode, Session, code_key,
     pending_key,
@@ -83,29 +84,39 @@ async fn authorize(
     // From here the redirect URI is trusted. A repeated state is ambiguous,
     // so the error goes back without one.
     let client_state = params.get("state").unwrap_or(None);
-    let mode = match params.get("response_mode") {
-        Ok(None) | Ok(Some("query")) => ResponseMode::Query,
-        Ok(Some("form_post")) => ResponseMode::FormPost,
-        _ => {
-            let to = Redirect {
-                uri: redirect,
-                mode: ResponseMode::Query,
-                state: client_state,
-            };
-            return Ok(error_response(
-                state,
-                &to,
-                ErrorCode::InvalidRequest,
-                "response_mode must be query or form_post",
-            ));
-        }
+    let Some(mode) = params
+        .get("response_mode")
+        .ok()
+        .and_then(ResponseMode::from_param)
+    else {
+        let to = Redirect {
+            uri: redirect,
+            mode: ResponseMode::Query,
+            state: client_state,
+        };
+        return Ok(error_response(
+            state,
+            &to,
+            ErrorCode::InvalidRequest,
+            "response_mode must be query, form_post, web_message or okta_post_message",
+        ));
     };
+    // A posted message goes to the redirect URI's origin, which must be one
+    // the client registered as a web origin (Auth0's "Allowed Web Origins"):
+    // otherwise the page could hand the code to whatever site framed it.
+    if mode.posts_message()
+        && !redirect_uri::origin_of(redirect).is_some_and(|o| client.web_origins.contains(&o))
+    {
+        return Err(bad(
+            "The application's origin is not registered as a web origin, so the response cannot be posted to it.",
+        ));
+    }
     let to = Redirect {
         uri: redirect,
         mode,
         state: client_state,
     };
-    match validate(&client, &params) {
+    match validate(&client, &params, mode) {
         Ok(Validated {
             pending,
             prompt_none,
@@ -148,7 +159,7 @@ struct Validated {
 type Refusal = (ErrorCode, &'static str);
 
 /// The checks whose failures go back to the client.
-fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
+fn validate(client: &Client, params: &Params, mode: ResponseMode) -> Result<Validated, Refusal> {
     let invalid = |d| (ErrorCode::InvalidRequest, d);
     if let Err(e) = params.reject_repeats() {
         tracing::debug!(error = %e, "authorize: repeated parameter");
@@ -249,10 +260,6 @@ fn validate(client: &Client, params: &Params) -> Result<Validated, Refusal> {
     let state_param = text("state", 2048)?;
     let nonce = text("nonce", 512)?;
     let login_hint = text("login_hint", 320)?;
-    let mode = match params.get("response_mode").ok().flatten() {
-        Some("form_post") => ResponseMode::FormPost,
-        _ => ResponseMode::Query,
-    };
     Ok(Validated {
         pending: PendingAuthorization {
             client_id: client.client_id.clone(),
@@ -394,9 +401,6 @@ fn respond(
             response
         }
         ResponseMode::FormPost => {
-            let origin = url::Url::parse(to.uri)
-                .ok()
-                .map(|u| u.origin().ascii_serialization());
             let fields: Vec<(String, String)> = fields
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -405,7 +409,35 @@ fn respond(
                 StatusCode::OK,
                 "form_post.html",
                 minijinja::context! { title => "Signing you in", action => to.uri, fields },
-                origin.as_deref(),
+                &Csp::form_targets([to.uri]),
+            )
+        }
+        ResponseMode::WebMessage | ResponseMode::OktaPostMessage => {
+            // Checked against the client's web origins at /authorize.
+            let Some(origin) = redirect_uri::origin_of(to.uri) else {
+                return AppError::NotFound.into_response();
+            };
+            let fields: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            let message = if to.mode == ResponseMode::WebMessage {
+                serde_json::json!({ "type": "authorization_response", "response": fields })
+            } else {
+                serde_json::Value::Object(fields)
+            };
+            crate::templates::render(
+                StatusCode::OK,
+                "post_message.html",
+                minijinja::context! {
+                    title => "Signing you in",
+                    target_origin => &origin,
+                    message => message.to_string(),
+                },
+                &Csp {
+                    form_action: Vec::new(),
+                    frame_ancestor: Some(origin),
+                },
             )
         }
     }

@@ -42,6 +42,12 @@ pub fn verify_secret(stored: &str, secret: &str) -> bool {
     constant_time_eq(&salted_digest(&salt, secret), &digest)
 }
 
+/// The client a request names, before its credentials are checked: for
+/// decisions that reveal nothing, such as which origin may read the answer.
+pub fn claimed_client_id(headers: &HeaderMap, params: &Params) -> Option<String> {
+    presented(headers, params).ok().map(|p| p.client_id)
+}
+
 /// Credentials as presented, before they are checked.
 struct Presented {
     client_id: String,

@@ -29,7 +29,7 @@ pub fn metadata(state: &AppState) -> Value {
         "scopes_supported": ["openid", "profile", "email", "phone", "offline_access"],
         // RFC 9700 §2.1.2: no implicit or hybrid flows.
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "form_post"],
+        "response_modes_supported": ["query", "form_post", "web_message", "okta_post_message"],
         // `password` only for clients that list it (RFC 9700 §2.4).
         "grant_types_supported": ["authorization_code", "refresh_token", "password"],
         "subject_types_supported": ["public"],

@@ -36,7 +36,6 @@ pub fn vendor_aliases() -> Router<AppState> {
         .allow_headers(Any);
     let api = Router::new()
         // Okta
-        .route("/v1/token", post(token::post_token))
         .route(
             "/v1/userinfo",
             get(userinfo::get_userinfo).post(userinfo::post_userinfo),
@@ -44,7 +43,6 @@ pub fn vendor_aliases() -> Router<AppState> {
         .route("/v1/keys", get(discovery::get_jwks))
         .route("/v1/revoke", post(revoke::post_revoke))
         // Keycloak
-        .route("/protocol/openid-connect/token", post(token::post_token))
         .route(
             "/protocol/openid-connect/userinfo",
             get(userinfo::get_userinfo).post(userinfo::post_userinfo),
@@ -52,7 +50,6 @@ pub fn vendor_aliases() -> Router<AppState> {
         .route("/protocol/openid-connect/certs", get(discovery::get_jwks))
         .route("/protocol/openid-connect/revoke", post(revoke::post_revoke))
         // Cognito hosted UI
-        .route("/oauth2/token", post(token::post_token))
         .route(
             "/oauth2/userInfo",
             get(userinfo::get_userinfo).post(userinfo::post_userinfo),
@@ -60,6 +57,10 @@ pub fn vendor_aliases() -> Router<AppState> {
         .layer(cors);
     Router::new()
         .merge(api)
+        // Their CORS is per client (token.rs).
+        .route("/v1/token", token_route())
+        .route("/protocol/openid-connect/token", token_route())
+        .route("/oauth2/token", token_route())
         .route(
             "/v1/authorize",
             get(authorize::get_authorize).post(authorize::post_authorize),
@@ -83,10 +84,16 @@ pub fn vendor_aliases() -> Router<AppState> {
         .route("/logout", get(logout::get_logout))
 }
 
+/// The token endpoint, with its own CORS: per client, not for any origin.
+fn token_route() -> axum::routing::MethodRouter<AppState> {
+    post(token::post_token).options(token::preflight_token)
+}
+
 pub fn router() -> Router<AppState> {
     // Browser apps (public clients with PKCE) call these from their own
-    // origin. They take no cookies, so any origin may read them; /authorize
-    // and the login pages get no CORS at all (SECURITY.md).
+    // origin. They take no cookies and answer only to a bearer token, so any
+    // origin may read them; /authorize and the login pages get no CORS at
+    // all, so no other site can read a page that carries a CSRF token.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods(Any)
@@ -97,7 +104,6 @@ pub fn router() -> Router<AppState> {
             get(discovery::get_openid_configuration),
         )
         .route("/.well-known/jwks.json", get(discovery::get_jwks))
-        .route("/oauth/token", post(token::post_token))
         .route(
             "/userinfo",
             get(userinfo::get_userinfo).post(userinfo::post_userinfo),
@@ -106,6 +112,7 @@ pub fn router() -> Router<AppState> {
         .layer(cors);
     Router::new()
         .merge(api)
+        .route("/oauth/token", token_route())
         .route(
             "/authorize",
             get(authorize::get_authorize).post(authorize::post_authorize),

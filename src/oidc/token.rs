@@ -34,22 +34,87 @@ pub async fn post_token(
     body: Body,
 ) -> Response {
     let ip = crate::login::client_ip(&state, &headers, peer);
-    token(&state, &headers, body, ip)
+    let params = match Params::from_form_body(&headers, body).await {
+        Ok(params) => params,
+        Err(e) => return OAuthError::from(e).into_response(),
+    };
+    let mut response = token(&state, &headers, &params, ip)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    allow_origin(&state, &headers, &params, &mut response).await;
+    response
+}
+
+/// CORS for browser applications (Fetch Standard §3.2): the answer may be
+/// read by a page on one of the calling client's web origins or
+/// redirect-URI origins, and by no other, errors included (an SDK reads
+/// `invalid_grant` to fall back to a new login).
+async fn allow_origin(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    response: &mut Response,
+) {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return;
+    };
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("origin"));
+    let (Ok(origin_str), Some(client_id)) = (
+        origin.to_str(),
+        client_auth::claimed_client_id(headers, params),
+    ) else {
+        return;
+    };
+    let allowed = match state.db.get_client(&client_id).await {
+        Ok(Some(client)) => super::redirect_uri::cors_allowed(&client, origin_str),
+        _ => false,
+    };
+    if allowed {
+        response
+            .headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+}
+
+/// `OPTIONS /oauth/token`: the CORS preflight. It names no client, so it
+/// allows the method and headers to any origin; whether the page may read
+/// the answer is decided on the POST, for the client it names.
+pub async fn preflight_token(headers: HeaderMap) -> Response {
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        if let Some(asked) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        out.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    out.insert(
+        header::VARY,
+        HeaderValue::from_static("origin, access-control-request-headers"),
+    );
+    response
 }
 
 async fn token(
     state: &AppState,
     headers: &HeaderMap,
-    body: Body,
+    params: &Params,
     ip: IpAddr,
 ) -> Result<Response, OAuthError> {
-    let params = Params::from_form_body(headers, body).await?;
     // RFC 6749 §3.2: parameters must not be repeated.
     params.reject_repeats()?;
     let grant_type = params.require("grant_type")?;
-    let auth = client_auth::authenticate(state, headers, &params).await?;
+    let auth = client_auth::authenticate(state, headers, params).await?;
     let client = &auth.client;
     // Auth0's password-realm is the password grant against a connection.
     let grant_type = if grant_type == grant_password::AUTH0_PASSWORD_REALM {
@@ -71,9 +136,9 @@ async fn token(
         ));
     }
     let result = match grant_type {
-        "authorization_code" => grant_authorization_code::exchange(state, &auth, &params).await,
-        "password" => grant_password::password(state, &auth, &params, ip).await,
-        _ => grant_refresh_token::refresh(state, &auth, &params).await,
+        "authorization_code" => grant_authorization_code::exchange(state, &auth, params).await,
+        "password" => grant_password::password(state, &auth, params, ip).await,
+        _ => grant_refresh_token::refresh(state, &auth, params).await,
     };
     let outcome = match &result {
         Ok(_) => "ok",

@@ -43,11 +43,50 @@ pub struct PendingAuthorization {
     pub created_at: i64,
 }
 
+/// How the authorization response reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseMode {
+    /// A 303 to the redirect URI with the response in its query (RFC 6749 §4.1.2).
     Query,
+    /// An auto-submitted form (OAuth 2.0 Form Post Response Mode).
     FormPost,
+    /// Auth0's `web_message`: a page that posts
+    /// `{type: "authorization_response", response: {…}}` to the window
+    /// that opened or framed it. Auth0's SPA SDK uses it for silent
+    /// authentication in a hidden iframe (`prompt=none`) and for popups.
+    WebMessage,
+    /// Okta's `okta_post_message`: the same, with the response fields as
+    /// the message itself. Okta's SDKs renew tokens with it in a hidden
+    /// iframe.
+    OktaPostMessage,
+}
+
+impl ResponseMode {
+    /// The `response_mode` parameter's value; `None` when unknown.
+    pub fn from_param(value: Option<&str>) -> Option<Self> {
+        match value {
+            None | Some("query") => Some(Self::Query),
+            Some("form_post") => Some(Self::FormPost),
+            Some("web_message") => Some(Self::WebMessage),
+            Some("okta_post_message") => Some(Self::OktaPostMessage),
+            Some(_) => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::FormPost => "form_post",
+            Self::WebMessage => "web_message",
+            Self::OktaPostMessage => "okta_post_message",
+        }
+    }
+
+    /// Delivered by `postMessage` to the client's web origin.
+    pub fn posts_message(self) -> bool {
+        matches!(self, Self::WebMessage | Self::OktaPostMessage)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
