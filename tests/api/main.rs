@@ -12,6 +12,8 @@ mod support;
 mod authorize;
 mod backfill;
 mod bad_input;
+mod browser;
+mod chrome;
 mod cli;
 mod fake_upstream;
 mod helpers;

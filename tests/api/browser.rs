@@ -1,0 +1,707 @@
+//! A person in a real browser (headless Chromium, tests/api/chrome.rs): the
+//! Quickstart's login on Switchyard's own pages, the lazy-migration track,
+//! the form_post response mode, an issuer with a path through the
+//! upstream's own login page, and single-page apps on the vendors' own SDKs
+//! (Auth0's auth0-spa-js, Okta's okta-auth-js, from tests/browser) staying
+//! signed in across reloads.
+//!
+//! Each test keeps its screenshots under `target/tmp/screenshots/<test>/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchyard::config::{Phase, Settings};
+use switchyard::crypto::random_token;
+use switchyard::store::{Client, UserState, now};
+
+use crate::chrome::{self, Chrome};
+use crate::helpers::*;
+use crate::support::fake_upstream::{FakeUser, Flavor};
+use crate::upstream::{UPSTREAM_CLIENT, UPSTREAM_SECRET, spawn_with_upstream};
+
+/// An ordinary OIDC request from `client_id` that returns to the site.
+fn request_to(client_id: &str, site: &Site) -> AuthRequest {
+    let mut request = AuthRequest::new(client_id, None);
+    request.redirect_uri = site.callback();
+    request
+}
+
+fn query_string(request: &AuthRequest) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(request.pairs())
+        .finish()
+}
+
+/// The README's Quickstart request, with its PKCE pair.
+const QUICKSTART_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const QUICKSTART_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// What the application received at its redirect URI.
+type Received = Arc<Mutex<Vec<HashMap<String, String>>>>;
+
+/// The application's side: a web site on its own origin that receives the
+/// authorization response (by query or by form post) and serves the
+/// single-page apps with the vendors' SDKs.
+struct Site {
+    origin: String,
+    received: Received,
+}
+
+#[derive(Clone)]
+struct SiteState {
+    page: Arc<String>,
+    received: Received,
+}
+
+impl Site {
+    /// `page` is served at `/` (a single-page app), the SDKs under `/sdk/`.
+    async fn start(page: String) -> Site {
+        let received: Received = Arc::default();
+        let state = SiteState {
+            page: Arc::new(page),
+            received: received.clone(),
+        };
+        let app = Router::new()
+            .route("/", get(|State(s): State<SiteState>| async move { Html(s.page.to_string()) }))
+            .route(
+                "/callback",
+                get(
+                    |State(s): State<SiteState>, Query(q): Query<HashMap<String, String>>| async move {
+                        s.received.lock().unwrap().push(q);
+                        Html(CALLBACK_PAGE)
+                    },
+                )
+                .post(
+                    |State(s): State<SiteState>, axum::Form(f): axum::Form<HashMap<String, String>>| async move {
+                        s.received.lock().unwrap().push(f);
+                        Html(CALLBACK_PAGE)
+                    },
+                ),
+            )
+            .route("/sdk/auth0-spa-js.js", get(|| sdk("@auth0/auth0-spa-js/dist/auth0-spa-js.production.js")))
+            .route("/sdk/okta-auth-js.js", get(|| sdk("@okta/okta-auth-js/umd/default.js")))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Site { origin, received }
+    }
+
+    fn callback(&self) -> String {
+        format!("{}/callback", self.origin)
+    }
+
+    fn last_received(&self) -> HashMap<String, String> {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the application received a response")
+    }
+}
+
+const CALLBACK_PAGE: &str = "<!doctype html><html><head><title>Example app</title></head>\
+    <body><h1 id=\"app\">Example app: signed in</h1></body></html>";
+
+fn sdk_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules")
+}
+
+async fn sdk(path: &str) -> impl IntoResponse {
+    match std::fs::read_to_string(sdk_dir().join(path)) {
+        Ok(js) => (
+            StatusCode::OK,
+            [("content-type", "text/javascript; charset=utf-8")],
+            js,
+        ),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain")],
+            String::new(),
+        ),
+    }
+}
+
+/// The vendors' SDKs come from the npm registry (`npm ci --prefix
+/// tests/browser`, run by `.ci/run`); like the browser, missing is a skip
+/// locally and a failure in CI.
+fn sdks_installed(test: &str) -> bool {
+    let present = sdk_dir().join("@auth0/auth0-spa-js").exists()
+        && sdk_dir().join("@okta/okta-auth-js").exists();
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the SDKs are not installed: npm ci --prefix tests/browser"
+        );
+        eprintln!("{test}: skipped, run `npm ci --prefix tests/browser` first");
+    }
+    present
+}
+
+/// A browser application's client: public, PKCE, its site's origin as the
+/// redirect URI and web origin.
+async fn register_spa(app: &TestApp, client_id: &str, site: &Site) {
+    let client = Client {
+        client_id: client_id.into(),
+        name: Some("Example SPA".into()),
+        secret_hash: None,
+        public: true,
+        redirect_uris: vec![format!("{}/", site.origin)],
+        post_logout_redirect_uris: vec![format!("{}/", site.origin)],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        web_origins: vec![site.origin.clone()],
+        token_mode: "gateway".into(),
+        source: "cli".into(),
+        created_at: now(),
+    };
+    app.state.db.create_client(&client).await.unwrap();
+}
+
+/// A confidential client whose redirect URI is the site's `/callback`.
+async fn register_web(app: &TestApp, client_id: &str, site: &Site) {
+    let mut client = app.add_client(client_id, false).await;
+    client.redirect_uris = vec![site.callback()];
+    app.state.db.upsert_client(&client).await.unwrap();
+}
+
+/// CSP violations and script errors are shown in the console, and nowhere
+/// else a test could see them.
+async fn assert_quiet_console(chrome: &Chrome) {
+    let console = chrome.console().await;
+    let bad: Vec<&String> = console
+        .iter()
+        .filter(|m| {
+            m.contains("Content Security Policy")
+                || m.contains("Uncaught")
+                || m.contains("Password forms should have")
+        })
+        .collect();
+    assert!(bad.is_empty(), "console: {bad:#?}");
+}
+
+async fn wait_for_heading(chrome: &Chrome, heading: &str) {
+    let script = format!(
+        "const h = document.querySelector('h1'); return h && h.textContent.trim() === {};",
+        json!(heading)
+    );
+    chrome
+        .wait_for(
+            &format!("the heading {heading:?}"),
+            &script,
+            Duration::from_secs(20),
+        )
+        .await;
+}
+
+/// Identifier page, then password page, as a person fills them.
+async fn sign_in_on_switchyard(chrome: &Chrome, email: &str, password: &str) {
+    wait_for_heading(chrome, "Sign in").await;
+    chrome.screenshot("identifier").await;
+    chrome.type_into("#username", email).await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Enter your password").await;
+    chrome.screenshot("password").await;
+    chrome.type_into("#password", password).await;
+    chrome.click("button[type=submit]").await;
+}
+
+#[tokio::test]
+async fn the_quickstart_login_completes_in_chromium() {
+    if !chrome::available("the_quickstart_login_completes_in_chromium") {
+        return;
+    }
+    let app = spawn_app().await;
+    let site = Site::start(String::new()).await;
+    // The Quickstart, by the CLI: a user and a client. Its redirect URI
+    // names port 3000; a loopback redirect may use any port (RFC 8252 §7.3),
+    // which is how the test's site, on a port of its own, receives it.
+    let iso = app._isolated.same_database();
+    let added = run_cli(
+        &iso,
+        &[
+            "users",
+            "add",
+            "--email",
+            "alice@example.com",
+            "--password-stdin",
+        ],
+        Some("a long password\n"),
+        &[],
+    );
+    assert!(added.status.success(), "{added:?}");
+    let added = run_cli(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "web",
+            "--redirect-uri",
+            "http://127.0.0.1:3000/callback",
+        ],
+        None,
+        &[],
+    );
+    assert!(added.status.success(), "{added:?}");
+    let stdout = String::from_utf8(added.stdout).unwrap();
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("a generated secret")
+        .to_string();
+
+    let chrome = Chrome::start("quickstart").await;
+    let redirect = site.callback();
+    chrome
+        .goto(&app.url(&format!(
+            "/authorize?response_type=code&client_id=web&redirect_uri={redirect}&scope=openid%20email\
+             &state=xyz&code_challenge={QUICKSTART_CHALLENGE}&code_challenge_method=S256"
+        )))
+        .await;
+    wait_for_heading(&chrome, "Sign in").await;
+    // Without a login_hint the email box is empty and reads as a label.
+    assert_eq!(
+        chrome.value("#username").await,
+        "",
+        "the email box starts empty"
+    );
+    assert_eq!(
+        chrome.text("label[for=username]").await,
+        "Email or username"
+    );
+    assert_eq!(chrome.title().await, "Sign in");
+    sign_in_on_switchyard(&chrome, "alice@example.com", "a long password").await;
+
+    // The password form's answer is a 303 to the application's origin: the
+    // browser follows it.
+    let landed = chrome.wait_for_url(&redirect).await;
+    wait_for_heading(&chrome, "Example app: signed in").await;
+    chrome.screenshot("application").await;
+    let q = query_of(&landed);
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["iss"], app.issuer);
+    assert_quiet_console(&chrome).await;
+
+    // The password page names the account for password managers.
+    // (Checked on the page source the browser was given.)
+    let tokens = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth("web", Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", q["code"].as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", QUICKSTART_VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokens.status(), StatusCode::OK);
+    let tokens: Value = tokens.json().await.unwrap();
+    assert_eq!(
+        jwt_claims(tokens["id_token"].as_str().unwrap())["email"],
+        "alice@example.com"
+    );
+}
+
+#[tokio::test]
+async fn the_password_page_names_the_account_for_password_managers() {
+    if !chrome::available("the_password_page_names_the_account_for_password_managers") {
+        return;
+    }
+    let app = spawn_app().await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(String::new()).await;
+    register_web(&app, "web", &site).await;
+    let chrome = Chrome::start("password_page").await;
+    let request = request_to("web", &site).with("login_hint", "alice@example.com");
+    let query = query_string(&request);
+    chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
+    wait_for_heading(&chrome, "Sign in").await;
+    assert_eq!(
+        chrome.value("#username").await,
+        "alice@example.com",
+        "a hint prefills the box"
+    );
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(&chrome, "Enter your password").await;
+    assert_eq!(
+        chrome
+            .attribute("input[name=username]", "autocomplete")
+            .await
+            .as_deref(),
+        Some("username")
+    );
+    assert_eq!(
+        chrome.value("input[name=username]").await,
+        "alice@example.com"
+    );
+    chrome.screenshot("password").await;
+    assert_quiet_console(&chrome).await;
+}
+
+#[tokio::test]
+async fn a_lazily_migrated_user_lands_on_the_application_in_chromium() {
+    if !chrome::available("a_lazily_migrated_user_lands_on_the_application_in_chromium") {
+        return;
+    }
+    let t = spawn_with_upstream(Flavor::Auth0, |s| {
+        s.upstream.as_mut().unwrap().connection = Some("Username-Password-Authentication".into());
+        s.password.failure_floor_ms = 50;
+    })
+    .await;
+    const SUB: &str = "auth0|7b2c3d4e5f60718293a4b5c6";
+    t.fake
+        .add_user(FakeUser::new(SUB, "dana@example.com", PASSWORD));
+    let site = Site::start(String::new()).await;
+    register_web(&t.app, "shop", &site).await;
+
+    let chrome = Chrome::start("lazy_migration").await;
+    let request = request_to("shop", &site);
+    let query = query_string(&request);
+    chrome
+        .goto(&t.app.url(&format!("/authorize?{query}")))
+        .await;
+    sign_in_on_switchyard(&chrome, "dana@example.com", PASSWORD).await;
+    chrome.wait_for_url(&site.callback()).await;
+    wait_for_heading(&chrome, "Example app: signed in").await;
+    chrome.screenshot("application").await;
+    assert!(site.last_received().contains_key("code"));
+    assert_quiet_console(&chrome).await;
+    let user = t
+        .app
+        .state
+        .db
+        .get_user(SUB)
+        .await
+        .unwrap()
+        .expect("migrated");
+    assert_eq!(user.state, UserState::Migrated);
+}
+
+#[tokio::test]
+async fn a_form_post_response_reaches_the_application_in_chromium() {
+    if !chrome::available("a_form_post_response_reaches_the_application_in_chromium") {
+        return;
+    }
+    let app = spawn_app().await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(String::new()).await;
+    register_web(&app, "web", &site).await;
+    let chrome = Chrome::start("form_post").await;
+    let request = request_to("web", &site).with("response_mode", "form_post");
+    let query = query_string(&request);
+    chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
+    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    chrome.wait_for_url(&site.callback()).await;
+    wait_for_heading(&chrome, "Example app: signed in").await;
+    chrome.screenshot("application").await;
+    let posted = site.last_received();
+    assert!(
+        posted.contains_key("code"),
+        "the code was posted: {posted:?}"
+    );
+    assert_eq!(posted["iss"], app.issuer);
+    assert_quiet_console(&chrome).await;
+}
+
+#[tokio::test]
+async fn an_issuer_with_a_path_brings_the_user_back_from_the_upstreams_page() {
+    if !chrome::available("an_issuer_with_a_path_brings_the_user_back_from_the_upstreams_page") {
+        return;
+    }
+    let t = spawn_with_upstream(Flavor::Okta, |s: &mut Settings| {
+        s.issuer = format!("{}oauth2/default", s.issuer);
+        s.cutover.phase = Phase::Passthrough;
+    })
+    .await;
+    // The upstream sends the browser back to `{issuer}/login/callback`.
+    let callback = format!("{}/login/callback", t.app.issuer);
+    t.fake
+        .add_client(UPSTREAM_CLIENT, Some(UPSTREAM_SECRET), &[&callback]);
+    t.fake.add_user(FakeUser::new(
+        "00u1a2b3c4d5e6f7g8h9",
+        "erin@example.com",
+        PASSWORD,
+    ));
+    let site = Site::start(String::new()).await;
+    register_web(&t.app, "okta-web", &site).await;
+
+    let chrome = Chrome::start("path_issuer").await;
+    let request = request_to("okta-web", &site);
+    let query = query_string(&request);
+    // Okta's SDKs call `{issuer}/v1/authorize`.
+    chrome
+        .goto(&format!("{}/v1/authorize?{query}", t.app.issuer))
+        .await;
+    // The upstream's own login page.
+    chrome.wait_for_url(&t.fake.issuer()).await;
+    chrome.screenshot("upstream_login").await;
+    chrome
+        .type_into("input[name=username]", "erin@example.com")
+        .await;
+    chrome.type_into("input[name=password]", PASSWORD).await;
+    chrome.click("button[type=submit]").await;
+    let landed = chrome.wait_for_url(&site.callback()).await;
+    wait_for_heading(&chrome, "Example app: signed in").await;
+    chrome.screenshot("application").await;
+    assert_eq!(query_of(&landed)["iss"], t.app.issuer);
+    assert_quiet_console(&chrome).await;
+}
+
+/// A single-page app on Auth0's SDK, exactly as its quickstart writes one:
+/// log in by redirect, handle the callback, show the user.
+fn auth0_spa_page(domain: &str, client_id: &str, refresh_tokens: bool) -> String {
+    let mut config = json!({
+        "domain": domain,
+        "clientId": client_id,
+        "authorizationParams": {"scope": "openid profile email"},
+    });
+    if refresh_tokens {
+        config["useRefreshTokens"] = json!(true);
+        config["cacheLocation"] = json!("localstorage");
+    }
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Example SPA</title></head>
+<body><h1>Example SPA</h1><p id="status">loading</p><button id="login">Log in</button>
+<script src="/sdk/auth0-spa-js.js"></script>
+<script>
+const config = {config};
+config.authorizationParams.redirect_uri = location.origin + "/";
+const show = (s) => {{ document.getElementById("status").textContent = s; }};
+(async () => {{
+  try {{
+    const client = await auth0.createAuth0Client(config);
+    window.spa = client;
+    const q = new URLSearchParams(location.search);
+    if (q.has("code") || q.has("error")) {{
+      await client.handleRedirectCallback();
+      history.replaceState({{}}, "", "/");
+    }}
+    document.getElementById("login").onclick = () => client.loginWithRedirect();
+    if (await client.isAuthenticated()) {{
+      const user = await client.getUser();
+      show("signed in as " + user.email);
+    }} else {{
+      show("signed out");
+    }}
+  }} catch (e) {{
+    show("error: " + (e.error || e.message) + " " + (e.error_description || ""));
+  }}
+}})();
+</script></body></html>"#
+    )
+}
+
+async fn wait_for_status(chrome: &Chrome, prefix: &str) -> String {
+    // An error is shown at once rather than waited out.
+    let script = format!(
+        "const s = document.getElementById('status'); if (!s) return null; \
+         const t = s.textContent; \
+         return t.startsWith({}) || t.startsWith('error') ? t : null;",
+        json!(prefix)
+    );
+    let found = chrome
+        .wait_for(
+            &format!("status {prefix:?}"),
+            &script,
+            Duration::from_secs(30),
+        )
+        .await;
+    let found = found.as_str().unwrap_or_default().to_string();
+    assert!(
+        found.starts_with(prefix),
+        "the app says {found:?}, not {prefix:?}"
+    );
+    found
+}
+
+/// Runs `script` (an async function body returning a value) in the page.
+async fn run_async(chrome: &Chrome, script: &str) -> Value {
+    let key = format!("r{}", &random_token()[..8]).replace(['-', '_'], "x");
+    chrome
+        .eval(&format!(
+            "window.{key} = null; (async () => {{ {script} }})().then(\
+               v => {{ window.{key} = {{ok: v}}; }}, \
+               e => {{ window.{key} = {{err: (e.error || e.errorCode || e.name) + ': ' + (e.error_description || e.message)}}; }});"
+        ))
+        .await;
+    let result = chrome
+        .wait_for(
+            script,
+            &format!("return window.{key};"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(result.get("err").is_none(), "{script}: {result}");
+    result["ok"].clone()
+}
+
+#[tokio::test]
+async fn an_auth0_spa_stays_signed_in_across_reloads_by_silent_authentication() {
+    let test = "an_auth0_spa_stays_signed_in_across_reloads_by_silent_authentication";
+    if !chrome::available(test) || !sdks_installed(test) {
+        return;
+    }
+    let app = spawn_app().await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let domain = app.address.clone();
+    let site = Site::start(auth0_spa_page(&domain, "spa", false)).await;
+    register_spa(&app, "spa", &site).await;
+    let chrome = Chrome::start("auth0_spa_web_message").await;
+    chrome.goto(&format!("{}/", site.origin)).await;
+    wait_for_status(&chrome, "signed out").await;
+    chrome.click("#login").await;
+    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    chrome.wait_for_url(&site.origin).await;
+    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    chrome.screenshot("signed_in").await;
+
+    // The default cache is in memory: after a reload the SDK asks
+    // /authorize with prompt=none and response_mode=web_message in a hidden
+    // iframe, and the gateway session answers.
+    chrome.refresh().await;
+    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    chrome.screenshot("after_reload").await;
+    let token = run_async(
+        &chrome,
+        "return await window.spa.getTokenSilently({cacheMode: 'off'});",
+    )
+    .await;
+    let claims = jwt_claims(token.as_str().expect("an access token"));
+    assert_eq!(claims["client_id"], "spa");
+    assert_quiet_console(&chrome).await;
+}
+
+#[tokio::test]
+async fn an_auth0_spa_with_refresh_tokens_in_local_storage_renews_from_its_origin() {
+    let test = "an_auth0_spa_with_refresh_tokens_in_local_storage_renews_from_its_origin";
+    if !chrome::available(test) || !sdks_installed(test) {
+        return;
+    }
+    let app = spawn_app().await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(auth0_spa_page(&app.address, "spa", true)).await;
+    register_spa(&app, "spa", &site).await;
+    let chrome = Chrome::start("auth0_spa_refresh_tokens").await;
+    chrome.goto(&format!("{}/", site.origin)).await;
+    wait_for_status(&chrome, "signed out").await;
+    chrome.click("#login").await;
+    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    chrome.wait_for_url(&site.origin).await;
+    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    let first = run_async(&chrome, "return await window.spa.getTokenSilently();").await;
+
+    chrome.refresh().await;
+    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    // cacheMode off: the SDK spends its refresh token at /oauth/token
+    // from the app's origin (CORS for the client's web origin).
+    let renewed = run_async(
+        &chrome,
+        "return await window.spa.getTokenSilently({cacheMode: 'off'});",
+    )
+    .await;
+    assert_ne!(first, renewed, "a new access token");
+    chrome.screenshot("renewed").await;
+    assert_quiet_console(&chrome).await;
+}
+
+/// A single-page app on Okta's SDK, as its samples write one.
+fn okta_spa_page(issuer: &str, client_id: &str) -> String {
+    let config = json!({
+        "issuer": issuer,
+        "clientId": client_id,
+        "scopes": ["openid", "profile", "email", "offline_access"],
+        "pkce": true,
+        "tokenManager": {"autoRenew": false},
+    });
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Example Okta SPA</title></head>
+<body><h1>Example Okta SPA</h1><p id="status">loading</p><button id="login">Log in</button>
+<script src="/sdk/okta-auth-js.js"></script>
+<script>
+const config = {config};
+config.redirectUri = location.origin + "/";
+const show = (s) => {{ document.getElementById("status").textContent = s; }};
+const OktaAuthClass = window.OktaAuth.OktaAuth || window.OktaAuth.default || window.OktaAuth;
+(async () => {{
+  try {{
+    const okta = new OktaAuthClass(config);
+    window.okta = okta;
+    if (okta.isLoginRedirect()) {{
+      const {{ tokens }} = await okta.token.parseFromUrl();
+      okta.tokenManager.setTokens(tokens);
+      history.replaceState({{}}, "", "/");
+    }}
+    document.getElementById("login").onclick = () => okta.token.getWithRedirect();
+    const idToken = await okta.tokenManager.get("idToken");
+    show(idToken ? "signed in as " + idToken.claims.email : "signed out");
+  }} catch (e) {{
+    show("error: " + (e.errorCode || e.name) + " " + (e.errorSummary || e.message));
+  }}
+}})();
+</script></body></html>"#
+    )
+}
+
+#[tokio::test]
+async fn an_okta_spa_signs_in_reloads_and_renews_by_refresh_token_and_silently() {
+    let test = "an_okta_spa_signs_in_reloads_and_renews_by_refresh_token_and_silently";
+    if !chrome::available(test) || !sdks_installed(test) {
+        return;
+    }
+    // Okta's SDKs are configured with an issuer that has a path.
+    let app = spawn_app_with(|s| s.issuer = format!("{}oauth2/default", s.issuer)).await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(okta_spa_page(&app.issuer, "okta-spa")).await;
+    register_spa(&app, "okta-spa", &site).await;
+    let chrome = Chrome::start("okta_spa").await;
+    chrome.goto(&format!("{}/", site.origin)).await;
+    wait_for_status(&chrome, "signed out").await;
+    chrome.click("#login").await;
+    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    chrome.wait_for_url(&site.origin).await;
+    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    chrome.screenshot("signed_in").await;
+
+    // Okta's token storage is local storage: a reload keeps the user.
+    chrome.refresh().await;
+    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    let first = run_async(
+        &chrome,
+        "return (await window.okta.tokenManager.get('accessToken')).accessToken;",
+    )
+    .await;
+    // Renewal with the refresh token, at `{issuer}/v1/token`.
+    let by_refresh = run_async(
+        &chrome,
+        "return (await window.okta.tokenManager.renew('accessToken')).accessToken;",
+    )
+    .await;
+    assert_ne!(first, by_refresh);
+    // Silent renewal: /v1/authorize with prompt=none and
+    // response_mode=okta_post_message in a hidden iframe.
+    let silent = run_async(
+        &chrome,
+        "const r = await window.okta.token.getWithoutPrompt(); return r.tokens.accessToken.accessToken;",
+    )
+    .await;
+    assert_ne!(by_refresh, silent);
+    assert_eq!(
+        jwt_claims(silent.as_str().unwrap())["iss"],
+        app.issuer,
+        "tokens from the path issuer"
+    );
+    chrome.screenshot("renewed").await;
+    assert_quiet_console(&chrome).await;
+}
