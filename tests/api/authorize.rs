@@ -306,3 +306,126 @@ async fn login_hint_prefills_the_identifier() {
     let (_, fields) = form_fields(&page);
     assert_eq!(fields["username"], "alice@example.com");
 }
+
+/// `web` with the application's origin registered as a web origin.
+async fn with_web_origin(app: &TestApp) {
+    let mut client = app.add_client("web", false).await;
+    client.web_origins = vec!["https://app.example.com".into()];
+    app.state.db.upsert_client(&client).await.unwrap();
+    app.add_user("alice@example.com", PASSWORD).await;
+}
+
+/// The element the post_message page hands its script.
+fn posted_message(html: &str) -> (String, serde_json::Value) {
+    let doc = scraper::Html::parse_document(html);
+    let el = doc
+        .select(&scraper::Selector::parse("#post-message").unwrap())
+        .next()
+        .expect("the message element");
+    (
+        el.value().attr("data-target-origin").unwrap().to_string(),
+        serde_json::from_str(el.value().attr("data-message").unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn web_message_posts_auth0s_shape_to_the_web_origin_only_and_may_be_framed_by_it() {
+    let app = spawn_app().await;
+    with_web_origin(&app).await;
+    let browser = browser();
+    // No session yet: prompt=none answers login_required, by message.
+    let silent = AuthRequest::new("web", None)
+        .with("prompt", "none")
+        .with("response_mode", "web_message");
+    let page = app.authorize(&browser, &silent).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("frame-ancestors https://app.example.com;"),
+        "{csp}"
+    );
+    assert!(page.headers().get("x-frame-options").is_none());
+    let (origin, message) = posted_message(&page.text().await.unwrap());
+    assert_eq!(origin, "https://app.example.com");
+    assert_eq!(message["type"], "authorization_response");
+    assert_eq!(message["response"]["error"], "login_required");
+    assert_eq!(message["response"]["state"], "st-123");
+
+    // Signed in: the code, with state and iss (RFC 9207).
+    app.code_for(
+        &browser,
+        &AuthRequest::new("web", None),
+        "alice@example.com",
+    )
+    .await;
+    let page = app.authorize(&browser, &silent).await;
+    let (_, message) = posted_message(&page.text().await.unwrap());
+    let response = &message["response"];
+    assert!(response["code"].as_str().is_some_and(|c| c.len() == 43));
+    assert_eq!(response["state"], "st-123");
+    assert_eq!(response["iss"], app.issuer);
+    let exchanged = app.exchange(response["code"].as_str().unwrap(), None).await;
+    assert_eq!(exchanged.status(), StatusCode::OK);
+
+    // Okta's shape: the fields themselves.
+    let okta = AuthRequest::new("web", None)
+        .with("prompt", "none")
+        .with("response_mode", "okta_post_message");
+    let page = app.authorize(&browser, &okta).await;
+    let (origin, message) = posted_message(&page.text().await.unwrap());
+    assert_eq!(origin, "https://app.example.com");
+    assert!(message["code"].is_string() && message.get("type").is_none());
+    assert_eq!(message["state"], "st-123");
+}
+
+#[tokio::test]
+async fn a_posted_message_needs_the_redirect_origin_registered_as_a_web_origin() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await; // no web origins
+    let browser = browser();
+    for mode in ["web_message", "okta_post_message"] {
+        let page = app
+            .authorize(
+                &browser,
+                &AuthRequest::new("web", None)
+                    .with("prompt", "none")
+                    .with("response_mode", mode),
+            )
+            .await;
+        assert_eq!(page.status(), StatusCode::BAD_REQUEST, "{mode}");
+        let body = page.text().await.unwrap();
+        assert!(body.contains("not registered as a web origin"), "{body}");
+        assert!(!body.contains("post-message"));
+    }
+    // An unknown mode goes back as an error on the trusted redirect URI.
+    let back = app
+        .authorize(
+            &browser,
+            &AuthRequest::new("web", None).with("response_mode", "fragment"),
+        )
+        .await;
+    let q = query_of(&location(back.headers()));
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("web_message"));
+}
+
+#[tokio::test]
+async fn discovery_lists_the_post_message_response_modes() {
+    let app = spawn_app().await;
+    let meta: serde_json::Value = app
+        .api
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["response_modes_supported"],
+        serde_json::json!(["query", "form_post", "web_message", "okta_post_message"])
+    );
+}

@@ -265,3 +265,58 @@ async fn clients_declared_in_the_config_file_are_served() {
     let tokens = app.tokens_for_alice().await;
     assert!(tokens["access_token"].is_string());
 }
+
+#[tokio::test]
+async fn clients_add_takes_web_origins_as_bare_origins() {
+    let iso = isolated().await;
+    let refused = switchyard(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "spa",
+            "--public",
+            "--redirect-uri",
+            "https://spa.example.com/",
+            "--web-origin",
+            "https://spa.example.com/",
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--web-origin") && stderr.contains("https://spa.example.com"),
+        "{stderr}"
+    );
+
+    let added = switchyard(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "spa",
+            "--public",
+            "--redirect-uri",
+            "https://spa.example.com/",
+            "--web-origin",
+            "https://spa.example.com",
+            "--web-origin",
+            "http://127.0.0.1:3000",
+        ],
+        None,
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let shown = switchyard(&iso, &["clients", "show", "spa"], None);
+    let client: serde_json::Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(
+        client["web_origins"],
+        serde_json::json!(["https://spa.example.com", "http://127.0.0.1:3000"])
+    );
+}

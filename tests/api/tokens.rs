@@ -486,3 +486,91 @@ async fn signing_algorithms_es256_and_eddsa_issue_verifiable_tokens() {
         assert!(algs.contains(&Value::from(alg)));
     }
 }
+
+#[tokio::test]
+async fn the_token_endpoint_answers_cors_only_for_the_clients_own_origins() {
+    let app = spawn_app().await;
+    let mut client = app.add_client("web", false).await;
+    client.web_origins = vec!["https://spa.example.com".into()];
+    app.state.db.upsert_client(&client).await.unwrap();
+    app.add_user("alice@example.com", PASSWORD).await;
+
+    // The preflight names no client: it allows the request's method and
+    // headers from any origin, and decides nothing else.
+    let preflight = app
+        .api
+        .request(reqwest::Method::OPTIONS, app.url("/oauth/token"))
+        .header("origin", "https://spa.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "auth0-client, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://spa.example.com"
+    );
+    assert_eq!(
+        preflight.headers()["access-control-allow-headers"],
+        "auth0-client, content-type"
+    );
+
+    let refresh = |origin: &'static str| {
+        let app = &app;
+        async move {
+            app.api
+                .post(app.url("/oauth/token"))
+                .header("origin", origin)
+                .basic_auth("web", Some(SECRET))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", "unknown"),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A web origin and the origin of a redirect URI may read the answer,
+    // an error included; another site may not.
+    for (origin, allowed) in [
+        ("https://spa.example.com", true),
+        ("https://app.example.com", true),
+        ("https://evil.example", false),
+    ] {
+        let answer = refresh(origin).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            answer
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_string()),
+            allowed.then(|| origin.to_string()),
+            "{origin}"
+        );
+        assert!(
+            answer.headers()["vary"]
+                .to_str()
+                .unwrap()
+                .contains("origin")
+        );
+    }
+    // The Okta alias has the same rule.
+    let okta = app
+        .api
+        .post(app.url("/v1/token"))
+        .header("origin", "https://evil.example")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_id", "web"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(okta.headers().get("access-control-allow-origin").is_none());
+}
