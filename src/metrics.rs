@@ -23,7 +23,7 @@ pub struct Metrics {
     /// Calls to the upstream by purpose and result.
     pub upstream: Family<Outcome, Counter>,
     /// Outbox deliveries by kind (`mark_migrated`) and result (`done`,
-    /// `retry`, `failed`): the sync errors of DESIGN.md.
+    /// `retry`, `failed`): writes the upstream has not taken yet.
     pub outbox: Family<Outcome, Counter>,
 }
 

@@ -1,6 +1,6 @@
 //! `switchyard import FILE`: users from export files, streamed.
 //!
-//! Formats (UPSTREAMS.md):
+//! Formats, as each vendor documents its export or import file:
 //! - `auth0-export`: NDJSON as Auth0's users-export job writes it (gzipped
 //!   or not), and as a password-hash export ticket delivers it
 //!   (`_id.$oid`, `passwordHash`); `auth0|…` ids are kept as they are.

@@ -1,5 +1,5 @@
 //! The outbox worker: delivers the writes the migration owes the upstream
-//! (DESIGN.md, "Writes during the migration"), away from any request.
+//! while it is still the primary, away from any request.
 //!
 //! `serve` runs one per instance when `[upstream.management] mark_migrated`
 //! is on. It claims due rows ([`crate::store::outbox`]), performs each write

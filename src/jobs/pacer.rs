@@ -3,7 +3,8 @@
 //!
 //! Auth0 and Okta send `x-ratelimit-{limit,remaining,reset}` and
 //! `X-Rate-Limit-{Limit,Remaining,Reset}` on every response (`reset` in
-//! epoch seconds; UPSTREAMS.md). The two mean different things:
+//! epoch seconds; Auth0 "Management API Endpoint Rate Limits", Okta "Rate
+//! limits overview"). The two mean different things:
 //!
 //! - [`Model::Bucket`] (Auth0's Management API): a token bucket of `limit`
 //!   tokens refilled at a steady rate; `reset` is when it is full again.

@@ -4,7 +4,8 @@
 //! algorithm) on a support ticket, Keycloak exports PBKDF2-SHA256/512 as a
 //! credential JSON, other systems give PHC strings (argon2, scrypt,
 //! pbkdf2). They are stored as they come and verified here; a successful
-//! login replaces them with argon2id at today's parameters (SECURITY.md).
+//! login replaces them with argon2id at today's parameters (OWASP Password
+//! Storage Cheat Sheet: upgrade legacy hashes at the next login).
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use serde::Deserialize;
@@ -52,7 +53,8 @@ fn phc(stored: &str, password: &str, algorithm: &dyn PasswordVerifier) -> bool {
 
 /// Keycloak's credential as exported in a realm file, kept as one JSON
 /// document: `{"value": b64, "salt": b64, "hashIterations": n, "algorithm":
-/// "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2"}` (UPSTREAMS.md, "Keycloak").
+/// "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2"}` (Keycloak's realm export,
+/// `credentials[].secretData` and `credentialData`).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeycloakCredential {

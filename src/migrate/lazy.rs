@@ -1,4 +1,4 @@
-//! The migration step of a login (DESIGN.md, "Flows", upstream password).
+//! The migration step of a login on the upstream-password track.
 //!
 //! The password is verified once at the upstream; on success the profile
 //! (ID token, then userinfo) is mapped with the provider definition, the

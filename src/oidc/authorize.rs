@@ -302,7 +302,8 @@ async fn start_login(
         .sessions
         .put_json(&pending_key(&id), &pending, PENDING_TTL)
         .await?;
-    // In passthrough every login is the upstream's (DESIGN.md, phases).
+    // In passthrough every login is the upstream's: nobody types a
+    // password into Switchyard yet.
     let passthrough =
         state.upstream.is_some() && state.settings.cutover.phase == Phase::Passthrough;
     let mut response = if passthrough {

@@ -222,7 +222,7 @@ pub fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
         extra: carried.clone(),
     };
     // token_mode = upstream: the application's APIs still trust the old
-    // provider, so it gets the upstream's access token (DESIGN.md).
+    // provider, so it gets the upstream's access token.
     let (access_token, access_ttl) = match (&i.upstream, i.client.token_mode.as_str()) {
         (Some(up), "upstream") => (up.access_token.clone(), (up.expires_at - now).max(0)),
         _ => (

@@ -1,6 +1,6 @@
 //! The write outbox: writes to the upstream that a local change owes it,
-//! queued durably and delivered later (DESIGN.md, "Writes during the
-//! migration").
+//! queued durably and delivered later, so the upstream, still the
+//! primary during the migration, never lags silently behind.
 //!
 //! A row is inserted by the transaction that makes the local change
 //! ([`enqueue`]), so the two commit together or not at all. Workers claim

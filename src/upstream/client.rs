@@ -458,7 +458,8 @@ impl UpstreamClient {
     ) -> Result<Map<String, Value>, UpstreamError> {
         match self.check_id_token(id_token, client_id, nonce).await {
             Err(UpstreamError::InvalidIdToken(reason)) if reason == NO_MATCHING_KEY => {
-                // The upstream may have rotated its keys (UPSTREAMS.md).
+                // The upstream may have rotated its keys: OIDC Core §10.1.1
+                // has a relying party refetch the JWKS on an unknown `kid`.
                 if self.refetch_keys().await {
                     self.check_id_token(id_token, client_id, nonce).await
                 } else {
@@ -621,7 +622,7 @@ impl UpstreamClient {
     /// provider definition names (Auth0's password-realm with the configured
     /// connection, or the plain password grant), validating the ID token
     /// that comes back. Each vendor's answers are mapped to
-    /// [`PasswordRefusal`] (UPSTREAMS.md).
+    /// [`PasswordRefusal`] ([`classify_password_error`]).
     pub async fn password_login(
         &self,
         username: &str,
@@ -754,7 +755,8 @@ impl UpstreamClient {
     /// with `USER_PASSWORD_AUTH` on the user-pool API (AWS JSON 1.1; no SigV4
     /// is needed with an app client), with `SECRET_HASH` =
     /// Base64(HMAC-SHA256(client secret, username + client id)) when the
-    /// client has a secret (UPSTREAMS.md, "AWS Cognito").
+    /// client has a secret (Amazon Cognito API Reference, `InitiateAuth`,
+    /// and "Computing secret hash values").
     async fn cognito_password_login(
         &self,
         username: &str,
@@ -873,7 +875,9 @@ pub fn classify_cognito_error(kind: &str, message: &str) -> PasswordRefusal {
     }
 }
 
-/// Maps a vendor's refusal of the password grant (UPSTREAMS.md): Auth0's
+/// Maps a vendor's refusal of the password grant, as each documents its
+/// token endpoint's errors (Auth0 Authentication API, Okta OpenID Connect
+/// API, Keycloak Server Admin guide): Auth0's
 /// `invalid_grant` "Wrong email or password.", 403 `mfa_required`,
 /// `unauthorized` / `too_many_attempts` for blocked users; Okta's
 /// `invalid_grant` and `access_denied` (MFA); Keycloak's `invalid_grant`

@@ -2,7 +2,8 @@
 //!
 //! openidconnect checks signatures with the pure-Rust `rsa` crate: 0.2 to
 //! 0.4 ms per ID token, the largest share of what a proxied refresh or
-//! callback adds, and not constant-time (RUSTSEC-2023-0071, SECURITY.md).
+//! callback adds, and not constant-time (RUSTSEC-2023-0071, the Marvin
+//! timing attack).
 //! The checks are the ones its `IdTokenVerifier` makes with the defaults
 //! Switchyard used, made here in the same order with the signature checked
 //! by aws-lc-rs against keys parsed once per JWKS fetch:

@@ -2,7 +2,7 @@
 //!
 //! The local user's id is the upstream `sub` (`auth0|5f3…`, an Okta id, a
 //! Cognito `sub`, a Keycloak UUID), so the `sub` of Switchyard's tokens is
-//! the one applications already stored (DESIGN.md, "Tokens Switchyard mints").
+//! the one applications already stored: their user ids stay valid.
 
 use serde_json::{Map, Value};
 

@@ -1,5 +1,5 @@
-//! The session ↔ upstream-token mapping (DESIGN.md, "The session ↔
-//! external-token mapping").
+//! The session ↔ upstream-token mapping: what lets an application keep
+//! calling APIs that still trust the old provider.
 //!
 //! A gateway session that went through the upstream keeps the upstream's
 //! access, refresh and ID tokens in the session store under the session's
@@ -12,8 +12,8 @@
 //! Refreshing the upstream tokens is single-flight across instances: a lock
 //! in the session store lets one caller spend the upstream refresh token
 //! while the others wait for its result, because a rotating upstream refresh
-//! token spent twice would end the user's upstream session (SECURITY.md,
-//! "Migration-specific pitfalls").
+//! token spent twice would end the user's upstream session (RFC 9700
+//! §4.14.2: reuse of a rotated refresh token revokes the family).
 
 use std::time::Duration;
 

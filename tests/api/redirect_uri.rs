@@ -1,5 +1,5 @@
-//! Redirect URI attacks (SECURITY.md, "Authorization endpoint and
-//! redirects"): every one is refused with a page, never a redirect.
+//! Redirect URI attacks (RFC 9700 §4.1, §4.11): every one is refused with
+//! a page, never a redirect.
 
 use reqwest::StatusCode;
 

@@ -1,5 +1,5 @@
-//! A fake upstream identity provider, faithful to the vendors described in
-//! `UPSTREAMS.md`, started inside the test process on `127.0.0.1:0`.
+//! A fake upstream identity provider, faithful to the vendors' own API
+//! documentation, started inside the test process on `127.0.0.1:0`.
 //!
 //! One [`FakeUpstream`] plays one vendor ([`Flavor`]): it serves that vendor's
 //! paths and issuer spelling, its error bodies and status codes, its
