@@ -474,6 +474,7 @@ fn auth0_spa_page(domain: &str, client_id: &str, refresh_tokens: bool) -> String
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Example SPA</title></head>
 <body><h1>Example SPA</h1><p id="status">loading</p><button id="login">Log in</button>
+<button id="popup">Log in in a popup</button>
 <script src="/sdk/auth0-spa-js.js"></script>
 <script>
 const config = {config};
@@ -489,6 +490,10 @@ const show = (s) => {{ document.getElementById("status").textContent = s; }};
       history.replaceState({{}}, "", "/");
     }}
     document.getElementById("login").onclick = () => client.loginWithRedirect();
+    document.getElementById("popup").onclick = () => client.loginWithPopup()
+      .then(() => client.getUser())
+      .then((user) => show("signed in as " + user.email + " by popup"))
+      .catch((e) => show("error: " + (e.error || e.message)));
     if (await client.isAuthenticated()) {{
       const user = await client.getUser();
       show("signed in as " + user.email);
@@ -703,5 +708,45 @@ async fn an_okta_spa_signs_in_reloads_and_renews_by_refresh_token_and_silently()
         "tokens from the path issuer"
     );
     chrome.screenshot("renewed").await;
+    assert_quiet_console(&chrome).await;
+}
+
+#[tokio::test]
+async fn an_auth0_spa_signs_in_through_a_popup_by_web_message() {
+    let test = "an_auth0_spa_signs_in_through_a_popup_by_web_message";
+    if !chrome::available(test) || !sdks_installed(test) {
+        return;
+    }
+    let app = spawn_app().await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(auth0_spa_page(&app.address, "spa", false)).await;
+    register_spa(&app, "spa", &site).await;
+    let chrome = Chrome::start("auth0_spa_popup").await;
+    chrome.goto(&format!("{}/", site.origin)).await;
+    wait_for_status(&chrome, "signed out").await;
+    let main = chrome.window().await;
+    chrome.click("#popup").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let popup = loop {
+        if let Some(h) = chrome.windows().await.into_iter().find(|h| *h != main) {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "no popup opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    chrome.switch_to(&popup).await;
+    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    // The answer page posts the code to the opener, which closes the popup.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while chrome.windows().await.contains(&popup) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the popup stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    chrome.switch_to(&main).await;
+    wait_for_status(&chrome, "signed in as alice@example.com by popup").await;
+    chrome.screenshot("signed_in").await;
     assert_quiet_console(&chrome).await;
 }

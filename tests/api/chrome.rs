@@ -175,6 +175,33 @@ impl Chrome {
             .await;
     }
 
+    /// The handles of the open windows (tabs and popups).
+    pub async fn windows(&self) -> Vec<String> {
+        self.call("GET", "/window/handles", Value::Null)
+            .await
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn window(&self) -> String {
+        self.call("GET", "/window", Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Commands go to the window `handle` from now on.
+    pub async fn switch_to(&self, handle: &str) {
+        self.call("POST", "/window", json!({ "handle": handle }))
+            .await;
+    }
+
     /// The visible text of `css`.
     pub async fn text(&self, css: &str) -> String {
         let id = self.element(css).await;
