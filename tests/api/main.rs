@@ -15,6 +15,7 @@ mod bad_input;
 mod cli;
 mod fake_upstream;
 mod helpers;
+mod isolation;
 mod jobs;
 mod login;
 mod logout;
