@@ -617,3 +617,46 @@ async fn resume_keeps_the_format_and_provider_the_job_began_with() {
     assert_eq!(resumed["created"], 2, "{resumed:#}");
     assert_eq!(resumed["failed"], 1, "{resumed:#}");
 }
+
+#[tokio::test]
+async fn an_import_where_every_record_failed_exits_non_zero() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A CSV given as an Auth0 export: every line is malformed JSON.
+    let path = write_file(
+        &dir,
+        "users.ndjson",
+        b"id,email\nu1,ann@example.com\nu2,bob@example.com\n",
+    );
+    for dry in [true, false] {
+        let mut args = vec!["import", path.as_str(), "--json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = run_cli(&iso, &args, None, &[]);
+        assert!(!out.status.success(), "dry run {dry}");
+        let why = stderr_of(&out);
+        assert!(why.contains("every record failed (3)"), "{why}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["failed"], 3, "the report is still printed");
+    }
+    // The job ran to its end: running it again is not a resume.
+    let again = run_cli(&iso, &["import", &path], None, &[]);
+    assert!(!again.status.success());
+    assert!(
+        !stderr_of(&again).contains("--resume"),
+        "{}",
+        stderr_of(&again)
+    );
+
+    // A JSON object given as a bulk-import array fails as a whole.
+    let bulk = write_file(&dir, "bulk.json", b"{\"user_id\": \"1\"}\n");
+    let out = run_cli(
+        &iso,
+        &["import", &bulk, "--format", "auth0-bulk"],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("every record failed (1)"));
+}
