@@ -412,6 +412,21 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
     } else {
         report.print();
     }
+    // Some bad records are reported and the rest imported; a file none of
+    // whose records could be read (most often one in another format) is
+    // an error, whatever the report shows.
+    let c = &report.counters;
+    if c.failed > 0 && c.failed == c.total() {
+        bail!(
+            "every record failed ({}){}, none imported: the report gives each one's reason",
+            c.failed,
+            if report.dry_run {
+                " in the dry run"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 

@@ -57,6 +57,18 @@ impl Format {
         }
     }
 
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auth0Export => "auth0-export",
+            Self::Auth0Bulk => "auth0-bulk",
+            Self::OktaCsv => "okta-csv",
+            Self::Csv => "csv",
+            Self::CognitoCsv => "cognito-csv",
+            Self::Keycloak => "keycloak",
+        }
+    }
+
     /// Guesses the format from the file name and its first bytes.
     pub fn detect(path: &str, head: &[u8]) -> Option<Self> {
         let name = path.to_ascii_lowercase();
@@ -786,6 +798,15 @@ mod tests {
         let got: Vec<_> = Lines::new(Box::new(std::io::Cursor::new(long.into_bytes()))).collect();
         assert!(got[0].as_ref().is_err_and(|e| e.line == Some(1)));
         assert_eq!(got[1].as_ref().unwrap().0, 2);
+    }
+
+    #[test]
+    fn format_names_are_the_ones_the_cli_and_the_job_params_use() {
+        use clap::ValueEnum;
+        for f in Format::value_variants() {
+            assert_eq!(f.to_possible_value().unwrap().get_name(), f.name());
+            assert_eq!(serde_json::json!(f), f.name());
+        }
     }
 
     #[test]

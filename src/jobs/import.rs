@@ -38,9 +38,58 @@ pub struct ImportOptions {
 }
 
 pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<Report> {
-    let format = match opts.format {
-        Some(f) => f,
-        None => {
+    // The job names the file by its absolute path, so a resume from another
+    // directory finds it.
+    let file = std::fs::canonicalize(&opts.path)
+        .map(|p| p.to_string_lossy().to_string())
+        .unwrap_or_else(|_| opts.path.clone());
+
+    // The unfinished job of this file, looked up first: a resume reads the
+    // file the way the job began reading it.
+    let resuming = if opts.dry_run {
+        None
+    } else {
+        match db.unfinished_job("import").await? {
+            Some(job) if job.params["path"] == json!(file) => {
+                // A job that failed before committing a single record has
+                // no position worth keeping: a plain run starts afresh.
+                let empty = job.state == "failed"
+                    && db.job_summary(&job.id, 0).await?.counters.total() == 0;
+                match (opts.resume, empty) {
+                    (true, _) => Some(job),
+                    (false, true) => None,
+                    (false, false) => bail!(
+                        "job {} is importing this file and did not finish: run again with --resume",
+                        job.id
+                    ),
+                }
+            }
+            Some(job) if opts.resume => bail!(
+                "no unfinished import of {} to resume (the latest unfinished import, job {}, is of {})",
+                opts.path,
+                job.id,
+                job.params["path"].as_str().unwrap_or("another file")
+            ),
+            _ if opts.resume => bail!("no unfinished import of {} to resume", opts.path),
+            _ => None,
+        }
+    };
+    let job_format = resuming
+        .as_ref()
+        .and_then(|j| serde_json::from_value::<Format>(j.params["format"].clone()).ok());
+
+    let format = match (opts.format, job_format, &resuming) {
+        // Its committed position counts records as the job's format read
+        // them: another format would skip a different stretch of the file.
+        (Some(asked), Some(began), Some(job)) if asked != began => bail!(
+            "job {} imports this file as {}: resume it with --format {} (or without --format)",
+            job.id,
+            began.name(),
+            began.name()
+        ),
+        (Some(f), ..) => f,
+        (None, Some(f), _) => f,
+        (None, None, _) => {
             let mut head = Vec::new();
             let mut reader =
                 files::open(&opts.path).with_context(|| format!("opening {}", opts.path))?;
@@ -56,30 +105,36 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         .clone()
         .or_else(|| format.provider().map(String::from))
         .unwrap_or_else(|| "import".into());
-    let worker = worker_id(0);
-    // The job names the file by its absolute path, so a resume from another
-    // directory finds it.
-    let file = std::fs::canonicalize(&opts.path)
-        .map(|p| p.to_string_lossy().to_string())
-        .unwrap_or_else(|_| opts.path.clone());
+    if let Some(job) = &resuming
+        && job.params["provider"] != json!(provider)
+    {
+        // Half the users recorded as coming from one provider and half
+        // from another would send their logins to different upstreams.
+        let began = job.params["provider"].as_str().unwrap_or("?");
+        bail!(
+            "job {} records its users as coming from {began}, not {provider}: resume it with --provider {began}",
+            job.id
+        );
+    }
+
+    // The header (CSV) is read before any job exists, so a file that is
+    // not what it claims to be leaves nothing behind to resume.
+    let reader = files::open(&opts.path).with_context(|| format!("opening {}", opts.path))?;
+    let items = files::records(reader, format)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("reading {} as {}", opts.path, format.name()))?;
 
     // The job and how far it got.
+    let worker = worker_id(0);
     let (job, chunk) = if opts.dry_run {
         (None, None)
     } else {
-        let job = match db.unfinished_job("import").await? {
-            Some(job) if job.params["path"] == json!(file) => {
-                if !opts.resume {
-                    bail!(
-                        "job {} is importing this file and did not finish: run again with --resume",
-                        job.id
-                    );
-                }
+        let job = match resuming {
+            Some(job) => {
                 db.reopen_job(&job.id).await?;
                 job.id
             }
-            _ if opts.resume => bail!("no unfinished import of {} to resume", opts.path),
-            _ => {
+            None => {
                 let id = new_job_id("import");
                 db.create_job(
                     &id,
@@ -99,14 +154,34 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
             .context("another worker is running this import; it cannot be shared")?;
         (Some(job), Some(chunk))
     };
+
+    let result = import_items(db.clone(), opts, items, &provider, job.clone(), chunk).await;
+    if let (Err(e), Some(job)) = (&result, &job) {
+        // Left `running`, the job would look interrupted: its state says
+        // it stopped, and why (`switchyard status`).
+        if let Err(fail) = db.fail_job(job, &format!("{e:#}")).await {
+            tracing::warn!(job = %job, error = %fail, "could not mark the import failed");
+        }
+    }
+    result
+}
+
+/// Reads `items` (the rest of the file past the job's position) into the
+/// store, batch by batch, and reports what the job did.
+async fn import_items(
+    db: Arc<dyn Database>,
+    opts: &ImportOptions,
+    items: Box<dyn Iterator<Item = Item> + Send>,
+    provider: &str,
+    job: Option<String>,
+    chunk: Option<crate::store::jobs::Chunk>,
+) -> anyhow::Result<Report> {
+    let provider = provider.to_string();
     let skip = chunk
         .as_ref()
         .and_then(|c| c.spec["records"].as_u64())
         .unwrap_or(0);
-
     // Reading and parsing on a blocking thread, a batch ahead.
-    let reader = files::open(&opts.path).with_context(|| format!("opening {}", opts.path))?;
-    let items = files::records(reader, format).map_err(anyhow::Error::msg)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
     let size = opts.batch.max(1);
     let reading = tokio::task::spawn_blocking(move || {
@@ -159,10 +234,8 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
                 bad.line.unwrap_or(0),
                 bad.reason
             );
+            // The batches before it commit; the caller marks the job failed.
             while in_flight.join_next().await.is_some() {}
-            if let Some(job) = &job {
-                db.fail_job(job, &why).await?;
-            }
             bail!(why);
         }
         consumed += n;

@@ -498,3 +498,165 @@ async fn new_users_are_stored_the_same_by_copy_and_by_upsert() {
     let app = spawn_app_on(iso, |_| {}).await;
     signs_in_with_the_legacy_password(&app, "u1@example.com").await;
 }
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[tokio::test]
+async fn a_file_refused_at_its_header_leaves_no_job_to_resume() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A CSV export without the id column: refused before any record.
+    let path = write_file(&dir, "users.csv", b"name,mail\nAnn,ann@example.com\n");
+    let refused = run_cli(&iso, &["import", &path, "--format", "csv"], None, &[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr_of(&refused).contains("no id column"),
+        "{}",
+        stderr_of(&refused)
+    );
+    let status = ok(&run_cli(&iso, &["status", "--json"], None, &[]));
+    assert!(
+        status["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["job"]["state"] != "running"),
+        "no job left running: {status:#}"
+    );
+
+    // Fixed, the same file imports with a plain run (no --resume).
+    std::fs::write(&path, b"id,name,email\nu1,Ann,ann@example.com\n").unwrap();
+    let fixed = ok(&run_cli(
+        &iso,
+        &["import", &path, "--format", "csv", "--json"],
+        None,
+        &[],
+    ));
+    assert_eq!(fixed["created"], 1, "{fixed:#}");
+}
+
+#[tokio::test]
+async fn a_job_that_failed_before_committing_anything_starts_afresh() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        &dir,
+        "users.ndjson",
+        b"not json\n{\"user_id\": \"auth0|1\"}\n",
+    );
+    let stopped = run_cli(&iso, &["import", &path, "--strict"], None, &[]);
+    assert!(!stopped.status.success());
+    let status = ok(&run_cli(&iso, &["status", "--json"], None, &[]));
+    assert_eq!(status["jobs"][0]["job"]["state"], "failed", "{status:#}");
+
+    let again = ok(&run_cli(&iso, &["import", &path, "--json"], None, &[]));
+    assert_eq!(again["created"], 1, "{again:#}");
+    assert_eq!(again["failed"], 1, "{again:#}");
+}
+
+#[tokio::test]
+async fn resume_keeps_the_format_and_provider_the_job_began_with() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    // `.txt`: the format cannot be guessed, only the job knows it.
+    let path = write_file(
+        &dir,
+        "users.txt",
+        b"{\"user_id\": \"auth0|1\"}\nnot json\n{\"user_id\": \"auth0|2\"}\n",
+    );
+    let stopped = run_cli(
+        &iso,
+        &[
+            "import",
+            &path,
+            "--format",
+            "auth0-export",
+            "--strict",
+            "--batch",
+            "1",
+        ],
+        None,
+        &[],
+    );
+    assert!(!stopped.status.success());
+
+    let other = run_cli(
+        &iso,
+        &["import", &path, "--resume", "--format", "auth0-bulk"],
+        None,
+        &[],
+    );
+    assert!(!other.status.success());
+    let why = stderr_of(&other);
+    assert!(why.contains("imports this file as auth0-export"), "{why}");
+
+    let other = run_cli(
+        &iso,
+        &["import", &path, "--resume", "--provider", "okta"],
+        None,
+        &[],
+    );
+    assert!(!other.status.success());
+    let why = stderr_of(&other);
+    assert!(why.contains("coming from auth0, not okta"), "{why}");
+
+    let elsewhere = write_file(&dir, "other.ndjson", b"{\"user_id\": \"auth0|3\"}\n");
+    let other = run_cli(&iso, &["import", &elsewhere, "--resume"], None, &[]);
+    assert!(!other.status.success());
+    let why = stderr_of(&other);
+    assert!(why.contains("users.txt"), "names the job's file: {why}");
+
+    let resumed = ok(&run_cli(
+        &iso,
+        &["import", &path, "--resume", "--json"],
+        None,
+        &[],
+    ));
+    assert_eq!(resumed["created"], 2, "{resumed:#}");
+    assert_eq!(resumed["failed"], 1, "{resumed:#}");
+}
+
+#[tokio::test]
+async fn an_import_where_every_record_failed_exits_non_zero() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A CSV given as an Auth0 export: every line is malformed JSON.
+    let path = write_file(
+        &dir,
+        "users.ndjson",
+        b"id,email\nu1,ann@example.com\nu2,bob@example.com\n",
+    );
+    for dry in [true, false] {
+        let mut args = vec!["import", path.as_str(), "--json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = run_cli(&iso, &args, None, &[]);
+        assert!(!out.status.success(), "dry run {dry}");
+        let why = stderr_of(&out);
+        assert!(why.contains("every record failed (3)"), "{why}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["failed"], 3, "the report is still printed");
+    }
+    // The job ran to its end: running it again is not a resume.
+    let again = run_cli(&iso, &["import", &path], None, &[]);
+    assert!(!again.status.success());
+    assert!(
+        !stderr_of(&again).contains("--resume"),
+        "{}",
+        stderr_of(&again)
+    );
+
+    // A JSON object given as a bulk-import array fails as a whole.
+    let bulk = write_file(&dir, "bulk.json", b"{\"user_id\": \"1\"}\n");
+    let out = run_cli(
+        &iso,
+        &["import", &bulk, "--format", "auth0-bulk"],
+        None,
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("every record failed (1)"));
+}

@@ -17,6 +17,7 @@ mod chrome;
 mod cli;
 mod fake_upstream;
 mod helpers;
+mod isolation;
 mod jobs;
 mod login;
 mod logout;
