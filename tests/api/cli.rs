@@ -264,3 +264,64 @@ async fn clients_declared_in_the_config_file_are_served() {
     let tokens = app.tokens_for_alice().await;
     assert!(tokens["access_token"].is_string());
 }
+
+/// Starts `switchyard serve` from `exe` on the test's database and a free
+/// port, waits until it has logged that it serves, stops it, and returns
+/// what it wrote to stdout and stderr (both pipes, as under a supervisor
+/// that writes them to files).
+fn serve_briefly(iso: &Isolated, exe: &std::path::Path) -> (String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .env("SWITCHYARD_DATABASE_URL", &iso.database_url)
+        .env("SWITCHYARD_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_LOG", "info")
+        .env_remove("SWITCHYARD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the switchyard binary runs");
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (text, reader)
+    };
+    let (out, out_reader) = collect(Box::new(child.stdout.take().unwrap()));
+    let (err, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&err.lock().unwrap()).contains("serving")
+        && std::time::Instant::now() < deadline
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out_reader.join().unwrap();
+    err_reader.join().unwrap();
+    let text = |t: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&t.lock().unwrap()).to_string();
+    (text(&out), text(&err))
+}
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let iso = isolated().await;
+    let (_, stderr) = serve_briefly(&iso, std::path::Path::new(env!("CARGO_BIN_EXE_switchyard")));
+    assert!(stderr.contains("serving"), "serve logged: {stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "no ANSI escape sequences when stderr is not a terminal: {stderr:?}"
+    );
+}
