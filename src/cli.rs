@@ -535,13 +535,12 @@ async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
             println!("  database:      {database}");
             println!("  session store: {sessions}");
             println!();
+            let me = own_command();
             println!("Add a user and a client from another terminal:");
             println!(
-                "  echo 'a long password' | switchyard users add --email alice@example.com --password-stdin"
+                "  echo 'a long password' | {me} users add --email alice@example.com --password-stdin"
             );
-            println!(
-                "  switchyard clients add --id web --redirect-uri http://127.0.0.1:3000/callback"
-            );
+            println!("  {me} clients add --id web --redirect-uri http://127.0.0.1:3000/callback");
         }
         Source::File(path) => {
             println!(
@@ -553,6 +552,39 @@ async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
     tracing::info!(%issuer, port = app.port(), "serving");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The command that starts this same program again, for the hints printed at
+/// start-up, so they can be pasted as they are: `cargo run --release --`
+/// when the binary is a build in a cargo target directory (the README's
+/// Quickstart), else the path it was started by.
+fn own_command() -> String {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile) = exe.parent()
+        // Cargo marks every target directory with a CACHEDIR.TAG
+        // (bford.info/cachedir), wherever CARGO_TARGET_DIR puts it.
+        && profile
+            .parent()
+            .is_some_and(|target| target.join("CACHEDIR.TAG").is_file())
+    {
+        match profile.file_name().and_then(|n| n.to_str()) {
+            Some("release") => return "cargo run --release --".into(),
+            Some("debug") => return "cargo run --".into(),
+            _ => {}
+        }
+    }
+    let program = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "switchyard".into());
+    if program
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        program
+    } else {
+        format!("'{}'", program.replace('\'', r"'\''"))
+    }
 }
 
 fn config_check(settings: &Settings, source: &Source) -> anyhow::Result<()> {

@@ -325,3 +325,29 @@ async fn logs_written_to_a_pipe_carry_no_colour_codes() {
         "no ANSI escape sequences when stderr is not a terminal: {stderr:?}"
     );
 }
+
+#[tokio::test]
+async fn the_start_up_hints_name_the_command_that_started_serve() {
+    let iso = isolated().await;
+    // A build in a cargo target directory: the Quickstart's `cargo run`.
+    let (stdout, _) = serve_briefly(&iso, std::path::Path::new(env!("CARGO_BIN_EXE_switchyard")));
+    let hint = stdout
+        .lines()
+        .find(|l| l.contains(" users add "))
+        .unwrap_or_else(|| panic!("a users add hint in {stdout}"));
+    assert!(
+        hint.contains("| cargo run --") && hint.contains("-- users add"),
+        "{hint}"
+    );
+
+    // The same binary installed elsewhere: the path it was started by.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let installed = dir.path().join("switchyard");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_switchyard"), &installed).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_switchyard"), &installed).unwrap();
+    }
+    let (stdout, _) = serve_briefly(&iso, &installed);
+    let expected = format!("| {} users add ", installed.display());
+    assert!(stdout.contains(&expected), "{expected} in {stdout}");
+    assert!(stdout.contains(&format!("  {} clients add ", installed.display())));
+}
