@@ -27,7 +27,9 @@ use crate::tokens::keys::{Alg, KeyRing};
 )]
 pub struct Cli {
     /// Configuration file (TOML). Without one, the embedded defaults apply.
-    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    // The value is hidden from --help: help output lands in bug reports and
+    // chat, and the path can say more about a deployment than it should.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -75,8 +77,10 @@ pub enum OutboxCommand {
         /// Only pending rows.
         #[arg(long)]
         pending: bool,
+        /// How many rows to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -153,6 +157,7 @@ pub struct VerifyArgs {
     /// Also write the full report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Never more than this many requests a second to the upstream.
     #[arg(long)]
     pub max_rate: Option<f64>,
     /// Print the report as JSON rather than a summary.
@@ -168,6 +173,7 @@ pub struct StatusArgs {
     /// Show this job with its issues.
     #[arg(long)]
     pub job: Option<String>,
+    /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -178,8 +184,9 @@ pub enum CutoverCommand {
     Show,
     /// Change the phase for every instance (within seconds, no restart).
     SetPhase {
-        /// passthrough, lazy, local_first or local_only.
-        phase: String,
+        /// The phase every login follows from now on.
+        #[arg(value_enum)]
+        phase: crate::config::Phase,
     },
     /// Pin one user to a track: --upstream rolls them back, --local forces local.
     Pin {
@@ -266,16 +273,22 @@ pub enum UsersCommand {
     Update {
         /// Id, email or username.
         user: String,
+        /// New email address.
         #[arg(long)]
         email: Option<String>,
+        /// Whether the email is verified.
         #[arg(long)]
         email_verified: Option<bool>,
+        /// New display name.
         #[arg(long)]
         name: Option<String>,
+        /// New given (first) name.
         #[arg(long)]
         given_name: Option<String>,
+        /// New family (last) name.
         #[arg(long)]
         family_name: Option<String>,
+        /// New nickname.
         #[arg(long)]
         nickname: Option<String>,
     },
@@ -337,8 +350,8 @@ pub enum KeysCommand {
     /// Promote the next key; the current one stays published until its tokens expire.
     Rotate {
         /// Algorithm to rotate (default: the configured signing algorithm).
-        #[arg(long)]
-        alg: Option<String>,
+        #[arg(long, value_enum)]
+        alg: Option<Alg>,
     },
 }
 
@@ -855,11 +868,7 @@ async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Rotate { alg } => {
-            let alg = match alg {
-                Some(a) => Alg::parse(&a)
-                    .with_context(|| format!("--alg {a:?} is not RS256, ES256 or EdDSA"))?,
-                None => configured,
-            };
+            let alg = alg.unwrap_or(configured);
             // Tokens signed by the retiring key stay verifiable until the
             // longest-lived of them expires, plus a margin for clock skew.
             let t = &settings.tokens;
@@ -880,13 +889,11 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
     match cmd {
         CutoverCommand::Show => println!("{}", toml::to_string_pretty(&rules)?),
         CutoverCommand::SetPhase { phase } => {
-            rules.phase = serde_json::from_value(serde_json::Value::String(phase.clone()))
-                .map_err(|_| {
-                    anyhow::anyhow!("{phase:?} is not passthrough, lazy, local_first or local_only")
-                })?;
+            rules.phase = phase;
             crate::cutover::store(&*db, &rules).await?;
             println!(
-                "phase set to {phase}; every instance follows within {} s",
+                "phase set to {}; every instance follows within {} s",
+                crate::cutover::phase_name(phase),
                 crate::cutover::RELOAD_INTERVAL.as_secs()
             );
         }
@@ -948,4 +955,58 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag and argument of every subcommand, with its command path.
+    fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_a_description() {
+        let mut args = Vec::new();
+        all_args(&Cli::command(), "switchyard", &mut args);
+        let missing: Vec<_> = args
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(path, a)| format!("{path} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn closed_sets_list_their_values_in_the_help() {
+        let mut cli = Cli::command();
+        let phase = cli
+            .find_subcommand_mut("cutover")
+            .unwrap()
+            .find_subcommand_mut("set-phase")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for value in ["passthrough", "lazy", "local_first", "local_only"] {
+            assert!(phase.contains(value), "{value} in {phase}");
+        }
+        let rotate = cli
+            .find_subcommand_mut("keys")
+            .unwrap()
+            .find_subcommand_mut("rotate")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(rotate.contains("RS256, ES256, EdDSA"), "{rotate}");
+        assert!(Cli::try_parse_from(["switchyard", "keys", "rotate", "--alg", "HS256"]).is_err());
+        assert!(Cli::try_parse_from(["switchyard", "cutover", "set-phase", "bogus"]).is_err());
+    }
 }

@@ -351,3 +351,18 @@ async fn the_start_up_hints_name_the_command_that_started_serve() {
     assert!(stdout.contains(&expected), "{expected} in {stdout}");
     assert!(stdout.contains(&format!("  {} clients add ", installed.display())));
 }
+
+#[tokio::test]
+async fn help_does_not_show_the_value_of_switchyard_config() {
+    let iso = isolated().await;
+    let out = run_cli(
+        &iso,
+        &["users", "add", "--help"],
+        None,
+        &[("SWITCHYARD_CONFIG", "/etc/secret-place/switchyard.toml")],
+    );
+    assert!(out.status.success());
+    let help = stdout(&out);
+    assert!(help.contains("SWITCHYARD_CONFIG"), "{help}");
+    assert!(!help.contains("secret-place"), "{help}");
+}
