@@ -490,6 +490,14 @@ impl Settings {
                 if !p.exists() {
                     anyhow::bail!("configuration file {} does not exist", p.display());
                 }
+                // figment reads a directory as an empty file, which would
+                // quietly run on the defaults instead of the intended file.
+                if p.is_dir() {
+                    anyhow::bail!(
+                        "configuration file {} is a directory; name the TOML file in it",
+                        p.display()
+                    );
+                }
                 figment = figment.merge(Toml::file(p));
                 Source::File(p.to_path_buf())
             }

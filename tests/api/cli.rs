@@ -366,3 +366,17 @@ async fn help_does_not_show_the_value_of_switchyard_config() {
     assert!(help.contains("SWITCHYARD_CONFIG"), "{help}");
     assert!(!help.contains("secret-place"), "{help}");
 }
+
+#[tokio::test]
+async fn a_directory_given_as_the_configuration_file_is_refused() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    for command in [&["config", "check"][..], &["users", "list"][..]] {
+        let args: Vec<&str> = ["--config", path].iter().chain(command).copied().collect();
+        let out = switchyard(&iso, &args, None);
+        assert!(!out.status.success(), "{command:?} refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is a directory"), "{err}");
+    }
+}
