@@ -356,10 +356,15 @@ pub enum KeysCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // `config check` reads past unreadable keys to report them all; every
+    // other command needs settings that read cleanly.
+    if let Command::Config(ConfigCommand::Check) = cli.command {
+        return config_check(cli.config.as_deref());
+    }
     let (settings, source) = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(settings, source).await,
-        Command::Config(ConfigCommand::Check) => config_check(&settings, &source),
+        Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
         Command::Users(cmd) => users(&settings, cmd).await,
         Command::Clients(cmd) => clients(&settings, cmd).await,
         Command::Keys(cmd) => keys(&settings, cmd).await,
@@ -600,9 +605,10 @@ fn own_command() -> String {
     }
 }
 
-fn config_check(settings: &Settings, source: &Source) -> anyhow::Result<()> {
-    let problems = settings.check();
-    let from = match source {
+fn config_check(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (loaded, source) = Settings::load_all(path)?;
+    let problems = loaded.problems();
+    let from = match &source {
         Source::File(p) => p.display().to_string(),
         Source::Defaults => "the embedded defaults".into(),
     };
