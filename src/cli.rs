@@ -14,7 +14,7 @@ use crate::password::{ARGON2ID, Passwords};
 use crate::startup::{Application, shutdown_signal};
 use crate::state::{key_algorithms, key_sealer, open_database};
 use crate::store::{
-    Client, Database, GRANT_TYPES, NewUser, StoreError, User, now, validate_client_id,
+    Client, Database, GrantType, NewUser, StoreError, User, now, validate_client_id,
     validate_client_secret,
 };
 use crate::tokens::keys::{Alg, KeyRing};
@@ -333,8 +333,8 @@ pub struct ClientArgs {
     #[arg(long = "post-logout-redirect-uri")]
     pub post_logout_redirect_uris: Vec<String>,
     /// An allowed grant type; repeat for several [default: authorization_code, refresh_token].
-    #[arg(long = "grant-type")]
-    pub grant_types: Vec<String>,
+    #[arg(long = "grant-type", value_enum)]
+    pub grant_types: Vec<GrantType>,
     /// Display name, shown on the login page.
     #[arg(long)]
     pub name: Option<String>,
@@ -810,19 +810,14 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     {
         redirect_uri::validate_registration(uri).map_err(|m| anyhow::anyhow!("{uri:?} {m}"))?;
     }
-    let grant_types = if args.grant_types.is_empty() {
+    let grant_types: Vec<String> = if args.grant_types.is_empty() {
         crate::config::default_grant_types()
     } else {
         args.grant_types
-    };
-    for g in &grant_types {
-        if !GRANT_TYPES.contains(&g.as_str()) {
-            bail!(
-                "--grant-type {g:?} is not one of {}",
-                GRANT_TYPES.join(", ")
-            );
-        }
     }
+    .into_iter()
+    .map(|g| g.as_str().to_string())
+    .collect();
     if !matches!(args.token_mode.as_str(), "gateway" | "upstream") {
         bail!("--token-mode must be gateway or upstream");
     }

@@ -155,7 +155,7 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
             public: c.public,
             redirect_uris: c.redirect_uris.clone(),
             post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
-            grant_types: c.grant_types.clone(),
+            grant_types: c.grant_types.iter().map(|g| g.as_str().into()).collect(),
             token_mode: c.token_mode.clone(),
             source: "config".into(),
             created_at: now(),

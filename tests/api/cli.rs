@@ -494,3 +494,72 @@ async fn every_key_can_be_set_from_the_environment() {
     assert!(text.contains("upstream.management.max_rate:"), "{text}");
     assert!(text.contains("upstream.timeout_secs:"), "{text}");
 }
+
+#[tokio::test]
+async fn only_grant_types_the_token_endpoint_implements_can_be_allowed() {
+    let iso = isolated().await;
+    let out = switchyard(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "machine",
+            "--grant-type",
+            "client_credentials",
+            "--redirect-uri",
+            REDIRECT,
+        ],
+        None,
+    );
+    assert!(
+        !out.status.success(),
+        "client_credentials is not implemented"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("client_credentials") && err.contains("password"),
+        "{err}"
+    );
+    let listed = stdout(&switchyard(&iso, &["clients", "list"], None));
+    assert!(!listed.contains("machine"), "{listed}");
+
+    let password_client = switchyard(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "legacy",
+            "--grant-type",
+            "password",
+            "--redirect-uri",
+            REDIRECT,
+        ],
+        None,
+    );
+    assert!(
+        password_client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&password_client.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+[[clients]]
+client_id = "machine"
+public = true
+redirect_uris = ["https://app.example.com/cb"]
+grant_types = ["authorization_code", "client_credentials"]
+"#,
+    );
+    let out = switchyard(&iso, &["--config", &path, "config", "check"], None);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("clients[0].grant_types[1]:") && text.contains("client_credentials"),
+        "{text}"
+    );
+}
