@@ -890,6 +890,13 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
     match cmd {
         CutoverCommand::Show => println!("{}", toml::to_string_pretty(&rules)?),
         CutoverCommand::SetPhase { phase } => {
+            if phase.needs_upstream() && settings.upstream.is_none() {
+                bail!(
+                    "phase {} routes logins to the upstream, and no [upstream] is configured: \
+                     without one every login stays local, so the phase would change nothing",
+                    crate::cutover::phase_name(phase)
+                );
+            }
             rules.phase = phase;
             crate::cutover::store(&*db, &rules).await?;
             println!(

@@ -318,6 +318,16 @@ pub enum Phase {
     LocalOnly,
 }
 
+impl Phase {
+    /// Whether the phase only has a meaning with an upstream. Without one
+    /// every login is local whatever the phase, so choosing `passthrough` or
+    /// `local_first` there is a mistake to point out, not to take silently.
+    /// `lazy` is the default, which a local-only provider runs with too.
+    pub fn needs_upstream(self) -> bool {
+        matches!(self, Phase::Passthrough | Phase::LocalFirst)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenSettings {
@@ -690,6 +700,22 @@ impl Settings {
                         up.token_keys_env
                     ),
                 );
+            }
+        }
+        if self.upstream.is_none() {
+            let why = |p: Phase| {
+                format!(
+                    "{} routes logins to the upstream, and no [upstream] is configured",
+                    crate::cutover::phase_name(p)
+                )
+            };
+            if self.cutover.phase.needs_upstream() {
+                problem("cutover.phase", why(self.cutover.phase));
+            }
+            for (client, p) in &self.cutover.clients {
+                if p.needs_upstream() {
+                    problem(&format!("cutover.clients.{client}"), why(*p));
+                }
             }
         }
         let mut seen = std::collections::HashSet::new();

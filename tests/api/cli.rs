@@ -563,3 +563,47 @@ grant_types = ["authorization_code", "client_credentials"]
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_phase_that_needs_an_upstream_is_refused_without_one() {
+    let iso = isolated().await;
+    for phase in ["passthrough", "local_first"] {
+        let out = switchyard(&iso, &["cutover", "set-phase", phase], None);
+        assert!(!out.status.success(), "{phase} refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no [upstream] is configured"), "{err}");
+    }
+    let shown = stdout(&switchyard(&iso, &["cutover", "show"], None));
+    assert!(shown.contains("phase = \"lazy\""), "unchanged: {shown}");
+    let local = switchyard(&iso, &["cutover", "set-phase", "local_only"], None);
+    assert!(local.status.success());
+
+    let upstream = [
+        ("SWITCHYARD_UPSTREAM__PROVIDER", "oidc"),
+        (
+            "SWITCHYARD_UPSTREAM__ISSUER",
+            "https://upstream.example.com/",
+        ),
+        ("SWITCHYARD_UPSTREAM__CLIENT_ID", "switchyard"),
+    ];
+    let out = run_cli(
+        &iso,
+        &["cutover", "set-phase", "passthrough"],
+        None,
+        &upstream,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bogus = run_cli(
+        &iso,
+        &["config", "check"],
+        None,
+        &[("SWITCHYARD_CUTOVER__PHASE", "passthrough")],
+    );
+    assert!(!bogus.status.success());
+    assert!(stdout(&bogus).contains("cutover.phase:"));
+}
