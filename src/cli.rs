@@ -638,6 +638,39 @@ fn read_stdin_line(what: &str) -> anyhow::Result<String> {
     Ok(line.to_string())
 }
 
+/// Whether standard input, when it is not a terminal, has something to read
+/// within a moment: a password piped to `users add` without
+/// `--password-stdin` would otherwise be dropped without a word. An empty
+/// pipe, /dev/null or a closed stdin have nothing; the short wait covers a
+/// writer (`echo … |`) that starts after this process.
+fn stdin_has_input() -> bool {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        let mut fds = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, alive for the whole call.
+        let ready = unsafe { libc::poll(&mut fds, 1, 200) };
+        if ready <= 0 || fds.revents & libc::POLLIN == 0 {
+            return false;
+        }
+        // Readable may also mean end of file (/dev/null): one byte tells.
+        let mut byte = [0u8; 1];
+        matches!(stdin.lock().read(&mut byte), Ok(n) if n > 0)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
 async fn find_user(db: &dyn Database, user: &str) -> anyhow::Result<User> {
     if let Some(u) = db.get_user(user).await? {
         return Ok(u);
@@ -670,11 +703,19 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             {
                 bail!("--email {e:?} is not an email address");
             }
+            if !password_stdin && stdin_has_input() {
+                bail!(
+                    "standard input has data but --password-stdin was not given: pass \
+                     --password-stdin to set the user's password from it (without it the user \
+                     is created with no password and cannot log in)"
+                );
+            }
             let passwords = Passwords::new(&settings.password)?;
             let hash = if password_stdin {
                 let password = read_stdin_line("password")?;
+                let ids: Vec<&str> = email.iter().chain(&username).map(String::as_str).collect();
                 passwords
-                    .check_policy(&password)
+                    .check_policy_for(&password, &ids)
                     .map_err(anyhow::Error::msg)?;
                 Some(passwords.hash(password).await?)
             } else {
@@ -715,8 +756,14 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             let user = find_user(&*db, &user).await?;
             let passwords = Passwords::new(&settings.password)?;
             let password = read_stdin_line("password")?;
+            let ids: Vec<&str> = user
+                .email
+                .iter()
+                .chain(&user.username)
+                .map(String::as_str)
+                .collect();
             passwords
-                .check_policy(&password)
+                .check_policy_for(&password, &ids)
                 .map_err(anyhow::Error::msg)?;
             let hash = passwords.hash(password).await?;
             db.set_password(&user.id, &hash, ARGON2ID).await?;

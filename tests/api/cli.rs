@@ -607,3 +607,83 @@ async fn a_phase_that_needs_an_upstream_is_refused_without_one() {
     assert!(!bogus.status.success());
     assert!(stdout(&bogus).contains("cutover.phase:"));
 }
+
+#[tokio::test]
+async fn a_piped_password_is_never_dropped_and_weak_ones_are_refused() {
+    let iso = isolated().await;
+    let piped = switchyard(
+        &iso,
+        &["users", "add", "--email", "dave@example.com"],
+        Some("dave's long password\n"),
+    );
+    assert!(!piped.status.success(), "the piped password is not ignored");
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(err.contains("--password-stdin"), "{err}");
+    assert!(!err.contains("dave's long password"), "{err}");
+    assert!(!stdout(&switchyard(&iso, &["users", "list"], None)).contains("dave@"));
+
+    // Nothing on stdin: a user without a password, as before.
+    let bare = switchyard(&iso, &["users", "add", "--email", "erin@example.com"], None);
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+
+    let add = |email: &str, username: &str, password: &str| {
+        switchyard(
+            &iso,
+            &[
+                "users",
+                "add",
+                "--email",
+                email,
+                "--username",
+                username,
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        )
+    };
+    for (password, why) in [
+        ("password", "common"),
+        ("Password123", "common, whatever the case"),
+        ("Frank.Long@Example.com", "the email"),
+        ("frank.long", "the email's local part"),
+        ("FRANKIE_THE_GREAT", "the username"),
+    ] {
+        let out = add("frank.long@example.com", "frankie_the_great", password);
+        assert!(!out.status.success(), "{why} refused");
+        // ("password" itself is a word of the messages.)
+        assert!(
+            password == "password" || !String::from_utf8_lossy(&out.stderr).contains(password),
+            "the password is not echoed"
+        );
+    }
+    let ok = add(
+        "frank.long@example.com",
+        "frankie_the_great",
+        "frank's long password",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let set = |password: &str| {
+        switchyard(
+            &iso,
+            &[
+                "users",
+                "set-password",
+                "frankie_the_great",
+                "--password-stdin",
+            ],
+            Some(&format!("{password}\n")),
+        )
+    };
+    assert!(!set("qwerty123").status.success());
+    assert!(!set("Frankie_The_Great").status.success());
+    assert!(set("another long passphrase").status.success());
+}
