@@ -217,7 +217,12 @@ pub enum CutoverCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Report every problem in the configuration, with the key that holds it.
-    Check,
+    Check {
+        /// Also connect to the database and the session store, and report
+        /// why a connection fails.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,13 +363,15 @@ pub enum KeysCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // `config check` reads past unreadable keys to report them all; every
     // other command needs settings that read cleanly.
-    if let Command::Config(ConfigCommand::Check) = cli.command {
-        return config_check(cli.config.as_deref());
+    if let Command::Config(ConfigCommand::Check { connect }) = cli.command {
+        return config_check(cli.config.as_deref(), connect).await;
     }
     let (settings, source) = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(settings, source).await,
-        Command::Config(ConfigCommand::Check) => config_check(cli.config.as_deref()),
+        Command::Config(ConfigCommand::Check { connect }) => {
+            config_check(cli.config.as_deref(), connect).await
+        }
         Command::Users(cmd) => users(&settings, cmd).await,
         Command::Clients(cmd) => clients(&settings, cmd).await,
         Command::Keys(cmd) => keys(&settings, cmd).await,
@@ -605,9 +612,34 @@ fn own_command() -> String {
     }
 }
 
-fn config_check(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+async fn config_check(path: Option<&std::path::Path>, connect: bool) -> anyhow::Result<()> {
+    use crate::config::Problem;
+    use crate::state::redact_url;
     let (loaded, source) = Settings::load_all(path)?;
-    let problems = loaded.problems();
+    let mut problems = loaded.problems();
+    if connect && let Some(settings) = loaded.settings() {
+        // Each failure with its cause; URLs without their userinfo, and no
+        // error text that could carry it (sqlx and the Redis store's errors
+        // name neither URL nor password).
+        if let Err(e) = crate::store::sql::probe(&settings.database_url).await {
+            problems.push(Problem {
+                key: "database_url".into(),
+                message: format!(
+                    "cannot connect to {}: {e}",
+                    redact_url(&settings.database_url)
+                ),
+            });
+        }
+        if let Some(url) = &settings.redis_url
+            && let Err(e) =
+                crate::store::redis::RedisStore::connect(url, &settings.session_prefix).await
+        {
+            problems.push(Problem {
+                key: "redis_url".into(),
+                message: format!("cannot connect to {}: {e}", redact_url(url)),
+            });
+        }
+    }
     let from = match &source {
         Source::File(p) => p.display().to_string(),
         Source::Defaults => "the embedded defaults".into(),

@@ -812,6 +812,10 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The settings read, if any could be (see the field).
+    pub fn settings(&self) -> Option<&Settings> {
+        self.settings.as_ref()
+    }
     /// The settings, or every key that could not be read.
     pub fn into_valid(self) -> Result<Settings, Vec<Problem>> {
         match self.settings {

@@ -687,3 +687,67 @@ async fn a_piped_password_is_never_dropped_and_weak_ones_are_refused() {
     assert!(!set("Frankie_The_Great").status.success());
     assert!(set("another long passphrase").status.success());
 }
+
+#[tokio::test]
+async fn connection_failures_say_why_without_the_password() {
+    let iso = isolated().await;
+    // Nothing listens on port 1 of the loopback interface.
+    let closed = [
+        (
+            "SWITCHYARD_DATABASE_URL",
+            "postgres://app:hunter2-db@127.0.0.1:1/switchyard",
+        ),
+        ("SWITCHYARD_REDIS_URL", "redis://:hunter2-redis@127.0.0.1:1"),
+    ];
+    let out = run_cli(&iso, &["config", "check", "--connect"], None, &closed);
+    assert!(!out.status.success());
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("hunter2"), "{text}");
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .to_string()
+    };
+    assert!(
+        line("database_url:").contains("refused"),
+        "{}",
+        line("database_url:")
+    );
+    assert!(
+        line("redis_url:").contains("refused"),
+        "{}",
+        line("redis_url:")
+    );
+
+    // The commands that open the database say why too, at once rather than
+    // after the pool's 5 s acquire timeout.
+    let started = std::time::Instant::now();
+    let out = run_cli(&iso, &["users", "list"], None, &closed[..1]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("refused") && !err.contains("hunter2"), "{err}");
+    let out = run_cli(
+        &iso,
+        &["serve"],
+        None,
+        &[("SWITCHYARD_LISTEN", "127.0.0.1:0"), closed[1]],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("refused") && !err.contains("hunter2"), "{err}");
+
+    // Reachable services pass.
+    let mut env = vec![];
+    if let Some(redis) = &iso.redis_url {
+        env.push(("SWITCHYARD_REDIS_URL", redis.as_str()));
+    }
+    let out = run_cli(&iso, &["config", "check", "--connect"], None, &env);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
