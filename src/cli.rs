@@ -14,7 +14,7 @@ use crate::password::{ARGON2ID, Passwords};
 use crate::startup::{Application, shutdown_signal};
 use crate::state::{key_algorithms, key_sealer, open_database};
 use crate::store::{
-    Client, Database, GRANT_TYPES, NewUser, StoreError, User, now, validate_client_id,
+    Client, Database, GrantType, NewUser, StoreError, User, now, validate_client_id,
     validate_client_secret,
 };
 use crate::tokens::keys::{Alg, KeyRing};
@@ -27,7 +27,9 @@ use crate::tokens::keys::{Alg, KeyRing};
 )]
 pub struct Cli {
     /// Configuration file (TOML). Without one, the embedded defaults apply.
-    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    // The value is hidden from --help: help output lands in bug reports and
+    // chat, and the path can say more about a deployment than it should.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -75,8 +77,10 @@ pub enum OutboxCommand {
         /// Only pending rows.
         #[arg(long)]
         pending: bool,
+        /// How many rows to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -153,6 +157,7 @@ pub struct VerifyArgs {
     /// Also write the full report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Never more than this many requests a second to the upstream.
     #[arg(long)]
     pub max_rate: Option<f64>,
     /// Print the report as JSON rather than a summary.
@@ -168,6 +173,7 @@ pub struct StatusArgs {
     /// Show this job with its issues.
     #[arg(long)]
     pub job: Option<String>,
+    /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -178,8 +184,9 @@ pub enum CutoverCommand {
     Show,
     /// Change the phase for every instance (within seconds, no restart).
     SetPhase {
-        /// passthrough, lazy, local_first or local_only.
-        phase: String,
+        /// The phase every login follows from now on.
+        #[arg(value_enum)]
+        phase: crate::config::Phase,
     },
     /// Pin one user to a track: --upstream rolls them back, --local forces local.
     Pin {
@@ -210,7 +217,12 @@ pub enum CutoverCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Report every problem in the configuration, with the key that holds it.
-    Check,
+    Check {
+        /// Also connect to the database and the session store, and report
+        /// why a connection fails.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,16 +278,22 @@ pub enum UsersCommand {
     Update {
         /// Id, email or username.
         user: String,
+        /// New email address.
         #[arg(long)]
         email: Option<String>,
+        /// Whether the email is verified.
         #[arg(long)]
         email_verified: Option<bool>,
+        /// New display name.
         #[arg(long)]
         name: Option<String>,
+        /// New given (first) name.
         #[arg(long)]
         given_name: Option<String>,
+        /// New family (last) name.
         #[arg(long)]
         family_name: Option<String>,
+        /// New nickname.
         #[arg(long)]
         nickname: Option<String>,
     },
@@ -324,8 +342,8 @@ pub struct ClientArgs {
     #[arg(long = "web-origin")]
     pub web_origins: Vec<String>,
     /// An allowed grant type; repeat for several [default: authorization_code, refresh_token].
-    #[arg(long = "grant-type")]
-    pub grant_types: Vec<String>,
+    #[arg(long = "grant-type", value_enum)]
+    pub grant_types: Vec<GrantType>,
     /// Display name, shown on the login page.
     #[arg(long)]
     pub name: Option<String>,
@@ -341,16 +359,23 @@ pub enum KeysCommand {
     /// Promote the next key; the current one stays published until its tokens expire.
     Rotate {
         /// Algorithm to rotate (default: the configured signing algorithm).
-        #[arg(long)]
-        alg: Option<String>,
+        #[arg(long, value_enum)]
+        alg: Option<Alg>,
     },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // `config check` reads past unreadable keys to report them all; every
+    // other command needs settings that read cleanly.
+    if let Command::Config(ConfigCommand::Check { connect }) = cli.command {
+        return config_check(cli.config.as_deref(), connect).await;
+    }
     let (settings, source) = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => serve(settings, source).await,
-        Command::Config(ConfigCommand::Check) => config_check(&settings, &source),
+        Command::Config(ConfigCommand::Check { connect }) => {
+            config_check(cli.config.as_deref(), connect).await
+        }
         Command::Users(cmd) => users(&settings, cmd).await,
         Command::Clients(cmd) => clients(&settings, cmd).await,
         Command::Keys(cmd) => keys(&settings, cmd).await,
@@ -554,13 +579,12 @@ async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
             println!("  database:      {database}");
             println!("  session store: {sessions}");
             println!();
+            let me = own_command();
             println!("Add a user and a client from another terminal:");
             println!(
-                "  echo 'a long password' | switchyard users add --email alice@example.com --password-stdin"
+                "  echo 'a long password' | {me} users add --email alice@example.com --password-stdin"
             );
-            println!(
-                "  switchyard clients add --id web --redirect-uri http://127.0.0.1:3000/callback"
-            );
+            println!("  {me} clients add --id web --redirect-uri http://127.0.0.1:3000/callback");
         }
         Source::File(path) => {
             println!(
@@ -574,9 +598,68 @@ async fn serve(settings: Settings, source: Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config_check(settings: &Settings, source: &Source) -> anyhow::Result<()> {
-    let problems = settings.check();
-    let from = match source {
+/// The command that starts this same program again, for the hints printed at
+/// start-up, so they can be pasted as they are: `cargo run --release --`
+/// when the binary is a build in a cargo target directory (the README's
+/// Quickstart), else the path it was started by.
+fn own_command() -> String {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile) = exe.parent()
+        // Cargo marks every target directory with a CACHEDIR.TAG
+        // (bford.info/cachedir), wherever CARGO_TARGET_DIR puts it.
+        && profile
+            .parent()
+            .is_some_and(|target| target.join("CACHEDIR.TAG").is_file())
+    {
+        match profile.file_name().and_then(|n| n.to_str()) {
+            Some("release") => return "cargo run --release --".into(),
+            Some("debug") => return "cargo run --".into(),
+            _ => {}
+        }
+    }
+    let program = std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "switchyard".into());
+    if program
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        program
+    } else {
+        format!("'{}'", program.replace('\'', r"'\''"))
+    }
+}
+
+async fn config_check(path: Option<&std::path::Path>, connect: bool) -> anyhow::Result<()> {
+    use crate::config::Problem;
+    use crate::state::redact_url;
+    let (loaded, source) = Settings::load_all(path)?;
+    let mut problems = loaded.problems();
+    if connect && let Some(settings) = loaded.settings() {
+        // Each failure with its cause; URLs without their userinfo, and no
+        // error text that could carry it (sqlx and the Redis store's errors
+        // name neither URL nor password).
+        if let Err(e) = crate::store::sql::probe(&settings.database_url).await {
+            problems.push(Problem {
+                key: "database_url".into(),
+                message: format!(
+                    "cannot connect to {}: {e}",
+                    redact_url(&settings.database_url)
+                ),
+            });
+        }
+        if let Some(url) = &settings.redis_url
+            && let Err(e) =
+                crate::store::redis::RedisStore::connect(url, &settings.session_prefix).await
+        {
+            problems.push(Problem {
+                key: "redis_url".into(),
+                message: format!("cannot connect to {}: {e}", redact_url(url)),
+            });
+        }
+    }
+    let from = match &source {
         Source::File(p) => p.display().to_string(),
         Source::Defaults => "the embedded defaults".into(),
     };
@@ -604,6 +687,39 @@ fn read_stdin_line(what: &str) -> anyhow::Result<String> {
         bail!("the {what} read from standard input is empty");
     }
     Ok(line.to_string())
+}
+
+/// Whether standard input, when it is not a terminal, has something to read
+/// within a moment: a password piped to `users add` without
+/// `--password-stdin` would otherwise be dropped without a word. An empty
+/// pipe, /dev/null or a closed stdin have nothing; the short wait covers a
+/// writer (`echo … |`) that starts after this process.
+fn stdin_has_input() -> bool {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        let mut fds = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, alive for the whole call.
+        let ready = unsafe { libc::poll(&mut fds, 1, 200) };
+        if ready <= 0 || fds.revents & libc::POLLIN == 0 {
+            return false;
+        }
+        // Readable may also mean end of file (/dev/null): one byte tells.
+        let mut byte = [0u8; 1];
+        matches!(stdin.lock().read(&mut byte), Ok(n) if n > 0)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
 }
 
 async fn find_user(db: &dyn Database, user: &str) -> anyhow::Result<User> {
@@ -638,11 +754,19 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             {
                 bail!("--email {e:?} is not an email address");
             }
+            if !password_stdin && stdin_has_input() {
+                bail!(
+                    "standard input has data but --password-stdin was not given: pass \
+                     --password-stdin to set the user's password from it (without it the user \
+                     is created with no password and cannot log in)"
+                );
+            }
             let passwords = Passwords::new(&settings.password)?;
             let hash = if password_stdin {
                 let password = read_stdin_line("password")?;
+                let ids: Vec<&str> = email.iter().chain(&username).map(String::as_str).collect();
                 passwords
-                    .check_policy(&password)
+                    .check_policy_for(&password, &ids)
                     .map_err(anyhow::Error::msg)?;
                 Some(passwords.hash(password).await?)
             } else {
@@ -683,8 +807,14 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             let user = find_user(&*db, &user).await?;
             let passwords = Passwords::new(&settings.password)?;
             let password = read_stdin_line("password")?;
+            let ids: Vec<&str> = user
+                .email
+                .iter()
+                .chain(&user.username)
+                .map(String::as_str)
+                .collect();
             passwords
-                .check_policy(&password)
+                .check_policy_for(&password, &ids)
                 .map_err(anyhow::Error::msg)?;
             let hash = passwords.hash(password).await?;
             db.set_password(&user.id, &hash, ARGON2ID).await?;
@@ -782,19 +912,14 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
         redirect_uri::validate_web_origin(origin)
             .map_err(|m| anyhow::anyhow!("--web-origin {origin:?} {m}"))?;
     }
-    let grant_types = if args.grant_types.is_empty() {
+    let grant_types: Vec<String> = if args.grant_types.is_empty() {
         crate::config::default_grant_types()
     } else {
         args.grant_types
-    };
-    for g in &grant_types {
-        if !GRANT_TYPES.contains(&g.as_str()) {
-            bail!(
-                "--grant-type {g:?} is not one of {}",
-                GRANT_TYPES.join(", ")
-            );
-        }
     }
+    .into_iter()
+    .map(|g| g.as_str().to_string())
+    .collect();
     if !matches!(args.token_mode.as_str(), "gateway" | "upstream") {
         bail!("--token-mode must be gateway or upstream");
     }
@@ -847,11 +972,7 @@ async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Rotate { alg } => {
-            let alg = match alg {
-                Some(a) => Alg::parse(&a)
-                    .with_context(|| format!("--alg {a:?} is not RS256, ES256 or EdDSA"))?,
-                None => configured,
-            };
+            let alg = alg.unwrap_or(configured);
             // Tokens signed by the retiring key stay verifiable until the
             // longest-lived of them expires, plus a margin for clock skew.
             let t = &settings.tokens;
@@ -872,13 +993,18 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
     match cmd {
         CutoverCommand::Show => println!("{}", toml::to_string_pretty(&rules)?),
         CutoverCommand::SetPhase { phase } => {
-            rules.phase = serde_json::from_value(serde_json::Value::String(phase.clone()))
-                .map_err(|_| {
-                    anyhow::anyhow!("{phase:?} is not passthrough, lazy, local_first or local_only")
-                })?;
+            if phase.needs_upstream() && settings.upstream.is_none() {
+                bail!(
+                    "phase {} routes logins to the upstream, and no [upstream] is configured: \
+                     without one every login stays local, so the phase would change nothing",
+                    crate::cutover::phase_name(phase)
+                );
+            }
+            rules.phase = phase;
             crate::cutover::store(&*db, &rules).await?;
             println!(
-                "phase set to {phase}; every instance follows within {} s",
+                "phase set to {}; every instance follows within {} s",
+                crate::cutover::phase_name(phase),
                 crate::cutover::RELOAD_INTERVAL.as_secs()
             );
         }
@@ -940,4 +1066,58 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag and argument of every subcommand, with its command path.
+    fn all_args(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_args(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_a_description() {
+        let mut args = Vec::new();
+        all_args(&Cli::command(), "switchyard", &mut args);
+        let missing: Vec<_> = args
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(path, a)| format!("{path} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn closed_sets_list_their_values_in_the_help() {
+        let mut cli = Cli::command();
+        let phase = cli
+            .find_subcommand_mut("cutover")
+            .unwrap()
+            .find_subcommand_mut("set-phase")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for value in ["passthrough", "lazy", "local_first", "local_only"] {
+            assert!(phase.contains(value), "{value} in {phase}");
+        }
+        let rotate = cli
+            .find_subcommand_mut("keys")
+            .unwrap()
+            .find_subcommand_mut("rotate")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(rotate.contains("RS256, ES256, EdDSA"), "{rotate}");
+        assert!(Cli::try_parse_from(["switchyard", "keys", "rotate", "--alg", "HS256"]).is_err());
+        assert!(Cli::try_parse_from(["switchyard", "cutover", "set-phase", "bogus"]).is_err());
+    }
 }

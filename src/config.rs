@@ -16,19 +16,16 @@ use url::Url;
 pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080/";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchyard.db";
 
-/// The top-level keys of [`Settings`], which `SWITCHYARD_*` variables may set.
-const SETTINGS_KEYS: &[&str] = &[
-    "issuer",
-    "listen",
-    "database_url",
-    "redis_url",
-    "session_prefix",
-    "trust_forwarded_for",
-    "tokens",
-    "password",
-    "throttle",
-    "clients",
-];
+/// The top-level keys of [`Settings`], which `SWITCHYARD_*` variables may
+/// set. Taken from the serialised defaults rather than written out, so a new
+/// section can never be left out by accident (every field serialises, `None`
+/// as null).
+fn settings_keys() -> Vec<String> {
+    match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Every setting Switchyard reads. Field docs are the configuration reference.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -307,8 +304,9 @@ pub struct Cohort {
     pub email_domains: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Phase {
     /// Every login goes to the upstream.
     Passthrough,
@@ -318,6 +316,16 @@ pub enum Phase {
     LocalFirst,
     /// No upstream calls at all.
     LocalOnly,
+}
+
+impl Phase {
+    /// Whether the phase only has a meaning with an upstream. Without one
+    /// every login is local whatever the phase, so choosing `passthrough` or
+    /// `local_first` there is a mistake to point out, not to take silently.
+    /// `lazy` is the default, which a local-only provider runs with too.
+    pub fn needs_upstream(self) -> bool {
+        matches!(self, Phase::Passthrough | Phase::LocalFirst)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -425,7 +433,7 @@ pub struct ClientSettings {
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
     #[serde(default = "default_grant_types")]
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<crate::store::GrantType>,
     /// Origins the application's browser code runs on (Auth0's "Allowed Web
     /// Origins"): `web_message` responses and token-endpoint CORS.
     #[serde(default)]
@@ -436,8 +444,11 @@ pub struct ClientSettings {
     pub token_mode: String,
 }
 
-pub fn default_grant_types() -> Vec<String> {
-    vec!["authorization_code".into(), "refresh_token".into()]
+pub fn default_grant_types() -> Vec<crate::store::GrantType> {
+    vec![
+        crate::store::GrantType::AuthorizationCode,
+        crate::store::GrantType::RefreshToken,
+    ]
 }
 
 fn default_token_mode() -> String {
@@ -485,13 +496,36 @@ pub enum Source {
 
 impl Settings {
     /// Loads defaults, then the file (when given and present), then the
-    /// environment. A file named explicitly must exist.
+    /// environment. A file named explicitly must exist. Every unknown key
+    /// and wrong value is reported, not only the first.
     pub fn load(path: Option<&Path>) -> Result<(Self, Source), anyhow::Error> {
+        let (loaded, source) = Self::load_all(path)?;
+        match loaded.into_valid() {
+            Ok(settings) => Ok((settings, source)),
+            Err(problems) => {
+                let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                anyhow::bail!("the configuration has problems:\n  {}", list.join("\n  "))
+            }
+        }
+    }
+
+    /// Like [`Settings::load`], but an unreadable key does not stop the
+    /// reading: each is recorded as a [`Problem`] and the rest is read, for
+    /// `config check`. Errors only when there is no file to read.
+    pub fn load_all(path: Option<&Path>) -> Result<(Loaded, Source), anyhow::Error> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         let source = match path {
             Some(p) => {
                 if !p.exists() {
                     anyhow::bail!("configuration file {} does not exist", p.display());
+                }
+                // figment reads a directory as an empty file, which would
+                // quietly run on the defaults instead of the intended file.
+                if p.is_dir() {
+                    anyhow::bail!(
+                        "configuration file {} is a directory; name the TOML file in it",
+                        p.display()
+                    );
                 }
                 figment = figment.merge(Toml::file(p));
                 Source::File(p.to_path_buf())
@@ -502,23 +536,21 @@ impl Settings {
         // variables that name a settings key are read: others such as
         // SWITCHYARD_CONFIG or SWITCHYARD_LOG are not settings, and
         // `deny_unknown_fields` would refuse them.
+        let keys = settings_keys();
         figment = figment.merge(
             Env::prefixed("SWITCHYARD_")
-                .filter(|key| {
+                .filter(move |key| {
                     let top = key
                         .as_str()
                         .split("__")
                         .next()
                         .unwrap_or("")
                         .to_ascii_lowercase();
-                    SETTINGS_KEYS.contains(&top.as_str())
+                    keys.contains(&top)
                 })
                 .split("__"),
         );
-        let settings: Settings = figment
-            .extract()
-            .map_err(|e| anyhow::anyhow!(describe_figment_error(e)))?;
-        Ok((settings, source))
+        Ok((extract_all(&figment), source))
     }
 
     /// Every problem in the settings, each with the key that holds it.
@@ -674,6 +706,22 @@ impl Settings {
                 );
             }
         }
+        if self.upstream.is_none() {
+            let why = |p: Phase| {
+                format!(
+                    "{} routes logins to the upstream, and no [upstream] is configured",
+                    crate::cutover::phase_name(p)
+                )
+            };
+            if self.cutover.phase.needs_upstream() {
+                problem("cutover.phase", why(self.cutover.phase));
+            }
+            for (client, p) in &self.cutover.clients {
+                if p.needs_upstream() {
+                    problem(&format!("cutover.clients.{client}"), why(*p));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let key = |field: &str| format!("clients[{i}].{field}");
@@ -726,17 +774,6 @@ impl Settings {
                     problem(&format!("clients[{i}].web_origins[{j}]"), m);
                 }
             }
-            for g in &c.grant_types {
-                if !crate::store::GRANT_TYPES.contains(&g.as_str()) {
-                    problem(
-                        &key("grant_types"),
-                        format!(
-                            "{g:?} is not one of {}",
-                            crate::store::GRANT_TYPES.join(", ")
-                        ),
-                    );
-                }
-            }
             if !matches!(c.token_mode.as_str(), "gateway" | "upstream") {
                 problem(&key("token_mode"), "must be gateway or upstream".into());
             }
@@ -770,19 +807,235 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
-/// figment's errors name the key path; render each one on its own line.
-fn describe_figment_error(err: figment::Error) -> String {
-    err.into_iter()
-        .map(|e| {
-            let path = e.path.join(".");
-            if path.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("{path}: {}", e.kind)
+/// The outcome of reading the settings.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Without read problems, the settings. With them, the settings read
+    /// with the bad keys at their defaults (or the table that holds them
+    /// left out), when that much could be read, so that the other keys can
+    /// still be checked.
+    settings: Option<Settings>,
+    read_problems: Vec<Problem>,
+    /// Array elements left out, by the array's path in the file.
+    removed: Vec<(Vec<String>, usize)>,
+}
+
+impl Loaded {
+    /// The settings read, if any could be (see the field).
+    pub fn settings(&self) -> Option<&Settings> {
+        self.settings.as_ref()
+    }
+    /// The settings, or every key that could not be read.
+    pub fn into_valid(self) -> Result<Settings, Vec<Problem>> {
+        match self.settings {
+            Some(s) if self.read_problems.is_empty() => Ok(s),
+            _ => Err(self.read_problems),
+        }
+    }
+
+    /// Every problem: the keys that could not be read, then what
+    /// [`Settings::check`] finds in the rest, at the file's indices.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = self.read_problems.clone();
+        if let Some(settings) = &self.settings {
+            problems.extend(settings.check().into_iter().map(|p| Problem {
+                key: key_of(&original_path(&path_of(&p.key), &self.removed)),
+                message: p.message,
+            }));
+        }
+        problems
+    }
+}
+
+/// Deserialises the merged settings, and at each error records it, takes
+/// the offending key out (back to its default when it has one) and tries
+/// again: serde stops at the first error, and an operator fixing a file
+/// wants every problem at once.
+fn extract_all(figment: &Figment) -> Loaded {
+    use figment::value::{Dict, Tag, Value};
+
+    let mut loaded = Loaded {
+        settings: None,
+        read_problems: Vec::new(),
+        removed: Vec::new(),
+    };
+    let first = match figment.extract::<Settings>() {
+        Ok(settings) => {
+            loaded.settings = Some(settings);
+            return loaded;
+        }
+        Err(e) => e,
+    };
+    let mut root = match figment.extract::<Dict>() {
+        Ok(d) => Value::Dict(Tag::Default, d),
+        // Not even a table: nothing to go on.
+        Err(_) => {
+            loaded.read_problems = first.into_iter().map(|e| problem_of(&e, &e.path)).collect();
+            return loaded;
+        }
+    };
+    let defaults = Figment::from(Serialized::defaults(Settings::default()))
+        .extract::<Dict>()
+        .map(|d| Value::Dict(Tag::Default, d))
+        .unwrap_or(Value::Dict(Tag::Default, Dict::new()));
+    // Each round takes a key out, so this ends; the bound is a backstop.
+    for _ in 0..1000 {
+        let errors = match Figment::from(Serialized::defaults(&root)).extract::<Settings>() {
+            Ok(settings) => {
+                loaded.settings = Some(settings);
+                return loaded;
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+            Err(e) => e,
+        };
+        for e in errors {
+            let original = original_path(&e.path, &loaded.removed);
+            let problem = problem_of(&e, &original);
+            // A required key taken out for its wrong value comes back as
+            // missing: it is reported once.
+            if !loaded.read_problems.iter().any(|p| p.key == problem.key) {
+                loaded.read_problems.push(problem);
+            }
+            // The error's path is the bad key, or for a missing field the
+            // table that lacks it, which then goes as a whole.
+            if e.path.is_empty() || !take_out(&mut root, &defaults, &e.path) {
+                return loaded;
+            }
+            if let (Some((index, array)), Ok(_)) = (
+                original.split_last(),
+                e.path[e.path.len() - 1].parse::<usize>(),
+            ) && let Ok(index) = index.parse()
+            {
+                loaded.removed.push((array.to_vec(), index));
+            }
+        }
+    }
+    loaded
+}
+
+/// Puts the default back at `path`, or removes the key (or array element)
+/// when it has none; false when there is nothing there.
+fn take_out(
+    root: &mut figment::value::Value,
+    defaults: &figment::value::Value,
+    path: &[String],
+) -> bool {
+    use figment::value::Value;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut default = Some(defaults);
+    let mut here = root;
+    for key in parents {
+        default = default.and_then(|d| match d {
+            Value::Dict(_, d) => d.get(key),
+            _ => None,
+        });
+        here = match here {
+            Value::Dict(_, d) => match d.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            Value::Array(_, a) => match key.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    let default = default.and_then(|d| match d {
+        Value::Dict(_, d) => d.get(last).cloned(),
+        _ => None,
+    });
+    match here {
+        Value::Dict(_, d) => match default {
+            Some(v) => d.insert(last.clone(), v).is_some(),
+            None => d.remove(last).is_some(),
+        },
+        Value::Array(_, a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `path` (as deserialised, after removals) in the indices of the file.
+fn original_path(path: &[String], removed: &[(Vec<String>, usize)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(path.len());
+    for segment in path {
+        let segment = match segment.parse::<usize>() {
+            Ok(mut index) => {
+                let mut gone: Vec<usize> = removed
+                    .iter()
+                    .filter(|(array, _)| *array == out)
+                    .map(|(_, i)| *i)
+                    .collect();
+                gone.sort_unstable();
+                for g in gone {
+                    if g <= index {
+                        index += 1;
+                    }
+                }
+                index.to_string()
+            }
+            Err(_) => segment.clone(),
+        };
+        out.push(segment);
+    }
+    out
+}
+
+/// `["clients", "0", "redirect_uris"]` → `clients[0].redirect_uris`, the
+/// form [`Settings::check`] names keys in.
+fn key_of(path: &[String]) -> String {
+    let mut key = String::new();
+    for segment in path {
+        if segment.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
+}
+
+/// The inverse of [`key_of`].
+fn path_of(key: &str) -> Vec<String> {
+    key.split(['.', '['])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches(']').to_string())
+        .collect()
+}
+
+/// One deserialisation error as a [`Problem`]: the key as written in the
+/// file (`clients[0].redirect_uris`), and the variable when the value came
+/// from the environment.
+fn problem_of(e: &figment::Error, path: &[String]) -> Problem {
+    let mut key = key_of(path);
+    let mut message = e.kind.to_string();
+    if let figment::error::Kind::MissingField(field) = &e.kind {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(field);
+        message = "is required".into();
+    }
+    if !path.is_empty() {
+        let var = format!("SWITCHYARD_{}", path.join("__").to_ascii_uppercase());
+        if std::env::var_os(&var).is_some() {
+            message.push_str(&format!(" (from ${var})"));
+        }
+    }
+    if key.is_empty() {
+        key = "(file)".into();
+    }
+    Problem { key, message }
 }
 
 #[cfg(test)]
@@ -849,13 +1102,12 @@ mod tests {
             redirect_uris: vec!["https://app.example.com/cb#frag".into()],
             post_logout_redirect_uris: vec![],
             web_origins: vec![],
-            grant_types: vec!["implicit".into()],
+            grant_types: default_grant_types(),
             token_mode: "gateway".into(),
         });
         let keys: Vec<_> = s.check().into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"tokens.code_ttl_secs".to_string()));
         assert!(keys.contains(&"clients[0].client_secret_env".to_string()));
         assert!(keys.contains(&"clients[0].redirect_uris[0]".to_string()));
-        assert!(keys.contains(&"clients[0].grant_types".to_string()));
     }
 }

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +16,9 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes are for a person at a terminal; in a log file or a
+        // collector they are noise that breaks grep and parsers.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = switchyard::cli::Cli::parse();
     match switchyard::cli::run(cli).await {

@@ -36,6 +36,19 @@ use crate::config::PasswordSettings;
 
 pub const ARGON2ID: &str = "argon2id";
 
+/// The most common passwords, one a line; `#` starts a comment line.
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// Whether `password` is on the common list, ignoring case ("Password1" is
+/// guessed as early as "password1").
+fn is_common(password: &str) -> bool {
+    let password = password.to_lowercase();
+    COMMON_PASSWORDS
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .any(|l| l == password)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
     #[error("invalid argon2 parameters: {0}")]
@@ -108,6 +121,35 @@ impl Passwords {
         }
         if n > 1024 {
             return Err("a password must be at most 1,024 characters".into());
+        }
+        if is_common(password) {
+            return Err(
+                "that password is among the most common ones, which are tried first; choose another"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Passwords::check_policy`] for a password that will belong to the
+    /// user known by `identifiers` (email, username): a password equal to
+    /// one of them, or to an email's local part, is refused too, since
+    /// whoever tries to log in as the user already knows it (NIST SP 800-63B
+    /// §5.1.1.2, "context-specific words"). Case is ignored throughout.
+    pub fn check_policy_for(&self, password: &str, identifiers: &[&str]) -> Result<(), String> {
+        self.check_policy(password)?;
+        let password = password.to_lowercase();
+        for id in identifiers {
+            let local = id.rsplit_once('@').map(|(local, _)| local);
+            if std::iter::once(*id)
+                .chain(local)
+                .any(|candidate| candidate.to_lowercase() == password)
+            {
+                return Err(
+                    "a password must not be the user's email address, its local part or the username"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -482,5 +524,31 @@ mod tests {
         let p = Passwords::new(&fast()).unwrap();
         assert!(p.check_policy(&"x".repeat(200)).is_ok());
         assert!(p.check_policy("short").is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        let p = Passwords::new(&fast()).unwrap();
+        for common in ["password", "Password1", "QWERTY123", "iloveyou", "12345678"] {
+            assert!(p.check_policy(common).is_err(), "{common}");
+        }
+        assert!(p.check_policy("carol's long password").is_ok());
+    }
+
+    #[test]
+    fn the_users_own_identifiers_are_refused() {
+        let p = Passwords::new(&fast()).unwrap();
+        let ids = ["Frederick.Long@Example.com", "freddy_the_great"];
+        for same in [
+            "frederick.long@example.com",
+            "FREDERICK.LONG",
+            "Freddy_The_Great",
+        ] {
+            assert!(p.check_policy_for(same, &ids).is_err(), "{same}");
+        }
+        assert!(
+            p.check_policy_for("frederick's own passphrase", &ids)
+                .is_ok()
+        );
     }
 }

@@ -155,7 +155,7 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
             public: c.public,
             redirect_uris: c.redirect_uris.clone(),
             post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
-            grant_types: c.grant_types.clone(),
+            grant_types: c.grant_types.iter().map(|g| g.as_str().into()).collect(),
             web_origins: c.web_origins.clone(),
             token_mode: c.token_mode.clone(),
             source: "config".into(),
@@ -176,13 +176,37 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
     Ok(())
 }
 
-/// Drops the password from a connection URL before it is shown anywhere.
+/// Drops the userinfo (user and password) from a connection URL before it
+/// is shown anywhere: Redis URLs carry an ACL password as the user
+/// (`redis://:secret@…`), and a user name is more than a message needs.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("***");
             u.to_string()
         }
-        _ => url.to_string(),
+        Ok(u) => u.to_string(),
+        // Unparsable, so its userinfo cannot be found: show nothing of it.
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_are_shown_without_their_userinfo() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db.internal:5432/switchyard"),
+            "postgres://***@db.internal:5432/switchyard"
+        );
+        assert_eq!(
+            redact_url("redis://:hunter2@cache:6379"),
+            "redis://***@cache:6379"
+        );
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert!(!redact_url("postgres://a:hunter2@[bad").contains("hunter2"));
     }
 }

@@ -247,7 +247,7 @@ fn cohort(rules: &CutoverSettings, s: &Subject<'_>) -> Result<String, String> {
     Err(format!("no cohort contains the user (bucket {bucket})"))
 }
 
-fn phase_name(p: Phase) -> &'static str {
+pub fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Passthrough => "passthrough",
         Phase::Lazy => "lazy",

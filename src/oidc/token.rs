@@ -18,7 +18,7 @@ use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Client, SessionStoreExt, User, now};
+use crate::store::{Client, GrantType, SessionStoreExt, User, now};
 use crate::tokens::grants::{Grant, RefreshToken, grant_key, refresh_key};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
 use crate::upstream::profile::carried_claims;
@@ -117,28 +117,30 @@ async fn token(
     let auth = client_auth::authenticate(state, headers, params).await?;
     let client = &auth.client;
     // Auth0's password-realm is the password grant against a connection.
-    let grant_type = if grant_type == grant_password::AUTH0_PASSWORD_REALM {
-        "password"
+    let grant = if grant_type == grant_password::AUTH0_PASSWORD_REALM {
+        Some(GrantType::Password)
     } else {
-        grant_type
+        GrantType::parse(grant_type)
     };
-    let known = ["authorization_code", "refresh_token", "password"];
-    if !known.contains(&grant_type) {
+    let Some(grant) = grant else {
         return Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             "the grant type is not supported",
         ));
-    }
+    };
+    let grant_type = grant.as_str();
     if !client.allows_grant(grant_type) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "the client may not use this grant type",
         ));
     }
-    let result = match grant_type {
-        "authorization_code" => grant_authorization_code::exchange(state, &auth, params).await,
-        "password" => grant_password::password(state, &auth, params, ip).await,
-        _ => grant_refresh_token::refresh(state, &auth, params).await,
+    let result = match grant {
+        GrantType::AuthorizationCode => {
+            grant_authorization_code::exchange(state, &auth, params).await
+        }
+        GrantType::Password => grant_password::password(state, &auth, params, ip).await,
+        GrantType::RefreshToken => grant_refresh_token::refresh(state, &auth, params).await,
     };
     let outcome = match &result {
         Ok(_) => "ok",

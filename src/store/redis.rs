@@ -51,9 +51,20 @@ impl RedisStore {
 }
 
 /// Redis errors can echo the connection URL, password included; keep only
-/// the kind and the server's own message.
+/// the kind, the server's own message, and for an I/O error its cause
+/// (`Connection refused`), which names no URL.
 fn redact(e: &redis::RedisError) -> String {
-    format!("{:?}: {}", e.kind(), e.detail().unwrap_or(""))
+    // The source of an I/O error is the `std::io::Error` (behind an `Arc`,
+    // so it cannot be downcast); other sources are left out.
+    let cause = e.detail().map(str::to_string).or_else(|| {
+        e.is_io_error()
+            .then(|| std::error::Error::source(e).map(ToString::to_string))
+            .flatten()
+    });
+    match cause {
+        Some(cause) if !cause.is_empty() => format!("{:?}: {cause}", e.kind()),
+        _ => format!("{:?}", e.kind()),
+    }
 }
 
 fn map_err(e: redis::RedisError) -> StoreError {

@@ -70,6 +70,11 @@ impl SqlStore {
                     Ok(())
                 })
             });
+        // One connection first: when the database cannot be reached the pool
+        // would retry until its acquire timeout and report only that it
+        // timed out; a single attempt fails at once with the cause
+        // (connection refused, unknown host, authentication failed).
+        probe_url(&url).await?;
         let pool = options.connect(&url).await.map_err(unavailable)?;
         let store = Self {
             pool,
@@ -131,6 +136,35 @@ fn sqlite_url(url: &str) -> String {
     } else {
         format!("{url}?mode=rwc")
     }
+}
+
+/// The longest a single connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens one connection to the database `url` names and closes it: whether
+/// the database can be reached, and if not, why.
+pub async fn probe(url: &str) -> StoreResult<()> {
+    sqlx::any::install_default_drivers();
+    if url.starts_with("sqlite:") {
+        probe_url(&sqlite_url(url)).await
+    } else {
+        probe_url(url).await
+    }
+}
+
+async fn probe_url(url: &str) -> StoreResult<()> {
+    use sqlx::Connection as _;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::AnyConnection::connect(url))
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "no connection within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(unavailable)?;
+    let _ = conn.close().await;
+    Ok(())
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {

@@ -28,10 +28,15 @@ use serde_json::{Value, json};
 use crate::crypto::{self, Sealer, b64url};
 use crate::store::{Database, KeyState, SigningKeyRecord, StoreError, now};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The JWS algorithms (RFC 7518 §3, RFC 8037 §3.1) keys are kept for; the
+/// value names are the `alg` header values, as `keys rotate --alg` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Alg {
+    #[value(name = "RS256")]
     RS256,
+    #[value(name = "ES256")]
     ES256,
+    #[value(name = "EdDSA")]
     EdDSA,
 }
 
