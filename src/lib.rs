@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod oidc;
 pub mod password;
+pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;

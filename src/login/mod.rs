@@ -10,33 +10,34 @@
 //! cookie. A successful login always creates a new session id and deletes
 //! the previous session record (fixation, ASVS 7.2.4).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::config::Phase;
-use crate::crypto::{constant_time_eq, random_token, sha256_b64};
+use crate::crypto::{constant_time_eq, sha256_b64};
 use crate::cutover::{Decision, Route, Subject, decide};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::migrate::lazy;
-use crate::oidc::authorize;
 use crate::oidc::params::Params;
 use crate::password::Verified;
+use crate::session::{ClientIp, cookie_name, read_cookie};
 use crate::state::AppState;
-use crate::store::{AuditEvent, SessionStoreExt, StoreResult, User, now};
+use crate::store::{SessionStoreExt, User};
 use crate::templates;
-use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
-use crate::upstream::tokens::MappedTokens;
+use crate::tokens::grants::{PendingAuthorization, pending_key};
 
+pub mod finish;
 pub mod upstream;
+
+pub use finish::{audit, audit_event, finish_login};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -71,59 +72,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The one message for every failed password login: unknown user, wrong
 /// password, no password on file (ASVS 6.3.8).
 const LOGIN_FAILED: &str = "Wrong email, username or password.";
-
-/// `__Host-` prefixed on https, so the cookie is host-only, secure and
-/// path-wide (RFC 6265bis §4.1.3.2); plain name on loopback http.
-pub fn cookie_name(state: &AppState, base: &str) -> String {
-    if state.settings.is_https() {
-        format!("__Host-switchyard-{base}")
-    } else {
-        format!("switchyard-{base}")
-    }
-}
-
-pub fn cookie_header(
-    state: &AppState,
-    name: &str,
-    value: &str,
-    max_age: u64,
-) -> Result<HeaderValue, axum::http::header::InvalidHeaderValue> {
-    let secure = if state.settings.is_https() {
-        "; Secure"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    ))
-}
-
-pub fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// The browser's gateway session, with the store key that names it.
-pub async fn current_session(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> StoreResult<Option<(String, Session)>> {
-    let Some(cookie) = read_cookie(headers, &cookie_name(state, "session")) else {
-        return Ok(None);
-    };
-    let key = session_key(&cookie);
-    Ok(state
-        .sessions
-        .get_json::<Session>(&key)
-        .await?
-        .map(|s| (key, s)))
-}
 
 #[derive(Deserialize)]
 struct LoginQuery {
@@ -229,29 +177,14 @@ async fn password_page(
 /// browsers hold those redirects to the form's `form-action`.
 async fn login_csp(state: &AppState, pending: &PendingAuthorization) -> templates::Csp {
     let mut targets = vec![pending.redirect_uri.clone()];
-    targets.extend(upstream_browser_targets(state, Some(&pending.client_id)).await);
+    targets.extend(upstream::browser_targets(state, Some(&pending.client_id)).await);
     templates::Csp::form_targets(targets.iter().map(String::as_str))
-}
-
-/// Where Switchyard's pages may send a browser at the upstream, unless the
-/// upstream is switched off for `client_id` (`local_only` calls nothing,
-/// not even discovery).
-pub async fn upstream_browser_targets(state: &AppState, client_id: Option<&str>) -> Vec<String> {
-    let Some(upstream) = &state.upstream else {
-        return Vec::new();
-    };
-    match state.cutover.rules().await {
-        Ok(rules) if crate::cutover::phase_for(&rules, client_id) != Phase::LocalOnly => {
-            upstream.client.browser_targets().await
-        }
-        _ => Vec::new(),
-    }
 }
 
 /// `POST /login`: the identifier form.
 async fn post_login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
@@ -280,7 +213,7 @@ async fn post_login(
         Some(password) => {
             verify_and_complete(
                 &state,
-                client_ip(&state, &headers, peer),
+                ip,
                 &headers,
                 authz,
                 &pending,
@@ -345,7 +278,7 @@ pub async fn route_for(
 /// `POST /login/password`.
 async fn post_password(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
@@ -355,31 +288,9 @@ async fn post_password(
     let username = form.require("username")?.trim();
     let password = form.get("password")?.unwrap_or("");
     verify_and_complete(
-        &state,
-        client_ip(&state, &headers, peer),
-        &headers,
-        authz,
-        &pending,
-        username,
-        password,
-        None,
+        &state, ip, &headers, authz, &pending, username, password, None,
     )
     .await
-}
-
-/// The address throttling counts against.
-pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    if state.settings.trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
-    }
-    peer.ip()
 }
 
 /// `routed` is the identifier step's routing when the same form carried the
@@ -476,73 +387,6 @@ pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
     tokio::time::sleep_until(started + floor).await;
 }
 
-/// Ends a successful login, whatever the route: spends the pending request,
-/// replaces the browser's session with a new one, stores the upstream
-/// tokens when the login went through the upstream, and returns the user to
-/// the client with a code. `login_recorded` says the caller already wrote
-/// the user's `last_login_at` and the `login` event, in its own transaction.
-pub async fn finish_login(
-    state: &AppState,
-    headers: &HeaderMap,
-    authz: &str,
-    user: &User,
-    ip: IpAddr,
-    upstream_tokens: Option<MappedTokens>,
-    login_recorded: bool,
-) -> Result<Response, AppError> {
-    // The pending request is single use: of two concurrent submissions one
-    // completes and the other finds it gone.
-    let Some(pending) = state
-        .sessions
-        .take_json::<PendingAuthorization>(&pending_key(authz))
-        .await?
-    else {
-        return Err(AppError::bad_request(
-            "Sign-in expired",
-            "This sign-in page has expired. Go back to the application and sign in again.",
-        ));
-    };
-
-    // A new session id at every login; the old record is deleted.
-    if let Some((old_key, _)) = current_session(state, headers).await? {
-        state.sessions.delete(&old_key).await?;
-    }
-    let cookie = random_token();
-    let key = session_key(&cookie);
-    let session = Session {
-        user_id: user.id.clone(),
-        auth_time: now(),
-        sid: random_token(),
-        created_at: now(),
-    };
-    let ttl = state.settings.tokens.session_ttl_secs;
-    state
-        .sessions
-        .put_json(&key, &session, Duration::from_secs(ttl))
-        .await?;
-    if let (Some(tokens), Some(upstream)) = (upstream_tokens, &state.upstream) {
-        upstream
-            .mapping(&*state.sessions)
-            .save(&session.sid, &tokens, Duration::from_secs(ttl))
-            .await?;
-    }
-    if !login_recorded {
-        state.db.record_login(&user.id, session.auth_time).await?;
-        audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
-    }
-
-    let mut response = authorize::complete(state, &pending, &key, &session).await?;
-    let jar = response.headers_mut();
-    if let Ok(v) = cookie_header(state, &cookie_name(state, "session"), &cookie, ttl) {
-        jar.append(header::SET_COOKIE, v);
-    }
-    // The transaction cookie has done its job.
-    if let Ok(v) = cookie_header(state, &cookie_name(state, "tx"), "", 0) {
-        jar.append(header::SET_COOKIE, v);
-    }
-    Ok(response)
-}
-
 /// Verifies a local password against the account routing read. `None` for
 /// every failure alike.
 pub async fn authenticate_local(
@@ -575,31 +419,5 @@ pub async fn authenticate_local(
             Ok(Some(user))
         }
         _ => Ok(None),
-    }
-}
-
-/// A login event of `kind` from `ip` through `client_id`.
-pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
-    AuditEvent {
-        at: now(),
-        kind: kind.into(),
-        user_id: user_id.map(Into::into),
-        client_id: Some(client_id.into()),
-        ip: Some(ip.to_string()),
-        detail: serde_json::Value::Object(Default::default()),
-    }
-}
-
-/// Audit writes never fail a login; a failure is logged instead.
-pub async fn audit(
-    state: &AppState,
-    kind: &str,
-    user_id: Option<&str>,
-    client_id: &str,
-    ip: IpAddr,
-) {
-    let event = audit_event(kind, user_id, client_id, ip);
-    if let Err(e) = state.db.record_event(&event).await {
-        tracing::warn!(error = %e, kind, "audit event not recorded");
     }
 }

@@ -4,19 +4,18 @@
 //! gateway session, and completes the application's pending request with its
 //! own code. The application never talks to the upstream.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{audit_event, client_ip, cookie_name, finish_login, read_cookie};
+use super::finish::{audit_event, finish_login};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
-use crate::oidc::authorize::{Redirect, error_response};
 use crate::oidc::params::Params;
+use crate::oidc::response::{Redirect, error_response};
+use crate::session::{ClientIp, cookie_name, read_cookie};
 use crate::state::AppState;
 use crate::store::{SessionStoreExt, now};
 use crate::tokens::grants::{PENDING_TTL, PendingAuthorization, pending_key};
@@ -84,6 +83,23 @@ pub async fn start(
     Ok(response)
 }
 
+/// Where Switchyard's pages may send a browser at the upstream, unless the
+/// upstream is switched off for `client_id` (`local_only` calls nothing,
+/// not even discovery).
+pub async fn browser_targets(state: &AppState, client_id: Option<&str>) -> Vec<String> {
+    let Some(upstream) = &state.upstream else {
+        return Vec::new();
+    };
+    match state.cutover.rules().await {
+        Ok(rules)
+            if crate::cutover::phase_for(&rules, client_id) != crate::config::Phase::LocalOnly =>
+        {
+            upstream.client.browser_targets().await
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn unavailable(state: &AppState, what: &str, e: &UpstreamError) -> AppError {
     tracing::warn!(error = %e, what, "upstream call failed");
     Metrics::count(&state.metrics.upstream, what, e.kind());
@@ -101,7 +117,7 @@ fn unavailable(state: &AppState, what: &str, e: &UpstreamError) -> AppError {
 /// `GET /login/callback`: the upstream's authorization response.
 pub async fn get_callback(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
@@ -208,7 +224,6 @@ pub async fn get_callback(
                 "The identity provider did not say who you are.",
             )
         })?;
-    let ip = client_ip(&state, &headers, peer);
     // The user, their identity, the login time and both events in one
     // commit; a blocked user gets no login recorded.
     let login = audit_event("login", None, &pending.client_id, ip);

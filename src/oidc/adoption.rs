@@ -16,8 +16,8 @@ use std::time::Duration;
 use axum::response::Response;
 
 use super::client_auth::Authenticated;
+use super::issue::{Issue, issue, store_grant};
 use super::params::Params;
-use super::token::{Issue, issue, store_grant};
 use crate::config::Phase;
 use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};

@@ -9,20 +9,19 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::time::Duration;
 
 use super::params::Params;
 use super::redirect_uri;
+use super::response::{Redirect, complete, error_response};
 use crate::config::Phase;
 use crate::crypto::{random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::login;
+use crate::session::{cookie_header, cookie_name, current_session, read_cookie};
 use crate::state::AppState;
 use crate::store::{Client, SessionStoreExt, now};
-use crate::templates::Csp;
 use crate::tokens::grants::{
-    AuthorizationCode, PENDING_TTL, PendingAuthorization, ResponseMode, Session, code_key,
-    pending_key,
+    PENDING_TTL, PendingAuthorization, ResponseMode, Session, pending_key,
 };
 
 /// `GET /authorize`.
@@ -49,13 +48,6 @@ pub async fn post_authorize(
             .unwrap_or_else(IntoResponse::into_response),
         Err(e) => AppError::from(e).into_response(),
     }
-}
-
-/// Where an error for a trusted redirect URI goes.
-pub struct Redirect<'a> {
-    pub uri: &'a str,
-    pub mode: ResponseMode,
-    pub state: Option<&'a str>,
 }
 
 async fn authorize(
@@ -128,7 +120,7 @@ async fn authorize(
             let session = if prompt_login {
                 None
             } else {
-                login::current_session(state, headers).await?
+                current_session(state, headers).await?
             };
             let fresh = |s: &Session| pending.max_age.is_none_or(|m| now() - s.auth_time <= m);
             match session {
@@ -292,8 +284,8 @@ async fn start_login(
     headers: &HeaderMap,
     mut pending: PendingAuthorization,
 ) -> Result<Response, AppError> {
-    let tx_name = login::cookie_name(state, "tx");
-    let tx_value = login::read_cookie(headers, &tx_name)
+    let tx_name = cookie_name(state, "tx");
+    let tx_value = read_cookie(headers, &tx_name)
         .filter(|v| v.len() == 43)
         .unwrap_or_else(random_token);
     pending.browser_binding = sha256_b64(tx_value.as_bytes());
@@ -312,134 +304,11 @@ async fn start_login(
         let location = format!("/login?authz={id}");
         (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
     };
-    if let Ok(v) = login::cookie_header(state, &tx_name, &tx_value, PENDING_TTL.as_secs()) {
+    if let Ok(v) = cookie_header(state, &tx_name, &tx_value, PENDING_TTL.as_secs()) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// Issues the authorization code for a logged-in session and returns the
-/// user to the client (RFC 6749 §4.1.2).
-pub async fn complete(
-    state: &AppState,
-    pending: &PendingAuthorization,
-    session_key: &str,
-    session: &Session,
-) -> Result<Response, AppError> {
-    let code = random_token();
-    let record = AuthorizationCode {
-        client_id: pending.client_id.clone(),
-        redirect_uri: pending.redirect_uri.clone(),
-        user_id: session.user_id.clone(),
-        scope: pending.scope.clone(),
-        nonce: pending.nonce.clone(),
-        code_challenge: pending.code_challenge.clone(),
-        auth_time: session.auth_time,
-        sid: session.sid.clone(),
-        session_key: session_key.to_string(),
-        grant_id: random_token(),
-    };
-    let ttl = Duration::from_secs(state.settings.tokens.code_ttl_secs);
-    state
-        .sessions
-        .put_json(&code_key(&code), &record, ttl)
-        .await?;
-    let to = Redirect {
-        uri: &pending.redirect_uri,
-        mode: pending.response_mode,
-        state: pending.state.as_deref(),
-    };
-    Ok(respond(state, &to, vec![("code", code)]))
-}
-
-/// An error response on a trusted redirect URI (RFC 6749 §4.1.2.1).
-pub fn error_response(
-    state: &AppState,
-    to: &Redirect<'_>,
-    code: ErrorCode,
-    description: &str,
-) -> Response {
-    respond(
-        state,
-        to,
-        vec![
-            ("error", code.as_str().to_string()),
-            ("error_description", description.to_string()),
-        ],
-    )
-}
-
-/// Sends `fields` plus `state` and `iss` (RFC 9207 §2) to the client, by
-/// redirect (303: RFC 9700 §4.12 forbids 307 after credentials are posted)
-/// or as an auto-submitted form (OAuth 2.0 Form Post Response Mode).
-fn respond(
-    state: &AppState,
-    to: &Redirect<'_>,
-    mut fields: Vec<(&'static str, String)>,
-) -> Response {
-    if let Some(s) = to.state {
-        fields.push(("state", s.to_string()));
-    }
-    fields.push(("iss", state.settings.issuer.clone()));
-    match to.mode {
-        ResponseMode::Query => {
-            // The registered URI is kept byte for byte; parameters are appended.
-            let mut location = to.uri.to_string();
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &fields {
-                query.append_pair(k, v);
-            }
-            location.push(if to.uri.contains('?') { '&' } else { '?' });
-            location.push_str(&query.finish());
-            let mut response =
-                (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        ResponseMode::FormPost => {
-            let fields: Vec<(String, String)> = fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-            crate::templates::render(
-                StatusCode::OK,
-                "form_post.html",
-                minijinja::context! { title => "Signing you in", action => to.uri, fields },
-                &Csp::form_targets([to.uri]),
-            )
-        }
-        ResponseMode::WebMessage | ResponseMode::OktaPostMessage => {
-            // Checked against the client's web origins at /authorize.
-            let Some(origin) = redirect_uri::origin_of(to.uri) else {
-                return AppError::NotFound.into_response();
-            };
-            let fields: serde_json::Map<String, serde_json::Value> = fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.into()))
-                .collect();
-            let message = if to.mode == ResponseMode::WebMessage {
-                serde_json::json!({ "type": "authorization_response", "response": fields })
-            } else {
-                serde_json::Value::Object(fields)
-            };
-            crate::templates::render(
-                StatusCode::OK,
-                "post_message.html",
-                minijinja::context! {
-                    title => "Signing you in",
-                    target_origin => &origin,
-                    message => message.to_string(),
-                },
-                &Csp {
-                    form_action: Vec::new(),
-                    frame_ancestor: Some(origin),
-                },
-            )
-        }
-    }
 }

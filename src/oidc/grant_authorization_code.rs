@@ -4,8 +4,8 @@ use axum::response::Response;
 use std::time::Duration;
 
 use super::client_auth::Authenticated;
+use super::issue::{Issue, active_user, issue, store_grant};
 use super::params::Params;
-use super::token::{Issue, active_user, issue, store_grant};
 use crate::crypto::{b64url, constant_time_eq, sha256};
 use crate::error::OAuthError;
 use crate::state::AppState;

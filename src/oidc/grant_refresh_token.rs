@@ -20,8 +20,8 @@ use axum::response::Response;
 
 use super::adoption;
 use super::client_auth::Authenticated;
+use super::issue::{Issue, active_user, has_scope, respond, sign};
 use super::params::Params;
-use super::token::{Issue, active_user, has_scope, respond, sign};
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;

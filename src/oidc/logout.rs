@@ -18,6 +18,7 @@ use crate::crypto::{constant_time_eq, sha256_b64};
 use crate::error::AppError;
 use crate::login;
 use crate::metrics::Metrics;
+use crate::session::{cookie_header, cookie_name, current_session};
 use crate::state::AppState;
 use crate::templates::Csp;
 use crate::tokens::grants::Session;
@@ -89,7 +90,7 @@ async fn logout(
         None => None,
     };
 
-    let session = login::current_session(state, headers).await?;
+    let session = current_session(state, headers).await?;
     // §2: without a hint naming the signed-in session, the user confirms,
     // so a cross-site link cannot sign them out silently. The confirmation
     // form proves itself with a token derived from the session cookie.
@@ -137,7 +138,7 @@ pub async fn get_auth0_logout(
             Some(uri) => Some(checked_target(&state, params.get("client_id")?, uri).await?),
             None => None,
         };
-        let session = login::current_session(&state, &headers).await?;
+        let session = current_session(&state, &headers).await?;
         end_session(&state, session, redirect, None).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
@@ -189,7 +190,7 @@ async fn end_session(
         state.sessions.delete(&key).await?;
         chained = end_upstream_session(state, &session, target.as_deref()).await?;
     }
-    let clear = login::cookie_header(state, &login::cookie_name(state, "session"), "", 0).ok();
+    let clear = cookie_header(state, &cookie_name(state, "session"), "", 0).ok();
     let mut response = match chained.or(target) {
         Some(uri) => (StatusCode::SEE_OTHER, [(header::LOCATION, uri)]).into_response(),
         None => signed_out_page(),
@@ -217,7 +218,7 @@ fn signed_out_page() -> Response {
 /// redirects to the form's `form-action` (CSP Level 3 §6.4.1).
 async fn confirm_csp(state: &AppState, client_id: Option<&str>, redirect: Option<&str>) -> Csp {
     let mut targets: Vec<String> = redirect.into_iter().map(String::from).collect();
-    targets.extend(login::upstream_browser_targets(state, client_id).await);
+    targets.extend(login::upstream::browser_targets(state, client_id).await);
     Csp::form_targets(targets.iter().map(String::as_str))
 }
 

@@ -22,7 +22,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Chromium is the heaviest thing a test starts: on a 2-core machine a few
 /// at a time finish sooner than all at once.
-static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 pub struct Chrome {
     _turn: tokio::sync::SemaphorePermit<'static>,

@@ -1,0 +1,111 @@
+//! The end of every successful browser login, whatever its track (local
+//! password, lazy migration, the upstream's own page): a new gateway
+//! session, the upstream tokens kept for it, the audit trail, and the
+//! application's pending request answered with a code.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+
+use crate::crypto::random_token;
+use crate::error::AppError;
+use crate::session::{cookie_header, cookie_name, current_session};
+use crate::state::AppState;
+use crate::store::{AuditEvent, SessionStoreExt, User, now};
+use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
+use crate::upstream::tokens::MappedTokens;
+
+/// Ends a successful login, whatever the route: spends the pending request,
+/// replaces the browser's session with a new one, stores the upstream
+/// tokens when the login went through the upstream, and returns the user to
+/// the client with a code. `login_recorded` says the caller already wrote
+/// the user's `last_login_at` and the `login` event, in its own transaction.
+pub async fn finish_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    authz: &str,
+    user: &User,
+    ip: IpAddr,
+    upstream_tokens: Option<MappedTokens>,
+    login_recorded: bool,
+) -> Result<Response, AppError> {
+    // The pending request is single use: of two concurrent submissions one
+    // completes and the other finds it gone.
+    let Some(pending) = state
+        .sessions
+        .take_json::<PendingAuthorization>(&pending_key(authz))
+        .await?
+    else {
+        return Err(AppError::bad_request(
+            "Sign-in expired",
+            "This sign-in page has expired. Go back to the application and sign in again.",
+        ));
+    };
+
+    // A new session id at every login; the old record is deleted.
+    if let Some((old_key, _)) = current_session(state, headers).await? {
+        state.sessions.delete(&old_key).await?;
+    }
+    let cookie = random_token();
+    let key = session_key(&cookie);
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time: now(),
+        sid: random_token(),
+        created_at: now(),
+    };
+    let ttl = state.settings.tokens.session_ttl_secs;
+    state
+        .sessions
+        .put_json(&key, &session, Duration::from_secs(ttl))
+        .await?;
+    if let (Some(tokens), Some(upstream)) = (upstream_tokens, &state.upstream) {
+        upstream
+            .mapping(&*state.sessions)
+            .save(&session.sid, &tokens, Duration::from_secs(ttl))
+            .await?;
+    }
+    if !login_recorded {
+        state.db.record_login(&user.id, session.auth_time).await?;
+        audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
+    }
+
+    let mut response = crate::oidc::response::complete(state, &pending, &key, &session).await?;
+    let jar = response.headers_mut();
+    if let Ok(v) = cookie_header(state, &cookie_name(state, "session"), &cookie, ttl) {
+        jar.append(header::SET_COOKIE, v);
+    }
+    // The transaction cookie has done its job.
+    if let Ok(v) = cookie_header(state, &cookie_name(state, "tx"), "", 0) {
+        jar.append(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+/// A login event of `kind` from `ip` through `client_id`.
+pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
+    AuditEvent {
+        at: now(),
+        kind: kind.into(),
+        user_id: user_id.map(Into::into),
+        client_id: Some(client_id.into()),
+        ip: Some(ip.to_string()),
+        detail: serde_json::Value::Object(Default::default()),
+    }
+}
+
+/// Audit writes never fail a login; a failure is logged instead.
+pub async fn audit(
+    state: &AppState,
+    kind: &str,
+    user_id: Option<&str>,
+    client_id: &str,
+    ip: IpAddr,
+) {
+    let event = audit_event(kind, user_id, client_id, ip);
+    if let Err(e) = state.db.record_event(&event).await {
+        tracing::warn!(error = %e, kind, "audit event not recorded");
+    }
+}

@@ -1,0 +1,211 @@
+//! The token response every grant ends with (RFC 6749 §5.1, OIDC Core
+//! §3.1.3.3): the access token, the ID token when `openid` was granted, and
+//! the next refresh token of the grant's family. Below the grant handlers,
+//! which all end here, and below the token endpoint that dispatches to them.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::userinfo::profile_claims;
+use crate::crypto::random_token;
+use crate::error::OAuthError;
+use crate::state::AppState;
+use crate::store::{Client, SessionStoreExt, User, now};
+use crate::tokens::grants::{Grant, RefreshToken, grant_key, refresh_key};
+use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
+use crate::upstream::profile::carried_claims;
+use crate::upstream::tokens::MappedTokens;
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+/// What the grant handlers pass to [`issue`].
+pub struct Issue<'a> {
+    pub client: &'a Client,
+    pub user: &'a User,
+    pub grant_id: &'a str,
+    pub grant: &'a Grant,
+    /// The scope of this response: the grant's, or a narrower one asked
+    /// for in a refresh (RFC 6749 §6).
+    pub scope: &'a str,
+    /// OIDC Core §3.1.3.6: echoed in the ID token of a code exchange.
+    pub nonce: Option<&'a str>,
+    /// The session's upstream tokens, already fresh, when it has any.
+    pub upstream: Option<MappedTokens>,
+}
+
+pub fn has_scope(scope: &str, wanted: &str) -> bool {
+    scope.split(' ').any(|s| s == wanted)
+}
+
+/// The JWTs of a token response, signed ahead of the rest of it.
+pub struct Signed {
+    access_token: String,
+    /// Seconds.
+    access_ttl: i64,
+    id_token: Option<String>,
+}
+
+/// Signs the access token and, when `openid` was granted, the ID token of
+/// `i`. Pure CPU (two RSA signatures with RS256), no store access, so a
+/// grant can run it on a blocking thread while it waits for something else.
+pub fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
+    let now = now();
+    let settings = &state.settings;
+    let keys = state.keys.current();
+    let key = keys
+        .active(state.signing_alg)
+        .ok_or_else(|| OAuthError::unexpected("no active signing key"))?;
+
+    let access_ttl = settings.tokens.access_token_ttl_secs as i64;
+    // Claims the application used to get from the upstream, spelled as the
+    // upstream spelled them.
+    let carried = match &state.upstream {
+        Some(up) if i.user.upstream.is_some() => {
+            carried_claims(&up.client.def, &up.client.settings, i.user)
+        }
+        _ => serde_json::Map::new(),
+    };
+    let access = AccessClaims {
+        iss: settings.issuer.clone(),
+        sub: i.user.id.clone(),
+        aud: settings.access_token_audience(),
+        exp: now + access_ttl,
+        iat: now,
+        jti: random_token(),
+        client_id: i.client.client_id.clone(),
+        scope: i.scope.to_string(),
+        auth_time: Some(i.grant.auth_time),
+        sid: Some(i.grant.sid.clone()),
+        gid: i.grant_id.to_string(),
+        extra: carried.clone(),
+    };
+    // token_mode = upstream: the application's APIs still trust the old
+    // provider, so it gets the upstream's access token.
+    let (access_token, access_ttl) = match (&i.upstream, i.client.token_mode.as_str()) {
+        (Some(up), "upstream") => (up.access_token.clone(), (up.expires_at - now).max(0)),
+        _ => (
+            jwt::sign(key, ACCESS_TOKEN_TYP, &access).map_err(OAuthError::unexpected)?,
+            access_ttl,
+        ),
+    };
+
+    let id_token = if has_scope(i.scope, "openid") {
+        let claims = IdClaims {
+            iss: settings.issuer.clone(),
+            sub: i.user.id.clone(),
+            aud: i.client.client_id.clone(),
+            exp: now + settings.tokens.id_token_ttl_secs as i64,
+            iat: now,
+            auth_time: i.grant.auth_time,
+            nonce: i.nonce.map(Into::into),
+            at_hash: Some(jwt::at_hash(key.alg, &access_token)),
+            sid: Some(i.grant.sid.clone()),
+            profile: {
+                let mut profile = profile_claims(i.user, i.scope);
+                profile.extend(carried);
+                profile
+            },
+        };
+        Some(jwt::sign(key, "JWT", &claims).map_err(OAuthError::unexpected)?)
+    } else {
+        None
+    };
+    Ok(Signed {
+        access_token,
+        access_ttl,
+        id_token,
+    })
+}
+
+/// Mints the access token, the ID token when `openid` was granted, and a
+/// new refresh token of the grant's family when the client may refresh.
+pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthError> {
+    let signed = sign(state, &i)?;
+    respond(state, &i, signed).await
+}
+
+/// The token response of `i` with the JWTs [`sign`] made for it: stores a
+/// new refresh token of the grant's family when the client may refresh.
+pub async fn respond(
+    state: &AppState,
+    i: &Issue<'_>,
+    signed: Signed,
+) -> Result<Response, OAuthError> {
+    let now = now();
+    let Signed {
+        access_token,
+        access_ttl,
+        id_token,
+    } = signed;
+
+    let refresh_token = if i.client.allows_grant("refresh_token") && i.grant.expires_at > now {
+        let token = random_token();
+        let record = RefreshToken {
+            grant_id: i.grant_id.to_string(),
+            client_id: i.client.client_id.clone(),
+            issued_at: now,
+        };
+        let ttl = Duration::from_secs((i.grant.expires_at - now) as u64);
+        state
+            .sessions
+            .put_json(&refresh_key(&token), &record, ttl)
+            .await?;
+        Some(token)
+    } else {
+        None
+    };
+
+    let body = TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: access_ttl as u64,
+        scope: i.scope.to_string(),
+        id_token,
+        refresh_token,
+    };
+    let mut response = Json(body).into_response();
+    // RFC 6749 §5.1.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Stores the grant created by a code exchange.
+pub async fn store_grant(
+    state: &AppState,
+    grant_id: &str,
+    grant: &Grant,
+) -> Result<(), OAuthError> {
+    let ttl = Duration::from_secs((grant.expires_at - now()).max(1) as u64);
+    state
+        .sessions
+        .put_json(&grant_key(grant_id), grant, ttl)
+        .await?;
+    Ok(())
+}
+
+/// The user a grant is for, if they may still receive tokens.
+pub async fn active_user(state: &AppState, user_id: &str) -> Result<User, OAuthError> {
+    match state.db.get_user(user_id).await? {
+        Some(u) if !u.blocked => Ok(u),
+        _ => Err(OAuthError::invalid_grant("the user is no longer active")),
+    }
+}
