@@ -27,6 +27,7 @@
 //! - [`templates`]: the HTML pages, rendered with auto-escaping.
 //! - [`crypto`]: random identifiers, digests, constant-time comparison, AEAD sealing.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;

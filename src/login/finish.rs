@@ -9,11 +9,12 @@ use std::time::Duration;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
+use crate::auth::audit;
 use crate::crypto::random_token;
 use crate::error::AppError;
 use crate::session::{cookie_header, cookie_name, current_session};
 use crate::state::AppState;
-use crate::store::{AuditEvent, SessionStoreExt, User, now};
+use crate::store::{SessionStoreExt, User, now};
 use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
 use crate::upstream::tokens::MappedTokens;
 
@@ -82,30 +83,4 @@ pub async fn finish_login(
         jar.append(header::SET_COOKIE, v);
     }
     Ok(response)
-}
-
-/// A login event of `kind` from `ip` through `client_id`.
-pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
-    AuditEvent {
-        at: now(),
-        kind: kind.into(),
-        user_id: user_id.map(Into::into),
-        client_id: Some(client_id.into()),
-        ip: Some(ip.to_string()),
-        detail: serde_json::Value::Object(Default::default()),
-    }
-}
-
-/// Audit writes never fail a login; a failure is logged instead.
-pub async fn audit(
-    state: &AppState,
-    kind: &str,
-    user_id: Option<&str>,
-    client_id: &str,
-    ip: IpAddr,
-) {
-    let event = audit_event(kind, user_id, client_id, ip);
-    if let Err(e) = state.db.record_event(&event).await {
-        tracing::warn!(error = %e, kind, "audit event not recorded");
-    }
 }

@@ -11,7 +11,6 @@
 //! the previous session record (fixation, ASVS 7.2.4).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -21,23 +20,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::auth::{self, Attempt, Outcome, Routed, Via, route_for};
 use crate::crypto::{constant_time_eq, sha256_b64};
-use crate::cutover::{Decision, Route, Subject, decide};
+use crate::cutover::Route;
 use crate::error::AppError;
-use crate::metrics::Metrics;
-use crate::migrate::lazy;
 use crate::oidc::params::Params;
-use crate::password::Verified;
 use crate::session::{ClientIp, cookie_name, read_cookie};
 use crate::state::AppState;
-use crate::store::{SessionStoreExt, User};
+use crate::store::SessionStoreExt;
 use crate::templates;
 use crate::tokens::grants::{PendingAuthorization, pending_key};
 
 pub mod finish;
 pub mod upstream;
 
-pub use finish::{audit, audit_event, finish_login};
+pub use finish::finish_login;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -229,52 +226,6 @@ async fn post_login(
     }
 }
 
-/// A routed login: the decision, and the account it was made on, read once
-/// so the local track verifies what routing saw without reading it again.
-pub struct Routed {
-    pub decision: Decision,
-    pub account: Account,
-}
-
-/// The user a login names and their stored password hash.
-pub struct Account {
-    pub user: Option<User>,
-    pub password_hash: Option<String>,
-}
-
-/// The route of a login by `identifier` for `client_id` (src/cutover).
-pub async fn route_for(
-    state: &AppState,
-    identifier: &str,
-    client_id: &str,
-) -> Result<Routed, AppError> {
-    let user = state.db.find_user_by_login(identifier).await?;
-    let password_hash = match &user {
-        Some(u) => state.db.get_password(&u.id).await?.map(|c| c.hash),
-        None => None,
-    };
-    let rules = state.cutover.rules().await?;
-    let upstream = state.upstream.as_ref();
-    let decision = decide(
-        &rules,
-        &Subject {
-            identifier,
-            user: user.as_ref(),
-            has_password: password_hash.is_some(),
-            client_id: Some(client_id),
-            upstream: upstream.is_some(),
-            password_grant: upstream.is_some_and(|u| u.client.def.password.is_some()),
-        },
-    );
-    Ok(Routed {
-        decision,
-        account: Account {
-            user,
-            password_hash,
-        },
-    })
-}
-
 /// `POST /login/password`.
 async fn post_password(
     State(state): State<AppState>,
@@ -293,8 +244,7 @@ async fn post_password(
     .await
 }
 
-/// `routed` is the identifier step's routing when the same form carried the
-/// password; without it the login is routed here, after throttling.
+/// Checks the password (src/auth) and answers as the login page does.
 #[allow(clippy::too_many_arguments)]
 async fn verify_and_complete(
     state: &AppState,
@@ -306,8 +256,19 @@ async fn verify_and_complete(
     password: &str,
     routed: Option<Routed>,
 ) -> Result<Response, AppError> {
-    if password.is_empty() || password.len() > 4096 {
-        return Ok(password_page(
+    let attempt = Attempt {
+        identifier: username,
+        password,
+        client_id: &pending.client_id,
+        ip,
+        via: Via::LoginPage,
+        routed,
+    };
+    match auth::authenticate(state, attempt).await? {
+        Outcome::Authenticated(user) => {
+            finish_login(state, headers, authz, &user, ip, None, false).await
+        }
+        Outcome::Failed | Outcome::Invalid => Ok(password_page(
             state,
             authz,
             pending,
@@ -315,109 +276,17 @@ async fn verify_and_complete(
             Some(LOGIN_FAILED),
             StatusCode::UNAUTHORIZED,
         )
-        .await);
-    }
-    // Throttling comes first, before any hash is computed.
-    if let Err(limited) = state.throttle.check(username, Some(ip)).await? {
-        return Err(AppError::TooManyRequests {
-            retry_after_secs: limited.retry_after.as_secs(),
-        });
-    }
-    let started = tokio::time::Instant::now();
-    let Routed { decision, account } = match routed {
-        Some(routed) => routed,
-        None => route_for(state, username, &pending.client_id).await?,
-    };
-    let route = decision.route.as_str();
-    let user = match decision.route {
-        Route::Local => authenticate_local(state, account, password).await?,
-        Route::UpstreamPassword => match lazy::verify_and_migrate(state, username, password).await?
-        {
-            lazy::Outcome::Migrated(user) => Some(*user),
-            lazy::Outcome::Failed | lazy::Outcome::Blocked => None,
-            // MFA, a required password change, a social identity: the
-            // upstream's own page can still log the user in.
-            lazy::Outcome::Redirect(why) => {
-                tracing::info!(reason = %why, "password track not possible; redirect track");
-                return upstream::start(state, authz, pending, Some(username)).await;
-            }
-        },
-        Route::UpstreamRedirect => {
-            return upstream::start(state, authz, pending, Some(username)).await;
-        }
-        Route::ResetPassword => {
-            Metrics::count(&state.metrics.logins, route, "reset_required");
-            pad_failure(state, started).await;
-            return Ok(templates::error_page(
-                StatusCode::UNAUTHORIZED,
-                "Reset your password",
-                "Your account has moved to a new sign-in service. Reset your password with your application's \
-                 \"Forgot password\" link, or ask your administrator, then sign in again.",
-            ));
-        }
-    };
-    let user = match user {
-        Some(user) => user,
-        None => {
-            state.throttle.record_failure(username, Some(ip)).await?;
-            Metrics::count(&state.metrics.logins, route, "failed");
-            audit(state, "login_failed", None, &pending.client_id, ip).await;
-            pad_failure(state, started).await;
-            return Ok(password_page(
-                state,
-                authz,
-                pending,
-                username,
-                Some(LOGIN_FAILED),
-                StatusCode::UNAUTHORIZED,
-            )
-            .await);
-        }
-    };
-    state.throttle.record_success(username).await?;
-    Metrics::count(&state.metrics.logins, route, "ok");
-    finish_login(state, headers, authz, &user, ip, None, false).await
-}
-
-/// Every failed password login takes at least `password.failure_floor_ms`,
-/// whichever track it took (local hash, imported hash, upstream call,
-/// unknown user), so its duration tells nothing (ASVS 6.3.8).
-pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
-    let floor = Duration::from_millis(state.settings.password.failure_floor_ms);
-    tokio::time::sleep_until(started + floor).await;
-}
-
-/// Verifies a local password against the account routing read. `None` for
-/// every failure alike.
-pub async fn authenticate_local(
-    state: &AppState,
-    account: Account,
-    password: &str,
-) -> Result<Option<User>, AppError> {
-    let Account {
-        user,
-        password_hash,
-    } = account;
-    let verified = state
-        .passwords
-        .verify(password.to_string(), password_hash)
-        .await
-        .map_err(anyhow::Error::from)?;
-    match (user, verified) {
-        (Some(user), Verified::Yes { rehash }) if !user.blocked => {
-            if rehash {
-                let hash = state
-                    .passwords
-                    .hash(password.to_string())
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                state
-                    .db
-                    .set_password(&user.id, &hash, crate::password::ARGON2ID)
-                    .await?;
-            }
-            Ok(Some(user))
-        }
-        _ => Ok(None),
+        .await),
+        Outcome::Throttled { retry_after } => Err(AppError::TooManyRequests {
+            retry_after_secs: retry_after.as_secs(),
+        }),
+        Outcome::NeedsRedirect => upstream::start(state, authz, pending, Some(username)).await,
+        Outcome::ResetRequired => Ok(templates::error_page(
+            StatusCode::UNAUTHORIZED,
+            "Reset your password",
+            "Your account has moved to a new sign-in service. Reset your password with your application's \
+             \"Forgot password\" link, or ask your administrator, then sign in again.",
+        )),
+        Outcome::Unavailable => Err(AppError::Unavailable),
     }
 }

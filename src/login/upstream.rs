@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::finish::{audit_event, finish_login};
+use super::finish::finish_login;
+use crate::auth::audit_event;
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;

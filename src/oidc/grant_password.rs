@@ -14,12 +14,9 @@ use axum::response::Response;
 use super::client_auth::Authenticated;
 use super::issue::{Issue, issue, store_grant};
 use super::params::Params;
+use crate::auth::{Attempt, Outcome, Via};
 use crate::crypto::random_token;
-use crate::cutover::Route;
 use crate::error::{ErrorCode, OAuthError};
-use crate::login::{Routed, authenticate_local, pad_failure, route_for};
-use crate::metrics::Metrics;
-use crate::migrate::lazy;
 use crate::state::AppState;
 use crate::store::{SessionStoreExt, now};
 use crate::tokens::grants::{Grant, Session, session_key};
@@ -36,64 +33,49 @@ pub async fn password(
     let client = &auth.client;
     let username = params.require("username")?.trim();
     let password = params.require("password")?;
-    if username.len() > 320 || password.len() > 4096 {
-        return Err(OAuthError::invalid_request(
-            "username or password is too long",
-        ));
-    }
-    let failed = || OAuthError::invalid_grant("wrong username or password");
-    if let Err(limited) = state.throttle.check(username, Some(ip)).await? {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidGrant,
-            format!(
-                "too many attempts; retry in {} s",
-                limited.retry_after.as_secs()
-            ),
-        ));
-    }
-    let started = tokio::time::Instant::now();
-    let Routed { decision, account } = route_for(state, username, &client.client_id)
+    let attempt = Attempt {
+        identifier: username,
+        password,
+        client_id: &client.client_id,
+        ip,
+        via: Via::PasswordGrant,
+        routed: None,
+    };
+    let outcome = crate::auth::authenticate(state, attempt)
         .await
-        .map_err(|_| OAuthError::unexpected("routing failed"))?;
-    let user = match decision.route {
-        Route::Local => authenticate_local(state, account, password)
-            .await
-            .map_err(|_| OAuthError::unexpected("local verification failed"))?,
-        Route::UpstreamPassword => {
-            match lazy::verify_and_migrate(state, username, password).await {
-                Ok(lazy::Outcome::Migrated(user)) => Some(*user),
-                Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
-                Ok(lazy::Outcome::Redirect(_)) => {
-                    return Err(OAuthError::new(
-                        ErrorCode::AccessDenied,
-                        "the user must sign in interactively",
-                    ));
-                }
-                Err(_) => {
-                    return Err(OAuthError::new(
-                        ErrorCode::TemporarilyUnavailable,
-                        "the identity provider is temporarily unavailable",
-                    ));
-                }
-            }
+        .map_err(|_| OAuthError::unexpected("authentication failed"))?;
+    let user = match outcome {
+        Outcome::Authenticated(user) => user,
+        // A reset is told on the login page only: here it is one more
+        // failure, like every other.
+        Outcome::Failed | Outcome::ResetRequired => {
+            return Err(OAuthError::invalid_grant("wrong username or password"));
+        }
+        Outcome::Invalid => {
+            return Err(OAuthError::invalid_request(
+                "username or password is empty or too long",
+            ));
+        }
+        Outcome::Throttled { retry_after } => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                format!("too many attempts; retry in {} s", retry_after.as_secs()),
+            ));
         }
         // A grant without a browser cannot take the redirect track.
-        Route::UpstreamRedirect => {
+        Outcome::NeedsRedirect => {
             return Err(OAuthError::new(
                 ErrorCode::AccessDenied,
                 "the user must sign in interactively",
             ));
         }
-        Route::ResetPassword => None,
+        Outcome::Unavailable => {
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the identity provider is temporarily unavailable",
+            ));
+        }
     };
-    let Some(user) = user else {
-        state.throttle.record_failure(username, Some(ip)).await?;
-        Metrics::count(&state.metrics.logins, "password_grant", "failed");
-        pad_failure(state, started).await;
-        return Err(failed());
-    };
-    state.throttle.record_success(username).await?;
-    Metrics::count(&state.metrics.logins, "password_grant", "ok");
     // Both tracks return only an unblocked user, read during this request:
     // no need to read it again.
 

@@ -1,0 +1,253 @@
+//! One way to check a password login, whatever face asked for it: the
+//! login page (`login`) and the password grant (`oidc::grant_password`)
+//! each turn an [`Outcome`] into their own protocol's answer, and nothing
+//! else.
+//!
+//! [`authenticate`] owns the steps both need, in this order: the input's
+//! bounds; throttling, before any hash is computed or any upstream called;
+//! routing by the cutover rules ([`route_for`]); the local track or the
+//! upstream-password track (lazy migration); recording the outcome with
+//! the throttle, the audit trail and the metrics; and padding every failure
+//! to the same duration (ASVS 6.3.8), so a fix to any step is made once.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::cutover::{Decision, Route, Subject, decide};
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::migrate::lazy;
+use crate::password::Verified;
+use crate::state::AppState;
+use crate::store::{AuditEvent, User, now};
+
+/// The longest identifier (an email address, RFC 5321 §4.5.3.1) and
+/// password accepted; longer input is refused before any work.
+pub const MAX_IDENTIFIER: usize = 320;
+pub const MAX_PASSWORD: usize = 4096;
+
+/// Which face a login came through: it names the login in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    LoginPage,
+    PasswordGrant,
+}
+
+/// A password login to check.
+pub struct Attempt<'a> {
+    pub identifier: &'a str,
+    pub password: &'a str,
+    pub client_id: &'a str,
+    pub ip: IpAddr,
+    pub via: Via,
+    /// The identifier step's routing, when the same form carried the
+    /// password; without it the login is routed after throttling.
+    pub routed: Option<Routed>,
+}
+
+/// What became of an [`Attempt`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// The password is right and the user may sign in (migrated now, if the
+    /// upstream verified it).
+    Authenticated(Box<User>),
+    /// Wrong identifier or password, or a blocked user: one answer for all.
+    Failed,
+    /// Input out of bounds (empty or too long): refused before any work.
+    Invalid,
+    /// Too many recent failures for this account or address.
+    Throttled { retry_after: Duration },
+    /// The password cannot move this user (MFA, a required password change,
+    /// a social identity, or the redirect track's route): the upstream's
+    /// own page can still sign them in.
+    NeedsRedirect,
+    /// The user's account has moved here without a password: they must
+    /// reset it.
+    ResetRequired,
+    /// The upstream could not be asked.
+    Unavailable,
+}
+
+/// Checks `attempt` (see the module documentation for the steps).
+pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outcome, AppError> {
+    let Attempt {
+        identifier,
+        password,
+        client_id,
+        ip,
+        via,
+        routed,
+    } = attempt;
+    if identifier.is_empty()
+        || identifier.len() > MAX_IDENTIFIER
+        || password.is_empty()
+        || password.len() > MAX_PASSWORD
+    {
+        return Ok(Outcome::Invalid);
+    }
+    if let Err(limited) = state.throttle.check(identifier, Some(ip)).await? {
+        return Ok(Outcome::Throttled {
+            retry_after: limited.retry_after,
+        });
+    }
+    let started = tokio::time::Instant::now();
+    let Routed { decision, account } = match routed {
+        Some(routed) => routed,
+        None => route_for(state, identifier, client_id).await?,
+    };
+    let label = match via {
+        Via::LoginPage => decision.route.as_str(),
+        Via::PasswordGrant => "password_grant",
+    };
+    let user = match decision.route {
+        Route::Local => authenticate_local(state, account, password).await?,
+        Route::UpstreamPassword => {
+            match lazy::verify_and_migrate(state, identifier, password).await {
+                Ok(lazy::Outcome::Migrated(user)) => Some(*user),
+                Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
+                Ok(lazy::Outcome::Redirect(why)) => {
+                    tracing::info!(reason = %why, "password track not possible; redirect track");
+                    return Ok(Outcome::NeedsRedirect);
+                }
+                Err(AppError::Unavailable) => return Ok(Outcome::Unavailable),
+                Err(e) => return Err(e),
+            }
+        }
+        Route::UpstreamRedirect => return Ok(Outcome::NeedsRedirect),
+        Route::ResetPassword => {
+            state.throttle.record_failure(identifier, Some(ip)).await?;
+            Metrics::count(&state.metrics.logins, label, "reset_required");
+            pad_failure(state, started).await;
+            return Ok(Outcome::ResetRequired);
+        }
+    };
+    match user {
+        Some(user) => {
+            state.throttle.record_success(identifier).await?;
+            Metrics::count(&state.metrics.logins, label, "ok");
+            Ok(Outcome::Authenticated(Box::new(user)))
+        }
+        None => {
+            state.throttle.record_failure(identifier, Some(ip)).await?;
+            Metrics::count(&state.metrics.logins, label, "failed");
+            audit(state, "login_failed", None, client_id, ip).await;
+            pad_failure(state, started).await;
+            Ok(Outcome::Failed)
+        }
+    }
+}
+
+/// A routed login: the decision, and the account it was made on, read once
+/// so the local track verifies what routing saw without reading it again.
+pub struct Routed {
+    pub decision: Decision,
+    pub account: Account,
+}
+
+/// The user a login names and their stored password hash.
+pub struct Account {
+    pub user: Option<User>,
+    pub password_hash: Option<String>,
+}
+
+/// The route of a login by `identifier` for `client_id` (src/cutover).
+pub async fn route_for(
+    state: &AppState,
+    identifier: &str,
+    client_id: &str,
+) -> Result<Routed, AppError> {
+    let user = state.db.find_user_by_login(identifier).await?;
+    let password_hash = match &user {
+        Some(u) => state.db.get_password(&u.id).await?.map(|c| c.hash),
+        None => None,
+    };
+    let rules = state.cutover.rules().await?;
+    let upstream = state.upstream.as_ref();
+    let decision = decide(
+        &rules,
+        &Subject {
+            identifier,
+            user: user.as_ref(),
+            has_password: password_hash.is_some(),
+            client_id: Some(client_id),
+            upstream: upstream.is_some(),
+            password_grant: upstream.is_some_and(|u| u.client.def.password.is_some()),
+        },
+    );
+    Ok(Routed {
+        decision,
+        account: Account {
+            user,
+            password_hash,
+        },
+    })
+}
+
+/// Every failed password login takes at least `password.failure_floor_ms`,
+/// whichever track it took (local hash, imported hash, upstream call,
+/// unknown user), so its duration tells nothing (ASVS 6.3.8).
+pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
+    let floor = Duration::from_millis(state.settings.password.failure_floor_ms);
+    tokio::time::sleep_until(started + floor).await;
+}
+
+/// Verifies a local password against the account routing read. `None` for
+/// every failure alike.
+pub async fn authenticate_local(
+    state: &AppState,
+    account: Account,
+    password: &str,
+) -> Result<Option<User>, AppError> {
+    let Account {
+        user,
+        password_hash,
+    } = account;
+    let verified = state
+        .passwords
+        .verify(password.to_string(), password_hash)
+        .await
+        .map_err(anyhow::Error::from)?;
+    match (user, verified) {
+        (Some(user), Verified::Yes { rehash }) if !user.blocked => {
+            if rehash {
+                let hash = state
+                    .passwords
+                    .hash(password.to_string())
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                state
+                    .db
+                    .set_password(&user.id, &hash, crate::password::ARGON2ID)
+                    .await?;
+            }
+            Ok(Some(user))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A login event of `kind` from `ip` through `client_id`.
+pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
+    AuditEvent {
+        at: now(),
+        kind: kind.into(),
+        user_id: user_id.map(Into::into),
+        client_id: Some(client_id.into()),
+        ip: Some(ip.to_string()),
+        detail: serde_json::Value::Object(Default::default()),
+    }
+}
+
+/// Audit writes never fail a login; a failure is logged instead.
+pub async fn audit(
+    state: &AppState,
+    kind: &str,
+    user_id: Option<&str>,
+    client_id: &str,
+    ip: IpAddr,
+) {
+    let event = audit_event(kind, user_id, client_id, ip);
+    if let Err(e) = state.db.record_event(&event).await {
+        tracing::warn!(error = %e, kind, "audit event not recorded");
+    }
+}
