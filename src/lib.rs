@@ -1,31 +1,100 @@
 //! Switchyard: an OpenID Connect provider that applications are repointed at
 //! when they leave Auth0, Okta, AWS Cognito or Keycloak.
 //!
-//! Every login passes through Switchyard. Users it already knows authenticate
-//! locally; the upstream tracks (proxying, lazy migration, backfill) build on
-//! the provider core kept here.
+//! Every login passes through Switchyard. During the migration the old
+//! provider (the *upstream*) is the primary: logins it owns are proxied to
+//! it, and each user is moved here at their first password login (lazy
+//! migration) or in bulk (backfill, import). Users Switchyard already knows
+//! authenticate locally.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`cli`]: the `switchyard` command line (serve, config, users, clients, keys).
-//! - [`config`]: typed settings from one TOML file plus `SWITCHYARD_*` variables.
-//! - [`startup`]: [`startup::Application`], which binds, wires and serves.
-//! - [`state`]: [`state::AppState`], the one place dependencies are wired.
-//! - [`error`]: the two edge error types, [`error::OAuthError`] and [`error::AppError`].
-//! - [`oidc`]: the provider facade applications talk to, one file per endpoint or grant.
-//! - [`cutover`]: who goes where: phases, cohorts, pins, per-client overrides.
-//! - [`jobs`]: backfill, import, verify and status: users copied in bulk, resumably;
-//!   the outbox worker that marks migrated users at the upstream.
-//! - [`login`]: the login pages (identifier, password) and the gateway session cookie.
-//! - [`password`]: argon2id hashing on a bounded blocking pool.
-//! - [`migrate`]: lazy migration on login and imported password hashes.
-//! - [`throttle`]: per-account and per-IP attempt counters.
-//! - [`tokens`]: signing keys, JWT minting and verification, codes and refresh families.
-//! - [`upstream`]: the provider being migrated from: definitions, OIDC client, token mapping.
-//! - [`metrics`]: Prometheus counters at `/metrics`.
-//! - [`store`]: the SQL store (SQLite, PostgreSQL) and the session store (memory, Redis).
-//! - [`templates`]: the HTML pages, rendered with auto-escaping.
-//! - [`crypto`]: random identifiers, digests, constant-time comparison, AEAD sealing.
+//! Each module uses only those below it (a test, `tests/api/layers.rs`,
+//! fails on a cycle between files):
+//!
+//! 1. [`crypto`], [`metrics`], [`templates`], [`password`]: no knowledge of
+//!    the domain.
+//! 2. [`config`] (typed settings from one TOML file plus `SWITCHYARD_*`
+//!    variables) and [`store`] (the SQL store on SQLite or PostgreSQL, the
+//!    session store in memory or on Redis, the job queue and the outbox).
+//! 3. [`tokens`] (signing keys, JWTs, codes, refresh families), [`throttle`]
+//!    (per-account and per-IP failure counters), [`error`] (the two edge
+//!    error types, [`error::OAuthError`] and [`error::AppError`]).
+//! 4. [`upstream`]: the provider being migrated from: provider definitions
+//!    (`providers/*.toml`), its OIDC client, the sealed session ↔ upstream
+//!    token mapping, profile mapping.
+//! 5. [`cutover`] (who goes where: phases, cohorts, pins, per-client
+//!    phases) and [`migrate`] (lazy migration on login, imported hashes).
+//! 6. [`state`] ([`state::AppState`], where dependencies are wired) and
+//!    [`auth`]: the one authentication service both login faces use.
+//! 7. The faces: [`session`] (cookies, the gateway session, the client
+//!    address), [`oidc`] (the endpoints applications call, one file per
+//!    endpoint or grant), [`login`] (the login pages and the upstream's
+//!    callback), [`jobs`] (backfill, import, verify, status, and the outbox
+//!    worker).
+//! 8. [`startup`] (binds, wires and serves) and [`cli`] (the `switchyard`
+//!    command: serve, config, users, clients, keys, cutover, backfill,
+//!    import, verify, status, outbox).
+//!
+//! # Four flows
+//!
+//! **A browser login** on Switchyard's pages:
+//! 1. [`oidc::authorize`] checks the client and redirect URI (a page on
+//!    error), then the rest (an `error=` response once the redirect URI is
+//!    trusted); a live gateway session answers at once, otherwise the
+//!    request is stored as a [`tokens::grants::PendingAuthorization`] bound
+//!    to the browser by a cookie, and the browser goes to `/login` (or, in
+//!    the passthrough phase, to the upstream: [`login::upstream::start`]).
+//! 2. `login::post_login` routes the identifier ([`auth::route_for`]); the
+//!    redirect track goes to the upstream, every other login gets the
+//!    password page.
+//! 3. `login::post_password` asks [`auth::authenticate`]: throttling,
+//!    routing, the local hash ([`auth::authenticate_local`]) or the upstream
+//!    password grant with migration ([`migrate::lazy::verify_and_migrate`]),
+//!    then the throttle, audit and metrics, failures padded to one duration.
+//! 4. [`login::finish::finish_login`] makes a new gateway session and
+//!    [`oidc::response::complete`] answers the application with a code, by
+//!    the response mode it asked for.
+//! 5. The application exchanges it: [`oidc::token`] authenticates the
+//!    client ([`oidc::client_auth`]), [`oidc::grant_authorization_code`]
+//!    spends the code once, [`oidc::issue`] signs and answers.
+//!
+//! **A refresh grant**:
+//! 1. [`oidc::token`] → [`oidc::grant_refresh_token::refresh`].
+//! 2. A token Switchyard never issued, from a known client, is adopted:
+//!    [`oidc::adoption::adopt`] spends it once at the upstream.
+//! 3. Otherwise the token's rotation is claimed atomically in the session
+//!    store; a reused token (past a short grace) revokes its family.
+//! 4. A session that went through the upstream gets its upstream tokens
+//!    refreshed when near expiry, once across instances
+//!    ([`upstream::tokens`]).
+//! 5. [`oidc::issue::sign`] and [`oidc::issue::respond`]: new tokens and the
+//!    family's next refresh token.
+//!
+//! **The upstream's callback** (the redirect track):
+//! 1. [`login::upstream::start`] stores a transaction of our own `state`,
+//!    `nonce` and PKCE verifier and sends the browser to the upstream.
+//! 2. [`login::upstream::get_callback`] takes the transaction (single use),
+//!    checks the browser binding and `iss` (RFC 9207), exchanges the code
+//!    ([`upstream::client::UpstreamClient::exchange_code`]) and validates
+//!    the ID token ([`upstream::id_token`]).
+//! 3. The profile is mapped ([`upstream::profile`]) and the shadow user,
+//!    its identity and the audit events are written in one commit.
+//! 4. [`login::finish::finish_login`] keeps the upstream tokens sealed for
+//!    the new session and answers the application.
+//!
+//! **One backfill page**:
+//! 1. [`jobs::backfill::run`] creates the job or resumes the unfinished
+//!    one, and starts workers.
+//! 2. A worker claims a chunk of the job (leases taken over from dead
+//!    workers), each chunk with its own position.
+//! 3. It fetches the chunk's next page from the upstream's Management API
+//!    ([`jobs::management`]), at the pace the rate-limit headers allow
+//!    ([`jobs::pacer`]).
+//! 4. The records are mapped ([`jobs::mapping`]) and written with the
+//!    chunk's next position in one transaction (an upsert, or binary COPY
+//!    for a page of new users on PostgreSQL), so a crash resumes at the
+//!    last committed page.
 
 pub mod auth;
 pub mod cli;
