@@ -24,7 +24,24 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use crate::upstream::profile::UpstreamProfile;
+/// A user as the upstream describes them. Plain data the store persists;
+/// reading one from an upstream's claims is `upstream::profile`'s job, so
+/// the store needs nothing from the layers above it.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamProfile {
+    pub id: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+    pub picture: Option<String>,
+    pub phone_number: Option<String>,
+    /// Every claim, as the upstream spelled it.
+    pub raw: serde_json::Map<String, serde_json::Value>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
