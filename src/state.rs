@@ -102,7 +102,7 @@ pub fn key_algorithms(settings: &Settings) -> anyhow::Result<(Alg, Vec<Alg>)> {
 impl State {
     /// Wires every dependency for serving.
     pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
-        let problems = settings.check();
+        let problems = settings.check(&crate::upstream::provider::facts);
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::bail!("the configuration has problems:\n  {}", list.join("\n  "));
