@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Settings, Source};
-use crate::oidc::client_auth::hash_secret;
+use crate::crypto::hash_secret;
 use crate::oidc::redirect_uri;
 use crate::password::{ARGON2ID, Passwords};
 use crate::startup::{Application, shutdown_signal};

@@ -6,9 +6,9 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::crypto::Sealer;
+use crate::crypto::hash_secret;
 use crate::cutover::Cutover;
 use crate::metrics::Metrics;
-use crate::oidc::client_auth::hash_secret;
 use crate::password::Passwords;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
