@@ -14,9 +14,12 @@
 pub mod jobs;
 pub mod memory;
 pub mod outbox;
+mod outbox_queue;
+mod page;
 mod pg_copy;
 pub mod redis;
 pub mod sql;
+mod sql_common;
 
 use std::time::Duration;
 

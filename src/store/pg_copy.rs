@@ -20,11 +20,12 @@
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, Postgres};
 
-use super::jobs::{
+use super::page::{
     ASYNC_COMMIT, Applied, NEW_USER_COLUMNS, PageCommit, add_rejected, first_of_each_id,
     write_position,
 };
-use super::sql::{SqlStore, map_err, normalize_email};
+use super::sql::{SqlStore, normalize_email};
+use super::sql_common::map_err;
 use super::{StoreResult, now};
 use crate::jobs::record::{Action, Record};
 
