@@ -17,8 +17,8 @@
 //! - [`jobs`]: backfill, import, verify and status: users copied in bulk, resumably;
 //!   the outbox worker that marks migrated users at the upstream.
 //! - [`login`]: the login pages (identifier, password) and the gateway session cookie.
-//! - [`password`]: argon2id hashing on a bounded blocking pool.
-//! - [`migrate`]: lazy migration on login and imported password hashes.
+//! - [`password`]: argon2id hashing on a bounded blocking pool; imported hashes.
+//! - [`migrate`]: lazy migration on login.
 //! - [`throttle`]: per-account and per-IP attempt counters.
 //! - [`tokens`]: signing keys, JWT minting and verification, codes and refresh families.
 //! - [`upstream`]: the provider being migrated from: definitions, OIDC client, token mapping.
