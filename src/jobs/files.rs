@@ -23,9 +23,9 @@ use std::io::{BufRead, Read};
 use serde_json::{Map, Value};
 
 use super::mapping::{self, truthy};
-use super::record::{Claims, Record};
 use crate::password::imported;
 use crate::store::jobs::Rejected;
+use crate::store::record::{Claims, Record};
 use crate::upstream::provider::ProviderDef;
 
 /// Larger records are refused (an Auth0 user is at most a few kilobytes;

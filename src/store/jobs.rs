@@ -30,7 +30,7 @@ pub use super::page::{Applied, Chunk, Counters, PageCommit, Rejected};
 use super::sql::{SqlStore, normalize_email};
 use super::sql_common::{Dialect, map_err, to_json};
 use super::{StoreError, StoreResult, now};
-use crate::jobs::record::{Action, Note, Record};
+use crate::store::record::{Action, Note, Record};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Job {

@@ -17,6 +17,7 @@ pub mod outbox;
 mod outbox_queue;
 mod page;
 mod pg_copy;
+pub mod record;
 pub mod redis;
 pub mod sql;
 mod sql_common;

@@ -14,7 +14,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 
 use super::sql_common::{map_err, to_json};
 use super::{StoreError, StoreResult, now};
-use crate::jobs::record::{Action, Note, Record};
+use crate::store::record::{Action, Note, Record};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {

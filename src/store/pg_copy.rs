@@ -27,7 +27,7 @@ use super::page::{
 use super::sql::{SqlStore, normalize_email};
 use super::sql_common::map_err;
 use super::{StoreResult, now};
-use crate::jobs::record::{Action, Record};
+use crate::store::record::{Action, Record};
 
 /// Writes `commit` with COPY if none of its users exists yet. `None` when
 /// a uniqueness rule stopped the COPY: nothing was written, and the caller
