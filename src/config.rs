@@ -795,17 +795,17 @@ impl Settings {
                 problem(&key("redirect_uris"), "at least one is required".into());
             }
             for (j, uri) in c.redirect_uris.iter().enumerate() {
-                if let Err(m) = crate::oidc::redirect_uri::validate_registration(uri) {
+                if let Err(m) = crate::store::validate_registration(uri) {
                     problem(&format!("clients[{i}].redirect_uris[{j}]"), m);
                 }
             }
             for (j, uri) in c.post_logout_redirect_uris.iter().enumerate() {
-                if let Err(m) = crate::oidc::redirect_uri::validate_registration(uri) {
+                if let Err(m) = crate::store::validate_registration(uri) {
                     problem(&format!("clients[{i}].post_logout_redirect_uris[{j}]"), m);
                 }
             }
             for (j, origin) in c.web_origins.iter().enumerate() {
-                if let Err(m) = crate::oidc::redirect_uri::validate_web_origin(origin) {
+                if let Err(m) = crate::store::validate_web_origin(origin) {
                     problem(&format!("clients[{i}].web_origins[{j}]"), m);
                 }
             }
