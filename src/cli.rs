@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Settings, Source};
-use crate::oidc::client_auth::hash_secret;
+use crate::crypto::hash_secret;
 use crate::oidc::redirect_uri;
 use crate::password::{ARGON2ID, Passwords};
 use crate::startup::{Application, shutdown_signal};
@@ -635,7 +635,7 @@ async fn config_check(path: Option<&std::path::Path>, connect: bool) -> anyhow::
     use crate::config::Problem;
     use crate::state::redact_url;
     let (loaded, source) = Settings::load_all(path)?;
-    let mut problems = loaded.problems();
+    let mut problems = loaded.problems(&crate::upstream::provider::facts);
     if connect && let Some(settings) = loaded.settings() {
         // Each failure with its cause; URLs without their userinfo, and no
         // error text that could carry it (sqlx and the Redis store's errors
@@ -997,14 +997,14 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
                 bail!(
                     "phase {} routes logins to the upstream, and no [upstream] is configured: \
                      without one every login stays local, so the phase would change nothing",
-                    crate::cutover::phase_name(phase)
+                    phase.name()
                 );
             }
             rules.phase = phase;
             crate::cutover::store(&*db, &rules).await?;
             println!(
                 "phase set to {}; every instance follows within {} s",
-                crate::cutover::phase_name(phase),
+                phase.name(),
                 crate::cutover::RELOAD_INTERVAL.as_secs()
             );
         }

@@ -187,8 +187,13 @@ pub struct ManagementSettings {
     pub outbox_poll_secs: Option<f64>,
 }
 
+/// The variable holding the keys that seal upstream tokens:
+/// `kid1=base64key,kid2=base64key`; the first seals, all open. It is the
+/// default of a setting, so it lives with the settings.
+pub const TOKEN_KEYS_ENV: &str = "SWITCHYARD_UPSTREAM_TOKEN_KEYS";
+
 fn default_token_keys_env() -> String {
-    crate::upstream::TOKEN_KEYS_ENV.into()
+    TOKEN_KEYS_ENV.into()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -319,6 +324,16 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase as the settings spell it, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Passthrough => "passthrough",
+            Phase::Lazy => "lazy",
+            Phase::LocalFirst => "local_first",
+            Phase::LocalOnly => "local_only",
+        }
+    }
+
     /// Whether the phase only has a meaning with an upstream. Without one
     /// every login is local whatever the phase, so choosing `passthrough` or
     /// `local_first` there is a mistake to point out, not to take silently.
@@ -474,6 +489,23 @@ impl Default for Settings {
     }
 }
 
+/// What checking `[upstream]` needs from the named provider's definition.
+/// Definitions are read by `upstream::provider`, a layer above the plain
+/// settings, so whoever checks the settings looks them up and passes them
+/// in, and config depends on nothing above it.
+#[derive(Debug, Clone)]
+pub struct ProviderFacts {
+    /// Whether the definition can name the issuer from these settings.
+    pub issuer: Result<(), String>,
+    /// `None` when the provider has no Management API; otherwise whether
+    /// its definition describes the mark-migrated write.
+    pub mark_migrated: Option<bool>,
+}
+
+/// Looks up the provider named by `[upstream]`: its facts, or why it is
+/// not a provider.
+pub type ProviderLookup<'a> = &'a dyn Fn(&UpstreamSettings) -> Result<ProviderFacts, String>;
+
 /// One problem found by [`Settings::check`], with the key that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -554,7 +586,9 @@ impl Settings {
     }
 
     /// Every problem in the settings, each with the key that holds it.
-    pub fn check(&self) -> Vec<Problem> {
+    /// `providers` tells what the `[upstream]` provider's definition says
+    /// (`upstream::provider::facts` outside tests).
+    pub fn check(&self, providers: ProviderLookup) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut problem = |key: &str, message: String| {
             problems.push(Problem {
@@ -638,13 +672,14 @@ impl Settings {
             problem("throttle", "failure limits must be greater than 0".into());
         }
         if let Some(up) = &self.upstream {
-            match crate::upstream::provider::ProviderDef::load(&up.provider) {
-                Ok(def) => {
-                    if let Err(m) = def.issuer(up) {
-                        problem("upstream.issuer", m);
+            let facts = providers(up);
+            match &facts {
+                Ok(facts) => {
+                    if let Err(m) = &facts.issuer {
+                        problem("upstream.issuer", m.clone());
                     }
                 }
-                Err(m) => problem("upstream.provider", m),
+                Err(m) => problem("upstream.provider", m.clone()),
             }
             if let Some(var) = &up.client_secret_env
                 && std::env::var(var).is_err()
@@ -656,9 +691,9 @@ impl Settings {
             }
             let m = &up.management;
             if m.mark_migrated
-                && let Ok(def) = crate::upstream::provider::ProviderDef::load(&up.provider)
+                && let Ok(facts) = &facts
             {
-                let why = match def.management.map(|m| m.mark_migrated.is_some()) {
+                let why = match facts.mark_migrated {
                     Some(true) => None,
                     Some(false) => Some("describes no [management.mark_migrated] write"),
                     None => Some("has no Management API to write to"),
@@ -710,7 +745,7 @@ impl Settings {
             let why = |p: Phase| {
                 format!(
                     "{} routes logins to the upstream, and no [upstream] is configured",
-                    crate::cutover::phase_name(p)
+                    p.name()
                 )
             };
             if self.cutover.phase.needs_upstream() {
@@ -760,17 +795,17 @@ impl Settings {
                 problem(&key("redirect_uris"), "at least one is required".into());
             }
             for (j, uri) in c.redirect_uris.iter().enumerate() {
-                if let Err(m) = crate::oidc::redirect_uri::validate_registration(uri) {
+                if let Err(m) = crate::store::validate_registration(uri) {
                     problem(&format!("clients[{i}].redirect_uris[{j}]"), m);
                 }
             }
             for (j, uri) in c.post_logout_redirect_uris.iter().enumerate() {
-                if let Err(m) = crate::oidc::redirect_uri::validate_registration(uri) {
+                if let Err(m) = crate::store::validate_registration(uri) {
                     problem(&format!("clients[{i}].post_logout_redirect_uris[{j}]"), m);
                 }
             }
             for (j, origin) in c.web_origins.iter().enumerate() {
-                if let Err(m) = crate::oidc::redirect_uri::validate_web_origin(origin) {
+                if let Err(m) = crate::store::validate_web_origin(origin) {
                     problem(&format!("clients[{i}].web_origins[{j}]"), m);
                 }
             }
@@ -835,10 +870,10 @@ impl Loaded {
 
     /// Every problem: the keys that could not be read, then what
     /// [`Settings::check`] finds in the rest, at the file's indices.
-    pub fn problems(&self) -> Vec<Problem> {
+    pub fn problems(&self, providers: ProviderLookup) -> Vec<Problem> {
         let mut problems = self.read_problems.clone();
         if let Some(settings) = &self.settings {
-            problems.extend(settings.check().into_iter().map(|p| Problem {
+            problems.extend(settings.check(providers).into_iter().map(|p| Problem {
                 key: key_of(&original_path(&path_of(&p.key), &self.removed)),
                 message: p.message,
             }));
@@ -1047,7 +1082,7 @@ mod tests {
         let s = Settings::default();
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
         assert!(s.redis_url.is_none());
-        assert_eq!(s.check(), vec![]);
+        assert_eq!(s.check(&crate::upstream::provider::facts), vec![]);
     }
 
     #[test]
@@ -1056,11 +1091,11 @@ mod tests {
             issuer: "http://login.example.com/".into(),
             ..Settings::default()
         };
-        assert_eq!(s.check()[0].key, "issuer");
+        assert_eq!(s.check(&crate::upstream::provider::facts)[0].key, "issuer");
         s.issuer = "https://login.example.com/".into();
-        assert!(s.check().is_empty());
+        assert!(s.check(&crate::upstream::provider::facts).is_empty());
         s.issuer = "http://localhost:9000".into();
-        assert!(s.check().is_empty());
+        assert!(s.check(&crate::upstream::provider::facts).is_empty());
     }
 
     #[test]
@@ -1073,7 +1108,7 @@ mod tests {
                 upstream: Some(up),
                 ..Settings::default()
             };
-            s.check()
+            s.check(&crate::upstream::provider::facts)
                 .into_iter()
                 .filter(|p| p.key.starts_with("upstream.management"))
                 .map(|p| p.to_string())
@@ -1105,7 +1140,11 @@ mod tests {
             grant_types: default_grant_types(),
             token_mode: "gateway".into(),
         });
-        let keys: Vec<_> = s.check().into_iter().map(|p| p.key).collect();
+        let keys: Vec<_> = s
+            .check(&crate::upstream::provider::facts)
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
         assert!(keys.contains(&"tokens.code_ttl_secs".to_string()));
         assert!(keys.contains(&"clients[0].client_secret_env".to_string()));
         assert!(keys.contains(&"clients[0].redirect_uris[0]".to_string()));

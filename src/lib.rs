@@ -12,7 +12,8 @@
 //! Each module uses only those below it (a test, `tests/api/layers.rs`,
 //! fails on a cycle between files):
 //!
-//! 1. [`crypto`], [`metrics`], [`templates`], [`password`]: no knowledge of
+//! 1. [`crypto`], [`metrics`], [`templates`], [`password`] (argon2id on a
+//!    bounded blocking pool, and the imported hash formats): no knowledge of
 //!    the domain.
 //! 2. [`config`] (typed settings from one TOML file plus `SWITCHYARD_*`
 //!    variables) and [`store`] (the SQL store on SQLite or PostgreSQL, the

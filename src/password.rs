@@ -34,6 +34,11 @@ use tokio::sync::Semaphore;
 
 use crate::config::PasswordSettings;
 
+/// Hashes imported from other systems (bcrypt, PBKDF2, scrypt, argon2),
+/// verified once and upgraded to argon2id. Part of password verification,
+/// so it sits here rather than with the migration that imports them.
+pub mod imported;
+
 pub const ARGON2ID: &str = "argon2id";
 
 /// The most common passwords, one a line; `#` starts a comment line.
@@ -175,7 +180,7 @@ impl Passwords {
                 let hash = stored.as_deref().unwrap_or(&dummy);
                 let ok = match verify_configured(&params, hash, &password, memory) {
                     Some(ok) => ok,
-                    None => crate::migrate::hashes::verify(hash, &password),
+                    None => imported::verify(hash, &password),
                 };
                 Ok((ok, needs_rehash(hash, &params)))
             })

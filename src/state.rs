@@ -6,9 +6,9 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::crypto::Sealer;
+use crate::crypto::hash_secret;
 use crate::cutover::Cutover;
 use crate::metrics::Metrics;
-use crate::oidc::client_auth::hash_secret;
 use crate::password::Passwords;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -102,7 +102,7 @@ pub fn key_algorithms(settings: &Settings) -> anyhow::Result<(Alg, Vec<Alg>)> {
 impl State {
     /// Wires every dependency for serving.
     pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
-        let problems = settings.check();
+        let problems = settings.check(&crate::upstream::provider::facts);
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::bail!("the configuration has problems:\n  {}", list.join("\n  "));

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use switchyard::oidc::client_auth::hash_secret;
+use switchyard::crypto::hash_secret;
 use switchyard::store::{Client, now};
 
 /// USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture

@@ -100,9 +100,9 @@ pub fn decide(rules: &CutoverSettings, s: &Subject<'_>) -> Decision {
     {
         Some((client, p)) => (
             p,
-            format!("client {client} overrides the phase to {}", phase_name(p)),
+            format!("client {client} overrides the phase to {}", p.name()),
         ),
-        None => (rules.phase, format!("phase {}", phase_name(rules.phase))),
+        None => (rules.phase, format!("phase {}", rules.phase.name())),
     };
     // local_only is "upstream switched off": nothing, not even a pin, calls it.
     if phase == Phase::LocalOnly {
@@ -245,15 +245,6 @@ fn cohort(rules: &CutoverSettings, s: &Subject<'_>) -> Result<String, String> {
         }
     }
     Err(format!("no cohort contains the user (bucket {bucket})"))
-}
-
-pub fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Passthrough => "passthrough",
-        Phase::Lazy => "lazy",
-        Phase::LocalFirst => "local_first",
-        Phase::LocalOnly => "local_only",
-    }
 }
 
 /// The rules in force on this instance.

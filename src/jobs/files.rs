@@ -23,9 +23,9 @@ use std::io::{BufRead, Read};
 use serde_json::{Map, Value};
 
 use super::mapping::{self, truthy};
-use super::record::{Claims, Record};
-use crate::migrate::hashes;
+use crate::password::imported;
 use crate::store::jobs::Rejected;
+use crate::store::record::{Claims, Record};
 use crate::upstream::provider::ProviderDef;
 
 /// Larger records are refused (an Auth0 user is at most a few kilobytes;
@@ -167,7 +167,7 @@ fn id_of(raw: &Value, key: &str) -> Option<String> {
 
 /// A hash the migration can verify, with its algorithm; `Err` otherwise.
 fn checked_hash(line: u64, id: &str, hash: &str) -> Result<(String, String), Rejected> {
-    match hashes::algorithm_of(hash) {
+    match imported::algorithm_of(hash) {
         "unknown" => Err(rejected(
             line,
             Some(id.to_string()),
@@ -315,7 +315,7 @@ fn keycloak_record(def: &ProviderDef, line: u64, mut raw: Value) -> Result<Recor
                 format!("Keycloak credential algorithm {algorithm:?} cannot be verified here"),
             ));
         }
-        let stored = hashes::keycloak_credential(secret, data).ok_or_else(|| {
+        let stored = imported::keycloak_credential(secret, data).ok_or_else(|| {
             rejected(
                 line,
                 Some(r.id.clone()),

@@ -331,7 +331,7 @@ async fn import_items(
 /// What a batch inserts into unique indexes besides user ids (which are
 /// unique across batches already), as 64-bit fingerprints: a collision
 /// only makes a batch wait for the ones in flight.
-fn login_keys(hasher: &RandomState, records: &[crate::jobs::record::Record]) -> HashSet<u64> {
+fn login_keys(hasher: &RandomState, records: &[crate::store::record::Record]) -> HashSet<u64> {
     let mut keys = HashSet::with_capacity(records.len() * 2);
     for r in records {
         if let Some(e) = &r.email {
@@ -350,7 +350,7 @@ fn login_keys(hasher: &RandomState, records: &[crate::jobs::record::Record]) -> 
 /// A batch applied, with what it was made of (for a dry run's report).
 struct Done {
     n: u64,
-    records: Vec<crate::jobs::record::Record>,
+    records: Vec<crate::store::record::Record>,
     rejected: Vec<Rejected>,
     applied: crate::store::jobs::Applied,
 }
@@ -379,7 +379,7 @@ impl Tally {
                     .applied
                     .actions
                     .iter()
-                    .any(|a| matches!(a, crate::jobs::record::Action::Failed(_)))
+                    .any(|a| matches!(a, crate::store::record::Action::Failed(_)))
             {
                 bail!("a record failed while applying (--strict)");
             }
@@ -407,11 +407,11 @@ impl Tally {
 /// few hundred are enough for a report).
 pub(super) fn collect_issues(
     into: &mut Vec<Issue>,
-    records: &[crate::jobs::record::Record],
+    records: &[crate::store::record::Record],
     rejected: &[Rejected],
     applied: &crate::store::jobs::Applied,
 ) {
-    use crate::jobs::record::Action;
+    use crate::store::record::Action;
     if into.len() > 500 {
         return;
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::record::{Claims, Record};
+use crate::store::record::{Claims, Record};
 use crate::upstream::provider::{ClaimsSource, ManagementDef, ProviderDef};
 
 /// The value at a dotted path (`profile.email`). A key that itself

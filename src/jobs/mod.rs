@@ -2,7 +2,8 @@
 //! API), `import` (export files), `verify` (both sides, record by record)
 //! and `status`.
 //!
-//! - [`record`]: one user as a source describes them, and the comparison.
+//! - [`crate::store::record`]: one user as a source describes them, and the
+//!   comparison; in the store, which writes records and must not reach up here.
 //! - [`mapping`]: an upstream's user JSON → a record, by the provider
 //!   definition's `[management.fields]`.
 //! - [`files`]: the import formats, streamed.
@@ -24,7 +25,6 @@ pub mod mapping;
 pub mod outbox;
 pub mod pacer;
 pub mod progress;
-pub mod record;
 pub mod status;
 pub mod verify;
 

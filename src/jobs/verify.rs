@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use super::management::ManagementClient;
 use super::progress::Progress;
-use super::record::Record;
 use crate::config::Settings;
 use crate::store::Database;
 use crate::store::jobs::{Counters, UserCounts};
+use crate::store::record::Record;
 
 /// How many examples each section of the report keeps.
 pub const SAMPLE: usize = 20;

@@ -5,42 +5,10 @@
 use axum::http::{HeaderMap, header};
 
 use super::params::Params;
-use crate::crypto::{self, b64url, constant_time_eq};
+use crate::crypto::{self, verify_secret};
 use crate::error::OAuthError;
 use crate::state::AppState;
 use crate::store::Client;
-
-/// Hashes a client secret for storage: `sha256$<salt>$<digest>`.
-///
-/// Client secrets are high-entropy (at least 32 characters, 256 random bits
-/// when generated), for which a salted SHA-256 is as strong as a slow hash,
-/// and a slow hash would cost every token request tens of milliseconds.
-pub fn hash_secret(secret: &str) -> String {
-    let salt = crypto::random_bytes(16);
-    let digest = salted_digest(&salt, secret);
-    format!("sha256${}${}", b64url(&salt), b64url(&digest))
-}
-
-fn salted_digest(salt: &[u8], secret: &str) -> Vec<u8> {
-    let mut input = salt.to_vec();
-    input.extend_from_slice(secret.as_bytes());
-    crypto::sha256(&input)
-}
-
-/// Constant-time check of `secret` against a stored hash.
-pub fn verify_secret(stored: &str, secret: &str) -> bool {
-    let mut parts = stored.split('$');
-    let (Some("sha256"), Some(salt), Some(digest), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let (Some(salt), Some(digest)) = (crypto::b64url_decode(salt), crypto::b64url_decode(digest))
-    else {
-        return false;
-    };
-    constant_time_eq(&salted_digest(&salt, secret), &digest)
-}
 
 /// The client a request names, before its credentials are checked: for
 /// decisions that reveal nothing, such as which origin may read the answer.
@@ -152,14 +120,6 @@ pub async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_secret_hash_verifies_only_its_secret() {
-        let h = hash_secret("s3cret-s3cret-s3cret-s3cret-s3cret");
-        assert!(verify_secret(&h, "s3cret-s3cret-s3cret-s3cret-s3cret"));
-        assert!(!verify_secret(&h, "s3cret-s3cret-s3cret-s3cret-s3creT"));
-        assert!(!verify_secret("plain", "plain"));
-    }
 
     #[test]
     fn basic_credentials_are_form_decoded() {

@@ -1,4 +1,6 @@
-//! Redirect URI registration and matching.
+//! Redirect URI registration and matching. The registration rules
+//! themselves live with the client record in the store, where the settings
+//! check and the CLI reach them without going through the HTTP layer.
 //!
 //! Matching is **exact string comparison** (RFC 9700 §2.1 and §4.1.3; OIDC
 //! Core §3.1.2.1; ASVS 10.4.1): no wildcard, prefix, suffix, or "parse both
@@ -11,74 +13,7 @@
 use url::Url;
 
 use crate::store::Client;
-
-/// Checks a URI before it is registered for a client.
-pub fn validate_registration(uri: &str) -> Result<(), String> {
-    if uri
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
-    {
-        return Err("must not contain whitespace, control characters or backslashes".into());
-    }
-    let url = Url::parse(uri).map_err(|e| format!("is not an absolute URI: {e}"))?;
-    // RFC 6749 §3.1.2: the endpoint URI must not include a fragment.
-    if url.fragment().is_some() || uri.contains('#') {
-        return Err("must not contain a fragment (RFC 6749 §3.1.2)".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain user information".into());
-    }
-    match url.scheme() {
-        "https" => {}
-        "http" => {
-            // RFC 8252 §7.3 and §8.3: plain http only for loopback IP
-            // literals; `localhost` can be pointed elsewhere by DNS or a
-            // hosts file, so it is refused (RFC 9700 §2.1).
-            if !is_loopback_literal(&url) {
-                return Err("http is allowed only for the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §7.3)".into());
-            }
-        }
-        "javascript" | "data" | "file" | "vbscript" | "about" | "blob" => {
-            return Err(format!(
-                "the {} scheme cannot be a redirect target",
-                url.scheme()
-            ));
-        }
-        scheme => {
-            // RFC 8252 §7.1: private-use schemes are reverse domain names.
-            if !scheme.contains('.') {
-                return Err("a custom scheme must be a reverse domain name such as com.example.app (RFC 8252 §7.1)".into());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks a web origin before it is registered for a client: exactly an
-/// origin as a browser serializes it in the `Origin` header (RFC 6454 §6.2,
-/// `scheme://host[:port]`, no path, no trailing slash), since it is
-/// compared as a string with that header and with `postMessage` targets.
-/// The same transport rule as redirect URIs: https, or http on a loopback
-/// IP literal.
-pub fn validate_web_origin(origin: &str) -> Result<(), String> {
-    let url = Url::parse(origin).map_err(|e| format!("is not an origin: {e}"))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err("must be an http or https origin".into());
-    }
-    if url.scheme() == "http" && !is_loopback_literal(&url) {
-        return Err(
-            "http is allowed only for the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §7.3)"
-                .into(),
-        );
-    }
-    let serialized = url.origin().ascii_serialization();
-    if serialized != origin {
-        return Err(format!(
-            "must be an origin as browsers send it (RFC 6454 §6.2): {serialized}"
-        ));
-    }
-    Ok(())
-}
+pub use crate::store::{validate_registration, validate_web_origin};
 
 /// The origin of an absolute URI as browsers serialize it (RFC 6454 §6.2);
 /// `None` for a URI whose origin is opaque (a private-use scheme).
@@ -97,14 +32,6 @@ pub fn cors_allowed(client: &Client, origin: &str) -> bool {
             .redirect_uris
             .iter()
             .any(|uri| origin_of(uri).as_deref() == Some(origin))
-}
-
-fn is_loopback_literal(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        _ => false,
-    }
 }
 
 /// True when `requested` is one of `registered`, compared as strings.

@@ -14,9 +14,13 @@
 pub mod jobs;
 pub mod memory;
 pub mod outbox;
+mod outbox_queue;
+mod page;
 mod pg_copy;
+pub mod record;
 pub mod redis;
 pub mod sql;
+mod sql_common;
 
 use std::time::Duration;
 
@@ -24,7 +28,24 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use crate::upstream::profile::UpstreamProfile;
+/// A user as the upstream describes them. Plain data the store persists;
+/// reading one from an upstream's claims is `upstream::profile`'s job, so
+/// the store needs nothing from the layers above it.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamProfile {
+    pub id: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub nickname: Option<String>,
+    pub picture: Option<String>,
+    pub phone_number: Option<String>,
+    /// Every claim, as the upstream spelled it.
+    pub raw: serde_json::Map<String, serde_json::Value>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -444,6 +465,84 @@ fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> StoreResult<Option<T>>
     bytes
         .map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()
+}
+
+/// Checks a redirect URI before it is registered for a client. With the
+/// other client registration rules, below both the settings check and the
+/// token endpoint; matching at request time is `oidc::redirect_uri`'s.
+pub fn validate_registration(uri: &str) -> Result<(), String> {
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Err("must not contain whitespace, control characters or backslashes".into());
+    }
+    let url = url::Url::parse(uri).map_err(|e| format!("is not an absolute URI: {e}"))?;
+    // RFC 6749 §3.1.2: the endpoint URI must not include a fragment.
+    if url.fragment().is_some() || uri.contains('#') {
+        return Err("must not contain a fragment (RFC 6749 §3.1.2)".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user information".into());
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            // RFC 8252 §7.3 and §8.3: plain http only for loopback IP
+            // literals; `localhost` can be pointed elsewhere by DNS or a
+            // hosts file, so it is refused (RFC 9700 §2.1).
+            if !is_loopback_literal(&url) {
+                return Err("http is allowed only for the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §7.3)".into());
+            }
+        }
+        "javascript" | "data" | "file" | "vbscript" | "about" | "blob" => {
+            return Err(format!(
+                "the {} scheme cannot be a redirect target",
+                url.scheme()
+            ));
+        }
+        scheme => {
+            // RFC 8252 §7.1: private-use schemes are reverse domain names.
+            if !scheme.contains('.') {
+                return Err("a custom scheme must be a reverse domain name such as com.example.app (RFC 8252 §7.1)".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a web origin before it is registered for a client: exactly an
+/// origin as a browser serializes it in the `Origin` header (RFC 6454 §6.2,
+/// `scheme://host[:port]`, no path, no trailing slash), since it is
+/// compared as a string with that header and with `postMessage` targets.
+/// The same transport rule as redirect URIs: https, or http on a loopback
+/// IP literal.
+pub fn validate_web_origin(origin: &str) -> Result<(), String> {
+    let url = url::Url::parse(origin).map_err(|e| format!("is not an origin: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("must be an http or https origin".into());
+    }
+    if url.scheme() == "http" && !is_loopback_literal(&url) {
+        return Err(
+            "http is allowed only for the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §7.3)"
+                .into(),
+        );
+    }
+    let serialized = url.origin().ascii_serialization();
+    if serialized != origin {
+        return Err(format!(
+            "must be an origin as browsers send it (RFC 6454 §6.2): {serialized}"
+        ));
+    }
+    Ok(())
+}
+
+fn is_loopback_literal(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
 }
 
 /// Client ids are printable ASCII without spaces or the characters Basic

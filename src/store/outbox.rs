@@ -3,7 +3,7 @@
 //! primary during the migration, never lags silently behind.
 //!
 //! A row is inserted by the transaction that makes the local change
-//! ([`enqueue`]), so the two commit together or not at all. Workers claim
+//! ([`super::outbox_queue::enqueue`]), so the two commit together or not at all. Workers claim
 //! due rows — `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances
 //! share the queue without waiting on each other; SQLite has one writer —
 //! under a lease (`claimed_at`): a worker that died mid-delivery leaves a
@@ -15,15 +15,13 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
-use super::sql::{Dialect, SqlStore, map_err, to_json};
+pub use super::outbox_queue::MARK_MIGRATED;
+use super::sql::SqlStore;
+use super::sql_common::{Dialect, map_err};
 use super::{StoreError, StoreResult, now};
-
-/// Marks the user at the upstream as migrated (`[upstream.management]
-/// mark_migrated`).
-pub const MARK_MIGRATED: &str = "mark_migrated";
 
 /// The longest `last_error` kept: enough for a vendor's message, never a
 /// response body.
@@ -128,28 +126,6 @@ pub trait OutboxStore: Send + Sync {
     async fn discard_outbox(&self, id: i64) -> StoreResult<bool>;
     /// Counts by state and the `failures` most recent failed rows.
     async fn outbox_counts(&self, failures: u32) -> StoreResult<OutboxCounts>;
-}
-
-/// Queues a write inside the caller's transaction.
-pub(crate) async fn enqueue(
-    tx: &mut Transaction<'_, Any>,
-    kind: &str,
-    user_id: &str,
-    payload: &Value,
-    now: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO outbox (kind, user_id, payload, state, attempts, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4)",
-    )
-    .bind(kind)
-    .bind(user_id)
-    .bind(to_json(payload))
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
-    Ok(())
 }
 
 /// An error as stored: one line, no control characters, bounded.

@@ -20,13 +20,14 @@
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, Postgres};
 
-use super::jobs::{
+use super::page::{
     ASYNC_COMMIT, Applied, NEW_USER_COLUMNS, PageCommit, add_rejected, first_of_each_id,
     write_position,
 };
-use super::sql::{SqlStore, map_err, normalize_email};
+use super::sql::{SqlStore, normalize_email};
+use super::sql_common::map_err;
 use super::{StoreResult, now};
-use crate::jobs::record::{Action, Record};
+use crate::store::record::{Action, Record};
 
 /// Writes `commit` with COPY if none of its users exists yet. `None` when
 /// a uniqueness rule stopped the COPY: nothing was written, and the caller

@@ -12,14 +12,10 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+use super::outbox_queue::{MARK_MIGRATED, enqueue};
+pub use super::sql_common::Dialect;
+use super::sql_common::{map_err, to_json};
 use super::*;
-
-/// Which database sits behind the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    Postgres,
-}
 
 #[derive(Clone)]
 pub struct SqlStore {
@@ -171,31 +167,6 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Maps sqlx errors, turning unique violations into [`StoreError::Conflict`]
-/// naming the field (the one place constraint names become client errors).
-pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            let m = db.message().to_string() + db.constraint().unwrap_or("");
-            if m.contains("email") {
-                StoreError::Conflict("email")
-            } else if m.contains("username") {
-                StoreError::Conflict("username")
-            } else if m.contains("client") {
-                StoreError::Conflict("client_id")
-            } else if m.contains("kid") || m.contains("signing_keys") {
-                StoreError::Conflict("kid")
-            } else {
-                StoreError::Conflict("id")
-            }
-        }
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(e.to_string())
-        }
-        _ => StoreError::Backend(e.to_string()),
-    }
-}
-
 fn json_col(row: &AnyRow, col: &str) -> StoreResult<serde_json::Value> {
     let s: String = row.try_get(col).map_err(map_err)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
@@ -284,10 +255,6 @@ pub fn rfc3339(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-pub(crate) fn to_json(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
 #[async_trait]
@@ -645,14 +612,7 @@ impl SqlStore {
                         "username": p.username,
                         "migrated_at": rfc3339(now),
                     });
-                    super::outbox::enqueue(
-                        &mut tx,
-                        super::outbox::MARK_MIGRATED,
-                        &user_id,
-                        &payload,
-                        now,
-                    )
-                    .await?;
+                    enqueue(&mut tx, MARK_MIGRATED, &user_id, &payload, now).await?;
                 }
                 "user_migrated"
             }

@@ -19,10 +19,6 @@ use std::time::Duration;
 
 pub use client::{Creds, UpstreamClient, UpstreamTokens};
 
-/// The variable holding the keys that seal upstream tokens:
-/// `kid1=base64key,kid2=base64key`; the first seals, all open.
-pub const TOKEN_KEYS_ENV: &str = "SWITCHYARD_UPSTREAM_TOKEN_KEYS";
-
 /// Why an upstream call did not give what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

@@ -8,24 +8,8 @@ use serde_json::{Map, Value};
 
 use super::provider::ProviderDef;
 use crate::config::UpstreamSettings;
+pub use crate::store::UpstreamProfile;
 use crate::store::User;
-
-/// A user as the upstream describes them.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamProfile {
-    pub id: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub username: Option<String>,
-    pub name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub nickname: Option<String>,
-    pub picture: Option<String>,
-    pub phone_number: Option<String>,
-    /// Every claim, as the upstream spelled it.
-    pub raw: Map<String, Value>,
-}
 
 /// Reads a profile from ID-token claims merged with userinfo (userinfo
 /// wins where both speak: it is the fresher source, OIDC Core §5.3.2).

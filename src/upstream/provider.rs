@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::UpstreamSettings;
+use crate::config::{ProviderFacts, UpstreamSettings};
 
 const BUILTIN: &[(&str, &str)] = &[
     ("auth0", include_str!("../../providers/auth0.toml")),
@@ -299,6 +299,17 @@ impl ProviderDef {
         }
         fill(&self.oidc.issuer, &settings.template_vars())
     }
+}
+
+/// What checking the settings needs of the provider `[upstream]` names (see
+/// `Settings::check`): found here, where definitions are read, and handed
+/// down to the plain settings.
+pub fn facts(settings: &UpstreamSettings) -> Result<ProviderFacts, String> {
+    let def = ProviderDef::load(&settings.provider)?;
+    Ok(ProviderFacts {
+        issuer: def.issuer(settings).map(drop),
+        mark_migrated: def.management.map(|m| m.mark_migrated.is_some()),
+    })
 }
 
 /// Replaces `{var}` in `template`; a variable that is not set is an error

@@ -172,7 +172,7 @@ async fn a_client_secret_in_basic_auth_is_form_decoded() {
     // A secret with characters that RFC 6749 §2.3.1 requires to be encoded.
     let secret = "s3cret:with spaces&symbols=+/0123456789abcdef";
     let client = switchyard::store::Client {
-        secret_hash: Some(switchyard::oidc::client_auth::hash_secret(secret)),
+        secret_hash: Some(switchyard::crypto::hash_secret(secret)),
         ..app.add_client("odd", true).await
     };
     app.state

@@ -19,6 +19,7 @@ mod fake_upstream;
 mod helpers;
 mod isolation;
 mod jobs;
+mod layers;
 mod login;
 mod logout;
 mod migration;

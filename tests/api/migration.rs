@@ -272,7 +272,7 @@ async fn imported_bcrypt_pbkdf2_argon2_and_scrypt_hashes_verify_and_are_upgraded
         );
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
-        switchyard::migrate::hashes::keycloak_credential(
+        switchyard::password::imported::keycloak_credential(
             &serde_json::json!({"value": b64.encode(&out), "salt": b64.encode(b"0123456789abcdef")}).to_string(),
             r#"{"hashIterations":27500,"algorithm":"pbkdf2-sha256"}"#,
         )
@@ -319,7 +319,7 @@ async fn imported_bcrypt_pbkdf2_argon2_and_scrypt_hashes_verify_and_are_upgraded
         ),
     ];
     for (email, hash) in hashes {
-        let algorithm = switchyard::migrate::hashes::algorithm_of(&hash);
+        let algorithm = switchyard::password::imported::algorithm_of(&hash);
         let new = switchyard::store::NewUser {
             email: Some(email.into()),
             ..Default::default()

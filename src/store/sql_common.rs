@@ -1,0 +1,44 @@
+//! What every SQL module of the store shares, below all of them: which
+//! database is behind the pool, how sqlx errors become store errors, and
+//! how JSON goes into a TEXT column. The store's SQL modules (the main
+//! store, jobs, the outbox, COPY) sit on top of it, so none of them has to
+//! reach into another for these.
+
+use super::StoreError;
+
+/// Which database sits behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Maps sqlx errors, turning unique violations into [`StoreError::Conflict`]
+/// naming the field (the one place constraint names become client errors).
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            let m = db.message().to_string() + db.constraint().unwrap_or("");
+            if m.contains("email") {
+                StoreError::Conflict("email")
+            } else if m.contains("username") {
+                StoreError::Conflict("username")
+            } else if m.contains("client") {
+                StoreError::Conflict("client_id")
+            } else if m.contains("kid") || m.contains("signing_keys") {
+                StoreError::Conflict("kid")
+            } else {
+                StoreError::Conflict("id")
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// A value as the JSON text a TEXT column holds.
+pub(crate) fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
