@@ -259,7 +259,7 @@ async fn the_quickstart_login_completes_in_chromium() {
         .expect("a generated secret")
         .to_string();
 
-    let chrome = Chrome::start("quickstart").await;
+    let chrome = &Chrome::start("quickstart").await;
     let redirect = site.callback();
     chrome
         .goto(&app.url(&format!(
@@ -267,7 +267,7 @@ async fn the_quickstart_login_completes_in_chromium() {
              &state=xyz&code_challenge={QUICKSTART_CHALLENGE}&code_challenge_method=S256"
         )))
         .await;
-    wait_for_heading(&chrome, "Sign in").await;
+    wait_for_heading(chrome, "Sign in").await;
     // Without a login_hint the email box is empty and reads as a label.
     assert_eq!(
         chrome.value("#username").await,
@@ -279,17 +279,17 @@ async fn the_quickstart_login_completes_in_chromium() {
         "Email or username"
     );
     assert_eq!(chrome.title().await, "Sign in");
-    sign_in_on_switchyard(&chrome, "alice@example.com", "a long password").await;
+    sign_in_on_switchyard(chrome, "alice@example.com", "a long password").await;
 
     // The password form's answer is a 303 to the application's origin: the
     // browser follows it.
     let landed = chrome.wait_for_url(&redirect).await;
-    wait_for_heading(&chrome, "Example app: signed in").await;
+    wait_for_heading(chrome, "Example app: signed in").await;
     chrome.screenshot("application").await;
     let q = query_of(&landed);
     assert_eq!(q["state"], "xyz");
     assert_eq!(q["iss"], app.issuer);
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 
     // The password page names the account for password managers.
     // (Checked on the page source the browser was given.)
@@ -323,18 +323,18 @@ async fn the_password_page_names_the_account_for_password_managers() {
     app.add_user("alice@example.com", PASSWORD).await;
     let site = Site::start(String::new()).await;
     register_web(&app, "web", &site).await;
-    let chrome = Chrome::start("password_page").await;
+    let chrome = &Chrome::start("password_page").await;
     let request = request_to("web", &site).with("login_hint", "alice@example.com");
     let query = query_string(&request);
     chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
-    wait_for_heading(&chrome, "Sign in").await;
+    wait_for_heading(chrome, "Sign in").await;
     assert_eq!(
         chrome.value("#username").await,
         "alice@example.com",
         "a hint prefills the box"
     );
     chrome.click("button[type=submit]").await;
-    wait_for_heading(&chrome, "Enter your password").await;
+    wait_for_heading(chrome, "Enter your password").await;
     assert_eq!(
         chrome
             .attribute("input[name=username]", "autocomplete")
@@ -347,7 +347,7 @@ async fn the_password_page_names_the_account_for_password_managers() {
         "alice@example.com"
     );
     chrome.screenshot("password").await;
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
 
 #[tokio::test]
@@ -366,18 +366,18 @@ async fn a_lazily_migrated_user_lands_on_the_application_in_chromium() {
     let site = Site::start(String::new()).await;
     register_web(&t.app, "shop", &site).await;
 
-    let chrome = Chrome::start("lazy_migration").await;
+    let chrome = &Chrome::start("lazy_migration").await;
     let request = request_to("shop", &site);
     let query = query_string(&request);
     chrome
         .goto(&t.app.url(&format!("/authorize?{query}")))
         .await;
-    sign_in_on_switchyard(&chrome, "dana@example.com", PASSWORD).await;
+    sign_in_on_switchyard(chrome, "dana@example.com", PASSWORD).await;
     chrome.wait_for_url(&site.callback()).await;
-    wait_for_heading(&chrome, "Example app: signed in").await;
+    wait_for_heading(chrome, "Example app: signed in").await;
     chrome.screenshot("application").await;
     assert!(site.last_received().contains_key("code"));
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
     let user = t
         .app
         .state
@@ -398,13 +398,13 @@ async fn a_form_post_response_reaches_the_application_in_chromium() {
     app.add_user("alice@example.com", PASSWORD).await;
     let site = Site::start(String::new()).await;
     register_web(&app, "web", &site).await;
-    let chrome = Chrome::start("form_post").await;
+    let chrome = &Chrome::start("form_post").await;
     let request = request_to("web", &site).with("response_mode", "form_post");
     let query = query_string(&request);
     chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
-    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    sign_in_on_switchyard(chrome, "alice@example.com", PASSWORD).await;
     chrome.wait_for_url(&site.callback()).await;
-    wait_for_heading(&chrome, "Example app: signed in").await;
+    wait_for_heading(chrome, "Example app: signed in").await;
     chrome.screenshot("application").await;
     let posted = site.last_received();
     assert!(
@@ -412,7 +412,7 @@ async fn a_form_post_response_reaches_the_application_in_chromium() {
         "the code was posted: {posted:?}"
     );
     assert_eq!(posted["iss"], app.issuer);
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
 
 #[tokio::test]
@@ -437,7 +437,7 @@ async fn an_issuer_with_a_path_brings_the_user_back_from_the_upstreams_page() {
     let site = Site::start(String::new()).await;
     register_web(&t.app, "okta-web", &site).await;
 
-    let chrome = Chrome::start("path_issuer").await;
+    let chrome = &Chrome::start("path_issuer").await;
     let request = request_to("okta-web", &site);
     let query = query_string(&request);
     // Okta's SDKs call `{issuer}/v1/authorize`.
@@ -453,10 +453,10 @@ async fn an_issuer_with_a_path_brings_the_user_back_from_the_upstreams_page() {
     chrome.type_into("input[name=password]", PASSWORD).await;
     chrome.click("button[type=submit]").await;
     let landed = chrome.wait_for_url(&site.callback()).await;
-    wait_for_heading(&chrome, "Example app: signed in").await;
+    wait_for_heading(chrome, "Example app: signed in").await;
     chrome.screenshot("application").await;
     assert_eq!(query_of(&landed)["iss"], t.app.issuer);
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
 
 /// A single-page app on Auth0's SDK, exactly as its quickstart writes one:
@@ -552,6 +552,34 @@ async fn run_async(chrome: &Chrome, script: &str) -> Value {
     result["ok"].clone()
 }
 
+/// A single-page app on its own origin, registered as the public client
+/// `client_id`, opened in Chromium and showing "signed out".
+struct Spa {
+    app: TestApp,
+    site: Site,
+    chrome: Chrome,
+}
+
+impl Spa {
+    async fn open(app: TestApp, client_id: &str, page: String, shots: &str) -> Spa {
+        app.add_user("alice@example.com", PASSWORD).await;
+        let site = Site::start(page).await;
+        register_spa(&app, client_id, &site).await;
+        let chrome = Chrome::start(shots).await;
+        chrome.goto(&format!("{}/", site.origin)).await;
+        wait_for_status(&chrome, "signed out").await;
+        Spa { app, site, chrome }
+    }
+
+    /// Log in by redirect through Switchyard's pages, back to the app.
+    async fn sign_in_by_redirect(&self) {
+        self.chrome.click("#login").await;
+        sign_in_on_switchyard(&self.chrome, "alice@example.com", PASSWORD).await;
+        self.chrome.wait_for_url(&self.site.origin).await;
+        wait_for_status(&self.chrome, "signed in as alice@example.com").await;
+    }
+}
+
 #[tokio::test]
 async fn an_auth0_spa_stays_signed_in_across_reloads_by_silent_authentication() {
     let test = "an_auth0_spa_stays_signed_in_across_reloads_by_silent_authentication";
@@ -559,33 +587,26 @@ async fn an_auth0_spa_stays_signed_in_across_reloads_by_silent_authentication() 
         return;
     }
     let app = spawn_app().await;
-    app.add_user("alice@example.com", PASSWORD).await;
-    let domain = app.address.clone();
-    let site = Site::start(auth0_spa_page(&domain, "spa", false)).await;
-    register_spa(&app, "spa", &site).await;
-    let chrome = Chrome::start("auth0_spa_web_message").await;
-    chrome.goto(&format!("{}/", site.origin)).await;
-    wait_for_status(&chrome, "signed out").await;
-    chrome.click("#login").await;
-    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
-    chrome.wait_for_url(&site.origin).await;
-    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    let page = auth0_spa_page(&app.address, "spa", false);
+    let spa = Spa::open(app, "spa", page, "auth0_spa_web_message").await;
+    spa.sign_in_by_redirect().await;
+    let chrome = &spa.chrome;
     chrome.screenshot("signed_in").await;
 
     // The default cache is in memory: after a reload the SDK asks
     // /authorize with prompt=none and response_mode=web_message in a hidden
     // iframe, and the gateway session answers.
     chrome.refresh().await;
-    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    wait_for_status(chrome, "signed in as alice@example.com").await;
     chrome.screenshot("after_reload").await;
     let token = run_async(
-        &chrome,
+        chrome,
         "return await window.spa.getTokenSilently({cacheMode: 'off'});",
     )
     .await;
     let claims = jwt_claims(token.as_str().expect("an access token"));
     assert_eq!(claims["client_id"], "spa");
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
 
 #[tokio::test]
@@ -595,30 +616,24 @@ async fn an_auth0_spa_with_refresh_tokens_in_local_storage_renews_from_its_origi
         return;
     }
     let app = spawn_app().await;
-    app.add_user("alice@example.com", PASSWORD).await;
-    let site = Site::start(auth0_spa_page(&app.address, "spa", true)).await;
-    register_spa(&app, "spa", &site).await;
-    let chrome = Chrome::start("auth0_spa_refresh_tokens").await;
-    chrome.goto(&format!("{}/", site.origin)).await;
-    wait_for_status(&chrome, "signed out").await;
-    chrome.click("#login").await;
-    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
-    chrome.wait_for_url(&site.origin).await;
-    wait_for_status(&chrome, "signed in as alice@example.com").await;
-    let first = run_async(&chrome, "return await window.spa.getTokenSilently();").await;
+    let page = auth0_spa_page(&app.address, "spa", true);
+    let spa = Spa::open(app, "spa", page, "auth0_spa_refresh_tokens").await;
+    spa.sign_in_by_redirect().await;
+    let chrome = &spa.chrome;
+    let first = run_async(chrome, "return await window.spa.getTokenSilently();").await;
 
     chrome.refresh().await;
-    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    wait_for_status(chrome, "signed in as alice@example.com").await;
     // cacheMode off: the SDK spends its refresh token at /oauth/token
     // from the app's origin (CORS for the client's web origin).
     let renewed = run_async(
-        &chrome,
+        chrome,
         "return await window.spa.getTokenSilently({cacheMode: 'off'});",
     )
     .await;
     assert_ne!(first, renewed, "a new access token");
     chrome.screenshot("renewed").await;
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
 
 /// A single-page app on Okta's SDK, as its samples write one.
@@ -667,29 +682,23 @@ async fn an_okta_spa_signs_in_reloads_and_renews_by_refresh_token_and_silently()
     }
     // Okta's SDKs are configured with an issuer that has a path.
     let app = spawn_app_with(|s| s.issuer = format!("{}oauth2/default", s.issuer)).await;
-    app.add_user("alice@example.com", PASSWORD).await;
-    let site = Site::start(okta_spa_page(&app.issuer, "okta-spa")).await;
-    register_spa(&app, "okta-spa", &site).await;
-    let chrome = Chrome::start("okta_spa").await;
-    chrome.goto(&format!("{}/", site.origin)).await;
-    wait_for_status(&chrome, "signed out").await;
-    chrome.click("#login").await;
-    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
-    chrome.wait_for_url(&site.origin).await;
-    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    let page = okta_spa_page(&app.issuer, "okta-spa");
+    let spa = Spa::open(app, "okta-spa", page, "okta_spa").await;
+    spa.sign_in_by_redirect().await;
+    let (app, chrome) = (&spa.app, &spa.chrome);
     chrome.screenshot("signed_in").await;
 
     // Okta's token storage is local storage: a reload keeps the user.
     chrome.refresh().await;
-    wait_for_status(&chrome, "signed in as alice@example.com").await;
+    wait_for_status(chrome, "signed in as alice@example.com").await;
     let first = run_async(
-        &chrome,
+        chrome,
         "return (await window.okta.tokenManager.get('accessToken')).accessToken;",
     )
     .await;
     // Renewal with the refresh token, at `{issuer}/v1/token`.
     let by_refresh = run_async(
-        &chrome,
+        chrome,
         "return (await window.okta.tokenManager.renew('accessToken')).accessToken;",
     )
     .await;
@@ -697,7 +706,7 @@ async fn an_okta_spa_signs_in_reloads_and_renews_by_refresh_token_and_silently()
     // Silent renewal: /v1/authorize with prompt=none and
     // response_mode=okta_post_message in a hidden iframe.
     let silent = run_async(
-        &chrome,
+        chrome,
         "const r = await window.okta.token.getWithoutPrompt(); return r.tokens.accessToken.accessToken;",
     )
     .await;
@@ -708,7 +717,7 @@ async fn an_okta_spa_signs_in_reloads_and_renews_by_refresh_token_and_silently()
         "tokens from the path issuer"
     );
     chrome.screenshot("renewed").await;
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
 
 #[tokio::test]
@@ -718,12 +727,9 @@ async fn an_auth0_spa_signs_in_through_a_popup_by_web_message() {
         return;
     }
     let app = spawn_app().await;
-    app.add_user("alice@example.com", PASSWORD).await;
-    let site = Site::start(auth0_spa_page(&app.address, "spa", false)).await;
-    register_spa(&app, "spa", &site).await;
-    let chrome = Chrome::start("auth0_spa_popup").await;
-    chrome.goto(&format!("{}/", site.origin)).await;
-    wait_for_status(&chrome, "signed out").await;
+    let page = auth0_spa_page(&app.address, "spa", false);
+    let spa = Spa::open(app, "spa", page, "auth0_spa_popup").await;
+    let chrome = &spa.chrome;
     let main = chrome.window().await;
     chrome.click("#popup").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -735,7 +741,7 @@ async fn an_auth0_spa_signs_in_through_a_popup_by_web_message() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     chrome.switch_to(&popup).await;
-    sign_in_on_switchyard(&chrome, "alice@example.com", PASSWORD).await;
+    sign_in_on_switchyard(chrome, "alice@example.com", PASSWORD).await;
     // The answer page posts the code to the opener, which closes the popup.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while chrome.windows().await.contains(&popup) {
@@ -746,7 +752,7 @@ async fn an_auth0_spa_signs_in_through_a_popup_by_web_message() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     chrome.switch_to(&main).await;
-    wait_for_status(&chrome, "signed in as alice@example.com by popup").await;
+    wait_for_status(chrome, "signed in as alice@example.com by popup").await;
     chrome.screenshot("signed_in").await;
-    assert_quiet_console(&chrome).await;
+    assert_quiet_console(chrome).await;
 }
