@@ -12,28 +12,31 @@
 //! Each module uses only those below it (a test, `tests/api/layers.rs`,
 //! fails on a cycle between files):
 //!
-//! 1. [`crypto`], [`metrics`], [`templates`], [`password`] (argon2id on a
-//!    bounded blocking pool, and the imported hash formats): no knowledge of
-//!    the domain.
-//! 2. [`config`] (typed settings from one TOML file plus `SWITCHYARD_*`
-//!    variables) and [`store`] (the SQL store on SQLite or PostgreSQL, the
-//!    session store in memory or on Redis, the job queue and the outbox).
-//! 3. [`tokens`] (signing keys, JWTs, codes, refresh families), [`throttle`]
-//!    (per-account and per-IP failure counters), [`error`] (the two edge
-//!    error types, [`error::OAuthError`] and [`error::AppError`]).
-//! 4. [`upstream`]: the provider being migrated from: provider definitions
-//!    (`providers/*.toml`), its OIDC client, the sealed session ↔ upstream
-//!    token mapping, profile mapping.
-//! 5. [`cutover`] (who goes where: phases, cohorts, pins, per-client
-//!    phases) and [`migrate`] (lazy migration on login, imported hashes).
-//! 6. [`state`] ([`state::AppState`], where dependencies are wired) and
-//!    [`auth`]: the one authentication service both login faces use.
-//! 7. The faces: [`session`] (cookies, the gateway session, the client
-//!    address), [`oidc`] (the endpoints applications call, one file per
-//!    endpoint or grant), [`login`] (the login pages and the upstream's
-//!    callback), [`jobs`] (backfill, import, verify, status, and the outbox
-//!    worker).
-//! 8. [`startup`] (binds, wires and serves) and [`cli`] (the `switchyard`
+//! 1. [`crypto`], [`metrics`], [`templates`]: no knowledge of the domain.
+//! 2. [`store`]: the SQL store on SQLite or PostgreSQL, the session store
+//!    in memory or on Redis, the job queue and the outbox, and the rules a
+//!    registered client must follow.
+//! 3. [`config`] (typed settings from one TOML file plus `SWITCHYARD_*`
+//!    variables), [`tokens`] (signing keys, JWTs, codes, refresh families)
+//!    and [`error`] (the two edge error types, [`error::OAuthError`] and
+//!    [`error::AppError`]).
+//! 4. [`password`] (argon2id on a bounded blocking pool, and the imported
+//!    hash formats), [`throttle`] (per-account and per-IP failure
+//!    counters), [`cutover`] (who goes where: phases, cohorts, pins,
+//!    per-client phases) and [`upstream`] (the provider being migrated
+//!    from: definitions in `providers/*.toml`, its OIDC client, the sealed
+//!    session ↔ upstream token mapping, profile mapping).
+//! 5. [`state`]: [`state::AppState`], where dependencies are wired.
+//! 6. [`session`] (cookies, the gateway session, the client address),
+//!    [`migrate`] (lazy migration on login) and [`jobs`] (backfill, import,
+//!    verify, status, and the outbox worker).
+//! 7. [`auth`]: the one authentication service both login faces use.
+//! 8. The two faces: [`oidc`], the endpoints applications call, one file
+//!    per endpoint or grant; and [`login`], the login pages and the
+//!    upstream's callback. They share no file cycle, but the authorization
+//!    and logout endpoints call into the upstream's redirect track
+//!    ([`login::upstream`]), the one import that runs up a layer.
+//! 9. [`startup`] (binds, wires and serves) and [`cli`] (the `switchyard`
 //!    command: serve, config, users, clients, keys, cutover, backfill,
 //!    import, verify, status, outbox).
 //!
