@@ -393,8 +393,8 @@ impl Bench {
                 post_logout_redirect_uris: vec![],
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
                 web_origins: vec![],
-                token_mode: "gateway".into(),
-                source: "cli".into(),
+                token_mode: switchyard::store::TokenMode::Gateway,
+                source: switchyard::store::ClientSource::Cli,
                 created_at: now(),
             })
             .await?;

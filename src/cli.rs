@@ -14,8 +14,8 @@ use crate::password::{ARGON2ID, Passwords};
 use crate::startup::{Application, shutdown_signal};
 use crate::state::{key_algorithms, key_sealer, open_database};
 use crate::store::{
-    Client, Database, GrantType, NewUser, StoreError, User, now, validate_client_id,
-    validate_client_secret,
+    Client, ClientSource, Database, GrantType, NewUser, StoreError, TokenMode, User,
+    validate_client_id, validate_client_secret,
 };
 use crate::tokens::keys::{Alg, KeyRing};
 
@@ -347,9 +347,10 @@ pub struct ClientArgs {
     /// Display name, shown on the login page.
     #[arg(long)]
     pub name: Option<String>,
-    /// gateway (Switchyard signs access tokens) or upstream.
-    #[arg(long, default_value = "gateway")]
-    pub token_mode: String,
+    /// Who signs the access tokens the client receives: gateway (Switchyard) or upstream
+    /// (the upstream's own, for APIs that still trust it).
+    #[arg(long, value_enum, default_value_t = TokenMode::Gateway)]
+    pub token_mode: TokenMode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -877,7 +878,7 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
                 println!(
                     "{}\t{kind}\t{}\t{}",
                     c.client_id,
-                    c.source,
+                    c.source.as_str(),
                     c.redirect_uris.join(" ")
                 );
             }
@@ -912,17 +913,11 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
         redirect_uri::validate_web_origin(origin)
             .map_err(|m| anyhow::anyhow!("--web-origin {origin:?} {m}"))?;
     }
-    let grant_types: Vec<String> = if args.grant_types.is_empty() {
+    let grant_types = if args.grant_types.is_empty() {
         crate::config::default_grant_types()
     } else {
         args.grant_types
-    }
-    .into_iter()
-    .map(|g| g.as_str().to_string())
-    .collect();
-    if !matches!(args.token_mode.as_str(), "gateway" | "upstream") {
-        bail!("--token-mode must be gateway or upstream");
-    }
+    };
     let (secret, generated) = if args.public {
         (None, None)
     } else if args.secret_stdin {
@@ -936,19 +931,18 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     if let Some(s) = &secret {
         validate_client_secret(s).map_err(anyhow::Error::msg)?;
     }
-    let client = Client {
+    let registration = crate::config::ClientSettings {
         client_id: args.id,
-        name: args.name,
-        secret_hash: secret.as_deref().map(hash_secret),
+        client_secret_env: None,
         public: args.public,
+        name: args.name,
         redirect_uris: args.redirect_uris,
         post_logout_redirect_uris: args.post_logout_redirect_uris,
         grant_types,
         web_origins: args.web_origins,
         token_mode: args.token_mode,
-        source: "cli".into(),
-        created_at: now(),
     };
+    let client = registration.to_client(secret.as_deref().map(hash_secret), ClientSource::Cli);
     Ok((client, generated))
 }
 

@@ -453,10 +453,35 @@ pub struct ClientSettings {
     /// Origins"): `web_message` responses and token-endpoint CORS.
     #[serde(default)]
     pub web_origins: Vec<String>,
-    /// `gateway` (Switchyard signs access tokens) or `upstream` (reserved for
-    /// the upstream track).
-    #[serde(default = "default_token_mode")]
-    pub token_mode: String,
+    /// `gateway` (Switchyard signs access tokens) or `upstream` (the
+    /// client receives the upstream's access token).
+    #[serde(default)]
+    pub token_mode: crate::store::TokenMode,
+}
+
+impl ClientSettings {
+    /// The client this registration describes: the one way a
+    /// [`crate::store::Client`] is made, for the file's clients and for
+    /// `switchyard clients add` alike.
+    pub fn to_client(
+        &self,
+        secret_hash: Option<String>,
+        source: crate::store::ClientSource,
+    ) -> crate::store::Client {
+        crate::store::Client {
+            client_id: self.client_id.clone(),
+            name: self.name.clone(),
+            secret_hash,
+            public: self.public,
+            redirect_uris: self.redirect_uris.clone(),
+            post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
+            grant_types: self.grant_types.iter().map(|g| g.as_str().into()).collect(),
+            web_origins: self.web_origins.clone(),
+            token_mode: self.token_mode,
+            source,
+            created_at: crate::store::now(),
+        }
+    }
 }
 
 pub fn default_grant_types() -> Vec<crate::store::GrantType> {
@@ -464,10 +489,6 @@ pub fn default_grant_types() -> Vec<crate::store::GrantType> {
         crate::store::GrantType::AuthorizationCode,
         crate::store::GrantType::RefreshToken,
     ]
-}
-
-fn default_token_mode() -> String {
-    "gateway".into()
 }
 
 impl Default for Settings {
@@ -809,9 +830,6 @@ impl Settings {
                     problem(&format!("clients[{i}].web_origins[{j}]"), m);
                 }
             }
-            if !matches!(c.token_mode.as_str(), "gateway" | "upstream") {
-                problem(&key("token_mode"), "must be gateway or upstream".into());
-            }
         }
         problems
     }
@@ -1138,7 +1156,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             web_origins: vec![],
             grant_types: default_grant_types(),
-            token_mode: "gateway".into(),
+            token_mode: Default::default(),
         });
         let keys: Vec<_> = s
             .check(&crate::upstream::provider::facts)

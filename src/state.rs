@@ -13,7 +13,7 @@ use crate::password::Passwords;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::sql::SqlStore;
-use crate::store::{Client, Database, SessionStore, now};
+use crate::store::{ClientSource, Database, SessionStore};
 use crate::throttle::Throttle;
 use crate::tokens::keys::{Alg, KeyRing};
 use crate::upstream::Upstream;
@@ -148,23 +148,11 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
             }
             None => None,
         };
-        let client = Client {
-            client_id: c.client_id.clone(),
-            name: c.name.clone(),
-            secret_hash,
-            public: c.public,
-            redirect_uris: c.redirect_uris.clone(),
-            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
-            grant_types: c.grant_types.iter().map(|g| g.as_str().into()).collect(),
-            web_origins: c.web_origins.clone(),
-            token_mode: c.token_mode.clone(),
-            source: "config".into(),
-            created_at: now(),
-        };
+        let client = c.to_client(secret_hash, ClientSource::Config);
         db.upsert_client(&client).await?;
     }
     for existing in db.list_clients().await? {
-        if existing.source == "config"
+        if existing.source == ClientSource::Config
             && !settings
                 .clients
                 .iter()

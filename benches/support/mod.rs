@@ -105,8 +105,8 @@ pub fn web_client(client_id: &str, name: &str, secret: &str, redirect: &str) -> 
         post_logout_redirect_uris: vec![],
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         web_origins: vec![],
-        token_mode: "gateway".into(),
-        source: "cli".into(),
+        token_mode: switchyard::store::TokenMode::Gateway,
+        source: switchyard::store::ClientSource::Cli,
         created_at: now(),
     }
 }

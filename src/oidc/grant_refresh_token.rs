@@ -111,30 +111,32 @@ pub async fn refresh(
     // on a blocking thread while the upstream refresh is in flight. Only the
     // signing happens early: the new refresh token is stored (the rotation
     // committed) after the upstream has answered yes.
-    let presigned = (state.upstream.is_some() && client.token_mode != "upstream").then(|| {
-        let (state, client, user, grant, grant_id, scope) = (
-            state.clone(),
-            client.clone(),
-            user.clone(),
-            grant.clone(),
-            record.grant_id.clone(),
-            scope.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            sign(
-                &state,
-                &Issue {
-                    client: &client,
-                    user: &user,
-                    grant_id: &grant_id,
-                    grant: &grant,
-                    scope: &scope,
-                    nonce: None,
-                    upstream: None,
-                },
-            )
-        })
-    });
+    let presigned = (state.upstream.is_some()
+        && client.token_mode != crate::store::TokenMode::Upstream)
+        .then(|| {
+            let (state, client, user, grant, grant_id, scope) = (
+                state.clone(),
+                client.clone(),
+                user.clone(),
+                grant.clone(),
+                record.grant_id.clone(),
+                scope.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                sign(
+                    &state,
+                    &Issue {
+                        client: &client,
+                        user: &user,
+                        grant_id: &grant_id,
+                        grant: &grant,
+                        scope: &scope,
+                        nonce: None,
+                        upstream: None,
+                    },
+                )
+            })
+        });
     let upstream = fresh_upstream_tokens(state, auth, &record.grant_id, &grant).await?;
     let i = Issue {
         client,

@@ -14,7 +14,7 @@ use super::userinfo::profile_claims;
 use crate::crypto::random_token;
 use crate::error::OAuthError;
 use crate::state::AppState;
-use crate::store::{Client, SessionStoreExt, User, now};
+use crate::store::{Client, SessionStoreExt, TokenMode, User, now};
 use crate::tokens::grants::{Grant, RefreshToken, grant_key, refresh_key};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
 use crate::upstream::profile::carried_claims;
@@ -95,8 +95,8 @@ pub fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
     };
     // token_mode = upstream: the application's APIs still trust the old
     // provider, so it gets the upstream's access token.
-    let (access_token, access_ttl) = match (&i.upstream, i.client.token_mode.as_str()) {
-        (Some(up), "upstream") => (up.access_token.clone(), (up.expires_at - now).max(0)),
+    let (access_token, access_ttl) = match (&i.upstream, i.client.token_mode) {
+        (Some(up), TokenMode::Upstream) => (up.access_token.clone(), (up.expires_at - now).max(0)),
         _ => (
             jwt::sign(key, ACCESS_TOKEN_TYP, &access).map_err(OAuthError::unexpected)?,
             access_ttl,

@@ -105,6 +105,59 @@ impl GrantType {
     }
 }
 
+/// Who signs the access tokens a client receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenMode {
+    /// Switchyard signs them (RFC 9068 JWTs).
+    #[default]
+    Gateway,
+    /// The client receives the upstream's access token of its session:
+    /// its APIs still trust the old provider.
+    Upstream,
+}
+
+impl TokenMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenMode::Gateway => "gateway",
+            TokenMode::Upstream => "upstream",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [TokenMode::Gateway, TokenMode::Upstream]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// Where a client was registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSource {
+    /// Declared in the configuration file: re-synchronised at every start,
+    /// and deleted when the file no longer declares it.
+    Config,
+    /// Added with `switchyard clients add`: left alone by the sync.
+    Cli,
+}
+
+impl ClientSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientSource::Config => "config",
+            ClientSource::Cli => "cli",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [ClientSource::Config, ClientSource::Cli]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 /// Where a user stands in the migration. Only `local` is produced by the
 /// core; the upstream tracks add the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,10 +265,8 @@ pub struct Client {
     /// token endpoint answers CORS for them (and for the origins of the
     /// redirect URIs).
     pub web_origins: Vec<String>,
-    pub token_mode: String,
-    /// `config` for clients declared in the file (re-synchronised at every
-    /// start), `cli` for those added with `switchyard clients add`.
-    pub source: String,
+    pub token_mode: TokenMode,
+    pub source: ClientSource,
     pub created_at: i64,
 }
 

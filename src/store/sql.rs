@@ -207,6 +207,8 @@ fn user_from_row(row: &AnyRow) -> StoreResult<User> {
 }
 
 fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
+    let token_mode: String = row.try_get("token_mode").map_err(map_err)?;
+    let source: String = row.try_get("source").map_err(map_err)?;
     Ok(Client {
         client_id: row.try_get("client_id").map_err(map_err)?,
         name: row.try_get("name").map_err(map_err)?,
@@ -215,8 +217,10 @@ fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
         redirect_uris: list_col(row, "redirect_uris")?,
         post_logout_redirect_uris: list_col(row, "post_logout_redirect_uris")?,
         grant_types: list_col(row, "grant_types")?,
-        token_mode: row.try_get("token_mode").map_err(map_err)?,
-        source: row.try_get("source").map_err(map_err)?,
+        token_mode: TokenMode::parse(&token_mode)
+            .ok_or_else(|| StoreError::Corrupt(format!("client token_mode {token_mode:?}")))?,
+        source: ClientSource::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("client source {source:?}")))?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         web_origins: list_col(row, "web_origins")?,
     })
@@ -681,8 +685,8 @@ impl SqlStore {
         .bind(to_json(&client.redirect_uris))
         .bind(to_json(&client.post_logout_redirect_uris))
         .bind(to_json(&client.grant_types))
-        .bind(&client.token_mode)
-        .bind(&client.source)
+        .bind(client.token_mode.as_str())
+        .bind(client.source.as_str())
         .bind(client.created_at)
         .bind(to_json(&client.web_origins))
         .execute(&self.pool)

@@ -159,8 +159,8 @@ async fn register_spa(app: &TestApp, client_id: &str, site: &Site) {
         post_logout_redirect_uris: vec![format!("{}/", site.origin)],
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         web_origins: vec![site.origin.clone()],
-        token_mode: "gateway".into(),
-        source: "cli".into(),
+        token_mode: switchyard::store::TokenMode::Gateway,
+        source: switchyard::store::ClientSource::Cli,
         created_at: now(),
     };
     app.state.db.create_client(&client).await.unwrap();

@@ -550,8 +550,8 @@ impl TestApp {
             post_logout_redirect_uris: vec!["https://app.example.com/bye".into()],
             grant_types: vec!["authorization_code".into(), "refresh_token".into()],
             web_origins: vec![],
-            token_mode: "gateway".into(),
-            source: "cli".into(),
+            token_mode: switchyard::store::TokenMode::Gateway,
+            source: switchyard::store::ClientSource::Cli,
             created_at: now(),
         };
         self.state.db.create_client(&client).await.unwrap();

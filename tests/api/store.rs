@@ -203,8 +203,8 @@ async fn client_store_creates_upserts_lists_and_deletes() {
         post_logout_redirect_uris: vec![],
         grant_types: vec!["authorization_code".into()],
         web_origins: vec![],
-        token_mode: "gateway".into(),
-        source: "cli".into(),
+        token_mode: switchyard::store::TokenMode::Gateway,
+        source: switchyard::store::ClientSource::Cli,
         created_at: now(),
     };
     db.create_client(&client).await.unwrap();

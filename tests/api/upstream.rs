@@ -608,7 +608,7 @@ async fn a_client_in_upstream_token_mode_receives_the_upstream_access_token() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let mut web = t.app.state.db.get_client("web").await.unwrap().unwrap();
-    web.token_mode = "upstream".into();
+    web.token_mode = switchyard::store::TokenMode::Upstream;
     t.app.state.db.upsert_client(&web).await.unwrap();
     let tokens = t.tokens("alice@example.com").await;
     let access = tokens["access_token"].as_str().unwrap();
@@ -642,7 +642,7 @@ async fn no_upstream_token_is_ever_stored_in_plaintext() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
     let mut web = t.app.state.db.get_client("web").await.unwrap().unwrap();
-    web.token_mode = "upstream".into();
+    web.token_mode = switchyard::store::TokenMode::Upstream;
     t.app.state.db.upsert_client(&web).await.unwrap();
     let tokens = t.tokens("alice@example.com").await;
     let upstream_access = tokens["access_token"].as_str().unwrap().to_string();
