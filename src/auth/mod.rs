@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::migrate::lazy;
 use crate::password::Verified;
 use crate::state::AppState;
-use crate::store::{AuditEvent, User, now};
+use crate::store::{AuditEvent, User};
 
 /// The longest identifier (an email address, RFC 5321 §4.5.3.1) and
 /// password accepted; longer input is refused before any work.
@@ -228,17 +228,10 @@ pub async fn authenticate_local(
 
 /// A login event of `kind` from `ip` through `client_id`.
 pub fn audit_event(kind: &str, user_id: Option<&str>, client_id: &str, ip: IpAddr) -> AuditEvent {
-    AuditEvent {
-        at: now(),
-        kind: kind.into(),
-        user_id: user_id.map(Into::into),
-        client_id: Some(client_id.into()),
-        ip: Some(ip.to_string()),
-        detail: serde_json::Value::Object(Default::default()),
-    }
+    AuditEvent::new(kind, user_id, Some(client_id)).with_ip(ip)
 }
 
-/// Audit writes never fail a login; a failure is logged instead.
+/// Records a login event (see [`record`]).
 pub async fn audit(
     state: &AppState,
     kind: &str,
@@ -246,8 +239,13 @@ pub async fn audit(
     client_id: &str,
     ip: IpAddr,
 ) {
-    let event = audit_event(kind, user_id, client_id, ip);
+    record(state, audit_event(kind, user_id, client_id, ip)).await;
+}
+
+/// Writes `event` to the audit trail. An audit write never fails the
+/// request that caused it: a failure is logged instead.
+pub async fn record(state: &AppState, event: AuditEvent) {
     if let Err(e) = state.db.record_event(&event).await {
-        tracing::warn!(error = %e, kind, "audit event not recorded");
+        tracing::warn!(error = %e, kind = %event.kind, "audit event not recorded");
     }
 }

@@ -137,17 +137,13 @@ pub async fn adopt(
         expires_at: now + ttl.as_secs() as i64,
     };
     store_grant(state, &grant_id, &grant).await?;
-    let event = AuditEvent {
-        at: now,
-        kind: "refresh_token_adopted".into(),
-        user_id: Some(user.id.clone()),
-        client_id: Some(client.client_id.clone()),
-        ip: None,
-        detail: serde_json::json!({ "provider": up.client.settings.provider }),
-    };
-    if let Err(e) = state.db.record_event(&event).await {
-        tracing::warn!(error = %e, "audit event not recorded");
-    }
+    let event = AuditEvent::new(
+        "refresh_token_adopted",
+        Some(&user.id),
+        Some(&client.client_id),
+    )
+    .with_detail(serde_json::json!({ "provider": up.client.settings.provider }));
+    crate::auth::record(state, event).await;
     Metrics::count(&state.metrics.upstream, "adoption", "ok");
     issue(
         state,

@@ -39,17 +39,9 @@ pub async fn exchange(
             .await?
         {
             revoke_grant(&*state.sessions, &grant_id).await?;
-            let event = AuditEvent {
-                at: now(),
-                kind: "code_replayed".into(),
-                user_id: None,
-                client_id: Some(client.client_id.clone()),
-                ip: None,
-                detail: serde_json::json!({"grant_revoked": true}),
-            };
-            if let Err(e) = state.db.record_event(&event).await {
-                tracing::warn!(error = %e, "audit event not recorded");
-            }
+            let event = AuditEvent::new("code_replayed", None, Some(&client.client_id))
+                .with_detail(serde_json::json!({"grant_revoked": true}));
+            crate::auth::record(state, event).await;
         }
         return Err(OAuthError::invalid_grant(
             "the authorization code is invalid, expired or already used",

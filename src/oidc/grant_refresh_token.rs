@@ -70,17 +70,13 @@ pub async fn refresh(
         let within_grace = used.is_some_and(|u| now - u.used_at < grace);
         if !within_grace {
             revoke_grant(&*state.sessions, &record.grant_id).await?;
-            let event = AuditEvent {
-                at: now,
-                kind: "refresh_token_reused".into(),
-                user_id: Some(grant.user_id.clone()),
-                client_id: Some(client.client_id.clone()),
-                ip: None,
-                detail: serde_json::json!({"family_revoked": true}),
-            };
-            if let Err(e) = state.db.record_event(&event).await {
-                tracing::warn!(error = %e, "audit event not recorded");
-            }
+            let event = AuditEvent::new(
+                "refresh_token_reused",
+                Some(&grant.user_id),
+                Some(&client.client_id),
+            )
+            .with_detail(serde_json::json!({"family_revoked": true}));
+            crate::auth::record(state, event).await;
             return Err(invalid());
         }
     }

@@ -330,6 +330,31 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+impl AuditEvent {
+    /// An event of `kind` now, about `user_id` through `client_id`, with no
+    /// address and no detail yet.
+    pub fn new(kind: &str, user_id: Option<&str>, client_id: Option<&str>) -> Self {
+        Self {
+            at: now(),
+            kind: kind.into(),
+            user_id: user_id.map(Into::into),
+            client_id: client_id.map(Into::into),
+            ip: None,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.ip = Some(ip.to_string());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Creates the user and, when given, the password credential in one

@@ -83,6 +83,14 @@ async fn a_replayed_code_is_refused_and_revokes_the_tokens_it_issued() {
         "invalid_grant",
     )
     .await;
+    // The replay is in the audit trail, with the client and what was done.
+    let events = app.state.db.recent_events(20).await.unwrap();
+    let replay = events
+        .iter()
+        .find(|e| e.kind == "code_replayed")
+        .expect("a code_replayed event");
+    assert_eq!(replay.client_id.as_deref(), Some("web"));
+    assert_eq!(replay.detail["grant_revoked"], true);
 }
 
 #[tokio::test]
