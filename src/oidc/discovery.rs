@@ -31,7 +31,7 @@ pub fn metadata(state: &AppState) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post", "web_message", "okta_post_message"],
         // `password` only for clients that list it (RFC 9700 §2.4).
-        "grant_types_supported": crate::store::GrantType::ALL.map(|g| g.as_str()),
+        "grant_types_supported": crate::store::GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

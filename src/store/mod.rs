@@ -69,6 +69,26 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A closed set the store and the settings spell as text: `ALL`, `as_str`
+/// and `parse` from one table of names, so the spellings cannot drift apart.
+macro_rules! text_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+    };
+}
+
 /// The grant types the token endpoint implements, and so the only ones a
 /// client may be allowed: a client registered for any other would be
 /// answered `unsupported_grant_type` (RFC 6749 §5.2) at every request.
@@ -85,25 +105,11 @@ pub enum GrantType {
     Password,
 }
 
-impl GrantType {
-    pub const ALL: [GrantType; 3] = [
-        GrantType::AuthorizationCode,
-        GrantType::RefreshToken,
-        GrantType::Password,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantType::AuthorizationCode => "authorization_code",
-            GrantType::RefreshToken => "refresh_token",
-            GrantType::Password => "password",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|g| g.as_str() == s)
-    }
-}
+text_names!(GrantType {
+    AuthorizationCode => "authorization_code",
+    RefreshToken => "refresh_token",
+    Password => "password",
+});
 
 /// Who signs the access tokens a client receives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -117,20 +123,10 @@ pub enum TokenMode {
     Upstream,
 }
 
-impl TokenMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenMode::Gateway => "gateway",
-            TokenMode::Upstream => "upstream",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [TokenMode::Gateway, TokenMode::Upstream]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-    }
-}
+text_names!(TokenMode {
+    Gateway => "gateway",
+    Upstream => "upstream",
+});
 
 /// Where a client was registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,20 +139,10 @@ pub enum ClientSource {
     Cli,
 }
 
-impl ClientSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientSource::Config => "config",
-            ClientSource::Cli => "cli",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [ClientSource::Config, ClientSource::Cli]
-            .into_iter()
-            .find(|m| m.as_str() == s)
-    }
-}
+text_names!(ClientSource {
+    Config => "config",
+    Cli => "cli",
+});
 
 /// Where a user stands in the migration. Only `local` is produced by the
 /// core; the upstream tracks add the others.
