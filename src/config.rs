@@ -55,7 +55,8 @@ pub struct Settings {
     pub cutover: CutoverSettings,
 }
 
-/// `[upstream]`: the provider applications used before (DESIGN.md, "Providers").
+/// `[upstream]`: the provider applications used before, described by a
+/// provider definition (`providers/*.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
@@ -271,8 +272,8 @@ impl UpstreamSettings {
     }
 }
 
-/// Which track a user takes (DESIGN.md, "The migration, as the operator
-/// lives it"). The file gives the starting rules; `switchyard cutover …`
+/// Which track a user takes: phases, cohorts, allow and deny lists,
+/// per-client phases (the README's migration runbook). The file gives the starting rules; `switchyard cutover …`
 /// changes them at runtime for every instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,4 +1,5 @@
-//! Where state lives (DESIGN.md, "Where state lives").
+//! Where state lives: durable records in SQL, short-lived ones in the
+//! session store.
 //!
 //! - [`Database`]: durable records (users, credentials, identities, clients,
 //!   signing keys, audit events, and the job and outbox tables the migration
@@ -381,12 +382,12 @@ pub trait UserStore: Send + Sync {
         profile: &UpstreamProfile,
         login: &AuditEvent,
     ) -> StoreResult<User>;
-    /// The migration step of a login (DESIGN.md, lazy): the same upsert, plus
+    /// The migration step of a lazy-migration login: the same upsert, plus
     /// the local credential, state `migrated`, `migrated_at` and the route,
     /// and, when asked and the user was not already local or migrated, the
     /// outbox row that marks them at the upstream, all in one transaction.
-    /// A crash leaves the user fully migrated or untouched (SECURITY.md,
-    /// "half-migrated user").
+    /// A crash leaves the user fully migrated or untouched, never with a
+    /// local credential but no record of where it came from.
     async fn migrate_upstream_user(
         &self,
         provider: &str,
