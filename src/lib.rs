@@ -25,7 +25,8 @@
 //!    counters), [`cutover`] (who goes where: phases, cohorts, pins,
 //!    per-client phases) and [`upstream`] (the provider being migrated
 //!    from: definitions in `providers/*.toml`, its OIDC client, the sealed
-//!    session ↔ upstream token mapping, profile mapping).
+//!    session ↔ upstream token mapping, profile mapping, and its
+//!    Management API client with pacing and paging).
 //! 5. [`state`]: [`state::AppState`], where dependencies are wired.
 //! 6. [`session`] (cookies, the gateway session, the client address),
 //!    [`migrate`] (lazy migration on login) and [`jobs`] (backfill, import,
@@ -89,14 +90,16 @@
 //!
 //! **One backfill page**:
 //! 1. [`jobs::backfill::run`] creates the job or resumes the unfinished
-//!    one, and starts workers.
+//!    one ([`jobs::runner::Runner`], shared with `import`), and starts
+//!    workers.
 //! 2. A worker claims a chunk of the job (leases taken over from dead
-//!    workers), each chunk with its own position.
+//!    workers), each chunk with its own typed position
+//!    ([`store::position::ChunkPosition`]).
 //! 3. It fetches the chunk's next page from the upstream's Management API
-//!    ([`jobs::management`]), at the pace the rate-limit headers allow
-//!    ([`jobs::pacer`]).
-//! 4. The records are mapped ([`jobs::mapping`]) and written with the
-//!    chunk's next position in one transaction (an upsert, or binary COPY
+//!    ([`upstream::management`]), at the pace the rate-limit headers allow
+//!    ([`upstream::management::pacer`]).
+//! 4. The records are mapped ([`upstream::management::mapping`]) and
+//!    written with the chunk's next position in one transaction (an upsert, or binary COPY
 //!    for a page of new users on PostgreSQL), so a crash resumes at the
 //!    last committed page.
 

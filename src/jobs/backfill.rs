@@ -13,14 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::management::{ManagementClient, Page, initial_chunks};
 use super::progress::Progress;
-use super::{CrashHook, Heartbeat, Report, dead_owners, new_job_id, worker_id};
+use super::runner::{Claim, Runner, WAIT};
+use super::source::stream_export;
+use super::{CrashHook, Report, worker_id};
 use crate::config::Settings;
 use crate::store::Database;
 use crate::store::jobs::{Chunk, Counters, PageCommit, Rejected};
+use crate::store::position::ChunkPosition;
+use crate::upstream::management::{Item, LinkExpired, ManagementClient, Page, initial_positions};
 use crate::upstream::provider::Paging;
 
 #[derive(Debug, Clone, Default)]
@@ -42,13 +45,13 @@ const EXPORT_BATCH: usize = 1000;
 /// How pages are committed: to a job, or (a dry run) in transactions that
 /// are rolled back, with the chunks kept in memory.
 enum Sink {
-    Job(String),
+    Job(Runner),
     Dry(std::sync::Mutex<Dry>),
 }
 
 #[derive(Default)]
 struct Dry {
-    queue: std::collections::VecDeque<Value>,
+    queue: std::collections::VecDeque<ChunkPosition>,
     counters: Counters,
     issues: Vec<crate::store::jobs::Issue>,
     issues_total: u64,
@@ -88,38 +91,33 @@ pub async fn run(
             );
         }
     }
-    let chunks = initial_chunks(client.mgmt.paging, opts.since.as_deref());
+    let chunks = initial_positions(client.mgmt.paging, opts.since.as_deref());
     let sink = if opts.dry_run {
         Sink::Dry(std::sync::Mutex::new(Dry {
             queue: chunks.into(),
             ..Dry::default()
         }))
     } else {
-        Sink::Job(match db.unfinished_job("backfill").await? {
-            Some(job) if opts.resume => {
-                db.reopen_job(&job.id).await?;
-                job.id
-            }
+        Sink::Job(match Runner::unfinished(&db, "backfill").await? {
+            Some(job) if opts.resume => Runner::resume(db.clone(), &job).await?,
             Some(job) => bail!(
                 "backfill job {} did not finish: resume it with --resume (from any instance)",
                 job.id
             ),
             None if opts.resume => bail!("there is no unfinished backfill job to resume"),
             None => {
-                let id = new_job_id("backfill");
-                db.create_job(
-                    &id,
+                Runner::create(
+                    db.clone(),
                     "backfill",
                     &json!({"provider": client.provider, "since": opts.since}),
                     &chunks,
                 )
-                .await?;
-                id
+                .await?
             }
         })
     };
     let label = match &sink {
-        Sink::Job(job) => job.clone(),
+        Sink::Job(job) => job.id.clone(),
         Sink::Dry(_) => "backfill (dry run)".into(),
     };
     // SQLite has one writer: one worker. PostgreSQL: as many as asked.
@@ -143,7 +141,7 @@ pub async fn run(
         && let Some(total) = client.total_users().await
     {
         let done = match &ctx.sink {
-            Sink::Job(job) => db.job_summary(job, 0).await?.counters.total(),
+            Sink::Job(job) => job.committed().await?,
             Sink::Dry(_) => 0,
         };
         ctx.progress.lock().await.set_total(total, done);
@@ -162,23 +160,12 @@ pub async fn run(
     }
     ctx.progress.lock().await.finish();
     let report = match &ctx.sink {
-        Sink::Job(job) => {
-            if let Some(e) = failure {
-                db.fail_job(job, &format!("{e:#}")).await?;
-                return Err(e.context(format!(
-                    "backfill job {job} stopped; fix the cause and run backfill --resume"
-                )));
-            }
-            db.finish_job_if_done(job).await?;
-            let summary = db.job_summary(job, 50).await?;
-            Report {
-                job: Some(job.clone()),
-                dry_run: false,
-                counters: summary.counters,
-                issues: summary.issues,
-                issues_total: summary.issues_total,
-            }
-        }
+        Sink::Job(job) => job.finish(failure.map_or(Ok(()), Err)).await.map_err(|e| {
+            e.context(format!(
+                "backfill job {} stopped; fix the cause and run backfill --resume",
+                job.id
+            ))
+        })?,
         Sink::Dry(dry) => {
             if let Some(e) = failure {
                 return Err(e);
@@ -209,45 +196,32 @@ impl Ctx {
                         .queue
                         .pop_front();
                     match next {
-                        Some(spec) => Chunk {
+                        Some(position) => Chunk {
                             job_id: String::new(),
                             seq: 0,
-                            spec,
+                            position,
                         },
                         None => return Ok(()),
                     }
                 }
-                Sink::Job(job) => {
-                    let owners = self.db.chunk_owners(job).await?;
-                    let stale = crate::store::now() - super::STALE_AFTER.as_secs() as i64;
-                    match self
-                        .db
-                        .claim_chunk(job, &worker, stale, &dead_owners(&owners))
-                        .await?
-                    {
-                        Some(chunk) => chunk,
-                        None => {
-                            if self.db.finish_job_if_done(job).await? {
-                                return Ok(());
-                            }
-                            let state = self.db.get_job(job).await?.map(|j| j.state);
-                            if state.as_deref() != Some("running") {
-                                return Ok(());
-                            }
-                            // Others hold the remaining chunks; take them over
-                            // if they stop.
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            continue;
-                        }
+                Sink::Job(job) => match job.claim(&worker).await? {
+                    Claim::Chunk(chunk) => chunk,
+                    Claim::Wait => {
+                        tokio::time::sleep(WAIT).await;
+                        continue;
                     }
-                }
+                    Claim::Done => return Ok(()),
+                },
             };
-            let _beat = matches!(self.sink, Sink::Job(_))
-                .then(|| Heartbeat::start(self.db.clone(), chunk.clone(), worker.clone()));
-            if chunk.spec.get("export").is_some() {
-                self.export(&chunk).await?;
-            } else {
-                self.pages(&chunk).await?;
+            let _beat = match &self.sink {
+                Sink::Job(job) => Some(job.heartbeat(&chunk, &worker)),
+                Sink::Dry(_) => None,
+            };
+            match &chunk.position {
+                ChunkPosition::Auth0Export { job, records } => {
+                    self.export(&chunk, job.clone(), *records).await?
+                }
+                _ => self.pages(&chunk).await?,
             }
         }
     }
@@ -256,10 +230,10 @@ impl Ctx {
     async fn commit(
         &self,
         chunk: &Chunk,
-        position: Value,
+        position: ChunkPosition,
         done: bool,
-        split: Vec<Value>,
-        items: Vec<super::files::Item>,
+        split: Vec<ChunkPosition>,
+        items: Vec<Item>,
     ) -> anyhow::Result<()> {
         let n = items.len() as u64;
         let mut records = Vec::with_capacity(items.len());
@@ -316,15 +290,16 @@ impl Ctx {
     }
 
     async fn pages(&self, chunk: &Chunk) -> anyhow::Result<()> {
-        let mut spec = chunk.spec.clone();
+        let mut at = chunk.position.clone();
         loop {
-            let Page { items, next, split } = self.client.page(&spec).await?;
-            let position = next.clone().unwrap_or(spec.clone());
-            self.commit(chunk, position, next.is_none(), split, items)
-                .await?;
-            match next {
-                Some(n) => spec = n,
-                None => return Ok(()),
+            let Page { items, next, split } = self.client.page(&at).await?;
+            let done = next.is_none();
+            if let Some(next) = next {
+                at = next;
+            }
+            self.commit(chunk, at.clone(), done, split, items).await?;
+            if done {
+                return Ok(());
             }
         }
     }
@@ -333,46 +308,56 @@ impl Ctx {
     /// first, so a resume polls the same job rather than starting another),
     /// its file downloaded and streamed in batches, each committed with the
     /// number of records consumed.
-    async fn export(&self, chunk: &Chunk) -> anyhow::Result<()> {
-        let mut spec = chunk.spec["export"].clone();
+    async fn export(
+        &self,
+        chunk: &Chunk,
+        mut job: Option<String>,
+        mut records: u64,
+    ) -> anyhow::Result<()> {
         let mut fresh = false;
         loop {
-            let job = match spec["job"].as_str() {
-                Some(j) => j.to_string(),
+            let id = match &job {
+                Some(j) => j.clone(),
                 None => {
                     let j = self.client.start_export().await?;
-                    spec["job"] = Value::String(j.clone());
-                    self.commit(chunk, json!({"export": spec}), false, vec![], vec![])
-                        .await?;
+                    job = Some(j.clone());
+                    let at = ChunkPosition::Auth0Export {
+                        job: job.clone(),
+                        records,
+                    };
+                    self.commit(chunk, at, false, vec![], vec![]).await?;
                     j
                 }
             };
             self.progress
                 .lock()
                 .await
-                .note(&format!("waiting for the upstream's export job {job}"));
-            let Some(location) = self.client.wait_for_export(&job, self.poll).await? else {
+                .note(&format!("waiting for the upstream's export job {id}"));
+            let Some(location) = self.client.wait_for_export(&id, self.poll).await? else {
                 // The next resume starts a fresh export.
-                let fresh = json!({"export": {"job": null, "records": 0}});
-                self.commit(chunk, fresh, false, vec![], vec![]).await?;
-                bail!("the upstream's export job {job} failed");
+                let at = ChunkPosition::Auth0Export {
+                    job: None,
+                    records: 0,
+                };
+                self.commit(chunk, at, false, vec![], vec![]).await?;
+                bail!("the upstream's export job {id} failed");
             };
             let path = std::env::temp_dir()
-                .join(format!("switchyard-{}-{job}.ndjson.gz", std::process::id()));
+                .join(format!("switchyard-{}-{id}.ndjson.gz", std::process::id()));
             let result = match self.client.download(&location, &path).await {
-                Ok(()) => self.stream_export(chunk, &mut spec, &path).await,
+                Ok(()) => self.stream_export(chunk, &id, records, &path).await,
                 Err(e) => Err(e),
             };
             let _ = std::fs::remove_file(&path);
             match result {
-                Err(e) if e.is::<super::management::LinkExpired>() && !fresh => {
+                Err(e) if e.is::<LinkExpired>() && !fresh => {
                     // The file's link lives minutes, so a resume long after
                     // the export finished finds it expired: a new export,
                     // read from its first record (a record applied twice
                     // changes nothing).
-                    tracing::info!(job, "the export link expired; starting a new export");
+                    tracing::info!(job = id, "the export link expired; starting a new export");
                     fresh = true;
-                    spec = json!({"job": null, "records": 0});
+                    (job, records) = (None, 0);
                 }
                 result => return result,
             }
@@ -382,20 +367,22 @@ impl Ctx {
     async fn stream_export(
         &self,
         chunk: &Chunk,
-        spec: &mut Value,
+        job: &str,
+        skip: u64,
         path: &std::path::Path,
     ) -> anyhow::Result<()> {
-        let skip = spec["records"].as_u64().unwrap_or(0);
-        let (mut rx, reading) = self.client.stream_export(path, skip, EXPORT_BATCH)?;
+        let (mut rx, reading) = stream_export(&self.client, path, skip, EXPORT_BATCH)?;
         let mut consumed = skip;
+        let at = |records| ChunkPosition::Auth0Export {
+            job: Some(job.to_string()),
+            records,
+        };
         while let Some(batch) = rx.recv().await {
             consumed += batch.len() as u64;
-            spec["records"] = Value::from(consumed);
-            self.commit(chunk, json!({"export": spec}), false, vec![], batch)
+            self.commit(chunk, at(consumed), false, vec![], batch)
                 .await?;
         }
         reading.await?;
-        self.commit(chunk, json!({"export": spec}), true, vec![], vec![])
-            .await
+        self.commit(chunk, at(consumed), true, vec![], vec![]).await
     }
 }

@@ -22,10 +22,10 @@ use std::io::{BufRead, Read};
 
 use serde_json::{Map, Value};
 
-use super::mapping::{self, truthy};
 use crate::password::imported;
 use crate::store::jobs::Rejected;
 use crate::store::record::{Claims, Record};
+use crate::upstream::management::mapping::{self, truthy};
 use crate::upstream::provider::ProviderDef;
 
 /// Larger records are refused (an Auth0 user is at most a few kilobytes;
@@ -101,7 +101,8 @@ impl Format {
 }
 
 /// One item of a file: a record, or why a stretch of it could not be one.
-pub type Item = Result<Record, Rejected>;
+/// (The same item a Management API page gives.)
+pub use crate::upstream::management::Item;
 
 fn rejected(line: u64, user_id: Option<String>, reason: impl Into<String>) -> Rejected {
     Rejected {

@@ -11,11 +11,14 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::files::{self, Format, Item};
+use super::files::{self, Format};
 use super::progress::Progress;
-use super::{CrashHook, Report, dead_owners, new_job_id, worker_id};
+use super::runner::{Claim, Runner};
+use super::{CrashHook, Report, worker_id};
 use crate::store::Database;
-use crate::store::jobs::{Counters, Issue, PageCommit, Rejected};
+use crate::store::jobs::{Chunk, Counters, Issue, PageCommit, Rejected};
+use crate::store::position::ChunkPosition;
+use crate::upstream::management::Item;
 
 /// Records per transaction, by default. 5,000 gained 6 % in the import
 /// bench and cost three times the memory (the reader runs four batches ahead).
@@ -49,7 +52,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let resuming = if opts.dry_run {
         None
     } else {
-        match db.unfinished_job("import").await? {
+        match Runner::unfinished(&db, "import").await? {
             Some(job) if job.params["path"] == json!(file) => {
                 // A job that failed before committing a single record has
                 // no position worth keeping: a plain run starts afresh.
@@ -126,61 +129,50 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
 
     // The job and how far it got.
     let worker = worker_id(0);
-    let (job, chunk) = if opts.dry_run {
-        (None, None)
-    } else {
-        let job = match resuming {
-            Some(job) => {
-                db.reopen_job(&job.id).await?;
-                job.id
-            }
-            None => {
-                let id = new_job_id("import");
-                db.create_job(
-                    &id,
-                    "import",
-                    &json!({"path": file, "format": format, "provider": provider}),
-                    &[json!({"records": 0})],
-                )
-                .await?;
-                id
-            }
-        };
-        let owners = db.chunk_owners(&job).await?;
-        let stale = crate::store::now() - super::STALE_AFTER.as_secs() as i64;
-        let chunk = db
-            .claim_chunk(&job, &worker, stale, &dead_owners(&owners))
-            .await?
-            .context("another worker is running this import; it cannot be shared")?;
-        (Some(job), Some(chunk))
+    let job = match (opts.dry_run, resuming) {
+        (true, _) => None,
+        (false, Some(job)) => Some(Runner::resume(db.clone(), &job).await?),
+        (false, None) => Some(
+            Runner::create(
+                db.clone(),
+                "import",
+                &json!({"path": file, "format": format, "provider": provider}),
+                &[ChunkPosition::File { records: 0 }],
+            )
+            .await?,
+        ),
     };
-
-    let result = import_items(db.clone(), opts, items, &provider, job.clone(), chunk).await;
-    if let (Err(e), Some(job)) = (&result, &job) {
-        // Left `running`, the job would look interrupted: its state says
-        // it stopped, and why (`switchyard status`).
-        if let Err(fail) = db.fail_job(job, &format!("{e:#}")).await {
-            tracing::warn!(job = %job, error = %fail, "could not mark the import failed");
+    let Some(job) = job else {
+        let report = import_items(db, opts, items, &provider, None).await?;
+        return report.context("a dry run reports what it would do");
+    };
+    let chunk = match job.claim(&worker).await? {
+        Claim::Chunk(chunk) => chunk,
+        Claim::Wait | Claim::Done => {
+            bail!("another worker is running this import; it cannot be shared")
         }
-    }
-    result
+    };
+    let _beat = job.heartbeat(&chunk, &worker);
+    let result = import_items(db.clone(), opts, items, &provider, Some(&chunk)).await;
+    job.finish(result.map(|_| ())).await
 }
 
 /// Reads `items` (the rest of the file past the job's position) into the
-/// store, batch by batch, and reports what the job did.
+/// store, batch by batch; a dry run's report (a job's is the job's own).
 async fn import_items(
     db: Arc<dyn Database>,
     opts: &ImportOptions,
     items: Box<dyn Iterator<Item = Item> + Send>,
     provider: &str,
-    job: Option<String>,
-    chunk: Option<crate::store::jobs::Chunk>,
-) -> anyhow::Result<Report> {
+    chunk: Option<&Chunk>,
+) -> anyhow::Result<Option<Report>> {
     let provider = provider.to_string();
-    let skip = chunk
-        .as_ref()
-        .and_then(|c| c.spec["records"].as_u64())
-        .unwrap_or(0);
+    let chunk = chunk.cloned();
+    let skip = match chunk.as_ref().map(|c| &c.position) {
+        Some(ChunkPosition::File { records }) => *records,
+        Some(other) => bail!("an import chunk cannot be at {other:?}"),
+        None => 0,
+    };
     // Reading and parsing on a blocking thread, a batch ahead.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
     let size = opts.batch.max(1);
@@ -194,7 +186,9 @@ async fn import_items(
         }
     });
 
-    let label = job.clone().unwrap_or_else(|| "import (dry run)".into());
+    let label = chunk
+        .as_ref()
+        .map_or_else(|| "import (dry run)".into(), |c| c.job_id.clone());
     let mut tally = Tally {
         progress: Progress::new(&label, None, opts.quiet),
         crash: CrashHook::from_env(),
@@ -270,7 +264,7 @@ async fn import_items(
         let (order_tx, dry_run) = (order_tx.clone(), opts.dry_run);
         in_flight_keys.push_back(keys);
         in_flight.spawn(async move {
-            let position = json!({"records": consumed});
+            let position = ChunkPosition::File { records: consumed };
             let applied = db
                 .commit_page(&PageCommit {
                     chunk: chunk.as_ref().map(|c| (c, position)),
@@ -295,10 +289,10 @@ async fn import_items(
     tally.settle(&mut in_flight, true, opts).await?;
     reading.await.context("the file reader stopped")?;
     tally.progress.finish();
-    match (&job, &chunk) {
-        (Some(job), Some(c)) => {
+    match &chunk {
+        Some(c) => {
             db.commit_page(&PageCommit {
-                chunk: Some((c, json!({"records": consumed}))),
+                chunk: Some((c, ChunkPosition::File { records: consumed })),
                 done: true,
                 split: Vec::new(),
                 records: &[],
@@ -308,23 +302,16 @@ async fn import_items(
                 order: None,
             })
             .await?;
-            db.finish_job_if_done(job).await?;
-            let summary = db.job_summary(job, 50).await?;
-            Ok(Report {
-                job: Some(job.clone()),
-                dry_run: false,
-                counters: summary.counters,
-                issues: summary.issues,
-                issues_total: summary.issues_total,
-            })
+            // The report is the job's, read back when it finishes.
+            Ok(None)
         }
-        _ => Ok(Report {
+        None => Ok(Some(Report {
             job: None,
             dry_run: true,
             counters: tally.totals,
             issues_total: tally.dry_issues.len() as u64,
             issues: tally.dry_issues.into_iter().take(50).collect(),
-        }),
+        })),
     }
 }
 

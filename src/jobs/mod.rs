@@ -4,12 +4,12 @@
 //!
 //! - [`crate::store::record`]: one user as a source describes them, and the
 //!   comparison; in the store, which writes records and must not reach up here.
-//! - [`mapping`]: an upstream's user JSON → a record, by the provider
-//!   definition's `[management.fields]`.
 //! - [`files`]: the import formats, streamed.
-//! - [`import`], [`backfill`], [`verify`]: the jobs.
-//! - [`management`]: the Management API client: authentication, paging,
-//!   and [`pacer`] to run at the upstream's rate limit, not into it.
+//! - [`runner`]: the resumable job both `import` and `backfill` run as.
+//! - [`source`]: Auth0's export file streamed, and the walk `verify` makes.
+//! - [`import`], [`backfill`], [`verify`]: the jobs. The upstream's
+//!   Management API client they read through is
+//!   [`crate::upstream::management`].
 //! - [`progress`]: a progress bar, or a log line per page.
 //! - [`outbox`]: the worker that delivers the write outbox to the upstream.
 //!
@@ -20,11 +20,10 @@
 pub mod backfill;
 pub mod files;
 pub mod import;
-pub mod management;
-pub mod mapping;
 pub mod outbox;
-pub mod pacer;
 pub mod progress;
+pub mod runner;
+pub mod source;
 pub mod status;
 pub mod verify;
 

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::management::{ManagementClient, Refused};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::now;
 use crate::store::outbox::{MARK_MIGRATED, OutboxRow};
+use crate::upstream::management::{ManagementClient, Refused};
 
 /// Tries of one request within one delivery attempt: room for a renewed
 /// token and one quick retry of a dropped connection; the outbox's own

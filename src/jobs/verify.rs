@@ -12,12 +12,13 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::management::ManagementClient;
 use super::progress::Progress;
+use super::source::walk;
 use crate::config::Settings;
 use crate::store::Database;
 use crate::store::jobs::{Counters, UserCounts};
 use crate::store::record::Record;
+use crate::upstream::management::ManagementClient;
 
 /// How many examples each section of the report keeps.
 pub const SAMPLE: usize = 20;
@@ -159,18 +160,17 @@ pub async fn run(
         let client = client.clone();
         tokio::spawn(async move {
             let mut unreadable = Vec::new();
-            let result = client
-                .walk(poll, |items| {
-                    let mut records = Vec::with_capacity(items.len());
-                    for item in items {
-                        match item {
-                            Ok(r) => records.push(r),
-                            Err(e) => unreadable.push(e.reason),
-                        }
+            let result = walk(&client, poll, |items| {
+                let mut records = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Ok(r) => records.push(r),
+                        Err(e) => unreadable.push(e.reason),
                     }
-                    let _ = tx.send(records);
-                })
-                .await;
+                }
+                let _ = tx.send(records);
+            })
+            .await;
             (result, unreadable)
         })
     };

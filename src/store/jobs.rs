@@ -27,6 +27,7 @@ use super::page::{
     ASYNC_COMMIT, NEW_USER_COLUMNS, add_rejected, first_of_each_id, insert_chunks, write_position,
 };
 pub use super::page::{Applied, Chunk, Counters, PageCommit, Rejected};
+use super::position::ChunkPosition;
 use super::sql::{SqlStore, normalize_email};
 use super::sql_common::{Dialect, map_err, to_json};
 use super::{StoreError, StoreResult, now};
@@ -103,7 +104,7 @@ pub trait JobStore: Send + Sync {
         id: &str,
         kind: &str,
         params: &Value,
-        chunks: &[Value],
+        chunks: &[ChunkPosition],
     ) -> StoreResult<()>;
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
     /// The newest job of `kind` that is still running, was interrupted, or
@@ -192,7 +193,10 @@ fn chunk_from_row(row: &AnyRow) -> StoreResult<Chunk> {
     Ok(Chunk {
         job_id: row.try_get("job_id").map_err(map_err)?,
         seq: row.try_get("seq").map_err(map_err)?,
-        spec: serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        position: serde_json::from_str(&spec)
+            .map_err(|e| e.to_string())
+            .and_then(|v| ChunkPosition::from_stored(&v))
+            .map_err(StoreError::Corrupt)?,
     })
 }
 
@@ -220,7 +224,7 @@ impl JobStore for SqlStore {
         id: &str,
         kind: &str,
         params: &Value,
-        chunks: &[Value],
+        chunks: &[ChunkPosition],
     ) -> StoreResult<()> {
         let now = now();
         let mut tx = self.pool().begin().await.map_err(map_err)?;

@@ -18,6 +18,7 @@ pub mod outbox;
 mod outbox_queue;
 mod page;
 mod pg_copy;
+pub mod position;
 pub mod record;
 pub mod redis;
 pub mod sql;

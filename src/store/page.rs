@@ -9,9 +9,9 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
+use super::position::ChunkPosition;
 use super::sql_common::{map_err, to_json};
 use super::{StoreError, StoreResult, now};
 use crate::store::record::{Action, Note, Record};
@@ -20,7 +20,7 @@ use crate::store::record::{Action, Note, Record};
 pub struct Chunk {
     pub job_id: String,
     pub seq: i64,
-    pub spec: Value,
+    pub position: ChunkPosition,
 }
 
 /// What a job has done so far, summed over its chunks.
@@ -75,11 +75,11 @@ pub struct Rejected {
 pub struct PageCommit<'a> {
     /// The chunk the page belongs to and its position after the page; none
     /// for a dry run or a job-less apply.
-    pub chunk: Option<(&'a Chunk, Value)>,
+    pub chunk: Option<(&'a Chunk, ChunkPosition)>,
     /// The chunk is finished.
     pub done: bool,
     /// Chunks this one splits into (time windows, offset pages).
-    pub split: Vec<Value>,
+    pub split: Vec<ChunkPosition>,
     pub records: &'a [Record],
     pub rejected: &'a [Rejected],
     /// The provider the users come from (`auth0`, …).
@@ -216,7 +216,7 @@ pub(super) async fn insert_chunks<DB: Database>(
     conn: &mut DB::Connection,
     job_id: &str,
     first_seq: i64,
-    chunks: &[Value],
+    chunks: &[ChunkPosition],
 ) -> StoreResult<()>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,

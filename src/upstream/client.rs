@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet};
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest, HttpResponse,
@@ -967,7 +967,10 @@ async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpRespon
     })?;
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(Transport::RateLimited(retry_after(response.headers())));
+        return Err(Transport::RateLimited(super::rate_limit::retry_after(
+            response.headers(),
+            std::time::SystemTime::now(),
+        )));
     }
     if status.is_server_error() {
         return Err(Transport::Unavailable(format!(
@@ -987,21 +990,6 @@ async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpRespon
     builder
         .body(body.to_vec())
         .map_err(|e| Transport::Unavailable(e.to_string()))
-}
-
-/// `Retry-After` in seconds, or the vendors' reset headers (epoch seconds).
-pub fn retry_after(headers: &axum::http::HeaderMap) -> Option<Duration> {
-    let read = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
-    if let Some(secs) = read("retry-after") {
-        return Some(Duration::from_secs(secs.max(0) as u64));
-    }
-    let reset = read("x-ratelimit-reset").or_else(|| read("x-rate-limit-reset"))?;
-    Some(Duration::from_secs((reset - now()).max(0) as u64))
 }
 
 fn discovery_error(e: openidconnect::DiscoveryError<Transport>) -> UpstreamError {
@@ -1047,24 +1035,5 @@ fn tokens_from(
             .scopes()
             .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
         claims,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_reads_the_header_or_the_vendor_reset() {
-        let mut h = axum::http::HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let mut h = axum::http::HeaderMap::new();
-        h.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from_str(&(now() + 5).to_string()).unwrap(),
-        );
-        assert!(retry_after(&h).unwrap() <= Duration::from_secs(5));
-        assert_eq!(retry_after(&axum::http::HeaderMap::new()), None);
     }
 }

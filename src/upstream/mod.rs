@@ -8,11 +8,16 @@
 //! - [`profile`]: upstream claims → local user, and → Switchyard's claims.
 //! - [`tokens`]: the sealed session ↔ upstream-token mapping, and the
 //!   single-flight refresh of it.
+//! - [`management`]: the upstream's Management API (users listed, exported
+//!   and written), for the jobs and the outbox.
+//! - [`rate_limit`]: what an upstream says about its rate limit.
 
 pub mod client;
 pub mod id_token;
+pub mod management;
 pub mod profile;
 pub mod provider;
+pub mod rate_limit;
 pub mod tokens;
 
 use std::time::Duration;

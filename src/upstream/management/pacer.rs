@@ -1,10 +1,9 @@
 //! Runs Management API requests at the upstream's rate limit — not below
 //! it, and not into it — by reading the limit from the responses.
 //!
-//! Auth0 and Okta send `x-ratelimit-{limit,remaining,reset}` and
-//! `X-Rate-Limit-{Limit,Remaining,Reset}` on every response (`reset` in
-//! epoch seconds; Auth0 "Management API Endpoint Rate Limits", Okta "Rate
-//! limits overview"). The two mean different things:
+//! Auth0 and Okta send their limit on every response
+//! ([`crate::upstream::rate_limit`] reads it). The two mean different
+//! things:
 //!
 //! - [`Model::Bucket`] (Auth0's Management API): a token bucket of `limit`
 //!   tokens refilled at a steady rate; `reset` is when it is full again.
@@ -20,10 +19,12 @@
 //! until `reset`, plus jitter, and lowers the measured rate a little.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use serde::Deserialize;
+
+use crate::upstream::rate_limit::{Observed, epoch_now, observed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,61 +32,6 @@ pub enum Model {
     Bucket,
     #[default]
     Window,
-}
-
-/// One response's rate-limit headers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observed {
-    pub limit: u64,
-    pub remaining: u64,
-    /// Epoch seconds.
-    pub reset: f64,
-}
-
-/// Reads the limit headers of either spelling; `reset` given as a number of
-/// seconds from now (some proxies) is turned into epoch seconds.
-pub fn observed(headers: &HeaderMap, now_epoch: f64) -> Option<Observed> {
-    let number = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| headers.get(*n))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    let limit = number(["x-ratelimit-limit", "x-rate-limit-limit"])?;
-    let remaining = number(["x-ratelimit-remaining", "x-rate-limit-remaining"])?;
-    let reset = number(["x-ratelimit-reset", "x-rate-limit-reset"])?;
-    Some(Observed {
-        limit: limit as u64,
-        remaining: remaining.max(0.0) as u64,
-        reset: if reset < 1e9 {
-            now_epoch + reset
-        } else {
-            reset
-        },
-    })
-}
-
-/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let at = UNIX_EPOCH + Duration::from_secs(at.timestamp().max(0) as u64);
-    Some(at.duration_since(now).unwrap_or_default())
-}
-
-pub fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// The pacing state, separate from the clock so it can be tested.
@@ -302,20 +248,6 @@ mod tests {
             remaining,
             reset,
         })
-    }
-
-    #[test]
-    fn headers_of_both_spellings_are_read() {
-        let mut h = HeaderMap::new();
-        h.insert("X-Rate-Limit-Limit", "600".parse().unwrap());
-        h.insert("X-Rate-Limit-Remaining", "599".parse().unwrap());
-        h.insert("X-Rate-Limit-Reset", "1700000060".parse().unwrap());
-        assert_eq!(observed(&h, 1.7e9), obs(600, 599, 1_700_000_060.0));
-        h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(
-            retry_after(&h, SystemTime::now()),
-            Some(Duration::from_secs(3))
-        );
     }
 
     #[test]
