@@ -107,21 +107,80 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let result = match self.dialect {
+        let (migrator, reworded) = match self.dialect {
+            Dialect::Sqlite => (
+                sqlx::migrate!("src/store/migrations/sqlite"),
+                REWORDED_SQLITE,
+            ),
+            Dialect::Postgres => (
+                sqlx::migrate!("src/store/migrations/postgres"),
+                REWORDED_POSTGRES,
+            ),
+        };
+        self.accept_reworded(&migrator, reworded).await?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+    }
+
+    /// sqlx refuses to start when an applied migration's file no longer
+    /// has the checksum (SHA-384) recorded when it ran. A migration whose
+    /// comments alone were reworded is the same migration: where the
+    /// recorded checksum is exactly the old wording's, it is replaced by
+    /// the new one. Any other difference still stops the start.
+    async fn accept_reworded(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        reworded: &[(i64, &str)],
+    ) -> StoreResult<()> {
+        let applied: Option<i64> = sqlx::query_scalar(match self.dialect {
             Dialect::Sqlite => {
-                sqlx::migrate!("src/store/migrations/sqlite")
-                    .run(&self.pool)
-                    .await
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
             }
             Dialect::Postgres => {
-                sqlx::migrate!("src/store/migrations/postgres")
-                    .run(&self.pool)
-                    .await
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
             }
-        };
-        result.map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+        })
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if applied.unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        for (version, old) in reworded {
+            let Some(current) = migrator.iter().find(|m| m.version == *version) else {
+                continue;
+            };
+            let old: Vec<u8> = (0..old.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(&old[i..i + 2], 16).ok())
+                .collect();
+            sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
+            )
+            .bind(current.checksum.to_vec())
+            .bind(*version)
+            .bind(old)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        }
+        Ok(())
     }
 }
+
+/// Migrations whose comments were reworded after release: version, and the
+/// SHA-384 of the wording databases recorded when they applied it.
+const REWORDED_SQLITE: &[(i64, &str)] = &[(
+    4,
+    "a74b41244351b6d0e1a837462081206c3105457508a562c0fbcdfb3a8caa13cce5fdd0917281b96eed676dfaf24570ec",
+)];
+const REWORDED_POSTGRES: &[(i64, &str)] = &[(
+    4,
+    "54514e8178bbab0c6248b1c81e07a31198122cb7ee6dfa9cc47867f01f24bd32a79ece704ca8ad65b66b9837d87fb318",
+)];
 
 /// `sqlite://switchyard.db` → create the file when missing.
 fn sqlite_url(url: &str) -> String {

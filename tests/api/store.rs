@@ -393,3 +393,64 @@ async fn session_store_namespaces_do_not_collide() {
     }
     assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
 }
+
+/// The SHA-384 a database recorded for migration 4 when its comments had
+/// their first wording.
+fn first_wording_of_migration_4(sqlite: bool) -> Vec<u8> {
+    let hex = if sqlite {
+        "a74b41244351b6d0e1a837462081206c3105457508a562c0fbcdfb3a8caa13cce5fdd0917281b96eed676dfaf24570ec"
+    } else {
+        "54514e8178bbab0c6248b1c81e07a31198122cb7ee6dfa9cc47867f01f24bd32a79ece704ca8ad65b66b9837d87fb318"
+    };
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_migration_reworded_after_release_still_starts_and_any_other_change_does_not() {
+    use sqlx::Connection as _;
+    let (db, sessions, iso) = stores().await;
+    drop((db, sessions));
+    let settings = Settings {
+        database_url: iso.database_url.clone(),
+        redis_url: iso.redis_url.clone(),
+        session_prefix: iso.prefix.clone(),
+        ..Settings::default()
+    };
+    let sqlite = iso.database_url.starts_with("sqlite:");
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&iso.database_url)
+        .await
+        .unwrap();
+    let checksum = "SELECT checksum FROM _sqlx_migrations WHERE version = 4";
+    let current: Vec<u8> = sqlx::query_scalar(checksum)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let set = "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 4";
+
+    // A database migrated by a release with the first wording.
+    sqlx::query(set)
+        .bind(first_wording_of_migration_4(sqlite))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    open_database(&settings)
+        .await
+        .expect("a reworded comment is the same migration");
+    let after: Vec<u8> = sqlx::query_scalar(checksum)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(after, current);
+
+    // A migration that really differs still stops the start.
+    sqlx::query(set)
+        .bind(vec![0u8; 48])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(open_database(&settings).await.is_err());
+}

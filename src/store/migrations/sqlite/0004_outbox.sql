@@ -1,7 +1,8 @@
--- The write outbox (DESIGN.md, "Writes during the migration"): writes to a
--- secondary (the upstream) that must not block the request that caused
--- them. A row is inserted in the same transaction as the local change, so a
--- crash leaves both or neither; a worker delivers it later, with retries.
+-- The write outbox: writes to a secondary (the upstream, while it is kept
+-- in sync during the migration) that must not block the request that
+-- caused them. A row is inserted in the same transaction as the local
+-- change, so a crash leaves both or neither; a worker delivers it later,
+-- with retries.
 -- Nothing is dropped: a row that keeps failing stays, in state `failed`,
 -- until an operator retries or discards it (`switchyard outbox`).
 --
