@@ -341,25 +341,11 @@ mod tests {
     #[test]
     fn auth0_exports_every_field_its_mapping_reads_once() {
         let auth0 = ProviderDef::load("auth0").unwrap().management.unwrap();
-        assert_eq!(
-            auth0.fields.source_fields(),
-            [
-                "user_id",
-                "email",
-                "email_verified",
-                "username",
-                "name",
-                "given_name",
-                "family_name",
-                "nickname",
-                "picture",
-                "phone_number",
-                "user_metadata",
-                "app_metadata",
-                "blocked",
-                "identities",
-            ]
-        );
+        // Its id, and every field verify compares.
+        let expected: Vec<&str> = std::iter::once("user_id")
+            .chain(crate::store::record::COMPARED.iter().copied())
+            .collect();
+        assert_eq!(auth0.fields.source_fields(), expected);
         // Okta's dotted paths name one top-level field each.
         let okta = ProviderDef::load("okta").unwrap().management.unwrap();
         let fields = okta.fields.source_fields();
