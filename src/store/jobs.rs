@@ -28,7 +28,7 @@ use super::page::{
 };
 pub use super::page::{Applied, Chunk, Counters, PageCommit, Rejected};
 use super::sql::{SqlStore, normalize_email};
-use super::sql_common::{Dialect, map_err, to_json};
+use super::sql_common::{Dialect, to_json};
 use super::{StoreError, StoreResult, now};
 use crate::store::record::{Action, Note, Record};
 
@@ -174,24 +174,24 @@ pub struct LocalUser {
 }
 
 fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
-    let params: String = row.try_get("params").map_err(map_err)?;
+    let params: String = row.try_get("params")?;
     Ok(Job {
-        id: row.try_get("id").map_err(map_err)?,
-        kind: row.try_get("kind").map_err(map_err)?,
-        state: row.try_get("state").map_err(map_err)?,
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        state: row.try_get("state")?,
         params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        error: row.try_get("error").map_err(map_err)?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        updated_at: row.try_get("updated_at").map_err(map_err)?,
-        finished_at: row.try_get("finished_at").map_err(map_err)?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
     })
 }
 
 fn chunk_from_row(row: &AnyRow) -> StoreResult<Chunk> {
-    let spec: String = row.try_get("spec").map_err(map_err)?;
+    let spec: String = row.try_get("spec")?;
     Ok(Chunk {
-        job_id: row.try_get("job_id").map_err(map_err)?,
-        seq: row.try_get("seq").map_err(map_err)?,
+        job_id: row.try_get("job_id")?,
+        seq: row.try_get("seq")?,
         spec: serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
@@ -223,7 +223,7 @@ impl JobStore for SqlStore {
         chunks: &[Value],
     ) -> StoreResult<()> {
         let now = now();
-        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
              VALUES ($1, $2, 'running', $3, '{}', $4, $4)",
@@ -233,18 +233,16 @@ impl JobStore for SqlStore {
         .bind(to_json(params))
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
         insert_chunks::<Any>(&mut tx, id, 0, chunks).await?;
-        tx.commit().await.map_err(map_err)
+        Ok(tx.commit().await?)
     }
 
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
         sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
-            .await
-            .map_err(map_err)?
+            .await?
             .as_ref()
             .map(job_from_row)
             .transpose()
@@ -257,8 +255,7 @@ impl JobStore for SqlStore {
         ))
         .bind(kind)
         .fetch_optional(self.pool())
-        .await
-        .map_err(map_err)?
+        .await?
         .as_ref()
         .map(job_from_row)
         .transpose()
@@ -271,8 +268,7 @@ impl JobStore for SqlStore {
         .bind(now())
         .bind(id)
         .execute(self.pool())
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(())
     }
 
@@ -282,8 +278,7 @@ impl JobStore for SqlStore {
         ))
         .bind(limit as i64)
         .fetch_all(self.pool())
-        .await
-        .map_err(map_err)?
+        .await?
         .iter()
         .map(job_from_row)
         .collect()
@@ -325,21 +320,19 @@ impl JobStore for SqlStore {
         }
         query
             .fetch_optional(self.pool())
-            .await
-            .map_err(map_err)?
+            .await?
             .as_ref()
             .map(chunk_from_row)
             .transpose()
     }
 
     async fn chunk_owners(&self, job_id: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
+        Ok(sqlx::query_scalar(
             "SELECT DISTINCT claimed_by FROM job_chunks WHERE job_id = $1 AND state = 'claimed'",
         )
         .bind(job_id)
         .fetch_all(self.pool())
-        .await
-        .map_err(map_err)
+        .await?)
     }
 
     async fn heartbeat(&self, chunk: &Chunk, worker: &str) -> StoreResult<bool> {
@@ -352,8 +345,7 @@ impl JobStore for SqlStore {
         .bind(chunk.seq)
         .bind(worker)
         .execute(self.pool())
-        .await
-        .map_err(map_err)?
+        .await?
         .rows_affected()
             > 0)
     }
@@ -369,26 +361,23 @@ impl JobStore for SqlStore {
         {
             return Ok(applied);
         }
-        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let mut tx = self.pool().begin().await?;
         if self.dialect() == Dialect::Postgres && commit.chunk.is_some() {
             // A job's page need not wait for its WAL flush: if the database
             // itself crashes, the page and the job's position are lost
             // together (one transaction), and the resume writes them again
             // (PostgreSQL docs, "Asynchronous Commit"). The gateway's own
             // writes keep synchronous commits.
-            sqlx::query(ASYNC_COMMIT)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
         }
         let mut applied = apply(&mut tx, self.dialect(), commit.records, commit.provider).await?;
         add_rejected(&mut applied, commit.rejected);
         if commit.dry_run {
-            tx.rollback().await.map_err(map_err)?;
+            tx.rollback().await?;
             return Ok(applied);
         }
         write_position::<Any>(&mut tx, commit, &applied).await?;
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(applied)
     }
 
@@ -409,8 +398,7 @@ impl JobStore for SqlStore {
         .bind(now)
         .bind(job_id)
         .execute(self.pool())
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(self
             .get_job(job_id)
             .await?
@@ -423,8 +411,7 @@ impl JobStore for SqlStore {
             .bind(now())
             .bind(job_id)
             .execute(self.pool())
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(())
     }
 
@@ -438,26 +425,22 @@ impl JobStore for SqlStore {
         )
         .bind(job_id)
         .fetch_all(self.pool())
-        .await
-        .map_err(map_err)?;
+        .await?;
         let mut counters = Counters::default();
         let (mut total, mut done, mut heartbeat) = (0, 0, None::<i64>);
         let mut workers = std::collections::BTreeSet::new();
         for row in &rows {
             total += 1;
-            if let Some(w) = row
-                .try_get::<Option<String>, _>("claimed_by")
-                .map_err(map_err)?
-            {
+            if let Some(w) = row.try_get::<Option<String>, _>("claimed_by")? {
                 workers.insert(w);
             }
-            let state: String = row.try_get("state").map_err(map_err)?;
+            let state: String = row.try_get("state")?;
             if state == "done" {
                 done += 1;
             }
-            let c: String = row.try_get("counters").map_err(map_err)?;
+            let c: String = row.try_get("counters")?;
             counters.add(&serde_json::from_str(&c).unwrap_or_default());
-            let beat: Option<i64> = row.try_get("heartbeat").map_err(map_err)?;
+            let beat: Option<i64> = row.try_get("heartbeat")?;
             heartbeat = heartbeat.max(beat);
         }
         let issues = sqlx::query(
@@ -466,15 +449,14 @@ impl JobStore for SqlStore {
         .bind(job_id)
         .bind(issues_limit as i64)
         .fetch_all(self.pool())
-        .await
-        .map_err(map_err)?
+        .await?
         .iter()
         .map(|r| {
             Ok(Issue {
-                kind: r.try_get("kind").map_err(map_err)?,
-                user_id: r.try_get("user_id").map_err(map_err)?,
-                line: r.try_get("line").map_err(map_err)?,
-                reason: r.try_get("reason").map_err(map_err)?,
+                kind: r.try_get("kind")?,
+                user_id: r.try_get("user_id")?,
+                line: r.try_get("line")?,
+                reason: r.try_get("reason")?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
@@ -482,8 +464,7 @@ impl JobStore for SqlStore {
             sqlx::query_scalar("SELECT COUNT(*) FROM job_issues WHERE job_id = $1")
                 .bind(job_id)
                 .fetch_one(self.pool())
-                .await
-                .map_err(map_err)?;
+                .await?;
         Ok(JobSummary {
             job,
             counters,
@@ -500,21 +481,19 @@ impl JobStore for SqlStore {
         let mut counts = UserCounts::default();
         for row in sqlx::query("SELECT state, COUNT(*) AS n FROM users GROUP BY state")
             .fetch_all(self.pool())
-            .await
-            .map_err(map_err)?
+            .await?
         {
-            let state: String = row.try_get("state").map_err(map_err)?;
-            let n: i64 = row.try_get("n").map_err(map_err)?;
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
             counts.total += n as u64;
             counts.by_state.insert(state, n as u64);
         }
         let count = |sql: &'static str, bind: i64| async move {
-            sqlx::query_scalar::<_, i64>(sql)
+            let n: i64 = sqlx::query_scalar(sql)
                 .bind(bind)
                 .fetch_one(self.pool())
-                .await
-                .map(|n| n as u64)
-                .map_err(map_err)
+                .await?;
+            StoreResult::Ok(n as u64)
         };
         counts.blocked = count("SELECT COUNT(*) FROM users WHERE blocked = $1", 1).await?;
         counts.migrated_last_day = count(
@@ -531,7 +510,7 @@ impl JobStore for SqlStore {
     }
 
     async fn local_records(&self, ids: &[String]) -> StoreResult<HashMap<String, LocalUser>> {
-        let mut conn = self.pool().acquire().await.map_err(map_err)?;
+        let mut conn = self.pool().acquire().await?;
         load_local(&mut conn, self.dialect(), ids).await
     }
 
@@ -555,8 +534,7 @@ impl JobStore for SqlStore {
         .bind(&edit.nickname)
         .bind(now)
         .execute(self.pool())
-        .await
-        .map_err(map_err)?
+        .await?
         .rows_affected()
             > 0)
     }
@@ -567,15 +545,14 @@ impl JobStore for SqlStore {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
+        Ok(sqlx::query_scalar(
             "SELECT id FROM users WHERE upstream = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(provider)
         .bind(after.unwrap_or(""))
         .bind(limit as i64)
         .fetch_all(self.pool())
-        .await
-        .map_err(map_err)
+        .await?)
     }
 }
 
@@ -600,11 +577,12 @@ async fn select_in(
     column: &str,
     list: &str,
 ) -> StoreResult<Vec<AnyRow>> {
-    sqlx::query(&format!("{select} {}", in_json_list(dialect, column)))
-        .bind(list)
-        .fetch_all(conn)
-        .await
-        .map_err(map_err)
+    Ok(
+        sqlx::query(&format!("{select} {}", in_json_list(dialect, column)))
+            .bind(list)
+            .fetch_all(conn)
+            .await?,
+    )
 }
 
 async fn load_local(
@@ -619,11 +597,14 @@ async fn load_local(
     let list = to_json(&ids);
     let select = format!("SELECT {LOCAL_COLUMNS} FROM users WHERE");
     for row in select_in(conn, dialect, &select, "id", &list).await? {
-        let text = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
-        let id: String = row.try_get("id").map_err(map_err)?;
+        let text = |c: &str| {
+            row.try_get::<Option<String>, _>(c)
+                .map_err(StoreError::from)
+        };
+        let id: String = row.try_get("id")?;
         let mut record = Record::new(id.clone());
         record.email = text("email")?;
-        record.email_verified = row.try_get::<i64, _>("email_verified").map_err(map_err)? != 0;
+        record.email_verified = row.try_get::<i64, _>("email_verified")? != 0;
         record.username = text("username")?;
         record.name = text("name")?;
         record.given_name = text("given_name")?;
@@ -633,10 +614,10 @@ async fn load_local(
         record.phone_number = text("phone_number")?;
         record.user_metadata = object(&text("user_metadata")?.unwrap_or_default());
         record.app_metadata = object(&text("app_metadata")?.unwrap_or_default());
-        record.blocked = row.try_get::<i64, _>("blocked").map_err(map_err)? != 0;
-        let state: String = row.try_get("state").map_err(map_err)?;
-        let migrated_at: Option<i64> = row.try_get("migrated_at").map_err(map_err)?;
-        let local_updated_at: Option<i64> = row.try_get("local_updated_at").map_err(map_err)?;
+        record.blocked = row.try_get::<i64, _>("blocked")? != 0;
+        let state: String = row.try_get("state")?;
+        let migrated_at: Option<i64> = row.try_get("migrated_at")?;
+        let local_updated_at: Option<i64> = row.try_get("local_updated_at")?;
         let changed_locally = match (state.as_str(), migrated_at, local_updated_at) {
             ("local", _, _) => true,
             (_, Some(m), Some(l)) => l > m,
@@ -659,17 +640,16 @@ async fn load_local(
     }
     let select = "SELECT user_id, subject FROM identities WHERE";
     for row in select_in(conn, dialect, select, "user_id", &list).await? {
-        let user_id: String = row.try_get("user_id").map_err(map_err)?;
+        let user_id: String = row.try_get("user_id")?;
         if let Some(u) = out.get_mut(&user_id) {
-            u.record
-                .add_identity(row.try_get("subject").map_err(map_err)?);
+            u.record.add_identity(row.try_get("subject")?);
         }
     }
     let select = "SELECT user_id, hash FROM credentials WHERE kind = 'password' AND";
     for row in select_in(conn, dialect, select, "user_id", &list).await? {
-        let user_id: String = row.try_get("user_id").map_err(map_err)?;
+        let user_id: String = row.try_get("user_id")?;
         if let Some(u) = out.get_mut(&user_id) {
-            u.password = Some(row.try_get("hash").map_err(map_err)?);
+            u.password = Some(row.try_get("hash")?);
         }
     }
     Ok(out)
@@ -689,8 +669,8 @@ async fn taken(
     }
     let select = format!("SELECT id, {column} FROM users WHERE");
     for row in select_in(conn, dialect, &select, column, &to_json(&wanted)).await? {
-        let id: String = row.try_get("id").map_err(map_err)?;
-        let value: String = row.try_get(column).map_err(map_err)?;
+        let id: String = row.try_get("id")?;
+        let value: String = row.try_get(column)?;
         owners.insert(value, id);
     }
     Ok(owners)
@@ -841,7 +821,7 @@ async fn reconcile(
         )
         .await?
         .iter()
-        .map(|row| row.try_get("id").map_err(map_err))
+        .map(|row| row.try_get("id").map_err(StoreError::from))
         .collect::<StoreResult<_>>()?;
         let mut retry = Vec::new();
         for (&record, action) in records.iter().zip(applied.actions.iter_mut()) {
@@ -937,8 +917,7 @@ async fn update(
         .bind(provider)
         .bind(now)
         .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
         if changed.contains(&"identities") && owns_profile {
             for subject in &record.identities {
                 insert_identity(tx, provider, subject, &record.id, now).await?;
@@ -957,8 +936,7 @@ async fn update(
         .bind(algorithm)
         .bind(now)
         .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
     Ok(Action::Updated)
 }
@@ -979,8 +957,7 @@ async fn insert_identity(
     .bind(user_id)
     .bind(now)
     .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    .await?;
     Ok(())
 }
 
@@ -1083,8 +1060,7 @@ async fn insert_users(
         sqlx::query_scalar::<_, String>(&insert_json_sql(dialect, "users", NEW_USER_COLUMNS, "id"))
             .bind(to_json(&rows))
             .fetch_all(&mut **tx)
-            .await
-            .map_err(map_err)?
+            .await?
             .into_iter()
             .collect();
     for (r, _) in inserts {
@@ -1114,8 +1090,7 @@ async fn insert_users(
         ))
         .bind(to_json(&identities))
         .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
 
     let hashes: Vec<Value> = inserts
@@ -1144,8 +1119,7 @@ async fn insert_users(
         ))
         .bind(to_json(&hashes))
         .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
     Ok(raced)
 }

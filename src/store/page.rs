@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
-use super::sql_common::{map_err, to_json};
+use super::sql_common::to_json;
 use super::{StoreError, StoreResult, now};
 use crate::store::record::{Action, Note, Record};
 
@@ -169,8 +169,7 @@ where
             .bind(chunk.job_id.as_str())
             .bind(chunk.seq)
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?;
+            .await?;
     let mut total: Counters = counters
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or_default();
@@ -186,15 +185,13 @@ where
     .bind(chunk.job_id.as_str())
     .bind(chunk.seq)
     .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+    .await?;
     if !commit.split.is_empty() {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM job_chunks WHERE job_id = $1")
                 .bind(chunk.job_id.as_str())
                 .fetch_one(&mut *conn)
-                .await
-                .map_err(map_err)?;
+                .await?;
         insert_chunks::<DB>(
             &mut *conn,
             &chunk.job_id,
@@ -207,8 +204,7 @@ where
         .bind(now)
         .bind(chunk.job_id.as_str())
         .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
     Ok(())
 }
 
@@ -233,8 +229,7 @@ where
         .bind(first_seq + i as i64)
         .bind(to_json(spec))
         .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
     Ok(())
 }
@@ -290,8 +285,7 @@ where
         .bind(reason)
         .bind(now)
         .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
     Ok(())
 }

@@ -25,7 +25,6 @@ use super::page::{
     write_position,
 };
 use super::sql::{SqlStore, normalize_email};
-use super::sql_common::map_err;
 use super::{StoreResult, now};
 use crate::store::record::{Action, Record};
 
@@ -37,12 +36,9 @@ pub(super) async fn commit_new_page(
     commit: &PageCommit<'_>,
 ) -> StoreResult<Option<Applied>> {
     let (actions, fresh) = first_of_each_id(commit.records);
-    let mut tx = store.native_pg().await?.begin().await.map_err(map_err)?;
+    let mut tx = store.native_pg().await?.begin().await?;
     if commit.chunk.is_some() {
-        sqlx::query(ASYNC_COMMIT)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
     }
     match copy_new_users(&mut tx, &fresh, commit.provider, now()).await {
         Ok(()) => {}
@@ -54,7 +50,7 @@ pub(super) async fn commit_new_page(
             );
             return Ok(None);
         }
-        Err(e) => return Err(map_err(e)),
+        Err(e) => return Err(e.into()),
     }
     let mut applied = Applied::default();
     for action in actions {
@@ -64,7 +60,7 @@ pub(super) async fn commit_new_page(
     }
     add_rejected(&mut applied, commit.rejected);
     write_position::<Postgres>(&mut tx, commit, &applied).await?;
-    tx.commit().await.map_err(map_err)?;
+    tx.commit().await?;
     tracing::debug!(records = commit.records.len(), "page written by COPY");
     Ok(Some(applied))
 }
