@@ -22,6 +22,7 @@ pub mod record;
 pub mod redis;
 pub mod sql;
 mod sql_common;
+pub mod users;
 
 use std::time::Duration;
 
@@ -459,6 +460,8 @@ pub trait Database:
     + AuditLog
     + RuntimeSettings
     + jobs::JobStore
+    + jobs::reports::JobReports
+    + users::UserEdits
     + outbox::OutboxStore
 {
     async fn ping(&self) -> StoreResult<()>;
