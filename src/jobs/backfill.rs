@@ -20,7 +20,7 @@ use super::progress::Progress;
 use super::{CrashHook, Heartbeat, Report, dead_owners, new_job_id, worker_id};
 use crate::config::Settings;
 use crate::store::Database;
-use crate::store::jobs::{Chunk, Counters, PageCommit, Rejected};
+use crate::store::jobs::{Chunk, Counters, JobKind, JobState, PageCommit, Rejected};
 use crate::upstream::provider::Paging;
 
 #[derive(Debug, Clone, Default)]
@@ -95,7 +95,7 @@ pub async fn run(
             ..Dry::default()
         }))
     } else {
-        Sink::Job(match db.unfinished_job("backfill").await? {
+        Sink::Job(match db.unfinished_job(JobKind::Backfill).await? {
             Some(job) if opts.resume => {
                 db.reopen_job(&job.id).await?;
                 job.id
@@ -109,7 +109,7 @@ pub async fn run(
                 let id = new_job_id("backfill");
                 db.create_job(
                     &id,
-                    "backfill",
+                    JobKind::Backfill,
                     &json!({"provider": client.provider, "since": opts.since}),
                     &chunks,
                 )
@@ -231,7 +231,7 @@ impl Ctx {
                                 return Ok(());
                             }
                             let state = self.db.get_job(job).await?.map(|j| j.state);
-                            if state.as_deref() != Some("running") {
+                            if state != Some(JobState::Running) {
                                 return Ok(());
                             }
                             // Others hold the remaining chunks; take them over

@@ -15,7 +15,7 @@ use super::files::{self, Format, Item};
 use super::progress::Progress;
 use super::{CrashHook, Report, dead_owners, new_job_id, worker_id};
 use crate::store::Database;
-use crate::store::jobs::{Counters, Issue, PageCommit, Rejected};
+use crate::store::jobs::{Counters, Issue, JobKind, JobState, PageCommit, Rejected};
 
 /// Records per transaction, by default. 5,000 gained 6 % in the import
 /// bench and cost three times the memory (the reader runs four batches ahead).
@@ -49,11 +49,11 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let resuming = if opts.dry_run {
         None
     } else {
-        match db.unfinished_job("import").await? {
+        match db.unfinished_job(JobKind::Import).await? {
             Some(job) if job.params["path"] == json!(file) => {
                 // A job that failed before committing a single record has
                 // no position worth keeping: a plain run starts afresh.
-                let empty = job.state == "failed"
+                let empty = job.state == JobState::Failed
                     && db.job_summary(&job.id, 0).await?.counters.total() == 0;
                 match (opts.resume, empty) {
                     (true, _) => Some(job),
@@ -138,7 +138,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
                 let id = new_job_id("import");
                 db.create_job(
                     &id,
-                    "import",
+                    JobKind::Import,
                     &json!({"path": file, "format": format, "provider": provider}),
                     &[json!({"records": 0})],
                 )

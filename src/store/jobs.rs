@@ -23,7 +23,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::page::{ASYNC_COMMIT, add_rejected, insert_chunks, write_position};
-pub use super::page::{Applied, Chunk, Counters, PageCommit, Rejected};
+pub use super::page::{Applied, Chunk, ChunkState, Counters, PageCommit, Rejected};
 use super::sql::SqlStore;
 use super::sql_common::{Dialect, to_json};
 use super::{StoreError, StoreResult, now};
@@ -31,13 +31,42 @@ pub use reports::{Issue, JobSummary, UserCounts};
 // Where callers have always found them; they are the users store's.
 pub use super::users::{LocalUser, ProfileEdit};
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Users read from the upstream's management API or export.
+    Backfill,
+    /// Users read from a file.
+    Import,
+}
+
+text_names!(JobKind {
+    Backfill => "backfill",
+    Import => "import",
+});
+
+/// Where a job stands. A job whose process stopped stays `running` until a
+/// worker resumes it; a `failed` one runs again only when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Done,
+    Failed,
+}
+
+text_names!(JobState {
+    Running => "running",
+    Done => "done",
+    Failed => "failed",
+});
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Job {
     pub id: String,
-    /// `backfill` or `import`.
-    pub kind: String,
-    /// `running`, `done` or `failed`.
-    pub state: String,
+    pub kind: JobKind,
+    pub state: JobState,
     pub params: Value,
     pub error: Option<String>,
     pub created_at: i64,
@@ -51,14 +80,14 @@ pub trait JobStore: Send + Sync {
     async fn create_job(
         &self,
         id: &str,
-        kind: &str,
+        kind: JobKind,
         params: &Value,
         chunks: &[Value],
     ) -> StoreResult<()>;
     async fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
     /// The newest job of `kind` that is still running, was interrupted, or
     /// failed.
-    async fn unfinished_job(&self, kind: &str) -> StoreResult<Option<Job>>;
+    async fn unfinished_job(&self, kind: JobKind) -> StoreResult<Option<Job>>;
     /// A failed job runs again (`--resume`).
     async fn reopen_job(&self, id: &str) -> StoreResult<()>;
     async fn list_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
@@ -86,10 +115,14 @@ pub trait JobStore: Send + Sync {
 
 fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
     let params: String = row.try_get("params")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
     Ok(Job {
         id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        state: row.try_get("state")?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind:?}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?,
         params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
@@ -122,7 +155,7 @@ impl JobStore for SqlStore {
     async fn create_job(
         &self,
         id: &str,
-        kind: &str,
+        kind: JobKind,
         params: &Value,
         chunks: &[Value],
     ) -> StoreResult<()> {
@@ -130,10 +163,11 @@ impl JobStore for SqlStore {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
-             VALUES ($1, $2, 'running', $3, '{}', $4, $4)",
+             VALUES ($1, $2, $3, $4, '{}', $5, $5)",
         )
         .bind(id)
-        .bind(kind)
+        .bind(kind.as_str())
+        .bind(JobState::Running.as_str())
         .bind(to_json(params))
         .bind(now)
         .execute(&mut *tx)
@@ -152,12 +186,14 @@ impl JobStore for SqlStore {
             .transpose()
     }
 
-    async fn unfinished_job(&self, kind: &str) -> StoreResult<Option<Job>> {
+    async fn unfinished_job(&self, kind: JobKind) -> StoreResult<Option<Job>> {
         sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE kind = $1 AND state IN ('running', 'failed') \
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE kind = $1 AND state IN ($2, $3) \
              ORDER BY created_at DESC, id DESC LIMIT 1"
         ))
-        .bind(kind)
+        .bind(kind.as_str())
+        .bind(JobState::Running.as_str())
+        .bind(JobState::Failed.as_str())
         .fetch_optional(self.pool())
         .await?
         .as_ref()
@@ -167,10 +203,12 @@ impl JobStore for SqlStore {
 
     async fn reopen_job(&self, id: &str) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE jobs SET state = 'running', error = NULL, updated_at = $1 WHERE id = $2 AND state = 'failed'",
+            "UPDATE jobs SET state = $3, error = NULL, updated_at = $1 WHERE id = $2 AND state = $4",
         )
         .bind(now())
         .bind(id)
+        .bind(JobState::Running.as_str())
+        .bind(JobState::Failed.as_str())
         .execute(self.pool())
         .await?;
         Ok(())
@@ -208,11 +246,13 @@ impl JobStore for SqlStore {
             format!(" OR claimed_by IN ({})", placeholders(5, dead.len()))
         };
         let sql = format!(
-            "UPDATE job_chunks SET state = 'claimed', claimed_by = $1, heartbeat = $2 \
+            "UPDATE job_chunks SET state = '{claimed}', claimed_by = $1, heartbeat = $2 \
              WHERE job_id = $3 AND seq = (SELECT seq FROM job_chunks WHERE job_id = $3 \
-             AND (state = 'pending' OR (state = 'claimed' AND (heartbeat < $4{dead_list}))) \
+             AND (state = '{pending}' OR (state = '{claimed}' AND (heartbeat < $4{dead_list}))) \
              ORDER BY seq LIMIT 1{lock}) \
-             RETURNING job_id, seq, spec"
+             RETURNING job_id, seq, spec",
+            claimed = ChunkState::Claimed,
+            pending = ChunkState::Pending,
         );
         let mut query = sqlx::query(&sql)
             .bind(worker)
@@ -232,9 +272,10 @@ impl JobStore for SqlStore {
 
     async fn chunk_owners(&self, job_id: &str) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT DISTINCT claimed_by FROM job_chunks WHERE job_id = $1 AND state = 'claimed'",
+            "SELECT DISTINCT claimed_by FROM job_chunks WHERE job_id = $1 AND state = $2",
         )
         .bind(job_id)
+        .bind(ChunkState::Claimed.as_str())
         .fetch_all(self.pool())
         .await?)
     }
@@ -242,12 +283,13 @@ impl JobStore for SqlStore {
     async fn heartbeat(&self, chunk: &Chunk, worker: &str) -> StoreResult<bool> {
         Ok(sqlx::query(
             "UPDATE job_chunks SET heartbeat = $1 WHERE job_id = $2 AND seq = $3 AND claimed_by = $4 \
-             AND state = 'claimed'",
+             AND state = $5",
         )
         .bind(now())
         .bind(&chunk.job_id)
         .bind(chunk.seq)
         .bind(worker)
+        .bind(ChunkState::Claimed.as_str())
         .execute(self.pool())
         .await?
         .rows_affected()
@@ -296,25 +338,29 @@ impl JobStore for SqlStore {
     async fn finish_job_if_done(&self, job_id: &str) -> StoreResult<bool> {
         let now = now();
         sqlx::query(
-            "UPDATE jobs SET state = 'done', finished_at = $1, updated_at = $1 \
-             WHERE id = $2 AND state = 'running' \
-             AND NOT EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $2 AND state <> 'done')",
+            "UPDATE jobs SET state = $3, finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND state = $4 \
+             AND NOT EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $2 AND state <> $5)",
         )
         .bind(now)
         .bind(job_id)
+        .bind(JobState::Done.as_str())
+        .bind(JobState::Running.as_str())
+        .bind(ChunkState::Done.as_str())
         .execute(self.pool())
         .await?;
         Ok(self
             .get_job(job_id)
             .await?
-            .is_some_and(|j| j.state == "done"))
+            .is_some_and(|j| j.state == JobState::Done))
     }
 
     async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET state = 'failed', error = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query("UPDATE jobs SET state = $4, error = $1, updated_at = $2 WHERE id = $3")
             .bind(error)
             .bind(now())
             .bind(job_id)
+            .bind(JobState::Failed.as_str())
             .execute(self.pool())
             .await?;
         Ok(())

@@ -12,6 +12,33 @@
 //! Both are object-safe traits used as `Arc<dyn …>`, and each has one test
 //! suite that every implementation passes (tests/api/store.rs).
 
+/// A closed set the store and the settings spell as text: `ALL`, `as_str`
+/// and `parse` from one table of names, so the spellings cannot drift apart.
+/// Defined before the submodules so that they can use it too.
+macro_rules! text_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod jobs;
 pub mod memory;
 pub mod outbox;
@@ -22,6 +49,7 @@ pub mod record;
 pub mod redis;
 pub mod sql;
 mod sql_common;
+pub mod transition;
 pub mod users;
 
 use std::time::Duration;
@@ -71,26 +99,6 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A closed set the store and the settings spell as text: `ALL`, `as_str`
-/// and `parse` from one table of names, so the spellings cannot drift apart.
-macro_rules! text_names {
-    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name),+
-                }
-            }
-
-            pub fn parse(s: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s)
-            }
-        }
-    };
-}
-
 /// The grant types the token endpoint implements, and so the only ones a
 /// client may be allowed: a client registered for any other would be
 /// answered `unsupported_grant_type` (RFC 6749 §5.2) at every request.
@@ -111,6 +119,26 @@ text_names!(GrantType {
     AuthorizationCode => "authorization_code",
     RefreshToken => "refresh_token",
     Password => "password",
+});
+
+/// The JWS algorithms (RFC 7518 §3, RFC 8037 §3.1) Switchyard signs ID and
+/// access tokens with; the names are the `alg` header values, as the
+/// settings (`tokens.signing_alg`) and `keys rotate --alg` spell them.
+/// Signing itself is `tokens::keys`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+pub enum SigningAlg {
+    #[value(name = "RS256")]
+    RS256,
+    #[value(name = "ES256")]
+    ES256,
+    #[value(name = "EdDSA")]
+    EdDSA,
+}
+
+text_names!(SigningAlg {
+    RS256 => "RS256",
+    ES256 => "ES256",
+    EdDSA => "EdDSA",
 });
 
 /// Who signs the access tokens a client receives.
@@ -147,7 +175,8 @@ text_names!(ClientSource {
 });
 
 /// Where a user stands in the migration. Only `local` is produced by the
-/// core; the upstream tracks add the others.
+/// core; the upstream tracks add the others. Every move from one to another
+/// is decided by [`UserState::next`] ([`transition`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserState {
@@ -161,26 +190,12 @@ pub enum UserState {
     Migrated,
 }
 
-impl UserState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Pending => "pending",
-            Self::Shadow => "shadow",
-            Self::Migrated => "migrated",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "local" => Self::Local,
-            "pending" => Self::Pending,
-            "shadow" => Self::Shadow,
-            "migrated" => Self::Migrated,
-            _ => return None,
-        })
-    }
-}
+text_names!(UserState {
+    Local => "local",
+    Pending => "pending",
+    Shadow => "shadow",
+    Migrated => "migrated",
+});
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct User {
@@ -246,7 +261,7 @@ pub struct Client {
     pub public: bool,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<GrantType>,
     /// The origins (`scheme://host[:port]`) the application's browser code
     /// runs on, Auth0's "Allowed Web Origins": a `web_message` or
     /// `okta_post_message` response is posted only to one of these, and the
@@ -259,8 +274,8 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn allows_grant(&self, grant: &str) -> bool {
-        self.grant_types.iter().any(|g| g == grant)
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
     }
 }
 
@@ -276,24 +291,11 @@ pub enum KeyState {
     Retired,
 }
 
-impl KeyState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Next => "next",
-            Self::Active => "active",
-            Self::Retired => "retired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "next" => Self::Next,
-            "active" => Self::Active,
-            "retired" => Self::Retired,
-            _ => return None,
-        })
-    }
-}
+text_names!(KeyState {
+    Next => "next",
+    Active => "active",
+    Retired => "retired",
+});
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SigningKeyRecord {

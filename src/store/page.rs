@@ -16,6 +16,22 @@ use super::sql_common::to_json;
 use super::{StoreError, StoreResult, now};
 use crate::store::record::{Action, Note, Record};
 
+/// Where a chunk stands: waiting, held by a worker (who keeps its
+/// heartbeat), or finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    Pending,
+    Claimed,
+    Done,
+}
+
+text_names!(ChunkState {
+    Pending => "pending",
+    Claimed => "claimed",
+    Done => "done",
+});
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     pub job_id: String,
@@ -176,7 +192,7 @@ where
     total.add(&applied.counters);
     sqlx::query(
         "UPDATE job_chunks SET spec = $1, counters = $2, heartbeat = $3, \
-         state = CASE WHEN $4 = 1 THEN 'done' ELSE state END WHERE job_id = $5 AND seq = $6",
+         state = CASE WHEN $4 = 1 THEN $7 ELSE state END WHERE job_id = $5 AND seq = $6",
     )
     .bind(to_json(position))
     .bind(to_json(&total))
@@ -184,6 +200,7 @@ where
     .bind(commit.done as i64)
     .bind(chunk.job_id.as_str())
     .bind(chunk.seq)
+    .bind(ChunkState::Done.as_str())
     .execute(&mut *conn)
     .await?;
     if !commit.split.is_empty() {
@@ -223,11 +240,12 @@ where
 {
     for (i, spec) in chunks.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO job_chunks (job_id, seq, spec, state, counters) VALUES ($1, $2, $3, 'pending', '{}')",
+            "INSERT INTO job_chunks (job_id, seq, spec, state, counters) VALUES ($1, $2, $3, $4, '{}')",
         )
         .bind(job_id)
         .bind(first_seq + i as i64)
         .bind(to_json(spec))
+        .bind(ChunkState::Pending.as_str())
         .execute(&mut *conn)
         .await?;
     }

@@ -25,7 +25,8 @@ use super::page::{
     write_position,
 };
 use super::sql::{SqlStore, normalize_email};
-use super::{StoreResult, now};
+use super::transition::Transition;
+use super::{StoreResult, UserState, now};
 use crate::store::record::{Action, Record};
 
 /// Writes `commit` with COPY if none of its users exists yet. `None` when
@@ -88,6 +89,7 @@ async fn copy_new_users(
     if records.is_empty() {
         return Ok(());
     }
+    let new_state = UserState::next(None, Transition::Listed).as_str();
     let mut users = BinaryCopy::with_capacity(records.len() * 640);
     let mut identities = BinaryCopy::with_capacity(0);
     let mut credentials = BinaryCopy::with_capacity(0);
@@ -107,7 +109,7 @@ async fn copy_new_users(
         users.text(Some(r.profile.as_str()));
         users.json(&r.user_metadata);
         users.json(&r.app_metadata);
-        users.text(Some("pending"));
+        users.text(Some(new_state));
         users.int8(r.blocked as i64);
         users.text(Some(provider));
         users.int8(now);

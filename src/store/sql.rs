@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Executor, Row};
 use super::outbox_queue::{MARK_MIGRATED, enqueue};
 pub use super::sql_common::Dialect;
 use super::sql_common::to_json;
+use super::transition::Transition;
 use super::*;
 
 #[derive(Clone)]
@@ -172,7 +173,7 @@ fn json_col(row: &AnyRow, col: &str) -> StoreResult<serde_json::Value> {
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn list_col(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
+fn list_col<T: DeserializeOwned>(row: &AnyRow, col: &str) -> StoreResult<Vec<T>> {
     let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
@@ -284,7 +285,7 @@ impl UserStore for SqlStore {
         .bind(&user.name)
         .bind(&user.given_name)
         .bind(&user.family_name)
-        .bind(UserState::Local.as_str())
+        .bind(UserState::next(None, Transition::Created).as_str())
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -485,22 +486,37 @@ impl SqlStore {
         } else {
             email_normalized
         };
-        let existing: Option<String> = sqlx::query_scalar("SELECT state FROM users WHERE id = $1")
-            .bind(&user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let shadow_write = match existing.as_deref() {
+        // The state is read and the next one written in this transaction;
+        // on PostgreSQL the row stays locked until the commit (`FOR
+        // UPDATE`), so a concurrent login or migration of the same user
+        // waits instead of having its state replaced by one computed from
+        // a stale read. SQLite runs one writer at a time.
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let existing: Option<String> =
+            sqlx::query_scalar(&format!("SELECT state FROM users WHERE id = $1{lock}"))
+                .bind(&user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let existing = existing
+            .map(|s| {
+                UserState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("user state {s:?}")))
+            })
+            .transpose()?;
+        let after_login = UserState::next(existing, Transition::UpstreamLogin);
+        let shadow_write = match existing {
             None => Some((
                 "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
                  nickname, picture, phone_number, profile, state, upstream, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'shadow', $13, $14, $14)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $15, $13, $14, $14)",
                 "shadow_user_created",
             )),
-            // The upstream is still the source of truth for these users.
-            Some("pending") | Some("shadow") => Some((
+            Some(state) if state.upstream_owns_profile() => Some((
                 "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, \
                  username = COALESCE($5, username), name = $6, given_name = $7, family_name = $8, nickname = $9, \
-                 picture = $10, phone_number = $11, profile = $12, state = 'shadow', upstream = $13, updated_at = $14 \
+                 picture = $10, phone_number = $11, profile = $12, state = $15, upstream = $13, updated_at = $14 \
                  WHERE id = $1",
                 "shadow_user_updated",
             )),
@@ -523,6 +539,7 @@ impl SqlStore {
                     .bind(&raw)
                     .bind(provider)
                     .bind(now)
+                    .bind(after_login.as_str())
                     .execute(&mut *tx)
                     .await?;
                 kind
@@ -533,8 +550,8 @@ impl SqlStore {
                 sqlx::query(
                     "UPDATE users SET name = COALESCE(name, $2), given_name = COALESCE(given_name, $3), \
                      family_name = COALESCE(family_name, $4), nickname = COALESCE(nickname, $5), \
-                     picture = COALESCE(picture, $6), profile = $7, upstream = COALESCE(upstream, $8), updated_at = $9 \
-                     WHERE id = $1",
+                     picture = COALESCE(picture, $6), profile = $7, upstream = COALESCE(upstream, $8), updated_at = $9, \
+                     state = $10 WHERE id = $1",
                 )
                 .bind(&user_id)
                 .bind(&p.name)
@@ -545,6 +562,7 @@ impl SqlStore {
                 .bind(&raw)
                 .bind(provider)
                 .bind(now)
+                .bind(after_login.as_str())
                 .execute(&mut *tx)
                 .await?;
                 "upstream_login"
@@ -575,21 +593,24 @@ impl SqlStore {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                // A local user stays local; everyone else is now migrated.
+                let migrated = UserState::next(Some(after_login), Transition::PasswordCaptured);
                 sqlx::query(
-                    "UPDATE users SET state = CASE WHEN state = 'local' THEN 'local' ELSE 'migrated' END, \
+                    "UPDATE users SET state = $4, \
                      migrated_at = COALESCE(migrated_at, $2), route = COALESCE(route, $3), local_updated_at = $2 \
                      WHERE id = $1",
                 )
                 .bind(&user_id)
                 .bind(now)
                 .bind(&m.route)
+                .bind(migrated.as_str())
                 .execute(&mut *tx)
                 .await?;
                 // Only a user this login migrates is marked: one already
                 // local or migrated was marked then, or never came from
                 // the upstream.
-                if m.mark_upstream && !matches!(existing.as_deref(), Some("local" | "migrated")) {
+                let migrated_now =
+                    migrated == UserState::Migrated && existing != Some(UserState::Migrated);
+                if m.mark_upstream && migrated_now {
                     let payload = serde_json::json!({
                         "upstream_id": p.id,
                         "username": p.username,

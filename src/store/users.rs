@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use super::record::Record;
 use super::sql::{SqlStore, normalize_email};
 use super::sql_common::{Dialect, to_json};
-use super::{StoreError, StoreResult, now};
+use super::{StoreError, StoreResult, UserState, now};
 
 #[async_trait]
 pub trait UserEdits: Send + Sync {
@@ -47,7 +47,7 @@ pub struct ProfileEdit {
 #[derive(Debug, Clone)]
 pub struct LocalUser {
     pub record: Record,
-    pub state: String,
+    pub state: UserState,
     /// Changed through Switchyard after migrating: the upstream no longer
     /// owns the profile.
     pub changed_locally: bool,
@@ -171,10 +171,12 @@ pub(super) async fn load_local(
         record.app_metadata = object(&text("app_metadata")?.unwrap_or_default());
         record.blocked = row.try_get::<i64, _>("blocked")? != 0;
         let state: String = row.try_get("state")?;
+        let state = UserState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?;
         let migrated_at: Option<i64> = row.try_get("migrated_at")?;
         let local_updated_at: Option<i64> = row.try_get("local_updated_at")?;
-        let changed_locally = match (state.as_str(), migrated_at, local_updated_at) {
-            ("local", _, _) => true,
+        let changed_locally = match (state, migrated_at, local_updated_at) {
+            (UserState::Local, _, _) => true,
             (_, Some(m), Some(l)) => l > m,
             (_, None, Some(_)) => true,
             _ => false,

@@ -625,7 +625,9 @@ async fn a_legacy_client_uses_the_password_grant_with_lazy_migration() {
     let t = lazy().await;
     t.fake.add_user(carol());
     let mut legacy = t.app.add_client("legacy", false).await;
-    legacy.grant_types.push("password".into());
+    legacy
+        .grant_types
+        .push(switchyard::store::GrantType::Password);
     t.app.state.db.upsert_client(&legacy).await.unwrap();
     for grant in [
         "password",

@@ -201,7 +201,7 @@ async fn client_store_creates_upserts_lists_and_deletes() {
         public: false,
         redirect_uris: vec![REDIRECT.into()],
         post_logout_redirect_uris: vec![],
-        grant_types: vec!["authorization_code".into()],
+        grant_types: vec![switchyard::store::GrantType::AuthorizationCode],
         web_origins: vec![],
         token_mode: switchyard::store::TokenMode::Gateway,
         source: switchyard::store::ClientSource::Cli,

@@ -19,8 +19,9 @@ use crate::store::page::{Applied, NEW_USER_COLUMNS, first_of_each_id};
 use crate::store::record::{Action, Note, Record};
 use crate::store::sql::normalize_email;
 use crate::store::sql_common::{Dialect, to_json};
+use crate::store::transition::Transition;
 use crate::store::users::{LocalUser, load_local, select_in};
-use crate::store::{StoreError, StoreResult, now};
+use crate::store::{StoreError, StoreResult, UserState, now};
 
 /// Which of these login identifiers (normalised emails or usernames)
 /// already belong to a user, and to whom.
@@ -239,12 +240,12 @@ async fn update(
     }
     let new_password = record.password.as_ref().filter(|(hash, _)| {
         local.password.is_none()
-            || (local.state == "pending" && local.password.as_ref() != Some(hash))
+            || (local.state == UserState::Pending && local.password.as_ref() != Some(hash))
     });
     if changed.is_empty() && new_password.is_none() {
         return Ok(Action::Unchanged);
     }
-    let owns_profile = matches!(local.state.as_str(), "pending" | "shadow");
+    let owns_profile = local.state.upstream_owns_profile();
     if !changed.is_empty() && !owns_profile && local.changed_locally {
         return Ok(Action::Conflict(format!(
             "changed locally after migration, not overwritten: {}",
@@ -259,12 +260,16 @@ async fn update(
         // Only a user who never logged in keeps the source's profile as
         // their claims; after a login the claims come from the upstream's
         // tokens and stay as they were.
-        let profile = (local.state == "pending").then(|| record.profile.as_str());
-        sqlx::query(
+        let profile = (local.state == UserState::Pending).then(|| record.profile.as_str());
+        // The decisions above rest on the state as read; the write holds
+        // only if it is still that state (a login may have migrated the
+        // user since), and carries the state the table gives a listing.
+        let state = UserState::next(Some(local.state), Transition::Listed);
+        let written = sqlx::query(
             "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, username = $5, \
              name = $6, given_name = $7, family_name = $8, nickname = $9, picture = $10, phone_number = $11, \
              user_metadata = $12, app_metadata = $13, blocked = $14, profile = COALESCE($15, profile), \
-             upstream = COALESCE(upstream, $16), updated_at = $17 WHERE id = $1",
+             upstream = COALESCE(upstream, $16), updated_at = $17, state = $18 WHERE id = $1 AND state = $19",
         )
         .bind(&record.id)
         .bind(&record.email)
@@ -283,8 +288,16 @@ async fn update(
         .bind(profile)
         .bind(provider)
         .bind(now)
+        .bind(state.as_str())
+        .bind(local.state.as_str())
         .execute(&mut **tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if written == 0 {
+            return Ok(Action::Failed(
+                "changed meanwhile by a login; run the job again".into(),
+            ));
+        }
         if changed.contains(&"identities") && owns_profile {
             for subject in &record.identities {
                 insert_identity(tx, provider, subject, &record.id, now).await?;
@@ -416,7 +429,7 @@ async fn insert_users(
             profile: r.profile.as_str(),
             user_metadata: &r.user_metadata,
             app_metadata: &r.app_metadata,
-            state: "pending",
+            state: UserState::next(None, Transition::Listed).as_str(),
             blocked: r.blocked as i64,
             upstream: provider,
             created_at: now,

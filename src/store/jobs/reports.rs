@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Counters, Job, JobStore};
+use super::{ChunkState, Counters, Job, JobStore};
 use crate::store::sql::SqlStore;
 use crate::store::{StoreError, StoreResult};
 
@@ -86,7 +86,7 @@ impl JobReports for SqlStore {
                 workers.insert(w);
             }
             let state: String = row.try_get("state")?;
-            if state == "done" {
+            if ChunkState::parse(&state) == Some(ChunkState::Done) {
                 done += 1;
             }
             let c: String = row.try_get("counters")?;
