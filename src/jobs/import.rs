@@ -334,10 +334,10 @@ async fn import_items(
 fn login_keys(hasher: &RandomState, records: &[crate::store::record::Record]) -> HashSet<u64> {
     let mut keys = HashSet::with_capacity(records.len() * 2);
     for r in records {
-        if let Some(e) = &r.email {
+        if let Some(e) = &r.profile.email {
             keys.insert(hasher.hash_one(("e", crate::store::sql::normalize_email(e))));
         }
-        if let Some(u) = &r.username {
+        if let Some(u) = &r.profile.username {
             keys.insert(hasher.hash_one(("u", u)));
         }
         for i in r.identities.iter().filter(|i| **i != r.id) {

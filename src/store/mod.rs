@@ -58,12 +58,13 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A user as the upstream describes them. Plain data the store persists;
-/// reading one from an upstream's claims is `upstream::profile`'s job, so
-/// the store needs nothing from the layers above it.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamProfile {
-    pub id: String,
+/// The profile fields a user has wherever they come from: the stored user
+/// ([`User`]), an upstream login ([`UpstreamProfile`]) and a job's source
+/// record ([`record::Record`]) all hold this one struct, so the fields are
+/// declared, copied and compared once. Most are OIDC standard claims (OIDC
+/// Core §5.1); `username` is the login name (`preferred_username`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
     pub email: Option<String>,
     pub email_verified: bool,
     pub username: Option<String>,
@@ -73,6 +74,15 @@ pub struct UpstreamProfile {
     pub nickname: Option<String>,
     pub picture: Option<String>,
     pub phone_number: Option<String>,
+}
+
+/// A user as the upstream describes them. Plain data the store persists;
+/// reading one from an upstream's claims is `upstream::profile`'s job, so
+/// the store needs nothing from the layers above it.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamProfile {
+    pub id: String,
+    pub profile: Profile,
     /// Every claim, as the upstream spelled it.
     pub raw: serde_json::Map<String, serde_json::Value>,
 }
@@ -202,15 +212,8 @@ pub struct User {
     /// The `sub` of every token: the upstream id for users who came from
     /// upstream, a generated id for local ones.
     pub id: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub username: Option<String>,
-    pub name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub nickname: Option<String>,
-    pub picture: Option<String>,
-    pub phone_number: Option<String>,
+    #[serde(flatten)]
+    pub profile: Profile,
     pub user_metadata: serde_json::Value,
     pub app_metadata: serde_json::Value,
     pub state: UserState,
@@ -222,8 +225,10 @@ pub struct User {
     /// How the user was migrated (`password`, `import`, …) and when.
     pub route: Option<String>,
     pub migrated_at: Option<i64>,
-    /// The upstream's claims as last seen, spelled as the upstream spells them.
-    pub profile: serde_json::Value,
+    /// The upstream's claims as last seen, spelled as the upstream spells
+    /// them (the `profile` column).
+    #[serde(rename = "profile")]
+    pub claims: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,

@@ -96,17 +96,17 @@ async fn copy_new_users(
     for r in records {
         users.row(USER_FIELDS);
         users.text(Some(&r.id));
-        users.text(r.email.as_deref());
-        users.text(r.email.as_deref().map(normalize_email).as_deref());
-        users.int8(r.email_verified as i64);
-        users.text(r.username.as_deref());
-        users.text(r.name.as_deref());
-        users.text(r.given_name.as_deref());
-        users.text(r.family_name.as_deref());
-        users.text(r.nickname.as_deref());
-        users.text(r.picture.as_deref());
-        users.text(r.phone_number.as_deref());
-        users.text(Some(r.profile.as_str()));
+        users.text(r.profile.email.as_deref());
+        users.text(r.profile.email.as_deref().map(normalize_email).as_deref());
+        users.int8(r.profile.email_verified as i64);
+        users.text(r.profile.username.as_deref());
+        users.text(r.profile.name.as_deref());
+        users.text(r.profile.given_name.as_deref());
+        users.text(r.profile.family_name.as_deref());
+        users.text(r.profile.nickname.as_deref());
+        users.text(r.profile.picture.as_deref());
+        users.text(r.profile.phone_number.as_deref());
+        users.text(Some(r.claims.as_str()));
         users.json(&r.user_metadata);
         users.json(&r.app_metadata);
         users.text(Some(new_state));

@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use super::outbox_queue::{MARK_MIGRATED, enqueue};
 pub use super::sql_common::Dialect;
-use super::sql_common::to_json;
+use super::sql_common::{profile_from_row, to_json};
 use super::transition::Transition;
 use super::*;
 
@@ -182,22 +182,14 @@ fn user_from_row(row: &AnyRow) -> StoreResult<User> {
     let state: String = row.try_get("state")?;
     Ok(User {
         id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
-        username: row.try_get("username")?,
-        name: row.try_get("name")?,
-        given_name: row.try_get("given_name")?,
-        family_name: row.try_get("family_name")?,
-        nickname: row.try_get("nickname")?,
-        picture: row.try_get("picture")?,
-        phone_number: row.try_get("phone_number")?,
+        profile: profile_from_row(row)?,
         user_metadata: json_col(row, "user_metadata")?,
         app_metadata: json_col(row, "app_metadata")?,
         state: UserState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?,
         blocked: row.try_get::<i64, _>("blocked")? != 0,
         upstream: row.try_get("upstream")?,
-        profile: json_col(row, "profile")?,
+        claims: json_col(row, "profile")?,
         pin: row.try_get("pin")?,
         route: row.try_get("route")?,
         migrated_at: row.try_get("migrated_at")?,
@@ -458,7 +450,7 @@ impl SqlStore {
     ) -> StoreResult<User> {
         let now = now();
         let raw = to_json(&p.raw);
-        let email_normalized = p.email.as_deref().map(normalize_email);
+        let email_normalized = p.profile.email.as_deref().map(normalize_email);
         let mut tx = self.pool.begin().await?;
         let linked: Option<String> = sqlx::query_scalar(
             "SELECT user_id FROM identities WHERE provider = $1 AND subject = $2",
@@ -526,16 +518,16 @@ impl SqlStore {
             Some((sql, kind)) => {
                 sqlx::query(sql)
                     .bind(&user_id)
-                    .bind(&p.email)
+                    .bind(&p.profile.email)
                     .bind(&login_email)
-                    .bind(p.email_verified as i64)
-                    .bind(&p.username)
-                    .bind(&p.name)
-                    .bind(&p.given_name)
-                    .bind(&p.family_name)
-                    .bind(&p.nickname)
-                    .bind(&p.picture)
-                    .bind(&p.phone_number)
+                    .bind(p.profile.email_verified as i64)
+                    .bind(&p.profile.username)
+                    .bind(&p.profile.name)
+                    .bind(&p.profile.given_name)
+                    .bind(&p.profile.family_name)
+                    .bind(&p.profile.nickname)
+                    .bind(&p.profile.picture)
+                    .bind(&p.profile.phone_number)
                     .bind(&raw)
                     .bind(provider)
                     .bind(now)
@@ -554,11 +546,11 @@ impl SqlStore {
                      state = $10 WHERE id = $1",
                 )
                 .bind(&user_id)
-                .bind(&p.name)
-                .bind(&p.given_name)
-                .bind(&p.family_name)
-                .bind(&p.nickname)
-                .bind(&p.picture)
+                .bind(&p.profile.name)
+                .bind(&p.profile.given_name)
+                .bind(&p.profile.family_name)
+                .bind(&p.profile.nickname)
+                .bind(&p.profile.picture)
                 .bind(&raw)
                 .bind(provider)
                 .bind(now)
@@ -613,7 +605,7 @@ impl SqlStore {
                 if m.mark_upstream && migrated_now {
                     let payload = serde_json::json!({
                         "upstream_id": p.id,
-                        "username": p.username,
+                        "username": p.profile.username,
                         "migrated_at": rfc3339(now),
                     });
                     enqueue(&mut tx, MARK_MIGRATED, &user_id, &payload, now).await?;

@@ -4,7 +4,7 @@
 //! store, jobs, the outbox, COPY) sit on top of it, so none of them has to
 //! reach into another for these.
 
-use super::StoreError;
+use super::{Profile, StoreError};
 
 /// Which database sits behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,23 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Backend(e.to_string()),
         }
     }
+}
+
+/// The profile columns of a `users` row, which every query reading users
+/// selects under their own names.
+pub(crate) fn profile_from_row(row: &sqlx::any::AnyRow) -> Result<Profile, StoreError> {
+    use sqlx::Row;
+    Ok(Profile {
+        email: row.try_get("email")?,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
+        username: row.try_get("username")?,
+        name: row.try_get("name")?,
+        given_name: row.try_get("given_name")?,
+        family_name: row.try_get("family_name")?,
+        nickname: row.try_get("nickname")?,
+        picture: row.try_get("picture")?,
+        phone_number: row.try_get("phone_number")?,
+    })
 }
 
 /// A value as the JSON text a TEXT column holds.

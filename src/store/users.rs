@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use super::record::Record;
 use super::sql::{SqlStore, normalize_email};
-use super::sql_common::{Dialect, to_json};
+use super::sql_common::{Dialect, profile_from_row, to_json};
 use super::{StoreError, StoreResult, UserState, now};
 
 #[async_trait]
@@ -158,15 +158,7 @@ pub(super) async fn load_local(
         };
         let id: String = row.try_get("id")?;
         let mut record = Record::new(id.clone());
-        record.email = text("email")?;
-        record.email_verified = row.try_get::<i64, _>("email_verified")? != 0;
-        record.username = text("username")?;
-        record.name = text("name")?;
-        record.given_name = text("given_name")?;
-        record.family_name = text("family_name")?;
-        record.nickname = text("nickname")?;
-        record.picture = text("picture")?;
-        record.phone_number = text("phone_number")?;
+        record.profile = profile_from_row(&row)?;
         record.user_metadata = object(&text("user_metadata")?.unwrap_or_default());
         record.app_metadata = object(&text("app_metadata")?.unwrap_or_default());
         record.blocked = row.try_get::<i64, _>("blocked")? != 0;

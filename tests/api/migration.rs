@@ -366,7 +366,10 @@ async fn local_only_never_touches_the_upstream_and_pending_users_are_told_to_res
     // Carol is known (a backfilled shadow) but has no local password.
     let profile = switchyard::store::UpstreamProfile {
         id: SUB.into(),
-        email: Some("carol@example.com".into()),
+        profile: switchyard::store::Profile {
+            email: Some("carol@example.com".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     t.app

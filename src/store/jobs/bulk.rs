@@ -74,8 +74,8 @@ pub(super) async fn apply(
             (
                 record,
                 Logins {
-                    email: record.email.as_deref().map(normalize_email),
-                    username: record.username.clone(),
+                    email: record.profile.email.as_deref().map(normalize_email),
+                    username: record.profile.username.clone(),
                 },
             )
         })
@@ -123,9 +123,12 @@ async fn reconcile(
     let existing = load_local(tx, dialect, &ids).await?;
     let emails: Vec<String> = records
         .iter()
-        .filter_map(|r| r.email.as_deref().map(normalize_email))
+        .filter_map(|r| r.profile.email.as_deref().map(normalize_email))
         .collect();
-    let usernames: Vec<String> = records.iter().filter_map(|r| r.username.clone()).collect();
+    let usernames: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.profile.username.clone())
+        .collect();
     let mut email_owner = taken(tx, dialect, "email_normalized", &emails).await?;
     let mut username_owner = taken(tx, dialect, "username", &usernames).await?;
 
@@ -142,7 +145,7 @@ async fn reconcile(
                 reason,
             })
         };
-        if let Some(e) = record.email.as_deref().map(normalize_email) {
+        if let Some(e) = record.profile.email.as_deref().map(normalize_email) {
             match email_owner.get(&e) {
                 Some(owner) if owner != &record.id => note(format!(
                     "email is also the login of {owner}; kept on the record, not usable to log in"
@@ -153,7 +156,7 @@ async fn reconcile(
                 }
             }
         }
-        if let Some(u) = &record.username {
+        if let Some(u) = &record.profile.username {
             match username_owner.get(u) {
                 Some(owner) if owner != &record.id => note(format!(
                     "username is also the login of {owner}; kept in the profile only"
@@ -235,7 +238,7 @@ async fn update(
 ) -> StoreResult<Action> {
     let mut changed = record.diff(&local.record);
     // A username that is someone else's login stays as it was locally.
-    if logins.username.is_none() && record.username.is_some() {
+    if logins.username.is_none() && record.profile.username.is_some() {
         changed.retain(|f| *f != "username");
     }
     let new_password = record.password.as_ref().filter(|(hash, _)| {
@@ -256,11 +259,11 @@ async fn update(
         let username = logins
             .username
             .clone()
-            .or_else(|| local.record.username.clone());
+            .or_else(|| local.record.profile.username.clone());
         // Only a user who never logged in keeps the source's profile as
         // their claims; after a login the claims come from the upstream's
         // tokens and stay as they were.
-        let profile = (local.state == UserState::Pending).then(|| record.profile.as_str());
+        let profile = (local.state == UserState::Pending).then(|| record.claims.as_str());
         // The decisions above rest on the state as read; the write holds
         // only if it is still that state (a login may have migrated the
         // user since), and carries the state the table gives a listing.
@@ -272,16 +275,16 @@ async fn update(
              upstream = COALESCE(upstream, $16), updated_at = $17, state = $18 WHERE id = $1 AND state = $19",
         )
         .bind(&record.id)
-        .bind(&record.email)
+        .bind(&record.profile.email)
         .bind(&logins.email)
-        .bind(record.email_verified as i64)
+        .bind(record.profile.email_verified as i64)
         .bind(username)
-        .bind(&record.name)
-        .bind(&record.given_name)
-        .bind(&record.family_name)
-        .bind(&record.nickname)
-        .bind(&record.picture)
-        .bind(&record.phone_number)
+        .bind(&record.profile.name)
+        .bind(&record.profile.given_name)
+        .bind(&record.profile.family_name)
+        .bind(&record.profile.nickname)
+        .bind(&record.profile.picture)
+        .bind(&record.profile.phone_number)
         .bind(to_json(&record.user_metadata))
         .bind(to_json(&record.app_metadata))
         .bind(record.blocked as i64)
@@ -416,17 +419,17 @@ async fn insert_users(
         .iter()
         .map(|(r, logins)| NewRow {
             id: &r.id,
-            email: r.email.as_deref(),
+            email: r.profile.email.as_deref(),
             email_normalized: logins.email.as_deref(),
-            email_verified: r.email_verified as i64,
+            email_verified: r.profile.email_verified as i64,
             username: logins.username.as_deref(),
-            name: r.name.as_deref(),
-            given_name: r.given_name.as_deref(),
-            family_name: r.family_name.as_deref(),
-            nickname: r.nickname.as_deref(),
-            picture: r.picture.as_deref(),
-            phone_number: r.phone_number.as_deref(),
-            profile: r.profile.as_str(),
+            name: r.profile.name.as_deref(),
+            given_name: r.profile.given_name.as_deref(),
+            family_name: r.profile.family_name.as_deref(),
+            nickname: r.profile.nickname.as_deref(),
+            picture: r.profile.picture.as_deref(),
+            phone_number: r.profile.phone_number.as_deref(),
+            profile: r.claims.as_str(),
             user_metadata: &r.user_metadata,
             app_metadata: &r.app_metadata,
             state: UserState::next(None, Transition::Listed).as_str(),
