@@ -314,7 +314,7 @@ async fn spawn_app(
         redis_url: Some(config.redis_url.clone()),
         session_prefix: prefix.to_string(),
         tokens: TokenSettings {
-            signing_alg: alg.as_str().into(),
+            signing_alg: alg,
             // Each chain presents every token exactly once; no grace needed.
             refresh_reuse_grace_secs: 0,
             // Bounds what a crashed run leaves in Redis; the work per grant

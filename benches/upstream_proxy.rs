@@ -362,7 +362,7 @@ impl Bench {
             upstream: Some(up),
             ..Settings::default()
         };
-        settings.tokens.signing_alg = alg.into();
+        settings.tokens.signing_alg = Alg::parse(alg).context("unknown algorithm")?;
         // As tests/api/upstream.rs's `spawn_redirect_track`: an empty cohort
         // keeps the lazy phase's password track out of the way, so a user
         // without a local password takes the redirect track measured here.
@@ -391,7 +391,10 @@ impl Bench {
                 public: false,
                 redirect_uris: vec![REDIRECT.into()],
                 post_logout_redirect_uris: vec![],
-                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                grant_types: vec![
+                    switchyard::store::GrantType::AuthorizationCode,
+                    switchyard::store::GrantType::RefreshToken,
+                ],
                 web_origins: vec![],
                 token_mode: switchyard::store::TokenMode::Gateway,
                 source: switchyard::store::ClientSource::Cli,

@@ -791,8 +791,8 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
                 println!(
                     "{}\t{}\t{}\t{}",
                     u.id,
-                    u.email.as_deref().unwrap_or("-"),
-                    u.username.as_deref().unwrap_or("-"),
+                    u.profile.email.as_deref().unwrap_or("-"),
+                    u.profile.username.as_deref().unwrap_or("-"),
                     u.state.as_str()
                 );
             }
@@ -809,9 +809,10 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             let passwords = Passwords::new(&settings.password)?;
             let password = read_stdin_line("password")?;
             let ids: Vec<&str> = user
+                .profile
                 .email
                 .iter()
-                .chain(&user.username)
+                .chain(&user.profile.username)
                 .map(String::as_str)
                 .collect();
             passwords

@@ -350,7 +350,7 @@ pub struct TokenSettings {
     /// Signing algorithm of ID and access tokens: `RS256`, `ES256` or
     /// `EdDSA`. RS256 keys are always kept too, because OIDC Discovery §3
     /// requires RS256 to be offered.
-    pub signing_alg: String,
+    pub signing_alg: crate::store::SigningAlg,
     /// `aud` of access tokens (RFC 9068 §3). Defaults to the issuer.
     pub audience: Option<String>,
     pub access_token_ttl_secs: u64,
@@ -369,7 +369,7 @@ pub struct TokenSettings {
 impl Default for TokenSettings {
     fn default() -> Self {
         Self {
-            signing_alg: "RS256".into(),
+            signing_alg: crate::store::SigningAlg::RS256,
             audience: None,
             access_token_ttl_secs: 3600,
             id_token_ttl_secs: 3600,
@@ -476,7 +476,7 @@ impl ClientSettings {
             public: self.public,
             redirect_uris: self.redirect_uris.clone(),
             post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
-            grant_types: self.grant_types.iter().map(|g| g.as_str().into()).collect(),
+            grant_types: self.grant_types.clone(),
             web_origins: self.web_origins.clone(),
             token_mode: self.token_mode,
             source,
@@ -649,18 +649,6 @@ impl Settings {
             && !(r.starts_with("redis://") || r.starts_with("rediss://"))
         {
             problem("redis_url", "must start with redis:// or rediss://".into());
-        }
-        if !matches!(
-            self.tokens.signing_alg.as_str(),
-            "RS256" | "ES256" | "EdDSA"
-        ) {
-            problem(
-                "tokens.signing_alg",
-                format!(
-                    "{:?} is not one of RS256, ES256, EdDSA",
-                    self.tokens.signing_alg
-                ),
-            );
         }
         if self.tokens.code_ttl_secs == 0 || self.tokens.code_ttl_secs > 60 {
             problem(

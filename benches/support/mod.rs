@@ -103,7 +103,10 @@ pub fn web_client(client_id: &str, name: &str, secret: &str, redirect: &str) -> 
         public: false,
         redirect_uris: vec![redirect.into()],
         post_logout_redirect_uris: vec![],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        grant_types: vec![
+            switchyard::store::GrantType::AuthorizationCode,
+            switchyard::store::GrantType::RefreshToken,
+        ],
         web_origins: vec![],
         token_mode: switchyard::store::TokenMode::Gateway,
         source: switchyard::store::ClientSource::Cli,

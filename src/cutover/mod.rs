@@ -193,7 +193,7 @@ fn is_federated(user: Option<&User>) -> bool {
 fn cohort(rules: &CutoverSettings, s: &Subject<'_>) -> Result<String, String> {
     let email = s
         .user
-        .and_then(|u| u.email.clone())
+        .and_then(|u| u.profile.email.clone())
         .unwrap_or_else(|| s.identifier.to_string())
         .to_lowercase();
     let names: Vec<String> = [
@@ -299,21 +299,17 @@ mod tests {
     fn user(id: &str, state: UserState, pin: Option<&str>) -> User {
         User {
             id: id.into(),
-            email: Some("alice@example.com".into()),
-            email_verified: true,
-            username: None,
-            name: None,
-            given_name: None,
-            family_name: None,
-            nickname: None,
-            picture: None,
-            phone_number: None,
+            profile: crate::store::Profile {
+                email: Some("alice@example.com".into()),
+                email_verified: true,
+                ..Default::default()
+            },
             user_metadata: serde_json::json!({}),
             app_metadata: serde_json::json!({}),
             state,
             blocked: false,
             upstream: Some("auth0".into()),
-            profile: serde_json::json!({}),
+            claims: serde_json::json!({}),
             pin: pin.map(Into::into),
             route: None,
             migrated_at: None,

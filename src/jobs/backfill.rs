@@ -21,7 +21,7 @@ use super::source::stream_export;
 use super::{CrashHook, Report, worker_id};
 use crate::config::Settings;
 use crate::store::Database;
-use crate::store::jobs::{Chunk, Counters, PageCommit, Rejected};
+use crate::store::jobs::{Chunk, Counters, JobKind, PageCommit, Rejected};
 use crate::store::position::ChunkPosition;
 use crate::upstream::management::{Item, LinkExpired, ManagementClient, Page, initial_positions};
 use crate::upstream::provider::Paging;
@@ -98,7 +98,7 @@ pub async fn run(
             ..Dry::default()
         }))
     } else {
-        Sink::Job(match Runner::unfinished(&db, "backfill").await? {
+        Sink::Job(match Runner::unfinished(&db, JobKind::Backfill).await? {
             Some(job) if opts.resume => Runner::resume(db.clone(), &job).await?,
             Some(job) => bail!(
                 "backfill job {} did not finish: resume it with --resume (from any instance)",
@@ -108,7 +108,7 @@ pub async fn run(
             None => {
                 Runner::create(
                     db.clone(),
-                    "backfill",
+                    JobKind::Backfill,
                     &json!({"provider": client.provider, "since": opts.since}),
                     &chunks,
                 )

@@ -221,14 +221,14 @@ fn auth0_bulk_record(line: u64, raw: Value) -> Result<Record, Rejected> {
     let mut r = Record::new(id);
     r.line = Some(line);
     let text = |k: &str| raw.get(k).and_then(Value::as_str).map(String::from);
-    r.email = text("email");
-    r.email_verified = truthy(raw.get("email_verified"));
-    r.username = text("username");
-    r.name = text("name");
-    r.given_name = text("given_name");
-    r.family_name = text("family_name");
-    r.nickname = text("nickname");
-    r.picture = text("picture");
+    r.profile.email = text("email");
+    r.profile.email_verified = truthy(raw.get("email_verified"));
+    r.profile.username = text("username");
+    r.profile.name = text("name");
+    r.profile.given_name = text("given_name");
+    r.profile.family_name = text("family_name");
+    r.profile.nickname = text("nickname");
+    r.profile.picture = text("picture");
     r.blocked = truthy(raw.get("blocked"));
     for (k, field) in [
         ("user_metadata", &mut r.user_metadata),
@@ -238,7 +238,7 @@ fn auth0_bulk_record(line: u64, raw: Value) -> Result<Record, Rejected> {
             *field = m.clone();
         }
     }
-    r.profile = Claims::new(&r.standard_claims());
+    r.claims = Claims::new(&r.standard_claims());
     let hash = match (raw.get("custom_password_hash"), text("password_hash")) {
         (Some(custom), _) => Some(custom_hash(line, &r.id, custom)?),
         (None, Some(bcrypt)) => Some(checked_hash(line, &r.id, &bcrypt)?),
@@ -416,15 +416,15 @@ fn csv_records(
         };
         let mut r = Record::new(id);
         r.line = Some(line);
-        r.email = cell("email");
-        r.email_verified = truthy(cell("email_verified").map(Value::String).as_ref());
-        r.username = cell("username");
-        r.name = cell("name");
-        r.given_name = cell("given_name");
-        r.family_name = cell("family_name");
-        r.nickname = cell("nickname");
-        r.picture = cell("picture");
-        r.phone_number = cell("phone_number");
+        r.profile.email = cell("email");
+        r.profile.email_verified = truthy(cell("email_verified").map(Value::String).as_ref());
+        r.profile.username = cell("username");
+        r.profile.name = cell("name");
+        r.profile.given_name = cell("given_name");
+        r.profile.family_name = cell("family_name");
+        r.profile.nickname = cell("nickname");
+        r.profile.picture = cell("picture");
+        r.profile.phone_number = cell("phone_number");
         r.blocked = truthy(cell("blocked").map(Value::String).as_ref())
             || cell("status").is_some_and(|s| {
                 matches!(s.as_str(), "SUSPENDED" | "LOCKED_OUT" | "DEPROVISIONED")
@@ -449,7 +449,7 @@ fn csv_records(
         }
         let mut claims = r.standard_claims();
         if format == Format::CognitoCsv {
-            if let Some(u) = &r.username {
+            if let Some(u) = &r.profile.username {
                 claims.insert("cognito:username".into(), Value::String(u.clone()));
             }
             for (i, name) in &extra {
@@ -461,7 +461,7 @@ fn csv_records(
                 }
             }
         }
-        r.profile = Claims::new(&claims);
+        r.claims = Claims::new(&claims);
         if let Some(hash) = cell("password_hash") {
             r.password = Some(checked_hash(line, &r.id, &hash)?);
         }

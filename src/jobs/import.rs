@@ -16,7 +16,7 @@ use super::progress::Progress;
 use super::runner::{Claim, Runner};
 use super::{CrashHook, Report, worker_id};
 use crate::store::Database;
-use crate::store::jobs::{Chunk, Counters, Issue, PageCommit, Rejected};
+use crate::store::jobs::{Chunk, Counters, Issue, JobKind, JobState, PageCommit, Rejected};
 use crate::store::position::ChunkPosition;
 use crate::upstream::management::Item;
 
@@ -52,11 +52,11 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let resuming = if opts.dry_run {
         None
     } else {
-        match Runner::unfinished(&db, "import").await? {
+        match Runner::unfinished(&db, JobKind::Import).await? {
             Some(job) if job.params["path"] == json!(file) => {
                 // A job that failed before committing a single record has
                 // no position worth keeping: a plain run starts afresh.
-                let empty = job.state == "failed"
+                let empty = job.state == JobState::Failed
                     && db.job_summary(&job.id, 0).await?.counters.total() == 0;
                 match (opts.resume, empty) {
                     (true, _) => Some(job),
@@ -135,7 +135,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
         (false, None) => Some(
             Runner::create(
                 db.clone(),
-                "import",
+                JobKind::Import,
                 &json!({"path": file, "format": format, "provider": provider}),
                 &[ChunkPosition::File { records: 0 }],
             )
@@ -321,10 +321,10 @@ async fn import_items(
 fn login_keys(hasher: &RandomState, records: &[crate::store::record::Record]) -> HashSet<u64> {
     let mut keys = HashSet::with_capacity(records.len() * 2);
     for r in records {
-        if let Some(e) = &r.email {
+        if let Some(e) = &r.profile.email {
             keys.insert(hasher.hash_one(("e", crate::store::sql::normalize_email(e))));
         }
-        if let Some(u) = &r.username {
+        if let Some(u) = &r.profile.username {
             keys.insert(hasher.hash_one(("u", u)));
         }
         for i in r.identities.iter().filter(|i| **i != r.id) {

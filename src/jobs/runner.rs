@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{Heartbeat, Report, STALE_AFTER, dead_owners, new_job_id};
 use crate::store::Database;
-use crate::store::jobs::{Chunk, Job};
+use crate::store::jobs::{Chunk, Job, JobKind, JobState};
 use crate::store::position::ChunkPosition;
 
 /// A job this process works on.
@@ -38,7 +38,7 @@ pub const WAIT: Duration = Duration::from_millis(500);
 impl Runner {
     /// The newest unfinished (running, interrupted or failed) job of this
     /// kind, for the command to decide whether it is the one to resume.
-    pub async fn unfinished(db: &Arc<dyn Database>, kind: &str) -> anyhow::Result<Option<Job>> {
+    pub async fn unfinished(db: &Arc<dyn Database>, kind: JobKind) -> anyhow::Result<Option<Job>> {
         Ok(db.unfinished_job(kind).await?)
     }
 
@@ -54,11 +54,11 @@ impl Runner {
     /// Creates a job with its first chunks.
     pub async fn create(
         db: Arc<dyn Database>,
-        kind: &str,
+        kind: JobKind,
         params: &Value,
         chunks: &[ChunkPosition],
     ) -> anyhow::Result<Self> {
-        let id = new_job_id(kind);
+        let id = new_job_id(kind.as_str());
         db.create_job(&id, kind, params, chunks).await?;
         Ok(Self { db, id })
     }
@@ -83,7 +83,7 @@ impl Runner {
             .db
             .get_job(&self.id)
             .await?
-            .is_some_and(|j| j.state == "running");
+            .is_some_and(|j| j.state == JobState::Running);
         Ok(if running { Claim::Wait } else { Claim::Done })
     }
 

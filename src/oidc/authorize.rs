@@ -168,7 +168,7 @@ fn validate(client: &Client, params: &Params, mode: ResponseMode) -> Result<Vali
         }
         None => return Err(invalid("response_type is missing")),
     }
-    if !client.allows_grant("authorization_code") {
+    if !client.allows_grant(crate::store::GrantType::AuthorizationCode) {
         return Err((
             ErrorCode::UnauthorizedClient,
             "the client may not use the authorization code grant",

@@ -15,7 +15,7 @@ pub fn metadata(state: &AppState) -> Value {
     let issuer = &state.settings.issuer;
     let base = state.settings.issuer_base();
     let mut algs = vec!["RS256"];
-    if state.signing_alg.as_str() != "RS256" {
+    if state.signing_alg != crate::tokens::keys::Alg::RS256 {
         algs.insert(0, state.signing_alg.as_str());
     }
     json!({

@@ -152,7 +152,9 @@ pub async fn respond(
         id_token,
     } = signed;
 
-    let refresh_token = if i.client.allows_grant("refresh_token") && i.grant.expires_at > now {
+    let refresh_token = if i.client.allows_grant(crate::store::GrantType::RefreshToken)
+        && i.grant.expires_at > now
+    {
         let token = random_token();
         let record = RefreshToken {
             grant_id: i.grant_id.to_string(),

@@ -119,8 +119,7 @@ async fn token(
             "the grant type is not supported",
         ));
     };
-    let grant_type = grant.as_str();
-    if !client.allows_grant(grant_type) {
+    if !client.allows_grant(grant) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "the client may not use this grant type",

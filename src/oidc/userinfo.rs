@@ -21,26 +21,35 @@ pub fn profile_claims(user: &User, scope: &str) -> Map<String, Value> {
     let mut released: Vec<(&str, Option<Value>)> = Vec::new();
     if scopes.contains(&"profile") {
         released.extend([
-            ("name", user.name.as_ref().map(|v| json!(v))),
-            ("given_name", user.given_name.as_ref().map(|v| json!(v))),
-            ("family_name", user.family_name.as_ref().map(|v| json!(v))),
-            ("nickname", user.nickname.as_ref().map(|v| json!(v))),
+            ("name", user.profile.name.as_ref().map(|v| json!(v))),
+            (
+                "given_name",
+                user.profile.given_name.as_ref().map(|v| json!(v)),
+            ),
+            (
+                "family_name",
+                user.profile.family_name.as_ref().map(|v| json!(v)),
+            ),
+            ("nickname", user.profile.nickname.as_ref().map(|v| json!(v))),
             (
                 "preferred_username",
-                user.username.as_ref().map(|v| json!(v)),
+                user.profile.username.as_ref().map(|v| json!(v)),
             ),
-            ("picture", user.picture.as_ref().map(|v| json!(v))),
+            ("picture", user.profile.picture.as_ref().map(|v| json!(v))),
             ("updated_at", Some(json!(user.updated_at))),
         ]);
     }
-    if scopes.contains(&"email") && user.email.is_some() {
+    if scopes.contains(&"email") && user.profile.email.is_some() {
         released.extend([
-            ("email", user.email.as_ref().map(|v| json!(v))),
-            ("email_verified", Some(json!(user.email_verified))),
+            ("email", user.profile.email.as_ref().map(|v| json!(v))),
+            ("email_verified", Some(json!(user.profile.email_verified))),
         ]);
     }
     if scopes.contains(&"phone") {
-        released.push(("phone_number", user.phone_number.as_ref().map(|v| json!(v))));
+        released.push((
+            "phone_number",
+            user.profile.phone_number.as_ref().map(|v| json!(v)),
+        ));
     }
     for (name, value) in released {
         if let Some(value) = value {

@@ -12,6 +12,33 @@
 //! Both are object-safe traits used as `Arc<dyn …>`, and each has one test
 //! suite that every implementation passes (tests/api/store.rs).
 
+/// A closed set the store and the settings spell as text: `ALL`, `as_str`
+/// and `parse` from one table of names, so the spellings cannot drift apart.
+/// Defined before the submodules so that they can use it too.
+macro_rules! text_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod jobs;
 pub mod memory;
 pub mod outbox;
@@ -23,6 +50,8 @@ pub mod record;
 pub mod redis;
 pub mod sql;
 mod sql_common;
+pub mod transition;
+pub mod users;
 
 use std::time::Duration;
 
@@ -30,12 +59,13 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A user as the upstream describes them. Plain data the store persists;
-/// reading one from an upstream's claims is `upstream::profile`'s job, so
-/// the store needs nothing from the layers above it.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamProfile {
-    pub id: String,
+/// The profile fields a user has wherever they come from: the stored user
+/// ([`User`]), an upstream login ([`UpstreamProfile`]) and a job's source
+/// record ([`record::Record`]) all hold this one struct, so the fields are
+/// declared, copied and compared once. Most are OIDC standard claims (OIDC
+/// Core §5.1); `username` is the login name (`preferred_username`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
     pub email: Option<String>,
     pub email_verified: bool,
     pub username: Option<String>,
@@ -45,6 +75,15 @@ pub struct UpstreamProfile {
     pub nickname: Option<String>,
     pub picture: Option<String>,
     pub phone_number: Option<String>,
+}
+
+/// A user as the upstream describes them. Plain data the store persists;
+/// reading one from an upstream's claims is `upstream::profile`'s job, so
+/// the store needs nothing from the layers above it.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamProfile {
+    pub id: String,
+    pub profile: Profile,
     /// Every claim, as the upstream spelled it.
     pub raw: serde_json::Map<String, serde_json::Value>,
 }
@@ -71,26 +110,6 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A closed set the store and the settings spell as text: `ALL`, `as_str`
-/// and `parse` from one table of names, so the spellings cannot drift apart.
-macro_rules! text_names {
-    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name),+
-                }
-            }
-
-            pub fn parse(s: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s)
-            }
-        }
-    };
-}
-
 /// The grant types the token endpoint implements, and so the only ones a
 /// client may be allowed: a client registered for any other would be
 /// answered `unsupported_grant_type` (RFC 6749 §5.2) at every request.
@@ -111,6 +130,26 @@ text_names!(GrantType {
     AuthorizationCode => "authorization_code",
     RefreshToken => "refresh_token",
     Password => "password",
+});
+
+/// The JWS algorithms (RFC 7518 §3, RFC 8037 §3.1) Switchyard signs ID and
+/// access tokens with; the names are the `alg` header values, as the
+/// settings (`tokens.signing_alg`) and `keys rotate --alg` spell them.
+/// Signing itself is `tokens::keys`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+pub enum SigningAlg {
+    #[value(name = "RS256")]
+    RS256,
+    #[value(name = "ES256")]
+    ES256,
+    #[value(name = "EdDSA")]
+    EdDSA,
+}
+
+text_names!(SigningAlg {
+    RS256 => "RS256",
+    ES256 => "ES256",
+    EdDSA => "EdDSA",
 });
 
 /// Who signs the access tokens a client receives.
@@ -147,7 +186,8 @@ text_names!(ClientSource {
 });
 
 /// Where a user stands in the migration. Only `local` is produced by the
-/// core; the upstream tracks add the others.
+/// core; the upstream tracks add the others. Every move from one to another
+/// is decided by [`UserState::next`] ([`transition`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserState {
@@ -161,41 +201,20 @@ pub enum UserState {
     Migrated,
 }
 
-impl UserState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Pending => "pending",
-            Self::Shadow => "shadow",
-            Self::Migrated => "migrated",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "local" => Self::Local,
-            "pending" => Self::Pending,
-            "shadow" => Self::Shadow,
-            "migrated" => Self::Migrated,
-            _ => return None,
-        })
-    }
-}
+text_names!(UserState {
+    Local => "local",
+    Pending => "pending",
+    Shadow => "shadow",
+    Migrated => "migrated",
+});
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct User {
     /// The `sub` of every token: the upstream id for users who came from
     /// upstream, a generated id for local ones.
     pub id: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub username: Option<String>,
-    pub name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub nickname: Option<String>,
-    pub picture: Option<String>,
-    pub phone_number: Option<String>,
+    #[serde(flatten)]
+    pub profile: Profile,
     pub user_metadata: serde_json::Value,
     pub app_metadata: serde_json::Value,
     pub state: UserState,
@@ -207,8 +226,10 @@ pub struct User {
     /// How the user was migrated (`password`, `import`, …) and when.
     pub route: Option<String>,
     pub migrated_at: Option<i64>,
-    /// The upstream's claims as last seen, spelled as the upstream spells them.
-    pub profile: serde_json::Value,
+    /// The upstream's claims as last seen, spelled as the upstream spells
+    /// them (the `profile` column).
+    #[serde(rename = "profile")]
+    pub claims: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
@@ -246,7 +267,7 @@ pub struct Client {
     pub public: bool,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<GrantType>,
     /// The origins (`scheme://host[:port]`) the application's browser code
     /// runs on, Auth0's "Allowed Web Origins": a `web_message` or
     /// `okta_post_message` response is posted only to one of these, and the
@@ -259,8 +280,8 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn allows_grant(&self, grant: &str) -> bool {
-        self.grant_types.iter().any(|g| g == grant)
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
     }
 }
 
@@ -276,24 +297,11 @@ pub enum KeyState {
     Retired,
 }
 
-impl KeyState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Next => "next",
-            Self::Active => "active",
-            Self::Retired => "retired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "next" => Self::Next,
-            "active" => Self::Active,
-            "retired" => Self::Retired,
-            _ => return None,
-        })
-    }
-}
+text_names!(KeyState {
+    Next => "next",
+    Active => "active",
+    Retired => "retired",
+});
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SigningKeyRecord {
@@ -460,6 +468,8 @@ pub trait Database:
     + AuditLog
     + RuntimeSettings
     + jobs::JobStore
+    + jobs::reports::JobReports
+    + users::UserEdits
     + outbox::OutboxStore
 {
     async fn ping(&self) -> StoreResult<()>;

@@ -20,7 +20,7 @@ use sqlx::any::AnyRow;
 
 pub use super::outbox_queue::MARK_MIGRATED;
 use super::sql::SqlStore;
-use super::sql_common::{Dialect, map_err};
+use super::sql_common::Dialect;
 use super::{StoreError, StoreResult, now};
 
 /// The longest `last_error` kept: enough for a vendor's message, never a
@@ -161,8 +161,7 @@ impl SqlStore {
         .bind(next_attempt_at)
         .bind(now())
         .execute(self.pool())
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -171,22 +170,22 @@ const COLUMNS: &str = "id, kind, user_id, payload, state, attempts, next_attempt
     created_at, updated_at";
 
 fn row_from(row: &AnyRow) -> StoreResult<OutboxRow> {
-    let state: String = row.try_get("state").map_err(map_err)?;
-    let payload: String = row.try_get("payload").map_err(map_err)?;
+    let state: String = row.try_get("state")?;
+    let payload: String = row.try_get("payload")?;
     Ok(OutboxRow {
-        id: row.try_get("id").map_err(map_err)?,
-        kind: row.try_get("kind").map_err(map_err)?,
-        user_id: row.try_get("user_id").map_err(map_err)?,
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        user_id: row.try_get("user_id")?,
         payload: serde_json::from_str(&payload)
             .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
         state: OutboxState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("outbox state {state:?}")))?,
-        attempts: row.try_get("attempts").map_err(map_err)?,
-        next_attempt_at: row.try_get("next_attempt_at").map_err(map_err)?,
-        last_error: row.try_get("last_error").map_err(map_err)?,
-        claimed_by: row.try_get("claimed_by").map_err(map_err)?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        updated_at: row.try_get("updated_at").map_err(map_err)?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        claimed_by: row.try_get("claimed_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 
@@ -219,8 +218,7 @@ impl OutboxStore for SqlStore {
             .bind(stale_before)
             .bind(i64::from(limit))
             .fetch_all(self.pool())
-            .await
-            .map_err(map_err)?;
+            .await?;
         let mut claimed = rows.iter().map(row_from).collect::<StoreResult<Vec<_>>>()?;
         claimed.sort_by_key(|r| (r.next_attempt_at, r.id));
         Ok(claimed)
@@ -263,7 +261,7 @@ impl OutboxStore for SqlStore {
         if let Some(state) = state {
             query = query.bind(state.as_str());
         }
-        let rows = query.fetch_all(self.pool()).await.map_err(map_err)?;
+        let rows = query.fetch_all(self.pool()).await?;
         rows.iter().map(row_from).collect()
     }
 
@@ -271,8 +269,7 @@ impl OutboxStore for SqlStore {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM outbox WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
-            .await
-            .map_err(map_err)?;
+            .await?;
         row.as_ref().map(row_from).transpose()
     }
 
@@ -289,7 +286,7 @@ impl OutboxStore for SqlStore {
         if let Some(id) = id {
             query = query.bind(id);
         }
-        let done = query.execute(self.pool()).await.map_err(map_err)?;
+        let done = query.execute(self.pool()).await?;
         Ok(done.rows_affected())
     }
 
@@ -297,20 +294,18 @@ impl OutboxStore for SqlStore {
         let done = sqlx::query("DELETE FROM outbox WHERE id = $1 AND state <> 'done'")
             .bind(id)
             .execute(self.pool())
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn outbox_counts(&self, failures: u32) -> StoreResult<OutboxCounts> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
             .fetch_all(self.pool())
-            .await
-            .map_err(map_err)?;
+            .await?;
         let mut counts = OutboxCounts::default();
         for row in &rows {
-            let state: String = row.try_get("state").map_err(map_err)?;
-            let n: i64 = row.try_get("n").map_err(map_err)?;
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
             let n = n.max(0) as u64;
             match OutboxState::parse(&state) {
                 Some(OutboxState::Pending) => counts.pending = n,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::{Any, Transaction};
 
 use super::StoreResult;
-use super::sql_common::{map_err, to_json};
+use super::sql_common::to_json;
 
 /// Marks the user at the upstream as migrated (`[upstream.management]
 /// mark_migrated`).
@@ -31,7 +31,6 @@ pub(crate) async fn enqueue(
     .bind(to_json(payload))
     .bind(now)
     .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    .await?;
     Ok(())
 }

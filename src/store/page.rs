@@ -12,9 +12,25 @@ use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::position::ChunkPosition;
-use super::sql_common::{map_err, to_json};
+use super::sql_common::to_json;
 use super::{StoreError, StoreResult, now};
 use crate::store::record::{Action, Note, Record};
+
+/// Where a chunk stands: waiting, held by a worker (who keeps its
+/// heartbeat), or finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    Pending,
+    Claimed,
+    Done,
+}
+
+text_names!(ChunkState {
+    Pending => "pending",
+    Claimed => "claimed",
+    Done => "done",
+});
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
@@ -169,15 +185,14 @@ where
             .bind(chunk.job_id.as_str())
             .bind(chunk.seq)
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?;
+            .await?;
     let mut total: Counters = counters
         .and_then(|c| serde_json::from_str(&c).ok())
         .unwrap_or_default();
     total.add(&applied.counters);
     sqlx::query(
         "UPDATE job_chunks SET spec = $1, counters = $2, heartbeat = $3, \
-         state = CASE WHEN $4 = 1 THEN 'done' ELSE state END WHERE job_id = $5 AND seq = $6",
+         state = CASE WHEN $4 = 1 THEN $7 ELSE state END WHERE job_id = $5 AND seq = $6",
     )
     .bind(to_json(position))
     .bind(to_json(&total))
@@ -185,16 +200,15 @@ where
     .bind(commit.done as i64)
     .bind(chunk.job_id.as_str())
     .bind(chunk.seq)
+    .bind(ChunkState::Done.as_str())
     .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
+    .await?;
     if !commit.split.is_empty() {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM job_chunks WHERE job_id = $1")
                 .bind(chunk.job_id.as_str())
                 .fetch_one(&mut *conn)
-                .await
-                .map_err(map_err)?;
+                .await?;
         insert_chunks::<DB>(
             &mut *conn,
             &chunk.job_id,
@@ -207,8 +221,7 @@ where
         .bind(now)
         .bind(chunk.job_id.as_str())
         .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
     Ok(())
 }
 
@@ -227,14 +240,14 @@ where
 {
     for (i, spec) in chunks.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO job_chunks (job_id, seq, spec, state, counters) VALUES ($1, $2, $3, 'pending', '{}')",
+            "INSERT INTO job_chunks (job_id, seq, spec, state, counters) VALUES ($1, $2, $3, $4, '{}')",
         )
         .bind(job_id)
         .bind(first_seq + i as i64)
         .bind(to_json(spec))
+        .bind(ChunkState::Pending.as_str())
         .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
     Ok(())
 }
@@ -290,8 +303,7 @@ where
         .bind(reason)
         .bind(now)
         .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
     }
     Ok(())
 }

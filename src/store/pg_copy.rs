@@ -25,8 +25,8 @@ use super::page::{
     write_position,
 };
 use super::sql::{SqlStore, normalize_email};
-use super::sql_common::map_err;
-use super::{StoreResult, now};
+use super::transition::Transition;
+use super::{StoreResult, UserState, now};
 use crate::store::record::{Action, Record};
 
 /// Writes `commit` with COPY if none of its users exists yet. `None` when
@@ -37,12 +37,9 @@ pub(super) async fn commit_new_page(
     commit: &PageCommit<'_>,
 ) -> StoreResult<Option<Applied>> {
     let (actions, fresh) = first_of_each_id(commit.records);
-    let mut tx = store.native_pg().await?.begin().await.map_err(map_err)?;
+    let mut tx = store.native_pg().await?.begin().await?;
     if commit.chunk.is_some() {
-        sqlx::query(ASYNC_COMMIT)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(ASYNC_COMMIT).execute(&mut *tx).await?;
     }
     match copy_new_users(&mut tx, &fresh, commit.provider, now()).await {
         Ok(()) => {}
@@ -54,7 +51,7 @@ pub(super) async fn commit_new_page(
             );
             return Ok(None);
         }
-        Err(e) => return Err(map_err(e)),
+        Err(e) => return Err(e.into()),
     }
     let mut applied = Applied::default();
     for action in actions {
@@ -64,7 +61,7 @@ pub(super) async fn commit_new_page(
     }
     add_rejected(&mut applied, commit.rejected);
     write_position::<Postgres>(&mut tx, commit, &applied).await?;
-    tx.commit().await.map_err(map_err)?;
+    tx.commit().await?;
     tracing::debug!(records = commit.records.len(), "page written by COPY");
     Ok(Some(applied))
 }
@@ -92,26 +89,27 @@ async fn copy_new_users(
     if records.is_empty() {
         return Ok(());
     }
+    let new_state = UserState::next(None, Transition::Listed).as_str();
     let mut users = BinaryCopy::with_capacity(records.len() * 640);
     let mut identities = BinaryCopy::with_capacity(0);
     let mut credentials = BinaryCopy::with_capacity(0);
     for r in records {
         users.row(USER_FIELDS);
         users.text(Some(&r.id));
-        users.text(r.email.as_deref());
-        users.text(r.email.as_deref().map(normalize_email).as_deref());
-        users.int8(r.email_verified as i64);
-        users.text(r.username.as_deref());
-        users.text(r.name.as_deref());
-        users.text(r.given_name.as_deref());
-        users.text(r.family_name.as_deref());
-        users.text(r.nickname.as_deref());
-        users.text(r.picture.as_deref());
-        users.text(r.phone_number.as_deref());
-        users.text(Some(r.profile.as_str()));
+        users.text(r.profile.email.as_deref());
+        users.text(r.profile.email.as_deref().map(normalize_email).as_deref());
+        users.int8(r.profile.email_verified as i64);
+        users.text(r.profile.username.as_deref());
+        users.text(r.profile.name.as_deref());
+        users.text(r.profile.given_name.as_deref());
+        users.text(r.profile.family_name.as_deref());
+        users.text(r.profile.nickname.as_deref());
+        users.text(r.profile.picture.as_deref());
+        users.text(r.profile.phone_number.as_deref());
+        users.text(Some(r.claims.as_str()));
         users.json(&r.user_metadata);
         users.json(&r.app_metadata);
-        users.text(Some("pending"));
+        users.text(Some(new_state));
         users.int8(r.blocked as i64);
         users.text(Some(provider));
         users.int8(now);

@@ -6,20 +6,15 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::Profile;
+
 /// A user read from a source, already mapped onto local fields.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Record {
     /// The upstream user id: the local id and the `sub` apps stored.
     pub id: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub username: Option<String>,
-    pub name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub nickname: Option<String>,
-    pub picture: Option<String>,
-    pub phone_number: Option<String>,
+    #[serde(flatten)]
+    pub profile: Profile,
     pub user_metadata: Map<String, Value>,
     pub app_metadata: Map<String, Value>,
     pub blocked: bool,
@@ -30,7 +25,7 @@ pub struct Record {
     /// The upstream's claims for Switchyard's tokens, spelled as the upstream
     /// spells them (stored for users who have not logged in yet).
     #[serde(skip)]
-    pub profile: Claims,
+    pub claims: Claims,
     /// A password hash the source carried, in its own format, with its
     /// algorithm name (`bcrypt`, `pbkdf2-sha256`, `keycloak`, …).
     #[serde(skip)]
@@ -108,15 +103,15 @@ impl Record {
     pub fn field(&self, name: &str) -> Value {
         let text = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
         match name {
-            "email" => text(&self.email),
-            "email_verified" => Value::Bool(self.email_verified),
-            "username" => text(&self.username),
-            "name" => text(&self.name),
-            "given_name" => text(&self.given_name),
-            "family_name" => text(&self.family_name),
-            "nickname" => text(&self.nickname),
-            "picture" => text(&self.picture),
-            "phone_number" => text(&self.phone_number),
+            "email" => text(&self.profile.email),
+            "email_verified" => Value::Bool(self.profile.email_verified),
+            "username" => text(&self.profile.username),
+            "name" => text(&self.profile.name),
+            "given_name" => text(&self.profile.given_name),
+            "family_name" => text(&self.profile.family_name),
+            "nickname" => text(&self.profile.nickname),
+            "picture" => text(&self.profile.picture),
+            "phone_number" => text(&self.profile.phone_number),
             "user_metadata" => Value::Object(self.user_metadata.clone()),
             "app_metadata" => Value::Object(self.app_metadata.clone()),
             "blocked" => Value::Bool(self.blocked),
@@ -133,8 +128,8 @@ impl Record {
             .filter(|f| match *f {
                 // Emails compare as login identifiers do: case-insensitively.
                 "email" => {
-                    self.email.as_deref().map(str::to_lowercase)
-                        != local.email.as_deref().map(str::to_lowercase)
+                    self.profile.email.as_deref().map(str::to_lowercase)
+                        != local.profile.email.as_deref().map(str::to_lowercase)
                 }
                 f => self.field(f) != local.field(f),
             })
@@ -207,12 +202,12 @@ mod tests {
     #[test]
     fn diff_names_each_changed_field_and_ignores_email_case() {
         let mut a = Record::new("auth0|1");
-        a.email = Some("Ann@Example.com".into());
+        a.profile.email = Some("Ann@Example.com".into());
         a.app_metadata.insert("plan".into(), "pro".into());
         let mut b = a.clone();
-        b.email = Some("ann@example.com".into());
+        b.profile.email = Some("ann@example.com".into());
         assert!(a.diff(&b).is_empty());
-        b.name = Some("Ann".into());
+        b.profile.name = Some("Ann".into());
         b.app_metadata.insert("plan".into(), "free".into());
         b.blocked = true;
         assert_eq!(a.diff(&b), ["name", "app_metadata", "blocked"]);

@@ -14,7 +14,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 use super::outbox_queue::{MARK_MIGRATED, enqueue};
 pub use super::sql_common::Dialect;
-use super::sql_common::{map_err, to_json};
+use super::sql_common::{profile_from_row, to_json};
+use super::transition::Transition;
 use super::*;
 
 #[derive(Clone)]
@@ -145,7 +146,7 @@ impl SqlStore {
         })
         .fetch_optional(&self.pool)
         .await
-        .map_err(map_err)?;
+        ?;
         if applied.unwrap_or(0) == 0 {
             return Ok(());
         }
@@ -164,8 +165,7 @@ impl SqlStore {
             .bind(*version)
             .bind(old)
             .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         }
         Ok(())
     }
@@ -227,52 +227,44 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 }
 
 fn json_col(row: &AnyRow, col: &str) -> StoreResult<serde_json::Value> {
-    let s: String = row.try_get(col).map_err(map_err)?;
+    let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn list_col(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
-    let s: String = row.try_get(col).map_err(map_err)?;
+fn list_col<T: DeserializeOwned>(row: &AnyRow, col: &str) -> StoreResult<Vec<T>> {
+    let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
 fn user_from_row(row: &AnyRow) -> StoreResult<User> {
-    let state: String = row.try_get("state").map_err(map_err)?;
+    let state: String = row.try_get("state")?;
     Ok(User {
-        id: row.try_get("id").map_err(map_err)?,
-        email: row.try_get("email").map_err(map_err)?,
-        email_verified: row.try_get::<i64, _>("email_verified").map_err(map_err)? != 0,
-        username: row.try_get("username").map_err(map_err)?,
-        name: row.try_get("name").map_err(map_err)?,
-        given_name: row.try_get("given_name").map_err(map_err)?,
-        family_name: row.try_get("family_name").map_err(map_err)?,
-        nickname: row.try_get("nickname").map_err(map_err)?,
-        picture: row.try_get("picture").map_err(map_err)?,
-        phone_number: row.try_get("phone_number").map_err(map_err)?,
+        id: row.try_get("id")?,
+        profile: profile_from_row(row)?,
         user_metadata: json_col(row, "user_metadata")?,
         app_metadata: json_col(row, "app_metadata")?,
         state: UserState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?,
-        blocked: row.try_get::<i64, _>("blocked").map_err(map_err)? != 0,
-        upstream: row.try_get("upstream").map_err(map_err)?,
-        profile: json_col(row, "profile")?,
-        pin: row.try_get("pin").map_err(map_err)?,
-        route: row.try_get("route").map_err(map_err)?,
-        migrated_at: row.try_get("migrated_at").map_err(map_err)?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        updated_at: row.try_get("updated_at").map_err(map_err)?,
-        last_login_at: row.try_get("last_login_at").map_err(map_err)?,
+        blocked: row.try_get::<i64, _>("blocked")? != 0,
+        upstream: row.try_get("upstream")?,
+        claims: json_col(row, "profile")?,
+        pin: row.try_get("pin")?,
+        route: row.try_get("route")?,
+        migrated_at: row.try_get("migrated_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        last_login_at: row.try_get("last_login_at")?,
     })
 }
 
 fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
-    let token_mode: String = row.try_get("token_mode").map_err(map_err)?;
-    let source: String = row.try_get("source").map_err(map_err)?;
+    let token_mode: String = row.try_get("token_mode")?;
+    let source: String = row.try_get("source")?;
     Ok(Client {
-        client_id: row.try_get("client_id").map_err(map_err)?,
-        name: row.try_get("name").map_err(map_err)?,
-        secret_hash: row.try_get("secret_hash").map_err(map_err)?,
-        public: row.try_get::<i64, _>("public").map_err(map_err)? != 0,
+        client_id: row.try_get("client_id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        public: row.try_get::<i64, _>("public")? != 0,
         redirect_uris: list_col(row, "redirect_uris")?,
         post_logout_redirect_uris: list_col(row, "post_logout_redirect_uris")?,
         grant_types: list_col(row, "grant_types")?,
@@ -280,21 +272,21 @@ fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
             .ok_or_else(|| StoreError::Corrupt(format!("client token_mode {token_mode:?}")))?,
         source: ClientSource::parse(&source)
             .ok_or_else(|| StoreError::Corrupt(format!("client source {source:?}")))?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
+        created_at: row.try_get("created_at")?,
         web_origins: list_col(row, "web_origins")?,
     })
 }
 
 fn key_from_row(row: &AnyRow) -> StoreResult<SigningKeyRecord> {
-    let state: String = row.try_get("state").map_err(map_err)?;
+    let state: String = row.try_get("state")?;
     Ok(SigningKeyRecord {
-        kid: row.try_get("kid").map_err(map_err)?,
-        alg: row.try_get("alg").map_err(map_err)?,
-        private_key: row.try_get("private_key").map_err(map_err)?,
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        private_key: row.try_get("private_key")?,
         state: KeyState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        publish_until: row.try_get("publish_until").map_err(map_err)?,
+        created_at: row.try_get("created_at")?,
+        publish_until: row.try_get("publish_until")?,
     })
 }
 
@@ -329,7 +321,7 @@ impl UserStore for SqlStore {
     ) -> StoreResult<User> {
         let now = now();
         let id = user.id.clone().unwrap_or_else(new_local_id);
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
              state, created_at, updated_at, local_updated_at) \
@@ -343,11 +335,10 @@ impl UserStore for SqlStore {
         .bind(&user.name)
         .bind(&user.given_name)
         .bind(&user.family_name)
-        .bind(UserState::Local.as_str())
+        .bind(UserState::next(None, Transition::Created).as_str())
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
         if let Some((hash, algorithm)) = password {
             sqlx::query(
                 "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
@@ -358,16 +349,14 @@ impl UserStore for SqlStore {
             .bind(algorithm)
             .bind(now)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         }
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(&id)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         let created = user_from_row(&row)?;
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -375,8 +364,7 @@ impl UserStore for SqlStore {
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
@@ -389,8 +377,7 @@ impl UserStore for SqlStore {
         .bind(normalize_email(identifier))
         .bind(identifier)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
@@ -401,28 +388,25 @@ impl UserStore for SqlStore {
         .bind(after.unwrap_or(""))
         .bind(limit as i64)
         .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .await?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         // Children first: the schema cascades, but SQLite only honours
         // foreign keys per connection, so the order is explicit.
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.pool.begin().await?;
         for table in ["credentials", "identities"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(id)
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .await?;
         }
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -430,14 +414,13 @@ impl UserStore for SqlStore {
         let row = sqlx::query("SELECT user_id, hash, algorithm, updated_at FROM credentials WHERE user_id = $1 AND kind = 'password'")
             .bind(user_id)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         row.map(|r| {
             Ok(PasswordCredential {
-                user_id: r.try_get("user_id").map_err(map_err)?,
-                hash: r.try_get("hash").map_err(map_err)?,
-                algorithm: r.try_get("algorithm").map_err(map_err)?,
-                updated_at: r.try_get("updated_at").map_err(map_err)?,
+                user_id: r.try_get("user_id")?,
+                hash: r.try_get("hash")?,
+                algorithm: r.try_get("algorithm")?,
+                updated_at: r.try_get("updated_at")?,
             })
         })
         .transpose()
@@ -445,14 +428,13 @@ impl UserStore for SqlStore {
 
     async fn set_password(&self, user_id: &str, hash: &str, algorithm: &str) -> StoreResult<bool> {
         let now = now();
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.pool.begin().await?;
         let exists =
             sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
                 .bind(user_id)
                 .bind(now)
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
+                .await?
                 .rows_affected()
                 > 0;
         if exists {
@@ -467,10 +449,9 @@ impl UserStore for SqlStore {
             .bind(algorithm)
             .bind(now)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         }
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(exists)
     }
 
@@ -503,8 +484,7 @@ impl UserStore for SqlStore {
             .bind(pin)
             .bind(now())
             .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -513,8 +493,7 @@ impl UserStore for SqlStore {
             .bind(user_id)
             .bind(at)
             .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(())
     }
 }
@@ -529,16 +508,15 @@ impl SqlStore {
     ) -> StoreResult<User> {
         let now = now();
         let raw = to_json(&p.raw);
-        let email_normalized = p.email.as_deref().map(normalize_email);
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let email_normalized = p.profile.email.as_deref().map(normalize_email);
+        let mut tx = self.pool.begin().await?;
         let linked: Option<String> = sqlx::query_scalar(
             "SELECT user_id FROM identities WHERE provider = $1 AND subject = $2",
         )
         .bind(provider)
         .bind(&p.id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
         let user_id = linked.unwrap_or_else(|| p.id.clone());
         // An email another user already holds is kept on the record but not
         // made a login identifier: linking accounts by email would let
@@ -549,8 +527,7 @@ impl SqlStore {
                     .bind(e)
                     .bind(&user_id)
                     .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?
+                    .await?
             }
             None => None,
         };
@@ -559,23 +536,37 @@ impl SqlStore {
         } else {
             email_normalized
         };
-        let existing: Option<String> = sqlx::query_scalar("SELECT state FROM users WHERE id = $1")
-            .bind(&user_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let shadow_write = match existing.as_deref() {
+        // The state is read and the next one written in this transaction;
+        // on PostgreSQL the row stays locked until the commit (`FOR
+        // UPDATE`), so a concurrent login or migration of the same user
+        // waits instead of having its state replaced by one computed from
+        // a stale read. SQLite runs one writer at a time.
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let existing: Option<String> =
+            sqlx::query_scalar(&format!("SELECT state FROM users WHERE id = $1{lock}"))
+                .bind(&user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let existing = existing
+            .map(|s| {
+                UserState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("user state {s:?}")))
+            })
+            .transpose()?;
+        let after_login = UserState::next(existing, Transition::UpstreamLogin);
+        let shadow_write = match existing {
             None => Some((
                 "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
                  nickname, picture, phone_number, profile, state, upstream, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'shadow', $13, $14, $14)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $15, $13, $14, $14)",
                 "shadow_user_created",
             )),
-            // The upstream is still the source of truth for these users.
-            Some("pending") | Some("shadow") => Some((
+            Some(state) if state.upstream_owns_profile() => Some((
                 "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, \
                  username = COALESCE($5, username), name = $6, given_name = $7, family_name = $8, nickname = $9, \
-                 picture = $10, phone_number = $11, profile = $12, state = 'shadow', upstream = $13, updated_at = $14 \
+                 picture = $10, phone_number = $11, profile = $12, state = $15, upstream = $13, updated_at = $14 \
                  WHERE id = $1",
                 "shadow_user_updated",
             )),
@@ -585,22 +576,22 @@ impl SqlStore {
             Some((sql, kind)) => {
                 sqlx::query(sql)
                     .bind(&user_id)
-                    .bind(&p.email)
+                    .bind(&p.profile.email)
                     .bind(&login_email)
-                    .bind(p.email_verified as i64)
-                    .bind(&p.username)
-                    .bind(&p.name)
-                    .bind(&p.given_name)
-                    .bind(&p.family_name)
-                    .bind(&p.nickname)
-                    .bind(&p.picture)
-                    .bind(&p.phone_number)
+                    .bind(p.profile.email_verified as i64)
+                    .bind(&p.profile.username)
+                    .bind(&p.profile.name)
+                    .bind(&p.profile.given_name)
+                    .bind(&p.profile.family_name)
+                    .bind(&p.profile.nickname)
+                    .bind(&p.profile.picture)
+                    .bind(&p.profile.phone_number)
                     .bind(&raw)
                     .bind(provider)
                     .bind(now)
+                    .bind(after_login.as_str())
                     .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                    .await?;
                 kind
             }
             None => {
@@ -609,21 +600,21 @@ impl SqlStore {
                 sqlx::query(
                     "UPDATE users SET name = COALESCE(name, $2), given_name = COALESCE(given_name, $3), \
                      family_name = COALESCE(family_name, $4), nickname = COALESCE(nickname, $5), \
-                     picture = COALESCE(picture, $6), profile = $7, upstream = COALESCE(upstream, $8), updated_at = $9 \
-                     WHERE id = $1",
+                     picture = COALESCE(picture, $6), profile = $7, upstream = COALESCE(upstream, $8), updated_at = $9, \
+                     state = $10 WHERE id = $1",
                 )
                 .bind(&user_id)
-                .bind(&p.name)
-                .bind(&p.given_name)
-                .bind(&p.family_name)
-                .bind(&p.nickname)
-                .bind(&p.picture)
+                .bind(&p.profile.name)
+                .bind(&p.profile.given_name)
+                .bind(&p.profile.family_name)
+                .bind(&p.profile.nickname)
+                .bind(&p.profile.picture)
                 .bind(&raw)
                 .bind(provider)
                 .bind(now)
+                .bind(after_login.as_str())
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .await?;
                 "upstream_login"
             }
         };
@@ -637,8 +628,7 @@ impl SqlStore {
         .bind(&raw)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
         let kind = match migration {
             Some(m) => {
                 sqlx::query(
@@ -652,27 +642,28 @@ impl SqlStore {
                 .bind(&m.algorithm)
                 .bind(now)
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                // A local user stays local; everyone else is now migrated.
+                .await?;
+                let migrated = UserState::next(Some(after_login), Transition::PasswordCaptured);
                 sqlx::query(
-                    "UPDATE users SET state = CASE WHEN state = 'local' THEN 'local' ELSE 'migrated' END, \
+                    "UPDATE users SET state = $4, \
                      migrated_at = COALESCE(migrated_at, $2), route = COALESCE(route, $3), local_updated_at = $2 \
                      WHERE id = $1",
                 )
                 .bind(&user_id)
                 .bind(now)
                 .bind(&m.route)
+                .bind(migrated.as_str())
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .await?;
                 // Only a user this login migrates is marked: one already
                 // local or migrated was marked then, or never came from
                 // the upstream.
-                if m.mark_upstream && !matches!(existing.as_deref(), Some("local" | "migrated")) {
+                let migrated_now =
+                    migrated == UserState::Migrated && existing != Some(UserState::Migrated);
+                if m.mark_upstream && migrated_now {
                     let payload = serde_json::json!({
                         "upstream_id": p.id,
-                        "username": p.username,
+                        "username": p.profile.username,
                         "migrated_at": rfc3339(now),
                     });
                     enqueue(&mut tx, MARK_MIGRATED, &user_id, &payload, now).await?;
@@ -692,21 +683,18 @@ impl SqlStore {
             .bind(&user_id)
             .bind(to_json(&detail))
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(&user_id)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         let mut user = user_from_row(&row)?;
         if let Some(login) = login.filter(|_| !user.blocked) {
             sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
                 .bind(&user_id)
                 .bind(login.at)
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .await?;
             user.last_login_at = Some(login.at);
             sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(login.at)
@@ -716,10 +704,9 @@ impl SqlStore {
                 .bind(&login.ip)
                 .bind(to_json(&login.detail))
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .await?;
         }
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(user)
     }
 }
@@ -749,8 +736,7 @@ impl SqlStore {
         .bind(client.created_at)
         .bind(to_json(&client.web_origins))
         .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(())
     }
 }
@@ -771,8 +757,7 @@ impl ClientStore for SqlStore {
         ))
         .bind(client_id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .await?;
         row.as_ref().map(client_from_row).transpose()
     }
 
@@ -781,8 +766,7 @@ impl ClientStore for SqlStore {
             "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id"
         ))
         .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .await?;
         rows.iter().map(client_from_row).collect()
     }
 
@@ -790,8 +774,7 @@ impl ClientStore for SqlStore {
         let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id)
             .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -801,8 +784,7 @@ impl KeyStore for SqlStore {
     async fn list_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         let rows = sqlx::query("SELECT kid, alg, private_key, state, created_at, publish_until FROM signing_keys ORDER BY created_at, kid")
             .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -815,8 +797,7 @@ impl KeyStore for SqlStore {
             .bind(key.created_at)
             .bind(key.publish_until)
             .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(())
     }
 
@@ -827,23 +808,20 @@ impl KeyStore for SqlStore {
         publish_until: i64,
         now: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND publish_until < $1")
             .bind(now)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         sqlx::query("UPDATE signing_keys SET state = 'retired', publish_until = $2 WHERE alg = $1 AND state = 'active'")
             .bind(alg)
             .bind(publish_until)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         sqlx::query("UPDATE signing_keys SET state = 'active' WHERE alg = $1 AND state = 'next'")
             .bind(alg)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         sqlx::query("INSERT INTO signing_keys (kid, alg, private_key, state, created_at, publish_until) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&new_next.kid)
             .bind(&new_next.alg)
@@ -852,9 +830,8 @@ impl KeyStore for SqlStore {
             .bind(new_next.created_at)
             .bind(None::<i64>)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -870,8 +847,7 @@ impl AuditLog for SqlStore {
             .bind(&event.ip)
             .bind(to_json(&event.detail))
             .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         Ok(())
     }
 
@@ -879,16 +855,15 @@ impl AuditLog for SqlStore {
         let rows = sqlx::query("SELECT at, kind, user_id, client_id, ip, detail FROM audit_events ORDER BY id DESC LIMIT $1")
             .bind(limit as i64)
             .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditEvent {
-                    at: r.try_get("at").map_err(map_err)?,
-                    kind: r.try_get("kind").map_err(map_err)?,
-                    user_id: r.try_get("user_id").map_err(map_err)?,
-                    client_id: r.try_get("client_id").map_err(map_err)?,
-                    ip: r.try_get("ip").map_err(map_err)?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    user_id: r.try_get("user_id")?,
+                    client_id: r.try_get("client_id")?,
+                    ip: r.try_get("ip")?,
                     detail: json_col(r, "detail")?,
                 })
             })
@@ -899,11 +874,12 @@ impl AuditLog for SqlStore {
 #[async_trait]
 impl RuntimeSettings for SqlStore {
     async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM runtime_settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM runtime_settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
@@ -915,8 +891,7 @@ impl RuntimeSettings for SqlStore {
         .bind(value)
         .bind(now())
         .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(())
     }
 }

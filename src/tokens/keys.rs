@@ -28,36 +28,11 @@ use serde_json::{Value, json};
 use crate::crypto::{self, Sealer, b64url};
 use crate::store::{Database, KeyState, SigningKeyRecord, StoreError, now};
 
-/// The JWS algorithms (RFC 7518 §3, RFC 8037 §3.1) keys are kept for; the
-/// value names are the `alg` header values, as `keys rotate --alg` takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Alg {
-    #[value(name = "RS256")]
-    RS256,
-    #[value(name = "ES256")]
-    ES256,
-    #[value(name = "EdDSA")]
-    EdDSA,
-}
+/// The JWS algorithms keys are kept for: one closed set with the settings,
+/// so it is named below both.
+pub use crate::store::SigningAlg as Alg;
 
 impl Alg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::RS256 => "RS256",
-            Alg::ES256 => "ES256",
-            Alg::EdDSA => "EdDSA",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "RS256" => Alg::RS256,
-            "ES256" => Alg::ES256,
-            "EdDSA" => Alg::EdDSA,
-            _ => return None,
-        })
-    }
-
     pub fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
         match self {
             Alg::RS256 => jsonwebtoken::Algorithm::RS256,

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::provider::ProviderDef;
 use crate::config::UpstreamSettings;
 pub use crate::store::UpstreamProfile;
-use crate::store::User;
+use crate::store::{Profile, User};
 
 /// Reads a profile from ID-token claims merged with userinfo (userinfo
 /// wins where both speak: it is the fresher source, OIDC Core §5.3.2).
@@ -58,15 +58,17 @@ pub fn from_claims(
         _ => false,
     };
     Some(UpstreamProfile {
-        email: text(&p.email),
-        email_verified,
-        username: text(&p.username),
-        name: text(&p.name),
-        given_name: text(&p.given_name),
-        family_name: text(&p.family_name),
-        nickname: text(&p.nickname),
-        picture: text(&p.picture),
-        phone_number: text(&p.phone_number),
+        profile: Profile {
+            email: text(&p.email),
+            email_verified,
+            username: text(&p.username),
+            name: text(&p.name),
+            given_name: text(&p.given_name),
+            family_name: text(&p.family_name),
+            nickname: text(&p.nickname),
+            picture: text(&p.picture),
+            phone_number: text(&p.phone_number),
+        },
         id,
         raw,
     })
@@ -81,8 +83,8 @@ pub fn carried_claims(
     user: &User,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    if let Value::Object(profile) = &user.profile {
-        for (name, value) in profile {
+    if let Value::Object(claims) = &user.claims {
+        for (name, value) in claims {
             if def.claims.carries(name) {
                 out.insert(name.clone(), value.clone());
             }
@@ -104,7 +106,7 @@ fn lookup(user: &User, path: &str) -> Option<Value> {
         "user_metadata" => &user.user_metadata,
         first => {
             return user
-                .profile
+                .claims
                 .get(first)
                 .cloned()
                 .filter(|_| parts.next().is_none());

@@ -157,7 +157,10 @@ async fn register_spa(app: &TestApp, client_id: &str, site: &Site) {
         public: true,
         redirect_uris: vec![format!("{}/", site.origin)],
         post_logout_redirect_uris: vec![format!("{}/", site.origin)],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        grant_types: vec![
+            switchyard::store::GrantType::AuthorizationCode,
+            switchyard::store::GrantType::RefreshToken,
+        ],
         web_origins: vec![site.origin.clone()],
         token_mode: switchyard::store::TokenMode::Gateway,
         source: switchyard::store::ClientSource::Cli,

@@ -548,7 +548,10 @@ impl TestApp {
             public,
             redirect_uris: vec![REDIRECT.into(), "http://127.0.0.1/native".into()],
             post_logout_redirect_uris: vec!["https://app.example.com/bye".into()],
-            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            grant_types: vec![
+                switchyard::store::GrantType::AuthorizationCode,
+                switchyard::store::GrantType::RefreshToken,
+            ],
             web_origins: vec![],
             token_mode: switchyard::store::TokenMode::Gateway,
             source: switchyard::store::ClientSource::Cli,

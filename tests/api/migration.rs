@@ -366,7 +366,10 @@ async fn local_only_never_touches_the_upstream_and_pending_users_are_told_to_res
     // Carol is known (a backfilled shadow) but has no local password.
     let profile = switchyard::store::UpstreamProfile {
         id: SUB.into(),
-        email: Some("carol@example.com".into()),
+        profile: switchyard::store::Profile {
+            email: Some("carol@example.com".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     t.app
@@ -625,7 +628,9 @@ async fn a_legacy_client_uses_the_password_grant_with_lazy_migration() {
     let t = lazy().await;
     t.fake.add_user(carol());
     let mut legacy = t.app.add_client("legacy", false).await;
-    legacy.grant_types.push("password".into());
+    legacy
+        .grant_types
+        .push(switchyard::store::GrantType::Password);
     t.app.state.db.upsert_client(&legacy).await.unwrap();
     for grant in [
         "password",

@@ -362,7 +362,10 @@ async fn a_claim_is_one_workers_until_its_lease_ends_and_a_migrated_user_is_queu
     let db = &t.app.state.db;
     let profile = UpstreamProfile {
         id: SUB.into(),
-        email: Some("carol@example.com".into()),
+        profile: switchyard::store::Profile {
+            email: Some("carol@example.com".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let migration = Migration {

@@ -47,7 +47,7 @@ async fn user_store_creates_finds_lists_and_deletes_users_with_their_credentials
         .unwrap();
     assert!(user.id.starts_with("local|"));
     assert_eq!(
-        user.email.as_deref(),
+        user.profile.email.as_deref(),
         Some("Alice@Example.com"),
         "the user's spelling is kept"
     );
@@ -150,9 +150,12 @@ async fn an_upstream_login_writes_the_user_its_login_time_and_both_events_togeth
     let (db, _, _iso) = stores().await;
     let profile = UpstreamProfile {
         id: "auth0|42".into(),
-        email: Some("carol@example.com".into()),
-        email_verified: true,
-        name: Some("Carol".into()),
+        profile: switchyard::store::Profile {
+            email: Some("carol@example.com".into()),
+            email_verified: true,
+            name: Some("Carol".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let login = AuditEvent {
@@ -201,7 +204,7 @@ async fn client_store_creates_upserts_lists_and_deletes() {
         public: false,
         redirect_uris: vec![REDIRECT.into()],
         post_logout_redirect_uris: vec![],
-        grant_types: vec!["authorization_code".into()],
+        grant_types: vec![switchyard::store::GrantType::AuthorizationCode],
         web_origins: vec![],
         token_mode: switchyard::store::TokenMode::Gateway,
         source: switchyard::store::ClientSource::Cli,

@@ -465,7 +465,10 @@ async fn token_responses_are_never_cached() {
 #[tokio::test]
 async fn signing_algorithms_es256_and_eddsa_issue_verifiable_tokens() {
     for alg in ["ES256", "EdDSA"] {
-        let app = spawn_app_with(|s| s.tokens.signing_alg = alg.into()).await;
+        let app = spawn_app_with(|s| {
+            s.tokens.signing_alg = switchyard::store::SigningAlg::parse(alg).unwrap()
+        })
+        .await;
         app.with_alice_and_web().await;
         let tokens = app.tokens_for_alice().await;
         assert_eq!(jwt_header(tokens["id_token"].as_str().unwrap())["alg"], alg);

@@ -321,7 +321,7 @@ async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_sam
         .unwrap()
         .expect("shadow user");
     assert_eq!(user.state, switchyard::store::UserState::Shadow);
-    assert_eq!(user.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(user.profile.email.as_deref(), Some("alice@example.com"));
     let again = t.tokens("alice@example.com").await;
     assert_eq!(
         jwt_claims(again["id_token"].as_str().unwrap())["sub"],

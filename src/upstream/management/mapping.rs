@@ -56,15 +56,15 @@ pub fn map_record(def: &ProviderDef, m: &ManagementDef, raw: Value) -> Result<Re
     let get = |path: &Option<String>| path.as_deref().and_then(|p| lookup(&raw, p));
     let id = text(lookup(&raw, &f.id)).ok_or_else(|| format!("the record has no {}", f.id))?;
     let mut r = Record::new(id);
-    r.email = text(get(&f.email));
-    r.email_verified = truthy(get(&f.email_verified));
-    r.username = text(get(&f.username));
-    r.name = text(get(&f.name));
-    r.given_name = text(get(&f.given_name));
-    r.family_name = text(get(&f.family_name));
-    r.nickname = text(get(&f.nickname));
-    r.picture = text(get(&f.picture));
-    r.phone_number = text(get(&f.phone_number));
+    r.profile.email = text(get(&f.email));
+    r.profile.email_verified = truthy(get(&f.email_verified));
+    r.profile.username = text(get(&f.username));
+    r.profile.name = text(get(&f.name));
+    r.profile.given_name = text(get(&f.given_name));
+    r.profile.family_name = text(get(&f.family_name));
+    r.profile.nickname = text(get(&f.nickname));
+    r.profile.picture = text(get(&f.picture));
+    r.profile.phone_number = text(get(&f.phone_number));
     r.user_metadata = object(get(&f.user_metadata));
     r.app_metadata = object(get(&f.app_metadata));
     r.blocked = match get(&f.blocked) {
@@ -113,7 +113,7 @@ pub fn map_record(def: &ProviderDef, m: &ManagementDef, raw: Value) -> Result<Re
             claims
         }
     };
-    r.profile = Claims::new(&claims);
+    r.claims = Claims::new(&claims);
     Ok(r)
 }
 
@@ -173,10 +173,10 @@ mod tests {
             }),
         );
         assert_eq!(r.id, "auth0|5f1");
-        assert!(r.email_verified && r.blocked);
+        assert!(r.profile.email_verified && r.blocked);
         assert_eq!(r.identities, ["auth0|5f1", "google-oauth2|1234"]);
         assert_eq!(r.app_metadata["roles"], json!(["admin"]));
-        let profile: Value = serde_json::from_str(r.profile.as_str()).unwrap();
+        let profile: Value = serde_json::from_str(r.claims.as_str()).unwrap();
         assert_eq!(profile["sub"], "auth0|5f1");
         assert_eq!(profile["updated_at"], "2024-01-01T00:00:00.000Z");
         assert!(profile.get("logins_count").is_none());
@@ -189,8 +189,8 @@ mod tests {
             json!({"id": "00u1", "status": "SUSPENDED",
                    "profile": {"login": "ann", "email": "ann@example.com", "firstName": "Ann"}}),
         );
-        assert_eq!(r.username.as_deref(), Some("ann"));
-        assert_eq!(r.given_name.as_deref(), Some("Ann"));
+        assert_eq!(r.profile.username.as_deref(), Some("ann"));
+        assert_eq!(r.profile.given_name.as_deref(), Some("Ann"));
         assert!(r.blocked);
         let active = map(
             "okta",
@@ -208,8 +208,8 @@ mod tests {
         }));
         let r = map("cognito", flat);
         assert_eq!(r.id, "9f1c");
-        assert!(r.email_verified && r.blocked);
-        let profile: Value = serde_json::from_str(r.profile.as_str()).unwrap();
+        assert!(r.profile.email_verified && r.blocked);
+        let profile: Value = serde_json::from_str(r.claims.as_str()).unwrap();
         assert_eq!(profile["cognito:username"], "ann");
         assert_eq!(profile["custom:tenant"], "acme");
     }
