@@ -1,4 +1,4 @@
-//! The upstream track against the fake upstream (tests/support): the
+//! The upstream track against the fake upstream (the kit's `fake` module): the
 //! redirect track, shadow users and `sub` continuity, claim shape, the
 //! sealed token mapping, refresh through it, adoption, token_mode upstream,
 //! logout, vendor path aliases and every failure mode.
@@ -15,7 +15,7 @@ use serde_json::Value;
 use switchyard::config::{Cohort, Phase, Settings, UpstreamSettings};
 
 use crate::helpers::*;
-use crate::support::fake_upstream::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
+use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
 
 /// Switchyard's own client at the fake upstream.
 pub const UPSTREAM_CLIENT: &str = "switchyard";
