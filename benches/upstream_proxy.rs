@@ -70,7 +70,7 @@ use switchyard::tokens::keys::Alg;
 use tokio::sync::oneshot;
 
 use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor};
-use switchyard_kit::http::{form_fields, pkce, try_location};
+use switchyard_kit::http::{form_fields, no_redirects, pkce, try_location};
 use switchyard_kit::isolation::delete_keys;
 use switchyard_kit::stats;
 
@@ -395,9 +395,7 @@ impl Bench {
             base,
             callback,
             upstream_secret,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: no_redirects(),
             redis: redis_url.map(|u| (u, prefix)),
             shutdown,
             server,

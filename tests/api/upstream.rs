@@ -222,10 +222,7 @@ impl UpstreamApp {
 async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_same_sub_and_claims() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let metadata =
         CoreProviderMetadata::discover_async(IssuerUrl::new(t.app.issuer.clone()).unwrap(), &http)
             .await
