@@ -1,7 +1,7 @@
 //! How close `switchyard backfill` runs to an upstream's rate limit, without
 //! running into it.
 //!
-//! The fake Auth0 of the test suite (`tests/support/fake_upstream.rs`)
+//! The fake Auth0 of the test suite (the kit's `fake` module, `tests/kit`)
 //! limits its Management API with a token bucket of `B` requests refilled
 //! at `R` a second, and answers `x-ratelimit-{limit,remaining,reset}` on
 //! every response and 429 with `Retry-After` over the limit, as Auth0 does.
@@ -28,13 +28,7 @@ use switchyard::jobs::backfill::{BackfillOptions, run};
 use switchyard::store::Database;
 use switchyard::store::sql::SqlStore;
 
-// The fake's unit tests import `super::*`; a bench built without the test
-// harness drops their #[test] functions, which leaves the import unused.
-#[allow(unused_imports)]
-#[path = "../tests/support/fake_upstream.rs"]
-mod fake_upstream;
-
-use fake_upstream::{FakeUpstream, Flavor};
+use switchyard_kit::fake::{FakeUpstream, Flavor};
 
 const CLIENT: &str = "switchyard";
 const SECRET: &str = "switchyard-at-the-fake-upstream-0123456789";

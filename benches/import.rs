@@ -28,9 +28,7 @@ use serde_json::json;
 use switchyard::jobs::import::{ImportOptions, run};
 use switchyard::store::sql::SqlStore;
 use switchyard::store::{Database, NewUser, UserStore};
-
-#[path = "support/mod.rs"]
-mod support;
+use switchyard_kit::cpu;
 
 // The allocator of the `switchyard` binary (src/main.rs), so the figures are
 // the CLI's.
@@ -152,9 +150,9 @@ struct Cpu {
 impl Cpu {
     fn now() -> Self {
         Cpu {
-            client: support::process_cpu(),
-            postgres: support::processes_cpu("postgres"),
-            machine: support::machine_cpu(),
+            client: cpu::process_cpu(),
+            postgres: cpu::processes_cpu("postgres"),
+            machine: cpu::machine_cpu(),
         }
     }
 

@@ -55,13 +55,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::COOKIE;
 use serde::Deserialize;
-use switchyard::config::{PasswordSettings, Settings, UpstreamSettings};
+use switchyard::config::{ClientSettings, PasswordSettings, Settings, UpstreamSettings};
+use switchyard::crypto::hash_secret;
 use switchyard::password::{ARGON2ID, Verified};
 use switchyard::startup::Application;
 use switchyard::state::AppState;
-use switchyard::store::{Migration, NewUser};
+use switchyard::store::{ClientSource, Migration, NewUser};
 use switchyard::upstream::profile;
 use tokio::runtime::Handle;
 use tokio::time::MissedTickBehavior;
@@ -70,18 +71,10 @@ use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-// cargo builds benches with `cfg(test)`, and without the test harness the
-// fake's unit tests are stripped, leaving their `use super::*` unused.
-#[allow(unused_imports)]
-#[path = "../tests/support/fake_upstream.rs"]
-mod fake_upstream;
-
-use fake_upstream::{AUTH0_DEFAULT_REALM, FakeUpstream, FakeUser, Flavor};
-
-#[path = "support/mod.rs"]
-mod support;
-
-use support::{cpu_of, machine_cpu, process_cpu};
+use switchyard_kit::cpu::{cpu_of, machine_cpu, process_cpu};
+use switchyard_kit::fake::{AUTH0_DEFAULT_REALM, FakeUpstream, FakeUser, Flavor};
+use switchyard_kit::http::{cookies_of, hidden_input, no_redirects, redirect_target};
+use switchyard_kit::stats::{ms, percentile};
 
 const CLIENT_ID: &str = "web";
 const SECRET: &str = "web-client-secret-0123456789abcdef";
@@ -257,24 +250,21 @@ async fn spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<App>
     })
 }
 
+/// A confidential client allowed the code and refresh grants.
 async fn add_client(app: &App) -> anyhow::Result<()> {
-    let client = support::web_client(CLIENT_ID, "Login bench", SECRET, REDIRECT);
+    let client = ClientSettings {
+        client_id: CLIENT_ID.into(),
+        name: Some("Login bench".into()),
+        redirect_uris: vec![REDIRECT.into()],
+        ..ClientSettings::default()
+    }
+    .to_client(Some(hash_secret(SECRET)), ClientSource::Cli);
     app.state.db.create_client(&client).await?;
     Ok(())
 }
 
 fn email(kind: &str, n: usize) -> String {
     format!("{kind}{n}@example.com")
-}
-
-/// No cookie store: each login is a fresh browser whose cookies are carried
-/// by hand, so a worker keeps its keep-alive connection from one login to
-/// the next. A cookie-keeping client would present the previous login's
-/// session and `/authorize` would answer from it without a password.
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?)
 }
 
 /// One password login through the pages; returns the code the client gets.
@@ -334,53 +324,6 @@ async fn login(http: &reqwest::Client, base: &str, username: &str) -> anyhow::Re
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .with_context(|| format!("no code in {back}"))
-}
-
-fn redirect_target(base: &str, response: &reqwest::Response, step: &str) -> anyhow::Result<String> {
-    ensure!(
-        response.status() == StatusCode::SEE_OTHER,
-        "{step} answered {} instead of a redirect",
-        response.status()
-    );
-    let location = response
-        .headers()
-        .get(LOCATION)
-        .context("a redirect without Location")?
-        .to_str()?;
-    Ok(if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        location.to_string()
-    })
-}
-
-/// The response's cookies as a `Cookie` header.
-fn cookies_of(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// A plain string search rather than an HTML parser: the load generator
-/// shares the cores with the hashes it measures, so it stays cheap. The
-/// values are base64url tokens, which HTML escaping leaves alone.
-fn hidden_input(html: &str, name: &str) -> anyhow::Result<String> {
-    let at = html
-        .find(&format!("name=\"{name}\""))
-        .with_context(|| format!("no {name} input on the login page"))?;
-    let start = html[..at].rfind('<').context("an input outside a tag")?;
-    let end = at + html[at..].find('>').context("an unclosed input tag")?;
-    html[start..end]
-        .split_once("value=\"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(value, _)| value.to_string())
-        .with_context(|| format!("the {name} input has no value"))
 }
 
 /// Exchanges a code; returns the refresh token.
@@ -637,7 +580,7 @@ async fn local_logins(
     let pool_cpu = used(before, Snapshot::now());
 
     // One grant family per chain, each bound to its own login.
-    let http = http_client()?;
+    let http = no_redirects();
     let mut tokens = Vec::new();
     for _ in 0..REFRESH_CHAINS {
         let code = login(&http, &app.base, &refresher).await?;
@@ -834,10 +777,12 @@ async fn login_worker(
     workers: usize,
     until: Instant,
 ) -> (Vec<(Instant, Duration)>, Option<String>) {
-    let http = match http_client() {
-        Ok(h) => h,
-        Err(e) => return (Vec::new(), Some(format!("HTTP client: {e}"))),
-    };
+    // No cookie store: each login is a fresh browser whose cookies are
+    // carried by hand, so a worker keeps its keep-alive connection from one
+    // login to the next. A cookie-keeping client would present the previous
+    // login's session and `/authorize` would answer from it without a
+    // password.
+    let http = no_redirects();
     let mut done = Vec::with_capacity(1024);
     let mut n = worker;
     while Instant::now() < until {
@@ -1130,7 +1075,7 @@ async fn first_logins(config: &Config, phases: &PhaseLog) -> anyhow::Result<Firs
         fake.add_user(FakeUser::new(sub, &email("migrant", n), PASSWORD));
     }
 
-    let http = http_client()?;
+    let http = no_redirects();
     let mut result = FirstLogins {
         whole: Vec::new(),
         upstream_verify: Vec::new(),
@@ -1324,19 +1269,6 @@ fn summary(runs: &[PoolRun], first: &FirstLogins) {
          commit {commit:.2} ms, the rest {:.1} ms",
         ms(percentile(&first.rest, 0.5)),
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nearest-rank percentile of sorted values; the default when there are none.
-fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
-    if sorted.is_empty() {
-        return T::default();
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 // ---------------------------------------------------------------------------

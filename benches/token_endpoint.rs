@@ -31,21 +31,20 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::LOCATION;
 use scraper::{Html, Selector};
 use serde::Deserialize;
-use switchyard::config::{Settings, TokenSettings};
-use switchyard::crypto::{b64url, random_token, sha256};
+use switchyard::config::{ClientSettings, Settings, TokenSettings};
+use switchyard::crypto::{hash_secret, random_token};
 use switchyard::password::ARGON2ID;
 use switchyard::startup::Application;
 use switchyard::state::AppState;
-use switchyard::store::NewUser;
+use switchyard::store::{ClientSource, NewUser};
 use switchyard::tokens::keys::Alg;
 
-#[path = "support/mod.rs"]
-mod support;
-
-use support::{delete_keys, machine_cpu, process_cpu};
+use switchyard_kit::cpu::{machine_cpu, process_cpu};
+use switchyard_kit::http::{browser, pkce, redirect_target};
+use switchyard_kit::isolation::delete_keys;
+use switchyard_kit::stats::{ms, percentile};
 
 const CLIENT_ID: &str = "bench";
 const SECRET: &str = "bench-client-secret-0123456789abcdef";
@@ -277,19 +276,6 @@ async fn measure(config: &Config, alg: Alg, app: &App) -> anyhow::Result<usize> 
     Ok(load.errors.len())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nearest-rank percentile of sorted latencies.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 struct App {
     base: String,
     state: AppState,
@@ -349,7 +335,13 @@ struct TokenResponse {
 /// A confidential client, a user, and one login per chain through the real
 /// pages, so every chain is its own grant family bound to its own session.
 async fn provision(app: &App, chains: usize) -> anyhow::Result<Vec<TokenResponse>> {
-    let client = support::web_client(CLIENT_ID, "Token endpoint bench", SECRET, REDIRECT);
+    let client = ClientSettings {
+        client_id: CLIENT_ID.into(),
+        name: Some("Token endpoint bench".into()),
+        redirect_uris: vec![REDIRECT.into()],
+        ..ClientSettings::default()
+    }
+    .to_client(Some(hash_secret(SECRET)), ClientSource::Cli);
     app.state.db.create_client(&client).await?;
     let hash = app.state.passwords.hash(PASSWORD.into()).await?;
     let user = NewUser {
@@ -376,12 +368,8 @@ async fn provision(app: &App, chains: usize) -> anyhow::Result<Vec<TokenResponse
 
 /// Authorize, sign in with username and password in one form, exchange the code.
 async fn login(app: &App) -> anyhow::Result<TokenResponse> {
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let verifier = random_token();
-    let challenge = b64url(&sha256(verifier.as_bytes()));
+    let browser = browser();
+    let (verifier, challenge) = pkce();
     let start = browser
         .get(format!("{}/authorize", app.base))
         .query(&[
@@ -396,7 +384,7 @@ async fn login(app: &App) -> anyhow::Result<TokenResponse> {
         ])
         .send()
         .await?;
-    let login_page = redirect_target(app, &start, "authorize")?;
+    let login_page = redirect_target(&app.base, &start, "authorize")?;
 
     let page = browser.get(&login_page).send().await?;
     if page.status() != StatusCode::OK {
@@ -414,7 +402,7 @@ async fn login(app: &App) -> anyhow::Result<TokenResponse> {
         .form(&form)
         .send()
         .await?;
-    let back = redirect_target(app, &done, "login")?;
+    let back = redirect_target(&app.base, &done, "login")?;
     let back = url::Url::parse(&back)?;
     let code = back
         .query_pairs()
@@ -441,25 +429,6 @@ async fn login(app: &App) -> anyhow::Result<TokenResponse> {
         );
     }
     Ok(response.json().await?)
-}
-
-fn redirect_target(app: &App, response: &reqwest::Response, step: &str) -> anyhow::Result<String> {
-    if response.status() != StatusCode::SEE_OTHER {
-        bail!(
-            "{step} answered {} instead of a redirect",
-            response.status()
-        );
-    }
-    let location = response
-        .headers()
-        .get(LOCATION)
-        .context("a redirect without Location")?
-        .to_str()?;
-    Ok(if location.starts_with('/') {
-        format!("{}{location}", app.base)
-    } else {
-        location.to_string()
-    })
 }
 
 /// The `authz` and `csrf` hidden inputs of the identifier page.

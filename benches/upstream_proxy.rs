@@ -2,7 +2,7 @@
 //! against the same calls made straight to that upstream, in one run.
 //!
 //! Everything runs in this process over real loopback HTTP: the fake Auth0
-//! of the test suite (`tests/support/fake_upstream.rs`), Switchyard in front
+//! of the test suite (the kit's `fake` module, `tests/kit`), Switchyard in front
 //! of it, and a sequential client (one request in flight at a time, after a
 //! warm-up, the series interleaved request by request) so that both sides of
 //! each comparison see the same machine at the same moment.
@@ -60,27 +60,19 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use switchyard::config::{Cohort, Settings, UpstreamSettings};
+use switchyard::config::{ClientSettings, Cohort, Settings, UpstreamSettings};
 use switchyard::crypto::hash_secret;
-use switchyard::crypto::{b64url, b64url_decode, random_token, sha256};
+use switchyard::crypto::{b64url_decode, random_token};
 use switchyard::startup::Application;
 use switchyard::state::AppState;
-use switchyard::store::{AuditEvent, Client, now};
+use switchyard::store::{AuditEvent, ClientSource, now};
 use switchyard::tokens::keys::Alg;
 use tokio::sync::oneshot;
 
-// The fake's unit tests import `super::*`; a bench built without the test
-// harness drops their #[test] functions, which leaves the import unused.
-#[allow(unused_imports)]
-#[path = "../tests/support/fake_upstream.rs"]
-mod fake_upstream;
-
-use fake_upstream::{FakeUpstream, FakeUser, Flavor, login_form};
-
-#[path = "support/mod.rs"]
-mod support;
-
-use support::delete_keys;
+use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor};
+use switchyard_kit::http::{form_fields, no_redirects, pkce, try_location};
+use switchyard_kit::isolation::delete_keys;
+use switchyard_kit::stats;
 
 /// Switchyard's own client at the fake, as in tests/api/upstream.rs.
 const UPSTREAM_CLIENT: &str = "switchyard";
@@ -250,10 +242,9 @@ async fn measure(bench: &Bench, samples: usize, alg: &str) -> anyhow::Result<boo
 
 /// Nearest-rank percentile of a sample, in milliseconds.
 fn percentile(sample: &[Duration], q: f64) -> f64 {
-    let mut ms: Vec<f64> = sample.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let mut ms: Vec<f64> = sample.iter().copied().map(stats::ms).collect();
     ms.sort_by(f64::total_cmp);
-    let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
-    ms[rank - 1]
+    stats::percentile(&ms, q)
 }
 
 fn mean(sample: &[Duration]) -> f64 {
@@ -384,22 +375,15 @@ impl Bench {
         fake.add_user(FakeUser::new(SUB, EMAIL, PASSWORD));
         state
             .db
-            .create_client(&Client {
-                client_id: CLIENT_ID.into(),
-                name: Some("Bench App".into()),
-                secret_hash: Some(hash_secret(SECRET)),
-                public: false,
-                redirect_uris: vec![REDIRECT.into()],
-                post_logout_redirect_uris: vec![],
-                grant_types: vec![
-                    switchyard::store::GrantType::AuthorizationCode,
-                    switchyard::store::GrantType::RefreshToken,
-                ],
-                web_origins: vec![],
-                token_mode: switchyard::store::TokenMode::Gateway,
-                source: switchyard::store::ClientSource::Cli,
-                created_at: now(),
-            })
+            .create_client(
+                &ClientSettings {
+                    client_id: CLIENT_ID.into(),
+                    name: Some("Bench App".into()),
+                    redirect_uris: vec![REDIRECT.into()],
+                    ..ClientSettings::default()
+                }
+                .to_client(Some(hash_secret(SECRET)), ClientSource::Cli),
+            )
             .await?;
         Ok(Self {
             fake,
@@ -407,9 +391,7 @@ impl Bench {
             base,
             callback,
             upstream_secret,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: no_redirects(),
             redis: redis_url.map(|u| (u, prefix)),
             shutdown,
             server,
@@ -509,7 +491,7 @@ impl Bench {
             start.status()
         );
         jar.absorb(start.headers());
-        let mut upstream_url = location(start.headers())?;
+        let mut upstream_url = try_location(start.headers()).context("no Location header")?;
         if upstream_url.starts_with("/login") {
             upstream_url = self.identifier_step(&upstream_url, &mut jar).await?;
         }
@@ -526,7 +508,7 @@ impl Bench {
             "the fake's login answered {}",
             back.status()
         );
-        let callback = location(back.headers())?;
+        let callback = try_location(back.headers()).context("no Location header")?;
         ensure!(
             callback.starts_with(&self.callback),
             "the fake redirected elsewhere: {callback}"
@@ -553,7 +535,7 @@ impl Bench {
             page.status()
         );
         jar.absorb(page.headers());
-        let (action, mut fields) = login_form(&page.text().await?);
+        let (action, mut fields) = form_fields(&page.text().await?);
         fields.insert("username".into(), EMAIL.into());
         let action = url::Url::parse(&self.base)?.join(&action)?;
         let next = self
@@ -596,7 +578,7 @@ impl Bench {
             done.status()
         );
         pending.jar.absorb(done.headers());
-        let code = code_of(&location(done.headers())?)?;
+        let code = code_of(&try_location(done.headers()).context("no Location header")?)?;
         let tokens = json_ok(
             send(self.gateway_exchange(&code, &pending.verifier)).await?,
             "gateway code exchange",
@@ -632,7 +614,7 @@ impl Bench {
             back.status()
         );
         Ok(UpstreamCode {
-            code: code_of(&location(back.headers())?)?,
+            code: code_of(&try_location(back.headers()).context("no Location header")?)?,
             verifier,
             nonce,
         })
@@ -726,20 +708,6 @@ impl Cookies {
             .collect::<Vec<_>>()
             .join("; ")
     }
-}
-
-fn pkce() -> (String, String) {
-    let verifier = random_token();
-    let challenge = b64url(&sha256(verifier.as_bytes()));
-    (verifier, challenge)
-}
-
-fn location(headers: &HeaderMap) -> anyhow::Result<String> {
-    Ok(headers
-        .get(LOCATION)
-        .context("no Location header")?
-        .to_str()?
-        .to_string())
 }
 
 fn code_of(redirect: &str) -> anyhow::Result<String> {
@@ -1031,7 +999,7 @@ async fn code_series(bench: &Bench, samples: usize) -> anyhow::Result<CodeSeries
                     String::from_utf8_lossy(&t.body)
                 );
                 gateway.0 = t.elapsed;
-                let code = code_of(&location(&t.headers)?)?;
+                let code = code_of(&try_location(&t.headers).context("no Location header")?)?;
                 let t = send(bench.gateway_exchange(&code, &pending.verifier)).await?;
                 gateway.1 = t.elapsed;
                 json_ok(t, "gateway code exchange")?;
@@ -1127,7 +1095,7 @@ async fn single_flight(bench: &Bench) -> anyhow::Result<SingleFlight> {
             "silent /authorize answered {}",
             again.status()
         );
-        let code = code_of(&location(again.headers())?)?;
+        let code = code_of(&try_location(again.headers()).context("no Location header")?)?;
         let tokens = json_ok(
             send(bench.gateway_exchange(&code, &verifier)).await?,
             "gateway code exchange",

@@ -460,6 +460,24 @@ pub struct ClientSettings {
     pub token_mode: crate::store::TokenMode,
 }
 
+/// A confidential client with the default grants and nothing else: the
+/// base a registration is written from in code (`..Default::default()`).
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret_env: None,
+            public: false,
+            name: None,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            grant_types: default_grant_types(),
+            web_origins: Vec::new(),
+            token_mode: crate::store::TokenMode::default(),
+        }
+    }
+}
+
 impl ClientSettings {
     /// The client this registration describes: the one way a
     /// [`crate::store::Client`] is made, for the file's clients and for

@@ -11,11 +11,11 @@ use std::process::Output;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::support::fake_upstream::{
+use crate::upstream::{UPSTREAM_CLIENT, UPSTREAM_SECRET};
+use switchyard_kit::fake::{
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, COGNITO_POOL_ID, ExportTiming, FakeUpstream,
     FakeUser, Flavor, OKTA_API_TOKEN,
 };
-use crate::upstream::{UPSTREAM_CLIENT, UPSTREAM_SECRET};
 
 const OKTA_TOKEN_ENV: &str = "SWITCHYARD_TEST_OKTA_API_TOKEN";
 

@@ -1,4 +1,4 @@
-//! A person in a real browser (headless Chromium, tests/api/chrome.rs): the
+//! A person in a real browser (headless Chromium, the kit's `chrome` module): the
 //! Quickstart's login on Switchyard's own pages, the lazy-migration track,
 //! the form_post response mode, an issuer with a path through the
 //! upstream's own login page, and single-page apps on the vendors' own SDKs
@@ -20,12 +20,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchyard::config::{Phase, Settings};
 use switchyard::crypto::random_token;
-use switchyard::store::{Client, UserState, now};
+use switchyard::store::UserState;
 
-use crate::chrome::{self, Chrome};
 use crate::helpers::*;
-use crate::support::fake_upstream::{FakeUser, Flavor};
 use crate::upstream::{UPSTREAM_CLIENT, UPSTREAM_SECRET, spawn_with_upstream};
+use switchyard_kit::chrome::{self, Chrome};
+use switchyard_kit::fake::{FakeUser, Flavor};
 
 /// An ordinary OIDC request from `client_id` that returns to the site.
 fn request_to(client_id: &str, site: &Site) -> AuthRequest {
@@ -150,22 +150,16 @@ fn sdks_installed(test: &str) -> bool {
 /// A browser application's client: public, PKCE, its site's origin as the
 /// redirect URI and web origin.
 async fn register_spa(app: &TestApp, client_id: &str, site: &Site) {
-    let client = Client {
+    let client = switchyard::config::ClientSettings {
         client_id: client_id.into(),
         name: Some("Example SPA".into()),
-        secret_hash: None,
         public: true,
         redirect_uris: vec![format!("{}/", site.origin)],
         post_logout_redirect_uris: vec![format!("{}/", site.origin)],
-        grant_types: vec![
-            switchyard::store::GrantType::AuthorizationCode,
-            switchyard::store::GrantType::RefreshToken,
-        ],
         web_origins: vec![site.origin.clone()],
-        token_mode: switchyard::store::TokenMode::Gateway,
-        source: switchyard::store::ClientSource::Cli,
-        created_at: now(),
-    };
+        ..Default::default()
+    }
+    .to_client(None, switchyard::store::ClientSource::Cli);
     app.state.db.create_client(&client).await.unwrap();
 }
 
@@ -262,7 +256,7 @@ async fn the_quickstart_login_completes_in_chromium() {
         .expect("a generated secret")
         .to_string();
 
-    let chrome = &Chrome::start("quickstart").await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "quickstart").await;
     let redirect = site.callback();
     chrome
         .goto(&app.url(&format!(
@@ -326,7 +320,7 @@ async fn the_password_page_names_the_account_for_password_managers() {
     app.add_user("alice@example.com", PASSWORD).await;
     let site = Site::start(String::new()).await;
     register_web(&app, "web", &site).await;
-    let chrome = &Chrome::start("password_page").await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "password_page").await;
     let request = request_to("web", &site).with("login_hint", "alice@example.com");
     let query = query_string(&request);
     chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
@@ -369,7 +363,7 @@ async fn a_lazily_migrated_user_lands_on_the_application_in_chromium() {
     let site = Site::start(String::new()).await;
     register_web(&t.app, "shop", &site).await;
 
-    let chrome = &Chrome::start("lazy_migration").await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "lazy_migration").await;
     let request = request_to("shop", &site);
     let query = query_string(&request);
     chrome
@@ -401,7 +395,7 @@ async fn a_form_post_response_reaches_the_application_in_chromium() {
     app.add_user("alice@example.com", PASSWORD).await;
     let site = Site::start(String::new()).await;
     register_web(&app, "web", &site).await;
-    let chrome = &Chrome::start("form_post").await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "form_post").await;
     let request = request_to("web", &site).with("response_mode", "form_post");
     let query = query_string(&request);
     chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
@@ -440,7 +434,7 @@ async fn an_issuer_with_a_path_brings_the_user_back_from_the_upstreams_page() {
     let site = Site::start(String::new()).await;
     register_web(&t.app, "okta-web", &site).await;
 
-    let chrome = &Chrome::start("path_issuer").await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "path_issuer").await;
     let request = request_to("okta-web", &site);
     let query = query_string(&request);
     // Okta's SDKs call `{issuer}/v1/authorize`.
@@ -568,7 +562,7 @@ impl Spa {
         app.add_user("alice@example.com", PASSWORD).await;
         let site = Site::start(page).await;
         register_spa(&app, client_id, &site).await;
-        let chrome = Chrome::start(shots).await;
+        let chrome = Chrome::start(env!("CARGO_TARGET_TMPDIR"), shots).await;
         chrome.goto(&format!("{}/", site.origin)).await;
         wait_for_status(&chrome, "signed out").await;
         Spa { app, site, chrome }

@@ -1,4 +1,4 @@
-//! The fake upstream identity provider (`tests/support/fake_upstream.rs`)
+//! The fake upstream identity provider (the kit's `fake` module)
 //! checked against a real relying-party library: if `openidconnect` can
 //! discover it, log in through it, validate its ID tokens and refresh with
 //! it, then Switchyard's upstream client is tested against something that
@@ -19,7 +19,10 @@ use openidconnect::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::fake_upstream::*;
+use switchyard_kit::fake::*;
+// No redirects followed: what `openidconnect` requires and what a back end
+// talking to an upstream uses.
+use switchyard_kit::http::{browser, form_fields, no_redirects, pkce, redirect_params};
 
 const CLIENT_ID: &str = "app";
 const SECRET: &str = "upstream-client-secret";
@@ -47,29 +50,13 @@ async fn fake_with_alice(flavor: Flavor) -> (FakeUpstream, FakeUser) {
     (fake, alice)
 }
 
-/// No redirects followed: what `openidconnect` requires and what a back end
-/// talking to an upstream uses.
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// A browser tab: keeps cookies, follows nothing.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 async fn discover(fake: &FakeUpstream) -> Rp {
-    let metadata =
-        CoreProviderMetadata::discover_async(IssuerUrl::new(fake.issuer()).unwrap(), &http())
-            .await
-            .expect("discovery (and the JWKS it fetches)");
+    let metadata = CoreProviderMetadata::discover_async(
+        IssuerUrl::new(fake.issuer()).unwrap(),
+        &no_redirects(),
+    )
+    .await
+    .expect("discovery (and the JWKS it fetches)");
     CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(CLIENT_ID.into()),
@@ -114,7 +101,7 @@ async fn log_in(
         .exchange_code(AuthorizationCode::new(back["code"].clone()))
         .unwrap()
         .set_pkce_verifier(verifier)
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await
         .expect("code exchange");
     Login { tokens, nonce }
@@ -134,7 +121,7 @@ fn payload(jwt: &str) -> Value {
 /// Verifies `jwt` with the fake's published JWKS using jsonwebtoken (for
 /// tokens `openidconnect` refuses to parse).
 async fn verify_with_jwks(fake: &FakeUpstream, jwt: &str, audience: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = http()
+    let jwks: jsonwebtoken::jwk::JwkSet = no_redirects()
         .get(fake.jwks_uri())
         .send()
         .await
@@ -186,7 +173,7 @@ async fn relying_party_round_trip(flavor: Flavor, scopes: &[&str]) -> (FakeUpstr
     let info: CoreUserInfoClaims = client
         .user_info(login.tokens.access_token().clone(), None)
         .unwrap()
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await
         .expect("userinfo");
     assert_eq!(info.subject().as_str(), alice.sub);
@@ -196,7 +183,7 @@ async fn relying_party_round_trip(flavor: Flavor, scopes: &[&str]) -> (FakeUpstr
     let refreshed = client
         .exchange_refresh_token(first)
         .unwrap()
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await
         .expect("refresh");
     let second = refreshed.refresh_token().expect("a new refresh token");
@@ -210,7 +197,7 @@ async fn relying_party_round_trip(flavor: Flavor, scopes: &[&str]) -> (FakeUpstr
     let replay = client
         .exchange_refresh_token(first)
         .unwrap()
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await;
     match replay {
         Err(RequestTokenError::ServerResponse(e)) => {
@@ -288,7 +275,14 @@ async fn discovery_documents_advertise_each_vendors_endpoints_and_grants() {
             fake.issuer().trim_end_matches('/')
         );
         assert_eq!(url, fake.discovery_url());
-        let doc: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+        let doc: Value = no_redirects()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(doc["issuer"], fake.issuer());
         let path = |key: &str| {
             doc[key]
@@ -388,7 +382,7 @@ async fn auth0_id_tokens_carry_profile_claims_with_updated_at_as_an_iso_string()
         !back.contains_key("iss"),
         "Auth0 does not send RFC 9207 iss"
     );
-    let body: Value = http()
+    let body: Value = no_redirects()
         .post(fake.token_endpoint())
         .basic_auth(CLIENT_ID, Some(SECRET))
         .form(&[
@@ -421,12 +415,6 @@ async fn auth0_id_tokens_carry_profile_claims_with_updated_at_as_an_iso_string()
     assert_eq!(claims[AUTH0_ROLES_CLAIM], json!(["admin", "billing"]));
 }
 
-/// A verifier and its S256 challenge.
-fn pkce() -> (String, String) {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    (verifier.secret().clone(), challenge.as_str().to_string())
-}
-
 #[tokio::test]
 async fn after_a_key_rotation_new_id_tokens_validate_only_after_rediscovery() {
     for flavor in Flavor::ALL {
@@ -443,7 +431,7 @@ async fn key_rotation_needs_rediscovery(flavor: Flavor) {
 
     fake.rotate_keys();
     assert_ne!(fake.current_kid(), old_kid);
-    let jwks: Value = http()
+    let jwks: Value = no_redirects()
         .get(fake.jwks_uri())
         .send()
         .await
@@ -461,7 +449,7 @@ async fn key_rotation_needs_rediscovery(flavor: Flavor) {
     let refreshed = stale
         .exchange_refresh_token(login.tokens.refresh_token().unwrap())
         .unwrap()
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await
         .expect("refresh");
     let fresh = refreshed.id_token().unwrap();
@@ -548,7 +536,7 @@ async fn the_auth0_password_realm_grant_answers_exactly_as_auth0_does() {
     mfa.mfa_required = true;
     fake.add_user(mfa);
     let realm = |username: &str, password: &str| {
-        http()
+        no_redirects()
             .post(fake.token_endpoint())
             .form(&[
                 ("grant_type", AUTH0_PASSWORD_REALM),
@@ -606,7 +594,7 @@ async fn the_auth0_password_realm_grant_answers_exactly_as_auth0_does() {
     assert_eq!(body["expires_in"], 86_400);
 
     // The plain password grant (tenant default directory) as well.
-    let response = http()
+    let response = no_redirects()
         .post(fake.token_endpoint())
         .basic_auth(CLIENT_ID, Some(SECRET))
         .form(&[
@@ -640,7 +628,7 @@ async fn okta_and_keycloak_password_grants_use_their_own_error_bodies() {
     ] {
         let (fake, alice) = fake_with_alice(flavor).await;
         let grant = |password: &str| {
-            http()
+            no_redirects()
                 .post(fake.token_endpoint())
                 .basic_auth(CLIENT_ID, Some(SECRET))
                 .form(&[
@@ -666,7 +654,7 @@ async fn okta_and_keycloak_password_grants_use_their_own_error_bodies() {
 #[tokio::test]
 async fn a_generic_provider_refuses_the_password_grant() {
     let (fake, alice) = fake_with_alice(Flavor::Generic).await;
-    let response = http()
+    let response = no_redirects()
         .post(fake.token_endpoint())
         .basic_auth(CLIENT_ID, Some(SECRET))
         .form(&[
@@ -710,7 +698,7 @@ async fn a_rate_limited_upstream_answers_429_with_retry_after_and_the_vendors_he
             .unwrap()
             .as_secs() as i64;
 
-        let normal = http().get(fake.jwks_uri()).send().await.unwrap();
+        let normal = no_redirects().get(fake.jwks_uri()).send().await.unwrap();
         assert_eq!(normal.status(), StatusCode::OK);
         assert!(header(&normal, "remaining") > 0);
         assert!(header(&normal, "limit") >= header(&normal, "remaining"));
@@ -718,7 +706,7 @@ async fn a_rate_limited_upstream_answers_429_with_retry_after_and_the_vendors_he
         fake.set_mode(Mode::RateLimited {
             retry_after_secs: 30,
         });
-        let limited = http()
+        let limited = no_redirects()
             .post(fake.token_endpoint())
             .form(&[("grant_type", "client_credentials")])
             .basic_auth(CLIENT_ID, Some(SECRET))
@@ -770,25 +758,33 @@ async fn failure_modes_hit_the_back_channel_while_the_login_page_stays_up() {
         .exchange_code(AuthorizationCode::new(code))
         .unwrap()
         .set_pkce_verifier(verifier)
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await;
     assert!(exchange.is_err(), "the token call fails: {exchange:?}");
-    let response = http().get(fake.jwks_uri()).send().await.unwrap();
+    let response = no_redirects().get(fake.jwks_uri()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
     fake.set_mode(Mode::InvalidJson);
-    let response = http().get(fake.discovery_url()).send().await.unwrap();
+    let response = no_redirects()
+        .get(fake.discovery_url())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.json::<Value>().await.is_err(), "not JSON");
 
     fake.set_mode(Mode::Slow(Duration::from_millis(400)));
-    let hurried = http()
+    let hurried = no_redirects()
         .get(fake.discovery_url())
         .timeout(Duration::from_millis(100))
         .send()
         .await;
     assert!(hurried.is_err_and(|e| e.is_timeout()));
-    let patient = http().get(fake.discovery_url()).send().await.unwrap();
+    let patient = no_redirects()
+        .get(fake.discovery_url())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(patient.status(), StatusCode::OK);
 
     fake.set_mode(Mode::Normal);
@@ -798,7 +794,7 @@ async fn failure_modes_hit_the_back_channel_while_the_login_page_stays_up() {
 #[tokio::test]
 async fn a_down_upstream_fails_at_the_transport_level_and_recovers() {
     let (fake, _) = fake_with_alice(Flavor::Auth0).await;
-    let pooled = http();
+    let pooled = no_redirects();
     let warm = pooled.get(fake.jwks_uri()).send().await.unwrap();
     assert_eq!(warm.status(), StatusCode::OK);
     warm.bytes().await.unwrap();
@@ -807,9 +803,12 @@ async fn a_down_upstream_fails_at_the_transport_level_and_recovers() {
     // A kept-alive connection is reset too, not only new ones.
     let on_pooled = pooled.get(fake.jwks_uri()).send().await;
     assert!(on_pooled.is_err(), "{on_pooled:?}");
-    let fresh = http().get(fake.discovery_url()).send().await;
+    let fresh = no_redirects().get(fake.discovery_url()).send().await;
     assert!(fresh.is_err(), "{fresh:?}");
-    let page = http().get(fake.authorization_endpoint()).send().await;
+    let page = no_redirects()
+        .get(fake.authorization_endpoint())
+        .send()
+        .await;
     assert!(page.is_err(), "the login page is down too");
     assert_eq!(fake.calls("jwks"), 1, "nothing reached the fake");
 
@@ -840,7 +839,7 @@ async fn the_authorize_page_prefills_login_hint_and_records_the_request() {
     .unwrap();
     let page = browser().get(url).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let (action, fields) = login_form(&page.text().await.unwrap());
+    let (action, fields) = form_fields(&page.text().await.unwrap());
     assert!(action.starts_with(&fake.base), "{action}");
     assert_eq!(fields["username"], "alice@example.com");
     assert_eq!(fields["password"], "");
@@ -862,7 +861,7 @@ async fn wrong_credentials_re_render_the_login_page_with_an_error() {
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains("Wrong email or password"), "{html}");
-    let (_, fields) = login_form(&html);
+    let (_, fields) = form_fields(&html);
     assert_eq!(fields["username"], alice.email, "the username is kept");
 }
 
@@ -926,7 +925,7 @@ async fn prompt_none_needs_an_upstream_session_which_logout_ends() {
 #[tokio::test]
 async fn auth0_v2_logout_returns_to_the_given_url() {
     let (fake, _) = fake_with_alice(Flavor::Auth0).await;
-    let response = http()
+    let response = no_redirects()
         .get(fake.url("/v2/logout"))
         .query(&[
             ("returnTo", "https://app.example.com/bye"),
@@ -940,7 +939,11 @@ async fn auth0_v2_logout_returns_to_the_given_url() {
         response.headers()["location"],
         "https://app.example.com/bye"
     );
-    let plain = http().get(fake.url("/v2/logout")).send().await.unwrap();
+    let plain = no_redirects()
+        .get(fake.url("/v2/logout"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(plain.status(), StatusCode::OK);
     assert_eq!(fake.calls("logout"), 2);
 }
@@ -953,12 +956,16 @@ async fn authorize_refuses_unknown_clients_and_redirect_uris_with_a_page() {
         ("client_id=app", "client_id=nope"),
         ("app.example.com", "evil.example.com"),
     ] {
-        let response = http().get(url.replace(from, to)).send().await.unwrap();
+        let response = no_redirects()
+            .get(url.replace(from, to))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(response.headers().get("location").is_none());
     }
     // Once the redirect URI is trusted, errors go back to the client.
-    let response = http()
+    let response = no_redirects()
         .get(url.replace("response_type=code", "response_type=token"))
         .send()
         .await
@@ -991,7 +998,7 @@ async fn codes_are_single_use_and_bound_to_the_pkce_verifier_and_the_client() {
     let exchange = |code: String, verifier: String, client: (&'static str, &'static str)| {
         let token_endpoint = fake.token_endpoint();
         async move {
-            http()
+            no_redirects()
                 .post(token_endpoint)
                 .basic_auth(client.0, Some(client.1))
                 .form(&[
@@ -1037,7 +1044,7 @@ async fn revoking_a_refresh_token_stops_it_and_is_recorded() {
     let refresh = |token: String| {
         let token_endpoint = fake.token_endpoint();
         async move {
-            http()
+            no_redirects()
                 .post(token_endpoint)
                 .form(&[
                     ("grant_type", "refresh_token"),
@@ -1058,7 +1065,7 @@ async fn revoking_a_refresh_token_stops_it_and_is_recorded() {
     assert_eq!(claims["sub"], alice.sub.as_str());
     let current = body["refresh_token"].as_str().unwrap().to_string();
 
-    let revoked = http()
+    let revoked = no_redirects()
         .post(fake.revocation_endpoint())
         .basic_auth(CLIENT_ID, Some(SECRET))
         .form(&[
@@ -1102,7 +1109,7 @@ async fn an_expired_access_token_is_refused_by_userinfo() {
         Some(Duration::ZERO),
         "expires_in follows the TTL"
     );
-    let response = http()
+    let response = no_redirects()
         .get(fake.userinfo_endpoint())
         .bearer_auth(login.tokens.access_token().secret())
         .send()
@@ -1118,7 +1125,7 @@ async fn an_expired_access_token_is_refused_by_userinfo() {
     fake.set_access_token_ttl(600);
     let login = log_in(&fake, &client, &browser(), &alice, &["email"]).await;
     assert_eq!(login.tokens.expires_in(), Some(Duration::from_secs(600)));
-    let info: HashMap<String, Value> = http()
+    let info: HashMap<String, Value> = no_redirects()
         .get(fake.userinfo_endpoint())
         .bearer_auth(login.tokens.access_token().secret())
         .send()
@@ -1170,7 +1177,7 @@ struct AwsAnswer {
 }
 
 async fn call_user_api(fake: &FakeUpstream, target: &str, body: &Value) -> AwsAnswer {
-    let response = http()
+    let response = no_redirects()
         .post(fake.user_api_endpoint())
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", target)
@@ -1239,7 +1246,7 @@ fn assert_aws_error(answer: &AwsAnswer, status: StatusCode, kind: &str, message:
 
 /// Verifies a Cognito access token (no `aud`) with the published JWKS.
 async fn verify_access_token_with_jwks(fake: &FakeUpstream, jwt: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = http()
+    let jwks: jsonwebtoken::jwk::JwkSet = no_redirects()
         .get(fake.jwks_uri())
         .send()
         .await
@@ -1313,12 +1320,12 @@ async fn an_openidconnect_client_logs_in_through_the_fake_cognito_hosted_ui_and_
     let info: CoreUserInfoClaims = client
         .user_info(login.tokens.access_token().clone(), None)
         .unwrap()
-        .request_async(&http())
+        .request_async(&no_redirects())
         .await
         .expect("userInfo");
     assert_eq!(info.subject().as_str(), alice.sub);
     assert_eq!(info.email_verified(), Some(true));
-    let raw_info: Value = http()
+    let raw_info: Value = no_redirects()
         .get(fake.userinfo_endpoint())
         .bearer_auth(login.tokens.access_token().secret())
         .send()
@@ -1341,7 +1348,7 @@ async fn an_openidconnect_client_logs_in_through_the_fake_cognito_hosted_ui_and_
         let refreshed = client
             .exchange_refresh_token(original)
             .unwrap()
-            .request_async(&http())
+            .request_async(&no_redirects())
             .await
             .expect("the same refresh token works again");
         assert!(
@@ -1374,7 +1381,7 @@ async fn cognito_discovery_lists_the_hosted_ui_endpoints_and_neither_a_password_
         fake.discovery_url(),
         format!("{}/.well-known/openid-configuration", fake.issuer())
     );
-    let doc: Value = http()
+    let doc: Value = no_redirects()
         .get(fake.discovery_url())
         .send()
         .await
@@ -1478,7 +1485,7 @@ async fn cognito_initiate_auth_with_a_correct_secret_hash_returns_tokens_that_va
     assert_eq!(fake.calls("token"), 0, "not the token endpoint");
 
     // AWS: userInfo refuses access tokens from InitiateAuth (no openid).
-    let info = http()
+    let info = no_redirects()
         .get(fake.userinfo_endpoint())
         .bearer_auth(access_token)
         .send()
@@ -1657,7 +1664,7 @@ async fn cognito_initiate_auth_answers_each_error_and_challenge_exactly_as_aws_d
     )
     .await;
     assert_aws_error(&admin, bad, "UnknownOperationException", "");
-    let untyped = http()
+    let untyped = no_redirects()
         .post(fake.user_api_endpoint())
         .header("x-amz-target", COGNITO_INITIATE_AUTH)
         .json(&json!({"AuthFlow": "USER_PASSWORD_AUTH", "ClientId": CLIENT_ID}))
@@ -1797,7 +1804,7 @@ async fn cognito_refuses_user_password_auth_for_a_client_that_does_not_enable_it
 async fn cognito_token_endpoint_errors_carry_the_code_alone_and_there_is_no_password_grant() {
     let (fake, alice) = cognito_with_alice().await;
     let post = |form: Vec<(&'static str, String)>, secret: &'static str| {
-        http()
+        no_redirects()
             .post(fake.token_endpoint())
             .basic_auth(CLIENT_ID, Some(secret))
             .form(&form)
@@ -1863,7 +1870,7 @@ async fn revoking_a_cognito_refresh_token_ends_it_and_its_access_tokens() {
     let userinfo = |token: String| {
         let endpoint = fake.userinfo_endpoint();
         async move {
-            http()
+            no_redirects()
                 .get(endpoint)
                 .bearer_auth(token)
                 .send()
@@ -1876,7 +1883,7 @@ async fn revoking_a_cognito_refresh_token_ends_it_and_its_access_tokens() {
     assert_eq!(userinfo(access_token.clone()).await, StatusCode::OK);
 
     let revoke = |token: String| {
-        http()
+        no_redirects()
             .post(fake.revocation_endpoint())
             .basic_auth(CLIENT_ID, Some(SECRET))
             .form(&[("token", token)])
@@ -1897,7 +1904,7 @@ async fn revoking_a_cognito_refresh_token_ends_it_and_its_access_tokens() {
         StatusCode::UNAUTHORIZED,
         "the access token issued with it ends too"
     );
-    let refresh = http()
+    let refresh = no_redirects()
         .post(fake.token_endpoint())
         .basic_auth(CLIENT_ID, Some(SECRET))
         .form(&[
@@ -1970,7 +1977,7 @@ async fn cognito_logout_redirects_to_logout_uri_and_ends_the_hosted_ui_session()
     let after = browser.get(&silent).send().await.unwrap();
     assert_eq!(redirect_params(&after)["error"], "login_required");
 
-    let unknown = http()
+    let unknown = no_redirects()
         .get(fake.url("/logout"))
         .query(&[
             ("client_id", "nope"),
@@ -2081,7 +2088,7 @@ async fn management_token(fake: &FakeUpstream) -> String {
     if fake.flavor == Flavor::Auth0 {
         form.push(("audience", fake.management_audience()));
     }
-    let response = http()
+    let response = no_redirects()
         .post(fake.token_endpoint())
         .basic_auth(CLIENT_ID, Some(SECRET))
         .form(&form)
@@ -2097,7 +2104,7 @@ async fn get_json(
     url: &str,
     authorization: &str,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let response = http()
+    let response = no_redirects()
         .get(url)
         .header("authorization", authorization)
         .send()
@@ -2257,7 +2264,7 @@ async fn a_naive_auth0_pager_hits_the_1000_cap_and_never_sees_user_1001() {
         json!({"statusCode": 401, "error": "Unauthorized", "message": "Invalid token",
                "attributes": {"error": "Invalid token"}})
     );
-    let wrong = http()
+    let wrong = no_redirects()
         .post(fake.token_endpoint())
         .form(&[
             ("grant_type", "client_credentials"),
@@ -2278,7 +2285,7 @@ async fn a_naive_auth0_pager_hits_the_1000_cap_and_never_sees_user_1001() {
 /// Creates an export job and polls it to completion; returns the job's
 /// answers in order.
 async fn run_export(fake: &FakeUpstream, token: &str, request: Value) -> Vec<Value> {
-    let created = http()
+    let created = no_redirects()
         .post(fake.url("/api/v2/jobs/users-exports"))
         .header("authorization", token)
         .json(&request)
@@ -2356,7 +2363,7 @@ async fn the_auth0_export_job_goes_pending_processing_completed_and_exports_ever
     assert!(location.starts_with(&fake.base), "{location}");
 
     // The link is pre-signed: no Authorization header.
-    let download = http().get(location).send().await.unwrap();
+    let download = no_redirects().get(location).send().await.unwrap();
     assert_eq!(download.status(), StatusCode::OK);
     let lines = gunzip_lines(&download.bytes().await.unwrap());
     let ids: Vec<String> = lines
@@ -2387,7 +2394,7 @@ async fn the_auth0_export_job_goes_pending_processing_completed_and_exports_ever
         .unwrap()
         .to_string();
     let lines = gunzip_lines(
-        &http()
+        &no_redirects()
             .get(&location)
             .send()
             .await
@@ -2402,7 +2409,7 @@ async fn the_auth0_export_job_goes_pending_processing_completed_and_exports_ever
 
     // An altered link, and one that has expired, answer as S3 does.
     let tampered = location.replace("Expires=", "Expires=9");
-    let refused = http().get(&tampered).send().await.unwrap();
+    let refused = no_redirects().get(&tampered).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(
         refused
@@ -2418,7 +2425,7 @@ async fn the_auth0_export_job_goes_pending_processing_completed_and_exports_ever
     });
     let answers = run_export(&fake, &token, json!({"format": "json"})).await;
     assert_eq!(answers.len(), 2, "completed at the first poll");
-    let expired = http()
+    let expired = no_redirects()
         .get(answers[1]["location"].as_str().unwrap())
         .send()
         .await
@@ -2537,7 +2544,9 @@ async fn okta_link_paging_returns_every_listable_user_once_and_stops() {
 async fn list_users(fake: &FakeUpstream, body: &Value, secret: &str) -> (StatusCode, Value) {
     let payload = body.to_string();
     let amz_date = amz_date_now();
-    let mut request = http().post(fake.user_api_endpoint()).body(payload.clone());
+    let mut request = no_redirects()
+        .post(fake.user_api_endpoint())
+        .body(payload.clone());
     for (name, value) in sign_cognito_request_at(
         &fake.user_api_endpoint(),
         COGNITO_LIST_USERS,
@@ -2700,7 +2709,7 @@ async fn cognito_list_users_pages_by_token_when_signed_and_refuses_bad_signature
             .to_string()
             .as_bytes(),
     );
-    let mut request = http()
+    let mut request = no_redirects()
         .post(fake.user_api_endpoint())
         .body(json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 2}).to_string());
     for (name, value) in &signed {
@@ -2733,9 +2742,10 @@ async fn cognito_list_users_pages_by_token_when_signed_and_refuses_bad_signature
                 v.replace(AWS_ACCESS_KEY_ID, "AKIASOMEONEELSE00000"),
             )
         })
-        .fold(http().post(fake.user_api_endpoint()), |r, (n, v)| {
-            r.header(n, v)
-        })
+        .fold(
+            no_redirects().post(fake.user_api_endpoint()),
+            |r, (n, v)| r.header(n, v),
+        )
         .body(json!({"UserPoolId": COGNITO_POOL_ID, "Limit": 1}).to_string())
         .send()
         .await
@@ -2968,7 +2978,7 @@ async fn okta_partial_updates_keep_other_profile_properties_and_refuse_undeclare
     let before = fake.management_user(&sub).unwrap();
     let auth = format!("SSWS {OKTA_API_TOKEN}");
     let post = |id: &str, body: Value, auth: Option<&str>| {
-        let mut request = http()
+        let mut request = no_redirects()
             .post(fake.url(&format!("/api/v1/users/{id}")))
             .json(&body);
         if let Some(a) = auth {
@@ -3040,7 +3050,9 @@ async fn cognito_admin_update_user_attributes_is_signed_and_held_to_the_pool_sch
     let (fake, alice) = cognito_with_alice().await;
     let update = |body: Value, signed: bool| {
         let payload = body.to_string();
-        let mut request = http().post(fake.user_api_endpoint()).body(payload.clone());
+        let mut request = no_redirects()
+            .post(fake.user_api_endpoint())
+            .body(payload.clone());
         if signed {
             for (name, value) in sign_cognito_request(
                 &fake.user_api_endpoint(),

@@ -5,15 +5,16 @@
 //!
 //! The backend comes from `SWITCHYARD_TEST_BACKEND`: `embedded` (default)
 //! or `postgres-redis`, so one suite runs over every backend.
-
-#[path = "../support/mod.rs"]
-mod support;
+//!
+//! What the tests share with the benches (the fake upstreams, the client
+//! helpers, the per-test isolation, the WebDriver client) is the
+//! `switchyard-kit` crate in `tests/kit`; `helpers` keeps what needs
+//! Switchyard's own types (starting the app, adding its users and clients).
 
 mod authorize;
 mod backfill;
 mod bad_input;
 mod browser;
-mod chrome;
 mod cli;
 mod fake_upstream;
 mod helpers;

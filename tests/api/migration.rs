@@ -8,8 +8,8 @@ use switchyard::config::{Cohort, Phase};
 use switchyard::store::UserState;
 
 use crate::helpers::*;
-use crate::support::fake_upstream::{FakeUser, Flavor, Mode};
 use crate::upstream::{UpstreamApp, spawn_with_upstream};
+use switchyard_kit::fake::{FakeUser, Flavor, Mode};
 
 const SUB: &str = "auth0|6a1b2c3d4e5f60718293a4b5";
 
@@ -508,7 +508,7 @@ async fn a_runtime_phase_change_is_seen_by_a_second_instance() {
     .await;
     let second = UpstreamApp {
         app: second,
-        fake: crate::support::fake_upstream::FakeUpstream::start(Flavor::Auth0).await,
+        fake: switchyard_kit::fake::FakeUpstream::start(Flavor::Auth0).await,
     };
     // Both serve the same database: the CLI's write is what they share.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))

@@ -16,10 +16,10 @@ use switchyard::store::{Migration, UpstreamProfile};
 
 use crate::helpers::*;
 use crate::migration::password_login;
-use crate::support::fake_upstream::{
+use crate::upstream::{UpstreamApp, spawn_with_upstream};
+use switchyard_kit::fake::{
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, COGNITO_POOL_ID, FakeUser, Flavor, OKTA_API_TOKEN,
 };
-use crate::upstream::{UpstreamApp, spawn_with_upstream};
 
 const SUB: &str = "auth0|6a1b2c3d4e5f60718293a4b5";
 const KEYCLOAK_SUB: &str = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c";

@@ -17,10 +17,7 @@ use crate::helpers::*;
 async fn an_openidconnect_relying_party_logs_in_validates_calls_userinfo_and_refreshes() {
     let app = spawn_app().await;
     let alice = app.with_alice_and_web().await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
 
     let metadata =
         CoreProviderMetadata::discover_async(IssuerUrl::new(app.issuer.clone()).unwrap(), &http)

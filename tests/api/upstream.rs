@@ -1,4 +1,4 @@
-//! The upstream track against the fake upstream (tests/support): the
+//! The upstream track against the fake upstream (the kit's `fake` module): the
 //! redirect track, shadow users and `sub` continuity, claim shape, the
 //! sealed token mapping, refresh through it, adoption, token_mode upstream,
 //! logout, vendor path aliases and every failure mode.
@@ -15,7 +15,7 @@ use serde_json::Value;
 use switchyard::config::{Cohort, Phase, Settings, UpstreamSettings};
 
 use crate::helpers::*;
-use crate::support::fake_upstream::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
+use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
 
 /// Switchyard's own client at the fake upstream.
 pub const UPSTREAM_CLIENT: &str = "switchyard";
@@ -222,10 +222,7 @@ impl UpstreamApp {
 async fn a_never_seen_auth0_user_logs_in_through_the_redirect_track_with_the_same_sub_and_claims() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
     t.fake.add_user(alice());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let metadata =
         CoreProviderMetadata::discover_async(IssuerUrl::new(t.app.issuer.clone()).unwrap(), &http)
             .await

@@ -4,8 +4,9 @@
 //! Content-Security-Policy, redirects after a form, cookies, iframes,
 //! `postMessage`, and each page's screenshot.
 //!
-//! Screenshots go to `target/tmp/screenshots/<test>/` (cargo's
-//! `CARGO_TARGET_TMPDIR`, kept after the run) so they can be looked at.
+//! Screenshots go to `<dir>/screenshots/<test>/`, where `dir` is the
+//! caller's (the tests pass cargo's `CARGO_TARGET_TMPDIR`, `target/tmp`,
+//! which is kept after the run) so they can be looked at.
 //!
 //! When `chromium` or `chromedriver` is missing the browser tests say so
 //! and pass without running, unless `CI` is set: then they fail, because
@@ -50,8 +51,9 @@ pub fn available(test: &str) -> bool {
 }
 
 impl Chrome {
-    /// A fresh headless Chromium with an empty profile.
-    pub async fn start(test: &str) -> Chrome {
+    /// A fresh headless Chromium with an empty profile; its screenshots
+    /// go under `dir` (see the module documentation).
+    pub async fn start(dir: impl AsRef<std::path::Path>, test: &str) -> Chrome {
         let turn = BROWSERS
             .acquire()
             .await
@@ -59,9 +61,7 @@ impl Chrome {
         let (driver, port) = start_driver();
         let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().expect("profile directory");
-        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("screenshots")
-            .join(test);
+        let shots = dir.as_ref().join("screenshots").join(test);
         let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).expect("screenshot directory");
         let http = reqwest::Client::new();

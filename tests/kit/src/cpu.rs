@@ -1,13 +1,7 @@
-//! What the benchmark binaries share: CPU accounting from /proc (Linux)
-//! and Redis clean-up. Each bench includes this file with
-//! `#[path = "support/mod.rs"] mod support;` and uses part of it.
-
-#![allow(dead_code)]
+//! CPU accounting from /proc (Linux) for the benches: the machine is
+//! shared, so a bench says how much of it other processes took meanwhile.
 
 use std::time::Duration;
-
-use switchyard::crypto::hash_secret;
-use switchyard::store::{Client, now};
 
 /// USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture
 /// Rust targets.
@@ -63,53 +57,4 @@ pub fn cpu_of(stat: &str) -> Option<(&str, Duration)> {
     let mut fields = tail.split_whitespace().skip(11);
     let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
     Some((name, TICK * ticks as u32))
-}
-
-/// Deletes every Redis key under `prefix` (a bench's own namespace).
-pub async fn delete_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-/// A confidential client allowed the code and refresh grants, as a bench's
-/// application.
-pub fn web_client(client_id: &str, name: &str, secret: &str, redirect: &str) -> Client {
-    Client {
-        client_id: client_id.into(),
-        name: Some(name.into()),
-        secret_hash: Some(hash_secret(secret)),
-        public: false,
-        redirect_uris: vec![redirect.into()],
-        post_logout_redirect_uris: vec![],
-        grant_types: vec![
-            switchyard::store::GrantType::AuthorizationCode,
-            switchyard::store::GrantType::RefreshToken,
-        ],
-        web_origins: vec![],
-        token_mode: switchyard::store::TokenMode::Gateway,
-        source: switchyard::store::ClientSource::Cli,
-        created_at: now(),
-    }
 }
