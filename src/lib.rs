@@ -14,8 +14,10 @@
 //!
 //! 1. [`crypto`], [`metrics`], [`templates`]: no knowledge of the domain.
 //! 2. [`store`]: the SQL store on SQLite or PostgreSQL, the session store
-//!    in memory or on Redis, the job queue and the outbox, and the rules a
-//!    registered client must follow.
+//!    in memory or on Redis, the job queue with typed chunk positions, the
+//!    bulk user writer, the one function that decides a user's state
+//!    ([`store::transition`]), the outbox, and the rules a registered
+//!    client must follow.
 //! 3. [`config`] (typed settings from one TOML file plus `SWITCHYARD_*`
 //!    variables), [`tokens`] (signing keys, JWTs, codes, refresh families)
 //!    and [`error`] (the two edge error types, [`error::OAuthError`] and
@@ -30,7 +32,8 @@
 //! 5. [`state`]: [`state::AppState`], where dependencies are wired.
 //! 6. [`session`] (cookies, the gateway session, the client address),
 //!    [`migrate`] (lazy migration on login) and [`jobs`] (backfill, import,
-//!    verify, status, and the outbox worker).
+//!    verify and status on one resumable job runner, and the outbox
+//!    worker).
 //! 7. [`auth`]: the one authentication service both login faces use.
 //! 8. The two faces: [`oidc`], the endpoints applications call, one file
 //!    per endpoint or grant; and [`login`], the login pages and the

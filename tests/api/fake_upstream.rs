@@ -2560,30 +2560,6 @@ async fn list_users(fake: &FakeUpstream, body: &Value, secret: &str) -> (StatusC
     (response.status(), response.json().await.unwrap())
 }
 
-/// `X-Amz-Date` for now: `YYYYMMDDTHHMMSSZ` (civil-from-days, UTC).
-fn amz_date_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (days, secs) = (now.div_euclid(86_400), now.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
-    )
-}
-
 #[test]
 fn the_sigv4_verifier_reproduces_aws_published_example() {
     // AWS General Reference, "Examples of the complete Signature Version 4

@@ -72,7 +72,8 @@ use oidc::*;
 use transport::*;
 
 pub use management::cognito::{
-    aws_canonical_request, aws_sigv4_signature, sign_cognito_request, sign_cognito_request_at,
+    amz_date_now, aws_canonical_request, aws_sigv4_signature, sign_cognito_request,
+    sign_cognito_request_at,
 };
 pub use management::{
     AUTH0_CONNECTION_ID, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,

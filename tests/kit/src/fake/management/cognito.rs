@@ -131,19 +131,21 @@ pub fn aws_sigv4_signature(
 /// `target` and `body` (`X-Amz-Date` now): `Content-Type`, `X-Amz-Target`,
 /// `X-Amz-Date`, `Authorization`. `Host` is signed as reqwest sends it.
 pub fn sign_cognito_request(url: &str, target: &str, body: &[u8]) -> Vec<(String, String)> {
-    let amz_date = {
-        let iso = iso8601(now());
-        format!(
-            "{}{}{}T{}{}{}Z",
-            &iso[0..4],
-            &iso[5..7],
-            &iso[8..10],
-            &iso[11..13],
-            &iso[14..16],
-            &iso[17..19]
-        )
-    };
-    sign_cognito_request_at(url, target, body, &amz_date, AWS_SECRET_ACCESS_KEY)
+    sign_cognito_request_at(url, target, body, &amz_date_now(), AWS_SECRET_ACCESS_KEY)
+}
+
+/// `X-Amz-Date` for now: `YYYYMMDDTHHMMSSZ` (UTC).
+pub fn amz_date_now() -> String {
+    let iso = iso8601(now());
+    format!(
+        "{}{}{}T{}{}{}Z",
+        &iso[0..4],
+        &iso[5..7],
+        &iso[8..10],
+        &iso[11..13],
+        &iso[14..16],
+        &iso[17..19]
+    )
 }
 
 /// [`sign_cognito_request`] at a given `X-Amz-Date` with a given secret.
