@@ -306,7 +306,10 @@ text_names!(KeyState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SigningKeyRecord {
     pub kid: String,
-    /// `RS256`, `ES256` or `EdDSA`.
+    /// `RS256`, `ES256` or `EdDSA` ([`SigningAlg`]), kept as the stored
+    /// text: a key of an algorithm this release does not know (written by
+    /// a newer one sharing the database) is skipped when the key ring
+    /// loads, rather than making every key unreadable.
     pub alg: String,
     /// PKCS#8 DER, base64; or `sealed:` + base64 of an AES-GCM sealing when
     /// a key-encryption key is configured.

@@ -180,30 +180,14 @@ async fn auth_time_is_the_time_of_the_login_not_of_the_token() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     let browser = browser();
-    let params = app
-        .code_for(
-            &browser,
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
-    let first: serde_json::Value = app
-        .exchange(&params["code"], None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let params = app.alice_code(&browser, None).await;
+    let first = app.exchange_ok(&params["code"], None).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let response = app
         .authorize(&browser, &AuthRequest::new("web", None))
         .await;
     let params = query_of(&location(response.headers()));
-    let second: serde_json::Value = app
-        .exchange(&params["code"], None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second = app.exchange_ok(&params["code"], None).await;
     let claims = |t: &serde_json::Value| jwt_claims(t["id_token"].as_str().unwrap());
     assert_eq!(claims(&first)["auth_time"], claims(&second)["auth_time"]);
     assert_ne!(claims(&first)["iat"], claims(&second)["iat"]);

@@ -8,13 +8,7 @@ use crate::helpers::*;
 async fn malformed_token_requests_get_rfc_6749_errors_and_leave_the_code_usable() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), None).await;
     let code = params["code"].as_str();
     let token = app.url("/oauth/token");
     let basic = |r: reqwest::RequestBuilder| r.basic_auth("web", Some(SECRET));

@@ -321,14 +321,28 @@ impl TestApp {
     /// A full login of alice for `web`; returns the token response.
     pub async fn tokens_for_alice(&self) -> serde_json::Value {
         let (verifier, challenge) = pkce();
-        let params = self
-            .code_for(
-                &browser(),
-                &AuthRequest::new("web", Some(&challenge)),
-                "alice@example.com",
-            )
-            .await;
-        let response = self.exchange(&params["code"], Some(&verifier)).await;
+        let params = self.alice_code(&browser(), Some(&challenge)).await;
+        self.exchange_ok(&params["code"], Some(&verifier)).await
+    }
+
+    /// The standard fixture's login: alice through client `web`, with a
+    /// PKCE `challenge` or none; the parameters the client receives.
+    pub async fn alice_code(
+        &self,
+        browser: &reqwest::Client,
+        challenge: Option<&str>,
+    ) -> HashMap<String, String> {
+        self.code_for(
+            browser,
+            &AuthRequest::new("web", challenge),
+            "alice@example.com",
+        )
+        .await
+    }
+
+    /// Exchanges a code that must succeed: the token response.
+    pub async fn exchange_ok(&self, code: &str, verifier: Option<&str>) -> serde_json::Value {
+        let response = self.exchange(code, verifier).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.unwrap()
     }

@@ -9,19 +9,8 @@ async fn logout_with_id_token_hint_ends_the_session_and_its_refresh_tokens() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     let browser = browser();
-    let params = app
-        .code_for(
-            &browser,
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
-    let tokens: serde_json::Value = app
-        .exchange(&params["code"], None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let params = app.alice_code(&browser, None).await;
+    let tokens = app.exchange_ok(&params["code"], None).await;
     let response = browser
         .get(app.url("/oidc/logout"))
         .query(&[

@@ -50,13 +50,7 @@ async fn a_replayed_code_is_refused_and_revokes_the_tokens_it_issued() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     let (verifier, challenge) = pkce();
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", Some(&challenge)),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), Some(&challenge)).await;
     let first: Value = app
         .exchange(&params["code"], Some(&verifier))
         .await
@@ -98,13 +92,7 @@ async fn two_concurrent_exchanges_of_one_code_yield_one_token_response() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     let (verifier, challenge) = pkce();
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", Some(&challenge)),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), Some(&challenge)).await;
     let (a, b) = tokio::join!(
         app.exchange(&params["code"], Some(&verifier)),
         app.exchange(&params["code"], Some(&verifier))
@@ -122,13 +110,7 @@ async fn pkce_missing_wrong_or_downgraded_verifiers_are_refused() {
     app.with_alice_and_web().await;
     let (verifier, challenge) = pkce();
 
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", Some(&challenge)),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), Some(&challenge)).await;
     assert_oauth_error(
         app.exchange(&params["code"], None).await,
         StatusCode::BAD_REQUEST,
@@ -136,13 +118,7 @@ async fn pkce_missing_wrong_or_downgraded_verifiers_are_refused() {
     )
     .await;
 
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", Some(&challenge)),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), Some(&challenge)).await;
     let (other, _) = pkce();
     assert_oauth_error(
         app.exchange(&params["code"], Some(&other)).await,
@@ -152,13 +128,7 @@ async fn pkce_missing_wrong_or_downgraded_verifiers_are_refused() {
     .await;
 
     // RFC 9700 §4.8.2: a verifier without a challenge in the request is a downgrade.
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), None).await;
     assert_oauth_error(
         app.exchange(&params["code"], Some(&verifier)).await,
         StatusCode::BAD_REQUEST,
@@ -167,13 +137,7 @@ async fn pkce_missing_wrong_or_downgraded_verifiers_are_refused() {
     .await;
 
     // A confidential client without PKCE at all is still served.
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), None).await;
     assert_eq!(
         app.exchange(&params["code"], None).await.status(),
         StatusCode::OK
@@ -185,13 +149,7 @@ async fn a_code_is_bound_to_its_client_and_redirect_uri() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
     app.add_client("other", false).await;
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), None).await;
     let stolen = app
         .token(
             &[
@@ -204,13 +162,7 @@ async fn a_code_is_bound_to_its_client_and_redirect_uri() {
         .await;
     assert_oauth_error(stolen, StatusCode::BAD_REQUEST, "invalid_grant").await;
 
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), None).await;
     let wrong_uri = app
         .token(
             &[
@@ -451,13 +403,7 @@ async fn userinfo_refuses_missing_forged_and_id_tokens() {
 async fn token_responses_are_never_cached() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
-    let params = app
-        .code_for(
-            &browser(),
-            &AuthRequest::new("web", None),
-            "alice@example.com",
-        )
-        .await;
+    let params = app.alice_code(&browser(), None).await;
     let response = app.exchange(&params["code"], None).await;
     assert_eq!(response.headers()["cache-control"], "no-store");
 }
