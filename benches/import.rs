@@ -185,12 +185,15 @@ async fn baseline(base: &str, path: &str, n: usize) -> anyhow::Result<f64> {
         db.create_user(
             &NewUser {
                 id: text("user_id"),
-                email: text("email"),
-                email_verified: raw["email_verified"].as_bool().unwrap_or(false),
-                username: None,
-                name: text("name"),
-                given_name: text("given_name"),
-                family_name: text("family_name"),
+                profile: switchyard::store::Profile {
+                    email: text("email"),
+                    email_verified: raw["email_verified"].as_bool().unwrap_or(false),
+                    username: None,
+                    name: text("name"),
+                    given_name: text("given_name"),
+                    family_name: text("family_name"),
+                    ..Default::default()
+                },
             },
             None,
         )

@@ -678,9 +678,12 @@ async fn cpu_between(from: Instant, until: Instant) -> Option<Used> {
 
 async fn add_user(app: &App, email: &str, hash: &str) -> anyhow::Result<()> {
     let user = NewUser {
-        email: Some(email.into()),
-        email_verified: true,
-        name: Some("Bench Example".into()),
+        profile: switchyard::store::Profile {
+            email: Some(email.into()),
+            email_verified: true,
+            name: Some("Bench Example".into()),
+            ..Default::default()
+        },
         ..NewUser::default()
     };
     app.state

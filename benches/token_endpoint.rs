@@ -345,11 +345,14 @@ async fn provision(app: &App, chains: usize) -> anyhow::Result<Vec<TokenResponse
     app.state.db.create_client(&client).await?;
     let hash = app.state.passwords.hash(PASSWORD.into()).await?;
     let user = NewUser {
-        email: Some(USERNAME.into()),
-        email_verified: true,
-        name: Some("Bench Example".into()),
-        given_name: Some("Bench".into()),
-        family_name: Some("Example".into()),
+        profile: switchyard::store::Profile {
+            email: Some(USERNAME.into()),
+            email_verified: true,
+            name: Some("Bench Example".into()),
+            given_name: Some("Bench".into()),
+            family_name: Some("Example".into()),
+            ..Default::default()
+        },
         ..NewUser::default()
     };
     app.state

@@ -774,10 +774,13 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
                 None
             };
             let new = NewUser {
-                email,
-                username,
-                name,
-                email_verified,
+                profile: crate::store::Profile {
+                    email,
+                    username,
+                    name,
+                    email_verified,
+                    ..Default::default()
+                },
                 ..NewUser::default()
             };
             let user = db

@@ -240,12 +240,7 @@ pub struct User {
 pub struct NewUser {
     /// When absent a local id is generated.
     pub id: Option<String>,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub username: Option<String>,
-    pub name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
+    pub profile: Profile,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -321,20 +321,24 @@ impl UserStore for SqlStore {
     ) -> StoreResult<User> {
         let now = now();
         let id = user.id.clone().unwrap_or_else(new_local_id);
+        let p = &user.profile;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
-             state, created_at, updated_at, local_updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $10)",
+             nickname, picture, phone_number, state, created_at, updated_at, local_updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)",
         )
         .bind(&id)
-        .bind(&user.email)
-        .bind(user.email.as_deref().map(normalize_email))
-        .bind(user.email_verified as i64)
-        .bind(&user.username)
-        .bind(&user.name)
-        .bind(&user.given_name)
-        .bind(&user.family_name)
+        .bind(&p.email)
+        .bind(p.email.as_deref().map(normalize_email))
+        .bind(p.email_verified as i64)
+        .bind(&p.username)
+        .bind(&p.name)
+        .bind(&p.given_name)
+        .bind(&p.family_name)
+        .bind(&p.nickname)
+        .bind(&p.picture)
+        .bind(&p.phone_number)
         .bind(UserState::next(None, Transition::Created).as_str())
         .bind(now)
         .execute(&mut *tx)

@@ -176,9 +176,12 @@ impl TestApp {
             .await
             .unwrap();
         let new = NewUser {
-            email: Some(email.into()),
-            email_verified: true,
-            name: Some("Alice Example".into()),
+            profile: switchyard::store::Profile {
+                email: Some(email.into()),
+                email_verified: true,
+                name: Some("Alice Example".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         self.state

@@ -321,7 +321,10 @@ async fn imported_bcrypt_pbkdf2_argon2_and_scrypt_hashes_verify_and_are_upgraded
     for (email, hash) in hashes {
         let algorithm = switchyard::password::imported::algorithm_of(&hash);
         let new = switchyard::store::NewUser {
-            email: Some(email.into()),
+            profile: switchyard::store::Profile {
+                email: Some(email.into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let user = t

@@ -31,9 +31,12 @@ async fn stores() -> (Arc<dyn Database>, Arc<dyn SessionStore>, Isolated) {
 
 fn alice() -> NewUser {
     NewUser {
-        email: Some("Alice@Example.com".into()),
-        username: Some("alice".into()),
-        name: Some("Alice".into()),
+        profile: switchyard::store::Profile {
+            email: Some("Alice@Example.com".into()),
+            username: Some("alice".into()),
+            name: Some("Alice".into()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -92,8 +95,10 @@ async fn user_store_creates_finds_lists_and_deletes_users_with_their_credentials
         .create_user(
             &NewUser {
                 id: Some("auth0|5f3a".into()),
-                email: Some("bob@example.com".into()),
-                ..Default::default()
+                profile: switchyard::store::Profile {
+                    email: Some("bob@example.com".into()),
+                    ..Default::default()
+                },
             },
             None,
         )
@@ -123,7 +128,10 @@ async fn user_store_refuses_duplicate_emails_and_usernames_and_writes_nothing() 
     let (db, _, _iso) = stores().await;
     db.create_user(&alice(), None).await.unwrap();
     let same_email = NewUser {
-        email: Some("ALICE@example.COM".into()),
+        profile: switchyard::store::Profile {
+            email: Some("ALICE@example.COM".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     assert!(matches!(
@@ -131,7 +139,10 @@ async fn user_store_refuses_duplicate_emails_and_usernames_and_writes_nothing() 
         Err(StoreError::Conflict("email"))
     ));
     let same_username = NewUser {
-        username: Some("alice".into()),
+        profile: switchyard::store::Profile {
+            username: Some("alice".into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     assert!(matches!(
@@ -456,4 +467,33 @@ async fn a_migration_reworded_after_release_still_starts_and_any_other_change_do
         .await
         .unwrap();
     assert!(open_database(&settings).await.is_err());
+}
+
+#[tokio::test]
+async fn a_created_user_keeps_every_profile_field_it_was_given() {
+    let (db, _, _iso) = stores().await;
+    let profile = switchyard::store::Profile {
+        email: Some("carol@example.com".into()),
+        email_verified: true,
+        username: Some("carol".into()),
+        name: Some("Carol Example".into()),
+        given_name: Some("Carol".into()),
+        family_name: Some("Example".into()),
+        nickname: Some("caz".into()),
+        picture: Some("https://example.com/carol.png".into()),
+        phone_number: Some("+15555550100".into()),
+    };
+    let created = db
+        .create_user(
+            &NewUser {
+                profile: profile.clone(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.profile, profile);
+    let read = db.get_user(&created.id).await.unwrap().unwrap();
+    assert_eq!(read.profile, profile);
 }
