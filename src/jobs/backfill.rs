@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::progress::Progress;
 use super::runner::{Claim, Runner, WAIT};
-use super::source::stream_export;
+use super::source::{ExportFile, stream_export};
 use super::{CrashHook, Report, worker_id};
 use crate::config::Settings;
 use crate::store::Database;
@@ -98,7 +98,7 @@ pub async fn run(
             ..Dry::default()
         }))
     } else {
-        Sink::Job(match Runner::unfinished(&db, JobKind::Backfill).await? {
+        Sink::Job(match db.unfinished_job(JobKind::Backfill).await? {
             Some(job) if opts.resume => Runner::resume(db.clone(), &job).await?,
             Some(job) => bail!(
                 "backfill job {} did not finish: resume it with --resume (from any instance)",
@@ -342,13 +342,10 @@ impl Ctx {
                 self.commit(chunk, at, false, vec![], vec![]).await?;
                 bail!("the upstream's export job {id} failed");
             };
-            let path = std::env::temp_dir()
-                .join(format!("switchyard-{}-{id}.ndjson.gz", std::process::id()));
-            let result = match self.client.download(&location, &path).await {
-                Ok(()) => self.stream_export(chunk, &id, records, &path).await,
+            let result = match ExportFile::download(&self.client, &id, &location).await {
+                Ok(file) => self.stream_export(chunk, &id, records, file.path()).await,
                 Err(e) => Err(e),
             };
-            let _ = std::fs::remove_file(&path);
             match result {
                 Err(e) if e.is::<LinkExpired>() && !fresh => {
                     // The file's link lives minutes, so a resume long after

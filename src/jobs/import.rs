@@ -52,7 +52,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let resuming = if opts.dry_run {
         None
     } else {
-        match Runner::unfinished(&db, JobKind::Import).await? {
+        match db.unfinished_job(JobKind::Import).await? {
             Some(job) if job.params["path"] == json!(file) => {
                 // A job that failed before committing a single record has
                 // no position worth keeping: a plain run starts afresh.

@@ -36,12 +36,6 @@ pub enum Claim {
 pub const WAIT: Duration = Duration::from_millis(500);
 
 impl Runner {
-    /// The newest unfinished (running, interrupted or failed) job of this
-    /// kind, for the command to decide whether it is the one to resume.
-    pub async fn unfinished(db: &Arc<dyn Database>, kind: JobKind) -> anyhow::Result<Option<Job>> {
-        Ok(db.unfinished_job(kind).await?)
-    }
-
     /// Resumes an unfinished job (a failed one runs again).
     pub async fn resume(db: Arc<dyn Database>, job: &Job) -> anyhow::Result<Self> {
         db.reopen_job(&job.id).await?;

@@ -14,6 +14,35 @@ use crate::store::jobs::Rejected;
 use crate::store::position::ChunkPosition;
 use crate::upstream::management::{Item, ManagementClient, Page, initial_positions};
 
+/// An export file downloaded to a temporary path, removed when dropped
+/// (read or not, and whatever stopped the reading).
+pub struct ExportFile(std::path::PathBuf);
+
+impl ExportFile {
+    /// Downloads export job `job`'s file from its `location`.
+    pub async fn download(
+        client: &ManagementClient,
+        job: &str,
+        location: &str,
+    ) -> anyhow::Result<Self> {
+        let file = Self(
+            std::env::temp_dir().join(format!("switchyard-{}-{job}.ndjson.gz", std::process::id())),
+        );
+        client.download(location, &file.0).await?;
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ExportFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Reads a downloaded export file on a blocking thread, `batch` records
 /// at a time after skipping `skip`.
 pub fn stream_export(
@@ -66,22 +95,12 @@ pub async fn walk(
                 .wait_for_export(&job, poll)
                 .await?
                 .with_context(|| format!("the upstream's export job {job} failed"))?;
-            let path = std::env::temp_dir().join(format!(
-                "switchyard-verify-{}-{job}.ndjson.gz",
-                std::process::id()
-            ));
-            let result = async {
-                client.download(&location, &path).await?;
-                let (mut rx, reading) = stream_export(client, &path, 0, 1000)?;
-                while let Some(items) = rx.recv().await {
-                    each(items);
-                }
-                reading.await?;
-                anyhow::Ok(())
+            let file = ExportFile::download(client, &job, &location).await?;
+            let (mut rx, reading) = stream_export(client, file.path(), 0, 1000)?;
+            while let Some(items) = rx.recv().await {
+                each(items);
             }
-            .await;
-            let _ = std::fs::remove_file(&path);
-            result?;
+            reading.await?;
             continue;
         }
         loop {

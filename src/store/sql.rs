@@ -118,56 +118,51 @@ impl SqlStore {
                 REWORDED_POSTGRES,
             ),
         };
-        self.accept_reworded(&migrator, reworded).await?;
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))
+        let failed =
+            |e: sqlx::migrate::MigrateError| StoreError::Backend(format!("migration failed: {e}"));
+        // Each accepted rewording fixes one recorded checksum, so this ends.
+        loop {
+            match migrator.run(&self.pool).await {
+                Err(sqlx::migrate::MigrateError::VersionMismatch(version))
+                    if self.accept_reworded(&migrator, version, reworded).await? =>
+                {
+                    continue;
+                }
+                result => return result.map_err(failed),
+            }
+        }
     }
 
     /// sqlx refuses to start when an applied migration's file no longer
     /// has the checksum (SHA-384) recorded when it ran. A migration whose
     /// comments alone were reworded is the same migration: where the
-    /// recorded checksum is exactly the old wording's, it is replaced by
-    /// the new one. Any other difference still stops the start.
+    /// recorded checksum of `version` is exactly the old wording's, it is
+    /// replaced by the new one, and true is returned. Any other difference
+    /// still stops the start. Only a start that sqlx refused pays for this.
     async fn accept_reworded(
         &self,
         migrator: &sqlx::migrate::Migrator,
+        version: i64,
         reworded: &[(i64, &str)],
-    ) -> StoreResult<()> {
-        let applied: Option<i64> = sqlx::query_scalar(match self.dialect {
-            Dialect::Sqlite => {
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
-            }
-            Dialect::Postgres => {
-                "SELECT COUNT(*) FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
-            }
-        })
-        .fetch_optional(&self.pool)
-        .await
-        ?;
-        if applied.unwrap_or(0) == 0 {
-            return Ok(());
-        }
-        for (version, old) in reworded {
-            let Some(current) = migrator.iter().find(|m| m.version == *version) else {
-                continue;
-            };
-            let old: Vec<u8> = (0..old.len())
-                .step_by(2)
-                .filter_map(|i| u8::from_str_radix(&old[i..i + 2], 16).ok())
-                .collect();
-            sqlx::query(
-                "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
-            )
-            .bind(current.checksum.to_vec())
-            .bind(*version)
-            .bind(old)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
+    ) -> StoreResult<bool> {
+        let old = reworded.iter().find(|(v, _)| *v == version);
+        let current = migrator.iter().find(|m| m.version == version);
+        let (Some((_, old)), Some(current)) = (old, current) else {
+            return Ok(false);
+        };
+        let old: Vec<u8> = (0..old.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&old[i..i + 2], 16).ok())
+            .collect();
+        let done = sqlx::query(
+            "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
+        )
+        .bind(current.checksum.to_vec())
+        .bind(version)
+        .bind(old)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

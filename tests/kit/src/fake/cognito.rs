@@ -516,17 +516,7 @@ fn initiate_refresh_auth(
     if user.user.blocked {
         return bad("NotAuthorizedException", "User is disabled.");
     }
-    let issue = Issue {
-        client_id: client.client_id.clone(),
-        sub: grant.sub,
-        scope: grant.scope,
-        nonce: None,
-        audience: None,
-        auth_time: grant.auth_time,
-        sid: grant.sid,
-        amr: grant.amr,
-        refresh: None,
-    };
+    let issue = grant.reissue(&client.client_id, true);
     authentication_result(s, &issue, CognitoGrant::Refresh(token.clone()))
 }
 

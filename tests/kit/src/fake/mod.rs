@@ -731,6 +731,25 @@ struct RefreshGrant {
     amr: Vec<&'static str>,
 }
 
+impl RefreshGrant {
+    /// What the refresh grant issues. Cognito keeps the presented refresh
+    /// token and its tokens name no API audience; the others rotate it,
+    /// with the same scope.
+    fn reissue(self, client_id: &str, cognito: bool) -> Issue {
+        Issue {
+            client_id: client_id.to_string(),
+            sub: self.sub,
+            refresh: (!cognito).then(|| self.scope.clone()),
+            scope: self.scope,
+            nonce: None,
+            audience: if cognito { None } else { self.audience },
+            auth_time: self.auth_time,
+            sid: self.sid,
+            amr: self.amr,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AccessGrant {
     sub: String,

@@ -719,33 +719,10 @@ fn refresh_token_grant(
         Some(_) => {}
     }
     if s.flavor == Flavor::Cognito {
-        let issue = Issue {
-            client_id: client.client_id.clone(),
-            sub: grant.sub,
-            scope: grant.scope,
-            nonce: None,
-            audience: None,
-            auth_time: grant.auth_time,
-            sid: grant.sid,
-            amr: grant.amr,
-            refresh: None,
-        };
+        let issue = grant.reissue(&client.client_id, true);
         return cognito_token_response(s, &issue, CognitoGrant::Refresh(presented.clone()));
     }
-    issue_tokens(
-        s,
-        Issue {
-            client_id: client.client_id.clone(),
-            sub: grant.sub,
-            scope: grant.scope.clone(),
-            nonce: None,
-            audience: grant.audience,
-            auth_time: grant.auth_time,
-            sid: grant.sid,
-            amr: grant.amr,
-            refresh: Some(grant.scope),
-        },
-    )
+    issue_tokens(s, grant.reissue(&client.client_id, false))
 }
 
 fn password_grant(s: &Shared, client: &FakeClient, params: &HashMap<String, String>) -> Response {
