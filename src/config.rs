@@ -53,6 +53,118 @@ pub struct Settings {
     /// The provider being migrated from; absent for a local-only provider.
     pub upstream: Option<UpstreamSettings>,
     pub cutover: CutoverSettings,
+    pub email: EmailSettings,
+    pub recovery: RecoverySettings,
+}
+
+/// `[email]`: how messages to users (reset links, invitations) leave.
+/// Without `smtp_url` they are written as `.eml` files to `drop_dir`, so
+/// the embedded default shows the whole recovery flow with no mail server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    /// `smtp://host:port` (STARTTLS when the server offers it; add
+    /// `?tls=required` to insist), `smtps://host:port` (TLS from the first
+    /// byte, RFC 8314), or absent for the file drop.
+    pub smtp_url: Option<String>,
+    /// The `From` address (RFC 5322 mailbox, `Name <addr>` allowed).
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// Environment variables holding the SMTP username and password.
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    /// Where messages are written when there is no `smtp_url`.
+    pub drop_dir: PathBuf,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "Switchyard <no-reply@localhost>".into(),
+            reply_to: None,
+            username_env: None,
+            password_env: None,
+            drop_dir: PathBuf::from("mail"),
+        }
+    }
+}
+
+/// `[recovery]`: password reset links and invitations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySettings {
+    /// How long a Forgot-password link works.
+    pub token_ttl_secs: u64,
+    /// How long the link in a campaign's invitation works.
+    pub invite_ttl_secs: u64,
+    /// Completing a reset ends the user's sessions and revokes their
+    /// refresh tokens everywhere.
+    pub revoke_sessions_on_reset: bool,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 30 * 60,
+            invite_ttl_secs: 14 * 24 * 3600,
+            revoke_sessions_on_reset: true,
+        }
+    }
+}
+
+/// A local change that can be written back to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    Password,
+    Profile,
+    Blocked,
+}
+
+/// How a local change reaches the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Queued with the local change and delivered by the outbox worker: the
+    /// request never waits on the upstream.
+    #[default]
+    Outbox,
+    /// Sent before the local change is committed; a refusal (an upstream
+    /// password policy, say) refuses the change.
+    Blocking,
+}
+
+/// `write_back`: which local changes are mirrored to the upstream, and how.
+/// Written as a list (`["password", "blocked"]`, each through the outbox)
+/// or a table (`{ password = "blocking", profile = "outbox" }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriteBack(pub std::collections::BTreeMap<WriteKind, WriteMode>);
+
+impl WriteBack {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How `kind` is written back, if it is.
+    pub fn mode(&self, kind: WriteKind) -> Option<WriteMode> {
+        self.0.get(&kind).copied()
+    }
+}
+
+impl<'de> Deserialize<'de> for WriteBack {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<WriteKind>),
+            Table(std::collections::BTreeMap<WriteKind, WriteMode>),
+        }
+        Ok(Self(match Form::deserialize(d)? {
+            Form::List(kinds) => kinds.into_iter().map(|k| (k, WriteMode::Outbox)).collect(),
+            Form::Table(table) => table,
+        }))
+    }
 }
 
 /// `[upstream]`: the provider applications used before, described by a
@@ -186,6 +298,10 @@ pub struct ManagementSettings {
     /// Seconds between looks at the outbox when it is idle (default 5).
     #[serde(default)]
     pub outbox_poll_secs: Option<f64>,
+    /// Local changes mirrored to the upstream, so that a user rolled back
+    /// to it finds their account as they left it (empty by default).
+    #[serde(default)]
+    pub write_back: WriteBack,
 }
 
 /// The variable holding the keys that seal upstream tokens:
@@ -420,6 +536,10 @@ pub struct ThrottleSettings {
     pub account_window_secs: u64,
     pub ip_failures: u64,
     pub ip_window_secs: u64,
+    /// Password-reset emails one account may ask for per account window.
+    pub reset_account_requests: u64,
+    /// Password-reset requests one address may make per IP window.
+    pub reset_ip_requests: u64,
 }
 
 impl Default for ThrottleSettings {
@@ -429,6 +549,8 @@ impl Default for ThrottleSettings {
             account_window_secs: 900,
             ip_failures: 100,
             ip_window_secs: 900,
+            reset_account_requests: 5,
+            reset_ip_requests: 30,
         }
     }
 }
@@ -525,6 +647,8 @@ impl Default for Settings {
             clients: Vec::new(),
             upstream: None,
             cutover: CutoverSettings::default(),
+            email: EmailSettings::default(),
+            recovery: RecoverySettings::default(),
         }
     }
 }

@@ -188,6 +188,12 @@ pub enum AppError {
     },
     #[error("not found")]
     NotFound,
+    /// The page needs a signed-in user and there is none.
+    #[error("{message}")]
+    Unauthorized {
+        title: &'static str,
+        message: &'static str,
+    },
     #[error("too many attempts")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("service unavailable")]
@@ -220,6 +226,9 @@ impl IntoResponse for AppError {
         let (status, title, message) = match &self {
             AppError::BadRequest { title, message } => {
                 (StatusCode::BAD_REQUEST, *title, message.clone())
+            }
+            AppError::Unauthorized { title, message } => {
+                (StatusCode::UNAUTHORIZED, *title, message.to_string())
             }
             AppError::NotFound => (
                 StatusCode::NOT_FOUND,

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::state::AppState;
-use crate::store::{SessionStoreExt, StoreResult};
+use crate::store::{SessionStoreExt, StoreResult, User};
 use crate::tokens::grants::{Session, session_key};
 
 /// `__Host-` prefixed on https, so the cookie is host-only, secure and
@@ -64,6 +64,24 @@ pub async fn current_session(
         .get_json::<Session>(&key)
         .await?
         .map(|s| (key, s)))
+}
+
+/// The browser's gateway session, when it still stands: its user exists,
+/// is not blocked, and has not voided their sessions since it began (a
+/// password reset does). With the store key, the session and the user.
+pub async fn live_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> StoreResult<Option<(String, Session, User)>> {
+    let Some((key, session)) = current_session(state, headers).await? else {
+        return Ok(None);
+    };
+    Ok(state
+        .db
+        .get_user(&session.user_id)
+        .await?
+        .filter(|u| u.accepts_auth_time(session.auth_time))
+        .map(|u| (key, session, u)))
 }
 
 /// The address a request comes from, which throttling counts against: the

@@ -25,8 +25,8 @@ use crate::state::{AppState, State};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    /// Delivers the write outbox, when `mark_migrated` asks for it.
-    outbox: Option<Arc<crate::jobs::outbox::Worker>>,
+    /// Delivers the outbox: emails, and the writes the upstream is owed.
+    outbox: Arc<crate::jobs::outbox::Worker>,
 }
 
 /// How often each instance re-reads the signing keys, so a rotation made
@@ -48,7 +48,7 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
         let state = State::build(settings).await?;
-        let outbox = crate::jobs::outbox::Worker::new(&state)?.map(Arc::new);
+        let outbox = Arc::new(crate::jobs::outbox::Worker::new(&state)?);
         Ok(Self {
             listener,
             state,
@@ -82,7 +82,7 @@ impl Application {
         });
         // The outbox is delivered beside the requests, never in them: a
         // login only inserts its row.
-        let outbox = self.outbox.map(|w| tokio::spawn(w.run()));
+        let outbox = tokio::spawn(self.outbox.run());
         let app = router(self.state);
         let result = axum::serve(
             self.listener,
@@ -91,11 +91,9 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         reloader.abort();
-        if let Some(outbox) = outbox {
-            // A delivery cut short keeps its claim until the lease ends,
-            // then any instance sends it again (the write is idempotent).
-            outbox.abort();
-        }
+        // A delivery cut short keeps its claim until the lease ends, then
+        // any instance sends it again (the write is idempotent).
+        outbox.abort();
         result
     }
 }
@@ -118,12 +116,14 @@ pub fn router(state: AppState) -> Router {
             &issuer_path,
             crate::oidc::router()
                 .merge(crate::oidc::vendor_aliases())
-                .merge(crate::login::router()),
+                .merge(crate::login::router())
+                .merge(crate::recovery::router()),
         )
     };
     Router::new()
         .merge(crate::oidc::router())
         .merge(crate::login::router())
+        .merge(crate::recovery::router())
         .merge(protocol)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

@@ -23,6 +23,12 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             include_str!("../templates/identifier.html"),
         ),
         ("password.html", include_str!("../templates/password.html")),
+        ("forgot.html", include_str!("../templates/forgot.html")),
+        (
+            "forgot_sent.html",
+            include_str!("../templates/forgot_sent.html"),
+        ),
+        ("reset.html", include_str!("../templates/reset.html")),
         ("error.html", include_str!("../templates/error.html")),
         (
             "form_post.html",

@@ -94,6 +94,42 @@ impl Throttle {
         Ok(())
     }
 
+    /// Counts a recovery request (Forgot password) for `account` from `ip`,
+    /// and refuses it once either window holds its limit. The count is
+    /// taken before anything is looked up, and whether the account exists
+    /// or not, so the answer reveals nothing; its own keys, so that asking
+    /// for links never locks anyone out of signing in.
+    pub async fn recovery_request(
+        &self,
+        account: &str,
+        ip: IpAddr,
+    ) -> StoreResult<Result<(), Limited>> {
+        let checks = [
+            (
+                format!(
+                    "throttle:reset:{}",
+                    &Self::account_key(account)["throttle:".len()..]
+                ),
+                self.settings.reset_account_requests,
+                self.settings.account_window_secs,
+            ),
+            (
+                format!("throttle:reset:ip:{ip}"),
+                self.settings.reset_ip_requests,
+                self.settings.ip_window_secs,
+            ),
+        ];
+        for (key, limit, window) in checks {
+            let counter = self.store.incr(&key, Duration::from_secs(window)).await?;
+            if counter.count > limit {
+                return Ok(Err(Limited {
+                    retry_after: counter.resets_in,
+                }));
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// A successful login clears the account's window (not the IP's: one
     /// good password must not reset a stuffing run from that address).
     pub async fn record_success(&self, account: &str) -> StoreResult<()> {

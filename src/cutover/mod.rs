@@ -316,6 +316,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             last_login_at: None,
+            sessions_valid_after: None,
         }
     }
 

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
 use crate::auth::audit;
@@ -45,23 +45,8 @@ pub async fn finish_login(
         ));
     };
 
-    // A new session id at every login; the old record is deleted.
-    if let Some((old_key, _)) = current_session(state, headers).await? {
-        state.sessions.delete(&old_key).await?;
-    }
-    let cookie = random_token();
-    let key = session_key(&cookie);
-    let session = Session {
-        user_id: user.id.clone(),
-        auth_time: now(),
-        sid: random_token(),
-        created_at: now(),
-    };
+    let (cookie, key, session) = open_session(state, headers, user).await?;
     let ttl = state.settings.tokens.session_ttl_secs;
-    state
-        .sessions
-        .put_json(&key, &session, Duration::from_secs(ttl))
-        .await?;
     if let (Some(tokens), Some(upstream)) = (upstream_tokens, &state.upstream) {
         upstream
             .mapping(&*state.sessions)
@@ -75,12 +60,52 @@ pub async fn finish_login(
 
     let mut response = crate::oidc::response::complete(state, &pending, &key, &session).await?;
     let jar = response.headers_mut();
-    if let Ok(v) = cookie_header(state, &cookie_name(state, "session"), &cookie, ttl) {
-        jar.append(header::SET_COOKIE, v);
-    }
+    jar.append(header::SET_COOKIE, session_cookie(state, &cookie)?);
     // The transaction cookie has done its job.
     if let Ok(v) = cookie_header(state, &cookie_name(state, "tx"), "", 0) {
         jar.append(header::SET_COOKIE, v);
     }
     Ok(response)
+}
+
+/// Opens a new gateway session for `user` in this browser: a new session
+/// id at every login, and the browser's previous session record deleted
+/// (fixation, ASVS 7.2.4). Returns the cookie value, the store key and the
+/// session; the caller sets the cookie ([`session_cookie`]).
+pub async fn open_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &User,
+) -> Result<(String, String, Session), AppError> {
+    if let Some((old_key, _)) = current_session(state, headers).await? {
+        state.sessions.delete(&old_key).await?;
+    }
+    let cookie = random_token();
+    let key = session_key(&cookie);
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time: now(),
+        sid: random_token(),
+        created_at: now(),
+    };
+    state
+        .sessions
+        .put_json(
+            &key,
+            &session,
+            Duration::from_secs(state.settings.tokens.session_ttl_secs),
+        )
+        .await?;
+    Ok((cookie, key, session))
+}
+
+/// The `Set-Cookie` value of a session cookie.
+pub fn session_cookie(state: &AppState, cookie: &str) -> Result<HeaderValue, AppError> {
+    cookie_header(
+        state,
+        &cookie_name(state, "session"),
+        cookie,
+        state.settings.tokens.session_ttl_secs,
+    )
+    .map_err(|e| AppError::Unexpected(e.into()))
 }

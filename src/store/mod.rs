@@ -47,6 +47,7 @@ mod page;
 mod pg_copy;
 pub mod position;
 pub mod record;
+pub mod recovery;
 pub mod redis;
 pub mod sql;
 mod sql_common;
@@ -233,6 +234,20 @@ pub struct User {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
+    /// Sessions and refresh tokens authenticated before this instant are
+    /// void (set by a password reset).
+    pub sessions_valid_after: Option<i64>,
+}
+
+impl User {
+    /// Whether a session or grant authenticated at `auth_time` still
+    /// stands for this user.
+    pub fn accepts_auth_time(&self, auth_time: i64) -> bool {
+        !self.blocked
+            && self
+                .sessions_valid_after
+                .is_none_or(|after| auth_time >= after)
+    }
 }
 
 /// What `users add` (and later the migration) supplies for a new user.
@@ -469,6 +484,7 @@ pub trait Database:
     + jobs::reports::JobReports
     + users::UserEdits
     + outbox::OutboxStore
+    + recovery::RecoveryStore
 {
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-pub use super::outbox_queue::MARK_MIGRATED;
+pub use super::outbox_queue::{OutboxKind, QueuedWrite, SealSecret};
 use super::sql::SqlStore;
 use super::sql_common::Dialect;
 use super::{StoreError, StoreResult, now};
@@ -60,7 +60,7 @@ impl OutboxState {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxRow {
     pub id: i64,
-    pub kind: String,
+    pub kind: OutboxKind,
     pub user_id: String,
     pub payload: Value,
     pub state: OutboxState,
@@ -90,6 +90,9 @@ pub enum RetryTarget {
 
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
+    /// Queues a row on its own, for an effect no local change comes with
+    /// (an email asked for on a page).
+    async fn enqueue_outbox(&self, write: &QueuedWrite) -> StoreResult<i64>;
     /// Claims up to `limit` due rows for `worker`: pending, due by `now`,
     /// and unclaimed or claimed before `stale_before`.
     async fn claim_outbox(
@@ -174,7 +177,11 @@ fn row_from(row: &AnyRow) -> StoreResult<OutboxRow> {
     let payload: String = row.try_get("payload")?;
     Ok(OutboxRow {
         id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
+        kind: {
+            let kind: String = row.try_get("kind")?;
+            OutboxKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind:?}")))?
+        },
         user_id: row.try_get("user_id")?,
         payload: serde_json::from_str(&payload)
             .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
@@ -191,6 +198,13 @@ fn row_from(row: &AnyRow) -> StoreResult<OutboxRow> {
 
 #[async_trait]
 impl OutboxStore for SqlStore {
+    async fn enqueue_outbox(&self, write: &QueuedWrite) -> StoreResult<i64> {
+        let mut tx = self.pool().begin().await?;
+        let id = super::outbox_queue::enqueue_write(&mut tx, write, now()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     async fn claim_outbox(
         &self,
         worker: &str,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-use super::outbox_queue::{MARK_MIGRATED, enqueue};
+use super::outbox_queue::{OutboxKind, enqueue};
 pub use super::sql_common::Dialect;
 use super::sql_common::{profile_from_row, to_json};
 use super::transition::Transition;
@@ -28,9 +28,9 @@ pub struct SqlStore {
     native: std::sync::Arc<tokio::sync::OnceCell<sqlx::PgPool>>,
 }
 
-const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
+pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
     phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, pin, route, migrated_at, created_at, updated_at, \
-    last_login_at";
+    last_login_at, sessions_valid_after";
 
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at, web_origins";
 
@@ -231,7 +231,7 @@ fn list_col<T: DeserializeOwned>(row: &AnyRow, col: &str) -> StoreResult<Vec<T>>
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn user_from_row(row: &AnyRow) -> StoreResult<User> {
+pub(crate) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
     let state: String = row.try_get("state")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -249,6 +249,7 @@ fn user_from_row(row: &AnyRow) -> StoreResult<User> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         last_login_at: row.try_get("last_login_at")?,
+        sessions_valid_after: row.try_get("sessions_valid_after")?,
     })
 }
 
@@ -665,7 +666,7 @@ impl SqlStore {
                         "username": p.profile.username,
                         "migrated_at": rfc3339(now),
                     });
-                    enqueue(&mut tx, MARK_MIGRATED, &user_id, &payload, now).await?;
+                    enqueue(&mut tx, OutboxKind::MarkMigrated, &user_id, &payload, now).await?;
                 }
                 "user_migrated"
             }
@@ -695,15 +696,9 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await?;
             user.last_login_at = Some(login.at);
-            sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(login.at)
-                .bind(&login.kind)
-                .bind(&user_id)
-                .bind(&login.client_id)
-                .bind(&login.ip)
-                .bind(to_json(&login.detail))
-                .execute(&mut *tx)
-                .await?;
+            let mut login = login.clone();
+            login.user_id = Some(user_id.clone());
+            insert_event(&mut *tx, &login).await?;
         }
         tx.commit().await?;
         Ok(user)
@@ -835,19 +830,27 @@ impl KeyStore for SqlStore {
     }
 }
 
+/// Appends `event` to the audit trail, in a transaction or not.
+pub(crate) async fn insert_event<'e, E>(executor: E, event: &AuditEvent) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(event.at)
+        .bind(&event.kind)
+        .bind(&event.user_id)
+        .bind(&event.client_id)
+        .bind(&event.ip)
+        .bind(to_json(&event.detail))
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditLog for SqlStore {
     async fn record_event(&self, event: &AuditEvent) -> StoreResult<()> {
-        sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(event.at)
-            .bind(&event.kind)
-            .bind(&event.user_id)
-            .bind(&event.client_id)
-            .bind(&event.ip)
-            .bind(to_json(&event.detail))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        insert_event(&self.pool, event).await
     }
 
     async fn recent_events(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {

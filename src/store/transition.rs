@@ -14,6 +14,8 @@
 //!   `shadow`: the upstream still holds their credential;
 //! - a captured password (the lazy migration: verified at the upstream and
 //!   copied) makes anyone but a local user `migrated`;
+//! - a password reset through Switchyard (proof of the mailbox) does the
+//!   same for a `pending` or `shadow` user, with no upstream call at all;
 //! - nothing moves a `migrated` user back: their credential is local now,
 //!   and a downgrade would send their next login to an upstream that may
 //!   have been switched off.
@@ -32,6 +34,8 @@ pub enum Transition {
     UpstreamLogin,
     /// A password was verified at the upstream and stored locally.
     PasswordCaptured,
+    /// The user set a new password here through a reset link.
+    PasswordReset,
 }
 
 impl Transition {
@@ -40,6 +44,7 @@ impl Transition {
         Transition::Listed,
         Transition::UpstreamLogin,
         Transition::PasswordCaptured,
+        Transition::PasswordReset,
     ];
 }
 
@@ -54,11 +59,14 @@ impl UserState {
             (None, Listed) => Pending,
             (None, UpstreamLogin) => Shadow,
             (None, PasswordCaptured) => Migrated,
+            // A reset needs an existing user; were one made by it, it would
+            // have had no upstream account.
+            (None, PasswordReset) => Local,
             // Never had an upstream account: nothing upstream moves them.
             (Some(Local), _) => Local,
             // Never downgraded.
             (Some(Migrated), _) => Migrated,
-            (Some(Pending | Shadow), PasswordCaptured) => Migrated,
+            (Some(Pending | Shadow), PasswordCaptured | PasswordReset) => Migrated,
             (Some(Pending | Shadow), UpstreamLogin) => Shadow,
             // Listing or creating an existing user does not move them.
             (Some(state), Created | Listed) => state,
@@ -82,13 +90,19 @@ mod tests {
     /// every event.
     #[test]
     fn the_transition_table() {
-        let table: &[(Option<UserState>, [UserState; 4])] = &[
-            //              Created   Listed    UpstreamLogin  PasswordCaptured
-            (None, [Local, Pending, Shadow, Migrated]),
-            (Some(Local), [Local, Local, Local, Local]),
-            (Some(Pending), [Pending, Pending, Shadow, Migrated]),
-            (Some(Shadow), [Shadow, Shadow, Shadow, Migrated]),
-            (Some(Migrated), [Migrated, Migrated, Migrated, Migrated]),
+        let table: &[(Option<UserState>, [UserState; 5])] = &[
+            //              Created   Listed    UpstreamLogin  PasswordCaptured  PasswordReset
+            (None, [Local, Pending, Shadow, Migrated, Local]),
+            (Some(Local), [Local, Local, Local, Local, Local]),
+            (
+                Some(Pending),
+                [Pending, Pending, Shadow, Migrated, Migrated],
+            ),
+            (Some(Shadow), [Shadow, Shadow, Shadow, Migrated, Migrated]),
+            (
+                Some(Migrated),
+                [Migrated, Migrated, Migrated, Migrated, Migrated],
+            ),
         ];
         assert_eq!(
             table.len(),

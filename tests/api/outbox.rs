@@ -124,7 +124,7 @@ async fn a_lazy_migration_marks_the_auth0_user_and_keeps_their_other_app_metadat
     })
     .await;
     let at = migrated_at(&t, SUB).await;
-    assert_eq!(row.kind, "mark_migrated");
+    assert_eq!(row.kind.as_str(), "mark_migrated");
     assert_eq!(row.user_id, SUB);
     assert_eq!(row.attempts, 1);
     assert_eq!(row.last_error, None);

@@ -1,10 +1,11 @@
 //! The outbox worker: delivers the writes the migration owes the upstream
 //! while it is still the primary, away from any request.
 //!
-//! `serve` runs one per instance when `[upstream.management] mark_migrated`
-//! is on. It claims due rows ([`crate::store::outbox`]), performs each write
-//! through the [`ManagementClient`] (its authentication, pacing and
-//! `Retry-After` handling), and records the result. A failure is retried
+//! `serve` runs one per instance. It claims due rows
+//! ([`crate::store::outbox`]), delivers each by its kind — a write to the
+//! upstream through the [`ManagementClient`] (its authentication, pacing and
+//! `Retry-After` handling), an email through the mailer ([`email`]) — and
+//! records the result. A failure is retried
 //! with exponential backoff and jitter (AWS Architecture Blog, "Exponential
 //! Backoff And Jitter"); after `outbox_max_attempts`, or at once when the
 //! upstream refuses the write outright (a 4xx: no such user, a missing
@@ -19,7 +20,7 @@ use anyhow::Context;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::now;
-use crate::store::outbox::{MARK_MIGRATED, OutboxRow};
+use crate::store::outbox::{OutboxKind, OutboxRow};
 use crate::upstream::management::{ManagementClient, Refused};
 
 /// Tries of one request within one delivery attempt: room for a renewed
@@ -69,9 +70,13 @@ impl Policy {
     }
 }
 
+mod email;
+mod write_back;
+
 pub struct Worker {
     state: AppState,
-    client: ManagementClient,
+    /// The upstream's Management API, when a write to it is asked for.
+    client: Option<ManagementClient>,
     /// The attribute name override, if any.
     attribute: Option<String>,
     policy: Policy,
@@ -87,37 +92,47 @@ enum Outcome {
 }
 
 impl Worker {
-    /// The worker `state`'s settings ask for, if any. Fails when they ask
-    /// for one that cannot run (no Management API credentials).
-    pub fn new(state: &AppState) -> anyhow::Result<Option<Self>> {
-        let Some(up) = state.settings.upstream.as_ref() else {
-            return Ok(None);
+    /// The worker for `state`'s settings. Fails when they ask for a write
+    /// that cannot be made (no Management API credentials).
+    pub fn new(state: &AppState) -> anyhow::Result<Self> {
+        let management = state.settings.upstream.as_ref().map(|up| &up.management);
+        let client = match state.settings.upstream.as_ref() {
+            Some(up) if up.management.mark_migrated || !up.management.write_back.is_empty() => {
+                let client = ManagementClient::new(up, None, None).context(
+                    "upstream.management.mark_migrated and write_back need the Management API",
+                )?;
+                if up.management.mark_migrated {
+                    let sample = serde_json::json!({
+                        "upstream_id": "sample",
+                        "username": "sample",
+                        "migrated_at": "2026-01-01T00:00:00Z",
+                    });
+                    client
+                        .mark_request(&sample, up.management.mark_migrated_attribute.as_deref())
+                        .context("upstream.management.mark_migrated")?;
+                }
+                Some(client)
+            }
+            _ => None,
         };
-        if !up.management.mark_migrated {
-            return Ok(None);
-        }
-        let client = ManagementClient::new(up, None, None)
-            .context("upstream.management.mark_migrated needs the Management API")?;
-        let attribute = up.management.mark_migrated_attribute.clone();
-        let sample = serde_json::json!({
-            "upstream_id": "sample",
-            "username": "sample",
-            "migrated_at": "2026-01-01T00:00:00Z",
-        });
-        client
-            .mark_request(&sample, attribute.as_deref())
-            .context("upstream.management.mark_migrated")?;
-        Ok(Some(Self {
+        Ok(Self {
             state: state.clone(),
             client,
-            attribute,
-            policy: Policy::from_settings(&up.management),
+            attribute: management.and_then(|m| m.mark_migrated_attribute.clone()),
+            policy: Policy::from_settings(&management.cloned().unwrap_or_default()),
             id: format!(
                 "outbox-{}-{}",
                 std::process::id(),
                 &crate::crypto::random_token()[..8]
             ),
-        }))
+        })
+    }
+
+    /// The Management API client, for a row that writes to the upstream.
+    fn upstream(&self) -> anyhow::Result<&ManagementClient> {
+        self.client.as_ref().context(
+            "this row writes to the upstream, and no [upstream.management] write is configured",
+        )
     }
 
     /// Delivers due rows until the task is aborted.
@@ -148,13 +163,19 @@ impl Worker {
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Outcome {
-        let result = match row.kind.as_str() {
-            MARK_MIGRATED => {
-                self.client
-                    .mark_migrated(&row.payload, self.attribute.as_deref(), REQUEST_ATTEMPTS)
-                    .await
+        let result = match row.kind {
+            OutboxKind::MarkMigrated => match self.upstream() {
+                Ok(client) => {
+                    client
+                        .mark_migrated(&row.payload, self.attribute.as_deref(), REQUEST_ATTEMPTS)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            OutboxKind::Email => self.deliver_email(row).await,
+            OutboxKind::WritePassword | OutboxKind::WriteProfile | OutboxKind::WriteBlocked => {
+                self.deliver_write(row).await
             }
-            other => return Outcome::GiveUp(format!("unknown outbox write {other:?}")),
         };
         match result {
             Ok(()) => Outcome::Done,
@@ -193,7 +214,7 @@ impl Worker {
             }
         };
         if kept {
-            Metrics::count(&self.state.metrics.outbox, &row.kind, result);
+            Metrics::count(&self.state.metrics.outbox, row.kind.as_str(), result);
         } else {
             // An operator discarded or retried the row meanwhile: theirs wins.
             tracing::info!(outbox = row.id, "outbox row changed while it was delivered");
