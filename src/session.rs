@@ -8,7 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 
+use crate::crypto::{constant_time_eq, random_token};
+use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::{SessionStoreExt, StoreResult, User};
 use crate::tokens::grants::{Session, session_key};
@@ -110,5 +113,69 @@ impl FromRequestParts<AppState> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         Ok(Self(peer))
+    }
+}
+
+/// The double-submit CSRF token of the recovery and account pages (OWASP
+/// CSRF Prevention Cheat Sheet): a random value in a `SameSite=Lax`,
+/// `HttpOnly` cookie, repeated in a hidden form field. A cross-site form
+/// cannot read the cookie, so it cannot send the matching field. These
+/// pages have no pending authorization request whose token could serve.
+pub struct CsrfCookie {
+    pub value: String,
+    fresh: bool,
+}
+
+/// How long a recovery form may stay open.
+const CSRF_COOKIE_SECS: u64 = 2 * 3600;
+
+impl CsrfCookie {
+    /// The browser's token, or a new one when it has none.
+    pub fn read_or_new(state: &AppState, headers: &HeaderMap) -> Self {
+        match read_cookie(headers, &cookie_name(state, "csrf")).filter(|v| v.len() == 43) {
+            Some(value) => Self {
+                value,
+                fresh: false,
+            },
+            None => Self {
+                value: random_token(),
+                fresh: true,
+            },
+        }
+    }
+
+    /// `response`, setting the cookie when the token is new.
+    pub fn attach(&self, state: &AppState, mut response: Response) -> Response {
+        if self.fresh
+            && let Ok(v) = cookie_header(
+                state,
+                &cookie_name(state, "csrf"),
+                &self.value,
+                CSRF_COOKIE_SECS,
+            )
+        {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+        response
+    }
+
+    /// The token, when the form's field matches the cookie.
+    pub fn check(
+        state: &AppState,
+        headers: &HeaderMap,
+        field: Option<&str>,
+    ) -> Result<String, AppError> {
+        let cookie = read_cookie(headers, &cookie_name(state, "csrf")).unwrap_or_default();
+        match field {
+            Some(field)
+                if cookie.len() == 43 && constant_time_eq(field.as_bytes(), cookie.as_bytes()) =>
+            {
+                Ok(cookie)
+            }
+            _ => Err(AppError::bad_request(
+                "Form refused",
+                "The form was not sent by this page, or its cookie was lost. Open the page again and retry.",
+            )),
+        }
     }
 }

@@ -116,14 +116,12 @@ pub fn router(state: AppState) -> Router {
             &issuer_path,
             crate::oidc::router()
                 .merge(crate::oidc::vendor_aliases())
-                .merge(crate::login::router())
-                .merge(crate::recovery::router()),
+                .merge(crate::login::router()),
         )
     };
     Router::new()
         .merge(crate::oidc::router())
         .merge(crate::login::router())
-        .merge(crate::recovery::router())
         .merge(protocol)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

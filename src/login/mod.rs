@@ -31,7 +31,9 @@ use crate::store::SessionStoreExt;
 use crate::templates;
 use crate::tokens::grants::{PendingAuthorization, pending_key};
 
+mod account;
 pub mod finish;
+mod forgot;
 pub mod upstream;
 
 pub use finish::finish_login;
@@ -41,6 +43,18 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(get_login).post(post_login))
         .route("/login/callback", get(upstream::get_callback))
         .route("/login/password", axum::routing::post(post_password))
+        .route(
+            "/login/forgot",
+            get(forgot::get_forgot).post(forgot::post_forgot),
+        )
+        .route(
+            "/login/reset",
+            get(forgot::get_reset).post(forgot::post_reset),
+        )
+        .route(
+            "/account/password",
+            get(account::get_password).post(account::post_password),
+        )
         .route(
             "/assets/style.css",
             get(|| async { asset("text/css; charset=utf-8", templates::STYLE_CSS) }),
@@ -281,11 +295,13 @@ async fn verify_and_complete(
             retry_after_secs: retry_after.as_secs(),
         }),
         Outcome::NeedsRedirect => upstream::start(state, authz, pending, Some(username)).await,
-        Outcome::ResetRequired => Ok(templates::error_page(
+        Outcome::ResetRequired => Ok(forgot::ask_page(
+            state,
+            headers,
+            forgot::Ask::Moved,
+            Some(authz.to_string()),
+            username,
             StatusCode::UNAUTHORIZED,
-            "Reset your password",
-            "Your account has moved to a new sign-in service. Reset your password with your application's \
-             \"Forgot password\" link, or ask your administrator, then sign in again.",
         )),
         Outcome::Unavailable => Err(AppError::Unavailable),
     }

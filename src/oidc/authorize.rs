@@ -17,7 +17,7 @@ use crate::config::Phase;
 use crate::crypto::{random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::login;
-use crate::session::{cookie_header, cookie_name, current_session, read_cookie};
+use crate::session::{cookie_header, cookie_name, live_session, read_cookie};
 use crate::state::AppState;
 use crate::store::{Client, SessionStoreExt, now};
 use crate::tokens::grants::{
@@ -117,10 +117,14 @@ async fn authorize(
             // An existing session is reused unless the client asks for a
             // fresh login or the login is older than max_age (OIDC Core
             // §3.1.2.1).
+            // A session whose user was blocked or reset their password since
+            // it began does not count.
             let session = if prompt_login {
                 None
             } else {
-                current_session(state, headers).await?
+                live_session(state, headers)
+                    .await?
+                    .map(|(key, session, _)| (key, session))
             };
             let fresh = |s: &Session| pending.max_age.is_none_or(|m| now() - s.auth_time <= m);
             match session {

@@ -65,7 +65,7 @@ pub async fn exchange(
     }
     check_pkce(record.code_challenge.as_deref(), verifier)?;
 
-    let user = active_user(state, &record.user_id).await?;
+    let user = active_user(state, &record.user_id, record.auth_time).await?;
     // The browser session must still exist: a logout between the redirect
     // and the exchange ends the grant before it starts.
     if state.sessions.get(&record.session_key).await?.is_none() {

@@ -101,7 +101,7 @@ pub async fn refresh(
         }
         None => grant.scope.clone(),
     };
-    let user = active_user(state, &grant.user_id).await?;
+    let user = active_user(state, &grant.user_id, grant.auth_time).await?;
     // Switchyard's own JWTs do not depend on the upstream's answer unless
     // the client receives the upstream's access token, so they are signed
     // on a blocking thread while the upstream refresh is in flight. Only the

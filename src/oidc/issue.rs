@@ -204,10 +204,16 @@ pub async fn store_grant(
     Ok(())
 }
 
-/// The user a grant is for, if they may still receive tokens.
-pub async fn active_user(state: &AppState, user_id: &str) -> Result<User, OAuthError> {
+/// The user a grant is for, if they may still receive tokens: not blocked,
+/// and not having voided the login at `auth_time` since (a password reset
+/// revokes every earlier session and refresh token).
+pub async fn active_user(
+    state: &AppState,
+    user_id: &str,
+    auth_time: i64,
+) -> Result<User, OAuthError> {
     match state.db.get_user(user_id).await? {
-        Some(u) if !u.blocked => Ok(u),
+        Some(u) if u.accepts_auth_time(auth_time) => Ok(u),
         _ => Err(OAuthError::invalid_grant("the user is no longer active")),
     }
 }

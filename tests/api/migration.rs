@@ -385,7 +385,7 @@ async fn local_only_never_touches_the_upstream_and_pending_users_are_told_to_res
 
     let r = password_login(&t, "web", "carol@example.com", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(r.text().await.unwrap().contains("Reset your password"));
+    assert!(r.text().await.unwrap().contains("Email me a link"));
     let r = password_login(&t, "web", "local@example.com", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let total: usize = [
@@ -527,7 +527,7 @@ async fn a_runtime_phase_change_is_seen_by_a_second_instance() {
     tokio::time::sleep(switchyard::cutover::RELOAD_INTERVAL + Duration::from_millis(300)).await;
     let r = password_login(&second, "web", "carol@example.com", PASSWORD).await;
     assert!(
-        r.text().await.unwrap().contains("Reset your password"),
+        r.text().await.unwrap().contains("Email me a link"),
         "the second instance follows the new phase"
     );
     assert_eq!(t.fake.calls("token"), 0);

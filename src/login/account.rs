@@ -12,13 +12,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::CsrfCookie;
-use super::pages::{new_password, refusal_message};
+use super::forgot::{new_password, refusal_message};
 use crate::auth::{Account, authenticate_local, pad_failure};
 use crate::error::AppError;
 use crate::migrate::write_back;
 use crate::oidc::params::Params;
 use crate::password::ARGON2ID;
+use crate::session::CsrfCookie;
 use crate::session::{ClientIp, live_session};
 use crate::state::AppState;
 use crate::store::recovery::NewPassword;

@@ -14,74 +14,107 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
 use serde::Deserialize;
 
-use super::{CsrfCookie, token_hash};
+use super::finish::{finish_login, open_session, session_cookie};
+use super::pending_for;
 use crate::auth::{MAX_IDENTIFIER, MAX_PASSWORD, pad_failure};
 use crate::email::{EmailRequest, Message};
 use crate::error::AppError;
-use crate::login::finish::{finish_login, open_session, session_cookie};
-use crate::login::pending_for;
 use crate::migrate::write_back::{self, Refusal};
 use crate::oidc::params::Params;
 use crate::password::ARGON2ID;
-use crate::session::ClientIp;
+use crate::recovery::token_hash;
+use crate::session::CsrfCookie;
+use crate::session::{ClientIp, cookie_header, cookie_name, read_cookie};
 use crate::state::AppState;
 use crate::store::recovery::NewPassword;
 use crate::store::{AuditEvent, SessionStoreExt, User, now};
 use crate::templates::{self, Csp};
 use crate::tokens::grants::{PendingAuthorization, pending_key};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login/forgot", get(get_forgot).post(post_forgot))
-        .route("/login/reset", get(get_reset).post(post_reset))
-}
-
 #[derive(Deserialize)]
-struct ForgotQuery {
+pub(super) struct ForgotQuery {
     authz: Option<String>,
     login_hint: Option<String>,
 }
 
 /// `GET /login/forgot[?authz=…&login_hint=…]`.
-async fn get_forgot(
+pub(super) async fn get_forgot(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<ForgotQuery>,
 ) -> Response {
-    let csrf = CsrfCookie::read_or_new(&state, &headers);
     let authz = q.authz.filter(|a| a.len() == 43);
     let username = q.login_hint.unwrap_or_default();
-    csrf.attach(
+    ask_page(
         &state,
-        forgot_page(&authz, &csrf.value, &username, None, StatusCode::OK),
+        &headers,
+        Ask::Forgot,
+        authz,
+        &username,
+        StatusCode::OK,
+    )
+}
+
+/// Why the page asks for an identifier to email a link to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ask {
+    /// The user followed "Forgot password?".
+    Forgot,
+    /// The user's account moved here without its password (phase
+    /// `local_only`, a user who never signed in during the migration).
+    Moved,
+}
+
+/// The page that offers to email a link, with its CSRF cookie.
+pub(super) fn ask_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    ask: Ask,
+    authz: Option<String>,
+    username: &str,
+    status: StatusCode,
+) -> Response {
+    let csrf = CsrfCookie::read_or_new(state, headers);
+    csrf.attach(
+        state,
+        forgot_page(ask, &authz, &csrf.value, username, None, status),
     )
 }
 
 fn forgot_page(
+    ask: Ask,
     authz: &Option<String>,
     csrf: &str,
     username: &str,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    let (heading, intro) = match ask {
+        Ask::Forgot => (
+            "Reset your password",
+            "Enter the email address or username of your account. We will email you a link to set a new password.",
+        ),
+        Ask::Moved => (
+            "Set a new password",
+            "Your account has moved to a new sign-in service, and your password did not come with it. We can email you a link to set a new one.",
+        ),
+    };
     templates::render(
         status,
         "forgot.html",
-        minijinja::context! { title => "Reset your password", authz, csrf, username, error },
+        minijinja::context! { title => heading, heading, intro, authz, csrf, username, error },
         &Csp::default(),
     )
 }
 
 /// `POST /login/forgot`.
-async fn post_forgot(
+pub(super) async fn post_forgot(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -96,6 +129,7 @@ async fn post_forgot(
     let username = form.get("username")?.map(str::trim).unwrap_or_default();
     if username.is_empty() || username.len() > MAX_IDENTIFIER {
         return Ok(forgot_page(
+            Ask::Forgot,
             &authz,
             &csrf,
             "",
@@ -121,7 +155,7 @@ async fn post_forgot(
     }
     request_link(&state, username, continued, ip).await?;
     pad_failure(&state, started).await;
-    Ok(templates::render(
+    let mut response = templates::render(
         StatusCode::OK,
         "forgot_sent.html",
         minijinja::context! {
@@ -129,7 +163,20 @@ async fn post_forgot(
             minutes => state.settings.recovery.token_ttl_secs / 60,
         },
         &Csp::default(),
-    ))
+    );
+    // The browser's binding to that request lasts as long, too.
+    if continued.is_some()
+        && let Some(tx) = read_cookie(&headers, &cookie_name(&state, "tx"))
+        && let Ok(v) = cookie_header(
+            &state,
+            &cookie_name(&state, "tx"),
+            &tx,
+            state.settings.recovery.token_ttl_secs,
+        )
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(response)
 }
 
 /// Queues the reset email when `username` names an account that may
@@ -178,12 +225,12 @@ async fn keep_pending(
 }
 
 #[derive(Deserialize)]
-struct ResetQuery {
+pub(super) struct ResetQuery {
     token: Option<String>,
 }
 
 /// `GET /login/reset?token=…`: the link's page.
-async fn get_reset(
+pub(super) async fn get_reset(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<ResetQuery>,
@@ -254,7 +301,7 @@ fn reset_page(
 }
 
 /// `POST /login/reset`.
-async fn post_reset(
+pub(super) async fn post_reset(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
