@@ -491,3 +491,69 @@ async fn a_campaign_skips_blocked_and_emailless_users_dry_runs_and_stops_at_its_
     );
     assert!(!bad.status.success());
 }
+
+#[tokio::test]
+async fn two_campaigns_at_once_never_invite_a_user_twice() {
+    use switchyard::store::invitations::{Invite, Outcome};
+    use switchyard::store::jobs::JobKind;
+    use switchyard::store::outbox::QueuedWrite;
+    use switchyard::store::position::ChunkPosition;
+
+    let iso = isolated().await;
+    // Two handles with their own connections, as two processes have.
+    let (one, two) = (database(&iso).await, database(&iso).await);
+    let records: Vec<Record> = (0..30)
+        .map(|i| {
+            record(
+                &format!("auth0|{i:02}"),
+                Some(&format!("u{i}@example.com")),
+                json!({}),
+            )
+        })
+        .collect();
+    backfill(&*one, "auth0", &records).await;
+    let start = |db: Arc<dyn Database>, job: &'static str| async move {
+        db.create_job(
+            job,
+            JobKind::Campaign,
+            &json!({}),
+            &[ChunkPosition::Campaign { after: None }],
+        )
+        .await
+        .unwrap();
+        db.claim_chunk(job, job, 0, &[]).await.unwrap().unwrap()
+    };
+    let (a, b) = (start(one.clone(), "a").await, start(two.clone(), "b").await);
+    let email = |to: &str| QueuedWrite {
+        kind: OutboxKind::Email,
+        user_id: String::new(),
+        payload: json!({"message": "invitation", "to": to}),
+        secret: None,
+    };
+    let now = switchyard::store::now();
+    for r in &records {
+        let invite = |chunk, worker| Invite {
+            chunk,
+            worker,
+            position: ChunkPosition::Campaign {
+                after: Some(r.id.clone()),
+            },
+            user_id: &r.id,
+            cooldown_since: now - 3600,
+            now,
+            email: &email,
+        };
+        let (for_a, for_b) = (invite(&a, "a"), invite(&b, "b"));
+        let (x, y) = tokio::join!(one.invite(&for_a), two.invite(&for_b));
+        let mut outcomes = [x.unwrap(), y.unwrap()];
+        outcomes.sort_by_key(|o| *o == Outcome::Cooldown);
+        assert_eq!(outcomes, [Outcome::Invited, Outcome::Cooldown], "{}", r.id);
+    }
+    assert_eq!(one.outbox_counts(0).await.unwrap().pending, 30);
+    let (ca, cb) = (
+        one.campaign_counters("a").await.unwrap(),
+        one.campaign_counters("b").await.unwrap(),
+    );
+    assert_eq!(ca.invited + cb.invited, 30);
+    assert_eq!(ca.skipped_cooldown + cb.skipped_cooldown, 30);
+}
