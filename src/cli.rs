@@ -566,8 +566,16 @@ async fn report_dormant(settings: &Settings, args: DormantArgs) -> anyhow::Resul
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    crate::jobs::report::dormant(&*db, since, args.format, &mut *out).await?;
-    Ok(())
+    match crate::jobs::report::dormant(&*db, since, args.format, &mut *out).await {
+        // The reader stopped early (`| head`): not a failure of the report.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        result => result.map(drop),
+    }
 }
 
 async fn campaign_reset(settings: &Settings, args: CampaignArgs) -> anyhow::Result<()> {

@@ -297,8 +297,10 @@ impl Run<'_> {
                 self.db.finish_campaign_chunk(chunk, worker).await?;
                 return Ok(false);
             }
+            let mut handled = 0;
             for user in &page {
                 if self.plan.limit.is_some_and(|l| self.invited >= l) {
+                    self.show(handled, &so_far);
                     return Ok(true);
                 }
                 let now = crate::store::now();
@@ -333,16 +335,26 @@ impl Run<'_> {
                 }
                 so_far.count(outcome);
                 after = Some(user.id.clone());
+                handled += 1;
             }
-            self.progress.page(page.len() as u64, &Counters::default());
-            self.progress.note(&format!(
-                "invited {} skipped: cooldown {} no email {} blocked {}",
-                so_far.invited,
-                so_far.skipped_cooldown,
-                so_far.skipped_no_email,
-                so_far.skipped_blocked
-            ));
+            self.show(handled, &so_far);
         }
+    }
+
+    /// `n` more users handled: the bar moves on, with the job's counters
+    /// (a log line per page without a terminal).
+    fn show(&mut self, n: u64, so_far: &CampaignCounters) {
+        if self.progress.has_bar() {
+            // The bar's own message counts records; the note replaces it.
+            self.progress.page(n, &Counters::default());
+        }
+        self.progress.note(&format!(
+            "invited {}, skipped: cooldown {}, no email {}, blocked {}",
+            so_far.invited,
+            so_far.skipped_cooldown,
+            so_far.skipped_no_email,
+            so_far.skipped_blocked
+        ));
     }
 
     /// Waits for the next send's turn: one every `1 / rate` seconds. The
