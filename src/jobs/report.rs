@@ -214,3 +214,58 @@ pub async fn dormant(
     }
     Ok(listed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(upstream: &str, claims: Value) -> DormantUser {
+        DormantUser {
+            id: "u".into(),
+            email: None,
+            blocked: false,
+            upstream: Some(upstream.into()),
+            claims,
+            created_at: 0,
+            invited_at: None,
+        }
+    }
+
+    #[test]
+    fn the_last_login_is_read_as_each_vendor_spells_it() {
+        let at = parse_since("2024-03-01T12:00:00Z").unwrap();
+        let auth0 = user("auth0", json!({"last_login": "2024-03-01T12:00:00.000Z"}));
+        assert_eq!(upstream_last_login(&auth0), Some(at));
+        let okta = user(
+            "okta",
+            json!({"lastLogin": "2024-03-01T13:00:00.000+01:00"}),
+        );
+        assert_eq!(upstream_last_login(&okta), Some(at));
+        // The other vendor's spelling, a provider without one, or no date.
+        assert_eq!(
+            upstream_last_login(&user("okta", json!({"last_login": "2024-03-01T12:00:00Z"}))),
+            None
+        );
+        assert_eq!(
+            upstream_last_login(&user(
+                "keycloak",
+                json!({"last_login": "2024-03-01T12:00:00Z"})
+            )),
+            None
+        );
+        assert_eq!(
+            upstream_last_login(&user("okta", json!({"lastLogin": null}))),
+            None
+        );
+    }
+
+    #[test]
+    fn since_is_a_date_at_midnight_utc_or_an_rfc3339_time() {
+        assert_eq!(
+            parse_since("2024-02-01").unwrap(),
+            parse_since("2024-02-01T00:00:00Z").unwrap()
+        );
+        assert!(parse_since("2024-02-30").is_err());
+        assert!(parse_since("last week").is_err());
+    }
+}

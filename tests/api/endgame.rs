@@ -524,14 +524,14 @@ async fn two_campaigns_at_once_never_invite_a_user_twice() {
         db.claim_chunk(job, job, 0, &[]).await.unwrap().unwrap()
     };
     let (a, b) = (start(one.clone(), "a").await, start(two.clone(), "b").await);
-    let email = |to: &str| QueuedWrite {
-        kind: OutboxKind::Email,
-        user_id: String::new(),
-        payload: json!({"message": "invitation", "to": to}),
-        secret: None,
-    };
     let now = switchyard::store::now();
     for r in &records {
+        let email = |to: &str| QueuedWrite {
+            kind: OutboxKind::Email,
+            user_id: r.id.clone(),
+            payload: json!({"message": "invitation", "to": to}),
+            secret: None,
+        };
         let invite = |chunk, worker| Invite {
             chunk,
             worker,
