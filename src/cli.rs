@@ -65,6 +65,73 @@ pub enum Command {
     /// The writes owed to the upstream (`mark_migrated`): list, retry, discard.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Reports for the end of the migration.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Invite the users who never signed in here, before the upstream goes away.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// The dormant users: state `pending` (known from a backfill or an
+    /// import, never signed in here), who would be locked out when the
+    /// upstream is switched off. One row each: id, email, the upstream's
+    /// last login when its record had one, created, and when the campaign
+    /// invited them; then the users by state (table, json).
+    Dormant(DormantArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DormantArgs {
+    /// Keep only users whose last login at the upstream is before DATE, and
+    /// users whose last login is unknown. The last login is the one the
+    /// backfill or import read from the upstream's record (Auth0
+    /// `last_login`, Okta `lastLogin`); it is unknown when the record had
+    /// none, and always for Keycloak and Cognito, whose records carry none.
+    /// DATE is YYYY-MM-DD (midnight UTC) or an RFC 3339 time; "before" is
+    /// strict.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// How to write the report.
+    #[arg(long, value_enum, default_value_t = crate::jobs::report::ReportFormat::Table)]
+    pub format: crate::jobs::report::ReportFormat,
+    /// Write the report to this file instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Queue one invitation email (a link to set a password here) for each
+    /// pending user who is not blocked and has an email, never twice to one
+    /// user within the cooldown. A resumable job; `switchyard status` shows it.
+    Reset(CampaignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CampaignArgs {
+    /// Count who would be invited and skipped; write nothing.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+    /// Messages queued a second [default: 10; on --resume, the job's own].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Queue at most this many messages in this run (`--resume` continues).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Continue the unfinished campaign (stopped, crashed or limited).
+    #[arg(long)]
+    pub resume: bool,
+    /// Never invite a user again within this long of their last invitation,
+    /// whichever campaign sent it: `7d`, `12h`, `30m`, or seconds [default: 7d;
+    /// on --resume, the job's own].
+    #[arg(long, value_parser = crate::jobs::campaign::parse_duration)]
+    pub cooldown: Option<std::time::Duration>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +453,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify(&settings, args).await,
         Command::Status(args) => status(&settings, args).await,
         Command::Outbox(cmd) => outbox(&settings, cmd).await,
+        Command::Report(ReportCommand::Dormant(args)) => report_dormant(&settings, args).await,
+        Command::Campaign(CampaignCommand::Reset(args)) => campaign_reset(&settings, args).await,
     }
 }
 
@@ -484,16 +553,64 @@ async fn verify(settings: &Settings, args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn report_dormant(settings: &Settings, args: DormantArgs) -> anyhow::Result<()> {
+    let since = args
+        .since
+        .as_deref()
+        .map(crate::jobs::report::parse_since)
+        .transpose()?;
+    let db = open_database(settings).await?;
+    let mut out: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match crate::jobs::report::dormant(&*db, since, args.format, &mut *out).await {
+        // The reader stopped early (`| head`): not a failure of the report.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        result => result.map(drop),
+    }
+}
+
+async fn campaign_reset(settings: &Settings, args: CampaignArgs) -> anyhow::Result<()> {
+    let db = open_database(settings).await?;
+    let opts = crate::jobs::campaign::CampaignOptions {
+        resume: args.resume,
+        dry_run: args.dry_run,
+        rate: args.rate,
+        limit: args.limit,
+        cooldown: args.cooldown,
+        quiet: args.json,
+    };
+    let report = crate::jobs::campaign::run(db, &opts).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        report.print();
+    }
+    Ok(())
+}
+
 async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<()> {
     let db = open_database(settings).await?;
     let status = match &args.job {
-        Some(job) => crate::jobs::status::Status {
-            users: db.user_counts(crate::store::now()).await?,
-            outbox: db
-                .outbox_counts(crate::jobs::status::OUTBOX_FAILURES_SHOWN)
-                .await?,
-            jobs: vec![db.job_summary(job, 1000).await?],
-        },
+        Some(job) => {
+            let jobs = vec![db.job_summary(job, 1000).await?];
+            crate::jobs::status::Status {
+                users: db.user_counts(crate::store::now()).await?,
+                outbox: db
+                    .outbox_counts(crate::jobs::status::OUTBOX_FAILURES_SHOWN)
+                    .await?,
+                campaigns: crate::jobs::status::campaign_counters(&*db, &jobs).await?,
+                jobs,
+            }
+        }
         None => crate::jobs::status::collect(&*db, args.jobs, 10).await?,
     };
     if args.json {

@@ -12,16 +12,20 @@
 //!   [`crate::upstream::management`].
 //! - [`progress`]: a progress bar, or a log line per page.
 //! - [`outbox`]: the worker that delivers the write outbox to the upstream.
+//! - [`report`] and [`campaign`]: the end game — the dormant users, and
+//!   the invitations that bring them over before the upstream goes away.
 //!
 //! Backfill and import run as resumable jobs (`jobs` and `job_chunks`,
 //! [`crate::store::jobs`]): each page of users is committed with the job's
 //! new position, so `--resume` after a crash continues from the last page.
 
 pub mod backfill;
+pub mod campaign;
 pub mod files;
 pub mod import;
 pub mod outbox;
 pub mod progress;
+pub mod report;
 pub mod runner;
 pub mod source;
 pub mod status;

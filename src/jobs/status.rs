@@ -3,8 +3,11 @@
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use crate::store::Database;
-use crate::store::jobs::{JobSummary, UserCounts};
+use crate::store::invitations::CampaignCounters;
+use crate::store::jobs::{JobKind, JobSummary, UserCounts};
 use crate::store::outbox::OutboxCounts;
 
 /// Failed outbox rows shown with their last error.
@@ -17,6 +20,22 @@ pub struct Status {
     /// retries or discards it (`switchyard outbox`).
     pub outbox: OutboxCounts,
     pub jobs: Vec<JobSummary>,
+    /// The counters of the campaign jobs among `jobs`, by job id: a
+    /// campaign counts invitations, not records.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub campaigns: BTreeMap<String, CampaignCounters>,
+}
+
+/// The counters of the campaign jobs among `jobs`.
+pub async fn campaign_counters(
+    db: &dyn Database,
+    jobs: &[JobSummary],
+) -> anyhow::Result<BTreeMap<String, CampaignCounters>> {
+    let mut campaigns = BTreeMap::new();
+    for s in jobs.iter().filter(|s| s.job.kind == JobKind::Campaign) {
+        campaigns.insert(s.job.id.clone(), db.campaign_counters(&s.job.id).await?);
+    }
+    Ok(campaigns)
 }
 
 /// The status, with the `jobs` most recent jobs (and `issues` of each).
@@ -30,6 +49,7 @@ pub async fn collect(db: &dyn Database, jobs: u32, issues: u32) -> anyhow::Resul
     Ok(Status {
         users,
         outbox,
+        campaigns: campaign_counters(db, &summaries).await?,
         jobs: summaries,
     })
 }
@@ -71,6 +91,24 @@ impl Status {
             println!("no jobs");
         }
         for s in &self.jobs {
+            if let Some(c) = self.campaigns.get(&s.job.id) {
+                println!(
+                    "job {} ({}): {}{} — invited {}, skipped (cooldown) {}, skipped (no email) {}, skipped (blocked) {}",
+                    s.job.id,
+                    s.job.kind,
+                    s.job.state,
+                    s.job
+                        .error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default(),
+                    c.invited,
+                    c.skipped_cooldown,
+                    c.skipped_no_email,
+                    c.skipped_blocked
+                );
+                continue;
+            }
             let c = &s.counters;
             println!(
                 "job {} ({}): {}{} — chunks {}/{}, records {} (created {}, updated {}, unchanged {}, conflicts {}, failed {})",

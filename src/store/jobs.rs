@@ -40,11 +40,14 @@ pub enum JobKind {
     Backfill,
     /// Users read from a file.
     Import,
+    /// The end game's invitations to pending users (`campaign reset`).
+    Campaign,
 }
 
 text_names!(JobKind {
     Backfill => "backfill",
     Import => "import",
+    Campaign => "campaign",
 });
 
 /// Where a job stands. A job whose process stopped stays `running` until a

@@ -39,6 +39,7 @@ macro_rules! text_names {
     };
 }
 
+pub mod invitations;
 pub mod jobs;
 pub mod memory;
 pub mod outbox;
@@ -485,6 +486,7 @@ pub trait Database:
     + users::UserEdits
     + outbox::OutboxStore
     + recovery::RecoveryStore
+    + invitations::InvitationStore
 {
     async fn ping(&self) -> StoreResult<()>;
 }

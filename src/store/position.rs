@@ -37,6 +37,9 @@ pub enum ChunkPosition {
     FirstMax { first: u64, tail: bool },
     /// A file import: how many records of the file are committed.
     File { records: u64 },
+    /// The end-game campaign: pending users by id, after this one (none:
+    /// from the first).
+    Campaign { after: Option<String> },
 }
 
 impl ChunkPosition {
@@ -120,6 +123,9 @@ mod tests {
                 tail: true,
             },
             ChunkPosition::File { records: 1000 },
+            ChunkPosition::Campaign {
+                after: Some("auth0|1".into()),
+            },
         ];
         for p in all {
             let stored = p.to_stored();

@@ -103,6 +103,9 @@ impl ManagementClient {
             ChunkPosition::Auth0Export { .. } | ChunkPosition::File { .. } => {
                 bail!("this chunk is read from a file, not paged")
             }
+            ChunkPosition::Campaign { .. } => {
+                bail!("this chunk walks the local users, not the upstream")
+            }
         }
     }
 
