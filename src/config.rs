@@ -73,8 +73,17 @@ pub struct EmailSettings {
     /// Environment variables holding the SMTP username and password.
     pub username_env: Option<String>,
     pub password_env: Option<String>,
-    /// Where messages are written when there is no `smtp_url`.
+    /// Where messages are written when there is no `smtp_url`, one `.eml`
+    /// file each (RFC 5322), named so that a listing sorts oldest first.
     pub drop_dir: PathBuf,
+    /// Seconds before a send that failed for now (the server unreachable,
+    /// a 4xx reply) is tried again, doubled for each further failure;
+    /// default 30. A permanent refusal (a 5xx reply) is not retried.
+    pub retry_secs: Option<f64>,
+    /// Seconds between looks at the outbox for email to send; default 5.
+    /// The one outbox worker looks as often as the shorter of this and
+    /// `upstream.management.outbox_poll_secs`.
+    pub poll_secs: Option<f64>,
 }
 
 impl Default for EmailSettings {
@@ -86,6 +95,8 @@ impl Default for EmailSettings {
             username_env: None,
             password_env: None,
             drop_dir: PathBuf::from("mail"),
+            retry_secs: None,
+            poll_secs: None,
         }
     }
 }

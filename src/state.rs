@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::crypto::Sealer;
 use crate::crypto::hash_secret;
 use crate::cutover::Cutover;
+use crate::email::Mailer;
 use crate::metrics::Metrics;
 use crate::password::Passwords;
 use crate::store::memory::MemoryStore;
@@ -40,6 +41,8 @@ pub struct State {
     /// The cutover rules in force.
     pub cutover: Cutover,
     pub metrics: Metrics,
+    /// Sends the email the outbox owes users (`[email]`).
+    pub mailer: Mailer,
 }
 
 /// Opens the SQL store named by the settings.
@@ -114,7 +117,9 @@ impl State {
         let upstream = Upstream::new(&settings)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
+        let mailer = Mailer::new(&settings.email)?;
         Ok(Arc::new(State {
+            mailer,
             cutover: Cutover::new(db.clone(), settings.cutover.clone()),
             upstream,
             metrics: Metrics::default(),

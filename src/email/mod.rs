@@ -2,11 +2,24 @@
 //!
 //! A message is asked for by queueing an [`EmailRequest`] in the outbox
 //! (kind `email`), so a request never waits on a mail server and a crash
-//! never loses a message; the outbox worker renders and sends it.
+//! never loses a message; the outbox worker renders and sends it
+//! (`jobs::outbox`): it mints the link at that moment, so the row holds no
+//! secret, [`render`]s the message from `templates/email/` and hands it to
+//! the [`Mailer`], which sends it by SMTP or, with no server configured,
+//! writes it as a file.
+//!
+//! Neither a link nor a token is ever logged: a log line names at most the
+//! recipient's domain.
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::outbox::{OutboxKind, QueuedWrite};
+
+mod mailer;
+mod render;
+
+pub use mailer::{Mailer, Undeliverable};
+pub use render::{Rendered, Vars, render};
 
 /// Which message to send; each has its own templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

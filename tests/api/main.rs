@@ -16,6 +16,7 @@ mod backfill;
 mod bad_input;
 mod browser;
 mod cli;
+mod email;
 mod endgame;
 mod fake_upstream;
 mod helpers;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::email::Undeliverable;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::now;
@@ -56,6 +57,20 @@ impl Policy {
         }
     }
 
+    /// Email's: its own pace (`[email] retry_secs`, `poll_secs`), the
+    /// upstream writes' number of attempts.
+    fn for_email(e: &crate::config::EmailSettings, writes: &Policy) -> Self {
+        let secs = |v: Option<f64>, default: f64| {
+            v.and_then(|v| Duration::try_from_secs_f64(v).ok())
+                .unwrap_or(Duration::from_secs_f64(default))
+        };
+        Self {
+            max_attempts: writes.max_attempts,
+            retry: secs(e.retry_secs, 30.0),
+            poll: secs(e.poll_secs, 5.0),
+        }
+    }
+
     /// The wait after a row's `attempts`-th failure, jittered into its
     /// upper half so that rows failed together do not retry together.
     pub fn backoff(&self, attempts: i64) -> Duration {
@@ -80,6 +95,8 @@ pub struct Worker {
     /// The attribute name override, if any.
     attribute: Option<String>,
     policy: Policy,
+    /// For `email` rows.
+    email_policy: Policy,
     /// Names this worker's claims.
     id: String,
 }
@@ -115,11 +132,13 @@ impl Worker {
             }
             _ => None,
         };
+        let policy = Policy::from_settings(&management.cloned().unwrap_or_default());
         Ok(Self {
             state: state.clone(),
             client,
             attribute: management.and_then(|m| m.mark_migrated_attribute.clone()),
-            policy: Policy::from_settings(&management.cloned().unwrap_or_default()),
+            email_policy: Policy::for_email(&state.settings.email, &policy),
+            policy,
             id: format!(
                 "outbox-{}-{}",
                 std::process::id(),
@@ -143,7 +162,7 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "the outbox could not be read"),
             }
-            tokio::time::sleep(self.policy.poll).await;
+            tokio::time::sleep(self.policy.poll.min(self.email_policy.poll)).await;
         }
     }
 
@@ -160,6 +179,13 @@ impl Worker {
             self.record(row, outcome).await?;
         }
         Ok(rows.len())
+    }
+
+    fn policy(&self, kind: OutboxKind) -> &Policy {
+        match kind {
+            OutboxKind::Email => &self.email_policy,
+            _ => &self.policy,
+        }
     }
 
     async fn deliver(&self, row: &OutboxRow) -> Outcome {
@@ -179,17 +205,23 @@ impl Worker {
         };
         match result {
             Ok(()) => Outcome::Done,
-            Err(e) if e.downcast_ref::<Refused>().is_some() => Outcome::GiveUp(format!("{e:#}")),
+            Err(e)
+                if e.downcast_ref::<Refused>().is_some()
+                    || e.downcast_ref::<Undeliverable>().is_some() =>
+            {
+                Outcome::GiveUp(format!("{e:#}"))
+            }
             Err(e) => Outcome::Retry(format!("{e:#}")),
         }
     }
 
     async fn record(&self, row: &OutboxRow, outcome: Outcome) -> anyhow::Result<()> {
         let db = &self.state.db;
+        let policy = self.policy(row.kind);
         let (result, kept) = match outcome {
             Outcome::Done => ("done", db.outbox_done(row.id, &self.id).await?),
-            Outcome::Retry(error) if row.attempts + 1 < i64::from(self.policy.max_attempts) => {
-                let wait = self.policy.backoff(row.attempts);
+            Outcome::Retry(error) if row.attempts + 1 < i64::from(policy.max_attempts) => {
+                let wait = policy.backoff(row.attempts);
                 tracing::warn!(
                     outbox = row.id, kind = %row.kind, user = %row.user_id, attempt = row.attempts + 1,
                     retry_in_s = wait.as_secs(), %error, "outbox write failed; will retry"

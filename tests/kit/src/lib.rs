@@ -33,6 +33,9 @@
 //! - [`isolation`]: a database and session namespace per test (a SQLite
 //!   file in a temporary directory, or a fresh PostgreSQL schema and Redis
 //!   key prefix), cleaned up when the test ends.
+//! - [`smtp`]: an SMTP sink on `127.0.0.1:0` that keeps each message, can
+//!   answer with a temporary or permanent error, and reads a message's
+//!   parts and reset link.
 //! - [`chrome`]: a headless Chromium driven over the W3C WebDriver protocol.
 //! - [`cpu`] and [`stats`]: CPU accounting from /proc and percentiles, for
 //!   the benches.
@@ -42,6 +45,7 @@ pub mod cpu;
 pub mod fake;
 pub mod http;
 pub mod isolation;
+pub mod smtp;
 pub mod stats;
 
 use base64::Engine;
