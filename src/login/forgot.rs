@@ -21,7 +21,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::finish::{finish_login, open_session, session_cookie};
-use super::pending_for;
+use super::{login_csp, pending_for};
 use crate::auth::{MAX_IDENTIFIER, MAX_PASSWORD, pad_failure};
 use crate::email::{EmailRequest, Message};
 use crate::error::AppError;
@@ -236,16 +236,28 @@ pub(super) async fn get_reset(
     Query(q): Query<ResetQuery>,
 ) -> Result<Response, AppError> {
     let token = q.token.unwrap_or_default();
-    let Some(user) = live_token_user(&state, &token).await? else {
+    let Some(link) = open_link(&state, &headers, &token).await? else {
         return Ok(link_dead());
     };
     let csrf = CsrfCookie::read_or_new(&state, &headers);
-    let page = reset_page(&state, &token, &csrf.value, &user, None, StatusCode::OK);
+    let page = reset_page(&state, &link, &csrf.value, None, StatusCode::OK).await;
     Ok(csrf.attach(&state, page))
 }
 
-/// The user a token is for, if the token is live and the user may reset.
-async fn live_token_user(state: &AppState, token: &str) -> Result<Option<User>, AppError> {
+/// A live link: its token, its user, and the sign-in it continues when
+/// this browser started that sign-in.
+struct Link<'a> {
+    token: &'a str,
+    user: User,
+    continues: Option<(String, PendingAuthorization)>,
+}
+
+/// The link `token` opens, if the token is live and its user may reset.
+async fn open_link<'a>(
+    state: &AppState,
+    headers: &HeaderMap,
+    token: &'a str,
+) -> Result<Option<Link<'a>>, AppError> {
     // A token is 43 characters of base64url (256 bits); anything else is
     // not looked up.
     if token.len() != 43 {
@@ -254,11 +266,25 @@ async fn live_token_user(state: &AppState, token: &str) -> Result<Option<User>, 
     let Some(record) = state.db.recovery_token(&token_hash(token), now()).await? else {
         return Ok(None);
     };
-    Ok(state
+    let Some(user) = state
         .db
         .get_user(&record.user_id)
         .await?
-        .filter(|u| !u.blocked))
+        .filter(|u| !u.blocked)
+    else {
+        return Ok(None);
+    };
+    let mut continues = None;
+    if let Some(authz) = record.authz
+        && let Ok(pending) = pending_for(state, headers, &authz, None).await
+    {
+        continues = Some((authz, pending));
+    }
+    Ok(Some(Link {
+        token,
+        user,
+        continues,
+    }))
 }
 
 fn link_dead() -> Response {
@@ -269,29 +295,35 @@ fn link_dead() -> Response {
     )
 }
 
-fn reset_page(
+async fn reset_page(
     state: &AppState,
-    token: &str,
+    link: &Link<'_>,
     csrf: &str,
-    user: &User,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    let user = &link.user;
     let account = user
         .profile
         .email
         .as_deref()
         .or(user.profile.username.as_deref())
         .unwrap_or_default();
+    // The form's answer may be a redirect to the application the sign-in
+    // continues, which the browser holds to `form-action` too.
+    let csp = match &link.continues {
+        Some((_, pending)) => login_csp(state, pending).await,
+        None => Csp::default(),
+    };
     let mut response = templates::render(
         status,
         "reset.html",
         minijinja::context! {
             title => "Set a new password", heading => "Set a new password", action => "/login/reset",
-            button => "Set password and sign in", token, csrf, account, error, current => false,
-            min_length => state.settings.password.min_length,
+            button => "Set password and sign in", token => link.token, csrf, account, error,
+            current => false, min_length => state.settings.password.min_length,
         },
-        &Csp::default(),
+        &csp,
     );
     // The link's token is in this page's URL and form: kept out of caches.
     response
@@ -310,36 +342,44 @@ pub(super) async fn post_reset(
     let form = Params::from_form_body(&headers, body).await?;
     let csrf = CsrfCookie::check(&state, &headers, form.get("csrf")?)?;
     let token = form.get("token")?.unwrap_or_default();
-    let Some(user) = live_token_user(&state, token).await? else {
+    let Some(link) = open_link(&state, &headers, token).await? else {
         return Ok(link_dead());
     };
     let password = form.get("password")?.unwrap_or_default();
     let confirm = form.get("confirm")?.unwrap_or_default();
-    let again = |error: &str| {
-        Ok(reset_page(
-            &state,
-            token,
-            &csrf,
-            &user,
-            Some(error),
-            StatusCode::BAD_REQUEST,
-        ))
-    };
-    let hash = match new_password(&state, &user, password, confirm).await? {
+    let hash = match new_password(&state, &link.user, password, confirm).await? {
         Ok(hash) => hash,
-        Err(problem) => return again(&problem),
+        Err(problem) => {
+            return Ok(reset_page(
+                &state,
+                &link,
+                &csrf,
+                Some(&problem),
+                StatusCode::BAD_REQUEST,
+            )
+            .await);
+        }
     };
-    let write = match write_back::password(&state, &user, password).await? {
+    let write = match write_back::password(&state, &link.user, password).await? {
         Ok(write) => write,
-        Err(refusal) => return again(&refusal_message(refusal)),
+        Err(refusal) => {
+            let problem = refusal_message(refusal);
+            return Ok(reset_page(
+                &state,
+                &link,
+                &csrf,
+                Some(&problem),
+                StatusCode::BAD_REQUEST,
+            )
+            .await);
+        }
     };
     let new = NewPassword {
         hash: &hash,
         algorithm: ARGON2ID,
         write: write.as_ref(),
     };
-    let event = AuditEvent::new("password_reset", Some(&user.id), None).with_ip(ip);
-    let record = state.db.recovery_token(&token_hash(token), now()).await?;
+    let event = AuditEvent::new("password_reset", Some(&link.user.id), None).with_ip(ip);
     let Some(user) = state
         .db
         .complete_reset(
@@ -354,10 +394,8 @@ pub(super) async fn post_reset(
     };
     // Signed in: the application's request continues when this browser
     // started it; otherwise the user lands on a page that says it is done.
-    if let Some(authz) = record.and_then(|r| r.authz)
-        && pending_for(&state, &headers, &authz, None).await.is_ok()
-    {
-        return finish_login(&state, &headers, &authz, &user, ip, None, false).await;
+    if let Some((authz, _)) = &link.continues {
+        return finish_login(&state, &headers, authz, &user, ip, None, false).await;
     }
     let (cookie, _, session) = open_session(&state, &headers, &user).await?;
     state.db.record_login(&user.id, session.auth_time).await?;

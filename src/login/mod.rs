@@ -186,7 +186,7 @@ async fn password_page(
 /// The login forms are answered with a redirect to the application (the
 /// pending request's redirect URI) or to the upstream's own login page, and
 /// browsers hold those redirects to the form's `form-action`.
-async fn login_csp(state: &AppState, pending: &PendingAuthorization) -> templates::Csp {
+pub(super) async fn login_csp(state: &AppState, pending: &PendingAuthorization) -> templates::Csp {
     let mut targets = vec![pending.redirect_uri.clone()];
     targets.extend(upstream::browser_targets(state, Some(&pending.client_id)).await);
     templates::Csp::form_targets(targets.iter().map(String::as_str))

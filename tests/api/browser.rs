@@ -753,3 +753,76 @@ async fn an_auth0_spa_signs_in_through_a_popup_by_web_message() {
     chrome.screenshot("signed_in").await;
     assert_quiet_console(chrome).await;
 }
+
+/// The recovery pages as a person meets them: "Forgot password?" on the
+/// password page, the link from the email (read from the kit's SMTP sink),
+/// the new password typed twice, and the application's sign-in going on;
+/// then the signed-in password change.
+#[tokio::test]
+async fn a_person_who_forgot_their_password_resets_it_and_lands_in_the_application() {
+    let test = "a_person_who_forgot_their_password_resets_it_and_lands_in_the_application";
+    if !chrome::available(test) {
+        return;
+    }
+    let sink = switchyard_kit::smtp::SmtpSink::start().await;
+    let app = spawn_app_with(|s| crate::recovery::send_to(&sink, s)).await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(String::new()).await;
+    register_web(&app, "web", &site).await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "recovery").await;
+    let query = query_string(&request_to("web", &site));
+    chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
+    wait_for_heading(chrome, "Sign in").await;
+    chrome.type_into("#username", "alice@example.com").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Enter your password").await;
+    chrome.click("a[href^='/login/forgot']").await;
+    wait_for_heading(chrome, "Reset your password").await;
+    assert_eq!(chrome.value("#username").await, "alice@example.com");
+    assert_eq!(chrome.text("button[type=submit]").await, "Email me a link");
+    chrome.screenshot("forgot").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Check your email").await;
+    assert!(chrome.text("main").await.contains("alice@example.com"));
+    chrome.screenshot("sent").await;
+
+    let messages = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+    let link = messages[0].reset_link().expect("a reset link");
+    chrome.goto(&link).await;
+    wait_for_heading(chrome, "Set a new password").await;
+    assert_eq!(chrome.text("label[for=password]").await, "New password");
+    assert_eq!(
+        chrome.text("label[for=confirm]").await,
+        "Repeat the new password"
+    );
+    chrome.type_into("#password", "correct horse").await;
+    chrome.type_into("#confirm", "correct horse battery").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Set a new password").await;
+    assert_eq!(
+        chrome.text(".error").await,
+        "The two passwords are not the same."
+    );
+    chrome.screenshot("mismatch").await;
+    chrome.type_into("#password", "correct horse battery").await;
+    chrome.type_into("#confirm", "correct horse battery").await;
+    chrome.screenshot("reset").await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for_url(&site.callback()).await;
+    wait_for_heading(chrome, "Example app: signed in").await;
+    assert!(site.last_received().contains_key("code"));
+    assert_quiet_console(chrome).await;
+
+    // Signed in, the person changes the password again on the account page.
+    chrome.goto(&app.url("/account/password")).await;
+    wait_for_heading(chrome, "Change your password").await;
+    assert_eq!(chrome.text("label[for=current]").await, "Current password");
+    chrome.type_into("#current", "correct horse battery").await;
+    chrome.type_into("#password", "staple and more").await;
+    chrome.type_into("#confirm", "staple and more").await;
+    chrome.screenshot("account").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Your password is changed").await;
+    chrome.screenshot("changed").await;
+    assert_quiet_console(chrome).await;
+}

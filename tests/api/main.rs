@@ -27,6 +27,7 @@ mod login;
 mod logout;
 mod migration;
 mod outbox;
+mod recovery;
 mod redirect_uri;
 mod relying_party;
 mod store;
