@@ -62,8 +62,10 @@ impl Mailer {
                 Transport::Smtp(smtp)
             }
             None => {
+                let dir = std::path::absolute(&settings.drop_dir)
+                    .unwrap_or_else(|_| settings.drop_dir.clone());
                 tracing::info!(
-                    dir = %settings.drop_dir.display(),
+                    dir = %dir.display(),
                     "email is written as .eml files, not sent: set email.smtp_url to send it"
                 );
                 Transport::Drop(settings.drop_dir.clone())
