@@ -64,7 +64,9 @@ impl Policy {
     /// upstream writes' number of attempts.
     fn for_email(e: &crate::config::EmailSettings, writes: &Policy) -> Self {
         let secs = |v: Option<f64>, default: f64| {
+            // Nothing negative, and no zero wait that would spin.
             v.and_then(|v| Duration::try_from_secs_f64(v).ok())
+                .filter(|d| !d.is_zero())
                 .unwrap_or(Duration::from_secs_f64(default))
         };
         Self {
