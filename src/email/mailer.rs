@@ -62,8 +62,10 @@ impl Mailer {
                 Transport::Smtp(smtp)
             }
             None => {
+                let dir = std::path::absolute(&settings.drop_dir)
+                    .unwrap_or_else(|_| settings.drop_dir.clone());
                 tracing::info!(
-                    dir = %settings.drop_dir.display(),
+                    dir = %dir.display(),
                     "email is written as .eml files, not sent: set email.smtp_url to send it"
                 );
                 Transport::Drop(settings.drop_dir.clone())
@@ -76,13 +78,17 @@ impl Mailer {
         })
     }
 
+    /// Refuses an address that no message could be sent to, before a link
+    /// is minted for it.
+    pub fn check_recipient(to: &str) -> Result<(), Undeliverable> {
+        recipient(to).map(|_| ())
+    }
+
     /// Sends `rendered` to `to`. A permanent failure is an
     /// [`Undeliverable`] in the error's chain; any other is worth a retry.
     /// No error holds the message's content.
     pub async fn send(&self, to: &str, rendered: Rendered) -> anyhow::Result<()> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|_| Undeliverable("the recipient address is not a valid address".into()))?;
+        let to = recipient(to)?;
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -119,6 +125,11 @@ impl Mailer {
             }
         }
     }
+}
+
+fn recipient(to: &str) -> Result<Mailbox, Undeliverable> {
+    to.parse()
+        .map_err(|_| Undeliverable("the recipient address is not a valid address".into()))
 }
 
 /// Writes one `.eml` into `dir`, creating it if missing. The name starts
@@ -231,4 +242,68 @@ fn bounded(text: &str) -> String {
         out = out.chars().take(SERVER_TEXT_MAX).collect::<String>() + "…";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: &str) -> anyhow::Result<Mailer> {
+        Mailer::new(&EmailSettings {
+            smtp_url: Some(url.into()),
+            ..EmailSettings::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn smtp_urls_name_a_tls_mode_and_never_hold_credentials() {
+        for ok in [
+            "smtp://mail.example.com",
+            "smtp://mail.example.com:2525?tls=required",
+            "smtp://127.0.0.1:25?tls=opportunistic",
+            "smtps://mail.example.com:465",
+        ] {
+            assert!(with_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://mail.example.com",
+            "smtp://mail.example.com?tls=sometimes",
+            "smtps://mail.example.com?tls=required",
+            "not a url",
+        ] {
+            assert!(with_url(bad).is_err(), "{bad}");
+        }
+        let e = with_url("smtp://user:hunter2@mail.example.com")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("username_env") && !e.contains("hunter2"), "{e}");
+        let e = Mailer::new(&EmailSettings {
+            smtp_url: Some("smtp://mail.example.com".into()),
+            username_env: Some("SWITCHYARD_TEST_UNSET_SMTP_USER".into()),
+            password_env: Some("SWITCHYARD_TEST_UNSET_SMTP_PASSWORD".into()),
+            ..EmailSettings::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("SWITCHYARD_TEST_UNSET_SMTP_USER"), "{e}");
+        assert!(
+            Mailer::new(&EmailSettings {
+                from: "not an address".into(),
+                ..EmailSettings::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_servers_answer_is_kept_as_one_short_line() {
+        assert_eq!(
+            bounded("550 5.1.1\r\n  no\tsuch box"),
+            "550 5.1.1 no such box"
+        );
+        let long = bounded(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), SERVER_TEXT_MAX + 1);
+    }
 }

@@ -403,6 +403,34 @@ async fn a_temporary_failure_is_retried_and_a_permanent_one_waits_for_an_operato
 }
 
 #[tokio::test]
+async fn an_address_that_is_not_one_fails_at_once() {
+    let sink = SmtpSink::start().await;
+    let app = spawn(|e| e.smtp_url = Some(sink.url())).await;
+    let odd = app.add_user("no-at-sign.example.com", PASSWORD).await;
+    let id = queue(&app, &odd, Message::PasswordReset).await;
+    let r = wait_row(&app, id, OutboxState::Failed).await;
+    assert_eq!(r.attempts, 1);
+    assert_eq!(
+        r.last_error.as_deref(),
+        Some("the recipient address is not a valid address")
+    );
+    assert!(sink.messages().is_empty());
+    let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_tokens WHERE user_id = $1")
+        .bind(&odd.id)
+        .fetch_one(
+            &sqlx::AnyPool::connect(&app._isolated.database_url)
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tokens, 0,
+        "no link is minted for an address no mail reaches"
+    );
+}
+
+#[tokio::test]
 async fn no_message_goes_to_a_deleted_or_blocked_user_or_an_old_address() {
     let sink = SmtpSink::start().await;
     let app = spawn(|e| e.smtp_url = Some(sink.url())).await;

@@ -5,7 +5,7 @@
 use anyhow::Context;
 
 use super::Worker;
-use crate::email::{EmailRequest, Message, Undeliverable, Vars, render};
+use crate::email::{EmailRequest, Mailer, Message, Undeliverable, Vars, render};
 use crate::recovery::mint_link;
 use crate::store::outbox::OutboxRow;
 use crate::store::recovery::Purpose;
@@ -43,6 +43,7 @@ impl Worker {
             );
             return Ok(());
         }
+        Mailer::check_recipient(&request.to)?;
         let (purpose, ttl_secs) = match request.message {
             Message::PasswordReset => (Purpose::Reset, state.settings.recovery.token_ttl_secs),
             Message::Invitation => (Purpose::Invite, state.settings.recovery.invite_ttl_secs),

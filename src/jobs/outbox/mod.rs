@@ -9,8 +9,11 @@
 //! with exponential backoff and jitter (AWS Architecture Blog, "Exponential
 //! Backoff And Jitter"); after `outbox_max_attempts`, or at once when the
 //! upstream refuses the write outright (a 4xx: no such user, a missing
-//! scope), the row turns `failed` and stays for an operator. Every result is
-//! counted in `switchyard_outbox_writes`.
+//! scope) or a mail server refuses a message for good (a 5xx reply), the
+//! row turns `failed` and stays for an operator. Email is paced by
+//! `[email] retry_secs` and `poll_secs`, the upstream writes by
+//! `[upstream.management]`. Every result is counted in
+//! `switchyard_outbox_writes`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +64,9 @@ impl Policy {
     /// upstream writes' number of attempts.
     fn for_email(e: &crate::config::EmailSettings, writes: &Policy) -> Self {
         let secs = |v: Option<f64>, default: f64| {
+            // Nothing negative, and no zero wait that would spin.
             v.and_then(|v| Duration::try_from_secs_f64(v).ok())
+                .filter(|d| !d.is_zero())
                 .unwrap_or(Duration::from_secs_f64(default))
         };
         Self {
