@@ -786,9 +786,21 @@ async fn a_person_who_forgot_their_password_resets_it_and_lands_in_the_applicati
     assert!(chrome.text("main").await.contains("alice@example.com"));
     chrome.screenshot("sent").await;
 
+    // The email as the person sees it, and its button followed.
     let messages = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+    let html = messages[0].part("text/html").expect("an HTML part");
+    let mailbox = tempfile::tempdir().unwrap();
+    let opened = mailbox.path().join("message.html");
+    std::fs::write(&opened, &html).unwrap();
+    chrome.goto(&format!("file://{}", opened.display())).await;
+    chrome.screenshot("email").await;
     let link = messages[0].reset_link().expect("a reset link");
-    chrome.goto(&link).await;
+    assert_eq!(
+        chrome.attribute("a[href*='/login/reset']", "href").await.as_deref(),
+        Some(link.as_str()),
+        "the email's button is the link"
+    );
+    chrome.click("a[href*='/login/reset']").await;
     wait_for_heading(chrome, "Set a new password").await;
     assert_eq!(chrome.text("label[for=password]").await, "New password");
     assert_eq!(
@@ -824,5 +836,62 @@ async fn a_person_who_forgot_their_password_resets_it_and_lands_in_the_applicati
     chrome.click("button[type=submit]").await;
     wait_for_heading(chrome, "Your password is changed").await;
     chrome.screenshot("changed").await;
+    assert_quiet_console(chrome).await;
+}
+
+/// In `local_only`, a person whose password never moved is offered the link
+/// on the spot; a spent link says so in words.
+#[tokio::test]
+async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
+    let test = "in_local_only_the_person_without_a_password_here_is_offered_a_link";
+    if !chrome::available(test) {
+        return;
+    }
+    let sink = switchyard_kit::smtp::SmtpSink::start().await;
+    let t = spawn_with_upstream(Flavor::Auth0, |s| {
+        crate::recovery::send_to(&sink, s);
+        s.cutover.phase = Phase::LocalOnly;
+        s.password.failure_floor_ms = 50;
+    })
+    .await;
+    let profile = switchyard::store::UpstreamProfile {
+        id: "auth0|00000000000000000000beef".into(),
+        profile: switchyard::store::Profile {
+            email: Some("erin@example.com".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    t.app
+        .state
+        .db
+        .upsert_upstream_user("auth0", &profile)
+        .await
+        .unwrap();
+    let site = Site::start(String::new()).await;
+    register_web(&t.app, "site", &site).await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "local_only_reset").await;
+    let query = query_string(&request_to("site", &site));
+    chrome.goto(&t.app.url(&format!("/authorize?{query}"))).await;
+    sign_in_on_switchyard(chrome, "erin@example.com", "what she remembers").await;
+    wait_for_heading(chrome, "Set a new password").await;
+    assert_eq!(chrome.value("#username").await, "erin@example.com");
+    assert_eq!(chrome.text("button[type=submit]").await, "Email me a link");
+    chrome.screenshot("moved").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Check your email").await;
+    let messages = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+    let link = messages[0].reset_link().expect("a reset link");
+    chrome.goto(&link).await;
+    wait_for_heading(chrome, "Set a new password").await;
+    chrome.type_into("#password", "correct horse battery").await;
+    chrome.type_into("#confirm", "correct horse battery").await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for_url(&site.callback()).await;
+    wait_for_heading(chrome, "Example app: signed in").await;
+    // The same link a second time.
+    chrome.goto(&link).await;
+    wait_for_heading(chrome, "This link no longer works").await;
+    chrome.screenshot("spent").await;
     assert_quiet_console(chrome).await;
 }
