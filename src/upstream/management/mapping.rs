@@ -224,8 +224,10 @@ mod tests {
         assert_eq!(r.upstream_last_login, None);
         // Keycloak's representation and Cognito's ListUsers carry none;
         // Cognito's `UserLastModifiedDate` is not a login.
-        let flat = flatten_cognito(&json!({"Username": "ann", "UserLastModifiedDate": "2024-03-01T12:00:00Z",
-            "Attributes": [{"Name": "sub", "Value": "9f1c"}]}));
+        let flat = flatten_cognito(
+            &json!({"Username": "ann", "UserLastModifiedDate": "2024-03-01T12:00:00Z",
+            "Attributes": [{"Name": "sub", "Value": "9f1c"}]}),
+        );
         assert_eq!(map("cognito", flat).upstream_last_login, None);
     }
 
