@@ -28,21 +28,14 @@ pub enum ReportFormat {
     Json,
 }
 
-/// Where each vendor's user record keeps the last login, as the backfill
-/// stored it: Auth0 Management API v2 user `last_login`, Okta Users API
-/// `lastLogin`. Keycloak's user representation and Cognito's `ListUsers`
-/// carry none (Keycloak keeps logins as events; Cognito's
-/// `UserLastModifiedDate` is not a login).
-const LAST_LOGIN_CLAIM: &[(&str, &str)] = &[("auth0", "last_login"), ("okta", "lastLogin")];
-
-/// The upstream's last login of `user`, when its record had one.
-pub fn upstream_last_login(user: &DormantUser) -> Option<DateTime<Utc>> {
-    let provider = user.upstream.as_deref()?;
-    let (_, claim) = LAST_LOGIN_CLAIM.iter().find(|(p, _)| *p == provider)?;
-    let text = user.claims.get(*claim)?.as_str()?;
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+/// Whether `--since` lists a user: their upstream last login is strictly
+/// before it, or unknown (never logged in there, or a vendor whose
+/// listing has none: Keycloak, Cognito).
+fn within_since(since: Option<DateTime<Utc>>, last_login: Option<DateTime<Utc>>) -> bool {
+    match (since, last_login) {
+        (Some(since), Some(at)) => at < since,
+        _ => true,
+    }
 }
 
 /// `--since`: a date (midnight UTC) or an RFC 3339 time.
@@ -174,10 +167,12 @@ pub async fn dormant(
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         for user in &page {
-            let last_login = upstream_last_login(user);
-            if let (Some(since), Some(at)) = (since, last_login)
-                && at >= since
-            {
+            // The backfill keeps it in a column of its own (the listing's
+            // `last_login` / `lastLogin`, left out of the stored claims).
+            let last_login = user
+                .upstream_last_login
+                .and_then(|t| DateTime::from_timestamp(t, 0));
+            if !within_since(since, last_login) {
                 continue;
             }
             sink.row(&Row::of(user, last_login), listed == 0)?;
@@ -219,44 +214,15 @@ pub async fn dormant(
 mod tests {
     use super::*;
 
-    fn user(upstream: &str, claims: Value) -> DormantUser {
-        DormantUser {
-            id: "u".into(),
-            email: None,
-            blocked: false,
-            upstream: Some(upstream.into()),
-            claims,
-            created_at: 0,
-            invited_at: None,
-        }
-    }
-
     #[test]
-    fn the_last_login_is_read_as_each_vendor_spells_it() {
-        let at = parse_since("2024-03-01T12:00:00Z").unwrap();
-        let auth0 = user("auth0", json!({"last_login": "2024-03-01T12:00:00.000Z"}));
-        assert_eq!(upstream_last_login(&auth0), Some(at));
-        let okta = user(
-            "okta",
-            json!({"lastLogin": "2024-03-01T13:00:00.000+01:00"}),
-        );
-        assert_eq!(upstream_last_login(&okta), Some(at));
-        // The other vendor's spelling, a provider without one, or no date.
-        assert_eq!(
-            upstream_last_login(&user("okta", json!({"last_login": "2024-03-01T12:00:00Z"}))),
-            None
-        );
-        assert_eq!(
-            upstream_last_login(&user(
-                "keycloak",
-                json!({"last_login": "2024-03-01T12:00:00Z"})
-            )),
-            None
-        );
-        assert_eq!(
-            upstream_last_login(&user("okta", json!({"lastLogin": null}))),
-            None
-        );
+    fn since_lists_a_last_login_strictly_before_it_or_none() {
+        let since = parse_since("2024-03-01T12:00:00Z").unwrap();
+        let at = |t: &str| Some(parse_since(t).unwrap());
+        assert!(within_since(Some(since), at("2024-03-01T11:59:59Z")));
+        assert!(!within_since(Some(since), at("2024-03-01T12:00:00Z")));
+        assert!(!within_since(Some(since), at("2025-01-01")));
+        assert!(within_since(Some(since), None));
+        assert!(within_since(None, at("2025-01-01")));
     }
 
     #[test]

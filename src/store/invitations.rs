@@ -28,9 +28,8 @@ pub struct DormantUser {
     pub blocked: bool,
     /// The provider the user came from (`auth0`, `okta`, …).
     pub upstream: Option<String>,
-    /// The upstream's record as the backfill saw it, spelled as the vendor
-    /// spells it.
-    pub claims: serde_json::Value,
+    /// The upstream's last login (epoch seconds), as its listing last said.
+    pub upstream_last_login: Option<i64>,
     pub created_at: i64,
     /// When the latest invitation was queued, if any.
     pub invited_at: Option<i64>,
@@ -127,7 +126,7 @@ impl InvitationStore for SqlStore {
         limit: u32,
     ) -> StoreResult<Vec<DormantUser>> {
         let rows = sqlx::query(
-            "SELECT u.id, u.email, u.blocked, u.upstream, u.profile, u.created_at, i.sent_at \
+            "SELECT u.id, u.email, u.blocked, u.upstream, u.upstream_last_login_at, u.created_at, i.sent_at \
              FROM users u LEFT JOIN invitations i ON i.user_id = u.id \
              WHERE u.state = $1 AND u.id > $2 ORDER BY u.id LIMIT $3",
         )
@@ -138,17 +137,12 @@ impl InvitationStore for SqlStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let claims: Option<String> = r.try_get("profile")?;
                 Ok(DormantUser {
                     id: r.try_get("id")?,
                     email: r.try_get("email")?,
                     blocked: r.try_get::<i64, _>("blocked")? != 0,
                     upstream: r.try_get("upstream")?,
-                    claims: match claims {
-                        Some(text) => serde_json::from_str(&text)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        None => serde_json::Value::Null,
-                    },
+                    upstream_last_login: r.try_get("upstream_last_login_at")?,
                     created_at: r.try_get("created_at")?,
                     invited_at: r.try_get("sent_at")?,
                 })

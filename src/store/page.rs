@@ -330,4 +330,5 @@ pub(super) const NEW_USER_COLUMNS: &[&str] = &[
     "upstream",
     "created_at",
     "updated_at",
+    "upstream_last_login_at",
 ];

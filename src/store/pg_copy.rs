@@ -114,6 +114,7 @@ async fn copy_new_users(
         users.text(Some(provider));
         users.int8(now);
         users.int8(now);
+        users.opt_int8(r.upstream_last_login);
         // The user's own id needs no identity row (a login finds the user
         // by id); linked identities do.
         for subject in r.identities.iter().filter(|s| **s != r.id) {
@@ -215,6 +216,13 @@ impl BinaryCopy {
         self.buf.extend_from_slice(&value.to_be_bytes());
     }
 
+    fn opt_int8(&mut self, value: Option<i64>) {
+        match value {
+            Some(v) => self.int8(v),
+            None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+
     /// A JSON object into a TEXT column, written in place: the same text
     /// the general path stores (`serde_json`'s compact form).
     fn json(&mut self, value: &Map<String, Value>) {
@@ -242,14 +250,19 @@ mod tests {
         copy.text(Some("é"));
         copy.text(None);
         copy.int8(-2);
+        copy.row(2);
+        copy.opt_int8(Some(1));
+        copy.opt_int8(None);
         let mut map = Map::new();
         map.insert("a".into(), Value::from(1));
         copy.row(1);
         copy.json(&map);
-        assert_eq!(copy.rows, 2);
+        assert_eq!(copy.rows, 3);
         let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
         expected.extend_from_slice(&[0, 3, 0, 0, 0, 2, 0xc3, 0xa9, 0xff, 0xff, 0xff, 0xff]);
         expected.extend_from_slice(&[0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
+        expected.extend_from_slice(&[0, 2, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
+        expected.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
         expected.extend_from_slice(&[0, 1, 0, 0, 0, 7]);
         expected.extend_from_slice(b"{\"a\":1}");
         expected.extend_from_slice(&[0xff, 0xff]);

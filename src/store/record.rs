@@ -22,6 +22,12 @@ pub struct Record {
     /// login would present (`auth0|…`, `google-oauth2|…`), sorted; the
     /// user's own id is always one of them.
     pub identities: Vec<String>,
+    /// The upstream's last login (epoch seconds), when its record has one.
+    /// Not one of the [`COMPARED`] fields: it moves with every login at the
+    /// upstream, which is no difference for verify to report; a backfill
+    /// refreshes it whenever it lists the user.
+    #[serde(skip)]
+    pub upstream_last_login: Option<i64>,
     /// The upstream's claims for Switchyard's tokens, spelled as the upstream
     /// spells them (stored for users who have not logged in yet).
     #[serde(skip)]

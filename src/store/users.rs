@@ -112,7 +112,8 @@ impl UserEdits for SqlStore {
 }
 
 const LOCAL_COLUMNS: &str = "id, state, email, email_verified, username, name, given_name, family_name, nickname, \
-    picture, phone_number, user_metadata, app_metadata, blocked, migrated_at, local_updated_at";
+    picture, phone_number, user_metadata, app_metadata, blocked, migrated_at, local_updated_at, \
+    upstream_last_login_at";
 
 /// `column IN (…)` over one bind: the list travels as one JSON array and
 /// the database expands it. A batch of a thousand ids is then one small
@@ -162,6 +163,7 @@ pub(super) async fn load_local(
         record.user_metadata = object(&text("user_metadata")?.unwrap_or_default());
         record.app_metadata = object(&text("app_metadata")?.unwrap_or_default());
         record.blocked = row.try_get::<i64, _>("blocked")? != 0;
+        record.upstream_last_login = row.try_get("upstream_last_login_at")?;
         let state: String = row.try_get("state")?;
         let state = UserState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("user state {state:?}")))?;

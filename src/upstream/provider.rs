@@ -200,6 +200,11 @@ pub struct FieldsDef {
     /// A list of linked identities, each `{provider, user_id}` (Auth0).
     #[serde(default)]
     pub identities: Option<String>,
+    /// The upstream's last login, an RFC 3339 time (Auth0 `last_login`,
+    /// Okta `lastLogin`); kept beside the profile for `report dormant`, and
+    /// read before `volatile` fields are dropped from the claims.
+    #[serde(default)]
+    pub last_login: Option<String>,
 }
 
 impl FieldsDef {
@@ -221,6 +226,7 @@ impl FieldsDef {
             self.app_metadata.as_ref(),
             self.blocked.as_ref(),
             self.identities.as_ref(),
+            self.last_login.as_ref(),
         ];
         let mut out: Vec<&str> = Vec::new();
         for path in paths.into_iter().flatten() {
@@ -341,9 +347,10 @@ mod tests {
     #[test]
     fn auth0_exports_every_field_its_mapping_reads_once() {
         let auth0 = ProviderDef::load("auth0").unwrap().management.unwrap();
-        // Its id, and every field verify compares.
+        // Its id, every field verify compares, and the last login.
         let expected: Vec<&str> = std::iter::once("user_id")
             .chain(crate::store::record::COMPARED.iter().copied())
+            .chain(["last_login"])
             .collect();
         assert_eq!(auth0.fields.source_fields(), expected);
         // Okta's dotted paths name one top-level field each.

@@ -20,10 +20,11 @@ use switchyard_kit::fake::{
 const OKTA_TOKEN_ENV: &str = "SWITCHYARD_TEST_OKTA_API_TOKEN";
 
 /// An operator's configuration for `fake`: the upstream, and where its
-/// Management API lives (the fake serves it on the same host).
-struct Operator {
+/// Management API lives (the fake serves it on the same host). The end
+/// game's tests backfill through it too.
+pub(crate) struct Operator {
     iso: Isolated,
-    fake: FakeUpstream,
+    pub(crate) fake: FakeUpstream,
     _dir: tempfile::TempDir,
     config: String,
 }
@@ -33,7 +34,7 @@ impl Operator {
         Self::on(isolated().await, FakeUpstream::start(flavor).await)
     }
 
-    fn on(iso: Isolated, fake: FakeUpstream) -> Self {
+    pub(crate) fn on(iso: Isolated, fake: FakeUpstream) -> Self {
         fake.add_client(UPSTREAM_CLIENT, Some(UPSTREAM_SECRET), &[]);
         fake.set_export_timing(ExportTiming::default());
         let (provider, base, extra) = match fake.flavor {
@@ -76,7 +77,7 @@ impl Operator {
         }
     }
 
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut all = vec!["--config", &self.config];
         all.extend_from_slice(args);
         // The test's own variables come last, and win.
@@ -91,7 +92,7 @@ impl Operator {
     }
 
     /// Runs a command that must succeed with `--json`, and parses it.
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut args = args.to_vec();
         args.push("--json");
         let out = self.run(&args, &[]);

@@ -1,8 +1,10 @@
 //! The end game, run as an operator runs it: `report dormant` lists the
 //! users a switch-off would lock out, and `campaign reset` queues one
 //! invitation email for each, resumably, paced, and never twice within
-//! the cooldown. The real binary on the test's database; the users are
-//! seeded through the store the way a backfill writes them.
+//! the cooldown. The real binary on the test's database; the report's users
+//! come through real backfills of the fake Auth0 and Okta Management APIs
+//! and an Auth0 export file, the campaign's are seeded through the store
+//! the way a backfill writes them.
 
 use std::collections::HashMap;
 use std::process::{Output, Stdio};
@@ -16,7 +18,9 @@ use switchyard::store::outbox::OutboxKind;
 use switchyard::store::record::{Claims, Record};
 use switchyard::store::{Database, Migration, NewUser, Profile, UpstreamProfile};
 
+use crate::backfill::Operator;
 use crate::helpers::*;
+use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor};
 
 async fn database(iso: &Isolated) -> Arc<dyn Database> {
     open_database(&Settings {
@@ -87,39 +91,75 @@ async fn emails_per_user(db: &dyn Database) -> HashMap<String, Vec<Value>> {
     per_user
 }
 
-/// Pending users of three vendors (two with the upstream's last login),
-/// and one user in each other state.
-async fn seed_every_state(db: &dyn Database) {
-    backfill(
-        db,
-        "auth0",
+/// A user of the fake upstream whose record says they last logged in
+/// at `last_login` (`None`: never), spelled as the vendor spells it.
+fn upstream_user(op: &Operator, id: &str, email: &str, last_login: Option<&str>) {
+    op.fake.add_user(FakeUser::new(id, email, "pw-unused-here"));
+    let field = match op.fake.flavor {
+        Flavor::Okta => "lastLogin",
+        _ => "last_login",
+    };
+    let mut patch = serde_json::Map::new();
+    patch.insert(field.into(), json!(last_login));
+    op.fake.update_management_user(id, Value::Object(patch));
+}
+
+/// Pending users of four sources: Auth0 and Okta backfilled through their
+/// Management APIs (their listings carry the last login), an Auth0 export
+/// file imported (its lines carry it too), a Keycloak user (whose records
+/// carry none); and one user in each other state. The Auth0 operator is
+/// returned for a later listing.
+async fn seed_every_state(iso: &Isolated, db: &dyn Database) -> Operator {
+    let auth0 = Operator::on(
+        iso.same_database(),
+        FakeUpstream::start(Flavor::Auth0).await,
+    );
+    upstream_user(
+        &auth0,
+        "auth0|a",
+        "a@example.com",
+        Some("2024-01-10T00:00:00.000Z"),
+    );
+    upstream_user(
+        &auth0,
+        "auth0|b",
+        "b@example.com",
+        Some("2025-06-01T00:00:00.000Z"),
+    );
+    upstream_user(&auth0, "auth0|c", "c@example.com", None);
+    // A full Auth0 backfill: a users-export job of the fields the mapping reads.
+    let report = auth0.json(&["backfill"]);
+    assert_eq!(report["report"]["created"], 3, "{report:#}");
+
+    let okta = Operator::on(iso.same_database(), FakeUpstream::start(Flavor::Okta).await);
+    upstream_user(
+        &okta,
+        "00u1okta",
+        "o@example.com",
+        Some("2024-03-01T12:00:00.000Z"),
+    );
+    let report = okta.json(&["backfill"]);
+    assert_eq!(report["report"]["created"], 1, "{report:#}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.ndjson");
+    let line = json!({"user_id": "auth0|file", "email": "f@example.com",
+                      "last_login": "2023-05-05T00:00:00.000Z", "logins_count": 2});
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    let imported = cli_json(
+        iso,
         &[
-            record(
-                "auth0|a",
-                Some("a@example.com"),
-                json!({"last_login": "2024-01-10T00:00:00.000Z"}),
-            ),
-            record(
-                "auth0|b",
-                Some("b@example.com"),
-                json!({"last_login": "2025-06-01T00:00:00.000Z"}),
-            ),
-            record("auth0|c", Some("c@example.com"), json!({})),
+            "import",
+            path.to_str().unwrap(),
+            "--format",
+            "auth0-export",
+            "--json",
         ],
-    )
-    .await;
-    backfill(
-        db,
-        "okta",
-        &[record(
-            "00u1okta",
-            Some("o@example.com"),
-            json!({"lastLogin": "2024-03-01T12:00:00.000Z"}),
-        )],
-    )
-    .await;
+    );
+    assert_eq!(imported["created"], 1, "{imported:#}");
+
     // Keycloak's records carry no last login: a claim of Auth0's spelling
-    // means nothing there.
+    // in the stored claims means nothing, there or anywhere.
     backfill(
         db,
         "keycloak",
@@ -165,15 +205,24 @@ async fn seed_every_state(db: &dyn Database) {
     )
     .await
     .unwrap();
+    auth0
 }
 
-const PENDING: [&str; 5] = ["00u1okta", "auth0|a", "auth0|b", "auth0|c", "kc-1"];
+const PENDING: [&str; 6] = [
+    "00u1okta",
+    "auth0|a",
+    "auth0|b",
+    "auth0|c",
+    "auth0|file",
+    "kc-1",
+];
 
-#[tokio::test]
+// Multi-threaded: the fake upstreams serve while the test waits for the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dormant_report_lists_pending_users_in_every_format_with_totals() {
     let iso = isolated().await;
     let db = database(&iso).await;
-    seed_every_state(&*db).await;
+    let auth0 = seed_every_state(&iso, &*db).await;
     // One of them invited: the first by id.
     let invited = cli_json(&iso, &["campaign", "reset", "--limit", "1", "--json"]);
     assert_eq!(invited["invited"], 1, "{invited:#}");
@@ -183,10 +232,10 @@ async fn the_dormant_report_lists_pending_users_in_every_format_with_totals() {
     let users = report["users"].as_array().unwrap();
     let ids: Vec<&str> = users.iter().map(|u| u["id"].as_str().unwrap()).collect();
     assert_eq!(ids, PENDING, "{report:#}");
-    assert_eq!(report["listed"], 5);
+    assert_eq!(report["listed"], 6);
     assert_eq!(
         report["totals"],
-        json!({"local": 1, "pending": 5, "shadow": 1, "migrated": 1, "total": 8})
+        json!({"local": 1, "pending": 6, "shadow": 1, "migrated": 1, "total": 9})
     );
     let by_id: HashMap<&str, &Value> = ids.iter().copied().zip(users).collect();
     assert_eq!(
@@ -196,6 +245,10 @@ async fn the_dormant_report_lists_pending_users_in_every_format_with_totals() {
     assert_eq!(
         by_id["00u1okta"]["upstream_last_login"],
         "2024-03-01T12:00:00Z"
+    );
+    assert_eq!(
+        by_id["auth0|file"]["upstream_last_login"],
+        "2023-05-05T00:00:00Z"
     );
     assert_eq!(by_id["auth0|c"]["upstream_last_login"], Value::Null);
     assert_eq!(by_id["kc-1"]["upstream_last_login"], Value::Null);
@@ -224,7 +277,7 @@ async fn the_dormant_report_lists_pending_users_in_every_format_with_totals() {
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), 5, "{csv_text}");
+    assert_eq!(rows.len(), 6, "{csv_text}");
     let a = rows.iter().find(|r| &r[0] == "auth0|a").unwrap();
     assert_eq!(&a[1], "a@example.com");
     assert_eq!(&a[2], "2024-01-10T00:00:00Z");
@@ -243,11 +296,11 @@ async fn the_dormant_report_lists_pending_users_in_every_format_with_totals() {
         assert!(!table.contains(absent), "{absent} in {table}");
     }
     for (state, n) in [
-        ("pending", 5),
+        ("pending", 6),
         ("shadow", 1),
         ("migrated", 1),
         ("local", 1),
-        ("total", 8),
+        ("total", 9),
     ] {
         assert!(
             table
@@ -270,16 +323,45 @@ async fn the_dormant_report_lists_pending_users_in_every_format_with_totals() {
             .map(|u| u["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(since("2024-02-01"), ["auth0|a", "auth0|c", "kc-1"]);
+    assert_eq!(
+        since("2024-02-01"),
+        ["auth0|a", "auth0|c", "auth0|file", "kc-1"]
+    );
     assert_eq!(
         since("2024-03-01T12:00:00Z"),
-        ["auth0|a", "auth0|c", "kc-1"]
+        ["auth0|a", "auth0|c", "auth0|file", "kc-1"]
     );
     assert_eq!(
         since("2024-03-01T12:00:01Z"),
-        ["00u1okta", "auth0|a", "auth0|c", "kc-1"]
+        ["00u1okta", "auth0|a", "auth0|c", "auth0|file", "kc-1"]
     );
+    assert_eq!(since("2023-05-05"), ["auth0|c", "kc-1"]);
     assert_eq!(since("2030-01-01"), PENDING);
+
+    // A login at the upstream is no difference for verify; the next
+    // listing refreshes the last login, and changes nothing else.
+    auth0
+        .fake
+        .update_management_user("auth0|a", json!({"last_login": "2024-06-01T08:30:00.000Z"}));
+    // (Verify is not clean as a whole: the shadow and migrated users and
+    // the imported one are Auth0's too, and the fake does not list them.)
+    let verify = auth0.run(&["verify", "--json"], &[]);
+    let verify: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(verify["differing_users"], 0, "{verify:#}");
+    assert_eq!(verify["missing_locally"]["count"], 0, "{verify:#}");
+    let again = auth0.json(&["backfill"]);
+    assert_eq!(again["report"]["created"], 0, "{again:#}");
+    assert_eq!(again["report"]["updated"], 0, "{again:#}");
+    assert_eq!(again["report"]["unchanged"], 3, "{again:#}");
+    let report = cli_json(&iso, &["report", "dormant", "--format", "json"]);
+    let a = report["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == "auth0|a")
+        .unwrap();
+    assert_eq!(a["upstream_last_login"], "2024-06-01T08:30:00Z");
+    assert_eq!(since("2024-02-01"), ["auth0|c", "auth0|file", "kc-1"]);
     let bad = run_cli(
         &iso,
         &["report", "dormant", "--since", "yesterday"],

@@ -423,7 +423,7 @@ async fn new_users_are_stored_the_same_by_copy_and_by_upsert() {
                "identities": [
                    {"provider": "auth0", "user_id": format!("{n:024x}"), "connection": "Username-Password-Authentication", "isSocial": false},
                    {"provider": "google-oauth2", "user_id": format!("g{n}"), "connection": "google-oauth2", "isSocial": true}],
-               "passwordHash": bcrypt,
+               "passwordHash": bcrypt, "last_login": "2024-02-02T10:00:00.000Z",
                "created_at": "2021-03-05T16:34:49.502Z", "updated_at": "2024-01-01T00:00:00.000Z"})
         .to_string()
     };
@@ -476,6 +476,20 @@ async fn new_users_are_stored_the_same_by_copy_and_by_upsert() {
         }
     }
     assert_eq!(copied, upserted);
+    // The upstream's last login, which the profile leaves out, both ways too.
+    let dormant = ok(&run_cli(
+        &iso,
+        &["report", "dormant", "--format", "json"],
+        None,
+        &[],
+    ));
+    let logins: Vec<&Value> = dormant["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["upstream_last_login"])
+        .collect();
+    assert_eq!(logins, ["2024-02-02T10:00:00Z", "2024-02-02T10:00:00Z"]);
 
     // Identities, metadata and hashes read back as imported, whichever
     // path wrote them.

@@ -236,6 +236,19 @@ async fn update(
     provider: &str,
     now: i64,
 ) -> StoreResult<Action> {
+    // The upstream's last login is its own fact, not the profile: it is
+    // refreshed whatever the user's state or local edits, and alone it
+    // changes nothing a job reports. A source that does not carry it
+    // leaves the known one.
+    if record.upstream_last_login.is_some()
+        && record.upstream_last_login != local.record.upstream_last_login
+    {
+        sqlx::query("UPDATE users SET upstream_last_login_at = $2 WHERE id = $1")
+            .bind(&record.id)
+            .bind(record.upstream_last_login)
+            .execute(&mut **tx)
+            .await?;
+    }
     let mut changed = record.diff(&local.record);
     // A username that is someone else's login stays as it was locally.
     if logins.username.is_none() && record.profile.username.is_some() {
@@ -399,6 +412,7 @@ struct NewRow<'a> {
     upstream: &'a str,
     created_at: i64,
     updated_at: i64,
+    upstream_last_login_at: Option<i64>,
 }
 
 /// New users, their linked identities and imported hashes: at most three
@@ -437,6 +451,7 @@ async fn insert_users(
             upstream: provider,
             created_at: now,
             updated_at: now,
+            upstream_last_login_at: r.upstream_last_login,
         })
         .collect();
     let inserted: HashSet<String> =

@@ -40,6 +40,18 @@ pub fn truthy(v: Option<&Value>) -> bool {
     }
 }
 
+/// An RFC 3339 time (Auth0 `2024-01-01T00:00:00.000Z`, Okta the same
+/// shape) as epoch seconds; anything else is no time at all (an upstream
+/// that never saw a login sends `null` or leaves the field out).
+pub fn epoch_seconds(v: Option<&Value>) -> Option<i64> {
+    let Some(Value::String(s)) = v else {
+        return None;
+    };
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
 fn object(v: Option<&Value>) -> Map<String, Value> {
     match v {
         Some(Value::Object(m)) => m.clone(),
@@ -67,6 +79,9 @@ pub fn map_record(def: &ProviderDef, m: &ManagementDef, raw: Value) -> Result<Re
     r.profile.phone_number = text(get(&f.phone_number));
     r.user_metadata = object(get(&f.user_metadata));
     r.app_metadata = object(get(&f.app_metadata));
+    // Read here, before the claims below leave out the volatile fields it
+    // is one of.
+    r.upstream_last_login = epoch_seconds(get(&f.last_login));
     r.blocked = match get(&f.blocked) {
         None | Some(Value::Null) => false,
         Some(v) => match &f.blocked_values {
@@ -180,6 +195,51 @@ mod tests {
         assert_eq!(profile["sub"], "auth0|5f1");
         assert_eq!(profile["updated_at"], "2024-01-01T00:00:00.000Z");
         assert!(profile.get("logins_count").is_none());
+        // No login yet: no last login.
+        assert_eq!(r.upstream_last_login, None);
+    }
+
+    #[test]
+    fn the_last_login_is_kept_out_of_the_claims_but_on_the_record() {
+        let r = map(
+            "auth0",
+            json!({"user_id": "auth0|5f1", "last_login": "2024-03-01T12:00:00.000Z",
+                   "last_ip": "203.0.113.7", "logins_count": 3}),
+        );
+        assert_eq!(r.upstream_last_login, Some(1_709_294_400));
+        let profile: Value = serde_json::from_str(r.claims.as_str()).unwrap();
+        assert!(profile.get("last_login").is_none(), "{profile}");
+        // Okta: top-level, beside `profile`; an offset is honoured.
+        let r = map(
+            "okta",
+            json!({"id": "00u1", "status": "ACTIVE", "lastLogin": "2024-03-01T13:00:00.000+01:00",
+                   "profile": {"login": "ann"}}),
+        );
+        assert_eq!(r.upstream_last_login, Some(1_709_294_400));
+        // Never logged in (`null`), or the other vendor's spelling.
+        let r = map(
+            "okta",
+            json!({"id": "00u2", "lastLogin": null, "last_login": "2024-03-01T12:00:00Z", "profile": {}}),
+        );
+        assert_eq!(r.upstream_last_login, None);
+        // Keycloak's representation and Cognito's ListUsers carry none;
+        // Cognito's `UserLastModifiedDate` is not a login.
+        let flat = flatten_cognito(
+            &json!({"Username": "ann", "UserLastModifiedDate": "2024-03-01T12:00:00Z",
+            "Attributes": [{"Name": "sub", "Value": "9f1c"}]}),
+        );
+        assert_eq!(map("cognito", flat).upstream_last_login, None);
+    }
+
+    #[test]
+    fn last_login_times_are_rfc3339_or_nothing() {
+        let t = |v: Value| epoch_seconds(Some(&v));
+        assert_eq!(t(json!("1970-01-01T00:00:01.999Z")), Some(1));
+        assert_eq!(t(json!("2024-01-01T00:00:00Z")), Some(1_704_067_200));
+        assert_eq!(t(json!("2024-01-01")), None);
+        assert_eq!(t(json!("yesterday")), None);
+        assert_eq!(t(json!(1_704_067_200)), None);
+        assert_eq!(epoch_seconds(None), None);
     }
 
     #[test]

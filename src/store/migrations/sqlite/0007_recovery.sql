@@ -29,3 +29,12 @@ CREATE TABLE invitations (
 -- password reset ends every session the old password (or a thief of it)
 -- had opened.
 ALTER TABLE users ADD COLUMN sessions_valid_after INTEGER;
+
+-- The upstream's last login (epoch seconds) as its user listing last said
+-- it (Auth0 `last_login`, Okta `lastLogin`), for `report dormant`. A
+-- column of its own rather than a claim: the stored claims leave out what
+-- changes at every login, so that verify does not see every login as a
+-- difference and the claims copied into tokens stay stable. NULL when the
+-- upstream's record has none (never logged in, or a vendor that does not
+-- list it). A login through Switchyard does not change it.
+ALTER TABLE users ADD COLUMN upstream_last_login_at INTEGER;
