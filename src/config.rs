@@ -866,6 +866,17 @@ impl Settings {
                     "must not be empty".into(),
                 );
             }
+            if m.write_back.mode(WriteKind::Password).is_some()
+                && std::env::var(&up.token_keys_env).map_or(true, |v| v.trim().is_empty())
+            {
+                problem(
+                    "upstream.management.write_back",
+                    format!(
+                        "passwords written back wait in the outbox sealed with keys from ${}, which is not set",
+                        up.token_keys_env
+                    ),
+                );
+            }
             if m.outbox_max_attempts == Some(0) {
                 problem(
                     "upstream.management.outbox_max_attempts",

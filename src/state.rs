@@ -40,6 +40,9 @@ pub struct State {
     /// The cutover rules in force.
     pub cutover: Cutover,
     pub metrics: Metrics,
+    /// Local changes mirrored to the upstream (`write_back`): its sealing
+    /// key, and the Management API client of its blocking writes.
+    pub write_back: crate::migrate::write_back::Writer,
 }
 
 /// Opens the SQL store named by the settings.
@@ -114,10 +117,16 @@ impl State {
         let upstream = Upstream::new(&settings)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
+        let metrics = Metrics::default();
+        let write_back = crate::migrate::write_back::Writer::from_settings(
+            &settings,
+            Some(metrics.writeback.clone()),
+        )?;
         Ok(Arc::new(State {
             cutover: Cutover::new(db.clone(), settings.cutover.clone()),
             upstream,
-            metrics: Metrics::default(),
+            metrics,
+            write_back,
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),
             settings,
             db,

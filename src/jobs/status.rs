@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
+use crate::migrate::write_back;
 use crate::store::Database;
 use crate::store::jobs::{JobSummary, UserCounts};
-use crate::store::outbox::OutboxCounts;
+use crate::store::outbox::{OutboxCounts, OutboxKind};
 
 /// Failed outbox rows shown with their last error.
 pub const OUTBOX_FAILURES_SHOWN: u32 = 5;
@@ -62,6 +63,20 @@ impl Status {
                 row.user_id,
                 row.attempts,
                 row.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        let write_backs: Vec<String> = o
+            .failed_last_day
+            .iter()
+            .filter_map(|(kind, n)| {
+                let kind = OutboxKind::parse(kind).and_then(write_back::write_kind)?;
+                Some(format!("{} {n}", write_back::kind_name(kind)))
+            })
+            .collect();
+        if !write_backs.is_empty() {
+            println!(
+                "write-back failures in the last day: {}",
+                write_backs.join(", ")
             );
         }
         if o.failed > o.recent_failures.len() as u64 {

@@ -88,6 +88,7 @@ pub struct Worker {
 enum Outcome {
     Done,
     Retry(String),
+    /// The upstream refused the write outright (a 4xx).
     GiveUp(String),
 }
 
@@ -186,6 +187,7 @@ impl Worker {
 
     async fn record(&self, row: &OutboxRow, outcome: Outcome) -> anyhow::Result<()> {
         let db = &self.state.db;
+        let refused = matches!(outcome, Outcome::GiveUp(_));
         let (result, kept) = match outcome {
             Outcome::Done => ("done", db.outbox_done(row.id, &self.id).await?),
             Outcome::Retry(error) if row.attempts + 1 < i64::from(self.policy.max_attempts) => {
@@ -215,6 +217,14 @@ impl Worker {
         };
         if kept {
             Metrics::count(&self.state.metrics.outbox, row.kind.as_str(), result);
+            if let Some(kind) = crate::migrate::write_back::write_kind(row.kind) {
+                let result = if refused { "refused" } else { result };
+                Metrics::count(
+                    &self.state.metrics.writeback,
+                    crate::migrate::write_back::kind_name(kind),
+                    result,
+                );
+            }
         } else {
             // An operator discarded or retried the row meanwhile: theirs wins.
             tracing::info!(outbox = row.id, "outbox row changed while it was delivered");

@@ -68,6 +68,9 @@ pub struct Fatal(pub String);
 pub struct Refused {
     pub status: StatusCode,
     pub message: String,
+    /// The vendor's own words alone (a password policy's), which a
+    /// blocking write-back shows the user.
+    pub vendor: String,
 }
 
 /// An export file's pre-signed link that no longer works (it lives
@@ -299,6 +302,7 @@ impl ManagementClient {
                         redact(&url),
                         vendor_message(&json)
                     ),
+                    vendor: writes::human_message(&json),
                 }
                 .into());
             }
