@@ -350,6 +350,40 @@ pub(super) async fn auth0_patch_user(
             Some("inexistent_user"),
         );
     };
+    // A password names its database connection and meets its policy
+    // (Management API v2, "Update a User"; "Password Strength in Auth0
+    // Database Connections").
+    let password = match patch.get("password") {
+        None => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(_) => return invalid("Expected type string but found type other for password"),
+    };
+    if let Some(c) = patch.get("connection")
+        && c.as_str() != Some(AUTH0_DEFAULT_REALM)
+    {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "The connection does not exist.",
+            Some("inexistent_connection"),
+        );
+    }
+    if let Some(p) = &password {
+        if patch.get("connection").is_none() {
+            return invalid("Missing required property: connection");
+        }
+        if check_password_policy(&state, p).is_err() {
+            return auth0_error(
+                StatusCode::BAD_REQUEST,
+                "PasswordStrengthError: Password is too weak",
+                None,
+            );
+        }
+    }
+    if let Some(b) = patch.get("blocked")
+        && !b.is_boolean()
+    {
+        return invalid("Expected type boolean but found type other for blocked");
+    }
     let mut rec = record(&s, &state, &state.users[pos], true);
     for (key, value) in &patch {
         match (key.as_str(), value) {
@@ -374,6 +408,12 @@ pub(super) async fn auth0_patch_user(
         }
     }
     commit_record(s.flavor, &mut state, pos, rec);
+    if let Some(p) = password {
+        state.users[pos].user.password = p;
+    }
+    if let Some(b) = patch.get("blocked").and_then(Value::as_bool) {
+        state.users[pos].user.blocked = b;
+    }
     record_write(&mut state, Api::PatchUser, &id, Value::Object(patch));
     let answer = record(&s, &state, &state.users[pos], true);
     drop(state);
