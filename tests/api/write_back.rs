@@ -532,3 +532,145 @@ async fn a_queued_password_survives_a_killed_serve_sealed_and_is_erased_once_del
         "no trace of the sealed value"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_the_upstream_refuses_fails_at_once_and_is_counted_by_kind() {
+    let t = spawn(Flavor::Cognito, all(WriteMode::Outbox)).await;
+    t.fake.add_user(FakeUser::new(COGNITO_SUB, EMAIL, PASSWORD));
+    assert!(logs_in(&t, PASSWORD).await, "the lazy migration");
+    t.fake.set_password_policy(NEW_PASSWORD.len() + 1);
+    let op = Operator::for_app(&t);
+    op.ok(
+        &["users", "set-password", COGNITO_SUB, "--password-stdin"],
+        Some(NEW_PASSWORD),
+    );
+    let start = std::time::Instant::now();
+    let row = loop {
+        let rows = rows(&t).await;
+        if let Some(row) = rows.iter().find(|r| r.state == OutboxState::Failed) {
+            break row.clone();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "waiting for the refusal: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row.attempts, 1, "a policy refusal is not retried");
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("Password did not conform with policy"),
+        "{error}"
+    );
+    assert!(!error.contains(NEW_PASSWORD));
+
+    let status = op.ok(&["status"], None);
+    assert!(
+        status.contains("write-back failures in the last day: password 1"),
+        "{status}"
+    );
+    assert!(
+        !status.contains(NEW_PASSWORD) && !status.contains("sealed"),
+        "{status}"
+    );
+    let metrics = t.app.metrics().await;
+    let line = "switchyard_writeback_total{what=\"password\",result=\"refused\"} 1";
+    assert!(metrics.contains(line), "{line} in {metrics}");
+}
+
+#[tokio::test]
+async fn passwords_written_back_without_a_sealing_key_stop_config_check_and_serve() {
+    let iso = isolated().await;
+    let config = "[upstream]\n\
+         provider = \"okta\"\n\
+         domain = \"acme.okta.com\"\n\
+         client_id = \"switchyard\"\n\
+         token_keys_env = \"SWITCHYARD_TEST_NO_SUCH_KEYS\"\n\
+         [upstream.management]\n\
+         api_token_env = \"SWITCHYARD_TEST_OKTA_API_TOKEN\"\n\
+         write_back = { password = \"outbox\", blocked = \"blocking\" }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let (settings, _) = Settings::load(Some(&path)).unwrap();
+    let op = Operator::for_settings(&settings, &iso.database_url);
+    for args in [&["config", "check"][..], &["serve"]] {
+        let out = op.run(args, None);
+        assert!(!out.status.success(), "{args:?} refuses to start");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("upstream.management.write_back")
+                && said.contains("SWITCHYARD_TEST_NO_SUCH_KEYS"),
+            "{args:?}: {said}"
+        );
+    }
+}
+
+/// The fakes refuse a write of the wrong shape as the vendor does, so a
+/// provider definition that drifted from the vendor's API fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fakes_refuse_writes_of_the_wrong_shape_with_the_vendors_errors() {
+    let okta = FakeUpstream::start(Flavor::Okta).await;
+    okta.add_user(FakeUser::new(OKTA_SUB, EMAIL, PASSWORD));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(okta.url(&format!("/api/v1/users/{OKTA_SUB}")))
+        .header(
+            "Authorization",
+            format!("SSWS {}", switchyard_kit::fake::OKTA_API_TOKEN),
+        )
+        .json(&json!({"credentials": {"password": NEW_PASSWORD}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errorCode"], "E0000001", "{body}");
+    assert!(
+        body["errorCauses"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
+    let r = http
+        .post(okta.url(&format!("/api/v1/users/{OKTA_SUB}/lifecycle/unsuspend")))
+        .header(
+            "Authorization",
+            format!("SSWS {}", switchyard_kit::fake::OKTA_API_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "an active user is not unsuspended"
+    );
+    assert_eq!(okta.is_blocked(OKTA_SUB), Some(false));
+
+    let cognito = FakeUpstream::start(Flavor::Cognito).await;
+    cognito.add_user(FakeUser::new(COGNITO_SUB, EMAIL, PASSWORD));
+    let url = cognito.url("/");
+    let body = serde_json::to_vec(&json!({
+        "UserPoolId": COGNITO_POOL_ID, "Username": COGNITO_SUB, "Password": NEW_PASSWORD,
+    }))
+    .unwrap();
+    let mut request = http.post(&url).body(body.clone());
+    for (k, v) in switchyard_kit::fake::sign_cognito_request(
+        &url,
+        switchyard_kit::fake::COGNITO_ADMIN_SET_USER_PASSWORD,
+        &body,
+    ) {
+        request = request.header(k, v);
+    }
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["__type"], "InvalidParameterException", "{answer}");
+    // Refused, so the old password is still the one.
+    let writes = cognito.management_writes();
+    assert!(writes.is_empty(), "{writes:?}");
+}
