@@ -10,7 +10,8 @@
 //!   definition's `[management] paging`), from a typed
 //!   [`ChunkPosition`](crate::store::position::ChunkPosition).
 //! - [`export`]: Auth0's bulk users export, the full backfill's source.
-//! - [`writes`]: the writes the outbox delivers (marking a user migrated).
+//! - [`writes`]: the writes the outbox delivers (marking a user migrated,
+//!   and the password, profile and blocked changes written back).
 //! - [`mapping`]: a vendor's user JSON → a [`Record`], by the provider
 //!   definition's `[management.fields]`.
 //!

@@ -312,7 +312,8 @@ const AUTH0_PATCHABLE: [&str; 17] = [
 
 /// Auth0's `PATCH /api/v2/users/{id}`: root attributes are replaced, but
 /// `app_metadata` and `user_metadata` are merged at their first level only
-/// (a nested object is replaced whole; `null` deletes a key).
+/// (a nested object is replaced whole; `null` deletes a key). A `password`
+/// and `blocked` change the user the fake's own login sees.
 pub(super) async fn auth0_patch_user(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -350,9 +351,9 @@ pub(super) async fn auth0_patch_user(
             Some("inexistent_user"),
         );
     };
-    // A password names its database connection and meets its policy
-    // (Management API v2, "Update a User"; "Password Strength in Auth0
-    // Database Connections").
+    // A connection, if named, is the user's database connection, and a
+    // password meets its policy (Management API v2, "Update a User";
+    // "Password Strength in Auth0 Database Connections").
     let password = match patch.get("password") {
         None => None,
         Some(Value::String(p)) => Some(p.clone()),
@@ -367,17 +368,14 @@ pub(super) async fn auth0_patch_user(
             Some("inexistent_connection"),
         );
     }
-    if let Some(p) = &password {
-        if patch.get("connection").is_none() {
-            return invalid("Missing required property: connection");
-        }
-        if check_password_policy(&state, p).is_err() {
-            return auth0_error(
-                StatusCode::BAD_REQUEST,
-                "PasswordStrengthError: Password is too weak",
-                None,
-            );
-        }
+    if let Some(p) = &password
+        && check_password_policy(&state, p).is_err()
+    {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "PasswordStrengthError: Password is too weak",
+            None,
+        );
     }
     if let Some(b) = patch.get("blocked")
         && !b.is_boolean()

@@ -10,6 +10,14 @@
 //! PUT replaces attributes and profile fields). Each accepted write is kept
 //! for [`FakeUpstream::management_writes`].
 //!
+//! The write-back's writes land on the same user: a password (Auth0
+//! `password`, Okta `credentials.password.value`, Cognito
+//! `AdminSetUserPassword`, Keycloak `reset-password`), checked against
+//! [`FakeUpstream::set_password_policy`], is what the fake's password login
+//! takes from then on; blocking (Auth0 `blocked`, Okta's lifecycle
+//! `suspend`/`unsuspend`, Cognito `AdminDisableUser`/`AdminEnableUser`,
+//! Keycloak `enabled`) stops that login.
+//!
 //! Every Management request passes one gate ([`gate`]): it is counted under
 //! its [`Api::name`], answers an injected fault ([`FakeUpstream::fail_next`],
 //! [`FakeUpstream::rate_limit_next`]) if one is queued, then takes a token
