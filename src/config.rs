@@ -122,6 +122,17 @@ pub enum WriteKind {
     Blocked,
 }
 
+impl WriteKind {
+    /// As the settings, metrics and messages spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteKind::Password => "password",
+            WriteKind::Profile => "profile",
+            WriteKind::Blocked => "blocked",
+        }
+    }
+}
+
 /// How a local change reaches the upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -664,6 +675,8 @@ pub struct ProviderFacts {
     /// `None` when the provider has no Management API; otherwise whether
     /// its definition describes the mark-migrated write.
     pub mark_migrated: Option<bool>,
+    /// The local changes its definition can write back (`[management.write.*]`).
+    pub write_back: Vec<WriteKind>,
 }
 
 /// Looks up the provider named by `[upstream]`: its facts, or why it is
@@ -865,6 +878,20 @@ impl Settings {
                     "upstream.management.mark_migrated_attribute",
                     "must not be empty".into(),
                 );
+            }
+            if let Ok(facts) = &facts {
+                for kind in m.write_back.0.keys() {
+                    if !facts.write_back.contains(kind) {
+                        problem(
+                            "upstream.management.write_back",
+                            format!(
+                                "provider {} describes no {} write ([management.write.*])",
+                                up.provider,
+                                kind.name()
+                            ),
+                        );
+                    }
+                }
             }
             if m.write_back.mode(WriteKind::Password).is_some()
                 && std::env::var(&up.token_keys_env).map_or(true, |v| v.trim().is_empty())

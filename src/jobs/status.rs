@@ -70,7 +70,7 @@ impl Status {
             .iter()
             .filter_map(|(kind, n)| {
                 let kind = OutboxKind::parse(kind).and_then(write_back::write_kind)?;
-                Some(format!("{} {n}", write_back::kind_name(kind)))
+                Some(format!("{} {n}", kind.name()))
             })
             .collect();
         if !write_backs.is_empty() {

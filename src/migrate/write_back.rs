@@ -115,7 +115,7 @@ impl Writer {
                 anyhow::bail!(
                     "upstream.management.write_back: provider {} describes no {} write",
                     up.provider,
-                    kind_name(kind)
+                    kind.name()
                 );
             }
         }
@@ -236,19 +236,19 @@ impl Writer {
                     Ok(()) => ("done", Ok(None)),
                     Err(e) => match e.downcast_ref::<Refused>() {
                         Some(r) => {
-                            tracing::warn!(user = %user.id, what = kind_name(kind), error = %r.message,
+                            tracing::warn!(user = %user.id, what = kind.name(), error = %r.message,
                                 "the upstream refused a blocking write-back; the local change is refused");
                             ("refused", Err(Refusal::Refused(r.vendor.clone())))
                         }
                         None => {
-                            tracing::warn!(user = %user.id, what = kind_name(kind), error = %format!("{e:#}"),
+                            tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
                                 "a blocking write-back could not reach the upstream; the local change is refused");
                             ("failed", Err(Refusal::Unavailable))
                         }
                     },
                 };
                 if let Some(counts) = &self.counts {
-                    Metrics::count(counts, kind_name(kind), outcome);
+                    Metrics::count(counts, kind.name(), outcome);
                 }
                 Ok(owed)
             }
@@ -270,15 +270,6 @@ impl Writer {
             .open_raw(kid, ct, &aad(row.id))
             .with_context(|| format!("the queued password does not open (key {kid:?} retired?)"))?;
         String::from_utf8(plain).context("the queued password is not UTF-8")
-    }
-}
-
-/// The name of a write kind in metrics, logs and messages.
-pub fn kind_name(kind: WriteKind) -> &'static str {
-    match kind {
-        WriteKind::Password => "password",
-        WriteKind::Profile => "profile",
-        WriteKind::Blocked => "blocked",
     }
 }
 

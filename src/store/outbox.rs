@@ -168,19 +168,29 @@ impl SqlStore {
         error: Option<&str>,
         next_attempt_at: Option<i64>,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        // A delivered row keeps no secret: its sealed password is erased in
+        // the same statement that marks it done.
+        let erase = match (state, self.dialect()) {
+            (OutboxState::Done, Dialect::Postgres) => {
+                ", payload = ((payload::jsonb) - 'sealed')::text"
+            }
+            (OutboxState::Done, Dialect::Sqlite) => ", payload = json_remove(payload, '$.sealed')",
+            _ => "",
+        };
+        let sql = format!(
             "UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $4, \
-             next_attempt_at = COALESCE($5, next_attempt_at), claimed_by = NULL, claimed_at = NULL, updated_at = $6 \
-             WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(state.as_str())
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(now())
-        .execute(self.pool())
-        .await?;
+             next_attempt_at = COALESCE($5, next_attempt_at), claimed_by = NULL, claimed_at = NULL, \
+             updated_at = $6{erase} WHERE id = $1 AND claimed_by = $2 AND state = 'pending'"
+        );
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(worker)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(now())
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -255,22 +265,7 @@ impl OutboxStore for SqlStore {
     }
 
     async fn outbox_done(&self, id: i64, worker: &str) -> StoreResult<bool> {
-        let kept = self
-            .settle(id, worker, OutboxState::Done, None, None)
-            .await?;
-        // A delivered row keeps no secret: its sealed password is erased.
-        let erase = match self.dialect() {
-            Dialect::Postgres => {
-                "UPDATE outbox SET payload = ((payload::jsonb) - 'sealed')::text \
-                 WHERE id = $1 AND state = 'done'"
-            }
-            Dialect::Sqlite => {
-                "UPDATE outbox SET payload = json_remove(payload, '$.sealed') \
-                 WHERE id = $1 AND state = 'done'"
-            }
-        };
-        sqlx::query(erase).bind(id).execute(self.pool()).await?;
-        Ok(kept)
+        self.settle(id, worker, OutboxState::Done, None, None).await
     }
 
     async fn outbox_failed(

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::{ProviderFacts, UpstreamSettings};
+use crate::config::{ProviderFacts, UpstreamSettings, WriteKind};
 
 const BUILTIN: &[(&str, &str)] = &[
     ("auth0", include_str!("../../providers/auth0.toml")),
@@ -335,9 +335,24 @@ impl ProviderDef {
 /// down to the plain settings.
 pub fn facts(settings: &UpstreamSettings) -> Result<ProviderFacts, String> {
     let def = ProviderDef::load(&settings.provider)?;
+    let write_back = match &def.management {
+        Some(m) => {
+            let w = &m.write;
+            [
+                (WriteKind::Password, w.password.is_some()),
+                (WriteKind::Profile, w.profile.is_some()),
+                (WriteKind::Blocked, w.block.is_some() && w.unblock.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, present)| present.then_some(k))
+            .collect()
+        }
+        None => Vec::new(),
+    };
     Ok(ProviderFacts {
         issuer: def.issuer(settings).map(drop),
         mark_migrated: def.management.map(|m| m.mark_migrated.is_some()),
+        write_back,
     })
 }
 

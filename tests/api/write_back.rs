@@ -674,3 +674,33 @@ async fn the_fakes_refuse_writes_of_the_wrong_shape_with_the_vendors_errors() {
     let writes = cognito.management_writes();
     assert!(writes.is_empty(), "{writes:?}");
 }
+
+#[tokio::test]
+async fn config_check_names_a_write_back_the_provider_cannot_make() {
+    let iso = isolated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\n\
+         provider = \"oidc\"\n\
+         issuer = \"https://login.example.com\"\n\
+         client_id = \"switchyard\"\n\
+         [upstream.management]\n\
+         write_back = [\"profile\"]\n",
+    )
+    .unwrap();
+    let (settings, _) = Settings::load(Some(&path)).unwrap();
+    let out = Operator::for_settings(&settings, &iso.database_url).run(&["config", "check"], None);
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("upstream.management.write_back")
+            && said.contains("provider oidc describes no profile write"),
+        "{said}"
+    );
+}

@@ -219,11 +219,7 @@ impl Worker {
             Metrics::count(&self.state.metrics.outbox, row.kind.as_str(), result);
             if let Some(kind) = crate::migrate::write_back::write_kind(row.kind) {
                 let result = if refused { "refused" } else { result };
-                Metrics::count(
-                    &self.state.metrics.writeback,
-                    crate::migrate::write_back::kind_name(kind),
-                    result,
-                );
+                Metrics::count(&self.state.metrics.writeback, kind.name(), result);
             }
         } else {
             // An operator discarded or retried the row meanwhile: theirs wins.

@@ -20,7 +20,7 @@ use crate::upstream::provider::{WriteDef, fill};
 pub type Vars = BTreeMap<&'static str, Value>;
 
 /// A local change to write to the upstream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Change<'a> {
     /// The new password, in plaintext only for the request's life.
     Password(&'a str),
@@ -29,6 +29,17 @@ pub enum Change<'a> {
     /// `nickname`).
     Profile(&'a Map<String, Value>),
     Blocked(bool),
+}
+
+/// Never the password itself.
+impl std::fmt::Debug for Change<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Password(_) => f.write_str("Password(..)"),
+            Change::Profile(fields) => f.debug_tuple("Profile").field(fields).finish(),
+            Change::Blocked(b) => f.debug_tuple("Blocked").field(b).finish(),
+        }
+    }
 }
 
 impl Change<'_> {
