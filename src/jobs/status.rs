@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::migrate::write_back;
 use crate::store::Database;
 use crate::store::jobs::{JobSummary, UserCounts};
-use crate::store::outbox::{OutboxCounts, OutboxKind};
+use crate::store::outbox::OutboxCounts;
 
 /// Failed outbox rows shown with their last error.
 pub const OUTBOX_FAILURES_SHOWN: u32 = 5;
@@ -69,7 +69,7 @@ impl Status {
             .failed_last_day
             .iter()
             .filter_map(|(kind, n)| {
-                let kind = OutboxKind::parse(kind).and_then(write_back::write_kind)?;
+                let kind = write_back::write_kind(*kind)?;
                 Some(format!("{} {n}", kind.name()))
             })
             .collect();

@@ -94,7 +94,7 @@ pub struct OutboxCounts {
     pub done: u64,
     pub recent_failures: Vec<OutboxRow>,
     /// Failed rows by kind among those last changed in the last day.
-    pub failed_last_day: std::collections::BTreeMap<String, u64>,
+    pub failed_last_day: std::collections::BTreeMap<OutboxKind, u64>,
 }
 
 /// What an operator's `outbox retry` applies to.
@@ -363,6 +363,8 @@ impl OutboxStore for SqlStore {
         .await?;
         for row in &rows {
             let kind: String = row.try_get("kind")?;
+            let kind = OutboxKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind:?}")))?;
             let n: i64 = row.try_get("n")?;
             counts.failed_last_day.insert(kind, n.max(0) as u64);
         }
