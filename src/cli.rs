@@ -364,6 +364,16 @@ pub enum UsersCommand {
         #[arg(long)]
         nickname: Option<String>,
     },
+    /// Block a user: no login, here or (with write_back) at the upstream.
+    Block {
+        /// Id, email or username.
+        user: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// Id, email or username.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -938,8 +948,17 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             passwords
                 .check_policy_for(&password, &ids)
                 .map_err(anyhow::Error::msg)?;
+            let owed = owed(writer(settings)?.password(&user, &password).await?)?;
             let hash = passwords.hash(password).await?;
-            db.set_password(&user.id, &hash, ARGON2ID).await?;
+            let new = crate::store::recovery::NewPassword {
+                hash: &hash,
+                algorithm: ARGON2ID,
+                write: owed.as_ref(),
+            };
+            let event = crate::store::AuditEvent::new("password_set", Some(&user.id), None);
+            if !db.change_password(&user.id, &new, &event).await? {
+                bail!("no user {}", user.id);
+            }
             println!("password set for {}", user.id);
         }
         UsersCommand::Delete { user } => {
@@ -965,10 +984,64 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
                 family_name,
                 nickname,
             };
-            db.edit_user(&user.id, &edit).await.map_err(conflict)?;
+            let owed = owed(writer(settings)?.profile(&user, &edit).await?)?;
+            db.edit_user(&user.id, &edit, owed.as_ref())
+                .await
+                .map_err(conflict)?;
             print_json(&find_user(&*db, &user.id).await?)?;
         }
+        UsersCommand::Block { user } => set_blocked(settings, &*db, &user, true).await?,
+        UsersCommand::Unblock { user } => set_blocked(settings, &*db, &user, false).await?,
     }
+    Ok(())
+}
+
+/// The write-back as the settings describe it: the CLI has no running
+/// server, so it builds its own (the sealing key, and a Management API
+/// client for blocking writes).
+fn writer(settings: &Settings) -> anyhow::Result<crate::migrate::write_back::Writer> {
+    crate::migrate::write_back::Writer::from_settings(settings, None)
+}
+
+/// The row a change owes the upstream; a blocking write's refusal refuses
+/// the change, and nothing is committed.
+fn owed(
+    owed: crate::migrate::write_back::Owed,
+) -> anyhow::Result<Option<crate::store::outbox::QueuedWrite>> {
+    use crate::migrate::write_back::Refusal;
+    match owed {
+        Ok(write) => Ok(write),
+        Err(Refusal::Refused(message)) => {
+            bail!("the upstream refused the change, and nothing was changed: {message}")
+        }
+        Err(Refusal::Unavailable) => {
+            bail!("the upstream could not be reached, and nothing was changed; try again later")
+        }
+    }
+}
+
+async fn set_blocked(
+    settings: &Settings,
+    db: &dyn Database,
+    user: &str,
+    blocked: bool,
+) -> anyhow::Result<()> {
+    let user = find_user(db, user).await?;
+    let owed = owed(writer(settings)?.blocked(&user, blocked).await?)?;
+    let kind = if blocked {
+        "user_blocked"
+    } else {
+        "user_unblocked"
+    };
+    let event = crate::store::AuditEvent::new(kind, Some(&user.id), None);
+    if !db
+        .set_blocked(&user.id, blocked, owed.as_ref(), &event)
+        .await?
+    {
+        bail!("no user {}", user.id);
+    }
+    let done = if blocked { "blocked" } else { "unblocked" };
+    println!("{} {done}", user.id);
     Ok(())
 }
 

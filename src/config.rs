@@ -133,6 +133,17 @@ pub enum WriteKind {
     Blocked,
 }
 
+impl WriteKind {
+    /// As the settings, metrics and messages spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteKind::Password => "password",
+            WriteKind::Profile => "profile",
+            WriteKind::Blocked => "blocked",
+        }
+    }
+}
+
 /// How a local change reaches the upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -675,6 +686,8 @@ pub struct ProviderFacts {
     /// `None` when the provider has no Management API; otherwise whether
     /// its definition describes the mark-migrated write.
     pub mark_migrated: Option<bool>,
+    /// The local changes its definition can write back (`[management.write.*]`).
+    pub write_back: Vec<WriteKind>,
 }
 
 /// Looks up the provider named by `[upstream]`: its facts, or why it is
@@ -875,6 +888,31 @@ impl Settings {
                 problem(
                     "upstream.management.mark_migrated_attribute",
                     "must not be empty".into(),
+                );
+            }
+            if let Ok(facts) = &facts {
+                for kind in m.write_back.0.keys() {
+                    if !facts.write_back.contains(kind) {
+                        problem(
+                            "upstream.management.write_back",
+                            format!(
+                                "provider {} describes no {} write ([management.write.*])",
+                                up.provider,
+                                kind.name()
+                            ),
+                        );
+                    }
+                }
+            }
+            if m.write_back.mode(WriteKind::Password).is_some()
+                && std::env::var(&up.token_keys_env).map_or(true, |v| v.trim().is_empty())
+            {
+                problem(
+                    "upstream.management.write_back",
+                    format!(
+                        "passwords written back wait in the outbox sealed with keys from ${}, which is not set",
+                        up.token_keys_env
+                    ),
                 );
             }
             if m.outbox_max_attempts == Some(0) {

@@ -25,6 +25,10 @@ pub struct Metrics {
     /// Outbox deliveries by kind (`mark_migrated`) and result (`done`,
     /// `retry`, `failed`): writes the upstream has not taken yet.
     pub outbox: Family<Outcome, Counter>,
+    /// Local changes written back to the upstream, by what (`password`,
+    /// `profile`, `blocked`) and result (`done`, `retry`, `failed`,
+    /// `refused`), queued or blocking alike.
+    pub writeback: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -34,6 +38,7 @@ impl Default for Metrics {
         let grants = Family::<Outcome, Counter>::default();
         let upstream = Family::<Outcome, Counter>::default();
         let outbox = Family::<Outcome, Counter>::default();
+        let writeback = Family::<Outcome, Counter>::default();
         registry.register("logins", "Logins by route and result", logins.clone());
         registry.register(
             "token_requests",
@@ -50,12 +55,18 @@ impl Default for Metrics {
             "Outbox writes to the upstream by kind and result",
             outbox.clone(),
         );
+        registry.register(
+            "writeback",
+            "Local changes written back to the upstream by what and result",
+            writeback.clone(),
+        );
         Self {
             registry,
             logins,
             grants,
             upstream,
             outbox,
+            writeback,
         }
     }
 }

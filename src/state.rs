@@ -43,6 +43,9 @@ pub struct State {
     pub metrics: Metrics,
     /// Sends the email the outbox owes users (`[email]`).
     pub mailer: Mailer,
+    /// Local changes mirrored to the upstream (`write_back`): its sealing
+    /// key, and the Management API client of its blocking writes.
+    pub write_back: crate::migrate::write_back::Writer,
 }
 
 /// Opens the SQL store named by the settings.
@@ -118,11 +121,17 @@ impl State {
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
         let mailer = Mailer::new(&settings.email)?;
+        let metrics = Metrics::default();
+        let write_back = crate::migrate::write_back::Writer::from_settings(
+            &settings,
+            Some(metrics.writeback.clone()),
+        )?;
         Ok(Arc::new(State {
             mailer,
             cutover: Cutover::new(db.clone(), settings.cutover.clone()),
             upstream,
-            metrics: Metrics::default(),
+            metrics,
+            write_back,
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),
             settings,
             db,

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
+use crate::migrate::write_back;
 use crate::store::Database;
 use crate::store::invitations::CampaignCounters;
 use crate::store::jobs::{JobKind, JobSummary, UserCounts};
@@ -82,6 +83,20 @@ impl Status {
                 row.user_id,
                 row.attempts,
                 row.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        let write_backs: Vec<String> = o
+            .failed_last_day
+            .iter()
+            .filter_map(|(kind, n)| {
+                let kind = write_back::write_kind(*kind)?;
+                Some(format!("{} {n}", kind.name()))
+            })
+            .collect();
+        if !write_backs.is_empty() {
+            println!(
+                "write-back failures in the last day: {}",
+                write_backs.join(", ")
             );
         }
         if o.failed > o.recent_failures.len() as u64 {

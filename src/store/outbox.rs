@@ -62,6 +62,9 @@ pub struct OutboxRow {
     pub id: i64,
     pub kind: OutboxKind,
     pub user_id: String,
+    /// Shown (`outbox list --json`, `status --json`) without a sealed
+    /// secret: the worker alone reads that.
+    #[serde(serialize_with = "without_secret")]
     pub payload: Value,
     pub state: OutboxState,
     pub attempts: i64,
@@ -72,6 +75,17 @@ pub struct OutboxRow {
     pub updated_at: i64,
 }
 
+fn without_secret<S: serde::Serializer>(payload: &Value, s: S) -> Result<S::Ok, S::Error> {
+    match payload {
+        Value::Object(map) if map.contains_key("sealed") => {
+            let mut shown = map.clone();
+            shown.remove("sealed");
+            serde::Serialize::serialize(&shown, s)
+        }
+        other => serde::Serialize::serialize(other, s),
+    }
+}
+
 /// How many rows are in each state, and the most recent failures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OutboxCounts {
@@ -79,6 +93,8 @@ pub struct OutboxCounts {
     pub failed: u64,
     pub done: u64,
     pub recent_failures: Vec<OutboxRow>,
+    /// Failed rows by kind among those last changed in the last day.
+    pub failed_last_day: std::collections::BTreeMap<OutboxKind, u64>,
 }
 
 /// What an operator's `outbox retry` applies to.
@@ -152,19 +168,29 @@ impl SqlStore {
         error: Option<&str>,
         next_attempt_at: Option<i64>,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        // A delivered row keeps no secret: its sealed password is erased in
+        // the same statement that marks it done.
+        let erase = match (state, self.dialect()) {
+            (OutboxState::Done, Dialect::Postgres) => {
+                ", payload = ((payload::jsonb) - 'sealed')::text"
+            }
+            (OutboxState::Done, Dialect::Sqlite) => ", payload = json_remove(payload, '$.sealed')",
+            _ => "",
+        };
+        let sql = format!(
             "UPDATE outbox SET state = $3, attempts = attempts + 1, last_error = $4, \
-             next_attempt_at = COALESCE($5, next_attempt_at), claimed_by = NULL, claimed_at = NULL, updated_at = $6 \
-             WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(state.as_str())
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(now())
-        .execute(self.pool())
-        .await?;
+             next_attempt_at = COALESCE($5, next_attempt_at), claimed_by = NULL, claimed_at = NULL, \
+             updated_at = $6{erase} WHERE id = $1 AND claimed_by = $2 AND state = 'pending'"
+        );
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(worker)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(now())
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -327,6 +353,20 @@ impl OutboxStore for SqlStore {
                 Some(OutboxState::Done) => counts.done = n,
                 None => return Err(StoreError::Corrupt(format!("outbox state {state:?}"))),
             }
+        }
+        let day_ago = now() - 24 * 3600;
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) AS n FROM outbox WHERE state = 'failed' AND updated_at >= $1 GROUP BY kind",
+        )
+        .bind(day_ago)
+        .fetch_all(self.pool())
+        .await?;
+        for row in &rows {
+            let kind: String = row.try_get("kind")?;
+            let kind = OutboxKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind:?}")))?;
+            let n: i64 = row.try_get("n")?;
+            counts.failed_last_day.insert(kind, n.max(0) as u64);
         }
         if counts.failed > 0 && failures > 0 {
             counts.recent_failures = self

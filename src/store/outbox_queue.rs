@@ -13,7 +13,7 @@ use super::StoreResult;
 use super::sql_common::to_json;
 
 /// What an outbox row delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutboxKind {
     /// Marks the user at the upstream as migrated (`[upstream.management]

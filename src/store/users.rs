@@ -9,10 +9,11 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::outbox_queue::{QueuedWrite, enqueue_write};
 use super::record::Record;
-use super::sql::{SqlStore, normalize_email};
+use super::sql::{SqlStore, insert_event, normalize_email};
 use super::sql_common::{Dialect, profile_from_row, to_json};
-use super::{StoreError, StoreResult, UserState, now};
+use super::{AuditEvent, StoreError, StoreResult, UserState, now};
 
 #[async_trait]
 pub trait UserEdits: Send + Sync {
@@ -21,7 +22,23 @@ pub trait UserEdits: Send + Sync {
     /// Changes a user's profile and marks it changed locally (backfills
     /// then leave it alone); false when the user does not exist. The mark
     /// is after `migrated_at` even within the second of the migration.
-    async fn edit_user(&self, id: &str, edit: &ProfileEdit) -> StoreResult<bool>;
+    /// `write` is the write-back row owed the upstream, queued with it.
+    async fn edit_user(
+        &self,
+        id: &str,
+        edit: &ProfileEdit,
+        write: Option<&QueuedWrite>,
+    ) -> StoreResult<bool>;
+    /// Blocks or unblocks a user, with the write-back row owed the
+    /// upstream and `event`, in one transaction; false when the user does
+    /// not exist.
+    async fn set_blocked(
+        &self,
+        id: &str,
+        blocked: bool,
+        write: Option<&QueuedWrite>,
+        event: &AuditEvent,
+    ) -> StoreResult<bool>;
     /// Ids of users that came from `provider`, in id order after `after`.
     async fn upstream_user_ids(
         &self,
@@ -69,9 +86,15 @@ impl UserEdits for SqlStore {
         load_local(&mut conn, self.dialect(), ids).await
     }
 
-    async fn edit_user(&self, id: &str, edit: &ProfileEdit) -> StoreResult<bool> {
+    async fn edit_user(
+        &self,
+        id: &str,
+        edit: &ProfileEdit,
+        write: Option<&QueuedWrite>,
+    ) -> StoreResult<bool> {
         let now = now();
-        Ok(sqlx::query(
+        let mut tx = self.pool().begin().await?;
+        let changed = sqlx::query(
             "UPDATE users SET email = COALESCE($2, email), \
              email_normalized = CASE WHEN $2 IS NULL THEN email_normalized ELSE $3 END, \
              email_verified = COALESCE($4, email_verified), name = COALESCE($5, name), \
@@ -88,10 +111,45 @@ impl UserEdits for SqlStore {
         .bind(&edit.family_name)
         .bind(&edit.nickname)
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected()
-            > 0)
+            > 0;
+        if changed && let Some(write) = write {
+            enqueue_write(&mut tx, write, now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn set_blocked(
+        &self,
+        id: &str,
+        blocked: bool,
+        write: Option<&QueuedWrite>,
+        event: &AuditEvent,
+    ) -> StoreResult<bool> {
+        let now = event.at;
+        let mut tx = self.pool().begin().await?;
+        let changed = sqlx::query(
+            "UPDATE users SET blocked = $2, updated_at = $3, local_updated_at = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(blocked as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !changed {
+            return Ok(false);
+        }
+        if let Some(write) = write {
+            enqueue_write(&mut tx, write, now).await?;
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn upstream_user_ids(

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::{ProviderFacts, UpstreamSettings};
+use crate::config::{ProviderFacts, UpstreamSettings, WriteKind};
 
 const BUILTIN: &[(&str, &str)] = &[
     ("auth0", include_str!("../../providers/auth0.toml")),
@@ -104,18 +104,44 @@ pub struct ManagementDef {
     /// How a user is marked migrated at the upstream (`[upstream.management]
     /// mark_migrated`); absent when the provider cannot be written to.
     #[serde(default)]
-    pub mark_migrated: Option<MarkDef>,
+    pub mark_migrated: Option<WriteDef>,
+    /// How local changes are written back (`[upstream.management]
+    /// write_back`): `[management.write.password]`, `….profile`, `….block`
+    /// and `….unblock`; a change with no definition cannot be written back.
+    #[serde(default)]
+    pub write: WritesDef,
+}
+
+/// The write-back definitions of a provider, one per local change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritesDef {
+    /// `{password}` is the new password (never stored in plaintext).
+    #[serde(default)]
+    pub password: Option<WriteDef>,
+    /// `{email?}`, `{email_verified?}`, `{name?}`, `{given_name?}`,
+    /// `{family_name?}`, `{nickname?}`: the fields the change set.
+    #[serde(default)]
+    pub profile: Option<WriteDef>,
+    #[serde(default)]
+    pub block: Option<WriteDef>,
+    #[serde(default)]
+    pub unblock: Option<WriteDef>,
 }
 
 /// One write of the Management API, described as data: `method` on `path`
 /// (under the base) with `body`, whose keys and string values are
 /// templates. `{id}` is the upstream user id (percent-encoded in the path),
-/// `{username}` the upstream user name (the id when there is none),
-/// `{attribute}` the attribute's name, `{at}` the migration time (RFC 3339),
-/// and the `[upstream]` values (`{user_pool_id}`, `{realm}`, …).
+/// `{username}` the upstream user name (the id when there is none), the
+/// `[upstream]` values (`{user_pool_id}`, `{realm}`, `{connection}`, …),
+/// and each write's own (the mark's `{attribute}` and `{at}`, the RFC 3339
+/// migration time). A string that is one `{var}` whole takes the value's
+/// JSON type (a boolean stays a boolean); `{var?}` is optional: an object
+/// member whose variable is absent is left out, and so is an array element
+/// holding one (Cognito's `UserAttributes`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MarkDef {
+pub struct WriteDef {
     pub method: String,
     pub path: String,
     /// `X-Amz-Target` of an AWS JSON 1.1 operation (Cognito).
@@ -125,10 +151,13 @@ pub struct MarkDef {
     /// first and send back what it returned with `body` merged in.
     #[serde(default)]
     pub read_first: bool,
-    /// The attribute's default name; `[upstream.management]
+    /// The mark's default attribute name; `[upstream.management]
     /// mark_migrated_attribute` overrides it.
-    pub attribute: String,
-    pub body: serde_json::Value,
+    #[serde(default)]
+    pub attribute: Option<String>,
+    /// No body when absent (Okta's lifecycle operations).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -312,9 +341,24 @@ impl ProviderDef {
 /// down to the plain settings.
 pub fn facts(settings: &UpstreamSettings) -> Result<ProviderFacts, String> {
     let def = ProviderDef::load(&settings.provider)?;
+    let write_back = match &def.management {
+        Some(m) => {
+            let w = &m.write;
+            [
+                (WriteKind::Password, w.password.is_some()),
+                (WriteKind::Profile, w.profile.is_some()),
+                (WriteKind::Blocked, w.block.is_some() && w.unblock.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, present)| present.then_some(k))
+            .collect()
+        }
+        None => Vec::new(),
+    };
     Ok(ProviderFacts {
         issuer: def.issuer(settings).map(drop),
         mark_migrated: def.management.map(|m| m.mark_migrated.is_some()),
+        write_back,
     })
 }
 

@@ -114,6 +114,22 @@ impl TokenSealer {
         Ok(Self { keys })
     }
 
+    /// Seals `plain` under the first key, bound to `aad`: the key id and
+    /// the base64url sealed bytes. Also seals the passwords the outbox
+    /// queues for the upstream (`write_back`), which must open again only
+    /// where they were sealed.
+    pub fn seal_raw(&self, plain: &[u8], aad: &[u8]) -> (String, String) {
+        let (kid, sealer) = &self.keys[0];
+        (kid.clone(), crypto::b64url(&sealer.seal(plain, aad)))
+    }
+
+    /// Opens what [`TokenSealer::seal_raw`] sealed, if the key `kid` is
+    /// still held and `aad` is the same.
+    pub fn open_raw(&self, kid: &str, sealed: &str, aad: &[u8]) -> Option<Vec<u8>> {
+        let (_, sealer) = self.keys.iter().find(|(k, _)| k == kid)?;
+        sealer.open(&crypto::b64url_decode(sealed)?, aad).ok()
+    }
+
     fn seal(&self, sid: &str, tokens: &MappedTokens) -> Result<Vec<u8>, StoreError> {
         let (kid, sealer) = &self.keys[0];
         let plain = serde_json::to_vec(tokens).map_err(|e| StoreError::Corrupt(e.to_string()))?;

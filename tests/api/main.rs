@@ -33,3 +33,4 @@ mod relying_party;
 mod store;
 mod tokens;
 mod upstream;
+mod write_back;

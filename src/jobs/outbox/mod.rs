@@ -110,6 +110,7 @@ pub struct Worker {
 enum Outcome {
     Done,
     Retry(String),
+    /// The upstream refused the write outright (a 4xx).
     GiveUp(String),
 }
 
@@ -223,6 +224,7 @@ impl Worker {
     async fn record(&self, row: &OutboxRow, outcome: Outcome) -> anyhow::Result<()> {
         let db = &self.state.db;
         let policy = self.policy(row.kind);
+        let refused = matches!(outcome, Outcome::GiveUp(_));
         let (result, kept) = match outcome {
             Outcome::Done => ("done", db.outbox_done(row.id, &self.id).await?),
             Outcome::Retry(error) if row.attempts + 1 < i64::from(policy.max_attempts) => {
@@ -252,6 +254,10 @@ impl Worker {
         };
         if kept {
             Metrics::count(&self.state.metrics.outbox, row.kind.as_str(), result);
+            if let Some(kind) = crate::migrate::write_back::write_kind(row.kind) {
+                let result = if refused { "refused" } else { result };
+                Metrics::count(&self.state.metrics.writeback, kind.name(), result);
+            }
         } else {
             // An operator discarded or retried the row meanwhile: theirs wins.
             tracing::info!(outbox = row.id, "outbox row changed while it was delivered");

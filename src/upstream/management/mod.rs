@@ -10,7 +10,8 @@
 //!   definition's `[management] paging`), from a typed
 //!   [`ChunkPosition`](crate::store::position::ChunkPosition).
 //! - [`export`]: Auth0's bulk users export, the full backfill's source.
-//! - [`writes`]: the writes the outbox delivers (marking a user migrated).
+//! - [`writes`]: the writes the outbox delivers (marking a user migrated,
+//!   and the password, profile and blocked changes written back).
 //! - [`mapping`]: a vendor's user JSON → a [`Record`], by the provider
 //!   definition's `[management.fields]`.
 //!
@@ -68,6 +69,9 @@ pub struct Fatal(pub String);
 pub struct Refused {
     pub status: StatusCode,
     pub message: String,
+    /// The vendor's own words alone (a password policy's), which a
+    /// blocking write-back shows the user.
+    pub vendor: String,
 }
 
 /// An export file's pre-signed link that no longer works (it lives
@@ -299,6 +303,7 @@ impl ManagementClient {
                         redact(&url),
                         vendor_message(&json)
                     ),
+                    vendor: writes::human_message(&json),
                 }
                 .into());
             }

@@ -1,17 +1,67 @@
-//! The writes the outbox delivers to the upstream's Management API: today,
-//! marking a user migrated, as the provider definition's
-//! `[management.mark_migrated]` describes it (method, path and a JSON body
-//! template with `{id}`, `{username}`, `{attribute}`, `{at}`). Where the
-//! vendor replaces a whole sub-object on update (Keycloak's
-//! `UserRepresentation.attributes`, Keycloak "Admin REST API"), the
-//! definition asks to read the user first and merge.
+//! The writes the outbox and the write-back deliver to the upstream's
+//! Management API, each described by the provider definition as data
+//! ([`WriteDef`]: method, path and a JSON body template): marking a user
+//! migrated (`[management.mark_migrated]`) and mirroring a local change
+//! (`[management.write.*]`: the password, profile fields, blocked). Where
+//! the vendor replaces a whole sub-object on update (Keycloak's
+//! `UserRepresentation`, Keycloak "Admin REST API"), the definition asks to
+//! read the user first and merge.
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ManagementClient;
-use crate::upstream::provider::{MarkDef, fill};
+use crate::upstream::provider::{WriteDef, fill};
+
+/// The values a body template is filled with, by name.
+pub type Vars = BTreeMap<&'static str, Value>;
+
+/// A local change to write to the upstream.
+#[derive(Clone, Copy)]
+pub enum Change<'a> {
+    /// The new password, in plaintext only for the request's life.
+    Password(&'a str),
+    /// The profile fields the change set, under their local names
+    /// (`email`, `email_verified`, `name`, `given_name`, `family_name`,
+    /// `nickname`).
+    Profile(&'a Map<String, Value>),
+    Blocked(bool),
+}
+
+/// Never the password itself.
+impl std::fmt::Debug for Change<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Password(_) => f.write_str("Password(..)"),
+            Change::Profile(fields) => f.debug_tuple("Profile").field(fields).finish(),
+            Change::Blocked(b) => f.debug_tuple("Blocked").field(b).finish(),
+        }
+    }
+}
+
+impl Change<'_> {
+    /// The `[management.write.*]` section describing it.
+    pub fn section(&self) -> &'static str {
+        match self {
+            Change::Password(_) => "password",
+            Change::Profile(_) => "profile",
+            Change::Blocked(true) => "block",
+            Change::Blocked(false) => "unblock",
+        }
+    }
+}
+
+/// A request ready to send: the definition, method, URL and body (before
+/// any `read_first` merge).
+pub struct Prepared<'a> {
+    def: &'a WriteDef,
+    method: Method,
+    url: url::Url,
+    body: Option<Value>,
+}
 
 impl ManagementClient {
     /// Marks a user migrated at the upstream, as the provider definition's
@@ -24,66 +74,166 @@ impl ManagementClient {
         attribute: Option<&str>,
         attempts: u32,
     ) -> anyhow::Result<()> {
-        let (mark, method, url, patch) = self.mark_request(payload, attribute)?;
-        let body = if mark.read_first {
-            // Keycloak has no ETag on users: an admin edit landing between
-            // this GET and the PUT would be overwritten. The window is one
-            // round trip, and the mark is written once per user.
-            let (mut current, _) = self
-                .call_with(Method::GET, url.clone(), None, None, attempts)
-                .await?;
-            merge(&mut current, &patch);
-            current
-        } else {
-            patch
-        };
-        self.call_with(method, url, Some(&body), mark.target.as_deref(), attempts)
-            .await?;
-        Ok(())
+        let prepared = self.mark_request(payload, attribute)?;
+        self.perform(prepared, attempts).await
     }
 
-    /// The mark's definition, method, URL and body (before any
-    /// `read_first` merge) for one outbox payload. A template naming a
+    /// The mark's request for one outbox payload. A template naming a
     /// value the settings do not have is an error here, so `serve` checks
     /// it once with a sample before it starts.
     pub fn mark_request(
         &self,
         payload: &Value,
         attribute: Option<&str>,
-    ) -> anyhow::Result<(&MarkDef, Method, url::Url, Value)> {
+    ) -> anyhow::Result<Prepared<'_>> {
         let mark = self.mgmt.mark_migrated.as_ref().with_context(|| {
             format!(
                 "provider {} describes no [management.mark_migrated] write",
                 self.provider
             )
         })?;
-        let id = payload["upstream_id"]
-            .as_str()
-            .context("the outbox row names no upstream_id")?;
         let at = payload["migrated_at"]
             .as_str()
             .context("the outbox row has no migrated_at")?;
-        let mut vars = self.settings.template_vars();
-        vars.insert("id", id.to_string());
+        let attribute = attribute
+            .or(mark.attribute.as_deref())
+            .context("[management.mark_migrated] names no attribute")?;
+        let mut vars = Vars::new();
+        vars.insert("attribute", Value::from(attribute));
+        vars.insert("at", Value::from(at));
+        self.prepare(mark, "[management.mark_migrated]", payload, vars)
+    }
+
+    /// Writes a local change to the upstream user named by `user`
+    /// (`upstream_id`, `username`), as `[management.write.*]` describes.
+    pub async fn write_back(
+        &self,
+        user: &Value,
+        change: Change<'_>,
+        attempts: u32,
+    ) -> anyhow::Result<()> {
+        let prepared = self.write_request(user, change)?;
+        self.perform(prepared, attempts).await
+    }
+
+    /// The request writing `change`; an error when the provider has no
+    /// definition for it or its template cannot be filled.
+    pub fn write_request(&self, user: &Value, change: Change<'_>) -> anyhow::Result<Prepared<'_>> {
+        let section = change.section();
+        let w = &self.mgmt.write;
+        let def = match change {
+            Change::Password(_) => &w.password,
+            Change::Profile(_) => &w.profile,
+            Change::Blocked(true) => &w.block,
+            Change::Blocked(false) => &w.unblock,
+        }
+        .as_ref()
+        .with_context(|| {
+            format!(
+                "provider {} describes no [management.write.{section}] write",
+                self.provider
+            )
+        })?;
+        let mut vars = Vars::new();
+        match change {
+            Change::Password(p) => {
+                vars.insert("password", Value::from(p));
+            }
+            Change::Profile(fields) => {
+                for name in PROFILE_VARS {
+                    if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
+                        vars.insert(name, v.clone());
+                    }
+                }
+            }
+            Change::Blocked(_) => {}
+        }
+        self.prepare(def, &format!("[management.write.{section}]"), user, vars)
+    }
+
+    /// Fills `def` for the user `user` (`upstream_id`, `username`) with
+    /// `vars` and the `[upstream]` values.
+    fn prepare<'a>(
+        &'a self,
+        def: &'a WriteDef,
+        section: &str,
+        user: &Value,
+        mut vars: Vars,
+    ) -> anyhow::Result<Prepared<'a>> {
+        let id = user["upstream_id"]
+            .as_str()
+            .context("the write names no upstream_id")?;
+        for (k, v) in self.settings.template_vars() {
+            vars.entry(k).or_insert(Value::String(v));
+        }
+        if let Some(c) = &self.settings.connection {
+            vars.entry("connection").or_insert(Value::from(c.as_str()));
+        }
+        vars.insert("id", Value::from(id));
         vars.insert(
             "username",
-            payload["username"].as_str().unwrap_or(id).to_string(),
+            Value::from(user["username"].as_str().unwrap_or(id)),
         );
-        vars.insert(
-            "attribute",
-            attribute.unwrap_or(&mark.attribute).to_string(),
-        );
-        vars.insert("at", at.to_string());
-        let mut path_vars = vars.clone();
+        let template = |e: String| anyhow!("{section}: {e}");
+        let mut path_vars: BTreeMap<&'static str, String> = vars
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (*k, s.to_string())))
+            .collect();
         path_vars.insert("id", encode_segment(id));
-        let template = |e: String| anyhow!("[management.mark_migrated]: {e}");
-        let url = self.url(&fill(&mark.path, &path_vars).map_err(template)?)?;
-        let method = Method::from_bytes(mark.method.as_bytes())
-            .context("[management.mark_migrated] method")?;
-        let body = fill_json(&mark.body, &vars).map_err(template)?;
-        Ok((mark, method, url, body))
+        let url = self.url(&fill(&def.path, &path_vars).map_err(template)?)?;
+        let method = Method::from_bytes(def.method.as_bytes())
+            .with_context(|| format!("{section} method"))?;
+        let body = def
+            .body
+            .as_ref()
+            .map(|b| fill_json(b, &vars))
+            .transpose()
+            .map_err(template)?;
+        Ok(Prepared {
+            def,
+            method,
+            url,
+            body,
+        })
+    }
+
+    /// Sends a prepared write, reading the record first when the
+    /// definition asks.
+    async fn perform(&self, p: Prepared<'_>, attempts: u32) -> anyhow::Result<()> {
+        let body = match (p.def.read_first, p.body) {
+            (true, Some(patch)) => {
+                // Keycloak has no ETag on users: an admin edit landing
+                // between this GET and the PUT would be overwritten. The
+                // window is one round trip.
+                let (mut current, _) = self
+                    .call_with(Method::GET, p.url.clone(), None, None, attempts)
+                    .await?;
+                merge(&mut current, &patch);
+                Some(current)
+            }
+            (_, body) => body,
+        };
+        self.call_with(
+            p.method,
+            p.url,
+            body.as_ref(),
+            p.def.target.as_deref(),
+            attempts,
+        )
+        .await?;
+        Ok(())
     }
 }
+
+/// The profile fields a `[management.write.profile]` template may name.
+pub const PROFILE_VARS: [&str; 6] = [
+    "email",
+    "email_verified",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+];
 
 /// A path segment with everything but RFC 3986's unreserved characters
 /// percent-encoded: Auth0 asks for its ids (`auth0|…`) encoded, and the
@@ -100,25 +250,96 @@ fn encode_segment(s: &str) -> String {
         .collect()
 }
 
-/// The body template with `{var}`s filled in its keys and string values.
-fn fill_json(
-    template: &Value,
-    vars: &std::collections::BTreeMap<&'static str, String>,
-) -> Result<Value, String> {
+/// The message of a vendor's refusal as a person reads it: Okta's first
+/// `errorCauses` entry says which password rule failed where its summary
+/// says only "Api validation failed"; Keycloak answers `error_description`
+/// or `errorMessage`; Auth0 and AWS `message`. Bounded, without control
+/// characters.
+pub(crate) fn human_message(body: &Value) -> String {
+    let m = body["errorCauses"][0]["errorSummary"]
+        .as_str()
+        .or_else(|| {
+            [
+                "message",
+                "errorMessage",
+                "error_description",
+                "errorSummary",
+                "Message",
+                "error",
+            ]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_str))
+        })
+        .unwrap_or("the upstream refused the change");
+    m.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// A filled template value, or nothing when an optional variable is absent.
+fn fill_value(template: &Value, vars: &Vars, in_array: bool) -> Result<Option<Value>, String> {
     Ok(match template {
-        Value::String(s) => Value::String(fill(s, vars)?),
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .map(|v| fill_json(v, vars))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| Ok((fill(k, vars)?, fill_json(v, vars)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
+        Value::String(s) => {
+            // A whole `{var}` keeps the value's type; `{var?}` may be absent.
+            if let Some(name) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
+                && !name.contains(['{', '}'])
+            {
+                let (name, optional) = match name.strip_suffix('?') {
+                    Some(n) => (n, true),
+                    None => (name, false),
+                };
+                return match vars.get(name) {
+                    Some(v) => Ok(Some(v.clone())),
+                    None if optional => Ok(None),
+                    None => Err(format!(
+                        "set upstream.{name} (the provider's template is {s:?})"
+                    )),
+                };
+            }
+            let strings: BTreeMap<&'static str, String> = vars
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (*k, text)
+                })
+                .collect();
+            Some(Value::String(fill(s, &strings)?))
+        }
+        Value::Array(a) => {
+            let mut out = Vec::new();
+            for v in a {
+                if let Some(v) = fill_value(v, vars, true)? {
+                    out.push(v);
+                }
+            }
+            Some(Value::Array(out))
+        }
+        Value::Object(o) => {
+            let mut out = Map::new();
+            for (k, v) in o {
+                let key = match fill_value(&Value::String(k.clone()), vars, false)? {
+                    Some(Value::String(k)) => k,
+                    _ => return Err(format!("the key {k:?} must fill to a string")),
+                };
+                match fill_value(v, vars, false)? {
+                    Some(v) => {
+                        out.insert(key, v);
+                    }
+                    // An array element missing a member is left out whole.
+                    None if in_array => return Ok(None),
+                    None => {}
+                }
+            }
+            Some(Value::Object(out))
+        }
+        other => Some(other.clone()),
     })
+}
+
+/// The body template filled.
+fn fill_json(template: &Value, vars: &Vars) -> Result<Value, String> {
+    Ok(fill_value(template, vars, false)?.unwrap_or(Value::Null))
 }
 
 /// Objects merged key by key, anything else replaced: `patch`'s values win.
@@ -146,9 +367,9 @@ mod tests {
 
     #[test]
     fn body_templates_fill_keys_and_values_and_merge_into_a_record() {
-        let mut vars = std::collections::BTreeMap::new();
-        vars.insert("attribute", "migrated_at".to_string());
-        vars.insert("at", "2026-11-26T17:30:56Z".to_string());
+        let mut vars = Vars::new();
+        vars.insert("attribute", json!("migrated_at"));
+        vars.insert("at", json!("2026-11-26T17:30:56Z"));
         let patch = fill_json(
             &json!({"attributes": {"{attribute}": ["{at}"]}, "n": 1}),
             &vars,
@@ -166,5 +387,66 @@ mod tests {
             json!({"id": "u1", "n": 1, "attributes": {"plan": ["gold"], "migrated_at": ["2026-11-26T17:30:56Z"]}})
         );
         assert!(fill_json(&json!("{nope}"), &vars).is_err());
+    }
+
+    #[test]
+    fn whole_variables_keep_their_type_and_absent_optional_ones_are_left_out() {
+        let mut vars = Vars::new();
+        vars.insert("email_verified", json!(false));
+        vars.insert("name", json!("Ada"));
+        vars.insert("pool", json!("p1"));
+        let body = fill_json(
+            &json!({
+                "email_verified": "{email_verified?}",
+                "email": "{email?}",
+                "name": "{name?}",
+                "label": "user {name} verified {email_verified}",
+                "blocked": true,
+                "attrs": [
+                    {"Name": "email", "Value": "{email?}"},
+                    {"Name": "name", "Value": "{name?}"},
+                ],
+            }),
+            &vars,
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "email_verified": false,
+                "name": "Ada",
+                "label": "user Ada verified false",
+                "blocked": true,
+                "attrs": [{"Name": "name", "Value": "Ada"}],
+            })
+        );
+        // A required variable that is absent is an error, naming it.
+        assert!(
+            fill_json(&json!({"p": "{password}"}), &vars)
+                .unwrap_err()
+                .contains("password")
+        );
+    }
+
+    #[test]
+    fn refusals_read_as_the_vendor_words_them() {
+        let okta = json!({"errorCode": "E0000001", "errorSummary": "Api validation failed: password",
+            "errorCauses": [{"errorSummary": "password: Password requirements were not met."}]});
+        assert_eq!(
+            human_message(&okta),
+            "password: Password requirements were not met."
+        );
+        assert_eq!(
+            human_message(
+                &json!({"error": "invalidPasswordMinLengthMessage", "error_description": "Invalid password: minimum length 12."})
+            ),
+            "Invalid password: minimum length 12."
+        );
+        assert_eq!(
+            human_message(
+                &json!({"__type": "InvalidPasswordException", "message": "Password did not conform with policy"})
+            ),
+            "Password did not conform with policy"
+        );
     }
 }

@@ -281,6 +281,15 @@ pub(super) async fn user_api(
     if target == COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES {
         return management::cognito::admin_update_user_attributes(&s, &uri, &headers, &body);
     }
+    if [
+        COGNITO_ADMIN_SET_USER_PASSWORD,
+        COGNITO_ADMIN_DISABLE_USER,
+        COGNITO_ADMIN_ENABLE_USER,
+    ]
+    .contains(&target)
+    {
+        return management::cognito::admin_user_operation(&s, target, &uri, &headers, &body);
+    }
     if target != COGNITO_INITIATE_AUTH {
         return bad("UnknownOperationException", "");
     }

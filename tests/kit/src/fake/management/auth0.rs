@@ -312,7 +312,8 @@ const AUTH0_PATCHABLE: [&str; 17] = [
 
 /// Auth0's `PATCH /api/v2/users/{id}`: root attributes are replaced, but
 /// `app_metadata` and `user_metadata` are merged at their first level only
-/// (a nested object is replaced whole; `null` deletes a key).
+/// (a nested object is replaced whole; `null` deletes a key). A `password`
+/// and `blocked` change the user the fake's own login sees.
 pub(super) async fn auth0_patch_user(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -350,6 +351,37 @@ pub(super) async fn auth0_patch_user(
             Some("inexistent_user"),
         );
     };
+    // A connection, if named, is the user's database connection, and a
+    // password meets its policy (Management API v2, "Update a User";
+    // "Password Strength in Auth0 Database Connections").
+    let password = match patch.get("password") {
+        None => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(_) => return invalid("Expected type string but found type other for password"),
+    };
+    if let Some(c) = patch.get("connection")
+        && c.as_str() != Some(AUTH0_DEFAULT_REALM)
+    {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "The connection does not exist.",
+            Some("inexistent_connection"),
+        );
+    }
+    if let Some(p) = &password
+        && check_password_policy(&state, p).is_err()
+    {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "PasswordStrengthError: Password is too weak",
+            None,
+        );
+    }
+    if let Some(b) = patch.get("blocked")
+        && !b.is_boolean()
+    {
+        return invalid("Expected type boolean but found type other for blocked");
+    }
     let mut rec = record(&s, &state, &state.users[pos], true);
     for (key, value) in &patch {
         match (key.as_str(), value) {
@@ -374,6 +406,12 @@ pub(super) async fn auth0_patch_user(
         }
     }
     commit_record(s.flavor, &mut state, pos, rec);
+    if let Some(p) = password {
+        state.users[pos].user.password = p;
+    }
+    if let Some(b) = patch.get("blocked").and_then(Value::as_bool) {
+        state.users[pos].user.blocked = b;
+    }
     record_write(&mut state, Api::PatchUser, &id, Value::Object(patch));
     let answer = record(&s, &state, &state.users[pos], true);
     drop(state);

@@ -462,6 +462,93 @@ pub(crate) fn admin_update_user_attributes(
     aws_json(StatusCode::OK, &json!({}))
 }
 
+/// An admin operation on one user (`AdminSetUserPassword`,
+/// `AdminDisableUser`, `AdminEnableUser`), after the gate and SigV4: the
+/// pool and `Username` (the user name or an alias) are checked, then
+/// `apply` changes the user or answers the vendor's error. Answers `{}`.
+pub(crate) fn admin_user_operation(
+    s: &Shared,
+    target: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let api = match target {
+        COGNITO_ADMIN_SET_USER_PASSWORD => Api::AdminSetUserPassword,
+        COGNITO_ADMIN_DISABLE_USER => Api::AdminDisableUser,
+        _ => Api::AdminEnableUser,
+    };
+    if let Err(r) = gate(s, api) {
+        return r;
+    }
+    if let Err(r) = verify_sigv4(&Method::POST, uri, headers, body) {
+        return r;
+    }
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return bad("SerializationException", "");
+    };
+    if request["UserPoolId"].as_str() != Some(COGNITO_POOL_ID) {
+        return bad(
+            "ResourceNotFoundException",
+            &format!("User pool {} does not exist.", request["UserPoolId"]),
+        );
+    }
+    let Some(username) = request["Username"].as_str() else {
+        return bad(
+            "InvalidParameterException",
+            "1 validation error detected: Value null at 'username' failed to satisfy constraint: Member must not be null",
+        );
+    };
+    let mut state = s.lock();
+    let Some(pos) = state
+        .users
+        .iter()
+        .position(|u| u.user.sub == username || u.user.email.eq_ignore_ascii_case(username))
+    else {
+        return bad("UserNotFoundException", "User does not exist.");
+    };
+    match api {
+        Api::AdminSetUserPassword => {
+            let Some(password) = request["Password"].as_str() else {
+                return bad(
+                    "InvalidParameterException",
+                    "1 validation error detected: Value null at 'password' failed to satisfy constraint: Member must not be null",
+                );
+            };
+            if request["Permanent"].as_bool() != Some(true) {
+                // A temporary password would ask the user for a new one at
+                // the next sign-in: not what a write-back means.
+                return bad(
+                    "InvalidParameterException",
+                    "the fake takes permanent passwords only",
+                );
+            }
+            if check_password_policy(&state, password).is_err() {
+                return bad(
+                    "InvalidPasswordException",
+                    "Password did not conform with policy: Password not long enough",
+                );
+            }
+            state.users[pos].user.password = password.to_string();
+        }
+        _ => {
+            let blocked = api == Api::AdminDisableUser;
+            let mut rec = record(s, &state, &state.users[pos], true);
+            rec["Enabled"] = json!(!blocked);
+            commit_record(s.flavor, &mut state, pos, rec);
+            state.users[pos].user.blocked = blocked;
+        }
+    }
+    let sub = state.users[pos].user.sub.clone();
+    let mut shown = request;
+    if let Some(p) = shown.get_mut("Password") {
+        *p = json!("(redacted)");
+    }
+    record_write(&mut state, api, &sub, shown);
+    aws_json(StatusCode::OK, &json!({}))
+}
+
 fn list_users_page(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
     let invalid = |message: &str| bad("InvalidParameterException", message);

@@ -175,7 +175,61 @@ pub(super) async fn keycloak_put_user(
         }
     }
     commit_record(s.flavor, &mut state, pos, rec);
+    if let Some(enabled) = rep.get("enabled").and_then(Value::as_bool) {
+        state.users[pos].user.blocked = !enabled;
+    }
     record_write(&mut state, Api::AdminUser, &id, Value::Object(rep));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `PUT /admin/realms/{realm}/users/{id}/reset-password` (Keycloak Admin
+/// REST API, "Users"): a CredentialRepresentation of `type` `password`;
+/// the realm's password policy refuses a short one with 400. 204 without a
+/// body.
+pub(super) async fn keycloak_reset_password(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((realm, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = gate(&s, Api::AdminResetPassword) {
+        return r;
+    }
+    if let Err(r) = keycloak_auth(&s, &headers, &realm) {
+        return r;
+    }
+    let bad = |error: &str, description: &str| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": error, "error_description": description}),
+        )
+    };
+    let Ok(Value::Object(cred)) = serde_json::from_slice::<Value>(&body) else {
+        return bad("unknown_error", "Unrecognized request body");
+    };
+    let (Some("password"), Some(value)) = (cred["type"].as_str(), cred["value"].as_str()) else {
+        return bad(
+            "invalid_request",
+            "Credential type must be password and have a value",
+        );
+    };
+    let mut state = s.lock();
+    let Some(pos) = state.users.iter().position(|u| u.user.sub == id) else {
+        return keycloak_user_not_found();
+    };
+    if let Err(min) = check_password_policy(&state, value) {
+        return bad(
+            "invalidPasswordMinLengthMessage",
+            &format!("Invalid password: minimum length {min}."),
+        );
+    }
+    state.users[pos].user.password = value.to_string();
+    record_write(
+        &mut state,
+        Api::AdminResetPassword,
+        &id,
+        Value::Object(cred),
+    );
     StatusCode::NO_CONTENT.into_response()
 }
 

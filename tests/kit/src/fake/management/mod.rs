@@ -10,6 +10,14 @@
 //! PUT replaces attributes and profile fields). Each accepted write is kept
 //! for [`FakeUpstream::management_writes`].
 //!
+//! The write-back's writes land on the same user: a password (Auth0
+//! `password`, Okta `credentials.password.value`, Cognito
+//! `AdminSetUserPassword`, Keycloak `reset-password`), checked against
+//! [`FakeUpstream::set_password_policy`], is what the fake's password login
+//! takes from then on; blocking (Auth0 `blocked`, Okta's lifecycle
+//! `suspend`/`unsuspend`, Cognito `AdminDisableUser`/`AdminEnableUser`,
+//! Keycloak `enabled`) stops that login.
+//!
 //! Every Management request passes one gate ([`gate`]): it is counted under
 //! its [`Api::name`], answers an injected fault ([`FakeUpstream::fail_next`],
 //! [`FakeUpstream::rate_limit_next`]) if one is queued, then takes a token
@@ -60,6 +68,13 @@ pub const COGNITO_LIST_USERS: &str = "AWSCognitoIdentityProviderService.ListUser
 /// The `X-Amz-Target` of Cognito's `AdminUpdateUserAttributes`.
 pub const COGNITO_ADMIN_UPDATE_USER_ATTRIBUTES: &str =
     "AWSCognitoIdentityProviderService.AdminUpdateUserAttributes";
+/// The `X-Amz-Target` of Cognito's `AdminSetUserPassword`.
+pub const COGNITO_ADMIN_SET_USER_PASSWORD: &str =
+    "AWSCognitoIdentityProviderService.AdminSetUserPassword";
+/// The `X-Amz-Target` of Cognito's `AdminDisableUser`.
+pub const COGNITO_ADMIN_DISABLE_USER: &str = "AWSCognitoIdentityProviderService.AdminDisableUser";
+/// The `X-Amz-Target` of Cognito's `AdminEnableUser`.
+pub const COGNITO_ADMIN_ENABLE_USER: &str = "AWSCognitoIdentityProviderService.AdminEnableUser";
 /// The custom attributes the fake Okta's user profile schema declares (the
 /// operator added them in the Profile Editor); others are refused.
 pub const OKTA_CUSTOM_PROFILE_ATTRIBUTES: [&str; 1] = ["switchyardMigratedAt"];
@@ -151,6 +166,9 @@ pub(super) struct Management {
     export_timing: ExportTiming,
     /// Writes accepted, in order.
     writes: Vec<ManagementWrite>,
+    /// The password policy's minimum length, for passwords written through
+    /// the Management APIs ([`FakeUpstream::set_password_policy`]).
+    password_min_length: Option<usize>,
 }
 
 impl Management {
@@ -245,6 +263,11 @@ enum Api {
     OktaUpdateUser,
     AdminUser,
     AdminUpdateUserAttributes,
+    OktaLifecycle,
+    AdminResetPassword,
+    AdminSetUserPassword,
+    AdminDisableUser,
+    AdminEnableUser,
 }
 
 impl Api {
@@ -264,11 +287,35 @@ impl Api {
             Api::OktaUpdateUser => "okta_update_user",
             Api::AdminUser => "admin_user",
             Api::AdminUpdateUserAttributes => "admin_update_user_attributes",
+            Api::OktaLifecycle => "okta_lifecycle",
+            Api::AdminResetPassword => "admin_reset_password",
+            Api::AdminSetUserPassword => "admin_set_user_password",
+            Api::AdminDisableUser => "admin_disable_user",
+            Api::AdminEnableUser => "admin_enable_user",
         }
     }
 }
 
 impl FakeUpstream {
+    /// A password policy for passwords written through the Management APIs
+    /// (Auth0 `PATCH users`, Okta credentials, Cognito
+    /// `AdminSetUserPassword`, Keycloak `reset-password`): shorter than
+    /// `min_length` is refused with the vendor's policy error.
+    pub fn set_password_policy(&self, min_length: usize) {
+        self.shared.lock().mgmt.password_min_length = Some(min_length);
+    }
+
+    /// Whether the user is blocked (Auth0 `blocked`, Okta `SUSPENDED`,
+    /// Cognito disabled, Keycloak not enabled); `None` for no such user.
+    pub fn is_blocked(&self, id: &str) -> Option<bool> {
+        let state = self.shared.lock();
+        state
+            .users
+            .iter()
+            .find(|u| u.user.sub == id)
+            .map(|u| u.user.blocked)
+    }
+
     /// A token bucket over every Management API request (the export
     /// download aside, which is a storage URL): `burst` tokens refilled at
     /// `per_second`. Auth0 and Okta answers then carry `limit` = `burst`,
@@ -525,6 +572,15 @@ fn commit_record(flavor: Flavor, state: &mut UpstreamState, pos: usize, mut rec:
     state.mgmt.invalidate();
 }
 
+/// Checks a written password against the policy; `Err(min_length)` when
+/// it is too short.
+fn check_password_policy(state: &UpstreamState, password: &str) -> Result<(), usize> {
+    match state.mgmt.password_min_length {
+        Some(min) if password.chars().count() < min => Err(min),
+        _ => Ok(()),
+    }
+}
+
 fn record_write(state: &mut UpstreamState, api: Api, user_id: &str, body: Value) {
     state.mgmt.writes.push(ManagementWrite {
         endpoint: api.name().into(),
@@ -549,7 +605,11 @@ pub(super) fn routes(app: Router<Arc<Shared>>, flavor: Flavor) -> Router<Arc<Sha
             .route("/user-exports/{job}/{file}", get(export_download)),
         Flavor::Okta => app
             .route("/api/v1/users", get(okta_users))
-            .route("/api/v1/users/{id}", post(okta_update_user)),
+            .route("/api/v1/users/{id}", post(okta_update_user))
+            .route(
+                "/api/v1/users/{id}/lifecycle/{operation}",
+                post(okta_lifecycle),
+            ),
         Flavor::Keycloak => app
             .route("/admin/realms/{realm}/users", get(keycloak_users))
             .route(
@@ -559,6 +619,10 @@ pub(super) fn routes(app: Router<Arc<Shared>>, flavor: Flavor) -> Router<Arc<Sha
             .route(
                 "/admin/realms/{realm}/users/{id}",
                 get(keycloak_get_user).put(keycloak_put_user),
+            )
+            .route(
+                "/admin/realms/{realm}/users/{id}/reset-password",
+                axum::routing::put(keycloak_reset_password),
             ),
         Flavor::Generic | Flavor::Cognito => app,
     }

@@ -234,11 +234,42 @@ pub(super) async fn okta_update_user(
         });
         return json_response(StatusCode::BAD_REQUEST, &body);
     }
+    // `credentials.password.value`, checked against the org's password
+    // policy (Okta Users API, "Update a User"; "Password policy").
+    let password = match update.get("credentials") {
+        None => None,
+        Some(c) => match c["password"]["value"].as_str() {
+            Some(p) if c.as_object().is_some_and(|o| o.len() == 1) => Some(p.to_string()),
+            _ => {
+                let body = json!({
+                    "errorCode": "E0000001", "errorSummary": "Api validation failed: credentials",
+                    "errorLink": "E0000001", "errorId": format!("oae{}", URL_SAFE_NO_PAD.encode(random_bytes(15))),
+                    "errorCauses": [{"errorSummary": "credentials: The request body was not well-formed."}],
+                });
+                return json_response(StatusCode::BAD_REQUEST, &body);
+            }
+        },
+    };
+    if let Some(p) = &password
+        && let Err(min) = check_password_policy(&state, p)
+    {
+        let body = json!({
+            "errorCode": "E0000001", "errorSummary": "Api validation failed: password",
+            "errorLink": "E0000001", "errorId": format!("oae{}", URL_SAFE_NO_PAD.encode(random_bytes(15))),
+            "errorCauses": [{"errorSummary": format!(
+                "password: Password requirements were not met. Password requirements: at least {min} characters."
+            )}],
+        });
+        return json_response(StatusCode::BAD_REQUEST, &body);
+    }
     let mut rec = record(&s, &state, &state.users[pos], true);
     for (k, v) in profile.into_iter().flatten() {
         rec["profile"][k.as_str()] = v.clone();
     }
     commit_record(s.flavor, &mut state, pos, rec);
+    if let Some(p) = password {
+        state.users[pos].user.password = p;
+    }
     record_write(&mut state, Api::OktaUpdateUser, &id, Value::Object(update));
     let answer = record(&s, &state, &state.users[pos], true);
     drop(state);
@@ -367,4 +398,59 @@ fn okta_users_page(s: &Shared, headers: &HeaderMap, raw: Option<String>) -> Resp
         );
     }
     response
+}
+
+/// `POST /api/v1/users/{id}/lifecycle/suspend` and `…/unsuspend` (Okta
+/// Users API, "Suspend a User", "Unsuspend a User"): only an `ACTIVE` user
+/// is suspended, only a `SUSPENDED` one unsuspended. Answers `{}`.
+pub(super) async fn okta_lifecycle(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((id, operation)): Path<(String, String)>,
+) -> Response {
+    let info = match gate(&s, Api::OktaLifecycle) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    if let Err(r) = okta_authorized(&headers) {
+        return r;
+    }
+    let (from, to, blocked) = match operation.as_str() {
+        "suspend" => ("ACTIVE", "SUSPENDED", true),
+        "unsuspend" => ("SUSPENDED", "ACTIVE", false),
+        _ => {
+            return okta_error(
+                StatusCode::NOT_FOUND,
+                "E0000022",
+                "The endpoint does not support the provided HTTP method",
+            );
+        }
+    };
+    let mut state = s.lock();
+    let Some(pos) = state.users.iter().position(|u| u.user.sub == id) else {
+        return okta_error(
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {id} (User)"),
+        );
+    };
+    let mut rec = record(&s, &state, &state.users[pos], true);
+    if rec["status"] != from {
+        return okta_error(
+            StatusCode::BAD_REQUEST,
+            "E0000001",
+            &format!("Api validation failed: cannot {operation} a user that is not {from}"),
+        );
+    }
+    rec["status"] = json!(to);
+    commit_record(s.flavor, &mut state, pos, rec);
+    state.users[pos].user.blocked = blocked;
+    record_write(
+        &mut state,
+        Api::OktaLifecycle,
+        &id,
+        json!({ "operation": operation }),
+    );
+    drop(state);
+    with_rate_headers(&s, json_response(StatusCode::OK, &json!({})), info)
 }
