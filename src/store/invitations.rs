@@ -155,16 +155,9 @@ impl InvitationStore for SqlStore {
             Dialect::Postgres => " FOR UPDATE",
             Dialect::Sqlite => "",
         };
-        let mut tx = self.pool().begin().await?;
-        // A write first: SQLite then takes its one write lock at the start,
-        // where a second writer waits (busy_timeout), rather than failing
-        // the upgrade of a read transaction another writer overtook (SQLite
-        // docs, "Write-Ahead Logging", SQLITE_BUSY_SNAPSHOT).
-        sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
-            .bind(invite.now)
-            .bind(&invite.chunk.job_id)
-            .execute(&mut *tx)
-            .await?;
+        // A write transaction from the start (see `SqlStore::begin`): the
+        // cooldown is read and the invitation written under one lock.
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT state, blocked, email FROM users WHERE id = $1{lock}"
         ))

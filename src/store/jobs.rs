@@ -167,7 +167,7 @@ impl JobStore for SqlStore {
         chunks: &[ChunkPosition],
     ) -> StoreResult<()> {
         let now = now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, '{}', $5, $5)",
@@ -314,7 +314,7 @@ impl JobStore for SqlStore {
         {
             return Ok(applied);
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         if self.dialect() == Dialect::Postgres && commit.chunk.is_some() {
             // A job's page need not wait for its WAL flush: if the database
             // itself crashes, the page and the job's position are lost

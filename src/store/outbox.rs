@@ -225,7 +225,7 @@ fn row_from(row: &AnyRow) -> StoreResult<OutboxRow> {
 #[async_trait]
 impl OutboxStore for SqlStore {
     async fn enqueue_outbox(&self, write: &QueuedWrite) -> StoreResult<i64> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let id = super::outbox_queue::enqueue_write(&mut tx, write, now()).await?;
         tx.commit().await?;
         Ok(id)

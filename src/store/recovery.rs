@@ -107,7 +107,7 @@ impl RecoveryStore for SqlStore {
         now: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM recovery_tokens WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
@@ -162,7 +162,7 @@ impl RecoveryStore for SqlStore {
         revoke_sessions: bool,
     ) -> StoreResult<Option<User>> {
         let now = event.at;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let user_id: Option<String> = sqlx::query_scalar(
             "DELETE FROM recovery_tokens WHERE token_hash = $1 AND expires_at > $2 RETURNING user_id",
         )
@@ -253,7 +253,7 @@ impl RecoveryStore for SqlStore {
         event: &AuditEvent,
     ) -> StoreResult<bool> {
         let now = event.at;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)

@@ -91,6 +91,20 @@ impl SqlStore {
         &self.pool
     }
 
+    /// A write transaction. On SQLite it takes the one write lock at once
+    /// (`BEGIN IMMEDIATE`), where a second writer waits out `busy_timeout`:
+    /// a deferred transaction that reads first fails instead, with
+    /// SQLITE_BUSY_SNAPSHOT, when another connection commits between its
+    /// read and its first write (SQLite, "Write-Ahead Logging" §2.2 and
+    /// "BEGIN TRANSACTION"). The outbox worker writes beside every request,
+    /// so that interleaving is ordinary, not rare.
+    pub async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// The native PostgreSQL pool, connected on first use. Jobs are its
     /// only users, with at most [`super::jobs::JobStore::parallel_pages`] pages in
     /// flight a process, so it stays small.
@@ -318,7 +332,7 @@ impl UserStore for SqlStore {
         let now = now();
         let id = user.id.clone().unwrap_or_else(new_local_id);
         let p = &user.profile;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
              nickname, picture, phone_number, state, created_at, updated_at, local_updated_at) \
@@ -395,7 +409,7 @@ impl UserStore for SqlStore {
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
         // Children first: the schema cascades, but SQLite only honours
         // foreign keys per connection, so the order is explicit.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for table in ["credentials", "identities"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
                 .bind(id)
@@ -428,7 +442,7 @@ impl UserStore for SqlStore {
 
     async fn set_password(&self, user_id: &str, hash: &str, algorithm: &str) -> StoreResult<bool> {
         let now = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let exists =
             sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
                 .bind(user_id)
@@ -509,7 +523,7 @@ impl SqlStore {
         let now = now();
         let raw = to_json(&p.raw);
         let email_normalized = p.profile.email.as_deref().map(normalize_email);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let linked: Option<String> = sqlx::query_scalar(
             "SELECT user_id FROM identities WHERE provider = $1 AND subject = $2",
         )
@@ -802,7 +816,7 @@ impl KeyStore for SqlStore {
         publish_until: i64,
         now: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND publish_until < $1")
             .bind(now)
             .execute(&mut *tx)

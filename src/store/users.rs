@@ -93,7 +93,7 @@ impl UserEdits for SqlStore {
         write: Option<&QueuedWrite>,
     ) -> StoreResult<bool> {
         let now = now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let changed = sqlx::query(
             "UPDATE users SET email = COALESCE($2, email), \
              email_normalized = CASE WHEN $2 IS NULL THEN email_normalized ELSE $3 END, \
@@ -130,7 +130,7 @@ impl UserEdits for SqlStore {
         event: &AuditEvent,
     ) -> StoreResult<bool> {
         let now = event.at;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let changed = sqlx::query(
             "UPDATE users SET blocked = $2, updated_at = $3, local_updated_at = $3 WHERE id = $1",
         )

@@ -796,7 +796,10 @@ async fn a_person_who_forgot_their_password_resets_it_and_lands_in_the_applicati
     chrome.screenshot("email").await;
     let link = messages[0].reset_link().expect("a reset link");
     assert_eq!(
-        chrome.attribute("a[href*='/login/reset']", "href").await.as_deref(),
+        chrome
+            .attribute("a[href*='/login/reset']", "href")
+            .await
+            .as_deref(),
         Some(link.as_str()),
         "the email's button is the link"
     );
@@ -872,7 +875,9 @@ async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
     register_web(&t.app, "site", &site).await;
     let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "local_only_reset").await;
     let query = query_string(&request_to("site", &site));
-    chrome.goto(&t.app.url(&format!("/authorize?{query}"))).await;
+    chrome
+        .goto(&t.app.url(&format!("/authorize?{query}")))
+        .await;
     sign_in_on_switchyard(chrome, "erin@example.com", "what she remembers").await;
     wait_for_heading(chrome, "Set a new password").await;
     assert_eq!(chrome.value("#username").await, "erin@example.com");
