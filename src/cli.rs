@@ -999,16 +999,16 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
 /// The write-back as the settings describe it: the CLI has no running
 /// server, so it builds its own (the sealing key, and a Management API
 /// client for blocking writes).
-fn writer(settings: &Settings) -> anyhow::Result<crate::migrate::write_back::Writer> {
-    crate::migrate::write_back::Writer::from_settings(settings, None)
+fn writer(settings: &Settings) -> anyhow::Result<crate::upstream::management::write_back::Writer> {
+    crate::upstream::management::write_back::Writer::from_settings(settings, None)
 }
 
 /// The row a change owes the upstream; a blocking write's refusal refuses
 /// the change, and nothing is committed.
 fn owed(
-    owed: crate::migrate::write_back::Owed,
+    owed: crate::upstream::management::write_back::Owed,
 ) -> anyhow::Result<Option<crate::store::outbox::QueuedWrite>> {
-    use crate::migrate::write_back::Refusal;
+    use crate::upstream::management::write_back::Refusal;
     match owed {
         Ok(write) => Ok(write),
         Err(Refusal::Refused(message)) => {

@@ -45,7 +45,7 @@ pub struct State {
     pub mailer: Mailer,
     /// Local changes mirrored to the upstream (`write_back`): its sealing
     /// key, and the Management API client of its blocking writes.
-    pub write_back: crate::migrate::write_back::Writer,
+    pub write_back: crate::upstream::management::write_back::Writer,
 }
 
 /// Opens the SQL store named by the settings.
@@ -122,7 +122,7 @@ impl State {
             .map(Arc::new);
         let mailer = Mailer::new(&settings.email)?;
         let metrics = Metrics::default();
-        let write_back = crate::migrate::write_back::Writer::from_settings(
+        let write_back = crate::upstream::management::write_back::Writer::from_settings(
             &settings,
             Some(metrics.writeback.clone()),
         )?;

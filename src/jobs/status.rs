@@ -5,11 +5,11 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use crate::migrate::write_back;
 use crate::store::Database;
 use crate::store::invitations::CampaignCounters;
 use crate::store::jobs::{JobKind, JobSummary, UserCounts};
 use crate::store::outbox::OutboxCounts;
+use crate::upstream::management::write_back;
 
 /// Failed outbox rows shown with their last error.
 pub const OUTBOX_FAILURES_SHOWN: u32 = 5;

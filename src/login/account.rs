@@ -15,7 +15,6 @@ use axum::response::Response;
 use super::forgot::{new_password, refusal_message};
 use crate::auth::{Account, authenticate_local, pad_failure};
 use crate::error::AppError;
-use crate::migrate::write_back;
 use crate::oidc::params::Params;
 use crate::password::ARGON2ID;
 use crate::session::CsrfCookie;
@@ -101,7 +100,7 @@ pub(super) async fn post_password(
         Ok(hash) => hash,
         Err(problem) => return again(&problem),
     };
-    let write = match write_back::password(&state, &user, password).await? {
+    let write = match state.write_back.password(&user, password).await? {
         Ok(write) => write,
         Err(refusal) => return again(&refusal_message(refusal)),
     };

@@ -25,7 +25,6 @@ use super::{login_csp, pending_for};
 use crate::auth::{MAX_IDENTIFIER, MAX_PASSWORD, pad_failure};
 use crate::email::{EmailRequest, Message};
 use crate::error::AppError;
-use crate::migrate::write_back::{self, Refusal};
 use crate::oidc::params::Params;
 use crate::password::ARGON2ID;
 use crate::recovery::token_hash;
@@ -36,6 +35,7 @@ use crate::store::recovery::NewPassword;
 use crate::store::{AuditEvent, SessionStoreExt, User, now};
 use crate::templates::{self, Csp};
 use crate::tokens::grants::{PendingAuthorization, pending_key};
+use crate::upstream::management::write_back::Refusal;
 
 #[derive(Deserialize)]
 pub(super) struct ForgotQuery {
@@ -360,7 +360,7 @@ pub(super) async fn post_reset(
             .await);
         }
     };
-    let write = match write_back::password(&state, &link.user, password).await? {
+    let write = match state.write_back.password(&link.user, password).await? {
         Ok(write) => write,
         Err(refusal) => {
             let problem = refusal_message(refusal);

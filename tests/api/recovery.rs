@@ -46,7 +46,7 @@ async fn app_with_mail() -> (TestApp, SmtpSink) {
 
 /// The reset link of the `n`-th message (1-based) the sink received, as a
 /// path on the app.
-async fn link_in_message(app: &TestApp, sink: &SmtpSink, n: usize) -> String {
+pub(crate) async fn link_in_message(app: &TestApp, sink: &SmtpSink, n: usize) -> String {
     let messages = sink.wait_for(n, Duration::from_secs(20)).await.unwrap();
     let link = messages[n - 1].reset_link().expect("a reset link");
     let prefix = format!("{}/", app.issuer.trim_end_matches('/'));
@@ -105,7 +105,7 @@ fn link_href(html: &str, text: &str) -> String {
 }
 
 /// Opens the link and sets `password` (twice); returns the answer.
-async fn reset_with(
+pub(crate) async fn reset_with(
     app: &TestApp,
     browser: &reqwest::Client,
     link: &str,
@@ -364,7 +364,7 @@ async fn in_local_only_a_pending_user_is_offered_the_link_and_signs_in_after() {
 
 /// The page, status and (within the test below) time of the answer to a
 /// Forgot-password request for `username`, from a fresh browser.
-async fn forgot_answer(app: &TestApp, username: &str) -> (StatusCode, String, f64) {
+pub(crate) async fn forgot_answer(app: &TestApp, username: &str) -> (StatusCode, String, f64) {
     let browser = browser();
     let page = browser.get(app.url("/login/forgot")).send().await.unwrap();
     let (action, mut fields) = form_fields(&page.text().await.unwrap());

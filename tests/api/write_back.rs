@@ -48,6 +48,15 @@ fn all(mode: WriteMode) -> WriteBack {
 /// Switchyard in front of `flavor` in the lazy phase, its Management API
 /// on the fake, writing back as `write_back` says.
 async fn spawn(flavor: Flavor, write_back: WriteBack) -> UpstreamApp {
+    spawn_and(flavor, write_back, |_| {}).await
+}
+
+/// [`spawn`], then `configure`.
+async fn spawn_and(
+    flavor: Flavor,
+    write_back: WriteBack,
+    configure: impl FnOnce(&mut Settings),
+) -> UpstreamApp {
     spawn_with_upstream(flavor, |s| {
         s.password.failure_floor_ms = 50;
         let up = s.upstream.as_mut().unwrap();
@@ -77,6 +86,7 @@ async fn spawn(flavor: Flavor, write_back: WriteBack) -> UpstreamApp {
         up.management.write_back = write_back;
         up.management.outbox_poll_secs = Some(0.05);
         up.management.outbox_retry_secs = Some(1.0);
+        configure(s);
     })
     .await
 }
@@ -703,4 +713,60 @@ async fn config_check_names_a_write_back_the_provider_cannot_make() {
             && said.contains("provider oidc describes no profile write"),
         "{said}"
     );
+}
+
+/// The password a user sets through the emailed reset link is the one the
+/// upstream holds after: rolled back, they sign in there with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_by_email_is_written_back_and_a_rollback_finds_it() {
+    let sink = switchyard_kit::smtp::SmtpSink::start().await;
+    let t = spawn_and(Flavor::Auth0, all(WriteMode::Outbox), |s| {
+        crate::recovery::send_to(&sink, s)
+    })
+    .await;
+    t.fake.add_user(FakeUser::new(AUTH0_SUB, EMAIL, PASSWORD));
+    assert!(logs_in(&t, PASSWORD).await, "the lazy migration");
+    let (status, _, _) = crate::recovery::forgot_answer(&t.app, EMAIL).await;
+    assert_eq!(status, StatusCode::OK);
+    let link = crate::recovery::link_in_message(&t.app, &sink, 1).await;
+    let done = crate::recovery::reset_with(&t.app, &browser(), &link, NEW_PASSWORD).await;
+    assert_eq!(done.status(), StatusCode::OK, "password set");
+    let rows = until_all_done(&t, "the reset password to be written back").await;
+    assert!(
+        rows.iter().any(|r| r.kind.as_str() == "write_password"),
+        "{rows:?}"
+    );
+    Operator::for_app(&t).ok(&["cutover", "pin", AUTH0_SUB, "--upstream"], None);
+    assert!(logs_in(&t, NEW_PASSWORD).await, "the upstream has it");
+    assert!(!logs_in(&t, PASSWORD).await, "and not the old one");
+}
+
+/// In blocking mode the reset page shows the upstream policy's words, sets
+/// nothing, and the link still works for a password both accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_refusal_on_the_reset_page_is_shown_and_sets_nothing() {
+    let sink = switchyard_kit::smtp::SmtpSink::start().await;
+    let mut modes = WriteBack::default();
+    modes.0.insert(WriteKind::Password, WriteMode::Blocking);
+    let t = spawn_and(Flavor::Okta, modes, |s| crate::recovery::send_to(&sink, s)).await;
+    t.fake.add_user(FakeUser::new(OKTA_SUB, EMAIL, PASSWORD));
+    assert!(logs_in(&t, PASSWORD).await, "the lazy migration");
+    t.fake.set_password_policy(NEW_PASSWORD.len() + 1);
+    crate::recovery::forgot_answer(&t.app, EMAIL).await;
+    let link = crate::recovery::link_in_message(&t.app, &sink, 1).await;
+    let browser = browser();
+    let refused = crate::recovery::reset_with(&t.app, &browser, &link, NEW_PASSWORD).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let html = refused.text().await.unwrap();
+    assert!(
+        html.contains("Password requirements were not met"),
+        "the vendor's words: {html}"
+    );
+    assert!(logs_in(&t, PASSWORD).await, "nothing changed here");
+    t.fake.set_password_policy(8);
+    let done = crate::recovery::reset_with(&t.app, &browser, &link, NEW_PASSWORD).await;
+    assert_eq!(done.status(), StatusCode::OK, "the same link, accepted now");
+    assert!(logs_in(&t, NEW_PASSWORD).await);
+    Operator::for_app(&t).ok(&["cutover", "pin", OKTA_SUB, "--upstream"], None);
+    assert!(logs_in(&t, NEW_PASSWORD).await, "and at the upstream");
 }

@@ -254,7 +254,7 @@ impl Worker {
         };
         if kept {
             Metrics::count(&self.state.metrics.outbox, row.kind.as_str(), result);
-            if let Some(kind) = crate::migrate::write_back::write_kind(row.kind) {
+            if let Some(kind) = crate::upstream::management::write_back::write_kind(row.kind) {
                 let result = if refused { "refused" } else { result };
                 Metrics::count(&self.state.metrics.writeback, kind.name(), result);
             }

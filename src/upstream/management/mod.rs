@@ -29,6 +29,7 @@ pub mod export;
 pub mod mapping;
 pub mod pacer;
 pub mod paging;
+pub mod write_back;
 pub mod writes;
 
 use std::sync::atomic::{AtomicU64, Ordering};

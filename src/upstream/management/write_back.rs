@@ -2,7 +2,7 @@
 //! write_back`), so that the old provider, kept as the secondary after the
 //! switchover, holds what the user last set and a rollback loses nothing.
 //!
-//! Each function returns the outbox row to commit with the local change
+//! Each of [`Writer`]'s methods returns the outbox row to commit with the local change
 //! (the `outbox` mode), or performs the write at once and returns `None`
 //! (the `blocking` mode, whose refusal refuses the change), or returns
 //! `None` when that kind is not written back or the user has no upstream
@@ -21,15 +21,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::{Map, Value, json};
 
+use super::writes::Change;
+use super::{ManagementClient, Refused};
 use crate::config::{Settings, WriteKind, WriteMode};
-use crate::error::AppError;
 use crate::metrics::{Metrics, Outcome};
-use crate::state::AppState;
 use crate::store::jobs::ProfileEdit;
 use crate::store::outbox::{OutboxKind, OutboxRow, QueuedWrite, SealSecret};
 use crate::store::{User, UserState};
-use crate::upstream::management::writes::Change;
-use crate::upstream::management::{ManagementClient, Refused};
 use crate::upstream::provider::ProviderDef;
 use crate::upstream::tokens::TokenSealer;
 
@@ -48,21 +46,6 @@ pub enum Refusal {
 
 /// What a local change owes the upstream.
 pub type Owed = Result<Option<QueuedWrite>, Refusal>;
-
-/// The user's new password.
-pub async fn password(state: &AppState, user: &User, password: &str) -> Result<Owed, AppError> {
-    Ok(state.write_back.password(user, password).await?)
-}
-
-/// Profile fields changed here.
-pub async fn profile(state: &AppState, user: &User, edit: &ProfileEdit) -> Result<Owed, AppError> {
-    Ok(state.write_back.profile(user, edit).await?)
-}
-
-/// The user blocked (`true`) or unblocked.
-pub async fn blocked(state: &AppState, user: &User, blocked: bool) -> Result<Owed, AppError> {
-    Ok(state.write_back.blocked(user, blocked).await?)
-}
 
 /// What the write-back needs, built from the settings once: by `serve`'s
 /// state and by the CLI, which has no running server.
