@@ -938,15 +938,8 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
             let user = find_user(&*db, &user).await?;
             let passwords = Passwords::new(&settings.password)?;
             let password = read_stdin_line("password")?;
-            let ids: Vec<&str> = user
-                .profile
-                .email
-                .iter()
-                .chain(&user.profile.username)
-                .map(String::as_str)
-                .collect();
             passwords
-                .check_policy_for(&password, &ids)
+                .check_policy_for(&password, &user.profile.login_names())
                 .map_err(anyhow::Error::msg)?;
             let owed = owed(writer(settings)?.password(&user, &password).await?)?;
             let hash = passwords.hash(password).await?;

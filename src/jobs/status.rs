@@ -106,27 +106,8 @@ impl Status {
             println!("no jobs");
         }
         for s in &self.jobs {
-            if let Some(c) = self.campaigns.get(&s.job.id) {
-                println!(
-                    "job {} ({}): {}{} — invited {}, skipped (cooldown) {}, skipped (no email) {}, skipped (blocked) {}",
-                    s.job.id,
-                    s.job.kind,
-                    s.job.state,
-                    s.job
-                        .error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default(),
-                    c.invited,
-                    c.skipped_cooldown,
-                    c.skipped_no_email,
-                    c.skipped_blocked
-                );
-                continue;
-            }
-            let c = &s.counters;
-            println!(
-                "job {} ({}): {}{} — chunks {}/{}, records {} (created {}, updated {}, unchanged {}, conflicts {}, failed {})",
+            let head = format!(
+                "job {} ({}): {}{}",
                 s.job.id,
                 s.job.kind,
                 s.job.state,
@@ -134,7 +115,18 @@ impl Status {
                     .error
                     .as_ref()
                     .map(|e| format!(": {e}"))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+            );
+            if let Some(c) = self.campaigns.get(&s.job.id) {
+                println!(
+                    "{head} — invited {}, skipped (cooldown) {}, skipped (no email) {}, skipped (blocked) {}",
+                    c.invited, c.skipped_cooldown, c.skipped_no_email, c.skipped_blocked
+                );
+                continue;
+            }
+            let c = &s.counters;
+            println!(
+                "{head} — chunks {}/{}, records {} (created {}, updated {}, unchanged {}, conflicts {}, failed {})",
                 s.chunks_done,
                 s.chunks_total,
                 c.total(),

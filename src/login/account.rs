@@ -53,12 +53,7 @@ fn page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let account = user
-        .profile
-        .email
-        .as_deref()
-        .or(user.profile.username.as_deref())
-        .unwrap_or_default();
+    let account = user.profile.account_name();
     templates::render(
         status,
         "reset.html",

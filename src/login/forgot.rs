@@ -302,13 +302,7 @@ async fn reset_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let user = &link.user;
-    let account = user
-        .profile
-        .email
-        .as_deref()
-        .or(user.profile.username.as_deref())
-        .unwrap_or_default();
+    let account = link.user.profile.account_name();
     // The form's answer may be a redirect to the application the sign-in
     // continues, which the browser holds to `form-action` too.
     let csp = match &link.continues {
@@ -424,14 +418,10 @@ pub(super) async fn new_password(
     if password != confirm {
         return Ok(Err("The two passwords are not the same.".into()));
     }
-    let ids: Vec<&str> = user
-        .profile
-        .email
-        .iter()
-        .chain(&user.profile.username)
-        .map(String::as_str)
-        .collect();
-    if let Err(problem) = state.passwords.check_policy_for(password, &ids) {
+    if let Err(problem) = state
+        .passwords
+        .check_policy_for(password, &user.profile.login_names())
+    {
         return Ok(Err(problem));
     }
     let hash = state

@@ -79,6 +79,26 @@ pub struct Profile {
     pub phone_number: Option<String>,
 }
 
+impl Profile {
+    /// The names the user signs in with (email, username), which a new
+    /// password must not be.
+    pub fn login_names(&self) -> Vec<&str> {
+        self.email
+            .iter()
+            .chain(&self.username)
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// How a page names the account: its email, else its username.
+    pub fn account_name(&self) -> &str {
+        self.email
+            .as_deref()
+            .or(self.username.as_deref())
+            .unwrap_or_default()
+    }
+}
+
 /// A user as the upstream describes them. Plain data the store persists;
 /// reading one from an upstream's claims is `upstream::profile`'s job, so
 /// the store needs nothing from the layers above it.

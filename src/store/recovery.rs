@@ -252,47 +252,27 @@ impl RecoveryStore for SqlStore {
         password: &NewPassword<'_>,
         event: &AuditEvent,
     ) -> StoreResult<bool> {
-        let now = event.at;
         let mut tx = self.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !exists {
+        if !store_password(&mut tx, user_id, password, event.at).await? {
             return Ok(false);
         }
-        store_password(&mut tx, user_id, password, now).await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(true)
     }
 }
 
-/// The credential, the user's tokens dropped, and the write-back row.
+/// The credential, the user's tokens dropped, and the write-back row;
+/// false (and nothing written) when there is no such user.
 async fn store_password(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     user_id: &str,
     password: &NewPassword<'_>,
     now: i64,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
-         VALUES ($1, 'password', $2, $3, $4, $4) \
-         ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(user_id)
-    .bind(password.hash)
-    .bind(password.algorithm)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+) -> StoreResult<bool> {
+    if !upsert_credential(tx, user_id, password.hash, password.algorithm, now).await? {
+        return Ok(false);
+    }
     sqlx::query("DELETE FROM recovery_tokens WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut **tx)
@@ -300,5 +280,40 @@ async fn store_password(
     if let Some(write) = password.write {
         enqueue_write(tx, write, now).await?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Replaces the user's password credential (and marks the user changed
+/// here); false when there is no such user. Recovery tokens are left
+/// alone: a rehash at login is not a password change.
+pub(crate) async fn upsert_credential(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    hash: &str,
+    algorithm: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let exists =
+        sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+            > 0;
+    if exists {
+        sqlx::query(
+            "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+             VALUES ($1, 'password', $2, $3, $4, $4) \
+             ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(hash)
+        .bind(algorithm)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(exists)
 }

@@ -444,27 +444,7 @@ impl UserStore for SqlStore {
         let now = now();
         let mut tx = self.begin().await?;
         let exists =
-            sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
-                .bind(user_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
-        if exists {
-            sqlx::query(
-                "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
-                 VALUES ($1, 'password', $2, $3, $4, $4) \
-                 ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(user_id)
-            .bind(hash)
-            .bind(algorithm)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+            super::recovery::upsert_credential(&mut tx, user_id, hash, algorithm, now).await?;
         tx.commit().await?;
         Ok(exists)
     }

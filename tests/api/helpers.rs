@@ -168,6 +168,24 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// Starts `client_id`'s sign-in in `browser` and returns the identifier
+    /// page's form (its action and fields).
+    pub async fn identifier_form(
+        &self,
+        browser: &reqwest::Client,
+        client_id: &str,
+    ) -> (String, HashMap<String, String>) {
+        let start = self
+            .authorize(browser, &AuthRequest::new(client_id, None))
+            .await;
+        let page = browser
+            .get(self.url(&location(start.headers())))
+            .send()
+            .await
+            .unwrap();
+        form_fields(&page.text().await.unwrap())
+    }
+
     pub async fn add_user(&self, email: &str, password: &str) -> User {
         let hash = self
             .state
@@ -389,4 +407,34 @@ pub async fn assert_oauth_error(response: reqwest::Response, status: StatusCode,
         !description.to_lowercase().contains("sqlx") && !description.contains("redis"),
         "no internal text: {description}"
     );
+}
+
+/// The order in which a timing test runs its `cases`, `rounds` times each:
+/// a fixed-seed shuffle, so no case always runs first or last and a failure
+/// replays the same order.
+pub fn interleaved(cases: usize, rounds: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..cases * rounds).map(|i| i % cases).collect();
+    let mut seed: u64 = 0x5eed;
+    for i in (1..order.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        order.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    order
+}
+
+/// Fails unless the medians of every case's durations (seconds) lie
+/// within `ratio` of each other.
+pub fn assert_p50s_within(mut samples: Vec<Vec<f64>>, ratio: f64) {
+    let medians: Vec<f64> = samples
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        })
+        .collect();
+    let lo = medians.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = medians.iter().cloned().fold(0.0, f64::max);
+    assert!(hi / lo < ratio, "p50s within {ratio}: {medians:?}");
 }

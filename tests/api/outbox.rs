@@ -42,7 +42,11 @@ fn carol(sub: &str) -> FakeUser {
 /// Switchyard in front of `flavor` in the lazy phase, its Management API
 /// on the fake, marking on or off; the worker looks at the outbox often
 /// and retries after about a second.
-async fn spawn(flavor: Flavor, mark: bool, configure: impl FnOnce(&mut Settings)) -> UpstreamApp {
+pub(crate) async fn spawn(
+    flavor: Flavor,
+    mark: bool,
+    configure: impl FnOnce(&mut Settings),
+) -> UpstreamApp {
     spawn_with_upstream(flavor, |s| {
         s.password.failure_floor_ms = 50;
         let up = s.upstream.as_mut().unwrap();

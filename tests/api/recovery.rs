@@ -57,13 +57,7 @@ pub(crate) async fn link_in_message(app: &TestApp, sink: &SmtpSink, n: usize) ->
 /// From the application's login, through "Forgot password?" on the password
 /// page, to the "check your email" page; returns that page's body.
 async fn forgot_from_login(app: &TestApp, browser: &reqwest::Client, username: &str) -> String {
-    let start = app.authorize(browser, &AuthRequest::new("web", None)).await;
-    let page = browser
-        .get(app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    let (action, mut fields) = app.identifier_form(browser, "web").await;
     fields.insert("username".into(), username.into());
     let password_page = browser
         .post(app.url(&action))
@@ -125,6 +119,19 @@ pub(crate) async fn reset_with(
         .unwrap()
 }
 
+/// Signs `email` in with `password` in `browser`, from the application's
+/// authorization request; the last answer (the redirect back, or a page).
+async fn sign_in(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let start = app.authorize(browser, &AuthRequest::new("web", None)).await;
+    app.login(browser, &location(start.headers()), email, password)
+        .await
+}
+
 /// The ID token's claims after the application exchanges its code.
 async fn signed_in_as(app: &TestApp, response: reqwest::Response) -> Value {
     assert_eq!(
@@ -168,14 +175,8 @@ async fn sets_a_new_password(
     email: &str,
 ) -> Value {
     let claims = signed_in_as(app, reset_with(app, browser, link, NEW_PASSWORD).await).await;
-    let (_, challenge) = pkce();
     let other = crate::helpers::browser();
-    let start = app
-        .authorize(&other, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let done = app
-        .login(&other, &location(start.headers()), email, NEW_PASSWORD)
-        .await;
+    let done = sign_in(app, &other, email, NEW_PASSWORD).await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER, "new password works");
     let again = browser.get(app.url(link)).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::BAD_REQUEST, "the link is spent");
@@ -321,16 +322,7 @@ async fn in_local_only_a_pending_user_is_offered_the_link_and_signs_in_after() {
     let id = "auth0|60425da93519d90068f82962";
     import_pending(&t.app._isolated, id, "erin@example.com");
     let browser = browser();
-    let start = t
-        .app
-        .authorize(&browser, &AuthRequest::new("web", None))
-        .await;
-    let page = browser
-        .get(t.app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    let (action, mut fields) = t.app.identifier_form(&browser, "web").await;
     fields.insert("username".into(), "erin@example.com".into());
     fields.insert("password".into(), "whatever she remembers".into());
     let moved = browser
@@ -411,28 +403,11 @@ async fn unknown_blocked_and_existing_accounts_get_the_same_page_status_and_time
     assert_eq!(pages[0], pages[1]);
     assert_eq!(pages[0], pages[2]);
 
-    let mut order: Vec<usize> = (0..cases.len() * 12).map(|i| i % cases.len()).collect();
-    let mut seed: u64 = 0x5eed;
-    for i in (1..order.len()).rev() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        order.swap(i, (seed >> 33) as usize % (i + 1));
-    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for &c in &order {
+    for c in interleaved(cases.len(), 12) {
         samples[c].push(forgot_answer(&app, cases[c]).await.2);
     }
-    let medians: Vec<f64> = samples
-        .iter_mut()
-        .map(|v| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
-        })
-        .collect();
-    let lo = medians.iter().cloned().fold(f64::MAX, f64::min);
-    let hi = medians.iter().cloned().fold(0.0, f64::max);
-    assert!(hi / lo < 1.05, "p50s within 5 %: {medians:?}");
+    assert_p50s_within(samples, 1.05);
     // Only the existing, unblocked account was sent anything.
     let messages = sink.wait_for(13, Duration::from_secs(30)).await.unwrap();
     assert!(
@@ -526,18 +501,7 @@ async fn a_link_signs_in_its_own_user_only_and_continues_only_its_own_request() 
     let bob = app.add_user("bob@example.com", PASSWORD).await;
     // Bob is signed in in this browser, with a login of his own pending.
     let browser = browser();
-    let (verifier, challenge) = pkce();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let done = app
-        .login(
-            &browser,
-            &location(start.headers()),
-            "bob@example.com",
-            PASSWORD,
-        )
-        .await;
+    let done = sign_in(&app, &browser, "bob@example.com", PASSWORD).await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
     // Alice asks for a link in another browser, mid-login.
     let alices = crate::helpers::browser();
@@ -550,13 +514,11 @@ async fn a_link_signs_in_its_own_user_only_and_continues_only_its_own_request() 
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("Your password is set"));
     let start = app
-        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
+        .authorize(&browser, &AuthRequest::new("web", None))
         .await;
     let to = location(start.headers());
     assert!(to.starts_with(REDIRECT), "silent sign-in: {to}");
-    let tokens = app
-        .exchange_ok(&query_of(&to)["code"], Some(&verifier))
-        .await;
+    let tokens = app.exchange_ok(&query_of(&to)["code"], None).await;
     let claims = jwt_claims(tokens["id_token"].as_str().unwrap());
     assert_eq!(claims["sub"], alice.id.as_str());
     assert_ne!(claims["sub"], bob.id.as_str());
@@ -605,19 +567,8 @@ async fn forgot_requests_are_throttled_per_account_and_need_the_pages_csrf_token
         StatusCode::TOO_MANY_REQUESTS
     );
     // Signing in is not affected by asking for links.
-    let (_, challenge) = pkce();
     let browser = browser();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let done = app
-        .login(
-            &browser,
-            &location(start.headers()),
-            "alice@example.com",
-            PASSWORD,
-        )
-        .await;
+    let done = sign_in(&app, &browser, "alice@example.com", PASSWORD).await;
     assert_eq!(done.status(), StatusCode::SEE_OTHER);
 
     // A form posted from elsewhere (no cookie, or a field that does not
@@ -647,17 +598,7 @@ async fn a_reset_ends_every_earlier_session_and_refresh_token() {
     let tokens = app.tokens_for_alice().await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let old_browser = browser();
-    let (_, challenge) = pkce();
-    let start = app
-        .authorize(&old_browser, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    app.login(
-        &old_browser,
-        &location(start.headers()),
-        "alice@example.com",
-        PASSWORD,
-    )
-    .await;
+    sign_in(&app, &old_browser, "alice@example.com", PASSWORD).await;
     // A second wait: the reset's instant is after these logins'.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -670,7 +611,7 @@ async fn a_reset_ends_every_earlier_session_and_refresh_token() {
     )
     .await;
     let again = app
-        .authorize(&old_browser, &AuthRequest::new("web", Some(&challenge)))
+        .authorize(&old_browser, &AuthRequest::new("web", None))
         .await;
     assert!(
         location(again.headers()).contains("/login?authz="),
@@ -724,17 +665,7 @@ async fn a_signed_in_user_changes_their_password_with_the_current_one() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     let browser = browser();
-    let (_, challenge) = pkce();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    app.login(
-        &browser,
-        &location(start.headers()),
-        "alice@example.com",
-        PASSWORD,
-    )
-    .await;
+    sign_in(&app, &browser, "alice@example.com", PASSWORD).await;
     let page = browser
         .get(app.url("/account/password"))
         .send()
@@ -783,28 +714,8 @@ async fn a_signed_in_user_changes_their_password_with_the_current_one() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("Your password is changed"));
     let other = crate::helpers::browser();
-    let start = app
-        .authorize(&other, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let old = app
-        .login(
-            &other,
-            &location(start.headers()),
-            "alice@example.com",
-            PASSWORD,
-        )
-        .await;
+    let old = sign_in(&app, &other, "alice@example.com", PASSWORD).await;
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
-    let start = app
-        .authorize(&other, &AuthRequest::new("web", Some(&challenge)))
-        .await;
-    let new = app
-        .login(
-            &other,
-            &location(start.headers()),
-            "alice@example.com",
-            NEW_PASSWORD,
-        )
-        .await;
+    let new = sign_in(&app, &other, "alice@example.com", NEW_PASSWORD).await;
     assert_eq!(new.status(), StatusCode::SEE_OTHER);
 }

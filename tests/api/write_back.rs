@@ -19,7 +19,7 @@ use switchyard::store::{Migration, UpstreamProfile};
 
 use crate::helpers::*;
 use crate::migration::password_login;
-use crate::upstream::{UPSTREAM_CLIENT, UPSTREAM_SECRET, UpstreamApp, spawn_with_upstream};
+use crate::upstream::{UPSTREAM_CLIENT, UPSTREAM_SECRET, UpstreamApp};
 use switchyard_kit::fake::{COGNITO_POOL_ID, FakeUpstream, FakeUser, Flavor};
 
 const EMAIL: &str = "carol@example.com";
@@ -28,11 +28,6 @@ const AUTH0_SUB: &str = "auth0|6a1b2c3d4e5f60718293a4b5";
 const OKTA_SUB: &str = "00u1a2b3c4d5e6f7g8h9";
 const COGNITO_SUB: &str = "7d3f1a2b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
 const KEYCLOAK_SUB: &str = "3f2c1b0a-9d8e-4f7a-8b6c-5d4e3f2a1b0c";
-
-/// Set for every test process by .cargo/config.toml, to the fake's secrets.
-const OKTA_TOKEN_ENV: &str = "SWITCHYARD_TEST_OKTA_API_TOKEN";
-const AWS_KEY_ENV: &str = "SWITCHYARD_TEST_AWS_ACCESS_KEY_ID";
-const AWS_SECRET_ENV: &str = "SWITCHYARD_TEST_AWS_SECRET_ACCESS_KEY";
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -51,41 +46,14 @@ async fn spawn(flavor: Flavor, write_back: WriteBack) -> UpstreamApp {
     spawn_and(flavor, write_back, |_| {}).await
 }
 
-/// [`spawn`], then `configure`.
+/// [`spawn`], then `configure`: the outbox tests' app, with write-back on.
 async fn spawn_and(
     flavor: Flavor,
     write_back: WriteBack,
     configure: impl FnOnce(&mut Settings),
 ) -> UpstreamApp {
-    spawn_with_upstream(flavor, |s| {
-        s.password.failure_floor_ms = 50;
-        let up = s.upstream.as_mut().unwrap();
-        let issuer = up.issuer.clone().unwrap();
-        match flavor {
-            Flavor::Auth0 => {
-                up.connection = Some("Username-Password-Authentication".into());
-                up.management.base = Some(format!("{issuer}api/v2/"));
-                up.management.audience = Some(format!("{issuer}api/v2/"));
-            }
-            Flavor::Keycloak => {
-                up.management.base = Some(issuer.replace("/realms/", "/admin/realms/") + "/");
-            }
-            Flavor::Okta => {
-                up.management.base = Some(issuer.replace("/oauth2/default", "/api/v1/"));
-                up.management.api_token_env = Some(OKTA_TOKEN_ENV.into());
-            }
-            Flavor::Cognito => {
-                up.management.base = Some(issuer.replace(COGNITO_POOL_ID, ""));
-                up.user_pool_id = Some(COGNITO_POOL_ID.into());
-                up.management.aws_access_key_id_env = Some(AWS_KEY_ENV.into());
-                up.management.aws_secret_access_key_env = Some(AWS_SECRET_ENV.into());
-                up.management.aws_session_token_env = Some("SWITCHYARD_TEST_NO_AWS_SESSION".into());
-            }
-            other => unreachable!("no Management API configured here for {other:?}"),
-        }
-        up.management.write_back = write_back;
-        up.management.outbox_poll_secs = Some(0.05);
-        up.management.outbox_retry_secs = Some(1.0);
+    crate::outbox::spawn(flavor, false, |s| {
+        s.upstream.as_mut().unwrap().management.write_back = write_back;
         configure(s);
     })
     .await
