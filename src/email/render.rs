@@ -61,6 +61,14 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     for (name, source) in [
         (
+            "layout.txt",
+            include_str!("../../templates/email/layout.txt"),
+        ),
+        (
+            "layout.html",
+            include_str!("../../templates/email/layout.html"),
+        ),
+        (
             "password_reset.txt",
             include_str!("../../templates/email/password_reset.txt"),
         ),
