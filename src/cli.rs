@@ -678,7 +678,7 @@ async fn outbox(settings: &Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
                 bail!("no outbox row {id} that is not done");
             }
             println!(
-                "{n} outbox row(s) pending again; a running `switchyard serve` with mark_migrated delivers them"
+                "{n} outbox row(s) pending again; a running `switchyard serve` delivers them"
             );
         }
         OutboxCommand::Discard { id } => {

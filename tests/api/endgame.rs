@@ -487,6 +487,28 @@ async fn a_campaign_killed_midway_resumes_and_invites_every_pending_user_once() 
         text.contains("invited 1000, skipped (cooldown) 0"),
         "{text}"
     );
+
+    // A server on that database sends them: one message to each address,
+    // each with its own link.
+    let sink = switchyard_kit::smtp::SmtpSink::start().await;
+    let _app = spawn_app_on(iso.same_database(), |s| crate::recovery::send_to(&sink, s)).await;
+    let messages = sink
+        .wait_for(1000, std::time::Duration::from_secs(180))
+        .await
+        .unwrap();
+    let mut per_address: HashMap<String, usize> = HashMap::new();
+    let mut links = std::collections::HashSet::new();
+    for m in &messages {
+        for to in &m.rcpt_to {
+            *per_address.entry(to.clone()).or_default() += 1;
+        }
+        links.insert(m.reset_link().expect("an invitation link"));
+    }
+    assert_eq!(per_address.len(), 1000);
+    assert!(per_address.values().all(|&n| n == 1), "one message each");
+    assert_eq!(links.len(), 1000, "a link of its own each");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sink.messages().len(), 1000, "and no more");
 }
 
 #[tokio::test]
