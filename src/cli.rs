@@ -677,9 +677,7 @@ async fn outbox(settings: &Settings, cmd: OutboxCommand) -> anyhow::Result<()> {
             if let (Some(id), 0) = (id, n) {
                 bail!("no outbox row {id} that is not done");
             }
-            println!(
-                "{n} outbox row(s) pending again; a running `switchyard serve` delivers them"
-            );
+            println!("{n} outbox row(s) pending again; a running `switchyard serve` delivers them");
         }
         OutboxCommand::Discard { id } => {
             if !db.discard_outbox(id).await? {

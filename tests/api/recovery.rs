@@ -719,3 +719,51 @@ async fn a_signed_in_user_changes_their_password_with_the_current_one() {
     let new = sign_in(&app, &other, "alice@example.com", NEW_PASSWORD).await;
     assert_eq!(new.status(), StatusCode::SEE_OTHER);
 }
+
+/// A legacy application's users (the password grant) reset on the same
+/// page, with the same email, and the grant takes the new password.
+#[tokio::test]
+async fn a_password_grant_user_resets_on_the_same_page_and_the_grant_takes_the_new_password() {
+    let (t, sink) = upstream_with_mail(Phase::LocalOnly).await;
+    let id = "auth0|60425da93519d90068f82963";
+    import_pending(&t.app._isolated, id, "fay@example.com");
+    let mut legacy = t.app.add_client("legacy", false).await;
+    legacy
+        .grant_types
+        .push(switchyard::store::GrantType::Password);
+    t.app.state.db.upsert_client(&legacy).await.unwrap();
+    let grant = |password: &'static str| {
+        let app = &t.app;
+        async move {
+            app.token(
+                &[
+                    ("grant_type", "password"),
+                    ("username", "fay@example.com"),
+                    ("password", password),
+                    ("scope", "openid"),
+                ],
+                Some(("legacy", SECRET)),
+            )
+            .await
+        }
+    };
+    assert_oauth_error(
+        grant(PASSWORD).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    let (status, _, _) = forgot_answer(&t.app, "fay@example.com").await;
+    assert_eq!(status, StatusCode::OK);
+    let link = link_in_message(&t.app, &sink, 1).await;
+    let done = reset_with(&t.app, &browser(), &link, NEW_PASSWORD).await;
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("Your password is set"));
+
+    let r = grant(NEW_PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(jwt_claims(body["id_token"].as_str().unwrap())["sub"], id);
+    assert_eq!(upstream_calls(&t), 0, "local_only calls no upstream");
+}
