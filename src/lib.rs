@@ -28,23 +28,29 @@
 //!    per-client phases) and [`upstream`] (the provider being migrated
 //!    from: definitions in `providers/*.toml`, its OIDC client, the sealed
 //!    session ↔ upstream token mapping, profile mapping, and its
-//!    Management API client with pacing and paging).
+//!    Management API client with pacing and paging, and the write-back of
+//!    local changes, [`upstream::management::write_back`]), and [`email`]
+//!    (the mailer: SMTP or `.eml` files, and the messages' templates).
 //! 5. [`state`]: [`state::AppState`], where dependencies are wired.
-//! 6. [`session`] (cookies, the gateway session, the client address),
-//!    [`migrate`] (lazy migration on login) and [`jobs`] (backfill, import,
-//!    verify and status on one resumable job runner, and the outbox
-//!    worker).
+//! 6. [`session`] (cookies, the gateway session, the client address,
+//!    the recovery pages' CSRF cookie), [`recovery`] (reset and invitation
+//!    links: tokens minted at delivery, kept as hashes), [`migrate`] (lazy
+//!    migration on login) and [`jobs`] (backfill, import, verify, the
+//!    dormant report, the reset campaign and status on one resumable job
+//!    runner, and the outbox worker, which delivers email and the writes
+//!    the upstream is owed).
 //! 7. [`auth`]: the one authentication service both login faces use.
 //! 8. The two faces: [`oidc`], the endpoints applications call, one file
-//!    per endpoint or grant; and [`login`], the login pages and the
-//!    upstream's callback. They share no file cycle, but the authorization
+//!    per endpoint or grant; and [`login`], the login pages (Forgot
+//!    password, the reset link and the signed-in password change among
+//!    them) and the upstream's callback. They share no file cycle, but the authorization
 //!    and logout endpoints call into the upstream's redirect track
 //!    ([`login::upstream`]), the one import that runs up a layer.
 //! 9. [`startup`] (binds, wires and serves) and [`cli`] (the `switchyard`
 //!    command: serve, config, users, clients, keys, cutover, backfill,
-//!    import, verify, status, outbox).
+//!    import, verify, status, outbox, report, campaign).
 //!
-//! # Four flows
+//! # Five flows
 //!
 //! **A browser login** on Switchyard's pages:
 //! 1. [`oidc::authorize`] checks the client and redirect URI (a page on
@@ -105,6 +111,21 @@
 //!    written with the chunk's next position in one transaction (an upsert, or binary COPY
 //!    for a page of new users on PostgreSQL), so a crash resumes at the
 //!    last committed page.
+//!
+//! **A password reset**:
+//! 1. `login::forgot::post_forgot` counts the request with the throttle,
+//!    queues an email for an account that may reset (nothing tells which),
+//!    keeps the pending authorization request for the link's lifetime, and
+//!    answers one page after a fixed delay.
+//! 2. The outbox worker ([`jobs::outbox`]) mints the link
+//!    ([`recovery::mint_link`]), renders and sends the email ([`email`]).
+//! 3. `login::forgot::post_reset` checks the policy, asks the write-back
+//!    ([`upstream::management::write_back`]) what the upstream is owed, and
+//!    [`store::recovery::RecoveryStore::complete_reset`] spends the token,
+//!    stores the password, migrates a pending or shadow user, voids older
+//!    sessions and queues the write, in one transaction.
+//! 4. [`login::finish::finish_login`] continues the application's request
+//!    when this browser started it.
 
 pub mod auth;
 pub mod cli;

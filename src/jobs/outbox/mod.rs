@@ -4,7 +4,7 @@
 //! `serve` runs one per instance. It claims due rows
 //! ([`crate::store::outbox`]), delivers each by its kind — a write to the
 //! upstream through the [`ManagementClient`] (its authentication, pacing and
-//! `Retry-After` handling), an email through the mailer ([`email`]) — and
+//! `Retry-After` handling), an email through the mailer ([`crate::email`]) — and
 //! records the result. A failure is retried
 //! with exponential backoff and jitter (AWS Architecture Blog, "Exponential
 //! Backoff And Jitter"); after `outbox_max_attempts`, or at once when the
