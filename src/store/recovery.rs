@@ -13,7 +13,7 @@ use sqlx::Row;
 
 use super::outbox_queue::{QueuedWrite, enqueue_write};
 use super::sql::{SqlStore, insert_event, user_from_row};
-use super::sql_common::Dialect;
+use super::sql_common::{Dialect, upsert_credential};
 use super::transition::Transition;
 use super::{AuditEvent, StoreError, StoreResult, User, UserState};
 
@@ -281,39 +281,4 @@ async fn store_password(
         enqueue_write(tx, write, now).await?;
     }
     Ok(true)
-}
-
-/// Replaces the user's password credential (and marks the user changed
-/// here); false when there is no such user. Recovery tokens are left
-/// alone: a rehash at login is not a password change.
-pub(crate) async fn upsert_credential(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    user_id: &str,
-    hash: &str,
-    algorithm: &str,
-    now: i64,
-) -> StoreResult<bool> {
-    let exists =
-        sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-            > 0;
-    if exists {
-        sqlx::query(
-            "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
-             VALUES ($1, 'password', $2, $3, $4, $4) \
-             ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(user_id)
-        .bind(hash)
-        .bind(algorithm)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(exists)
 }

@@ -444,7 +444,7 @@ impl UserStore for SqlStore {
         let now = now();
         let mut tx = self.begin().await?;
         let exists =
-            super::recovery::upsert_credential(&mut tx, user_id, hash, algorithm, now).await?;
+            super::sql_common::upsert_credential(&mut tx, user_id, hash, algorithm, now).await?;
         tx.commit().await?;
         Ok(exists)
     }

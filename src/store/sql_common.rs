@@ -4,7 +4,7 @@
 //! store, jobs, the outbox, COPY) sit on top of it, so none of them has to
 //! reach into another for these.
 
-use super::{Profile, StoreError};
+use super::{Profile, StoreError, StoreResult};
 
 /// Which database sits behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,4 +64,39 @@ pub(crate) fn profile_from_row(row: &sqlx::any::AnyRow) -> Result<Profile, Store
 /// A value as the JSON text a TEXT column holds.
 pub(crate) fn to_json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// Replaces the user's password credential (and marks the user changed
+/// here); false when there is no such user. Recovery tokens are left
+/// alone: a rehash at login is not a password change.
+pub(crate) async fn upsert_credential(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    hash: &str,
+    algorithm: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let exists =
+        sqlx::query("UPDATE users SET updated_at = $2, local_updated_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+            > 0;
+    if exists {
+        sqlx::query(
+            "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+             VALUES ($1, 'password', $2, $3, $4, $4) \
+             ON CONFLICT (user_id, kind) DO UPDATE SET hash = excluded.hash, algorithm = excluded.algorithm, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(hash)
+        .bind(algorithm)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(exists)
 }
