@@ -3,9 +3,10 @@
 //! Fixed windows in the session store: every instance shares the counts, a
 //! window that fills up refuses further attempts until it ends, and it ends
 //! by itself, so an attacker can hold a victim's account for one window at
-//! a time at most. The check runs before any password is verified (and, in
-//! later issues, before any upstream call), so Switchyard can never be used
-//! to brute-force anything.
+//! a time at most. Every attempt is counted, atomically, before any password
+//! is verified or any upstream called, and given back when it turns out not
+//! to be a failure, so Switchyard can never be used to brute-force anything,
+//! however many attempts arrive at once.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,6 +19,15 @@ use crate::store::{SessionStore, StoreResult};
 pub struct Throttle {
     store: Arc<dyn SessionStore>,
     settings: ThrottleSettings,
+}
+
+/// An attempt counted by [`Throttle::attempt`]; it stays counted unless
+/// given back.
+#[must_use = "an attempt is given back on success, or stays counted"]
+#[derive(Debug)]
+pub struct Counted {
+    account: String,
+    ip: String,
 }
 
 /// Attempts are refused for this long.
@@ -43,55 +53,59 @@ impl Throttle {
         format!("throttle:ip:{ip}")
     }
 
-    /// Refuses when either window is full.
-    pub async fn check(
+    /// Counts an attempt on `account` from `ip` before anything is
+    /// verified or any upstream called: one atomic increment per window
+    /// (the store's `incr` returns the new count), so concurrent attempts
+    /// cannot all pass a check made before any of them is recorded. Refused
+    /// once either window holds more than its limit; a refused attempt
+    /// stays counted until its window ends.
+    pub async fn attempt(
         &self,
         account: &str,
-        ip: Option<IpAddr>,
-    ) -> StoreResult<Result<(), Limited>> {
-        let mut checks = vec![(Self::account_key(account), self.settings.account_failures)];
-        if let Some(ip) = ip {
-            checks.push((Self::ip_key(ip), self.settings.ip_failures));
-        }
-        for (key, limit) in checks {
-            if let Some(bytes) = self.store.get(&key).await? {
-                let count: u64 = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                if count >= limit {
-                    // The window's end is not readable through a plain get;
-                    // the full window is a safe upper bound to announce.
-                    let window = if key.starts_with("throttle:ip") {
-                        self.settings.ip_window_secs
-                    } else {
-                        self.settings.account_window_secs
-                    };
-                    return Ok(Err(Limited {
-                        retry_after: Duration::from_secs(window),
-                    }));
-                }
+        ip: IpAddr,
+    ) -> StoreResult<Result<Counted, Limited>> {
+        let counted = Counted {
+            account: Self::account_key(account),
+            ip: Self::ip_key(ip),
+        };
+        let windows = [
+            (
+                &counted.account,
+                self.settings.account_failures,
+                self.settings.account_window_secs,
+            ),
+            (
+                &counted.ip,
+                self.settings.ip_failures,
+                self.settings.ip_window_secs,
+            ),
+        ];
+        for (key, limit, window) in windows {
+            let counter = self.store.incr(key, Duration::from_secs(window)).await?;
+            if counter.count > limit {
+                return Ok(Err(Limited {
+                    retry_after: counter.resets_in,
+                }));
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(counted))
     }
 
-    pub async fn record_failure(&self, account: &str, ip: Option<IpAddr>) -> StoreResult<()> {
-        self.store
-            .incr(
-                &Self::account_key(account),
-                Duration::from_secs(self.settings.account_window_secs),
-            )
-            .await?;
-        if let Some(ip) = ip {
-            self.store
-                .incr(
-                    &Self::ip_key(ip),
-                    Duration::from_secs(self.settings.ip_window_secs),
-                )
-                .await?;
-        }
-        Ok(())
+    /// The attempt's password was right: the account's window is cleared
+    /// (a right password ends a run of wrong ones) and the attempt is given
+    /// back to the address's, which counts failures, not logins (an office
+    /// behind one address signs in all day). A wrong password needs no
+    /// call: its attempt stays counted.
+    pub async fn succeeded(&self, counted: Counted) -> StoreResult<()> {
+        self.store.delete(&counted.account).await?;
+        self.store.decr(&counted.ip).await
+    }
+
+    /// The attempt checked no password after all (the redirect track took
+    /// it, or the upstream could not be asked): given back to both windows.
+    pub async fn give_back(&self, counted: Counted) -> StoreResult<()> {
+        self.store.decr(&counted.account).await?;
+        self.store.decr(&counted.ip).await
     }
 
     /// Counts a recovery request (Forgot password) for `account` from `ip`,
@@ -128,12 +142,5 @@ impl Throttle {
             }
         }
         Ok(Ok(()))
-    }
-
-    /// A successful login clears the account's window (not the IP's: one
-    /// good password must not reset a stuffing run from that address).
-    pub async fn record_success(&self, account: &str) -> StoreResult<()> {
-        self.store.delete(&Self::account_key(account)).await?;
-        Ok(())
     }
 }

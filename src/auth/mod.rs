@@ -4,7 +4,8 @@
 //! else.
 //!
 //! [`authenticate`] owns the steps both need, in this order: the input's
-//! bounds; throttling, before any hash is computed or any upstream called;
+//! bounds; throttling, which counts the attempt atomically before any hash
+//! is computed or any upstream called;
 //! routing by the cutover rules ([`route_for`]); the local track or the
 //! upstream-password track (lazy migration); recording the outcome with
 //! the throttle, the audit trail and the metrics; and padding every failure
@@ -85,11 +86,14 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
     {
         return Ok(Outcome::Invalid);
     }
-    if let Err(limited) = state.throttle.check(identifier, Some(ip)).await? {
-        return Ok(Outcome::Throttled {
-            retry_after: limited.retry_after,
-        });
-    }
+    let counted = match state.throttle.attempt(identifier, ip).await? {
+        Ok(counted) => counted,
+        Err(limited) => {
+            return Ok(Outcome::Throttled {
+                retry_after: limited.retry_after,
+            });
+        }
+    };
     let started = tokio::time::Instant::now();
     let Routed { decision, account } = match routed {
         Some(routed) => routed,
@@ -107,15 +111,25 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
                 Ok(lazy::Outcome::Redirect(why)) => {
                     tracing::info!(reason = %why, "password track not possible; redirect track");
+                    state.throttle.give_back(counted).await?;
                     return Ok(Outcome::NeedsRedirect);
                 }
-                Err(AppError::Unavailable) => return Ok(Outcome::Unavailable),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    state.throttle.give_back(counted).await?;
+                    return match e {
+                        AppError::Unavailable => Ok(Outcome::Unavailable),
+                        e => Err(e),
+                    };
+                }
             }
         }
-        Route::UpstreamRedirect => return Ok(Outcome::NeedsRedirect),
+        Route::UpstreamRedirect => {
+            state.throttle.give_back(counted).await?;
+            return Ok(Outcome::NeedsRedirect);
+        }
         Route::ResetPassword => {
-            state.throttle.record_failure(identifier, Some(ip)).await?;
+            // Counted as a failure: the password was not checked, but
+            // whether it would have been right must not show.
             Metrics::count(&state.metrics.logins, label, "reset_required");
             pad_failure(state, started).await;
             return Ok(Outcome::ResetRequired);
@@ -123,12 +137,12 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
     };
     match user {
         Some(user) => {
-            state.throttle.record_success(identifier).await?;
+            state.throttle.succeeded(counted).await?;
             Metrics::count(&state.metrics.logins, label, "ok");
             Ok(Outcome::Authenticated(Box::new(user)))
         }
         None => {
-            state.throttle.record_failure(identifier, Some(ip)).await?;
+            // The attempt stays counted.
             Metrics::count(&state.metrics.logins, label, "failed");
             audit(state, "login_failed", None, client_id, ip).await;
             pad_failure(state, started).await;

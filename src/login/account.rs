@@ -121,11 +121,14 @@ async fn current_password_ok(
     password: &str,
     ip: IpAddr,
 ) -> Result<bool, AppError> {
-    if let Err(limited) = state.throttle.check(&user.id, Some(ip)).await? {
-        return Err(AppError::TooManyRequests {
-            retry_after_secs: limited.retry_after.as_secs(),
-        });
-    }
+    let counted = match state.throttle.attempt(&user.id, ip).await? {
+        Ok(counted) => counted,
+        Err(limited) => {
+            return Err(AppError::TooManyRequests {
+                retry_after_secs: limited.retry_after.as_secs(),
+            });
+        }
+    };
     let started = tokio::time::Instant::now();
     let account = Account {
         user: Some(user.clone()),
@@ -135,9 +138,9 @@ async fn current_password_ok(
         .await?
         .is_some()
     {
+        state.throttle.succeeded(counted).await?;
         return Ok(true);
     }
-    state.throttle.record_failure(&user.id, Some(ip)).await?;
     pad_failure(state, started).await;
     Ok(false)
 }

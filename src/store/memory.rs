@@ -127,6 +127,16 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    async fn decr(&self, key: &str) -> StoreResult<()> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some(entry) = inner.live(key, now) {
+            let count = parse_count(&entry.value).saturating_sub(1);
+            entry.value = count.to_string().into_bytes();
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

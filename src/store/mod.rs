@@ -533,6 +533,9 @@ pub trait SessionStore: Send + Sync {
     async fn delete(&self, key: &str) -> StoreResult<bool>;
     /// Increments a counter whose window starts at its first increment.
     async fn incr(&self, key: &str, window: Duration) -> StoreResult<Counter>;
+    /// Takes one back from a live counter (never below zero); its window
+    /// stays, and an expired counter stays gone.
+    async fn decr(&self, key: &str) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 }
 

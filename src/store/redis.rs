@@ -17,6 +17,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     incr_script: Script,
+    decr_script: Script,
 }
 
 /// INCR, and start the window on the first increment; returns the count and
@@ -26,6 +27,14 @@ const INCR_SCRIPT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('PTTL', KEYS[1])}
+";
+
+/// DECR a counter that still exists and is above zero; its window (TTL)
+/// stays. An expired counter is not brought back as -1 without a TTL.
+const DECR_SCRIPT: &str = r"
+local v = tonumber(redis.call('GET', KEYS[1]))
+if v and v > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
 ";
 
 impl RedisStore {
@@ -42,6 +51,7 @@ impl RedisStore {
             conn,
             prefix: prefix.to_string(),
             incr_script: Script::new(INCR_SCRIPT),
+            decr_script: Script::new(DECR_SCRIPT),
         })
     }
 
@@ -139,6 +149,16 @@ impl SessionStore for RedisStore {
             count,
             resets_in: Duration::from_millis(pttl.max(0) as u64),
         })
+    }
+
+    async fn decr(&self, key: &str) -> StoreResult<()> {
+        let _: i64 = self
+            .decr_script
+            .key(self.key(key))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

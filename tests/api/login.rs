@@ -125,6 +125,28 @@ async fn an_ip_is_throttled_across_accounts() {
 }
 
 #[tokio::test]
+async fn right_passwords_do_not_use_up_the_addresses_failure_budget() {
+    let app = spawn_app_with(|s| {
+        s.throttle.ip_failures = 2;
+        s.throttle.account_failures = 100;
+    })
+    .await;
+    app.with_alice_and_web().await;
+    // An office behind one address signs in all day.
+    for _ in 0..6 {
+        let (status, _) = attempt(&app, &browser(), "alice@example.com", PASSWORD).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+    // Failures still count: two pass, the third is refused.
+    for expected in [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED] {
+        let (status, _) = attempt(&app, &browser(), "bob@example.com", "wrong").await;
+        assert_eq!(status, expected);
+    }
+    let (status, _) = attempt(&app, &browser(), "alice@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn a_successful_login_issues_a_new_session_cookie() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;

@@ -770,3 +770,53 @@ async fn cognito_users_migrate_through_initiate_auth_with_a_secret_hash() {
         "SRP-only client: redirect track"
     );
 }
+
+/// Two hundred wrong passwords posted at once with one set of cookies: the
+/// attempt is counted before the upstream is asked, so no more than the
+/// account's limit ever reach it, and the rest are told to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_passwords_reach_the_upstream_no_more_than_the_limit() {
+    let t = spawn_with_upstream(Flavor::Auth0, |s| {
+        s.upstream.as_mut().unwrap().connection = Some("Username-Password-Authentication".into());
+        s.password.failure_floor_ms = 50;
+        s.throttle.account_failures = 10;
+        s.throttle.ip_failures = 10_000;
+    })
+    .await;
+    t.fake.add_user(carol());
+    let browser = browser();
+    let (action, mut fields) = t.app.identifier_form(&browser, "web").await;
+    fields.insert("username".into(), "carol@example.com".into());
+    fields.insert("password".into(), "not her password".into());
+    let posts = (0..200).map(|_| {
+        let (browser, url, fields) = (browser.clone(), t.app.url(&action), fields.clone());
+        tokio::spawn(async move {
+            browser
+                .post(url)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    let statuses = futures::future::join_all(posts).await;
+    let refused = statuses
+        .iter()
+        .filter(|s| *s.as_ref().unwrap() == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let checked = statuses
+        .iter()
+        .filter(|s| *s.as_ref().unwrap() == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(refused + checked, 200, "{statuses:?}");
+    assert!(checked <= 10, "{checked} wrong passwords were checked");
+    assert!(
+        password_calls(&t) <= 10,
+        "{} reached the upstream",
+        password_calls(&t)
+    );
+    // The right password waits out the window too.
+    let r = password_login(&t, "web", "carol@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}

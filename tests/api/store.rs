@@ -389,6 +389,32 @@ async fn session_store_counters_count_within_their_window() {
 }
 
 #[tokio::test]
+async fn session_store_counters_give_back_within_their_window_and_never_below_zero() {
+    let (_, store, _iso) = stores().await;
+    let window = Duration::from_millis(400);
+    store.incr("n", window).await.unwrap();
+    store.incr("n", window).await.unwrap();
+    store.decr("n").await.unwrap();
+    let after = store.incr("n", window).await.unwrap();
+    assert_eq!(after.count, 2, "one given back");
+    assert!(after.resets_in <= window, "the window did not restart");
+    for _ in 0..5 {
+        store.decr("n").await.unwrap();
+    }
+    assert_eq!(
+        store.incr("n", window).await.unwrap().count,
+        1,
+        "floored at 0"
+    );
+    // A counter whose window ended is not brought back by a give-back.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.decr("n").await.unwrap();
+    assert_eq!(store.get("n").await.unwrap(), None);
+    store.decr("never").await.unwrap();
+    assert_eq!(store.get("never").await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn session_store_namespaces_do_not_collide() {
     let (_, a, iso) = stores().await;
     let settings = Settings {
