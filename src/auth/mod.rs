@@ -110,8 +110,13 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
                 Ok(lazy::Outcome::Migrated(user)) => Some(*user),
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
                 Ok(lazy::Outcome::Redirect(why)) => {
+                    // The upstream says so only once the password was right
+                    // (MFA, a required change, a leaked password): the
+                    // attempt stays counted and the answer waits like a
+                    // failure, so neither its timing nor the throttle tells
+                    // a right password from a wrong one.
                     tracing::info!(reason = %why, "password track not possible; redirect track");
-                    state.throttle.give_back(counted).await?;
+                    pad_failure(state, started).await;
                     return Ok(Outcome::NeedsRedirect);
                 }
                 Err(e) => {

@@ -820,3 +820,38 @@ async fn concurrent_wrong_passwords_reach_the_upstream_no_more_than_the_limit() 
     let r = password_login(&t, "web", "carol@example.com", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// An upstream that asks for MFA has just said the password was right. That
+/// answer is padded like a failure and counted by the throttle before the
+/// browser is sent to the upstream's page, so it cannot serve as an oracle.
+#[tokio::test]
+async fn an_mfa_answer_is_padded_and_counted_like_a_failure() {
+    let t = spawn_with_upstream(Flavor::Auth0, |s| {
+        s.upstream.as_mut().unwrap().connection = Some("Username-Password-Authentication".into());
+        s.password.failure_floor_ms = 300;
+        s.throttle.account_failures = 2;
+    })
+    .await;
+    let mut mfa = FakeUser::new(
+        "auth0|0000000000000000000000f1",
+        "mfa@example.com",
+        PASSWORD,
+    );
+    mfa.mfa_required = true;
+    t.fake.add_user(mfa);
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let r = password_login(&t, "web", "mfa@example.com", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert!(
+            location(r.headers()).starts_with(&t.fake.base),
+            "to the upstream"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "padded to the failure floor"
+        );
+    }
+    let r = password_login(&t, "web", "mfa@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "counted");
+}
