@@ -43,9 +43,12 @@ pub struct Settings {
     /// Prefix of every session-store key, so several deployments (or tests)
     /// share one Redis without colliding.
     pub session_prefix: String,
-    /// Honour the left-most `X-Forwarded-For` address for throttling. Only
-    /// safe behind a proxy that overwrites the header.
-    pub trust_forwarded_for: bool,
+    /// The proxies in front of Switchyard, as networks (`10.0.0.0/8`) or
+    /// addresses. A request from one of them is counted against the
+    /// right-most `X-Forwarded-For` hop that is not one of them: hops to its
+    /// left were written by whoever sent the request, and can be anything.
+    /// Empty (the default): the peer's address, and the header is ignored.
+    pub trusted_proxies: Vec<String>,
     pub tokens: TokenSettings,
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
@@ -662,7 +665,7 @@ impl Default for Settings {
             database_url: DEFAULT_DATABASE_URL.into(),
             redis_url: None,
             session_prefix: "switchyard:".into(),
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             tokens: TokenSettings::default(),
             password: PasswordSettings::default(),
             throttle: ThrottleSettings::default(),
@@ -673,6 +676,15 @@ impl Default for Settings {
             recovery: RecoverySettings::default(),
         }
     }
+}
+
+/// A network (`10.0.0.0/8`) or a single address (`10.0.0.1`, a /32 or
+/// /128) as `trusted_proxies` spells them.
+pub fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// What checking `[upstream]` needs from the named provider's definition.
@@ -785,6 +797,14 @@ impl Settings {
             })
         };
 
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            if parse_network(proxy).is_none() {
+                problem(
+                    &format!("trusted_proxies[{i}]"),
+                    format!("{proxy:?} is not a network (10.0.0.0/8, fd00::/8) or an address"),
+                );
+            }
+        }
         match Url::parse(&self.issuer) {
             Ok(url) => {
                 if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback_host(&url)) {

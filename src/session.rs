@@ -88,8 +88,11 @@ pub async fn live_session(
 }
 
 /// The address a request comes from, which throttling counts against: the
-/// peer, or the first `X-Forwarded-For` hop when `trust_forwarded_for` says
-/// a proxy in front sets it (and strips what clients send).
+/// peer, or, when the peer is one of `trusted_proxies`, the right-most
+/// `X-Forwarded-For` hop that is not a trusted proxy. Each proxy appends the
+/// address it received the request from, so the hops to the right of the
+/// first untrusted one are ours and everything to its left was written by
+/// the client (MDN, "X-Forwarded-For: Selecting an IP address").
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -97,23 +100,46 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
-        if state.settings.trust_forwarded_for {
-            let forwarded = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(ip) = forwarded {
-                return Ok(Self(ip));
-            }
-        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Ok(Self(peer))
+        Ok(Self(client_address(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
     }
+}
+
+/// See [`ClientIp`]. Several `X-Forwarded-For` lines count as one list, in
+/// order (RFC 9110 §5.3); an entry that is not an address ends the walk at
+/// the last hop that was one.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// The double-submit CSRF token of the recovery and account pages (OWASP
@@ -177,5 +203,67 @@ impl CsrfCookie {
                 "The form was not sent by this page, or its cookie was lost. Open the page again and retry.",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter()
+            .map(|s| crate::config::parse_network(s).unwrap())
+            .collect()
+    }
+
+    fn xff(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append("x-forwarded-for", HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        use crate::config::parse_network;
+        assert!(parse_network("10.0.0.0/8").is_some());
+        assert!(parse_network("fd00::/8").is_some());
+        assert_eq!(
+            parse_network("192.0.2.1").unwrap().to_string(),
+            "192.0.2.1/32"
+        );
+        for bad in ["10.0.0.0/33", "proxy.internal", "", "10.0.0/8"] {
+            assert!(parse_network(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_right_most_untrusted_hop_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8", "192.0.2.1"]);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // The client wrote 6.6.6.6 itself; the edge proxy appended the
+        // address it saw, then an inner proxy its own.
+        let h = xff(&["6.6.6.6, 203.0.113.9, 192.0.2.1"]);
+        assert_eq!(client_address(proxy, &h, &trusted), ip("203.0.113.9"));
+        // Split over two lines, the same list.
+        let h = xff(&["6.6.6.6", "203.0.113.9, 10.9.9.9"]);
+        assert_eq!(client_address(proxy, &h, &trusted), ip("203.0.113.9"));
+        // Every hop trusted: the left-most.
+        let h = xff(&["10.0.0.5, 10.0.0.6"]);
+        assert_eq!(client_address(proxy, &h, &trusted), ip("10.0.0.5"));
+        // Garbage ends the walk at the last address.
+        let h = xff(&["unknown, 10.0.0.6"]);
+        assert_eq!(client_address(proxy, &h, &trusted), ip("10.0.0.6"));
+        // No header: the proxy itself.
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+        // From a peer that is not a trusted proxy the header is ignored.
+        let h = xff(&["203.0.113.9"]);
+        assert_eq!(
+            client_address(ip("198.51.100.1"), &h, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(client_address(proxy, &h, &[]), proxy);
     }
 }

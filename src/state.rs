@@ -41,6 +41,8 @@ pub struct State {
     /// The cutover rules in force.
     pub cutover: Cutover,
     pub metrics: Metrics,
+    /// `trusted_proxies`, parsed once.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Sends the email the outbox owes users (`[email]`).
     pub mailer: Mailer,
     /// Local changes mirrored to the upstream (`write_back`): its sealing
@@ -121,6 +123,15 @@ impl State {
             .map_err(anyhow::Error::msg)?
             .map(Arc::new);
         let mailer = Mailer::new(&settings.email)?;
+        let trusted_proxies = settings
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                crate::config::parse_network(p).with_context(|| {
+                    format!("trusted_proxies: {p:?} is not a network or an address")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         let metrics = Metrics::default();
         let write_back = crate::upstream::management::write_back::Writer::from_settings(
             &settings,
@@ -131,6 +142,7 @@ impl State {
             cutover: Cutover::new(db.clone(), settings.cutover.clone()),
             upstream,
             metrics,
+            trusted_proxies,
             write_back,
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),
             settings,

@@ -49,8 +49,21 @@ impl Throttle {
         )
     }
 
+    /// An IPv4 address, or the /64 an IPv6 address is in: one subscriber
+    /// is usually given a whole /64, and counting its addresses one by one
+    /// would give an attacker 2^64 windows.
     fn ip_key(ip: IpAddr) -> String {
-        format!("throttle:ip:{ip}")
+        match ip {
+            IpAddr::V4(v4) => format!("throttle:ip:{v4}"),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => format!("throttle:ip:{v4}"),
+                None => {
+                    let s = v6.segments();
+                    let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                    format!("throttle:ip:{net}/64")
+                }
+            },
+        }
     }
 
     /// Counts an attempt on `account` from `ip` before anything is
@@ -128,7 +141,7 @@ impl Throttle {
                 self.settings.account_window_secs,
             ),
             (
-                format!("throttle:reset:ip:{ip}"),
+                format!("throttle:reset:{}", &Self::ip_key(ip)["throttle:".len()..]),
                 self.settings.reset_ip_requests,
                 self.settings.ip_window_secs,
             ),
@@ -142,5 +155,20 @@ impl Throttle {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| Throttle::ip_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2::1"), "throttle:ip:2001:db8:1:2::/64");
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 }

@@ -452,7 +452,7 @@ async fn config_check_lists_every_unknown_key_and_wrong_value() {
         r#"
 isuer = "https://login.example.com/"
 listen = "not an address"
-trust_forwarded_for = "yes"
+trusted_proxies = "10.0.0.0/8"
 [tokens]
 access_token_ttl_secs = "an hour"
 colour = "blue"
@@ -476,7 +476,7 @@ redirect_uris = ["https://app.example.com/cb#frag"]
     for key in [
         "isuer:",
         "listen:",
-        "trust_forwarded_for:",
+        "trusted_proxies:",
         "tokens.access_token_ttl_secs:",
         "tokens.colour:",
         "clients[0].redirect_uris:",

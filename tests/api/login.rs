@@ -146,6 +146,64 @@ async fn right_passwords_do_not_use_up_the_addresses_failure_budget() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// A browser behind the app's trusted proxy, which sent `xff` on.
+fn browser_behind(xff: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-forwarded-for", xff.parse().unwrap());
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_throttled_and_a_forged_one_is_not()
+{
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+        s.throttle.ip_failures = 2;
+        s.throttle.account_failures = 100;
+    })
+    .await;
+    app.with_alice_and_web().await;
+    // The client forges a different left-most hop each time; the proxy
+    // appends the address it really saw.
+    for forged in ["6.6.6.6", "7.7.7.7"] {
+        let b = browser_behind(&format!("{forged}, 203.0.113.9"));
+        let (status, _) = attempt(&app, &b, "bob@example.com", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let b = browser_behind("8.8.8.8, 203.0.113.9");
+    let (status, _) = attempt(&app, &b, "alice@example.com", PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "203.0.113.9 is counted"
+    );
+    let b = browser_behind("203.0.113.10");
+    let (status, _) = attempt(&app, &b, "alice@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "another client is not");
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_a_forwarded_for_header_is_ignored() {
+    let app = spawn_app_with(|s| {
+        s.throttle.ip_failures = 2;
+        s.throttle.account_failures = 100;
+    })
+    .await;
+    app.with_alice_and_web().await;
+    for i in 0..2 {
+        let b = browser_behind(&format!("198.51.100.{i}"));
+        attempt(&app, &b, "bob@example.com", "wrong").await;
+    }
+    let b = browser_behind("198.51.100.99");
+    let (status, _) = attempt(&app, &b, "alice@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the peer is counted");
+}
+
 #[tokio::test]
 async fn a_successful_login_issues_a_new_session_cookie() {
     let app = spawn_app().await;
