@@ -81,16 +81,19 @@ impl Throttle {
             account: Self::account_key(account),
             ip: Self::ip_key(ip),
         };
+        // The address first: an address over its limit is refused without
+        // touching the account's window, so a stuffing run that has used up
+        // its own budget cannot go on filling its victims' windows.
         let windows = [
-            (
-                &counted.account,
-                self.settings.account_failures,
-                self.settings.account_window_secs,
-            ),
             (
                 &counted.ip,
                 self.settings.ip_failures,
                 self.settings.ip_window_secs,
+            ),
+            (
+                &counted.account,
+                self.settings.account_failures,
+                self.settings.account_window_secs,
             ),
         ];
         for (key, limit, window) in windows {

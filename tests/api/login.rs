@@ -125,6 +125,35 @@ async fn an_ip_is_throttled_across_accounts() {
 }
 
 #[tokio::test]
+async fn an_address_over_its_limit_does_not_fill_its_victims_account_window() {
+    let app = spawn_app_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+        s.throttle.ip_failures = 2;
+        s.throttle.account_failures = 3;
+    })
+    .await;
+    app.with_alice_and_web().await;
+    let attacker = || browser_behind("203.0.113.66");
+    for _ in 0..2 {
+        let (status, _) = attempt(&app, &attacker(), "alice@example.com", "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..10 {
+        let (status, _) = attempt(&app, &attacker(), "alice@example.com", "guess").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Two failures on Alice's window, not twelve: she still signs in.
+    let (status, _) = attempt(
+        &app,
+        &browser_behind("198.51.100.7"),
+        "alice@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
 async fn right_passwords_do_not_use_up_the_addresses_failure_budget() {
     let app = spawn_app_with(|s| {
         s.throttle.ip_failures = 2;
