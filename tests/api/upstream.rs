@@ -935,3 +935,59 @@ async fn metrics_count_logins_and_upstream_calls() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_crafted_callback_error_is_counted_under_a_fixed_label() {
+    let t = spawn_redirect_track(Flavor::Okta, |_| {}).await;
+    t.fake
+        .add_user(FakeUser::new("00u1", "bob@example.com", PASSWORD));
+    let browser = browser();
+    let (action, mut fields) = t.app.identifier_form(&browser, "web").await;
+    fields.insert("username".into(), "bob@example.com".into());
+    let upstream_url = location(
+        browser
+            .post(t.app.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+            .headers(),
+    );
+    let page = browser.get(&upstream_url).send().await.unwrap();
+    let page_url = page.url().clone();
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), "bob@example.com".into());
+    fields.insert("password".into(), PASSWORD.into());
+    let back = browser
+        .post(page_url.join(&action).unwrap())
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    // The callback as someone crafts it: the code swapped for an error
+    // code of their own choosing.
+    let mut callback = url::Url::parse(&location(back.headers())).unwrap();
+    let pairs: Vec<(String, String)> = callback
+        .query_pairs()
+        .filter(|(k, _)| k != "code")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .chain([("error".to_string(), "made_up_label_7f3a".to_string())])
+        .collect();
+    callback.query_pairs_mut().clear().extend_pairs(pairs);
+    let done = browser.get(callback).send().await.unwrap();
+    assert_eq!(
+        done.status(),
+        StatusCode::SEE_OTHER,
+        "the application hears access_denied"
+    );
+    assert_eq!(
+        query_of(&location(done.headers()))["error"],
+        "access_denied"
+    );
+    let metrics = t.app.metrics().await;
+    assert!(!metrics.contains("made_up_label_7f3a"), "{metrics}");
+    assert!(
+        metrics.contains("what=\"upstream_redirect\",result=\"other\""),
+        "{metrics}"
+    );
+}
