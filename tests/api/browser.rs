@@ -900,3 +900,44 @@ async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
     chrome.screenshot("spent").await;
     assert_quiet_console(chrome).await;
 }
+
+/// The end-game invitation as its reader meets it: the email in the
+/// browser, its button, the new password, and the page that says it is set
+/// (no application sign-in to continue).
+#[tokio::test]
+async fn an_invited_person_follows_the_email_and_sets_a_password() {
+    let test = "an_invited_person_follows_the_email_and_sets_a_password";
+    if !chrome::available(test) {
+        return;
+    }
+    let sink = switchyard_kit::smtp::SmtpSink::start().await;
+    let app = spawn_app_with(|s| crate::recovery::send_to(&sink, s)).await;
+    let user = app.add_user("dana@example.com", PASSWORD).await;
+    let invitation = switchyard::email::EmailRequest {
+        message: switchyard::email::Message::Invitation,
+        to: "dana@example.com".into(),
+        authz: None,
+    };
+    app.state
+        .db
+        .enqueue_outbox(&invitation.queued(&user.id))
+        .await
+        .unwrap();
+    let messages = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+    let html = messages[0].part("text/html").expect("an HTML part");
+    let mailbox = tempfile::tempdir().unwrap();
+    let opened = mailbox.path().join("invitation.html");
+    std::fs::write(&opened, &html).unwrap();
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "invitation").await;
+    chrome.goto(&format!("file://{}", opened.display())).await;
+    chrome.screenshot("email").await;
+    assert!(chrome.text("body").await.contains("dana@example.com"));
+    chrome.click("a[href*='/login/reset']").await;
+    wait_for_heading(chrome, "Set a new password").await;
+    chrome.type_into("#password", "correct horse battery").await;
+    chrome.type_into("#confirm", "correct horse battery").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "Your password is set").await;
+    chrome.screenshot("set").await;
+    assert_quiet_console(chrome).await;
+}

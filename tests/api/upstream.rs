@@ -823,22 +823,14 @@ async fn a_down_upstream_gives_temporarily_unavailable_on_refresh() {
     .await;
 }
 
-#[tokio::test]
-async fn a_callback_from_another_issuer_is_refused() {
-    let t = spawn_redirect_track(Flavor::Okta, |_| {}).await;
-    t.fake
-        .add_user(FakeUser::new("00u1", "bob@example.com", PASSWORD));
-    let browser = browser();
-    let start = t
-        .app
-        .authorize(&browser, &AuthRequest::new("web", None))
-        .await;
-    let page = browser
-        .get(t.app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+/// Bob through the redirect track: the identifier page, then his password on
+/// the upstream's own page; returns the upstream's answer (the redirect to
+/// Switchyard's callback).
+async fn bob_at_the_upstreams_page(
+    t: &UpstreamApp,
+    browser: &reqwest::Client,
+) -> reqwest::Response {
+    let (action, mut fields) = t.app.identifier_form(browser, "web").await;
     fields.insert("username".into(), "bob@example.com".into());
     let upstream_url = location(
         browser
@@ -854,12 +846,21 @@ async fn a_callback_from_another_issuer_is_refused() {
     let (action, mut fields) = form_fields(&page.text().await.unwrap());
     fields.insert("username".into(), "bob@example.com".into());
     fields.insert("password".into(), PASSWORD.into());
-    let back = browser
+    browser
         .post(page_url.join(&action).unwrap())
         .form(&fields)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_callback_from_another_issuer_is_refused() {
+    let t = spawn_redirect_track(Flavor::Okta, |_| {}).await;
+    t.fake
+        .add_user(FakeUser::new("00u1", "bob@example.com", PASSWORD));
+    let browser = browser();
+    let back = bob_at_the_upstreams_page(&t, &browser).await;
     let mut callback = url::Url::parse(&location(back.headers())).unwrap();
     let pairs: Vec<(String, String)> = callback
         .query_pairs()
@@ -942,28 +943,7 @@ async fn a_crafted_callback_error_is_counted_under_a_fixed_label() {
     t.fake
         .add_user(FakeUser::new("00u1", "bob@example.com", PASSWORD));
     let browser = browser();
-    let (action, mut fields) = t.app.identifier_form(&browser, "web").await;
-    fields.insert("username".into(), "bob@example.com".into());
-    let upstream_url = location(
-        browser
-            .post(t.app.url(&action))
-            .form(&fields)
-            .send()
-            .await
-            .unwrap()
-            .headers(),
-    );
-    let page = browser.get(&upstream_url).send().await.unwrap();
-    let page_url = page.url().clone();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
-    fields.insert("username".into(), "bob@example.com".into());
-    fields.insert("password".into(), PASSWORD.into());
-    let back = browser
-        .post(page_url.join(&action).unwrap())
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let back = bob_at_the_upstreams_page(&t, &browser).await;
     // The callback as someone crafts it: the code swapped for an error
     // code of their own choosing.
     let mut callback = url::Url::parse(&location(back.headers())).unwrap();

@@ -122,6 +122,15 @@ impl Operator {
     }
 }
 
+/// Everything a command printed, both streams.
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 async fn rows(t: &UpstreamApp) -> Vec<OutboxRow> {
     t.app.state.db.list_outbox(None, 100).await.unwrap()
 }
@@ -575,11 +584,7 @@ async fn passwords_written_back_without_a_sealing_key_stop_config_check_and_serv
     for args in [&["config", "check"][..], &["serve"]] {
         let out = op.run(args, None);
         assert!(!out.status.success(), "{args:?} refuses to start");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let said = said(&out);
         assert!(
             said.contains("upstream.management.write_back")
                 && said.contains("SWITCHYARD_TEST_NO_SUCH_KEYS"),
@@ -671,11 +676,7 @@ async fn config_check_names_a_write_back_the_provider_cannot_make() {
     let (settings, _) = Settings::load(Some(&path)).unwrap();
     let out = Operator::for_settings(&settings, &iso.database_url).run(&["config", "check"], None);
     assert!(!out.status.success());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(
         said.contains("upstream.management.write_back")
             && said.contains("provider oidc describes no profile write"),
