@@ -50,6 +50,7 @@ pub mod position;
 pub mod record;
 pub mod recovery;
 pub mod redis;
+pub mod refresh;
 pub mod sql;
 mod sql_common;
 pub mod transition;
@@ -507,6 +508,7 @@ pub trait Database:
     + outbox::OutboxStore
     + recovery::RecoveryStore
     + invitations::InvitationStore
+    + refresh::RefreshStore
 {
     async fn ping(&self) -> StoreResult<()>;
 }
