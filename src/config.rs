@@ -43,6 +43,12 @@ pub struct Settings {
     /// Prefix of every session-store key, so several deployments (or tests)
     /// share one Redis without colliding.
     pub session_prefix: String,
+    /// How long one Redis command may take before it fails (the request
+    /// then answers 503 `temporarily_unavailable`), in milliseconds. A
+    /// stalled Redis must not hold every request for long; `/readyz`
+    /// answers within 1 s whatever this says. Default 1000.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
     /// The proxies in front of Switchyard, as networks (`10.0.0.0/8`) or
     /// addresses. A request from one of them is counted against the
     /// right-most `X-Forwarded-For` hop that is not one of them: hops to its
@@ -355,6 +361,10 @@ fn default_authorization_server() -> String {
 fn yes() -> bool {
     true
 }
+fn default_redis_timeout_ms() -> u64 {
+    1000
+}
+
 fn default_upstream_timeout() -> u64 {
     10
 }
@@ -665,6 +675,7 @@ impl Default for Settings {
             database_url: DEFAULT_DATABASE_URL.into(),
             redis_url: None,
             session_prefix: "switchyard:".into(),
+            redis_timeout_ms: default_redis_timeout_ms(),
             trusted_proxies: Vec::new(),
             tokens: TokenSettings::default(),
             password: PasswordSettings::default(),

@@ -155,6 +155,11 @@ impl IntoResponse for OAuthError {
         // RFC 6749 §5.1: responses carrying (or refusing) tokens are never cached.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        // RFC 9110 §15.6.4: a 503 may say when to come back; a store that
+        // timed out is worth retrying soon.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.basic_challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,

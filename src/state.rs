@@ -67,9 +67,13 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Arc<dyn Databa
 pub async fn open_session_store(settings: &Settings) -> anyhow::Result<Arc<dyn SessionStore>> {
     Ok(match &settings.redis_url {
         Some(url) => Arc::new(
-            RedisStore::connect(url, &settings.session_prefix)
-                .await
-                .with_context(|| format!("connecting to Redis ({})", redact_url(url)))?,
+            RedisStore::connect_with_timeout(
+                url,
+                &settings.session_prefix,
+                std::time::Duration::from_millis(settings.redis_timeout_ms),
+            )
+            .await
+            .with_context(|| format!("connecting to Redis ({})", redact_url(url)))?,
         ),
         None => Arc::new(MemoryStore::new()),
     })

@@ -6,18 +6,24 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use std::time::Duration;
+
 use crate::state::AppState;
+use crate::store::{StoreError, StoreResult};
 
 /// `GET /healthz`: the process serves requests.
 pub async fn get_healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: both stores answer. Failures are named, not explained:
-/// the cause goes to the log.
+/// How long `/readyz` waits for a store: an orchestrator's probe must get
+/// an answer even when a store hangs rather than fails.
+const READY_WITHIN: Duration = Duration::from_millis(900);
+
+/// `GET /readyz`: both stores answer, within [`READY_WITHIN`] together.
+/// Failures are named, not explained: the cause goes to the log.
 pub async fn get_readyz(State(state): State<AppState>) -> Response {
-    let db = state.db.ping().await;
-    let sessions = state.sessions.ping().await;
+    let (db, sessions) = tokio::join!(within(state.db.ping()), within(state.sessions.ping()));
     if let Err(e) = &db {
         tracing::warn!(error = %e, "readiness: database check failed");
     }
@@ -36,4 +42,10 @@ pub async fn get_readyz(State(state): State<AppState>) -> Response {
         Json(json!({"database": word(db.is_ok()), "session_store": word(sessions.is_ok())})),
     )
         .into_response()
+}
+
+async fn within(check: impl Future<Output = StoreResult<()>>) -> StoreResult<()> {
+    tokio::time::timeout(READY_WITHIN, check)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())))
 }

@@ -37,12 +37,26 @@ if v and v > 0 then return redis.call('DECR', KEYS[1]) end
 return 0
 ";
 
+/// `redis_timeout_ms`'s default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+        Self::connect_with_timeout(url, prefix, DEFAULT_TIMEOUT).await
+    }
+
+    /// Every command fails after `timeout` rather than wait for a stalled
+    /// server: a request then answers 503 at once instead of holding a
+    /// worker (and the client) for the length of the stall.
+    pub async fn connect_with_timeout(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(redact(&e)))?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
