@@ -640,7 +640,7 @@ impl Bench {
             .upstream
             .as_ref()
             .context("no upstream configured")?;
-        let mapping = up.mapping(&*self.state.sessions);
+        let mapping = up.mapping(&*self.state.sessions, &*self.state.db);
         let mut tokens = mapping
             .load(sid)
             .await?

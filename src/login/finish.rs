@@ -49,7 +49,7 @@ pub async fn finish_login(
     let ttl = state.settings.tokens.session_ttl_secs;
     if let (Some(tokens), Some(upstream)) = (upstream_tokens, &state.upstream) {
         upstream
-            .mapping(&*state.sessions)
+            .mapping(&*state.sessions, &*state.db)
             .save(&session.sid, &tokens, Duration::from_secs(ttl))
             .await?;
     }

@@ -117,7 +117,7 @@ pub async fn adopt(
     };
     state.sessions.put_json(&session_key, &session, ttl).await?;
     let mapped = MappedTokens::from_upstream(&tokens, &client.client_id);
-    up.mapping(&*state.sessions)
+    up.mapping(&*state.sessions, &*state.db)
         .save(&session.sid, &mapped, ttl)
         .await?;
 

@@ -38,7 +38,7 @@ pub async fn exchange(
             .get_json::<String>(&used_code_key(code))
             .await?
         {
-            revoke_grant(&*state.sessions, &grant_id).await?;
+            revoke_grant(&*state.sessions, &*state.db, &grant_id).await?;
             let event = AuditEvent::new("code_replayed", None, Some(&client.client_id))
                 .with_detail(serde_json::json!({"grant_revoked": true}));
             crate::auth::record(state, event).await;
@@ -128,7 +128,7 @@ fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAu
 /// they were stored moments ago at the callback, so no refresh is needed.
 async fn upstream_tokens(state: &AppState, sid: &str) -> Result<Option<MappedTokens>, OAuthError> {
     match &state.upstream {
-        Some(up) => Ok(up.mapping(&*state.sessions).load(sid).await?),
+        Some(up) => Ok(up.mapping(&*state.sessions, &*state.db).load(sid).await?),
         None => Ok(None),
     }
 }

@@ -2,11 +2,19 @@
 //! (RFC 9700 §4.14.2).
 //!
 //! Every refresh spends the presented token and returns a new one of the
-//! same family. Spending is a set-if-absent claim in the session store, so
-//! two concurrent uses of one token cannot both win, on one instance or
-//! many. A token presented again after it was spent revokes its whole
-//! family, unless it comes back within the configured grace window: a
-//! client that lost the response to a network error may retry once.
+//! same family. The family is durable in the database
+//! ([`crate::store::refresh`]), which is the authority: spending is one
+//! conditional UPDATE that stores the successor with the claim, so two
+//! uses of one token cannot both win, on one instance or many, and a token
+//! is never spent without its successor being stored. The claim is the
+//! last thing done before answering: the upstream refresh and the signing
+//! come first, so an answer other than the new tokens spends nothing.
+//!
+//! A token presented again after it was spent revokes its whole family,
+//! unless it comes back within the configured grace window: a client that
+//! lost the response may retry, and receives the same successor (sealed at
+//! rotation under a key derived from the spent token), so a retry never
+//! forks the family into parallel chains.
 //!
 //! A session that logged in through the upstream also refreshes its
 //! upstream tokens here when they near expiry, which is how an upstream
@@ -20,14 +28,17 @@ use axum::response::Response;
 
 use super::adoption;
 use super::client_auth::Authenticated;
-use super::issue::{Issue, active_user, has_scope, respond, sign};
+use super::issue::{Issue, Signed, active_user, has_scope, sign, token_response};
 use super::params::Params;
+use crate::crypto::sha256_b64;
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::store::refresh::{Family, Rotation};
 use crate::store::{AuditEvent, SessionStoreExt, now};
 use crate::tokens::grants::{
-    Grant, RefreshToken, RefreshUse, load_grant, refresh_key, refresh_used_key, revoke_grant,
+    Grant, RefreshParts, RefreshToken, load_grant, new_family_tag, new_refresh_token,
+    open_successor, refresh_hash, refresh_key, revoke_grant, seal_successor,
 };
 use crate::upstream::tokens::{FreshError, MappedTokens};
 
@@ -39,52 +50,23 @@ pub async fn refresh(
     let client = &auth.client;
     let token = params.require("refresh_token")?;
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-    let Some(record) = state
-        .sessions
-        .get_json::<RefreshToken>(&refresh_key(token))
-        .await?
-    else {
-        return adoption::adopt(state, auth, token, params).await;
+    let (grant_id, tag) = match RefreshParts::parse(token) {
+        Some(parts) => (parts.grant_id.to_string(), parts.tag.to_string()),
+        None => match legacy_family(state, token).await? {
+            Some(found) => found,
+            None => return adoption::adopt(state, auth, token, params).await,
+        },
     };
-    // RFC 6749 §6: the token must have been issued to this client.
-    if record.client_id != client.client_id {
-        return Err(invalid());
-    }
-    let grant = load_grant(&*state.sessions, &record.grant_id)
+    let grant = load_grant(&*state.sessions, &*state.db, &grant_id)
         .await?
         .ok_or_else(invalid)?;
+    // RFC 6749 §6: the token must have been issued to this client.
+    if grant.client_id != client.client_id {
+        return Err(invalid());
+    }
     let now = now();
     if grant.expires_at <= now {
         return Err(invalid());
-    }
-
-    let claim = serde_json::to_vec(&RefreshUse { used_at: now }).map_err(OAuthError::unexpected)?;
-    let ttl = Duration::from_secs((grant.expires_at - now).max(1) as u64);
-    if !state
-        .sessions
-        .put_if_absent(&refresh_used_key(token), &claim, ttl)
-        .await?
-    {
-        let used: Option<RefreshUse> = state.sessions.get_json(&refresh_used_key(token)).await?;
-        let grace = state.settings.tokens.refresh_reuse_grace_secs as i64;
-        let within_grace = used.is_some_and(|u| now - u.used_at < grace);
-        if !within_grace {
-            revoke_grant(&*state.sessions, &record.grant_id).await?;
-            let event = AuditEvent::new(
-                "refresh_token_reused",
-                Some(&grant.user_id),
-                Some(&client.client_id),
-            )
-            .with_detail(serde_json::json!({"family_revoked": true}));
-            crate::auth::record(state, event).await;
-            return Err(invalid());
-        }
-    }
-
-    // The family lives as long as the browser session it came from.
-    if state.sessions.get(&grant.session_key).await?.is_none() {
-        revoke_grant(&*state.sessions, &record.grant_id).await?;
-        return Err(OAuthError::invalid_grant("the session has ended"));
     }
 
     // RFC 6749 §6: a narrower scope may be asked for, never a wider one.
@@ -105,8 +87,8 @@ pub async fn refresh(
     // Switchyard's own JWTs do not depend on the upstream's answer unless
     // the client receives the upstream's access token, so they are signed
     // on a blocking thread while the upstream refresh is in flight. Only the
-    // signing happens early: the new refresh token is stored (the rotation
-    // committed) after the upstream has answered yes.
+    // signing happens early: the rotation is committed after the upstream
+    // has answered yes.
     let presigned = (state.upstream.is_some()
         && client.token_mode != crate::store::TokenMode::Upstream)
         .then(|| {
@@ -115,7 +97,7 @@ pub async fn refresh(
                 client.clone(),
                 user.clone(),
                 grant.clone(),
-                record.grant_id.clone(),
+                grant_id.clone(),
                 scope.clone(),
             );
             tokio::task::spawn_blocking(move || {
@@ -133,11 +115,11 @@ pub async fn refresh(
                 )
             })
         });
-    let upstream = fresh_upstream_tokens(state, auth, &record.grant_id, &grant).await?;
+    let upstream = fresh_upstream_tokens(state, auth, &grant_id, &grant).await?;
     let i = Issue {
         client,
         user: &user,
-        grant_id: &record.grant_id,
+        grant_id: &grant_id,
         grant: &grant,
         scope: &scope,
         nonce: None,
@@ -147,7 +129,114 @@ pub async fn refresh(
         Some(signing) => signing.await.map_err(OAuthError::unexpected)??,
         None => sign(state, &i)?,
     };
-    respond(state, &i, signed).await
+    rotate(state, &i, signed, token, &tag, now).await
+}
+
+/// Spends `token` and answers with its successor; or, for a token spent
+/// already, the successor it got within the grace window, else the
+/// family revoked.
+async fn rotate(
+    state: &AppState,
+    i: &Issue<'_>,
+    signed: Signed,
+    token: &str,
+    tag: &str,
+    now: i64,
+) -> Result<Response, OAuthError> {
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+    let (next, next_hash) = new_refresh_token(i.grant_id, tag);
+    let spent_hash = refresh_hash(token);
+    let sealed = seal_successor(token, i.grant_id, &next);
+    let rotation = Rotation {
+        grant_id: i.grant_id,
+        spent_hash: &spent_hash,
+        new_hash: &next_hash,
+        sealed_successor: &sealed,
+        now,
+    };
+    if state.db.rotate(&rotation).await? {
+        return Ok(token_response(i, signed, Some(next)));
+    }
+    let family = state.db.family(i.grant_id).await?.ok_or_else(invalid)?;
+    if family.revoked || family.expires_at <= now {
+        return Err(invalid());
+    }
+    // A token that names the grant without the family's tag was made up
+    // from an access token's `gid`: refused, but no proof of theft.
+    let genuine = RefreshParts::parse(token).map_or(
+        family.previous_hash.as_deref() == Some(spent_hash.as_str()),
+        |parts| parts.tag_matches(family.tag_hash.as_deref()),
+    );
+    if !genuine {
+        return Err(invalid());
+    }
+    let grace = state.settings.tokens.refresh_reuse_grace_secs as i64;
+    let just_spent = family.previous_hash.as_deref() == Some(spent_hash.as_str())
+        && family.rotated_at.is_some_and(|at| now - at < grace);
+    if just_spent
+        && let Some(successor) = family
+            .successor
+            .as_deref()
+            .and_then(|s| open_successor(token, i.grant_id, s))
+    {
+        // The client lost our answer and retries: the same successor, so
+        // the family stays one chain.
+        return Ok(token_response(i, signed, Some(successor)));
+    }
+    revoke_grant(&*state.sessions, &*state.db, i.grant_id).await?;
+    let event = AuditEvent::new(
+        "refresh_token_reused",
+        Some(&i.grant.user_id),
+        Some(&i.client.client_id),
+    )
+    .with_detail(serde_json::json!({"family_revoked": true}));
+    crate::auth::record(state, event).await;
+    Err(invalid())
+}
+
+/// A refresh token issued before families were durable lives only in the
+/// session store (`rt:<hash>`, its grant under `grant:<id>`): its family is
+/// written to the database with it as the live token, so the rotation that
+/// follows is the durable one. `None` when the session store does not know
+/// the token.
+async fn legacy_family(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(record) = state
+        .sessions
+        .get_json::<RefreshToken>(&refresh_key(token))
+        .await?
+    else {
+        return Ok(None);
+    };
+    // The family's successors carry a tag like any other; a legacy token
+    // presented again after its family was written keeps the old ways:
+    // the rotation fails and a stale copy is refused.
+    let tag = new_family_tag();
+    if state.db.family(&record.grant_id).await?.is_none()
+        && let Some(grant) = load_grant(&*state.sessions, &*state.db, &record.grant_id).await?
+    {
+        state
+            .db
+            .create_family(&Family {
+                grant_id: record.grant_id.clone(),
+                sid: grant.sid.clone(),
+                user_id: grant.user_id.clone(),
+                client_id: grant.client_id.clone(),
+                record: serde_json::to_string(&grant).map_err(OAuthError::unexpected)?,
+                tag_hash: Some(sha256_b64(tag.as_bytes())),
+                current_hash: Some(refresh_hash(token)),
+                previous_hash: None,
+                rotated_at: None,
+                successor: None,
+                revoked: false,
+                created_at: now(),
+                expires_at: grant.expires_at,
+            })
+            .await?;
+    }
+    Ok(Some((record.grant_id, tag)))
 }
 
 /// The session's upstream tokens, refreshed at the upstream when they are
@@ -163,7 +252,7 @@ async fn fresh_upstream_tokens(
     let Some(up) = &state.upstream else {
         return Ok(None);
     };
-    let mapping = up.mapping(&*state.sessions);
+    let mapping = up.mapping(&*state.sessions, &*state.db);
     let Some(current) = mapping.load(&grant.sid).await? else {
         return Ok(None);
     };
@@ -177,7 +266,7 @@ async fn fresh_upstream_tokens(
         Ok(tokens) => Ok(Some(tokens)),
         Err(FreshError::Ended) => {
             Metrics::count(&state.metrics.upstream, "refresh", "ended");
-            revoke_grant(&*state.sessions, grant_id).await?;
+            revoke_grant(&*state.sessions, &*state.db, grant_id).await?;
             Err(OAuthError::invalid_grant("the upstream session has ended"))
         }
         Err(FreshError::Upstream(e)) => {

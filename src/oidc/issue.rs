@@ -3,19 +3,17 @@
 //! the next refresh token of the grant's family. Below the grant handlers,
 //! which all end here, and below the token endpoint that dispatches to them.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::userinfo::profile_claims;
-use crate::crypto::random_token;
+use crate::crypto::{random_token, sha256_b64};
 use crate::error::OAuthError;
 use crate::state::AppState;
-use crate::store::{Client, SessionStoreExt, TokenMode, User, now};
-use crate::tokens::grants::{Grant, RefreshToken, grant_key, refresh_key};
+use crate::store::{Client, TokenMode, User, now};
+use crate::tokens::grants::{Grant, create_grant, new_family_tag, new_refresh_token};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
 use crate::upstream::profile::carried_claims;
 use crate::upstream::tokens::MappedTokens;
@@ -138,39 +136,43 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
     respond(state, &i, signed).await
 }
 
-/// The token response of `i` with the JWTs [`sign`] made for it: stores a
-/// new refresh token of the grant's family when the client may refresh.
+/// The token response of `i` with the JWTs [`sign`] made for it, for a
+/// grant just created: its family's first refresh token, when the client
+/// may refresh. A family revoked meanwhile (a replayed code) gets none.
 pub async fn respond(
     state: &AppState,
     i: &Issue<'_>,
     signed: Signed,
 ) -> Result<Response, OAuthError> {
-    let now = now();
+    let refresh_token = if may_refresh(i) {
+        let tag = new_family_tag();
+        let (token, hash) = new_refresh_token(i.grant_id, &tag);
+        if !state
+            .db
+            .set_first_token(i.grant_id, &hash, &sha256_b64(tag.as_bytes()))
+            .await?
+        {
+            return Err(OAuthError::invalid_grant("the grant has been revoked"));
+        }
+        Some(token)
+    } else {
+        None
+    };
+    Ok(token_response(i, signed, refresh_token))
+}
+
+/// Whether the response to `i` carries a refresh token.
+pub fn may_refresh(i: &Issue<'_>) -> bool {
+    i.client.allows_grant(crate::store::GrantType::RefreshToken) && i.grant.expires_at > now()
+}
+
+/// The JSON token response (RFC 6749 §5.1), uncacheable.
+pub fn token_response(i: &Issue<'_>, signed: Signed, refresh_token: Option<String>) -> Response {
     let Signed {
         access_token,
         access_ttl,
         id_token,
     } = signed;
-
-    let refresh_token = if i.client.allows_grant(crate::store::GrantType::RefreshToken)
-        && i.grant.expires_at > now
-    {
-        let token = random_token();
-        let record = RefreshToken {
-            grant_id: i.grant_id.to_string(),
-            client_id: i.client.client_id.clone(),
-            issued_at: now,
-        };
-        let ttl = Duration::from_secs((i.grant.expires_at - now) as u64);
-        state
-            .sessions
-            .put_json(&refresh_key(&token), &record, ttl)
-            .await?;
-        Some(token)
-    } else {
-        None
-    };
-
     let body = TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -187,20 +189,17 @@ pub async fn respond(
     response
         .headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    response
 }
 
-/// Stores the grant created by a code exchange.
+/// Stores the grant created by a code exchange, a password grant or an
+/// adoption: durable in the database, cached in the session store.
 pub async fn store_grant(
     state: &AppState,
     grant_id: &str,
     grant: &Grant,
 ) -> Result<(), OAuthError> {
-    let ttl = Duration::from_secs((grant.expires_at - now()).max(1) as u64);
-    state
-        .sessions
-        .put_json(&grant_key(grant_id), grant, ttl)
-        .await?;
+    create_grant(&*state.sessions, &*state.db, grant_id, grant).await?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::session::{cookie_header, cookie_name, current_session};
 use crate::state::AppState;
 use crate::templates::Csp;
-use crate::tokens::grants::Session;
+use crate::tokens::grants::{self, Session};
 use crate::tokens::jwt::{self, Expect, IdClaims};
 
 /// `GET /oidc/logout`.
@@ -188,6 +188,7 @@ async fn end_session(
     let mut chained = None;
     if let Some((key, session)) = session {
         state.sessions.delete(&key).await?;
+        revoke_session_grants(state, &session).await?;
         chained = end_upstream_session(state, &session, target.as_deref()).await?;
     }
     let clear = cookie_header(state, &cookie_name(state, "session"), "", 0).ok();
@@ -202,6 +203,15 @@ async fn end_session(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Revokes every grant the session gave applications: their refresh
+/// tokens stop working and userinfo refuses their access tokens
+/// (OpenID Connect RP-Initiated Logout 1.0 §2 ends the session at the OP;
+/// RFC 7009 §2.1 lets related tokens be revoked with it).
+async fn revoke_session_grants(state: &AppState, session: &Session) -> Result<(), AppError> {
+    grants::revoke_session_grants(&*state.sessions, &*state.db, &session.sid).await?;
+    Ok(())
 }
 
 fn signed_out_page() -> Response {
@@ -240,7 +250,7 @@ async fn end_upstream_session(
     let Some(up) = &state.upstream else {
         return Ok(None);
     };
-    let mapping = up.mapping(&*state.sessions);
+    let mapping = up.mapping(&*state.sessions, &*state.db);
     let Some(tokens) = mapping.load(&session.sid).await? else {
         return Ok(None);
     };

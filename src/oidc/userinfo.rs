@@ -111,7 +111,12 @@ async fn userinfo(state: &AppState, token: Option<String>) -> Result<Response, O
     let claims = verify_access_token(state, &token).await?;
     // A revoked grant (logout, code replay, refresh reuse) ends its access
     // tokens here, before their expiry.
-    if load_grant(&*state.sessions, &claims.gid).await?.is_none() {
+    // The grant is read through its cache from the database, which keeps
+    // revocations for good (a flushed cache forgets none).
+    if load_grant(&*state.sessions, &*state.db, &claims.gid)
+        .await?
+        .is_none()
+    {
         return Err(OAuthError::invalid_token(
             "the access token has been revoked",
         ));

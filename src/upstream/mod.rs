@@ -74,9 +74,14 @@ impl Upstream {
         Ok(Some(Self { client, sealer }))
     }
 
-    pub fn mapping<'a>(&'a self, store: &'a dyn crate::store::SessionStore) -> tokens::Mapping<'a> {
+    pub fn mapping<'a>(
+        &'a self,
+        store: &'a dyn crate::store::SessionStore,
+        db: &'a dyn crate::store::Database,
+    ) -> tokens::Mapping<'a> {
         tokens::Mapping {
             store,
+            db,
             sealer: &self.sealer,
         }
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::UpstreamError;
 use super::client::{Creds, UpstreamClient, UpstreamTokens};
 use crate::crypto::{self, Sealer};
-use crate::store::{SessionStore, StoreError, now};
+use crate::store::{Database, SessionStore, StoreError, now};
 
 /// The upstream tokens of one gateway session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,8 +170,12 @@ pub enum FreshError {
     Store(#[from] StoreError),
 }
 
+/// The mappings, durable in the database (sealed: the key is not there)
+/// and cached in the session store, so a session store restarted empty
+/// does not end the upstream sessions the refresh families need.
 pub struct Mapping<'a> {
     pub store: &'a dyn SessionStore,
+    pub db: &'a dyn Database,
     pub sealer: &'a TokenSealer,
 }
 
@@ -182,21 +186,37 @@ impl Mapping<'_> {
         tokens: &MappedTokens,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal(sid, tokens)?;
+        let text = String::from_utf8(sealed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.db
+            .save_upstream_tokens(sid, &text, now() + ttl.as_secs() as i64)
+            .await?;
         self.store
-            .put(&mapping_key(sid), &self.sealer.seal(sid, tokens)?, ttl)
+            .put(&mapping_key(sid), text.as_bytes(), ttl)
             .await
     }
 
-    /// The mapping, or `None` when absent or sealed with a retired key.
+    /// The mapping, or `None` when absent or sealed with a retired key:
+    /// from the session store, else from the database (refilling the
+    /// session store).
     pub async fn load(&self, sid: &str) -> Result<Option<MappedTokens>, StoreError> {
-        Ok(self
-            .store
-            .get(&mapping_key(sid))
-            .await?
-            .and_then(|b| self.sealer.open(sid, &b)))
+        if let Some(bytes) = self.store.get(&mapping_key(sid)).await? {
+            return Ok(self.sealer.open(sid, &bytes));
+        }
+        let Some(sealed) = self.db.upstream_tokens(sid, now()).await? else {
+            return Ok(None);
+        };
+        let tokens = self.sealer.open(sid, sealed.as_bytes());
+        // A refill never overwrites what a concurrent refresh just saved.
+        let ttl = Duration::from_secs(CACHE_TTL_SECS);
+        self.store
+            .put_if_absent(&mapping_key(sid), sealed.as_bytes(), ttl)
+            .await?;
+        Ok(tokens)
     }
 
     pub async fn delete(&self, sid: &str) -> Result<(), StoreError> {
+        self.db.delete_upstream_tokens(sid).await?;
         self.store.delete(&mapping_key(sid)).await?;
         Ok(())
     }
@@ -261,6 +281,22 @@ impl Mapping<'_> {
         };
         match client.refresh(refresh_token, creds).await {
             Ok(tokens) => {
+                // OIDC Core §12.2: a refreshed ID token's `sub` is the
+                // original one's. Another user's tokens must not continue
+                // this session: it ends, and they are not kept.
+                let original = current.id_token.as_deref().and_then(subject_of);
+                let refreshed = tokens
+                    .claims
+                    .as_ref()
+                    .and_then(|c| c.get("sub"))
+                    .and_then(serde_json::Value::as_str);
+                if let (Some(original), Some(refreshed)) = (original.as_deref(), refreshed)
+                    && original != refreshed
+                {
+                    tracing::warn!("the upstream refreshed a session into another subject");
+                    self.delete(sid).await?;
+                    return Err(FreshError::Ended);
+                }
                 let mut next = MappedTokens::from_upstream(&tokens, &current.client_id);
                 if next.id_token.is_none() {
                     next.id_token = current.id_token.clone();
@@ -275,6 +311,19 @@ impl Mapping<'_> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// How long a mapping read back from the database stays cached; a save
+/// caches it for the session's whole life.
+const CACHE_TTL_SECS: u64 = 3600;
+
+/// The `sub` of an ID token the upstream issued earlier, validated when it
+/// was received: only its payload is read.
+fn subject_of(id_token: &str) -> Option<String> {
+    let payload = id_token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&crypto::b64url_decode(payload)?).ok()?;
+    claims.get("sub")?.as_str().map(String::from)
 }
 
 #[cfg(test)]
