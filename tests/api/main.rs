@@ -29,6 +29,7 @@ mod migration;
 mod outbox;
 mod recovery;
 mod redirect_uri;
+mod refresh_faults;
 mod relying_party;
 mod store;
 mod tokens;

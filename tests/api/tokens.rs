@@ -531,3 +531,104 @@ async fn the_token_endpoint_answers_cors_only_for_the_clients_own_origins() {
         .unwrap();
     assert!(okta.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn replays_within_the_grace_window_get_the_same_successor_so_the_family_stays_one_chain() {
+    let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace_secs = 30).await;
+    app.with_alice_and_web().await;
+    let first = app.tokens_for_alice().await;
+    let rt1 = first["refresh_token"].as_str().unwrap();
+    let mut successors = Vec::new();
+    for _ in 0..3 {
+        let answer = app.refresh(rt1).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body: Value = answer.json().await.unwrap();
+        successors.push(body["refresh_token"].as_str().unwrap().to_string());
+    }
+    assert!(
+        successors.iter().all(|s| *s == successors[0]),
+        "a retry receives the successor the first refresh got, not a parallel chain"
+    );
+    // The one chain goes on.
+    let next = app.refresh(&successors[0]).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    let next: Value = next.json().await.unwrap();
+    assert_eq!(
+        app.refresh(next["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn logout_revokes_the_sessions_grants_at_userinfo_and_at_the_token_endpoint() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    let params = app.alice_code(&browser, None).await;
+    let tokens = app.exchange_ok(&params["code"], None).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.userinfo(access).await.status(), StatusCode::OK);
+
+    let response = browser
+        .get(app.url("/oidc/logout"))
+        .query(&[("id_token_hint", tokens["id_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success() || response.status().is_redirection());
+
+    // RFC 6750 §3.1: a revoked access token is invalid_token, with its challenge.
+    let answer = app.userinfo(access).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let challenge = answer.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert_oauth_error(
+        app.refresh(tokens["refresh_token"].as_str().unwrap()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_made_up_from_an_access_tokens_grant_id_revokes_nothing() {
+    let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace_secs = 0).await;
+    app.with_alice_and_web().await;
+    let tokens = app.tokens_for_alice().await;
+    // Access tokens name their grant (`gid`); refresh tokens name it too.
+    let gid = jwt_claims(tokens["access_token"].as_str().unwrap())["gid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = format!("{gid}.{}.{}", "A".repeat(43), "B".repeat(43));
+    assert_oauth_error(
+        app.refresh(&forged).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let revoke = app
+        .api
+        .post(app.url("/oauth/revoke"))
+        .basic_auth("web", Some(SECRET))
+        .form(&[("token", forged.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), StatusCode::OK);
+    // The real family is untouched.
+    assert_eq!(
+        app.userinfo(tokens["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.refresh(tokens["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -282,6 +282,9 @@ pub enum Tamper {
     Expired,
     /// `iss` is another issuer.
     WrongIssuer,
+    /// `sub` names another user (a refreshed ID token must keep the
+    /// original `sub`, OIDC Core §12.2).
+    OtherSubject,
 }
 
 /// A fake upstream running in the test process. Dropping it stops accepting
@@ -1100,6 +1103,9 @@ fn tamper_claims(claims: &mut Map<String, Value>, tamper: Tamper, iat: i64) {
         }
         Tamper::WrongIssuer => {
             claims.insert("iss".into(), json!("https://evil.example.com/"));
+        }
+        Tamper::OtherSubject => {
+            claims.insert("sub".into(), json!("auth0|someone-else"));
         }
     }
 }
