@@ -138,7 +138,7 @@ pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthErro
 
 /// The token response of `i` with the JWTs [`sign`] made for it, for a
 /// grant just created: its family's first refresh token, when the client
-/// may refresh. A family revoked meanwhile (a replayed code) gets none.
+/// may refresh.
 pub async fn respond(
     state: &AppState,
     i: &Issue<'_>,
@@ -147,13 +147,13 @@ pub async fn respond(
     let refresh_token = if may_refresh(i) {
         let tag = new_family_tag();
         let (token, hash) = new_refresh_token(i.grant_id, &tag);
-        if !state
+        // Refused only when the family was revoked meanwhile (its code
+        // replayed): this exchange did win the code, so it is answered,
+        // with tokens that are already dead (RFC 6749 §4.1.2).
+        state
             .db
             .set_first_token(i.grant_id, &hash, &sha256_b64(tag.as_bytes()))
-            .await?
-        {
-            return Err(OAuthError::invalid_grant("the grant has been revoked"));
-        }
+            .await?;
         Some(token)
     } else {
         None

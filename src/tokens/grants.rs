@@ -201,13 +201,13 @@ pub async fn create_grant(
         expires_at: grant.expires_at,
     })
     .await?;
+    // Set-if-absent: a replayed code may have revoked the grant already.
+    let bytes = serde_json::to_vec(&Cached::Live(grant.clone()))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sessions
-        .put_json(
-            &grant_key(grant_id),
-            &Cached::Live(grant.clone()),
-            ttl_of(grant.expires_at),
-        )
-        .await
+        .put_if_absent(&grant_key(grant_id), &bytes, ttl_of(grant.expires_at))
+        .await?;
+    Ok(())
 }
 
 fn ttl_of(expires_at: i64) -> Duration {
