@@ -632,3 +632,63 @@ async fn a_refresh_token_made_up_from_an_access_tokens_grant_id_revokes_nothing(
         StatusCode::OK
     );
 }
+
+/// A refresh token the previous release issued lives only in the session
+/// store, as `rt:<hash>` beside its grant: it keeps working after the
+/// upgrade, its family moves into the database, and a replay is reuse.
+#[tokio::test]
+async fn a_refresh_token_from_before_durable_families_keeps_working_and_moves_to_the_database() {
+    let app = spawn_app_with(|s| s.tokens.refresh_reuse_grace_secs = 0).await;
+    let alice = app.with_alice_and_web().await;
+    let legacy = switchyard_kit::random_token();
+    let grant_id = switchyard_kit::random_token();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ttl = std::time::Duration::from_secs(3600);
+    let hash = switchyard::crypto::sha256_b64(legacy.as_bytes());
+    let record = serde_json::json!({"grant_id": grant_id, "client_id": "web", "issued_at": now});
+    let grant = serde_json::json!({
+        "user_id": alice.id, "client_id": "web", "scope": "openid profile email",
+        "auth_time": now, "sid": "legacy-sid", "session_key": "session:gone",
+        "expires_at": now + 3600,
+    });
+    let sessions = &app.state.sessions;
+    sessions
+        .put(&format!("rt:{hash}"), record.to_string().as_bytes(), ttl)
+        .await
+        .unwrap();
+    sessions
+        .put(
+            &format!("grant:{grant_id}"),
+            grant.to_string().as_bytes(),
+            ttl,
+        )
+        .await
+        .unwrap();
+
+    let answer = app.refresh(&legacy).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body: Value = answer.json().await.unwrap();
+    let next = body["refresh_token"].as_str().unwrap().to_string();
+    // The family is durable now: the cache may go.
+    sessions.delete(&format!("grant:{grant_id}")).await.unwrap();
+    let answer = app.refresh(&next).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body: Value = answer.json().await.unwrap();
+    let newest = body["refresh_token"].as_str().unwrap().to_string();
+    // The legacy token was spent: presenting it again revokes the family.
+    assert_oauth_error(
+        app.refresh(&legacy).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_oauth_error(
+        app.refresh(&newest).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
