@@ -847,6 +847,12 @@ impl Settings {
         {
             problem("redis_url", "must start with redis:// or rediss://".into());
         }
+        if self.redis_timeout_ms == 0 || self.redis_timeout_ms > 60_000 {
+            problem(
+                "redis_timeout_ms",
+                "must be between 1 and 60000 milliseconds".into(),
+            );
+        }
         if self.tokens.code_ttl_secs == 0 || self.tokens.code_ttl_secs > 60 {
             problem(
                 "tokens.code_ttl_secs",
