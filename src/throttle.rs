@@ -84,6 +84,12 @@ impl Throttle {
         sorted.get(rank.saturating_sub(1)).copied()
     }
 
+    /// The key an address's windows are counted under (its /64 for IPv6),
+    /// for other per-address budgets.
+    pub fn address_bucket(ip: IpAddr) -> String {
+        Self::ip_key(ip)["throttle:ip:".len()..].to_string()
+    }
+
     fn account_key(account: &str) -> String {
         // Hashed: identifiers are personal data and need not sit in Redis.
         format!(

@@ -35,6 +35,7 @@ pub async fn refresh(
     state: &AppState,
     auth: &Authenticated,
     params: &Params,
+    ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
     let client = &auth.client;
     let token = params.require("refresh_token")?;
@@ -44,7 +45,7 @@ pub async fn refresh(
         .get_json::<RefreshToken>(&refresh_key(token))
         .await?
     else {
-        return adoption::adopt(state, auth, token, params).await;
+        return adoption::adopt(state, auth, token, params, ip).await;
     };
     // RFC 6749 §6: the token must have been issued to this client.
     if record.client_id != client.client_id {
