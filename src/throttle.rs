@@ -24,6 +24,33 @@ pub struct Throttle {
     upstream_checks: Mutex<VecDeque<Duration>>,
 }
 
+/// Lets something happen at most once per interval, on this instance (the
+/// upstream client paces its JWKS refetches the same way).
+pub struct Pacer {
+    every: Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Pacer {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// True, and the interval restarts, when the last time was at least an
+    /// interval ago (or never).
+    pub fn ready(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+}
+
 /// How many upstream password checks the rolling p99 is taken over.
 const UPSTREAM_CHECK_SAMPLES: usize = 200;
 

@@ -33,5 +33,6 @@ mod redirect_uri;
 mod relying_party;
 mod store;
 mod tokens;
+mod unknown_kid;
 mod upstream;
 mod write_back;
