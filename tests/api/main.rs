@@ -31,6 +31,7 @@ mod outbox;
 mod recovery;
 mod redirect_uri;
 mod relying_party;
+mod startup;
 mod store;
 mod tokens;
 mod unknown_kid;
