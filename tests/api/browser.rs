@@ -884,10 +884,19 @@ async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
         .goto(&t.app.url(&format!("/authorize?{query}")))
         .await;
     sign_in_on_switchyard(chrome, "erin@example.com", "what she remembers").await;
-    wait_for_heading(chrome, "Set a new password").await;
+    // The answer of a wrong password: nothing tells an account that moved
+    // without its password apart. Its reset link is the way on.
+    wait_for_text(
+        chrome,
+        ".error",
+        "Wrong email, username or password. If you have not set a password here yet, use \u{201c}Forgot password?\u{201d} below.",
+    )
+    .await;
+    chrome.screenshot("moved").await;
+    chrome.click("a[href^='/login/forgot']").await;
+    wait_for_heading(chrome, "Reset your password").await;
     assert_eq!(chrome.value("#username").await, "erin@example.com");
     assert_eq!(chrome.text("button[type=submit]").await, "Email me a link");
-    chrome.screenshot("moved").await;
     chrome.click("button[type=submit]").await;
     wait_for_heading(chrome, "Check your email").await;
     let messages = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
