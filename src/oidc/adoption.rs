@@ -145,7 +145,11 @@ pub async fn adopt(
         .save(&session.sid, &mapped, ttl)
         .await?;
 
-    let scope = adopted_scope(params.get("scope")?, tokens.scope.as_deref())?;
+    let carried = tokens
+        .scope
+        .clone()
+        .or_else(|| access_token_scope(&tokens.access_token));
+    let scope = adopted_scope(params.get("scope")?, carried.as_deref())?;
     let grant_id = random_token();
     let grant = Grant {
         user_id: user.id.clone(),
@@ -180,15 +184,28 @@ pub async fn adopt(
     .await
 }
 
+/// The `scope` claim of an upstream access token that is a JWT. Cognito's
+/// token endpoint answers a refresh without `scope`, but its access tokens
+/// name theirs in this claim. The token came in the upstream's own answer
+/// to Switchyard's back-channel request, so its claims are as trustworthy
+/// as that answer's fields; its signature is the resource servers' to check.
+fn access_token_scope(access_token: &str) -> Option<String> {
+    let payload = access_token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&crate::crypto::b64url_decode(payload)?).ok()?;
+    claims.get("scope")?.as_str().map(str::to_string)
+}
+
 /// The scope of an adopted grant: what the upstream's answer says the
 /// token carries (RFC 6749 §5.1), narrowed to the scope the application
 /// asks for (§6: never more than was granted). A scope beyond the token's
 /// is dropped rather than refused, since the upstream token is already
 /// spent and refusing would log the user out; the answer's `scope` says
-/// what was granted (§5.1). An answer without `scope` names no more than
-/// the upstream was asked for, and the upstream refresh asked for the
-/// original grant, which Switchyard does not know: then only `openid` is
-/// granted, the one scope every OpenID Connect token carries.
+/// what was granted (§5.1). An answer that names its scope nowhere (nor in
+/// its access token) grants what the upstream was asked for, and the
+/// upstream refresh asked for the original grant, which Switchyard does not
+/// know: then only `openid` is granted, the one scope every OpenID Connect
+/// token carries.
 fn adopted_scope(asked: Option<&str>, granted: Option<&str>) -> Result<String, OAuthError> {
     let granted: Vec<&str> = granted
         .map(|g| g.split(' ').filter(|s| !s.is_empty()).collect())

@@ -108,3 +108,25 @@ async fn one_address_cannot_use_up_a_clients_adoption_budget() {
     let r = adopt(&t.app, &app_backend_at("198.51.100.7"), &legacy, None).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// Cognito answers a refresh without `scope`; its access token names it.
+#[tokio::test]
+async fn a_cognito_token_keeps_the_scope_its_access_token_names() {
+    let t = spawn_redirect_track(Flavor::Cognito, |_| {}).await;
+    let sub = Flavor::Cognito.sample_sub(1);
+    t.fake
+        .add_user(FakeUser::new(&sub, "erin@example.com", PASSWORD));
+    let legacy = t.fake.issue_refresh_token("web", &sub, "openid email");
+    let r = adopt(&t.app, &t.app.api, &legacy, Some("openid email profile")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["scope"], "openid email", "{body:#}");
+    let info: Value = t
+        .app
+        .userinfo(body["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["email"], "erin@example.com", "{info:#}");
+}
