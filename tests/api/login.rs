@@ -498,6 +498,54 @@ mod enumeration {
         }
     }
 
+    /// The same holds where local_only comes from a client's override or a
+    /// user's `force_local` pin rather than the phase.
+    #[tokio::test]
+    async fn a_client_override_and_a_local_pin_answer_like_a_wrong_password() {
+        let t = spawn_with_upstream(Flavor::Auth0, |s| {
+            s.upstream.as_mut().unwrap().connection =
+                Some("Username-Password-Authentication".into());
+            s.cutover.clients.insert("web".into(), Phase::LocalOnly);
+            s.password.failure_floor_ms = 50;
+            s.throttle.account_failures = 1000;
+        })
+        .await;
+        t.app.add_client("pinned-app", false).await;
+        t.app.add_user("local@example.com", PASSWORD).await;
+        imported(&t, "auth0|0000000000000000000000aa", "pending@example.com");
+        let pending = t
+            .app
+            .state
+            .db
+            .find_user_by_login("pending@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        t.app
+            .state
+            .db
+            .set_pin(&pending.id, Some("force_local"))
+            .await
+            .unwrap();
+        for (client, username) in [
+            ("web", "nobody@example.com"),
+            ("web", "local@example.com"),
+            ("web", "pending@example.com"),
+            // Lazy for this client: only the pin keeps her local.
+            ("pinned-app", "pending@example.com"),
+        ] {
+            let r = password_login(&t, client, username, "a wrong password").await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{client} {username}");
+            let page = r.text().await.unwrap();
+            assert!(
+                page.contains("Wrong email, username or password.")
+                    && page.contains("Forgot password?"),
+                "{client} {username}: {page}"
+            );
+        }
+        assert_eq!(t.fake.calls("token"), 0, "no upstream call");
+    }
+
     #[tokio::test]
     async fn a_federated_users_redirect_at_the_identifier_step_is_counted_and_padded() {
         let t = spawn_with_upstream(Flavor::Auth0, |s| {
