@@ -789,6 +789,13 @@ async fn config_check(path: Option<&std::path::Path>, connect: bool) -> anyhow::
         Source::File(p) => p.display().to_string(),
         Source::Defaults => "the embedded defaults".into(),
     };
+    // A warning, not a problem: the configuration works, but is unsafe.
+    if let Some(warning) = loaded
+        .settings()
+        .and_then(crate::startup::key_encryption_warning)
+    {
+        println!("warning: {warning}");
+    }
     if problems.is_empty() {
         println!("{from}: no problems");
         return Ok(());

@@ -258,6 +258,11 @@ pub struct UpstreamSettings {
     /// Refresh-token adoptions allowed per client and minute.
     #[serde(default = "default_adoption_rate")]
     pub adoptions_per_minute: u64,
+    /// Refresh-token adoptions allowed per client, client address (IPv6:
+    /// per /64) and minute, within `adoptions_per_minute`: one caller
+    /// cannot use up a client's budget for its real users.
+    #[serde(default = "default_adoption_rate_per_address")]
+    pub adoptions_per_minute_per_address: u64,
     /// Environment variable holding the keys that seal upstream tokens in
     /// the session store: `kid=base64key,…`, the first one sealing.
     #[serde(default = "default_token_keys_env")]
@@ -378,6 +383,10 @@ fn default_adoption_rate() -> u64 {
     60
 }
 
+fn default_adoption_rate_per_address() -> u64 {
+    10
+}
+
 impl UpstreamSettings {
     /// Settings with only the provider named, for tests and examples.
     pub fn for_provider(provider: &str) -> Self {
@@ -400,6 +409,7 @@ impl UpstreamSettings {
             refresh_margin_secs: default_refresh_margin(),
             claims: Default::default(),
             adoptions_per_minute: default_adoption_rate(),
+            adoptions_per_minute_per_address: default_adoption_rate_per_address(),
             token_keys_env: default_token_keys_env(),
             management: ManagementSettings::default(),
         }

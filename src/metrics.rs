@@ -29,6 +29,9 @@ pub struct Metrics {
     /// `profile`, `blocked`) and result (`done`, `retry`, `failed`,
     /// `refused`), queued or blocking alike.
     pub writeback: Family<Outcome, Counter>,
+    /// Signing-key reloads outside the periodic one, by cause
+    /// (`unknown_kid`) and result.
+    pub keys: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -39,6 +42,7 @@ impl Default for Metrics {
         let upstream = Family::<Outcome, Counter>::default();
         let outbox = Family::<Outcome, Counter>::default();
         let writeback = Family::<Outcome, Counter>::default();
+        let keys = Family::<Outcome, Counter>::default();
         registry.register("logins", "Logins by route and result", logins.clone());
         registry.register(
             "token_requests",
@@ -60,8 +64,14 @@ impl Default for Metrics {
             "Local changes written back to the upstream by what and result",
             writeback.clone(),
         );
+        registry.register(
+            "signing_key_reloads",
+            "Signing-key reloads outside the periodic one, by cause and result",
+            keys.clone(),
+        );
         Self {
             registry,
+            keys,
             logins,
             grants,
             upstream,

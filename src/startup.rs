@@ -33,6 +33,17 @@ pub struct Application {
 /// by `switchyard keys rotate` (or another instance) is picked up.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The warning for a production deployment (an `https` issuer) whose
+/// signing keys sit in the database unencrypted: anyone who can read a
+/// backup or the `keys` table can then sign tokens as this issuer.
+/// `SWITCHYARD_KEY_ENCRYPTION_KEY` seals them.
+pub fn key_encryption_warning(settings: &Settings) -> Option<&'static str> {
+    let sealed = std::env::var("SWITCHYARD_KEY_ENCRYPTION_KEY").is_ok_and(|v| !v.trim().is_empty());
+    (settings.is_https() && !sealed).then_some(
+        "SWITCHYARD_KEY_ENCRYPTION_KEY is not set: the signing keys are stored unencrypted in the database. Set it (32 random bytes, base64) to seal them.",
+    )
+}
+
 impl Application {
     /// Binds `settings.listen` and wires the state.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
@@ -47,6 +58,9 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        if let Some(warning) = key_encryption_warning(&settings) {
+            tracing::warn!("{warning}");
+        }
         let state = State::build(settings).await?;
         let outbox = Arc::new(crate::jobs::outbox::Worker::new(&state)?);
         Ok(Self {

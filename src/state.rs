@@ -19,6 +19,12 @@ use crate::throttle::Throttle;
 use crate::tokens::keys::{Alg, KeyRing};
 use crate::upstream::Upstream;
 
+/// At most one signing-key reload per this long for tokens naming an
+/// unknown `kid`: forged `kid`s must not make every request read the keys
+/// table. A rotation is picked up sooner anyway, since the key that becomes
+/// active is published (and loaded) as the next key first.
+pub const UNKNOWN_KID_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Shared by every request; cheap to clone.
 pub type AppState = Arc<State>;
 
@@ -48,6 +54,9 @@ pub struct State {
     /// Local changes mirrored to the upstream (`write_back`): its sealing
     /// key, and the Management API client of its blocking writes.
     pub write_back: crate::upstream::management::write_back::Writer,
+    /// Paces the signing-key reloads an unknown `kid` in a presented token
+    /// asks for.
+    pub unknown_kid_reloads: crate::throttle::Pacer,
 }
 
 /// Opens the SQL store named by the settings.
@@ -156,6 +165,7 @@ impl State {
             passwords,
             throttle,
             signing_alg,
+            unknown_kid_reloads: crate::throttle::Pacer::new(UNKNOWN_KID_RELOAD_INTERVAL),
         }))
     }
 }

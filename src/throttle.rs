@@ -8,8 +8,9 @@
 //! to be a failure, so Switchyard can never be used to brute-force anything,
 //! however many attempts arrive at once.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::ThrottleSettings;
@@ -19,7 +20,39 @@ use crate::store::{SessionStore, StoreResult};
 pub struct Throttle {
     store: Arc<dyn SessionStore>,
     settings: ThrottleSettings,
+    /// The latest upstream password checks' durations, on this instance.
+    upstream_checks: Mutex<VecDeque<Duration>>,
 }
+
+/// Lets something happen at most once per interval, on this instance (the
+/// upstream client paces its JWKS refetches the same way).
+pub struct Pacer {
+    every: Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Pacer {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// True, and the interval restarts, when the last time was at least an
+    /// interval ago (or never).
+    pub fn ready(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+}
+
+/// How many upstream password checks the rolling p99 is taken over.
+const UPSTREAM_CHECK_SAMPLES: usize = 200;
 
 /// An attempt counted by [`Throttle::attempt`]; it stays counted unless
 /// given back.
@@ -38,7 +71,50 @@ pub struct Limited {
 
 impl Throttle {
     pub fn new(store: Arc<dyn SessionStore>, settings: ThrottleSettings) -> Self {
-        Self { store, settings }
+        Self {
+            store,
+            settings,
+            upstream_checks: Mutex::new(VecDeque::with_capacity(UPSTREAM_CHECK_SAMPLES)),
+        }
+    }
+
+    /// Records how long the upstream took to check a password (whatever it
+    /// answered), for [`Throttle::upstream_check_p99`].
+    pub fn record_upstream_check(&self, took: Duration) {
+        let mut samples = self
+            .upstream_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if samples.len() == UPSTREAM_CHECK_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(took);
+    }
+
+    /// The 99th percentile of the latest upstream password checks (nearest
+    /// rank), or `None` before the first. A failed login must take at least
+    /// this long wherever it was checked, or a local answer would be told
+    /// from an upstream one by its speed.
+    pub fn upstream_check_p99(&self) -> Option<Duration> {
+        let mut sorted: Vec<Duration> = self
+            .upstream_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable();
+        let rank = (sorted.len() * 99).div_ceil(100);
+        sorted.get(rank.saturating_sub(1)).copied()
+    }
+
+    /// The key an address's windows are counted under (its /64 for IPv6),
+    /// for other per-address budgets.
+    pub fn address_bucket(ip: IpAddr) -> String {
+        Self::ip_key(ip)["throttle:ip:".len()..].to_string()
     }
 
     fn account_key(account: &str) -> String {
@@ -173,5 +249,22 @@ mod tests {
         assert_eq!(key("2001:db8:1:2::1"), "throttle:ip:2001:db8:1:2::/64");
         assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
         assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
+
+    #[test]
+    fn the_upstream_p99_is_the_nearest_rank_of_the_latest_samples() {
+        let store: Arc<dyn SessionStore> = Arc::new(crate::store::memory::MemoryStore::new());
+        let t = Throttle::new(store, ThrottleSettings::default());
+        assert_eq!(t.upstream_check_p99(), None);
+        for ms in 1..=100 {
+            t.record_upstream_check(Duration::from_millis(ms));
+        }
+        assert_eq!(t.upstream_check_p99(), Some(Duration::from_millis(99)));
+        // Only the latest samples count: old slow ones age out.
+        t.record_upstream_check(Duration::from_secs(9));
+        for _ in 0..UPSTREAM_CHECK_SAMPLES {
+            t.record_upstream_check(Duration::from_millis(5));
+        }
+        assert_eq!(t.upstream_check_p99(), Some(Duration::from_millis(5)));
     }
 }

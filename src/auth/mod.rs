@@ -10,6 +10,9 @@
 //! upstream-password track (lazy migration); recording the outcome with
 //! the throttle, the audit trail and the metrics; and padding every failure
 //! to the same duration (ASVS 6.3.8), so a fix to any step is made once.
+//!
+//! [`identify`] answers the login page's identifier step the same way for
+//! every account until a password has been checked.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -62,9 +65,6 @@ pub enum Outcome {
     /// a social identity, or the redirect track's route): the upstream's
     /// own page can still sign them in.
     NeedsRedirect,
-    /// The user's account has moved here without a password: they must
-    /// reset it.
-    ResetRequired,
     /// The upstream could not be asked.
     Unavailable,
 }
@@ -95,7 +95,11 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
         }
     };
     let started = tokio::time::Instant::now();
-    let Routed { decision, account } = match routed {
+    let Routed {
+        decision,
+        account,
+        anonymous_route,
+    } = match routed {
         Some(routed) => routed,
         None => route_for(state, identifier, client_id).await?,
     };
@@ -105,8 +109,21 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
     };
     let user = match decision.route {
         Route::Local => authenticate_local(state, account, password).await?,
+        // A user with no password here (never signed in during the
+        // migration, or unknown) gets the answer of a wrong password: which
+        // accounts exist, and which have moved without their password, must
+        // not show (ASVS 6.3.8). The failure page offers the reset link to
+        // everyone alike.
+        Route::ResetPassword => None,
         Route::UpstreamPassword => {
-            match lazy::verify_and_migrate(state, identifier, password).await {
+            let asked = tokio::time::Instant::now();
+            let checked = lazy::verify_and_migrate(state, identifier, password).await;
+            if checked.is_ok() {
+                // How long the upstream takes to answer is how long every
+                // failure must take (see `pad_failure`).
+                state.throttle.record_upstream_check(asked.elapsed());
+            }
+            match checked {
                 Ok(lazy::Outcome::Migrated(user)) => Some(*user),
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
                 Ok(lazy::Outcome::Redirect(why)) => {
@@ -129,15 +146,15 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
             }
         }
         Route::UpstreamRedirect => {
-            state.throttle.give_back(counted).await?;
+            if redirect_reveals_account(&decision, anonymous_route) {
+                // Counted and padded like a failure: a redirect that only
+                // this account gets must be no cheaper an oracle than a
+                // wrong password.
+                pad_failure(state, started).await;
+            } else {
+                state.throttle.give_back(counted).await?;
+            }
             return Ok(Outcome::NeedsRedirect);
-        }
-        Route::ResetPassword => {
-            // Counted as a failure: the password was not checked, but
-            // whether it would have been right must not show.
-            Metrics::count(&state.metrics.logins, label, "reset_required");
-            pad_failure(state, started).await;
-            return Ok(Outcome::ResetRequired);
         }
     };
     match user {
@@ -161,6 +178,60 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
 pub struct Routed {
     pub decision: Decision,
     pub account: Account,
+    /// The route an identifier no account has would take here: an answer
+    /// that differs from it tells the account apart.
+    pub anonymous_route: Route,
+}
+
+/// Whether sending this login to the upstream's page says something about
+/// the account (a federated user, a pin) that an unknown identifier would
+/// not be told.
+fn redirect_reveals_account(decision: &Decision, anonymous_route: Route) -> bool {
+    decision.route == Route::UpstreamRedirect && anonymous_route != Route::UpstreamRedirect
+}
+
+/// What the identifier step (the first form, without a password) answers.
+pub enum Identified {
+    /// Ask for the password: the same page whatever the account, so
+    /// nothing is told until a password has been checked.
+    Password(Box<Routed>),
+    /// Send the browser to the upstream's own page.
+    Redirect,
+    /// Too many recent failures for this account or address.
+    Throttled { retry_after: Duration },
+}
+
+/// Routes the identifier step. A redirect every identifier would get
+/// (passthrough, a cohort outside the migration, an upstream without a
+/// password grant) is answered at once; one only this account gets is
+/// counted by the throttle and padded like a failed password first (ASVS
+/// 6.3.8), since it cannot be avoided: such a user has no password to ask.
+pub async fn identify(
+    state: &AppState,
+    identifier: &str,
+    client_id: &str,
+    ip: IpAddr,
+) -> Result<Identified, AppError> {
+    let routed = route_for(state, identifier, client_id).await?;
+    if routed.decision.route != Route::UpstreamRedirect {
+        return Ok(Identified::Password(Box::new(routed)));
+    }
+    if !redirect_reveals_account(&routed.decision, routed.anonymous_route) {
+        return Ok(Identified::Redirect);
+    }
+    let started = tokio::time::Instant::now();
+    match state.throttle.attempt(identifier, ip).await? {
+        // The attempt stays counted, as a failure's does.
+        Ok(_counted) => {}
+        Err(limited) => {
+            return Ok(Identified::Throttled {
+                retry_after: limited.retry_after,
+            });
+        }
+    }
+    Metrics::count(&state.metrics.logins, "identifier", "redirect");
+    pad_failure(state, started).await;
+    Ok(Identified::Redirect)
 }
 
 /// The user a login names and their stored password hash.
@@ -182,31 +253,47 @@ pub async fn route_for(
     };
     let rules = state.cutover.rules().await?;
     let upstream = state.upstream.as_ref();
-    let decision = decide(
+    let password_grant = upstream.is_some_and(|u| u.client.def.password.is_some());
+    let subject = Subject {
+        identifier,
+        user: user.as_ref(),
+        has_password: password_hash.is_some(),
+        client_id: Some(client_id),
+        upstream: upstream.is_some(),
+        password_grant,
+    };
+    let decision = decide(&rules, &subject);
+    let anonymous_route = decide(
         &rules,
         &Subject {
-            identifier,
-            user: user.as_ref(),
-            has_password: password_hash.is_some(),
-            client_id: Some(client_id),
-            upstream: upstream.is_some(),
-            password_grant: upstream.is_some_and(|u| u.client.def.password.is_some()),
+            user: None,
+            has_password: false,
+            ..subject
         },
-    );
+    )
+    .route;
     Ok(Routed {
         decision,
         account: Account {
             user,
             password_hash,
         },
+        anonymous_route,
     })
 }
 
 /// Every failed password login takes at least `password.failure_floor_ms`,
 /// whichever track it took (local hash, imported hash, upstream call,
-/// unknown user), so its duration tells nothing (ASVS 6.3.8).
+/// unknown user), so its duration tells nothing (ASVS 6.3.8). When the
+/// upstream's password checks take longer than that (their rolling p99),
+/// that is the floor: otherwise a migrated user's wrong password would
+/// answer sooner than an unmigrated one's.
 pub async fn pad_failure(state: &AppState, started: tokio::time::Instant) {
-    let floor = Duration::from_millis(state.settings.password.failure_floor_ms);
+    let configured = Duration::from_millis(state.settings.password.failure_floor_ms);
+    let floor = state
+        .throttle
+        .upstream_check_p99()
+        .map_or(configured, |p99| p99.max(configured));
     tokio::time::sleep_until(started + floor).await;
 }
 

@@ -18,6 +18,16 @@ use crate::store::{SessionStoreExt, User, now};
 use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
 use crate::upstream::tokens::MappedTokens;
 
+/// What a login through the upstream's own page brings: its tokens, and
+/// when the user authenticated there.
+pub struct UpstreamLogin {
+    pub tokens: MappedTokens,
+    /// The upstream ID token's `auth_time`: the session's (and so our ID
+    /// tokens') `auth_time` is when the user last authenticated, not when
+    /// the callback arrived (OIDC Core §2).
+    pub auth_time: i64,
+}
+
 /// Ends a successful login, whatever the route: spends the pending request,
 /// replaces the browser's session with a new one, stores the upstream
 /// tokens when the login went through the upstream, and returns the user to
@@ -29,7 +39,7 @@ pub async fn finish_login(
     authz: &str,
     user: &User,
     ip: IpAddr,
-    upstream_tokens: Option<MappedTokens>,
+    upstream_login: Option<UpstreamLogin>,
     login_recorded: bool,
 ) -> Result<Response, AppError> {
     // The pending request is single use: of two concurrent submissions one
@@ -45,12 +55,13 @@ pub async fn finish_login(
         ));
     };
 
-    let (cookie, key, session) = open_session(state, headers, user).await?;
+    let auth_time = upstream_login.as_ref().map_or_else(now, |u| u.auth_time);
+    let (cookie, key, session) = open_session_at(state, headers, user, auth_time).await?;
     let ttl = state.settings.tokens.session_ttl_secs;
-    if let (Some(tokens), Some(upstream)) = (upstream_tokens, &state.upstream) {
+    if let (Some(login), Some(upstream)) = (upstream_login, &state.upstream) {
         upstream
             .mapping(&*state.sessions, &*state.db)
-            .save(&session.sid, &tokens, Duration::from_secs(ttl))
+            .save(&session.sid, &login.tokens, Duration::from_secs(ttl))
             .await?;
     }
     if !login_recorded {
@@ -77,6 +88,16 @@ pub async fn open_session(
     headers: &HeaderMap,
     user: &User,
 ) -> Result<(String, String, Session), AppError> {
+    open_session_at(state, headers, user, now()).await
+}
+
+/// [`open_session`] for a user who authenticated at `auth_time`.
+async fn open_session_at(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &User,
+    auth_time: i64,
+) -> Result<(String, String, Session), AppError> {
     if let Some((old_key, _)) = current_session(state, headers).await? {
         state.sessions.delete(&old_key).await?;
     }
@@ -84,7 +105,7 @@ pub async fn open_session(
     let key = session_key(&cookie);
     let session = Session {
         user_id: user.id.clone(),
-        auth_time: now(),
+        auth_time,
         sid: random_token(),
         created_at: now(),
     };

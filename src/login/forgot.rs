@@ -66,9 +66,6 @@ pub(super) async fn get_forgot(
 pub(super) enum Ask {
     /// The user followed "Forgot password?".
     Forgot,
-    /// The user's account moved here without its password (phase
-    /// `local_only`, a user who never signed in during the migration).
-    Moved,
 }
 
 /// The page that offers to email a link, with its CSRF cookie.
@@ -99,10 +96,6 @@ fn forgot_page(
         Ask::Forgot => (
             "Reset your password",
             "Enter the email address or username of your account. We will email you a link to set a new password.",
-        ),
-        Ask::Moved => (
-            "Set a new password",
-            "Your account has moved to a new sign-in service, and your password did not come with it. We can email you a link to set a new one.",
         ),
     };
     templates::render(

@@ -20,9 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::auth::{self, Attempt, Outcome, Routed, Via, route_for};
+use crate::auth::{self, Attempt, Identified, Outcome, Routed, Via};
 use crate::crypto::{constant_time_eq, sha256_b64};
-use crate::cutover::Route;
 use crate::error::AppError;
 use crate::oidc::params::Params;
 use crate::session::{ClientIp, cookie_name, read_cookie};
@@ -81,8 +80,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// The one message for every failed password login: unknown user, wrong
-/// password, no password on file (ASVS 6.3.8).
-const LOGIN_FAILED: &str = "Wrong email, username or password.";
+/// password, no password on file (ASVS 6.3.8). A user whose account moved
+/// here without its password is among them, so the hint is for everyone.
+const LOGIN_FAILED: &str = "Wrong email, username or password. If you have not set a password here yet, use \u{201c}Forgot password?\u{201d} below.";
 
 #[derive(Deserialize)]
 struct LoginQuery {
@@ -216,10 +216,17 @@ async fn post_login(
         )
         .await;
     };
-    let routed = route_for(&state, username, &pending.client_id).await?;
-    if routed.decision.route == Route::UpstreamRedirect {
-        return upstream::start(&state, authz, &pending, Some(username)).await;
-    }
+    let routed = match auth::identify(&state, username, &pending.client_id, ip).await? {
+        Identified::Password(routed) => *routed,
+        Identified::Redirect => {
+            return upstream::start(&state, authz, &pending, Some(username)).await;
+        }
+        Identified::Throttled { retry_after } => {
+            return Err(AppError::TooManyRequests {
+                retry_after_secs: retry_after.as_secs(),
+            });
+        }
+    };
     match form.get("password")? {
         Some(password) => {
             verify_and_complete(
@@ -295,14 +302,6 @@ async fn verify_and_complete(
             retry_after_secs: retry_after.as_secs(),
         }),
         Outcome::NeedsRedirect => upstream::start(state, authz, pending, Some(username)).await,
-        Outcome::ResetRequired => Ok(forgot::ask_page(
-            state,
-            headers,
-            forgot::Ask::Moved,
-            Some(authz.to_string()),
-            username,
-            StatusCode::UNAUTHORIZED,
-        )),
         Outcome::Unavailable => Err(AppError::Unavailable),
     }
 }

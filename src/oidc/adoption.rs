@@ -9,8 +9,15 @@
 //! rotated upstream tokens, sealed in the mapping.
 //!
 //! Adoption attempts are limited per client, so Switchyard cannot be used to
-//! test stolen or guessed tokens against the upstream at volume.
+//! test stolen or guessed tokens against the upstream at volume, and per
+//! address within that, so one caller cannot spend a client's budget and
+//! lock its real users out of adoption.
+//!
+//! The adopted grant carries no more than the upstream token did: the
+//! scope the upstream's answer names (RFC 6749 §5.1), narrowed to what the
+//! application asks for (§6).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::response::Response;
@@ -24,6 +31,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{AuditEvent, SessionStoreExt, now};
+use crate::throttle::Throttle;
 use crate::tokens::grants::{Grant, Session, session_key};
 use crate::upstream::tokens::MappedTokens;
 use crate::upstream::{Creds, UpstreamError, profile};
@@ -33,6 +41,7 @@ pub async fn adopt(
     auth: &Authenticated,
     token: &str,
     params: &Params,
+    ip: IpAddr,
 ) -> Result<Response, OAuthError> {
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
     let Some(up) = &state.upstream else {
@@ -42,19 +51,34 @@ pub async fn adopt(
         return Err(invalid());
     }
     let client = &auth.client;
-    let limit = state
-        .sessions
-        .incr(
-            &format!("adopt:{}", client.client_id),
-            Duration::from_secs(60),
-        )
-        .await?;
-    if limit.count > up.client.settings.adoptions_per_minute {
+    let throttled = || {
         Metrics::count(&state.metrics.upstream, "adoption", "throttled");
-        return Err(OAuthError::new(
+        OAuthError::new(
             ErrorCode::TemporarilyUnavailable,
             "too many refresh tokens to adopt; retry later",
-        ));
+        )
+    };
+    // The address first: one over its own budget is refused without
+    // touching the client's, so it cannot use that up for everyone else.
+    let budgets = [
+        (
+            format!(
+                "adopt:ip:{}:{}",
+                client.client_id,
+                Throttle::address_bucket(ip)
+            ),
+            up.client.settings.adoptions_per_minute_per_address,
+        ),
+        (
+            format!("adopt:{}", client.client_id),
+            up.client.settings.adoptions_per_minute,
+        ),
+    ];
+    for (key, limit) in budgets {
+        let counter = state.sessions.incr(&key, Duration::from_secs(60)).await?;
+        if counter.count > limit {
+            return Err(throttled());
+        }
     }
 
     let creds = Creds {
@@ -121,11 +145,11 @@ pub async fn adopt(
         .save(&session.sid, &mapped, ttl)
         .await?;
 
-    let scope = match (params.get("scope")?, &tokens.scope) {
-        (Some(asked), _) => asked.to_string(),
-        (None, Some(granted)) => granted.clone(),
-        (None, None) => "openid profile email".to_string(),
-    };
+    let carried = tokens
+        .scope
+        .clone()
+        .or_else(|| access_token_scope(&tokens.access_token));
+    let scope = adopted_scope(params.get("scope")?, carried.as_deref())?;
     let grant_id = random_token();
     let grant = Grant {
         user_id: user.id.clone(),
@@ -158,4 +182,46 @@ pub async fn adopt(
         },
     )
     .await
+}
+
+/// The `scope` claim of an upstream access token that is a JWT. Cognito's
+/// token endpoint answers a refresh without `scope`, but its access tokens
+/// name theirs in this claim. The token came in the upstream's own answer
+/// to Switchyard's back-channel request, so its claims are as trustworthy
+/// as that answer's fields; its signature is the resource servers' to check.
+fn access_token_scope(access_token: &str) -> Option<String> {
+    let payload = access_token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&crate::crypto::b64url_decode(payload)?).ok()?;
+    claims.get("scope")?.as_str().map(str::to_string)
+}
+
+/// The scope of an adopted grant: what the upstream's answer says the
+/// token carries (RFC 6749 §5.1), narrowed to the scope the application
+/// asks for (§6: never more than was granted). A scope beyond the token's
+/// is dropped rather than refused, since the upstream token is already
+/// spent and refusing would log the user out; the answer's `scope` says
+/// what was granted (§5.1). An answer that names its scope nowhere (nor in
+/// its access token) grants what the upstream was asked for, and the
+/// upstream refresh asked for the original grant, which Switchyard does not
+/// know: then only `openid` is granted, the one scope every OpenID Connect
+/// token carries.
+fn adopted_scope(asked: Option<&str>, granted: Option<&str>) -> Result<String, OAuthError> {
+    let granted: Vec<&str> = granted
+        .map(|g| g.split(' ').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_else(|| vec!["openid"]);
+    let Some(asked) = asked else {
+        return Ok(granted.join(" "));
+    };
+    let kept: Vec<&str> = asked
+        .split(' ')
+        .filter(|s| !s.is_empty() && granted.contains(s))
+        .collect();
+    if kept.is_empty() {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidScope,
+            "the scope asked for is beyond what the refresh token carries",
+        ));
+    }
+    Ok(kept.join(" "))
 }

@@ -271,6 +271,7 @@ fn validate(client: &Client, params: &Params, mode: ResponseMode) -> Result<Vali
             nonce,
             code_challenge: challenge.map(Into::into),
             max_age,
+            prompt_login: prompts.contains(&"login"),
             login_hint,
             csrf: random_token(),
             browser_binding: String::new(),

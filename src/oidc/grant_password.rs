@@ -48,7 +48,7 @@ pub async fn password(
         Outcome::Authenticated(user) => user,
         // A reset is told on the login page only: here it is one more
         // failure, like every other.
-        Outcome::Failed | Outcome::ResetRequired => {
+        Outcome::Failed => {
             return Err(OAuthError::invalid_grant("wrong username or password"));
         }
         Outcome::Invalid => {

@@ -46,6 +46,7 @@ pub async fn refresh(
     state: &AppState,
     auth: &Authenticated,
     params: &Params,
+    ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
     let client = &auth.client;
     let token = params.require("refresh_token")?;
@@ -54,7 +55,7 @@ pub async fn refresh(
         Some(parts) => (parts.grant_id.to_string(), parts.tag.to_string()),
         None => match legacy_family(state, token).await? {
             Some(found) => found,
-            None => return adoption::adopt(state, auth, token, params).await,
+            None => return adoption::adopt(state, auth, token, params, ip).await,
         },
     };
     let grant = load_grant(&*state.sessions, &*state.db, &grant_id)

@@ -125,7 +125,10 @@ async fn logout(
 }
 
 /// `GET /v2/logout` (Auth0): `client_id` and `returnTo`. Auth0 signs out
-/// without a confirmation page, and SDKs depend on that.
+/// without a confirmation page, and SDKs depend on that: they always send
+/// both. A request without them names no application, so it may be any
+/// site's link or image: the user is asked to confirm instead, on the
+/// same page `/oidc/logout` shows (RP-Initiated Logout 1.0 §2).
 pub async fn get_auth0_logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -134,11 +137,24 @@ pub async fn get_auth0_logout(
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let run = async {
         params.reject_repeats()?;
+        let client_id = params.get("client_id")?;
         let redirect = match params.get("returnTo")? {
-            Some(uri) => Some(checked_target(&state, params.get("client_id")?, uri).await?),
+            Some(uri) => Some(checked_target(&state, client_id, uri).await?),
             None => None,
         };
         let session = current_session(&state, &headers).await?;
+        if let (Some((key, _)), None) = (&session, &redirect) {
+            let mut fields: Vec<(String, String)> = Vec::new();
+            if let Some(c) = client_id {
+                fields.push(("client_id".into(), c.into()));
+            }
+            return Ok(crate::templates::render(
+                StatusCode::OK,
+                "logout.html",
+                minijinja::context! { title => "Sign out", confirm => true, csrf => logout_csrf(key), fields },
+                &confirm_csp(&state, client_id, None).await,
+            ));
+        }
         end_session(&state, session, redirect, None).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)

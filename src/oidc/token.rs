@@ -130,7 +130,7 @@ async fn token(
             grant_authorization_code::exchange(state, &auth, params).await
         }
         GrantType::Password => grant_password::password(state, &auth, params, ip).await,
-        GrantType::RefreshToken => grant_refresh_token::refresh(state, &auth, params).await,
+        GrantType::RefreshToken => grant_refresh_token::refresh(state, &auth, params, ip).await,
     };
     let outcome = match &result {
         Ok(_) => "ok",

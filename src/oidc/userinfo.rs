@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::params::Params;
 use crate::error::OAuthError;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::User;
 use crate::tokens::grants::load_grant;
@@ -135,9 +136,10 @@ async fn userinfo(state: &AppState, token: Option<String>) -> Result<Response, O
     Ok(response)
 }
 
-/// Verifies one of Switchyard's own access tokens, reloading the keys once
+/// Verifies one of Switchyard's own access tokens, reloading the keys
 /// when it names a key this instance has not loaded yet (another instance
-/// rotated).
+/// rotated) — at most once per [`crate::state::UNKNOWN_KID_RELOAD_INTERVAL`], since
+/// anyone can send a token with a made-up `kid`.
 pub async fn verify_access_token(
     state: &AppState,
     token: &str,
@@ -150,7 +152,8 @@ pub async fn verify_access_token(
         allow_expired: false,
     };
     match jwt::verify::<AccessClaims>(&state.keys.current(), token, &expect) {
-        Err(jwt::VerifyError::UnknownKey) => {
+        Err(jwt::VerifyError::UnknownKey) if state.unknown_kid_reloads.ready() => {
+            Metrics::count(&state.metrics.keys, "unknown_kid", "reloaded");
             state.keys.reload().await.map_err(OAuthError::unexpected)?;
             jwt::verify(&state.keys.current(), token, &expect)
         }

@@ -44,6 +44,10 @@ pub struct PendingAuthorization {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub max_age: Option<i64>,
+    /// `prompt=login`: the user must authenticate again, here and at the
+    /// upstream (OIDC Core §3.1.2.1).
+    #[serde(default)]
+    pub prompt_login: bool,
     pub login_hint: Option<String>,
     /// Sent in every login form and compared on post (CSRF).
     pub csrf: String,

@@ -413,3 +413,167 @@ async fn discovery_lists_the_post_message_response_modes() {
         serde_json::json!(["query", "form_post", "web_message", "okta_post_message"])
     );
 }
+
+// ---------------------------------------------------------------------------
+// prompt=login and max_age on the redirect track (OIDC Core §3.1.2.1)
+// ---------------------------------------------------------------------------
+
+mod redirect_track {
+    use reqwest::StatusCode;
+    use switchyard_kit::fake::{FakeUser, Flavor};
+
+    use crate::helpers::*;
+    use crate::upstream::{UpstreamApp, spawn_redirect_track};
+
+    const DANA: &str = "dana@example.com";
+
+    async fn with_dana() -> UpstreamApp {
+        let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
+        t.fake.add_user(FakeUser::new(
+            "auth0|00000000000000000000da0a",
+            DANA,
+            PASSWORD,
+        ));
+        t
+    }
+
+    /// Signs Dana in at the upstream directly (another application of the
+    /// same tenant did), so `browser` holds an upstream session and no
+    /// Switchyard session.
+    async fn upstream_session(t: &UpstreamApp, browser: &reqwest::Client) {
+        let url = reqwest::Url::parse_with_params(
+            &t.fake.authorization_endpoint(),
+            &[
+                ("client_id", "web"),
+                ("redirect_uri", REDIRECT),
+                ("response_type", "code"),
+                ("scope", "openid"),
+                ("state", "elsewhere"),
+            ],
+        )
+        .unwrap();
+        let done = t
+            .fake
+            .browser_login(browser, url.as_str(), DANA, PASSWORD)
+            .await;
+        assert!(done.status().is_redirection(), "{}", done.status());
+    }
+
+    /// Starts `req` at Switchyard and sends Dana's identifier; returns the
+    /// upstream authorization URL Switchyard sends the browser to.
+    async fn to_upstream(t: &UpstreamApp, browser: &reqwest::Client, req: &AuthRequest) -> String {
+        let start = t.app.authorize(browser, req).await;
+        assert_eq!(start.status(), StatusCode::SEE_OTHER);
+        let url = t
+            .identifier_step(browser, &location(start.headers()), DANA)
+            .await;
+        assert!(url.starts_with(&t.fake.base), "to the upstream: {url}");
+        url
+    }
+
+    async fn get(browser: &reqwest::Client, url: &str) -> reqwest::Response {
+        browser.get(url).send().await.unwrap()
+    }
+
+    async fn auth_time_of(t: &UpstreamApp, done: reqwest::Response) -> i64 {
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        let back = query_of(&location(done.headers()));
+        let tokens = t.app.exchange_ok(&back["code"], None).await;
+        jwt_claims(tokens["id_token"].as_str().unwrap())["auth_time"]
+            .as_i64()
+            .expect("auth_time")
+    }
+
+    #[tokio::test]
+    async fn max_age_reaches_the_upstream_and_auth_time_is_the_upstream_login() {
+        let t = with_dana().await;
+        let browser = browser();
+        upstream_session(&t, &browser).await;
+        // Dana logged in at the upstream two minutes ago.
+        let upstream_login = switchyard::store::now() - 120;
+        t.fake.set_sessions_auth_time(upstream_login);
+
+        let url = to_upstream(
+            &t,
+            &browser,
+            &AuthRequest::new("web", None).with("max_age", "600"),
+        )
+        .await;
+        // Within max_age, the upstream answers from its session at once.
+        let back = get(&browser, &url).await;
+        assert!(back.status().is_redirection(), "{}", back.status());
+        assert_eq!(t.fake.last_authorize_params().unwrap()["max_age"], "600");
+        let done = get(&browser, &location(back.headers())).await;
+        assert_eq!(
+            auth_time_of(&t, done).await,
+            upstream_login,
+            "our auth_time is when the user logged in at the upstream"
+        );
+    }
+
+    #[tokio::test]
+    async fn prompt_login_reaches_the_upstream_which_asks_for_the_password_again() {
+        let t = with_dana().await;
+        let browser = browser();
+        upstream_session(&t, &browser).await;
+        t.fake
+            .set_sessions_auth_time(switchyard::store::now() - 120);
+        let asked = switchyard::store::now();
+
+        let url = to_upstream(
+            &t,
+            &browser,
+            &AuthRequest::new("web", None).with("prompt", "login"),
+        )
+        .await;
+        // upstream_login insists on the upstream's login page: the session
+        // there must not answer silently.
+        let done = t.upstream_login(&browser, &url, DANA, PASSWORD).await;
+        assert_eq!(t.fake.last_authorize_params().unwrap()["prompt"], "login");
+        assert!(auth_time_of(&t, done).await >= asked, "a fresh login");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_ignores_max_age_is_asked_again_and_then_refused() {
+        let t = with_dana().await;
+        let browser = browser();
+        upstream_session(&t, &browser).await;
+        t.fake
+            .set_sessions_auth_time(switchyard::store::now() - 3600);
+        t.fake.set_ignore_reauthentication(true);
+
+        let url = to_upstream(
+            &t,
+            &browser,
+            &AuthRequest::new("web", None).with("max_age", "600"),
+        )
+        .await;
+        let back = get(&browser, &url).await;
+        assert!(
+            back.status().is_redirection(),
+            "answered from the old session"
+        );
+        let again = get(&browser, &location(back.headers())).await;
+        assert_eq!(again.status(), StatusCode::SEE_OTHER);
+        let reask = location(again.headers());
+        assert!(
+            reask.starts_with(&t.fake.base),
+            "a login an hour old is not passed on: the upstream is asked again: {reask}"
+        );
+        let sent = query_of(&reask);
+        assert_eq!(sent["prompt"], "login");
+        assert_eq!(sent["max_age"], "600");
+
+        // The upstream ignores that too: the application is told, with no code.
+        let back = get(&browser, &reask).await;
+        assert!(back.status().is_redirection());
+        let done = get(&browser, &location(back.headers())).await;
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        let to = location(done.headers());
+        assert!(to.starts_with(REDIRECT), "{to}");
+        let params = query_of(&to);
+        assert_eq!(params["error"], "access_denied");
+        assert!(!params.contains_key("code"));
+        assert_eq!(params["state"], "st-123");
+    }
+}

@@ -884,10 +884,19 @@ async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
         .goto(&t.app.url(&format!("/authorize?{query}")))
         .await;
     sign_in_on_switchyard(chrome, "erin@example.com", "what she remembers").await;
-    wait_for_heading(chrome, "Set a new password").await;
+    // The answer of a wrong password: nothing tells an account that moved
+    // without its password apart. Its reset link is the way on.
+    wait_for_text(
+        chrome,
+        ".error",
+        "Wrong email, username or password. If you have not set a password here yet, use \u{201c}Forgot password?\u{201d} below.",
+    )
+    .await;
+    chrome.screenshot("moved").await;
+    chrome.click("a[href^='/login/forgot']").await;
+    wait_for_heading(chrome, "Reset your password").await;
     assert_eq!(chrome.value("#username").await, "erin@example.com");
     assert_eq!(chrome.text("button[type=submit]").await, "Email me a link");
-    chrome.screenshot("moved").await;
     chrome.click("button[type=submit]").await;
     wait_for_heading(chrome, "Check your email").await;
     let messages = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
@@ -945,4 +954,34 @@ async fn an_invited_person_follows_the_email_and_sets_a_password() {
     wait_for_heading(chrome, "Your password is set").await;
     chrome.screenshot("set").await;
     assert_quiet_console(chrome).await;
+}
+
+#[tokio::test]
+async fn a_plain_v2_logout_link_asks_before_signing_out_in_chromium() {
+    if !chrome::available("a_plain_v2_logout_link_asks_before_signing_out_in_chromium") {
+        return;
+    }
+    let app = spawn_app().await;
+    app.add_user("alice@example.com", PASSWORD).await;
+    let site = Site::start(String::new()).await;
+    register_web(&app, "web", &site).await;
+    let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "v2_logout").await;
+    let query = query_string(&request_to("web", &site));
+    chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
+    sign_in_on_switchyard(chrome, "alice@example.com", PASSWORD).await;
+    chrome.wait_for_url(&site.callback()).await;
+
+    // What any page can make a browser fetch: no application, no return
+    // address. The person is asked.
+    chrome.goto(&app.url("/v2/logout")).await;
+    wait_for_heading(chrome, "Sign out?").await;
+    chrome.screenshot("v2_logout_confirm").await;
+    chrome.click("button[type=submit]").await;
+    wait_for_heading(chrome, "You are signed out").await;
+    chrome.screenshot("v2_logout_done").await;
+    assert_quiet_console(chrome).await;
+
+    // Signed out for real: the next sign-in asks again.
+    chrome.goto(&app.url(&format!("/authorize?{query}"))).await;
+    wait_for_heading(chrome, "Sign in").await;
 }

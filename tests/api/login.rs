@@ -366,3 +366,286 @@ async fn the_login_page_of_an_expired_or_unknown_request_explains_itself() {
     assert_eq!(page.status(), StatusCode::BAD_REQUEST);
     assert!(page.text().await.unwrap().contains("sign in again"));
 }
+
+// ---------------------------------------------------------------------------
+// Nothing told before a password is checked, and failures as slow as the
+// upstream's
+// ---------------------------------------------------------------------------
+
+mod enumeration {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use reqwest::StatusCode;
+    use switchyard::config::Phase;
+    use switchyard::store::{Profile, UpstreamProfile, UserState};
+    use switchyard_kit::fake::{FakeUser, Flavor, Mode};
+
+    use crate::helpers::*;
+    use crate::migration::password_login;
+    use crate::upstream::{UpstreamApp, spawn_with_upstream};
+
+    /// A user of `provider` the upstream's page signed in (a shadow).
+    async fn shadow(t: &UpstreamApp, id: &str, email: &str) {
+        let profile = UpstreamProfile {
+            id: id.into(),
+            profile: Profile {
+                email: Some(email.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let user = t
+            .app
+            .state
+            .db
+            .upsert_upstream_user("auth0", &profile)
+            .await
+            .unwrap();
+        assert_eq!(user.state, UserState::Shadow);
+    }
+
+    /// A user imported from an Auth0 export with the CLI, as an operator
+    /// does (a pending user).
+    fn imported(t: &UpstreamApp, id: &str, email: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.ndjson");
+        let line = serde_json::json!({ "user_id": id, "email": email });
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let out = run_cli(
+            &t.app._isolated,
+            &["import", path.to_str().unwrap(), "--format", "auth0-export"],
+            None,
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn post(
+        t: &UpstreamApp,
+        browser: &reqwest::Client,
+        action: &str,
+        fields: &HashMap<String, String>,
+        username: &str,
+    ) -> (StatusCode, String) {
+        let mut fields = fields.clone();
+        fields.insert("username".into(), username.into());
+        fields.insert("password".into(), "a wrong password".into());
+        let r = browser
+            .post(t.app.url(action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn in_local_only_unknown_local_pending_and_shadow_identifiers_get_one_page_and_all_count()
+    {
+        let t = spawn_with_upstream(Flavor::Auth0, |s| {
+            s.cutover.phase = Phase::LocalOnly;
+            s.password.failure_floor_ms = 50;
+            s.throttle.account_failures = 1;
+            s.throttle.ip_failures = 1000;
+        })
+        .await;
+        t.app.add_user("local@example.com", PASSWORD).await;
+        imported(&t, "auth0|00000000000000000000beef", "pending@example.com");
+        let pending = t
+            .app
+            .state
+            .db
+            .find_user_by_login("pending@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pending.state, UserState::Pending);
+        shadow(&t, "auth0|00000000000000000000cafe", "shadow@example.com").await;
+
+        // One sign-in, four identifiers, one wrong password each: the same
+        // form, so the same CSRF token and request in every answer.
+        let browser = browser();
+        let (action, fields) = t.app.identifier_form(&browser, "web").await;
+        let who = [
+            "nobody@example.com",
+            "local@example.com",
+            "pending@example.com",
+            "shadow@example.com",
+        ];
+        let mut pages = Vec::new();
+        for username in who {
+            let (status, body) = post(&t, &browser, &action, &fields, username).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{username}");
+            // The identifier is echoed back (and in the reset link).
+            let page = body
+                .replace(&username.replace('@', "%40"), "WHO")
+                .replace(username, "WHO");
+            pages.push(page);
+        }
+        for (page, username) in pages.iter().zip(who).skip(1) {
+            assert_eq!(page, &pages[0], "{username} gets the unknown user's page");
+        }
+        assert!(pages[0].contains("Forgot password?"), "{}", pages[0]);
+        // Each attempt counted against its account: the second is refused.
+        for username in who {
+            let (status, _) = post(&t, &browser, &action, &fields, username).await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{username}");
+        }
+    }
+
+    /// The same holds where local_only comes from a client's override or a
+    /// user's `force_local` pin rather than the phase.
+    #[tokio::test]
+    async fn a_client_override_and_a_local_pin_answer_like_a_wrong_password() {
+        let t = spawn_with_upstream(Flavor::Auth0, |s| {
+            s.upstream.as_mut().unwrap().connection =
+                Some("Username-Password-Authentication".into());
+            s.cutover.clients.insert("web".into(), Phase::LocalOnly);
+            s.password.failure_floor_ms = 50;
+            s.throttle.account_failures = 1000;
+        })
+        .await;
+        t.app.add_client("pinned-app", false).await;
+        t.app.add_user("local@example.com", PASSWORD).await;
+        imported(&t, "auth0|0000000000000000000000aa", "pending@example.com");
+        let pending = t
+            .app
+            .state
+            .db
+            .find_user_by_login("pending@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        t.app
+            .state
+            .db
+            .set_pin(&pending.id, Some("force_local"))
+            .await
+            .unwrap();
+        for (client, username) in [
+            ("web", "nobody@example.com"),
+            ("web", "local@example.com"),
+            ("web", "pending@example.com"),
+            // Lazy for this client: only the pin keeps her local.
+            ("pinned-app", "pending@example.com"),
+        ] {
+            let r = password_login(&t, client, username, "a wrong password").await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{client} {username}");
+            let page = r.text().await.unwrap();
+            assert!(
+                page.contains("Wrong email, username or password.")
+                    && page.contains("Forgot password?"),
+                "{client} {username}: {page}"
+            );
+        }
+        assert_eq!(t.fake.calls("token"), 0, "no upstream call");
+    }
+
+    #[tokio::test]
+    async fn a_federated_users_redirect_at_the_identifier_step_is_counted_and_padded() {
+        let t = spawn_with_upstream(Flavor::Auth0, |s| {
+            s.upstream.as_mut().unwrap().connection =
+                Some("Username-Password-Authentication".into());
+            s.password.failure_floor_ms = 300;
+            s.throttle.account_failures = 2;
+            s.throttle.ip_failures = 1000;
+        })
+        .await;
+        // Backfilled from a social connection: no password can move them.
+        imported(&t, "google-oauth2|104827365018273645", "social@example.com");
+        for _ in 0..2 {
+            let browser = browser();
+            let start = t
+                .app
+                .authorize(&browser, &AuthRequest::new("web", None))
+                .await;
+            let page = browser
+                .get(t.app.url(&location(start.headers())))
+                .send()
+                .await
+                .unwrap();
+            let (action, mut fields) = form_fields(&page.text().await.unwrap());
+            fields.insert("username".into(), "social@example.com".into());
+            let started = Instant::now();
+            let r = browser
+                .post(t.app.url(&action))
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            assert!(
+                location(r.headers()).starts_with(&t.fake.base),
+                "to the upstream's page"
+            );
+            assert!(
+                started.elapsed() >= Duration::from_millis(300),
+                "padded like a failure"
+            );
+        }
+        let third = browser();
+        let (action, mut fields) = t.app.identifier_form(&third, "web").await;
+        fields.insert("username".into(), "social@example.com".into());
+        let r = third
+            .post(t.app.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "counted");
+        // An unknown identifier is asked for its password, as before.
+        let other = browser();
+        let (action, mut fields) = t.app.identifier_form(&other, "web").await;
+        fields.insert("username".into(), "nobody@example.com".into());
+        let r = other
+            .post(t.app.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_local_wrong_password_takes_at_least_as_long_as_the_upstreams_password_check() {
+        let t = spawn_with_upstream(Flavor::Auth0, |s| {
+            s.upstream.as_mut().unwrap().connection =
+                Some("Username-Password-Authentication".into());
+            s.password.failure_floor_ms = 50;
+            s.throttle.account_failures = 1000;
+            s.throttle.ip_failures = 1000;
+        })
+        .await;
+        t.fake.add_user(FakeUser::new(
+            "auth0|0000000000000000000000ab",
+            "upstream@example.com",
+            PASSWORD,
+        ));
+        t.app.add_user("local@example.com", PASSWORD).await;
+        // Discovery and keys fetched while the upstream is quick.
+        let r = password_login(&t, "web", "upstream@example.com", "a wrong password").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+        let upstream_latency = Duration::from_millis(1200);
+        t.fake.set_mode(Mode::Slow(upstream_latency));
+        for _ in 0..3 {
+            let r = password_login(&t, "web", "upstream@example.com", "a wrong password").await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        t.fake.set_mode(Mode::Normal);
+
+        let started = Instant::now();
+        let r = password_login(&t, "web", "local@example.com", "a wrong password").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            started.elapsed() >= upstream_latency,
+            "a local failure is as slow as an upstream one: {:?}",
+            started.elapsed()
+        );
+    }
+}

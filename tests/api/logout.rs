@@ -131,3 +131,47 @@ async fn an_id_token_hint_for_another_client_is_refused() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+/// A `/v2/logout` with no application or return address can be any site's
+/// link or image: it asks, and signs out only once confirmed.
+#[tokio::test]
+async fn a_plain_v2_logout_asks_for_confirmation_and_signs_out_only_when_confirmed() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let browser = browser();
+    app.alice_code(&browser, None).await;
+    let silent = AuthRequest::new("web", None).with("prompt", "none");
+    for query in [vec![], vec![("client_id", "web")]] {
+        let page = browser
+            .get(app.url("/v2/logout"))
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.headers().get("location").is_none());
+        let html = page.text().await.unwrap();
+        assert!(html.contains("Sign out?"), "{html}");
+        let back = app.authorize(&browser, &silent).await;
+        assert!(
+            query_of(&location(back.headers())).contains_key("code"),
+            "still signed in after {query:?}"
+        );
+    }
+    // The person confirms.
+    let page = browser.get(app.url("/v2/logout")).send().await.unwrap();
+    let (action, fields) = form_fields(&page.text().await.unwrap());
+    let done = browser
+        .post(app.url(&action))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("You are signed out"));
+    let back = app.authorize(&browser, &silent).await;
+    assert_eq!(
+        query_of(&location(back.headers()))["error"],
+        "login_required"
+    );
+}

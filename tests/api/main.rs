@@ -11,6 +11,7 @@
 //! `switchyard-kit` crate in `tests/kit`; `helpers` keeps what needs
 //! Switchyard's own types (starting the app, adding its users and clients).
 
+mod adoption;
 mod authorize;
 mod backfill;
 mod bad_input;
@@ -31,7 +32,9 @@ mod recovery;
 mod redirect_uri;
 mod refresh_faults;
 mod relying_party;
+mod startup;
 mod store;
 mod tokens;
+mod unknown_kid;
 mod upstream;
 mod write_back;

@@ -333,6 +333,20 @@ async fn in_local_only_a_pending_user_is_offered_the_link_and_signs_in_after() {
         .unwrap();
     assert_eq!(moved.status(), StatusCode::UNAUTHORIZED);
     let html = moved.text().await.unwrap();
+    // The answer of a wrong password (nothing tells a moved account
+    // apart), whose reset link she follows.
+    assert!(
+        html.contains("Wrong email, username or password."),
+        "{html}"
+    );
+    let forgot = html
+        .split("href=\"")
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .find(|href| href.starts_with("/login/forgot"))
+        .expect("a reset link")
+        .replace("&amp;", "&");
+    let page = browser.get(t.app.url(&forgot)).send().await.unwrap();
+    let html = page.text().await.unwrap();
     assert!(html.contains("Email me a link"), "{html}");
     let (action, fields) = form_fields(&html);
     assert_eq!(action, "/login/forgot");

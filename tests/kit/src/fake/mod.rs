@@ -536,6 +536,21 @@ impl FakeUpstream {
         self.shared.lock().access_token_ttl = secs;
     }
 
+    /// Every upstream browser session now says the user authenticated at
+    /// `auth_time` (a login that happened long ago).
+    pub fn set_sessions_auth_time(&self, auth_time: i64) {
+        for session in self.shared.lock().sessions.values_mut() {
+            session.auth_time = auth_time;
+        }
+    }
+
+    /// With `true`, `/authorize` answers from an existing session whatever
+    /// `prompt=login` and `max_age` ask: an upstream (or a misconfigured
+    /// tenant) that does not re-authenticate when told to.
+    pub fn set_ignore_reauthentication(&self, ignore: bool) {
+        self.shared.lock().ignore_reauthentication = ignore;
+    }
+
     /// The query of the last `GET /authorize`.
     pub fn last_authorize_params(&self) -> Option<HashMap<String, String>> {
         self.shared.lock().last_authorize.clone()
@@ -621,6 +636,8 @@ struct UpstreamState {
     sessions: HashMap<String, Session>,
     calls: HashMap<String, usize>,
     last_authorize: Option<HashMap<String, String>>,
+    /// `/authorize` ignores `prompt=login` and `max_age`.
+    ignore_reauthentication: bool,
     /// The current rate-limit window (start, requests in it).
     rate_window: (i64, u64),
     /// Cognito's PreventUserExistenceErrors.
@@ -655,6 +672,7 @@ impl UpstreamState {
             sessions: HashMap::new(),
             calls: HashMap::new(),
             last_authorize: None,
+            ignore_reauthentication: false,
             rate_window: (0, 0),
             prevent_user_existence_errors: false,
             new_password_required: HashSet::new(),

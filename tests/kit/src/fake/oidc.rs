@@ -172,6 +172,12 @@ pub(super) async fn authorize(
     }
     let prompt = q.get("prompt").cloned().unwrap_or_default();
     let prompts: Vec<&str> = prompt.split(' ').collect();
+    // OIDC Core §3.1.2.1, as Auth0, Okta and Keycloak document it: a
+    // session older than `max_age` does not count, and `prompt=login`
+    // always shows the login page.
+    let ignore = s.lock().ignore_reauthentication;
+    let max_age = q.get("max_age").and_then(|m| m.parse::<i64>().ok());
+    let session = session.filter(|s| ignore || max_age.is_none_or(|m| now() - s.auth_time <= m));
     if prompts.contains(&"none") {
         return match session {
             Some(session) => complete_authorization(&s, tx, &session),
@@ -179,7 +185,7 @@ pub(super) async fn authorize(
         };
     }
     if let Some(session) = session
-        && !prompts.contains(&"login")
+        && (ignore || !prompts.contains(&"login"))
     {
         return complete_authorization(&s, tx, &session);
     }
