@@ -130,6 +130,10 @@ impl From<crate::store::StoreError> for OAuthError {
                 "the service is temporarily unavailable",
             );
         }
+        if matches!(e, crate::store::StoreError::NotLinked) {
+            tracing::warn!("an upstream identity met a user not linked to that upstream");
+            return Self::invalid_grant("the account cannot sign in here");
+        }
         Self::unexpected(e)
     }
 }
@@ -216,6 +220,13 @@ impl From<crate::store::StoreError> for AppError {
         if e.is_unavailable() {
             tracing::error!(error = %e, "a store is unavailable");
             return Self::Unavailable;
+        }
+        if matches!(e, crate::store::StoreError::NotLinked) {
+            tracing::warn!("an upstream identity met a user not linked to that upstream");
+            return Self::bad_request(
+                "Sign-in refused",
+                "This account cannot sign in here. Contact the application's support.",
+            );
         }
         Self::Unexpected(e.into())
     }
