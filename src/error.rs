@@ -159,6 +159,11 @@ impl IntoResponse for OAuthError {
         // RFC 6749 §5.1: responses carrying (or refusing) tokens are never cached.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        // RFC 9110 §10.2.3: a 503 says when to come back, so clients retry
+        // after the outage rather than at once.
+        if self.code == ErrorCode::TemporarilyUnavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if self.basic_challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,
@@ -180,6 +185,11 @@ impl IntoResponse for OAuthError {
         response
     }
 }
+
+/// When a client answered 503 should try again (`Retry-After`, seconds):
+/// long enough for a pool to reconnect or a standby to be promoted, short
+/// enough that a person retrying by hand is not kept waiting.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 /// An error shown to a person as a page.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +281,11 @@ impl IntoResponse for AppError {
             }
         };
         let mut response = crate::templates::error_page(status, title, &message);
+        if let AppError::Unavailable = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if let AppError::TooManyRequests { retry_after_secs } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
         {

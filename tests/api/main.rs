@@ -31,6 +31,7 @@ mod recovery;
 mod redirect_uri;
 mod relying_party;
 mod store;
+mod store_faults;
 mod tokens;
 mod upstream;
 mod write_back;
