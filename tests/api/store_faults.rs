@@ -204,3 +204,145 @@ async fn a_role_over_its_connection_limit_answers_503_and_recovers() {
         "recovered without a restart"
     );
 }
+
+/// A password login of `email` at `app`, step by step: the first answer
+/// that is not the flow's next step (its status, and whether it carries
+/// `Retry-After`), or the final redirect to the client.
+async fn try_login(app: &TestApp, email: &str) -> (StatusCode, bool) {
+    let browser = browser();
+    let answer = |r: &reqwest::Response| (r.status(), r.headers().contains_key("retry-after"));
+    let start = app
+        .authorize(&browser, &AuthRequest::new("web", None))
+        .await;
+    if start.status() != StatusCode::SEE_OTHER {
+        return answer(&start);
+    }
+    let page = browser
+        .get(app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap();
+    if page.status() != StatusCode::OK {
+        return answer(&page);
+    }
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), email.into());
+    fields.insert("password".into(), PASSWORD.into());
+    let done = browser
+        .post(app.url(&action))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    if done.status() == StatusCode::SEE_OTHER {
+        assert!(
+            location(done.headers()).starts_with(REDIRECT),
+            "{email}: back to the client"
+        );
+    }
+    answer(&done)
+}
+
+/// Lazy migrations running while every backend of the app is terminated
+/// again and again: each login ends in a code (migrated) or a 503 the user
+/// can retry, never a 500; no user is left half-migrated (a migrated state
+/// without its credential or identity, or a credential on an unmigrated
+/// user); and once the database stays, every retry migrates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_while_the_database_drops_connections_end_migrated_or_503() {
+    if backend() != Backend::PostgresRedis {
+        eprintln!("PostgreSQL faults: only on the postgres-redis backend");
+        return;
+    }
+    let db = OwnDatabase::create().await;
+    let url = db.url.clone();
+    let t = crate::upstream::spawn_with_upstream(switchyard_kit::fake::Flavor::Auth0, |s| {
+        s.database_url = url;
+        s.upstream.as_mut().unwrap().connection = Some("Username-Password-Authentication".into());
+        s.password.failure_floor_ms = 50;
+    })
+    .await;
+    let users: Vec<(String, String)> = (0..16)
+        .map(|i| {
+            let sub = switchyard_kit::fake::Flavor::Auth0.sample_sub(1_000 + i);
+            let email = format!("faulty{i}@example.com");
+            t.fake
+                .add_user(switchyard_kit::fake::FakeUser::new(&sub, &email, PASSWORD));
+            (sub, email)
+        })
+        .collect();
+    let t = std::sync::Arc::new(t);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let terminator = {
+        let (base, name, stop) = (db.base.clone(), db.name.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+            }
+        })
+    };
+    let mut logins = tokio::task::JoinSet::new();
+    for (sub, email) in users.clone() {
+        let t = t.clone();
+        logins.spawn(async move {
+            let (status, retry_after) = try_login(&t.app, &email).await;
+            (sub, status, retry_after)
+        });
+    }
+    let mut unavailable = Vec::new();
+    while let Some(done) = logins.join_next().await {
+        let (sub, status, retry_after) = done.unwrap();
+        match status {
+            StatusCode::SEE_OTHER => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(retry_after, "{sub}: a 503 says when to retry");
+                unavailable.push(sub);
+            }
+            other => panic!("{sub}: {other}: a login answers a code or 503, nothing else"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    terminator.await.unwrap();
+    eprintln!(
+        "{} of {} logins answered 503 while connections were dropped",
+        unavailable.len(),
+        users.len()
+    );
+
+    let half_migrated = |db: &OwnDatabase| {
+        let url = db.url.clone();
+        async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM users u WHERE \
+                 (u.state = 'migrated' AND (NOT EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id) \
+                   OR NOT EXISTS (SELECT 1 FROM identities i WHERE i.user_id = u.id))) \
+                 OR (u.state <> 'migrated' AND EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id))",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            n
+        }
+    };
+    assert_eq!(half_migrated(&db).await, 0, "no user half-migrated");
+
+    // The database stays now: every user migrates on their next try.
+    for (sub, email) in &users {
+        let r = crate::migration::password_login(&t, "web", email, PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{sub}");
+        let user = t.app.state.db.get_user(sub).await.unwrap().unwrap();
+        assert_eq!(user.state, switchyard::store::UserState::Migrated, "{sub}");
+    }
+    assert_eq!(half_migrated(&db).await, 0);
+}
