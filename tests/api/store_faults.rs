@@ -346,3 +346,234 @@ async fn logins_while_the_database_drops_connections_end_migrated_or_503() {
     }
     assert_eq!(half_migrated(&db).await, 0);
 }
+
+/// `switchyard serve` as a process on a port of its own, killed by the test.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Serve {
+    async fn start(config: &std::path::Path, port: u16) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHYARD_LOG", "warn")
+            .env_remove("SWITCHYARD_DATABASE_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the switchyard binary runs");
+        // Killed and reaped by `Drop` whatever happens next.
+        let serve = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/readyz", serve.base)).send().await
+                && r.status().is_success()
+            {
+                return serve;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("serve never became ready");
+    }
+
+    /// `kill -9`: nothing of the process's own clean-up runs.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nobody listens on now, for a process the test starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A password login of `email` at the `serve` process at `base`: the
+/// status of its last step, or `None` when the process went away under it.
+async fn login_at(base: &str, email: &str) -> Option<StatusCode> {
+    let browser = browser();
+    let start = browser
+        .get(format!("{base}/authorize"))
+        .query(&AuthRequest::new("web", None).pairs())
+        .send()
+        .await
+        .ok()?;
+    if start.status() != StatusCode::SEE_OTHER {
+        return Some(start.status());
+    }
+    let page = browser
+        .get(format!("{base}{}", location(start.headers())))
+        .send()
+        .await
+        .ok()?;
+    let (action, mut fields) = form_fields(&page.text().await.ok()?);
+    fields.insert("username".into(), email.into());
+    fields.insert("password".into(), PASSWORD.into());
+    let done = browser
+        .post(format!("{base}{action}"))
+        .form(&fields)
+        .send()
+        .await
+        .ok()?;
+    Some(done.status())
+}
+
+/// Users in a state no migration leaves behind: migrated without their
+/// credential or identity, or holding a credential while not migrated.
+async fn half_migrated_users(database_url: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(database_url).await.unwrap();
+    let ids = sqlx::query_scalar(
+        "SELECT u.id FROM users u WHERE \
+         (u.state = 'migrated' AND (NOT EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id) \
+           OR NOT EXISTS (SELECT 1 FROM identities i WHERE i.user_id = u.id))) \
+         OR (u.state <> 'migrated' AND EXISTS (SELECT 1 FROM credentials c WHERE c.user_id = u.id))",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    ids
+}
+
+/// `kill -9` of `serve` at a random point of concurrent lazy migrations,
+/// twice over: no user is left half-migrated, and after a restart every
+/// user migrates on their next login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_killed_during_lazy_migrations_leaves_no_user_half_migrated() {
+    use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor};
+    let iso = isolated().await;
+    let fake = FakeUpstream::start(Flavor::Auth0).await;
+    fake.add_client(
+        crate::upstream::UPSTREAM_CLIENT,
+        Some(crate::upstream::UPSTREAM_SECRET),
+        &[],
+    );
+    let emails: Vec<String> = (0..12)
+        .map(|i| {
+            let email = format!("killed{i}@example.com");
+            fake.add_user(FakeUser::new(
+                &Flavor::Auth0.sample_sub(2_000 + i),
+                &email,
+                PASSWORD,
+            ));
+            email
+        })
+        .collect();
+    let port = free_port();
+    let sessions = match &iso.redis_url {
+        Some(url) => format!(
+            "redis_url = \"{url}\"\nsession_prefix = \"{}\"\n",
+            iso.prefix
+        ),
+        None => String::new(),
+    };
+    let config = format!(
+        "issuer = \"http://127.0.0.1:{port}/\"\n\
+         database_url = \"{db}\"\n\
+         {sessions}\
+         [password]\n\
+         failure_floor_ms = 50\n\
+         [upstream]\n\
+         provider = \"auth0\"\n\
+         issuer = \"{issuer}\"\n\
+         client_id = \"{client}\"\n\
+         client_secret_env = \"SWITCHYARD_TEST_UPSTREAM_SECRET\"\n\
+         token_keys_env = \"SWITCHYARD_TEST_TOKEN_KEYS\"\n\
+         connection = \"Username-Password-Authentication\"\n",
+        db = iso.database_url,
+        issuer = fake.issuer(),
+        client = crate::upstream::UPSTREAM_CLIENT,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let added = run_cli(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "web",
+            "--secret",
+            SECRET,
+            "--redirect-uri",
+            REDIRECT,
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+
+    let seed = switchyard_kit::random_token();
+    for (round, b) in seed.bytes().take(2).enumerate() {
+        let mut serve = Serve::start(&path, port).await;
+        let mut logins = tokio::task::JoinSet::new();
+        for email in emails.clone() {
+            let base = serve.base.clone();
+            logins.spawn(async move { login_at(&base, &email).await });
+        }
+        // Somewhere in the hashing and commits of the migrations.
+        let delay = 50 + u64::from(b) * 2;
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        serve.kill();
+        while let Some(status) = logins.join_next().await {
+            if let Some(status) = status.unwrap() {
+                assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "round {round}");
+            }
+        }
+        let half = half_migrated_users(&iso.database_url).await;
+        assert!(
+            half.is_empty(),
+            "round {round}, killed after {delay} ms: {half:?}"
+        );
+        eprintln!(
+            "round {round}: killed after {delay} ms with {} users migrated",
+            migrated_users(&iso.database_url).await
+        );
+    }
+
+    let serve = Serve::start(&path, port).await;
+    for email in &emails {
+        assert_eq!(
+            login_at(&serve.base, email).await,
+            Some(StatusCode::SEE_OTHER),
+            "{email} migrates after the restart"
+        );
+    }
+    assert!(half_migrated_users(&iso.database_url).await.is_empty());
+    assert_eq!(migrated_users(&iso.database_url).await, emails.len() as i64);
+}
+
+async fn migrated_users(database_url: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(database_url).await.unwrap();
+    let n = sqlx::query_scalar("SELECT count(*) FROM users WHERE state = 'migrated'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
