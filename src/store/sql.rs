@@ -306,12 +306,19 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// The prefix of every id minted here. Upstream ids never take it: an
+/// upstream login presenting a `sub` under it is refused
+/// ([`StoreError::NotLinked`]), so the two namespaces cannot meet however
+/// the upstream names its users. (Ids already held keep working: upstream
+/// users keep their upstream ids, and local ones always had this prefix.)
+pub const LOCAL_ID_PREFIX: &str = "local|";
+
 fn new_local_id() -> String {
     // 96 random bits as 24 lowercase hex digits, the shape Auth0 gives its
     // database users, so applications that parse ids see a familiar format.
     let bytes = crate::crypto::random_bytes(12);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("local|{hex}")
+    format!("{LOCAL_ID_PREFIX}{hex}")
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-26T17:30:56Z`), the form the
@@ -511,6 +518,9 @@ impl SqlStore {
         .bind(&p.id)
         .fetch_optional(&mut *tx)
         .await?;
+        if linked.is_none() && p.id.starts_with(LOCAL_ID_PREFIX) {
+            return Err(StoreError::NotLinked);
+        }
         let user_id = linked.clone().unwrap_or_else(|| p.id.clone());
         // The state is read and the next one written in this transaction;
         // on PostgreSQL the row stays locked until the commit (`FOR

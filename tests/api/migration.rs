@@ -918,6 +918,18 @@ async fn an_upstream_sub_equal_to_a_local_id_never_touches_the_local_user() {
     )
     .await;
     assert_eq!(id["sub"], dave.id.as_str());
+
+    // Nor does an upstream get a user made under the local ids' prefix,
+    // where a local user could later be minted with the same id.
+    let squatted = format!(
+        "{}0123456789abcdef01234567",
+        switchyard::store::sql::LOCAL_ID_PREFIX
+    );
+    t.fake
+        .add_user(FakeUser::new(&squatted, "trudy@example.com", PASSWORD));
+    let r = password_login(&t, "web", "trudy@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(t.app.state.db.get_user(&squatted).await.unwrap().is_none());
 }
 
 /// An upstream user whose email the upstream has not verified migrates,
