@@ -334,7 +334,7 @@ async fn keycloak_pages_are_shared_by_two_workers_on_postgres() {
 }
 
 impl Operator {
-    fn spawn(&self, args: &[&str]) -> std::process::Child {
+    pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
         let mut all = vec!["--config", &self.config];
         all.extend_from_slice(args);
         std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))

@@ -577,3 +577,53 @@ async fn migrated_users(database_url: &str) -> i64 {
     pool.close().await;
     n
 }
+
+/// A backfill while every backend of the database is terminated again and
+/// again (the database going away mid-page): whatever the run does, a
+/// resume once the database stays ends with every user written once,
+/// whole pages only, and `verify` clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_while_the_database_drops_connections_resumes_to_a_clean_copy() {
+    if backend() != Backend::PostgresRedis {
+        eprintln!("PostgreSQL faults: only on the postgres-redis backend");
+        return;
+    }
+    let db = OwnDatabase::create().await;
+    let mut iso = isolated().await;
+    iso.database_url = db.url.clone();
+    let op = crate::backfill::Operator::on(
+        iso,
+        switchyard_kit::fake::FakeUpstream::start(switchyard_kit::fake::Flavor::Keycloak).await,
+    );
+    op.fake.seed_users(1_000);
+
+    let child = op.spawn(&["backfill", "--max-rate", "10"]);
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        db.terminate_backends().await;
+    }
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !out.contains("panicked"),
+        "a lost database is an error, not a crash: {out}"
+    );
+    let status = op.json(&["status"]);
+    let users = status["users"]["total"].as_u64().unwrap();
+    eprintln!(
+        "the run under faults: {}, {users} users, job {}",
+        run.status, status["jobs"][0]["job"]["state"]
+    );
+    assert_eq!(users % 100, 0, "whole pages only: {status:#}");
+    match status["jobs"][0]["job"]["state"].as_str() {
+        Some("done") => {}
+        None => drop(op.json(&["backfill"])),
+        Some(_) => drop(op.json(&["backfill", "--resume"])),
+    }
+    let status = op.json(&["status"]);
+    assert_eq!(status["users"]["total"], 1_000, "{status:#}");
+    assert_eq!(status["jobs"][0]["job"]["state"], "done");
+    assert!(op.run(&["verify"], &[]).status.success());
+}
