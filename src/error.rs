@@ -130,6 +130,10 @@ impl From<crate::store::StoreError> for OAuthError {
                 "the service is temporarily unavailable",
             );
         }
+        if matches!(e, crate::store::StoreError::NotLinked) {
+            tracing::warn!("an upstream identity met a user not linked to that upstream");
+            return Self::invalid_grant("the account cannot sign in here");
+        }
         Self::unexpected(e)
     }
 }
@@ -155,10 +159,10 @@ impl IntoResponse for OAuthError {
         // RFC 6749 §5.1: responses carrying (or refusing) tokens are never cached.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        // RFC 9110 §15.6.4: a 503 may say when to come back; a store that
-        // timed out is worth retrying soon.
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        // RFC 9110 §10.2.3: a 503 says when to come back, so clients retry
+        // after the outage rather than at once.
+        if self.code == ErrorCode::TemporarilyUnavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if self.basic_challenge {
             headers.insert(
@@ -181,6 +185,11 @@ impl IntoResponse for OAuthError {
         response
     }
 }
+
+/// When a client answered 503 should try again (`Retry-After`, seconds):
+/// long enough for a pool to reconnect or a standby to be promoted, short
+/// enough that a person retrying by hand is not kept waiting.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 /// An error shown to a person as a page.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +230,13 @@ impl From<crate::store::StoreError> for AppError {
         if e.is_unavailable() {
             tracing::error!(error = %e, "a store is unavailable");
             return Self::Unavailable;
+        }
+        if matches!(e, crate::store::StoreError::NotLinked) {
+            tracing::warn!("an upstream identity met a user not linked to that upstream");
+            return Self::bad_request(
+                "Sign-in refused",
+                "This account cannot sign in here. Contact the application's support.",
+            );
         }
         Self::Unexpected(e.into())
     }
@@ -265,6 +281,11 @@ impl IntoResponse for AppError {
             }
         };
         let mut response = crate::templates::error_page(status, title, &message);
+        if let AppError::Unavailable = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if let AppError::TooManyRequests { retry_after_secs } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
         {

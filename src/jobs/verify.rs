@@ -20,6 +20,18 @@ use crate::store::jobs::{Counters, UserCounts};
 use crate::store::record::Record;
 use crate::upstream::management::ManagementClient;
 
+/// The profile fields a login fills from the upstream's tokens where its
+/// directory record may have nothing.
+const FILLED_BY_LOGIN: &[&str] = &[
+    "username",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "phone_number",
+];
+
 /// How many examples each section of the report keeps.
 pub const SAMPLE: usize = 20;
 
@@ -174,8 +186,9 @@ pub async fn run(
             (result, unreadable)
         })
     };
+    let fields = crate::upstream::management::mapping::compared_fields(&client.mgmt);
     while let Some(records) = rx.recv().await {
-        compare(&*db, &records, &mut report, &hasher, &mut seen).await?;
+        compare(&*db, &records, &fields, &mut report, &hasher, &mut seen).await?;
         progress.page(records.len() as u64, &Counters::default());
     }
     let (result, unreadable) = walking.await?;
@@ -211,6 +224,7 @@ pub async fn run(
 async fn compare(
     db: &dyn Database,
     records: &[Record],
+    fields: &[&'static str],
     report: &mut VerifyReport,
     hasher: &RandomState,
     seen: &mut HashSet<u64>,
@@ -224,7 +238,15 @@ async fn compare(
             report.missing_locally.push(r.id.clone());
             continue;
         };
-        let fields = r.diff(&l.record);
+        // A profile field the upstream's record leaves empty says nothing
+        // about it, as in a login: the local value (filled by a login whose
+        // ID token carried it, Okta's `name` beside a directory entry
+        // without `displayName`) is no difference.
+        let fields: Vec<&'static str> = r
+            .diff_in(&l.record, fields)
+            .into_iter()
+            .filter(|f| !(FILLED_BY_LOGIN.contains(f) && r.field(f).is_null()))
+            .collect();
         if !fields.is_empty() {
             report.differing_users += 1;
         }

@@ -123,6 +123,11 @@ pub enum StoreError {
     Backend(String),
     #[error("stored record could not be decoded: {0}")]
     Corrupt(String),
+    /// An upstream identity would land on a user that is not linked to
+    /// that upstream (its `sub` equals the id of a user made here, or of
+    /// one another upstream listed): refused, never merged.
+    #[error("the upstream identity is not linked to the user with its id")]
+    NotLinked,
 }
 
 impl StoreError {

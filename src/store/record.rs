@@ -128,7 +128,12 @@ impl Record {
 
     /// The compared fields where `local` differs from this record.
     pub fn diff(&self, local: &Record) -> Vec<&'static str> {
-        COMPARED
+        self.diff_in(local, COMPARED)
+    }
+
+    /// The fields among `fields` where `local` differs from this record.
+    pub fn diff_in(&self, local: &Record, fields: &[&'static str]) -> Vec<&'static str> {
+        fields
             .iter()
             .copied()
             .filter(|f| match *f {

@@ -306,12 +306,19 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// The prefix of every id minted here. Upstream ids never take it: an
+/// upstream login presenting a `sub` under it is refused
+/// ([`StoreError::NotLinked`]), so the two namespaces cannot meet however
+/// the upstream names its users. (Ids already held keep working: upstream
+/// users keep their upstream ids, and local ones always had this prefix.)
+pub const LOCAL_ID_PREFIX: &str = "local|";
+
 fn new_local_id() -> String {
     // 96 random bits as 24 lowercase hex digits, the shape Auth0 gives its
     // database users, so applications that parse ids see a familiar format.
     let bytes = crate::crypto::random_bytes(12);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("local|{hex}")
+    format!("{LOCAL_ID_PREFIX}{hex}")
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-26T17:30:56Z`), the form the
@@ -511,10 +518,63 @@ impl SqlStore {
         .bind(&p.id)
         .fetch_optional(&mut *tx)
         .await?;
-        let user_id = linked.unwrap_or_else(|| p.id.clone());
+        if linked.is_none() && p.id.starts_with(LOCAL_ID_PREFIX) {
+            return Err(StoreError::NotLinked);
+        }
+        let user_id = linked.clone().unwrap_or_else(|| p.id.clone());
+        // The state is read and the next one written in this transaction;
+        // on PostgreSQL the row stays locked until the commit (`FOR
+        // UPDATE`), so a concurrent login or migration of the same user
+        // waits instead of having its state replaced by one computed from
+        // a stale read. SQLite runs one writer at a time.
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT state, upstream, profile FROM users WHERE id = $1{lock}"
+        ))
+        .bind(&user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let existing = match &row {
+            Some(row) => {
+                let s: String = row.try_get("state")?;
+                let state = UserState::parse(&s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("user state {s:?}")))?;
+                let upstream: Option<String> = row.try_get("upstream")?;
+                // A row with the upstream's `sub` as its id that is not
+                // linked to this upstream (a user made here, or one another
+                // upstream listed) is someone else: the namespaces met by
+                // chance or by design, and adopting the row would hand its
+                // credential and profile to the upstream's user.
+                if linked.is_none() && upstream.as_deref() != Some(provider) {
+                    return Err(StoreError::NotLinked);
+                }
+                Some((state, json_col(row, "profile")?))
+            }
+            None => None,
+        };
+        let (existing, stored_claims) = match existing {
+            Some((state, claims)) => (Some(state), Some(claims)),
+            None => (None, None),
+        };
+        // The claims the login carried, over those already stored (a
+        // backfill's record, an earlier login's): a login that leaves a
+        // claim out says nothing about it, so it must not erase it.
+        let raw = match stored_claims {
+            Some(serde_json::Value::Object(mut stored)) => {
+                stored.extend(p.raw.iter().map(|(k, v)| (k.clone(), v.clone())));
+                to_json(&stored)
+            }
+            _ => raw,
+        };
         // An email another user already holds is kept on the record but not
         // made a login identifier: linking accounts by email would let
-        // whoever controls one account take over the other.
+        // whoever controls one account take over the other. Nor is one the
+        // upstream has not verified (OpenID Connect Core §5.1
+        // `email_verified`): anyone can type any address at sign-up, and
+        // the address would then be taken from its real owner.
         let email_taken: Option<String> = match &email_normalized {
             Some(e) => {
                 sqlx::query_scalar("SELECT id FROM users WHERE email_normalized = $1 AND id <> $2")
@@ -525,30 +585,11 @@ impl SqlStore {
             }
             None => None,
         };
-        let login_email = if email_taken.is_some() {
+        let login_email = if email_taken.is_some() || !p.profile.email_verified {
             None
         } else {
             email_normalized
         };
-        // The state is read and the next one written in this transaction;
-        // on PostgreSQL the row stays locked until the commit (`FOR
-        // UPDATE`), so a concurrent login or migration of the same user
-        // waits instead of having its state replaced by one computed from
-        // a stale read. SQLite runs one writer at a time.
-        let lock = match self.dialect {
-            Dialect::Postgres => " FOR UPDATE",
-            Dialect::Sqlite => "",
-        };
-        let existing: Option<String> =
-            sqlx::query_scalar(&format!("SELECT state FROM users WHERE id = $1{lock}"))
-                .bind(&user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let existing = existing
-            .map(|s| {
-                UserState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("user state {s:?}")))
-            })
-            .transpose()?;
         let after_login = UserState::next(existing, Transition::UpstreamLogin);
         let shadow_write = match existing {
             None => Some((
@@ -558,10 +599,17 @@ impl SqlStore {
                 "shadow_user_created",
             )),
             Some(state) if state.upstream_owns_profile() => Some((
-                "UPDATE users SET email = $2, email_normalized = $3, email_verified = $4, \
-                 username = COALESCE($5, username), name = $6, given_name = $7, family_name = $8, nickname = $9, \
-                 picture = $10, phone_number = $11, profile = $12, state = $15, upstream = $13, updated_at = $14 \
-                 WHERE id = $1",
+                // A merge: a login carries only what its tokens hold, and a
+                // field it leaves out (a phone number or a second identity
+                // only the directory lists) is not thereby removed.
+                "UPDATE users SET email = COALESCE($2, email), \
+                 email_normalized = CASE WHEN $2 IS NULL THEN email_normalized ELSE $3 END, \
+                 email_verified = CASE WHEN $2 IS NULL THEN email_verified ELSE $4 END, \
+                 username = COALESCE($5, username), name = COALESCE($6, name), \
+                 given_name = COALESCE($7, given_name), family_name = COALESCE($8, family_name), \
+                 nickname = COALESCE($9, nickname), picture = COALESCE($10, picture), \
+                 phone_number = COALESCE($11, phone_number), profile = $12, state = $15, upstream = $13, \
+                 updated_at = $14 WHERE id = $1",
                 "shadow_user_updated",
             )),
             Some(_) => None,

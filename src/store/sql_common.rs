@@ -36,12 +36,30 @@ impl From<sqlx::Error> for StoreError {
                     StoreError::Conflict("id")
                 }
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| not_there_now(&c)) => {
                 StoreError::Unavailable(e.to_string())
             }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Backend(e.to_string()),
         }
     }
+}
+
+/// Whether a PostgreSQL SQLSTATE (PostgreSQL manual, Appendix A "Error
+/// Codes") says the database is not there right now rather than that the
+/// request was wrong: class 08 (connection exception), 53300
+/// too_many_connections, 55000 object_not_in_prerequisite_state (what a
+/// database with `ALLOW_CONNECTIONS false` answers a new connection),
+/// 57P01 admin_shutdown (a terminated backend), 57P02 crash_shutdown and
+/// 57P03 cannot_connect_now (starting up, or a standby being promoted).
+/// A client can retry these later, so they are 503, never 500. SQLite has
+/// no such states: its codes are numbers, none of which match.
+pub(crate) fn not_there_now(sqlstate: &str) -> bool {
+    sqlstate.starts_with("08")
+        || matches!(sqlstate, "53300" | "55000" | "57P01" | "57P02" | "57P03")
 }
 
 /// The profile columns of a `users` row, which every query reading users
@@ -99,4 +117,26 @@ pub(crate) async fn upsert_credential(
         .await?;
     }
     Ok(exists)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_there_now;
+
+    #[test]
+    fn the_states_of_a_database_that_is_not_there_now() {
+        // Forced end to end in `store_faults`: 55000, 57P01, 53300. The
+        // others cannot be forced on a running test server.
+        for code in [
+            "55000", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006", "08001",
+            "08004",
+        ] {
+            assert!(not_there_now(code), "{code}");
+        }
+        // A wrong request, a constraint, a missing table, a lock timeout,
+        // SQLite's busy: not an outage of the database.
+        for code in ["23505", "42P01", "22P02", "55P03", "40001", "5", "517"] {
+            assert!(!not_there_now(code), "{code}");
+        }
+    }
 }

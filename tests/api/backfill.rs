@@ -6,6 +6,7 @@
 //! The tests run on a multi-threaded runtime: the fake upstream must keep
 //! serving while the test thread waits for the binary.
 
+use reqwest::StatusCode;
 use std::process::Output;
 
 use serde_json::{Value, json};
@@ -333,7 +334,7 @@ async fn keycloak_pages_are_shared_by_two_workers_on_postgres() {
 }
 
 impl Operator {
-    fn spawn(&self, args: &[&str]) -> std::process::Child {
+    pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
         let mut all = vec!["--config", &self.config];
         all.extend_from_slice(args);
         std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -417,5 +418,189 @@ async fn an_expired_export_link_is_replaced_by_a_new_export() {
     let resumed = op.json(&["backfill", "--resume"]);
     assert_eq!(resumed["report"]["created"], 1_500, "{resumed:#}");
     assert_eq!(op.fake.calls("users_export"), 3);
+    assert!(op.run(&["verify"], &[]).status.success());
+}
+
+/// Identifier and password on Switchyard's own pages, for `app`; the
+/// client gets a code when the login succeeded.
+async fn log_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    let browser = browser();
+    let start = app
+        .authorize(&browser, &AuthRequest::new("web", None))
+        .await;
+    let page = browser
+        .get(app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap();
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), email.into());
+    fields.insert("password".into(), password.into());
+    browser
+        .post(app.url(&action))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A backfilled user with the fields an ID token does not carry (a phone
+/// number, a nickname the vendor keeps only in its directory, a second
+/// linked identity), then their first login (the lazy migration): the
+/// migration merges what the login carried into the backfilled row, and
+/// `verify` still finds nothing different, for each vendor's record shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_login_after_a_backfill_keeps_every_field_and_verifies_clean() {
+    for flavor in [
+        Flavor::Auth0,
+        Flavor::Okta,
+        Flavor::Cognito,
+        Flavor::Keycloak,
+    ] {
+        let up = crate::upstream::spawn_with_upstream(flavor, |s| {
+            s.password.failure_floor_ms = 50;
+            if flavor == Flavor::Auth0 {
+                s.upstream.as_mut().unwrap().connection =
+                    Some("Username-Password-Authentication".into());
+            }
+        })
+        .await;
+        let sub = flavor.sample_sub(11);
+        let email = "kim@example.com";
+        let mut kim = FakeUser::new(&sub, email, PASSWORD);
+        kim.name = Some("Kim Stanley".into());
+        up.fake.add_user(kim);
+        let patch = match flavor {
+            Flavor::Auth0 => json!({
+                "phone_number": "+15550100",
+                "identities": [
+                    {"connection": "Username-Password-Authentication", "provider": "auth0",
+                     "user_id": sub.trim_start_matches("auth0|"), "isSocial": false},
+                    {"connection": "google-oauth2", "provider": "google-oauth2",
+                     "user_id": "109876543210", "isSocial": true}
+                ]
+            }),
+            Flavor::Okta => json!({"profile": {"mobilePhone": "+15550100", "nickName": "kimmy"}}),
+            Flavor::Cognito => json!({"phone_number": "+15550100", "nickname": "kimmy"}),
+            Flavor::Keycloak => json!({"attributes": {"phone": ["+15550100"]}}),
+            Flavor::Generic => unreachable!(),
+        };
+        up.fake.update_management_user(&sub, patch);
+        let app = up.app;
+        let op = Operator::on(app._isolated.same_database(), up.fake);
+
+        let backfilled = op.json(&["backfill"]);
+        assert_eq!(
+            backfilled["report"]["created"], 1,
+            "{flavor:?}: {backfilled:#}"
+        );
+        let before = parsed(&op.run(&["users", "show", &sub], &[]), true);
+        assert_eq!(before["state"], "pending", "{flavor:?}");
+
+        let login = log_in(&app, email, PASSWORD).await;
+        assert_eq!(login.status(), StatusCode::SEE_OTHER, "{flavor:?}");
+        assert!(
+            location(login.headers()).starts_with(REDIRECT),
+            "{flavor:?}: back to the client with a code"
+        );
+        let after = parsed(&op.run(&["users", "show", &sub], &[]), true);
+        assert_eq!(after["state"], "migrated", "{flavor:?}: {after:#}");
+        for field in ["nickname", "picture", "phone_number", "app_metadata"] {
+            assert_eq!(
+                after[field], before[field],
+                "{flavor:?}: the login did not carry {field}, so it stays: {after:#}"
+            );
+        }
+
+        let verified = op.run(&["verify", "--json"], &[]);
+        assert!(
+            verified.status.success(),
+            "{flavor:?}: {}\n{}",
+            String::from_utf8_lossy(&verified.stdout),
+            stderr(&verified)
+        );
+        // A second backfill finds nothing new but what changed upstream
+        // (Auth0: one more linked identity, which it adds), and verify
+        // stays clean.
+        if flavor == Flavor::Auth0 {
+            op.fake.update_management_user(
+                &sub,
+                json!({"identities": [
+                    {"connection": "Username-Password-Authentication", "provider": "auth0",
+                     "user_id": sub.trim_start_matches("auth0|"), "isSocial": false},
+                    {"connection": "google-oauth2", "provider": "google-oauth2",
+                     "user_id": "109876543210", "isSocial": true},
+                    {"connection": "github", "provider": "github", "user_id": "4242", "isSocial": true}
+                ]}),
+            );
+        }
+        let again = op.json(&["backfill"]);
+        assert_eq!(again["report"]["created"], 0, "{flavor:?}: {again:#}");
+        let verified = op.run(&["verify", "--json"], &[]);
+        assert!(
+            verified.status.success(),
+            "{flavor:?} after a second backfill: {}",
+            String::from_utf8_lossy(&verified.stdout)
+        );
+    }
+}
+
+/// `kill -9` of `switchyard backfill` at random points, several times over,
+/// each run resuming the job the last one left: after every kill the users
+/// written are exactly those of the pages the job committed (no page half
+/// written), the committed count never goes back (a resume never
+/// restarts), and the last run ends with every user created once and none
+/// applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_killed_at_random_points_resumes_without_loss_or_duplicates() {
+    let op = Operator::new(Flavor::Keycloak).await;
+    op.fake.seed_users(1_000);
+    // Random kill points, printed so a failure can be replayed.
+    let seed = switchyard_kit::random_token();
+    let delays: Vec<u64> = seed
+        .bytes()
+        .take(5)
+        .map(|b| 100 + u64::from(b) * 3)
+        .collect();
+    eprintln!("kill after (ms): {delays:?}");
+    let mut committed = 0u64;
+    for delay in delays {
+        let status = op.json(&["status"]);
+        let args: &[&str] = match status["jobs"][0]["job"]["state"].as_str() {
+            None => &["backfill", "--max-rate", "10"],
+            Some("done") => break,
+            Some(_) => &["backfill", "--resume", "--max-rate", "10"],
+        };
+        let mut child = op.spawn(args);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        // SIGKILL: no clean-up of any kind runs.
+        let _ = child.kill();
+        let _ = child.wait();
+
+        let status = op.json(&["status"]);
+        let users = status["users"]["total"].as_u64().unwrap();
+        let created = status["jobs"][0]["counters"]["created"]
+            .as_u64()
+            .unwrap_or(0);
+        assert_eq!(
+            users, created,
+            "the users written are those of committed pages: {status:#}"
+        );
+        assert_eq!(users % 100, 0, "whole pages only: {status:#}");
+        assert!(created >= committed, "a resume never goes back: {status:#}");
+        eprintln!("killed with {created} users committed");
+        committed = created;
+    }
+    match op.json(&["status"])["jobs"][0]["job"]["state"].as_str() {
+        None => drop(op.json(&["backfill"])),
+        Some("done") => {}
+        Some(_) => drop(op.json(&["backfill", "--resume"])),
+    }
+    let status = op.json(&["status"]);
+    let job = &status["jobs"][0];
+    assert_eq!(job["job"]["state"], "done", "{status:#}");
+    assert_eq!(job["counters"]["created"], 1_000, "{status:#}");
+    assert_eq!(job["counters"]["unchanged"], 0, "no page applied twice");
+    assert_eq!(status["users"]["total"], 1_000);
     assert!(op.run(&["verify"], &[]).status.success());
 }

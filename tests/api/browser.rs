@@ -866,6 +866,8 @@ async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
         id: "auth0|00000000000000000000beef".into(),
         profile: switchyard::store::Profile {
             email: Some("erin@example.com".into()),
+            // Only a verified address is a login identifier.
+            email_verified: true,
             ..Default::default()
         },
         ..Default::default()

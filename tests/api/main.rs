@@ -34,6 +34,7 @@ mod refresh_faults;
 mod relying_party;
 mod startup;
 mod store;
+mod store_faults;
 mod tokens;
 mod unknown_kid;
 mod upstream;

@@ -864,3 +864,147 @@ async fn an_mfa_answer_is_padded_and_counted_like_a_failure() {
     let r = password_login(&t, "web", "mfa@example.com", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "counted");
 }
+
+/// An upstream whose `sub` happens to equal the id of a user made here
+/// (ids are the apps' `sub` on both sides): the upstream's user logging in
+/// must not be merged into the local one, whose credential and profile
+/// stay exactly as they were, and the local user still signs in.
+#[tokio::test]
+async fn an_upstream_sub_equal_to_a_local_id_never_touches_the_local_user() {
+    let t = lazy().await;
+    let dave = t
+        .app
+        .add_user("dave@example.com", "dave's own passphrase")
+        .await;
+    let before = t
+        .app
+        .state
+        .db
+        .get_password(&dave.id)
+        .await
+        .unwrap()
+        .unwrap();
+    // The upstream's user has the local user's id as its sub.
+    t.fake
+        .add_user(FakeUser::new(&dave.id, "mallory@example.com", PASSWORD));
+
+    let r = password_login(&t, "web", "mallory@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a readable refusal");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("cannot sign in here"), "{page}");
+    assert_eq!(
+        password_calls(&t),
+        1,
+        "the upstream did verify the password"
+    );
+
+    let after = t
+        .app
+        .state
+        .db
+        .get_password(&dave.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.hash, before.hash, "the local credential is untouched");
+    let user = t.app.state.db.get_user(&dave.id).await.unwrap().unwrap();
+    assert_eq!(user.state, UserState::Local);
+    assert_eq!(user.profile, dave.profile, "the local profile is untouched");
+    assert_eq!(user.upstream, None, "not linked to the upstream");
+    assert!(
+        t.app
+            .state
+            .db
+            .find_user_by_login("mallory@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Dave still signs in with his own password, locally.
+    let id = id_token_after(
+        &t,
+        password_login(&t, "web", "dave@example.com", "dave's own passphrase").await,
+    )
+    .await;
+    assert_eq!(id["sub"], dave.id.as_str());
+
+    // Nor does an upstream get a user made under the local ids' prefix,
+    // where a local user could later be minted with the same id.
+    let squatted = format!(
+        "{}0123456789abcdef01234567",
+        switchyard::store::sql::LOCAL_ID_PREFIX
+    );
+    t.fake
+        .add_user(FakeUser::new(&squatted, "trudy@example.com", PASSWORD));
+    let r = password_login(&t, "web", "trudy@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(t.app.state.db.get_user(&squatted).await.unwrap().is_none());
+}
+
+/// An upstream user whose email the upstream has not verified migrates,
+/// but the address is no login identifier for them: a second user who does
+/// own the address is not blocked by it, and the first cannot sign in by it.
+#[tokio::test]
+async fn an_unverified_upstream_email_squats_no_address() {
+    let t = lazy().await;
+    let mut squatter = FakeUser::new(SUB, "sam@example.com", PASSWORD);
+    squatter.email_verified = false;
+    t.fake.add_user(squatter);
+    id_token_after(
+        &t,
+        password_login(&t, "web", "sam@example.com", PASSWORD).await,
+    )
+    .await;
+    let migrated = t.app.state.db.get_user(SUB).await.unwrap().unwrap();
+    assert_eq!(migrated.state, UserState::Migrated);
+    assert_eq!(
+        migrated.profile.email.as_deref(),
+        Some("sam@example.com"),
+        "kept on the record"
+    );
+
+    // The address's owner, with it verified, is not blocked by the first.
+    let hash = t
+        .app
+        .state
+        .passwords
+        .hash("sam's real passphrase".into())
+        .await
+        .unwrap();
+    let owner = t
+        .app
+        .state
+        .db
+        .create_user(
+            &switchyard::store::NewUser {
+                profile: switchyard::store::Profile {
+                    email: Some("Sam@Example.com".into()),
+                    email_verified: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            Some((&hash, switchyard::password::ARGON2ID)),
+        )
+        .await
+        .expect("the address is free for its owner");
+    assert_eq!(
+        t.app
+            .state
+            .db
+            .find_user_by_login("sam@example.com")
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(owner.id.clone())
+    );
+    // The unverified user's password at that address is no way in.
+    let r = password_login(&t, "web", "sam@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let id = id_token_after(
+        &t,
+        password_login(&t, "web", "sam@example.com", "sam's real passphrase").await,
+    )
+    .await;
+    assert_eq!(id["sub"], owner.id.as_str());
+}

@@ -296,6 +296,8 @@ async fn a_shadow_user_resets_and_becomes_migrated() {
         id: CAROL_SUB.into(),
         profile: switchyard::store::Profile {
             email: Some("carol@example.com".into()),
+            // Only a verified address is a login identifier.
+            email_verified: true,
             ..Default::default()
         },
         ..Default::default()

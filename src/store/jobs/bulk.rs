@@ -314,7 +314,11 @@ async fn update(
                 "changed meanwhile by a login; run the job again".into(),
             ));
         }
-        if changed.contains(&"identities") && owns_profile {
+        // Links are only ever added, whoever owns the profile: an identity
+        // the upstream linked after the user migrated is one more way
+        // they arrive, and without it verify reports them different for
+        // ever.
+        if changed.contains(&"identities") {
             for subject in &record.identities {
                 insert_identity(tx, provider, subject, &record.id, now).await?;
             }

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::store::record::{Claims, Record};
+use crate::store::record::{COMPARED, Claims, Record};
 use crate::upstream::provider::{ClaimsSource, ManagementDef, ProviderDef};
 
 /// The value at a dotted path (`profile.email`). A key that itself
@@ -130,6 +130,35 @@ pub fn map_record(def: &ProviderDef, m: &ManagementDef, raw: Value) -> Result<Re
     };
     r.claims = Claims::new(&claims);
     Ok(r)
+}
+
+/// The compared fields ([`COMPARED`]) this provider's records carry: a
+/// field the mapping has no path for is absent from every upstream record,
+/// while a login may well fill it locally (Okta's ID token has
+/// `email_verified`, its user object does not), so comparing it would
+/// report every logged-in user as different.
+pub fn compared_fields(m: &ManagementDef) -> Vec<&'static str> {
+    let f = &m.fields;
+    COMPARED
+        .iter()
+        .copied()
+        .filter(|field| match *field {
+            "email" => f.email.is_some(),
+            "email_verified" => f.email_verified.is_some(),
+            "username" => f.username.is_some(),
+            "name" => f.name.is_some(),
+            "given_name" => f.given_name.is_some(),
+            "family_name" => f.family_name.is_some(),
+            "nickname" => f.nickname.is_some(),
+            "picture" => f.picture.is_some(),
+            "phone_number" => f.phone_number.is_some(),
+            "user_metadata" => f.user_metadata.is_some(),
+            "app_metadata" => f.app_metadata.is_some(),
+            "blocked" => f.blocked.is_some(),
+            // The user's own id is always one of them.
+            _ => true,
+        })
+        .collect()
 }
 
 /// Cognito's `ListUsers` user → one flat object: each attribute by name,
