@@ -54,6 +54,10 @@ pub enum Outcome {
     Authenticated(Box<User>),
     /// Wrong identifier or password, or a blocked user: one answer for all.
     Failed,
+    /// The upstream's brute-force protection has locked the account for
+    /// now. It says so whatever the password, so telling the user reveals
+    /// nothing more than a failure; the answer is padded like one.
+    Locked,
     /// Input out of bounds (empty or too long): refused before any work.
     Invalid,
     /// Too many recent failures for this account or address.
@@ -106,9 +110,18 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
     let user = match decision.route {
         Route::Local => authenticate_local(state, account, password).await?,
         Route::UpstreamPassword => {
-            match lazy::verify_and_migrate(state, identifier, password).await {
+            // The end user's address goes to the upstream's brute-force
+            // protection with the password (src/upstream/client.rs).
+            match lazy::verify_and_migrate(state, identifier, password, ip).await {
                 Ok(lazy::Outcome::Migrated(user)) => Some(*user),
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
+                Ok(lazy::Outcome::Locked) => {
+                    // Counted and padded like a failure.
+                    Metrics::count(&state.metrics.logins, label, "locked");
+                    audit(state, "login_failed", None, client_id, ip).await;
+                    pad_failure(state, started).await;
+                    return Ok(Outcome::Locked);
+                }
                 Ok(lazy::Outcome::Redirect(why)) => {
                     // The upstream says so only once the password was right
                     // (MFA, a required change, a leaked password): the

@@ -83,6 +83,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The one message for every failed password login: unknown user, wrong
 /// password, no password on file (ASVS 6.3.8).
 const LOGIN_FAILED: &str = "Wrong email, username or password.";
+/// The upstream's brute-force protection locked the account: it answers so
+/// whatever the password, so this tells no more than a failure does.
+const ACCOUNT_LOCKED: &str =
+    "This account is temporarily locked after too many failed sign-in attempts. Try again later.";
 
 #[derive(Deserialize)]
 struct LoginQuery {
@@ -288,6 +292,15 @@ async fn verify_and_complete(
             pending,
             username,
             Some(LOGIN_FAILED),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await),
+        Outcome::Locked => Ok(password_page(
+            state,
+            authz,
+            pending,
+            username,
+            Some(ACCOUNT_LOCKED),
             StatusCode::UNAUTHORIZED,
         )
         .await),

@@ -260,7 +260,21 @@ impl ManagementClient {
             };
             let status = response.status();
             let headers = response.headers().clone();
-            let bytes = response.bytes().await.unwrap_or_default();
+            // Capped: a page is never near 1 MiB, and an answer that is
+            // cannot be worked with (retrying would read it again).
+            let bytes = match super::read_body(response, super::MAX_BODY_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(super::BodyError::TooLarge) => {
+                    return Err(Fatal(format!(
+                        "{} {} answered {status} with {}",
+                        method,
+                        redact(&url),
+                        super::BodyError::TooLarge
+                    ))
+                    .into());
+                }
+                Err(super::BodyError::Unreadable) => Vec::new(),
+            };
             let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let throttled = status == StatusCode::TOO_MANY_REQUESTS
                 || json["__type"]
