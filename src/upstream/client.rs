@@ -218,12 +218,64 @@ impl UpstreamClient {
             .clone()
     }
 
-    async fn discover(&self) -> Result<Arc<Discovered>, UpstreamError> {
+    /// Whether `[upstream.endpoints]` names all the password track needs:
+    /// the keys, and the token endpoint unless passwords go through
+    /// Cognito's user-pool API. Then discovery is not asked for at all:
+    /// emulators (moto, LocalStack, cognito-local) serve the keys at a local
+    /// address under the AWS issuer, and their discovery documents are
+    /// missing or lack `authorization_endpoint`.
+    fn discovery_skipped(&self) -> bool {
+        let o = &self.settings.endpoints;
+        let user_pool_api = self
+            .def
+            .password
+            .as_ref()
+            .is_some_and(|p| p.grant == "cognito:USER_PASSWORD_AUTH");
+        o.jwks.is_some() && (o.token.is_some() || user_pool_api)
+    }
+
+    /// Metadata made from the issuer and `[upstream.endpoints]` alone. The
+    /// redirect track needs `endpoints.authorization`; without it the
+    /// authorization endpoint is the issuer's `/oauth2/authorize`.
+    fn configured_metadata(&self) -> Result<Metadata, UpstreamError> {
+        use openidconnect::core::{
+            CoreJwsSigningAlgorithm, CoreResponseType, CoreSubjectIdentifierType,
+        };
+        let o = &self.settings.endpoints;
         let issuer = IssuerUrl::new(self.issuer.clone())
             .map_err(|e| UpstreamError::InvalidResponse(format!("issuer: {e}")))?;
-        let result = Metadata::discover_async(issuer, &self.sender()).await;
-        self.count(result.is_ok());
-        let mut metadata = result.map_err(discovery_error)?;
+        let authorization = o
+            .authorization
+            .clone()
+            .unwrap_or_else(|| format!("{}/oauth2/authorize", self.issuer.trim_end_matches('/')));
+        let jwks = o.jwks.clone().unwrap_or_default();
+        Ok(Metadata::new(
+            issuer,
+            openidconnect::AuthUrl::new(authorization).map_err(bad_url)?,
+            JsonWebKeySetUrl::new(jwks).map_err(bad_url)?,
+            vec![openidconnect::ResponseTypes::new(vec![
+                CoreResponseType::Code,
+            ])],
+            vec![CoreSubjectIdentifierType::Public],
+            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            ExtraMetadata {
+                revocation_endpoint: None,
+                end_session_endpoint: None,
+                authorization_response_iss_parameter_supported: None,
+            },
+        ))
+    }
+
+    async fn discover(&self) -> Result<Arc<Discovered>, UpstreamError> {
+        let mut metadata = if self.discovery_skipped() {
+            self.configured_metadata()?
+        } else {
+            let issuer = IssuerUrl::new(self.issuer.clone())
+                .map_err(|e| UpstreamError::InvalidResponse(format!("issuer: {e}")))?;
+            let result = Metadata::discover_async(issuer, &self.sender()).await;
+            self.count(result.is_ok());
+            result.map_err(discovery_error)?
+        };
         let o = &self.settings.endpoints;
         if let Some(u) = &o.authorization {
             metadata = metadata.set_authorization_endpoint(

@@ -19,7 +19,8 @@ pub fn from_claims(
     userinfo: Option<&Map<String, Value>>,
 ) -> Option<UpstreamProfile> {
     let mut raw = id_token.clone();
-    if let Some(info) = userinfo {
+    // An upstream without a userinfo endpoint answers an empty map.
+    if let Some(info) = userinfo.filter(|info| !info.is_empty()) {
         // OIDC Core §5.3.2: the userinfo `sub` must be there and equal the
         // ID token's, or the userinfo answer must not be used.
         if info.get("sub").is_none() || info.get("sub") != id_token.get("sub") {

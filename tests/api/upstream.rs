@@ -980,7 +980,7 @@ async fn a_crafted_callback_error_is_counted_under_a_fixed_label() {
 /// left-most hop is whatever the client wrote, the right-most untrusted
 /// one is the address the trusted proxy (127.0.0.0/8 here) saw.
 const FORGED_HOP: &str = "198.51.100.7";
-const END_USER: &str = "203.0.113.9";
+pub(crate) const END_USER: &str = "203.0.113.9";
 
 /// Switchyard behind a trusted proxy in front of `flavor`, on the
 /// password track, failures padded to `floor_ms`.
@@ -1004,6 +1004,15 @@ async fn behind_a_proxy(
 /// Identifier and password on Switchyard's pages, every request arriving
 /// through the proxy with `X-Forwarded-For: FORGED_HOP, END_USER`.
 async fn login_through_proxy(t: &UpstreamApp, email: &str, password: &str) -> reqwest::Response {
+    login_through_proxy_at(&t.app, email, password).await
+}
+
+/// [`login_through_proxy`] at any Switchyard, for the client `web`.
+pub(crate) async fn login_through_proxy_at(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         "x-forwarded-for",
@@ -1015,12 +1024,11 @@ async fn login_through_proxy(t: &UpstreamApp, email: &str, password: &str) -> re
         .default_headers(headers)
         .build()
         .unwrap();
-    let start = t
-        .app
+    let start = app
         .authorize(&browser, &AuthRequest::new("web", None))
         .await;
     let page = browser
-        .get(t.app.url(&location(start.headers())))
+        .get(app.url(&location(start.headers())))
         .send()
         .await
         .unwrap();
@@ -1028,7 +1036,7 @@ async fn login_through_proxy(t: &UpstreamApp, email: &str, password: &str) -> re
     fields.insert("username".into(), email.into());
     fields.insert("password".into(), password.into());
     browser
-        .post(t.app.url(&action))
+        .post(app.url(&action))
         .form(&fields)
         .send()
         .await
