@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchyard::config::UpstreamSettings;
+use switchyard::config::{UpstreamSettings, WriteBack, WriteKind, WriteMode};
 use switchyard::store::UserState;
 
 use crate::helpers::*;
@@ -206,7 +206,18 @@ async fn cognito_users_migrate_backfill_and_get_written_back_against_moto() {
         ],
     )
     .await;
-    let up = pool.settings(&moto);
+    let mut up = pool.settings(&moto);
+    up.management.aws_access_key_id_env = Some("SWITCHYARD_TEST_AWS_ACCESS_KEY_ID".into());
+    up.management.aws_secret_access_key_env = Some("SWITCHYARD_TEST_AWS_SECRET_ACCESS_KEY".into());
+    up.management.aws_session_token_env = Some("SWITCHYARD_TEST_NO_AWS_SESSION".into());
+    // Sent before the local change commits, so the test reads the pool
+    // right after the command.
+    up.management.write_back = WriteBack(
+        [WriteKind::Password, WriteKind::Profile, WriteKind::Blocked]
+            .into_iter()
+            .map(|k| (k, WriteMode::Blocking))
+            .collect(),
+    );
     let app = spawn_app_with(|s| {
         s.trusted_proxies = vec!["127.0.0.0/8".into()];
         s.password.failure_floor_ms = 10;
@@ -304,5 +315,73 @@ async fn cognito_users_migrate_backfill_and_get_written_back_against_moto() {
         UserState::Migrated,
         "the migrated user stays migrated"
     );
+
+    // Write-back: AdminSetUserPassword, AdminUpdateUserAttributes,
+    // AdminDisableUser at moto, made by the operator's commands.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), toml::to_string(&app.state.settings).unwrap()).unwrap();
+    let operator = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--config", config.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = run_cli(&app._isolated, &all, stdin, &[("SWITCHYARD_LOG", "warn")]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    const NEW_PASSWORD: &str = "a brand new passphrase for the pool";
+    operator(
+        &["users", "set-password", &ivy_sub, "--password-stdin"],
+        Some(NEW_PASSWORD),
+    );
+    let moto_url = moto.url.clone();
+    let initiate = |password: &'static str| {
+        let url = moto_url.clone();
+        let body = json!({
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "ClientId": pool.client_id,
+            "AuthParameters": { "USERNAME": "ivy@example.com", "PASSWORD": password },
+        })
+        .to_string();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header(
+                    "x-amz-target",
+                    "AWSCognitoIdentityProviderService.InitiateAuth",
+                )
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert!(
+        initiate(NEW_PASSWORD).await.is_success(),
+        "the pool takes the new password"
+    );
+    assert!(
+        !initiate(PASSWORD).await.is_success(),
+        "and refuses the old one"
+    );
+
+    operator(&["users", "update", &ivy_sub, "--given-name", "Ivy"], None);
+    let record = pool.user(&moto, "ivy@example.com").await;
+    assert!(
+        record["UserAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["Name"] == "given_name" && a["Value"] == "Ivy"),
+        "{record}"
+    );
+
+    operator(&["users", "block", &ivy_sub], None);
+    let record = pool.user(&moto, "ivy@example.com").await;
+    assert_eq!(record["Enabled"], false, "{record}");
     let _ = END_USER;
 }
