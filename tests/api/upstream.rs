@@ -1246,3 +1246,35 @@ async fn an_oversized_management_page_stops_the_backfill_with_a_clear_error() {
     assert!(stderr.contains("larger than 1048576 bytes"), "{stderr}");
     assert!(!stderr.contains("padding"), "{stderr}");
 }
+
+#[tokio::test]
+async fn cognito_at_an_api_endpoint_with_configured_keys_needs_no_discovery() {
+    // `api_endpoint` is where InitiateAuth goes, and with the keys named
+    // discovery is never asked for (emulators have none worth reading).
+    let configure = |api: Option<&str>| {
+        let api = api.map(String::from);
+        move |s: &mut Settings| {
+            let up = s.upstream.as_mut().unwrap();
+            let issuer = up.issuer.clone().unwrap();
+            let base = issuer.trim_end_matches(switchyard_kit::fake::COGNITO_POOL_ID);
+            up.api_endpoint = Some(api.unwrap_or_else(|| base.to_string()));
+            up.endpoints.jwks = Some(format!("{issuer}/.well-known/jwks.json"));
+        }
+    };
+    let t = behind_a_proxy(Flavor::Cognito, 10, configure(None)).await;
+    let sub = upstream_user(&t, 4, "kim@example.com");
+    let r = login_through_proxy(&t, "kim@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(t.app.state.db.get_user(&sub).await.unwrap().is_some());
+    assert_eq!(t.fake.calls("initiate_auth"), 1);
+    assert_eq!(t.fake.calls("discovery"), 0, "no discovery");
+    assert!(t.fake.calls("jwks") >= 1, "the configured keys");
+
+    // An api_endpoint where nothing answers: the password cannot be
+    // checked, and the issuer's origin is not tried instead.
+    let t = behind_a_proxy(Flavor::Cognito, 10, configure(Some("http://127.0.0.1:1/"))).await;
+    upstream_user(&t, 4, "kim@example.com");
+    let r = login_through_proxy(&t, "kim@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(t.fake.calls("initiate_auth"), 0);
+}
