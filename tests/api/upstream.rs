@@ -1278,3 +1278,40 @@ async fn cognito_at_an_api_endpoint_with_configured_keys_needs_no_discovery() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(t.fake.calls("initiate_auth"), 0);
 }
+
+#[tokio::test]
+async fn a_vendor_lockout_is_invalid_grant_saying_so_at_the_password_grant() {
+    let t = behind_a_proxy(Flavor::Auth0, 10, |_| {}).await;
+    let sub = upstream_user(&t, 2, "erin@example.com");
+    t.fake.lock_out(&sub);
+    let mut legacy = t.app.add_client("legacy", false).await;
+    legacy
+        .grant_types
+        .push(switchyard::store::GrantType::Password);
+    t.app.state.db.upsert_client(&legacy).await.unwrap();
+    for password in [PASSWORD, "wrong"] {
+        let r = t
+            .app
+            .token(
+                &[
+                    ("grant_type", "password"),
+                    ("username", "erin@example.com"),
+                    ("password", password),
+                ],
+                Some(("legacy", SECRET)),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("temporarily locked"),
+            "{body}"
+        );
+    }
+    // The upstream's 429 is about this user, not a rate limit on Switchyard.
+    assert!(t.app.state.db.get_user(&sub).await.unwrap().is_none());
+}
