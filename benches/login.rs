@@ -1156,7 +1156,7 @@ async fn migrate_directly(app: &App, username: &str) -> anyhow::Result<[Duration
     let started = Instant::now();
     let tokens = up
         .client
-        .password_login(username, PASSWORD)
+        .password_login(username, PASSWORD, None)
         .await
         .map_err(|e| anyhow!("password login of {username} at the upstream: {e:?}"))?;
     let verified = started.elapsed();

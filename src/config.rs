@@ -270,6 +270,21 @@ pub struct UpstreamSettings {
     /// The user-listing API used by `backfill` and `verify`.
     #[serde(default)]
     pub management: ManagementSettings,
+    /// Send the end user's address with the password on the lazy-migration
+    /// track, the way the provider definition says (`[password] client_ip`:
+    /// Auth0's `auth0-forwarded-for`, Okta's `X-Forwarded-For`, Cognito's
+    /// `UserContextData`), so the upstream's brute-force protection blocks
+    /// the attacker's address and not Switchyard's. On where the provider
+    /// definition has a way; `false` turns it off.
+    #[serde(default = "yes")]
+    pub forward_client_ip: bool,
+    /// Where Cognito's user-pool API (`InitiateAuth`, and the Management
+    /// API's `ListUsers`, `AdminSetUserPassword`, …) is reached, like the
+    /// AWS SDKs' `endpoint_url`: a FIPS or VPC endpoint, or an emulator
+    /// (moto, LocalStack) whose tokens still carry the AWS issuer. Default:
+    /// the issuer's origin (`https://cognito-idp.{region}.amazonaws.com`).
+    #[serde(default)]
+    pub api_endpoint: Option<String>,
 }
 
 /// `[upstream.management]`: credentials and pace for the upstream's
@@ -412,6 +427,8 @@ impl UpstreamSettings {
             adoptions_per_minute_per_address: default_adoption_rate_per_address(),
             token_keys_env: default_token_keys_env(),
             management: ManagementSettings::default(),
+            forward_client_ip: true,
+            api_endpoint: None,
         }
     }
 

@@ -57,6 +57,10 @@ pub enum Outcome {
     Authenticated(Box<User>),
     /// Wrong identifier or password, or a blocked user: one answer for all.
     Failed,
+    /// The upstream's brute-force protection has locked the account for
+    /// now. It says so whatever the password, so telling the user reveals
+    /// nothing more than a failure; the answer is padded like one.
+    Locked,
     /// Input out of bounds (empty or too long): refused before any work.
     Invalid,
     /// Too many recent failures for this account or address.
@@ -117,7 +121,9 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
         Route::ResetPassword => None,
         Route::UpstreamPassword => {
             let asked = tokio::time::Instant::now();
-            let checked = lazy::verify_and_migrate(state, identifier, password).await;
+            // The end user's address goes to the upstream's brute-force
+            // protection with the password (src/upstream/client.rs).
+            let checked = lazy::verify_and_migrate(state, identifier, password, ip).await;
             if checked.is_ok() {
                 // How long the upstream takes to answer is how long every
                 // failure must take (see `pad_failure`).
@@ -126,6 +132,13 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
             match checked {
                 Ok(lazy::Outcome::Migrated(user)) => Some(*user),
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
+                Ok(lazy::Outcome::Locked) => {
+                    // Counted and padded like a failure.
+                    Metrics::count(&state.metrics.logins, label, "locked");
+                    audit(state, "login_failed", None, client_id, ip).await;
+                    pad_failure(state, started).await;
+                    return Ok(Outcome::Locked);
+                }
                 Ok(lazy::Outcome::Redirect(why)) => {
                     // The upstream says so only once the password was right
                     // (MFA, a required change, a leaked password): the

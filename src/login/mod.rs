@@ -83,6 +83,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// password, no password on file (ASVS 6.3.8). A user whose account moved
 /// here without its password is among them, so the hint is for everyone.
 const LOGIN_FAILED: &str = "Wrong email, username or password. If you have not set a password here yet, use \u{201c}Forgot password?\u{201d} below.";
+/// The upstream's brute-force protection locked the account: it answers so
+/// whatever the password, so this tells no more than a failure does.
+const ACCOUNT_LOCKED: &str =
+    "This account is temporarily locked after too many failed sign-in attempts. Try again later.";
 
 #[derive(Deserialize)]
 struct LoginQuery {
@@ -295,6 +299,15 @@ async fn verify_and_complete(
             pending,
             username,
             Some(LOGIN_FAILED),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await),
+        Outcome::Locked => Ok(password_page(
+            state,
+            authz,
+            pending,
+            username,
+            Some(ACCOUNT_LOCKED),
             StatusCode::UNAUTHORIZED,
         )
         .await),

@@ -21,6 +21,8 @@ pub enum Outcome {
     /// Wrong password or unknown user.
     Failed,
     Blocked,
+    /// Locked for now by the upstream's brute-force protection.
+    Locked,
     /// The upstream cannot verify this user by password: redirect track.
     Redirect(String),
 }
@@ -29,12 +31,17 @@ pub async fn verify_and_migrate(
     state: &AppState,
     username: &str,
     password: &str,
+    client_ip: std::net::IpAddr,
 ) -> Result<Outcome, AppError> {
     let Some(up) = &state.upstream else {
         return Ok(Outcome::Failed);
     };
     let started = std::time::Instant::now();
-    let tokens = match up.client.password_login(username, password).await {
+    let tokens = match up
+        .client
+        .password_login(username, password, Some(client_ip))
+        .await
+    {
         Ok(tokens) => tokens,
         Err(PasswordRefusal::WrongCredentials) => {
             Metrics::count(&state.metrics.upstream, "password", "wrong_credentials");
@@ -43,6 +50,10 @@ pub async fn verify_and_migrate(
         Err(PasswordRefusal::Blocked) => {
             Metrics::count(&state.metrics.upstream, "password", "blocked");
             return Ok(Outcome::Blocked);
+        }
+        Err(PasswordRefusal::Locked) => {
+            Metrics::count(&state.metrics.upstream, "password", "locked");
+            return Ok(Outcome::Locked);
         }
         Err(PasswordRefusal::NeedsRedirect(why)) => {
             Metrics::count(&state.metrics.upstream, "password", "needs_redirect");

@@ -51,6 +51,12 @@ pub async fn password(
         Outcome::Failed => {
             return Err(OAuthError::invalid_grant("wrong username or password"));
         }
+        // RFC 6749 §5.2: the credentials cannot be used now.
+        Outcome::Locked => {
+            return Err(OAuthError::invalid_grant(
+                "the account is temporarily locked after too many failed attempts",
+            ));
+        }
         Outcome::Invalid => {
             return Err(OAuthError::invalid_request(
                 "username or password is empty or too long",

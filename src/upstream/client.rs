@@ -12,6 +12,7 @@
 //! and `nonce`, by [`super::id_token`] on aws-lc-rs.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use serde_json::{Map, Value};
 
 use super::UpstreamError;
 use super::id_token::{self, Keys, NO_MATCHING_KEY};
-use super::provider::{LogoutStyle, ProviderDef};
+use super::provider::{ClientIpCarrier, LogoutStyle, ProviderDef};
 use crate::config::UpstreamSettings;
 use crate::store::now;
 
@@ -217,12 +218,64 @@ impl UpstreamClient {
             .clone()
     }
 
-    async fn discover(&self) -> Result<Arc<Discovered>, UpstreamError> {
+    /// Whether `[upstream.endpoints]` names all the password track needs:
+    /// the keys, and the token endpoint unless passwords go through
+    /// Cognito's user-pool API. Then discovery is not asked for at all:
+    /// emulators (moto, LocalStack, cognito-local) serve the keys at a local
+    /// address under the AWS issuer, and their discovery documents are
+    /// missing or lack `authorization_endpoint`.
+    fn discovery_skipped(&self) -> bool {
+        let o = &self.settings.endpoints;
+        let user_pool_api = self
+            .def
+            .password
+            .as_ref()
+            .is_some_and(|p| p.grant == "cognito:USER_PASSWORD_AUTH");
+        o.jwks.is_some() && (o.token.is_some() || user_pool_api)
+    }
+
+    /// Metadata made from the issuer and `[upstream.endpoints]` alone. The
+    /// redirect track needs `endpoints.authorization`; without it the
+    /// authorization endpoint is the issuer's `/oauth2/authorize`.
+    fn configured_metadata(&self) -> Result<Metadata, UpstreamError> {
+        use openidconnect::core::{
+            CoreJwsSigningAlgorithm, CoreResponseType, CoreSubjectIdentifierType,
+        };
+        let o = &self.settings.endpoints;
         let issuer = IssuerUrl::new(self.issuer.clone())
             .map_err(|e| UpstreamError::InvalidResponse(format!("issuer: {e}")))?;
-        let result = Metadata::discover_async(issuer, &self.sender()).await;
-        self.count(result.is_ok());
-        let mut metadata = result.map_err(discovery_error)?;
+        let authorization = o
+            .authorization
+            .clone()
+            .unwrap_or_else(|| format!("{}/oauth2/authorize", self.issuer.trim_end_matches('/')));
+        let jwks = o.jwks.clone().unwrap_or_default();
+        Ok(Metadata::new(
+            issuer,
+            openidconnect::AuthUrl::new(authorization).map_err(bad_url)?,
+            JsonWebKeySetUrl::new(jwks).map_err(bad_url)?,
+            vec![openidconnect::ResponseTypes::new(vec![
+                CoreResponseType::Code,
+            ])],
+            vec![CoreSubjectIdentifierType::Public],
+            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            ExtraMetadata {
+                revocation_endpoint: None,
+                end_session_endpoint: None,
+                authorization_response_iss_parameter_supported: None,
+            },
+        ))
+    }
+
+    async fn discover(&self) -> Result<Arc<Discovered>, UpstreamError> {
+        let mut metadata = if self.discovery_skipped() {
+            self.configured_metadata()?
+        } else {
+            let issuer = IssuerUrl::new(self.issuer.clone())
+                .map_err(|e| UpstreamError::InvalidResponse(format!("issuer: {e}")))?;
+            let result = Metadata::discover_async(issuer, &self.sender()).await;
+            self.count(result.is_ok());
+            result.map_err(discovery_error)?
+        };
         let o = &self.settings.endpoints;
         if let Some(u) = &o.authorization {
             metadata = metadata.set_authorization_endpoint(
@@ -607,8 +660,12 @@ impl UpstreamClient {
 pub enum PasswordRefusal {
     /// Wrong password or unknown user: the upstream does not say which.
     WrongCredentials,
-    /// Blocked, locked out, suspended or disabled at the upstream.
+    /// Blocked, suspended or disabled at the upstream.
     Blocked,
+    /// Locked for now by the upstream's brute-force protection (too many
+    /// failed attempts). The vendors say so whether or not the password
+    /// was right, so saying it reveals nothing about the password.
+    Locked,
     /// The user exists but cannot be verified by password alone (MFA, a
     /// required password change, a social identity, no password grant):
     /// the redirect track can still log them in.
@@ -623,18 +680,30 @@ impl UpstreamClient {
     /// connection, or the plain password grant), validating the ID token
     /// that comes back. Each vendor's answers are mapped to
     /// [`PasswordRefusal`] ([`classify_password_error`]).
+    ///
+    /// `client_ip` is the end user's address (after trusted proxies): it
+    /// goes to the upstream where the provider definition says how
+    /// ([`ClientIpCarrier`]) and `[upstream] forward_client_ip` allows.
     pub async fn password_login(
         &self,
         username: &str,
         password: &str,
+        client_ip: Option<IpAddr>,
     ) -> Result<UpstreamTokens, PasswordRefusal> {
         let Some(def) = self.def.password.clone() else {
             return Err(PasswordRefusal::NeedsRedirect(
                 "the provider offers no password grant".into(),
             ));
         };
+        let forward = def
+            .client_ip
+            .filter(|_| self.settings.forward_client_ip)
+            .zip(client_ip);
         if def.grant == "cognito:USER_PASSWORD_AUTH" {
-            return self.cognito_password_login(username, password).await;
+            let ip = forward
+                .filter(|(c, _)| *c == ClientIpCarrier::CognitoUserContextData)
+                .map(|(_, ip)| ip);
+            return self.cognito_password_login(username, password, ip).await;
         }
         if def.only_if_discovered
             && !self
@@ -696,17 +765,40 @@ impl UpstreamClient {
         if let Some(a) = authorization {
             request = request.header(header::AUTHORIZATION, a);
         }
+        match forward {
+            Some((ClientIpCarrier::Auth0ForwardedFor, ip)) => {
+                request = request.header("auth0-forwarded-for", ip.to_string());
+            }
+            Some((ClientIpCarrier::XForwardedFor, ip)) => {
+                request = request.header("x-forwarded-for", ip.to_string());
+            }
+            Some((ClientIpCarrier::CognitoUserContextData, _)) | None => {}
+        }
         let request = request.body(body.into_bytes()).map_err(|e| {
             PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(e.to_string()))
         })?;
-        let response = send(&self.http, request).await;
+        let response = send_keeping(&self.http, request, true).await;
         self.count(response.is_ok());
         let response = response.map_err(|t| PasswordRefusal::Unavailable(t.into()))?;
-        let json: Value = serde_json::from_slice(response.body()).map_err(|_| {
-            PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(
-                "the token response is not JSON".into(),
-            ))
-        })?;
+        let json: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            // Auth0's brute-force protection answers 429 `too_many_attempts`
+            // (Authentication API, Resource Owner Password "Get Token"
+            // errors); any other 429 is a rate limit on Switchyard.
+            if json.get("error").and_then(Value::as_str) == Some("too_many_attempts") {
+                return Err(PasswordRefusal::Locked);
+            }
+            let retry_after =
+                super::rate_limit::retry_after(response.headers(), std::time::SystemTime::now());
+            return Err(PasswordRefusal::Unavailable(UpstreamError::RateLimited {
+                retry_after,
+            }));
+        }
+        if json.is_null() {
+            return Err(PasswordRefusal::Unavailable(
+                UpstreamError::InvalidResponse("the token response is not JSON".into()),
+            ));
+        }
         if !response.status().is_success() {
             let error = json
                 .get("error")
@@ -751,23 +843,42 @@ impl UpstreamClient {
 }
 
 impl UpstreamClient {
+    /// Where Cognito's user-pool API answers: `[upstream] api_endpoint`
+    /// (an SDK's `endpoint_url`: FIPS, VPC, an emulator), else the issuer's
+    /// origin, `https://cognito-idp.{region}.amazonaws.com/`.
+    pub fn user_pool_api(&self) -> Result<String, url::ParseError> {
+        match &self.settings.api_endpoint {
+            Some(endpoint) => Ok(url::Url::parse(endpoint)?.to_string()),
+            None => Ok(format!(
+                "{}/",
+                url::Url::parse(&self.issuer)?
+                    .origin()
+                    .ascii_serialization()
+            )),
+        }
+    }
+
     /// Cognito has no password grant at its token endpoint: `InitiateAuth`
     /// with `USER_PASSWORD_AUTH` on the user-pool API (AWS JSON 1.1; no SigV4
     /// is needed with an app client), with `SECRET_HASH` =
     /// Base64(HMAC-SHA256(client secret, username + client id)) when the
     /// client has a secret (Amazon Cognito API Reference, `InitiateAuth`,
     /// and "Computing secret hash values").
+    ///
+    /// With `client_ip`, `UserContextData` carries it as `IpAddress` (and no
+    /// `EncodedData`, which only Cognito's browser library can compute), for
+    /// the pool's threat protection (API reference, `UserContextDataType`).
     async fn cognito_password_login(
         &self,
         username: &str,
         password: &str,
+        client_ip: Option<IpAddr>,
     ) -> Result<UpstreamTokens, PasswordRefusal> {
         let unavailable =
             |m: &str| PasswordRefusal::Unavailable(UpstreamError::InvalidResponse(m.into()));
-        let origin = url::Url::parse(&self.issuer)
-            .map_err(|_| unavailable("the issuer is not a URL"))?
-            .origin()
-            .ascii_serialization();
+        let endpoint = self
+            .user_pool_api()
+            .map_err(|_| unavailable("the issuer is not a URL"))?;
         let mut parameters = serde_json::json!({ "USERNAME": username, "PASSWORD": password });
         if let Some(secret) = &self.creds.secret {
             use base64::Engine;
@@ -779,12 +890,15 @@ impl UpstreamClient {
             parameters["SECRET_HASH"] =
                 Value::String(base64::engine::general_purpose::STANDARD.encode(tag.as_ref()));
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "AuthFlow": "USER_PASSWORD_AUTH",
             "ClientId": self.creds.client_id,
             "AuthParameters": parameters,
         });
-        let request = axum::http::Request::post(format!("{origin}/"))
+        if let Some(ip) = client_ip {
+            body["UserContextData"] = serde_json::json!({ "IpAddress": ip.to_string() });
+        }
+        let request = axum::http::Request::post(endpoint)
             .header(header::CONTENT_TYPE, "application/x-amz-json-1.1")
             .header(
                 "x-amz-target",
@@ -842,7 +956,11 @@ impl UpstreamClient {
 }
 
 /// Maps Cognito's `__type` errors: `NotAuthorizedException` (wrong password,
-/// or "User is disabled."), `UserNotFoundException` (answered like a wrong
+/// "User is disabled.", or "Password attempts exceeded": the pool's
+/// temporary lockout after repeated failures, Cognito Developer Guide,
+/// "User sign-in lockout behavior for failed attempts"),
+/// `TooManyFailedAttemptsException` (the same for other sign-in steps),
+/// `UserNotFoundException` (answered like a wrong
 /// password: no enumeration), `PasswordResetRequiredException` and
 /// `UserNotConfirmedException` (the hosted UI handles them),
 /// `InvalidParameterException` (the client allows only SRP),
@@ -850,6 +968,8 @@ impl UpstreamClient {
 pub fn classify_cognito_error(kind: &str, message: &str) -> PasswordRefusal {
     let m = message.to_ascii_lowercase();
     match kind {
+        "NotAuthorizedException" if m.contains("attempts exceeded") => PasswordRefusal::Locked,
+        "TooManyFailedAttemptsException" => PasswordRefusal::Locked,
         "NotAuthorizedException" if m.contains("disabled") => PasswordRefusal::Blocked,
         // "Unable to verify secret hash…", "…configured for secret but secret was not received".
         "NotAuthorizedException" if m.contains("secret") => {
@@ -882,11 +1002,19 @@ pub fn classify_cognito_error(kind: &str, message: &str) -> PasswordRefusal {
 /// `unauthorized` / `too_many_attempts` for blocked users; Okta's
 /// `invalid_grant` and `access_denied` (MFA); Keycloak's `invalid_grant`
 /// with "Invalid user credentials", "Account disabled", "Account is not
-/// fully set up" (a required action).
+/// fully set up" (a required action), and "Account temporarily disabled"
+/// from its brute-force detection (Server Administration guide,
+/// "Brute force detection"). Auth0's brute-force block,
+/// `too_many_attempts`, comes with a 429 and is read before this. Okta's
+/// password grant answers a locked-out user like a wrong password.
 pub fn classify_password_error(error: &str, description: &str) -> PasswordRefusal {
     let d = description.to_ascii_lowercase();
     let says = |words: &[&str]| words.iter().any(|w| d.contains(w));
     match error {
+        "too_many_attempts" => PasswordRefusal::Locked,
+        "invalid_grant" if says(&["temporarily disabled", "temporarily locked"]) => {
+            PasswordRefusal::Locked
+        }
         "invalid_grant" if says(&["blocked", "disabled", "locked", "suspended", "deactivated"]) => {
             PasswordRefusal::Blocked
         }
@@ -902,9 +1030,7 @@ pub fn classify_password_error(error: &str, description: &str) -> PasswordRefusa
             PasswordRefusal::NeedsRedirect("the upstream requires a password change".into())
         }
         "invalid_grant" | "invalid_user_password" => PasswordRefusal::WrongCredentials,
-        "unauthorized" | "too_many_attempts" | "user_blocked" | "account_locked" => {
-            PasswordRefusal::Blocked
-        }
+        "unauthorized" | "user_blocked" | "account_locked" => PasswordRefusal::Blocked,
         "mfa_required"
         | "interaction_required"
         | "access_denied"
@@ -946,8 +1072,20 @@ fn bad_url(e: impl std::fmt::Display) -> UpstreamError {
 
 /// Sends one request with the client's timeouts. 429 and 5xx become errors
 /// that keep the wait the upstream asked for; everything else is returned
-/// for the protocol layer to read.
+/// for the protocol layer to read, its body capped at
+/// [`super::MAX_BODY_BYTES`].
 async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, Transport> {
+    send_keeping(http, request, false).await
+}
+
+/// [`send`], but with `keep_429` a 429 is returned as an answer: Auth0
+/// says "too many attempts" for one user with a 429 whose body names it
+/// (`too_many_attempts`), which is not a rate limit on Switchyard.
+async fn send_keeping(
+    http: &reqwest::Client,
+    request: HttpRequest,
+    keep_429: bool,
+) -> Result<HttpResponse, Transport> {
     let request = reqwest::Request::try_from(request)
         .map_err(|e| Transport::Unavailable(format!("request: {e}")))?;
     let url = request.url().clone();
@@ -966,11 +1104,12 @@ async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpRespon
         ))
     })?;
     let status = response.status();
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(Transport::RateLimited(super::rate_limit::retry_after(
-            response.headers(),
-            std::time::SystemTime::now(),
-        )));
+    let rate_limited = status == StatusCode::TOO_MANY_REQUESTS;
+    let retry_after = rate_limited
+        .then(|| super::rate_limit::retry_after(response.headers(), std::time::SystemTime::now()))
+        .flatten();
+    if rate_limited && !keep_429 {
+        return Err(Transport::RateLimited(retry_after));
     }
     if status.is_server_error() {
         return Err(Transport::Unavailable(format!(
@@ -983,12 +1122,11 @@ async fn send(http: &reqwest::Client, request: HttpRequest) -> Result<HttpRespon
     for (k, v) in response.headers() {
         builder = builder.header(k, v);
     }
-    let body = response
-        .bytes()
+    let body = super::read_body(response, super::MAX_BODY_BYTES)
         .await
-        .map_err(|_| Transport::Unavailable("body could not be read".into()))?;
+        .map_err(|e| Transport::Unavailable(format!("{e}: {}", url.path())))?;
     builder
-        .body(body.to_vec())
+        .body(body)
         .map_err(|e| Transport::Unavailable(e.to_string()))
 }
 

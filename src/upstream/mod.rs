@@ -24,6 +24,42 @@ use std::time::Duration;
 
 pub use client::{Creds, UpstreamClient, UpstreamTokens};
 
+/// The largest body read from an upstream answer (discovery, JWKS, token,
+/// userinfo, Management API pages): 1 MiB, far above any real one (an
+/// Auth0 page of 100 users is a few hundred KiB), so a broken or hostile
+/// upstream cannot make Switchyard buffer without bound. Export files are
+/// streamed line by line and are not read through this.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Why a body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the upstream's answer is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("the upstream's answer could not be read")]
+    Unreadable,
+}
+
+/// Reads `response`'s body, refusing it as soon as it passes `limit`
+/// bytes (a declared `Content-Length` over the limit is refused before
+/// anything is read).
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| BodyError::Unreadable)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Why an upstream call did not give what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

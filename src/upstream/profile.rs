@@ -19,13 +19,12 @@ pub fn from_claims(
     userinfo: Option<&Map<String, Value>>,
 ) -> Option<UpstreamProfile> {
     let mut raw = id_token.clone();
-    if let Some(info) = userinfo {
-        // OIDC Core §5.3.2: a userinfo `sub` that differs must not be used.
-        if info
-            .get("sub")
-            .is_some_and(|s| Some(s) != id_token.get("sub"))
-        {
-            tracing::warn!("upstream userinfo sub differs from the ID token; userinfo ignored");
+    // An upstream without a userinfo endpoint answers an empty map.
+    if let Some(info) = userinfo.filter(|info| !info.is_empty()) {
+        // OIDC Core §5.3.2: the userinfo `sub` must be there and equal the
+        // ID token's, or the userinfo answer must not be used.
+        if info.get("sub").is_none() || info.get("sub") != id_token.get("sub") {
+            tracing::warn!("upstream userinfo sub missing or not the ID token's; userinfo ignored");
         } else {
             raw.extend(info.clone());
         }

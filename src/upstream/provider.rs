@@ -75,6 +75,30 @@ pub struct PasswordDef {
     pub realm_param: Option<String>,
     #[serde(default)]
     pub only_if_discovered: bool,
+    /// How the end user's address goes with the password, so the vendor's
+    /// brute-force protection counts the user's attempts and not
+    /// Switchyard's (absent: the vendor has no such mechanism for a server).
+    /// `[upstream] forward_client_ip = false` turns it off.
+    #[serde(default)]
+    pub client_ip: Option<ClientIpCarrier>,
+}
+
+/// Where a vendor documents a trusted server's end-user address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIpCarrier {
+    /// Auth0's `auth0-forwarded-for` header on the token endpoint, honoured
+    /// for a confidential client with "Trust Token Endpoint IP Header" on
+    /// (Auth0, "Avoid Common Issues with Resource Owner Password Flow and
+    /// Attack Protection").
+    Auth0ForwardedFor,
+    /// `X-Forwarded-For`, honoured when the sender's address is a trusted
+    /// proxy of a network zone (Okta, "X-Forwarded-For header usage").
+    XForwardedFor,
+    /// `UserContextData.IpAddress` in `InitiateAuth`, accepted when the app
+    /// client has `EnablePropagateAdditionalUserContextData` (Cognito API
+    /// reference, `UserContextDataType` and `UserPoolClientType`).
+    CognitoUserContextData,
 }
 
 /// How the upstream's user-listing API is reached, paged and read (the

@@ -27,6 +27,7 @@ mod layers;
 mod login;
 mod logout;
 mod migration;
+mod moto;
 mod outbox;
 mod recovery;
 mod redirect_uri;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use switchyard::config::{Cohort, Phase, Settings, UpstreamSettings};
 
 use crate::helpers::*;
-use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor, Mode, Tamper};
+use switchyard_kit::fake::{FakeUpstream, FakeUser, Flavor, Mode, Tamper, UserinfoTamper};
 
 /// Switchyard's own client at the fake upstream.
 pub const UPSTREAM_CLIENT: &str = "switchyard";
@@ -970,4 +970,348 @@ async fn a_crafted_callback_error_is_counted_under_a_fixed_label() {
         metrics.contains("what=\"upstream_redirect\",result=\"other\""),
         "{metrics}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The edge: what goes to the upstream with a password, and what comes back
+// ---------------------------------------------------------------------------
+
+/// An end user's address and the proxy chain in front of Switchyard: the
+/// left-most hop is whatever the client wrote, the right-most untrusted
+/// one is the address the trusted proxy (127.0.0.0/8 here) saw.
+const FORGED_HOP: &str = "198.51.100.7";
+pub(crate) const END_USER: &str = "203.0.113.9";
+
+/// Switchyard behind a trusted proxy in front of `flavor`, on the
+/// password track, failures padded to `floor_ms`.
+async fn behind_a_proxy(
+    flavor: Flavor,
+    floor_ms: u64,
+    configure: impl FnOnce(&mut Settings),
+) -> UpstreamApp {
+    spawn_with_upstream(flavor, |s| {
+        s.trusted_proxies = vec!["127.0.0.0/8".into()];
+        s.password.failure_floor_ms = floor_ms;
+        let up = s.upstream.as_mut().unwrap();
+        if flavor == Flavor::Auth0 {
+            up.connection = Some("Username-Password-Authentication".into());
+        }
+        configure(s);
+    })
+    .await
+}
+
+/// Identifier and password on Switchyard's pages, every request arriving
+/// through the proxy with `X-Forwarded-For: FORGED_HOP, END_USER`.
+async fn login_through_proxy(t: &UpstreamApp, email: &str, password: &str) -> reqwest::Response {
+    login_through_proxy_at(&t.app, email, password).await
+}
+
+/// [`login_through_proxy`] at any Switchyard, for the client `web`.
+pub(crate) async fn login_through_proxy_at(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-forwarded-for",
+        format!("{FORGED_HOP}, {END_USER}").parse().unwrap(),
+    );
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let start = app
+        .authorize(&browser, &AuthRequest::new("web", None))
+        .await;
+    let page = browser
+        .get(app.url(&location(start.headers())))
+        .send()
+        .await
+        .unwrap();
+    let (action, mut fields) = form_fields(&page.text().await.unwrap());
+    fields.insert("username".into(), email.into());
+    fields.insert("password".into(), password.into());
+    browser
+        .post(app.url(&action))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The user with `n`'s vendor-shaped id, known to the fake.
+fn upstream_user(t: &UpstreamApp, n: u32, email: &str) -> String {
+    let sub = t.fake.flavor.sample_sub(n);
+    t.fake.add_user(FakeUser::new(&sub, email, PASSWORD));
+    sub
+}
+
+#[tokio::test]
+async fn the_upstream_sees_the_end_users_address_the_way_each_vendor_documents() {
+    for flavor in [
+        Flavor::Auth0,
+        Flavor::Okta,
+        Flavor::Cognito,
+        Flavor::Keycloak,
+    ] {
+        let t = behind_a_proxy(flavor, 10, |_| {}).await;
+        upstream_user(&t, 1, "dora@example.com");
+        let r = login_through_proxy(&t, "dora@example.com", "wrong").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{flavor:?}");
+        let seen = t.fake.forwarded_addresses();
+        assert_eq!(seen.len(), 1, "{flavor:?}: one password request");
+        let seen = &seen[0];
+        match flavor {
+            // Keycloak has no way for a client to name the user's address.
+            Flavor::Keycloak => assert!(seen.is_empty(), "{flavor:?}: {seen:?}"),
+            _ => {
+                assert_eq!(
+                    seen.as_read_by(flavor),
+                    Some(END_USER),
+                    "{flavor:?}: the right-most untrusted hop, where the vendor reads it"
+                );
+                // Only where the vendor reads it.
+                let places = [
+                    &seen.auth0_forwarded_for,
+                    &seen.x_forwarded_for,
+                    &seen.user_context_ip,
+                ];
+                assert_eq!(
+                    places.iter().filter(|p| p.is_some()).count(),
+                    1,
+                    "{flavor:?}: {seen:?}"
+                );
+            }
+        }
+        // The right password migrates with the address sent again.
+        let r = login_through_proxy(&t, "dora@example.com", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{flavor:?}");
+        assert_eq!(
+            t.fake.forwarded_addresses()[1].as_read_by(flavor),
+            (flavor != Flavor::Keycloak).then_some(END_USER),
+            "{flavor:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_address_is_the_peers_without_trusted_proxies_and_none_when_turned_off() {
+    // No trusted proxy: the header is the client's own writing, ignored.
+    let t = behind_a_proxy(Flavor::Auth0, 10, |s| s.trusted_proxies.clear()).await;
+    upstream_user(&t, 1, "dora@example.com");
+    login_through_proxy(&t, "dora@example.com", "wrong").await;
+    assert_eq!(
+        t.fake.forwarded_addresses()[0]
+            .auth0_forwarded_for
+            .as_deref(),
+        Some("127.0.0.1"),
+        "the peer's address, not a forged one"
+    );
+
+    // Turned off by the operator: nothing is sent.
+    let t = behind_a_proxy(Flavor::Okta, 10, |s| {
+        s.upstream.as_mut().unwrap().forward_client_ip = false;
+    })
+    .await;
+    upstream_user(&t, 1, "dora@example.com");
+    login_through_proxy(&t, "dora@example.com", "wrong").await;
+    let seen = t.fake.forwarded_addresses();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].is_empty(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_vendor_lockout_gives_the_locked_page_whatever_the_password() {
+    const LOCKED: &str = "temporarily locked";
+    const FLOOR_MS: u64 = 300;
+    for flavor in [Flavor::Auth0, Flavor::Keycloak, Flavor::Cognito] {
+        let t = behind_a_proxy(flavor, FLOOR_MS, |_| {}).await;
+        let sub = upstream_user(&t, 2, "erin@example.com");
+        t.fake.lock_out(&sub);
+        for password in [PASSWORD, "wrong"] {
+            let started = std::time::Instant::now();
+            let r = login_through_proxy(&t, "erin@example.com", password).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{flavor:?}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains(LOCKED), "{flavor:?}: {page}");
+            assert!(!page.contains("unavailable"), "{flavor:?}");
+            // Padded like a failure: at least the floor, right password or not.
+            assert!(
+                started.elapsed() >= Duration::from_millis(FLOOR_MS),
+                "{flavor:?}"
+            );
+        }
+        assert!(
+            t.app.state.db.get_user(&sub).await.unwrap().is_none(),
+            "{flavor:?}: nothing migrated"
+        );
+        // Another user's wrong password is still a plain failure.
+        upstream_user(&t, 3, "finn@example.com");
+        let r = login_through_proxy(&t, "finn@example.com", "wrong").await;
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Wrong email, username or password."));
+        assert!(!page.contains(LOCKED));
+    }
+
+    // Okta's password grant answers a locked-out user like a wrong
+    // password: the login page cannot say more.
+    let t = behind_a_proxy(Flavor::Okta, 10, |_| {}).await;
+    let sub = upstream_user(&t, 2, "erin@example.com");
+    t.fake.lock_out(&sub);
+    let r = login_through_proxy(&t, "erin@example.com", PASSWORD).await;
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Wrong email, username or password.")
+    );
+}
+
+#[tokio::test]
+async fn a_userinfo_answer_without_sub_or_with_another_sub_is_not_used() {
+    for tamper in [UserinfoTamper::NoSub, UserinfoTamper::OtherSub] {
+        let t = behind_a_proxy(Flavor::Auth0, 10, |_| {}).await;
+        t.fake.add_user(alice());
+        t.fake.set_userinfo_tamper(tamper);
+        let r = login_through_proxy(&t, "alice@example.com", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{tamper:?}");
+        assert!(
+            t.fake.calls("userinfo") >= 1,
+            "{tamper:?}: userinfo was asked"
+        );
+        let user = t
+            .app
+            .state
+            .db
+            .get_user("auth0|5f3a9b2c1d4e5f6a7b8c9d0e")
+            .await
+            .unwrap()
+            .expect("migrated from the ID token");
+        assert_eq!(
+            user.profile.email.as_deref(),
+            Some("alice@example.com"),
+            "{tamper:?}"
+        );
+        let claims = serde_json::to_string(&user).unwrap();
+        assert!(!claims.contains("someone-else"), "{tamper:?}: {claims}");
+        assert!(!claims.contains("Someone Else"), "{tamper:?}: {claims}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_upstream_answer_is_refused_cleanly() {
+    for what in ["discovery", "token"] {
+        let t = behind_a_proxy(Flavor::Okta, 10, |_| {}).await;
+        upstream_user(&t, 1, "gus@example.com");
+        t.fake.set_oversized(Some(what));
+        let r = login_through_proxy(&t, "gus@example.com", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("temporarily unavailable"), "{what}");
+        assert!(
+            !page.contains("padding") && !page.contains("1048576"),
+            "{what}"
+        );
+        // Once the upstream answers sensibly again, the login goes through.
+        t.fake.set_oversized(None);
+        let r = login_through_proxy(&t, "gus@example.com", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{what}");
+    }
+
+    // A userinfo answer that large is not used; the ID token suffices.
+    let t = behind_a_proxy(Flavor::Auth0, 10, |_| {}).await;
+    t.fake.add_user(alice());
+    t.fake.set_oversized(Some("userinfo"));
+    let r = login_through_proxy(&t, "alice@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_management_page_stops_the_backfill_with_a_clear_error() {
+    let op =
+        crate::backfill::Operator::on(isolated().await, FakeUpstream::start(Flavor::Okta).await);
+    op.fake.add_user(FakeUser::new(
+        &Flavor::Okta.sample_sub(1),
+        "hal@example.com",
+        PASSWORD,
+    ));
+    op.fake.set_oversized(Some("/api/v1/users"));
+    let out = op.run(&["backfill"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("larger than 1048576 bytes"), "{stderr}");
+    assert!(!stderr.contains("padding"), "{stderr}");
+}
+
+#[tokio::test]
+async fn cognito_at_an_api_endpoint_with_configured_keys_needs_no_discovery() {
+    // `api_endpoint` is where InitiateAuth goes, and with the keys named
+    // discovery is never asked for (emulators have none worth reading).
+    let configure = |api: Option<&str>| {
+        let api = api.map(String::from);
+        move |s: &mut Settings| {
+            let up = s.upstream.as_mut().unwrap();
+            let issuer = up.issuer.clone().unwrap();
+            let base = issuer.trim_end_matches(switchyard_kit::fake::COGNITO_POOL_ID);
+            up.api_endpoint = Some(api.unwrap_or_else(|| base.to_string()));
+            up.endpoints.jwks = Some(format!("{issuer}/.well-known/jwks.json"));
+        }
+    };
+    let t = behind_a_proxy(Flavor::Cognito, 10, configure(None)).await;
+    let sub = upstream_user(&t, 4, "kim@example.com");
+    let r = login_through_proxy(&t, "kim@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(t.app.state.db.get_user(&sub).await.unwrap().is_some());
+    assert_eq!(t.fake.calls("initiate_auth"), 1);
+    assert_eq!(t.fake.calls("discovery"), 0, "no discovery");
+    assert!(t.fake.calls("jwks") >= 1, "the configured keys");
+
+    // An api_endpoint where nothing answers: the password cannot be
+    // checked, and the issuer's origin is not tried instead.
+    let t = behind_a_proxy(Flavor::Cognito, 10, configure(Some("http://127.0.0.1:1/"))).await;
+    upstream_user(&t, 4, "kim@example.com");
+    let r = login_through_proxy(&t, "kim@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(t.fake.calls("initiate_auth"), 0);
+}
+
+#[tokio::test]
+async fn a_vendor_lockout_is_invalid_grant_saying_so_at_the_password_grant() {
+    let t = behind_a_proxy(Flavor::Auth0, 10, |_| {}).await;
+    let sub = upstream_user(&t, 2, "erin@example.com");
+    t.fake.lock_out(&sub);
+    let mut legacy = t.app.add_client("legacy", false).await;
+    legacy
+        .grant_types
+        .push(switchyard::store::GrantType::Password);
+    t.app.state.db.upsert_client(&legacy).await.unwrap();
+    for password in [PASSWORD, "wrong"] {
+        let r = t
+            .app
+            .token(
+                &[
+                    ("grant_type", "password"),
+                    ("username", "erin@example.com"),
+                    ("password", password),
+                ],
+                Some(("legacy", SECRET)),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("temporarily locked"),
+            "{body}"
+        );
+    }
+    // The upstream's 429 is about this user, not a rate limit on Switchyard.
+    assert!(t.app.state.db.get_user(&sub).await.unwrap().is_none());
 }

@@ -46,16 +46,18 @@ impl ManagementClient {
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let doc: Value = self
+        let response = self
             .http
             .get(&url)
             .send()
             .await
             .context("fetching the upstream's discovery document")?
             .error_for_status()
-            .context("fetching the upstream's discovery document")?
-            .json()
+            .context("fetching the upstream's discovery document")?;
+        let body = crate::upstream::read_body(response, crate::upstream::MAX_BODY_BYTES)
             .await
+            .context("reading the upstream's discovery document")?;
+        let doc: Value = serde_json::from_slice(&body)
             .context("the upstream's discovery document is not JSON")?;
         doc["token_endpoint"]
             .as_str()
@@ -110,7 +112,10 @@ impl ManagementClient {
             .await
             .context("requesting a Management API token")?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = crate::upstream::read_body(response, crate::upstream::MAX_BODY_BYTES)
+            .await
+            .context("reading the Management API token answer")?;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             bail!(
                 "the upstream refused a Management API token ({status}): {}",

@@ -121,9 +121,19 @@ impl ManagementClient {
             )
         })?;
         let m = &settings.management;
-        let base = match &m.base {
-            Some(b) => b.clone(),
-            None => fill(&mgmt.base, &settings.template_vars()).map_err(anyhow::Error::msg)?,
+        // An AWS JSON API's base is where `[upstream] api_endpoint` points
+        // (an SDK's `endpoint_url`: FIPS, VPC, an emulator), unless the
+        // Management API has a base of its own.
+        let api_endpoint = settings
+            .api_endpoint
+            .clone()
+            .filter(|_| mgmt.auth == ManagementAuth::Sigv4);
+        let base = match (&m.base, api_endpoint) {
+            (Some(b), _) => b.clone(),
+            (None, Some(endpoint)) => endpoint,
+            (None, None) => {
+                fill(&mgmt.base, &settings.template_vars()).map_err(anyhow::Error::msg)?
+            }
         };
         let mut base = url::Url::parse(&base).context("upstream.management.base is not a URL")?;
         if !base.path().ends_with('/') {
@@ -260,7 +270,21 @@ impl ManagementClient {
             };
             let status = response.status();
             let headers = response.headers().clone();
-            let bytes = response.bytes().await.unwrap_or_default();
+            // Capped: a page is never near 1 MiB, and an answer that is
+            // cannot be worked with (retrying would read it again).
+            let bytes = match super::read_body(response, super::MAX_BODY_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(super::BodyError::TooLarge) => {
+                    return Err(Fatal(format!(
+                        "{} {} answered {status} with {}",
+                        method,
+                        redact(&url),
+                        super::BodyError::TooLarge
+                    ))
+                    .into());
+                }
+                Err(super::BodyError::Unreadable) => Vec::new(),
+            };
             let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let throttled = status == StatusCode::TOO_MANY_REQUESTS
                 || json["__type"]

@@ -410,13 +410,21 @@ fn initiate_password_auth(
             "Missing required parameter PASSWORD",
         );
     };
-    let (user, prevent, new_password) = {
+    let (user, prevent, new_password, locked) = {
         let state = s.lock();
         let user = state.user_by_login(s.flavor, username).map(|u| u.user);
         let new_password = user
             .as_ref()
             .is_some_and(|u| state.new_password_required.contains(&u.sub));
-        (user, state.prevent_user_existence_errors, new_password)
+        let locked = user
+            .as_ref()
+            .is_some_and(|u| state.locked_out.contains(&u.sub));
+        (
+            user,
+            state.prevent_user_existence_errors,
+            new_password,
+            locked,
+        )
     };
     let mut usernames = vec![username.as_str()];
     if let Some(u) = &user {
@@ -424,6 +432,12 @@ fn initiate_password_auth(
     }
     if let Some(refused) = secret_hash_refusal(client, params, &usernames) {
         return refused;
+    }
+    // The pool's lockout after repeated failures answers before the
+    // password is looked at (Cognito Developer Guide, "User sign-in lockout
+    // behavior for failed attempts").
+    if locked {
+        return bad("NotAuthorizedException", "Password attempts exceeded");
     }
     let user = match user {
         Some(u) if u.password == *password => u,
@@ -609,6 +623,7 @@ pub(super) fn cognito_userinfo(s: &Shared, bearer: Option<String>) -> Response {
             }
         }
     }
+    tamper_userinfo(s.lock().userinfo_tamper, &mut claims);
     let mut response = json_response(StatusCode::OK, &Value::Object(claims));
     response.headers_mut().insert(
         header::CACHE_CONTROL,

@@ -287,6 +287,44 @@ pub enum Tamper {
     OtherSubject,
 }
 
+/// What a userinfo answer does wrong on purpose (OIDC Core §5.3.2 has the
+/// relying party refuse both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserinfoTamper {
+    None,
+    /// No `sub` at all; `email` and `name` are someone else's.
+    NoSub,
+    /// Another user's `sub`, `email` and `name`.
+    OtherSub,
+}
+
+/// The end-user address a password request carried, in each place a
+/// vendor documents for it: Auth0's `auth0-forwarded-for` header, the
+/// `X-Forwarded-For` header (Okta; Keycloak behind its proxy), Cognito's
+/// `UserContextData.IpAddress` (`InitiateAuth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedAddress {
+    pub auth0_forwarded_for: Option<String>,
+    pub x_forwarded_for: Option<String>,
+    pub user_context_ip: Option<String>,
+}
+
+impl ForwardedAddress {
+    /// The address the vendor this fake plays would read, if any.
+    pub fn as_read_by(&self, flavor: Flavor) -> Option<&str> {
+        match flavor {
+            Flavor::Auth0 => self.auth0_forwarded_for.as_deref(),
+            Flavor::Cognito => self.user_context_ip.as_deref(),
+            Flavor::Okta | Flavor::Keycloak | Flavor::Generic => self.x_forwarded_for.as_deref(),
+        }
+    }
+
+    /// Whether the request carried an address anywhere at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A fake upstream running in the test process. Dropping it stops accepting
 /// connections.
 pub struct FakeUpstream {
@@ -406,6 +444,35 @@ impl FakeUpstream {
     /// `NEW_PASSWORD_REQUIRED` challenge instead of tokens.
     pub fn require_new_password(&self, sub: &str) {
         self.shared.lock().new_password_required.insert(sub.into());
+    }
+
+    /// Locks the user as the vendor's brute-force protection does after too
+    /// many failures: every password attempt, right or wrong, gets the
+    /// vendor's lockout answer (Auth0 429 `too_many_attempts`; Keycloak
+    /// `invalid_grant` "Account temporarily disabled"; Cognito
+    /// `NotAuthorizedException` "Password attempts exceeded"; Okta's
+    /// password grant answers as for a wrong password).
+    pub fn lock_out(&self, sub: &str) {
+        self.shared.lock().locked_out.insert(sub.into());
+    }
+
+    /// The end-user address each password request (the password grant, or
+    /// Cognito's `InitiateAuth`) carried, in order.
+    pub fn forwarded_addresses(&self) -> Vec<ForwardedAddress> {
+        self.shared.lock().forwarded.clone()
+    }
+
+    /// Userinfo answers are wrong in this way from now on.
+    pub fn set_userinfo_tamper(&self, tamper: UserinfoTamper) {
+        self.shared.lock().userinfo_tamper = tamper;
+    }
+
+    /// Requests to the endpoint named as in [`FakeUpstream::calls`]
+    /// (`discovery`, `token`, `userinfo`, …) or to this exact path (a
+    /// Management API's, e.g. `/api/v2/users`) are answered 200 with a JSON
+    /// body of 2 MiB, more than any real answer; `None` stops it.
+    pub fn set_oversized(&self, what: Option<&str>) {
+        self.shared.lock().oversized = what.map(String::from);
     }
 
     /// Adds a user, or replaces the one with the same `sub`.
@@ -646,6 +713,13 @@ struct UpstreamState {
     new_password_required: HashSet<String>,
     /// The Management APIs' tokens, limits, faults, jobs and orderings.
     mgmt: management::Management,
+    /// Users locked by brute-force protection, by `sub`.
+    locked_out: HashSet<String>,
+    /// The end-user address of each password request.
+    forwarded: Vec<ForwardedAddress>,
+    userinfo_tamper: UserinfoTamper,
+    /// The endpoint name or path answered with an oversized body.
+    oversized: Option<String>,
 }
 
 impl UpstreamState {
@@ -677,6 +751,10 @@ impl UpstreamState {
             prevent_user_existence_errors: false,
             new_password_required: HashSet::new(),
             mgmt: management::Management::default(),
+            locked_out: HashSet::new(),
+            forwarded: vec![],
+            userinfo_tamper: UserinfoTamper::None,
+            oversized: None,
         }
     }
 
@@ -1177,6 +1255,35 @@ async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
             .headers()
             .get("x-amz-target")
             .is_some_and(|t| t.as_bytes() == COGNITO_INITIATE_AUTH.as_bytes());
+    let mut forwarded = {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        ForwardedAddress {
+            auth0_forwarded_for: header("auth0-forwarded-for"),
+            x_forwarded_for: header("x-forwarded-for"),
+            user_context_ip: None,
+        }
+    };
+    let password_request = grant_type
+        .as_deref()
+        .is_some_and(|g| g == "password" || g == AUTH0_PASSWORD_REALM);
+    let req = if initiate_auth {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        forwarded.user_context_ip = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["UserContextData"]["IpAddress"].as_str().map(String::from));
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        req
+    };
+    let path = req.uri().path().to_string();
     let mode = {
         let mut state = s.lock();
         if let Some(e) = endpoint {
@@ -1188,8 +1295,19 @@ async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
         if initiate_auth {
             state.count("initiate_auth");
         }
-        state.mode.clone()
+        if password_request || initiate_auth {
+            state.forwarded.push(forwarded);
+        }
+        let oversized = state
+            .oversized
+            .as_deref()
+            .is_some_and(|o| o == path || endpoint.is_some_and(|e| e.name() == o));
+        (state.mode.clone(), oversized)
     };
+    let (mode, oversized) = mode;
+    if oversized {
+        return oversized_answer(next.run(req).await).await;
+    }
     let mut response = match endpoint {
         // AWS answers throttling with 400 on its JSON APIs.
         Some(Endpoint::UserApi) if matches!(mode, Mode::Fail500 | Mode::RateLimited { .. }) => {
@@ -1228,6 +1346,49 @@ async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
     };
     add_rate_limit_headers(&s, &mut response);
     response
+}
+
+/// Applies a [`UserinfoTamper`] to a userinfo answer's claims.
+fn tamper_userinfo(tamper: UserinfoTamper, claims: &mut Map<String, Value>) {
+    let someone_else = |claims: &mut Map<String, Value>| {
+        claims.insert("email".into(), json!("someone-else@example.com"));
+        claims.insert("name".into(), json!("Someone Else"));
+    };
+    match tamper {
+        UserinfoTamper::None => {}
+        UserinfoTamper::NoSub => {
+            claims.remove("sub");
+            someone_else(claims);
+        }
+        UserinfoTamper::OtherSub => {
+            claims.insert("sub".into(), json!("someone-else"));
+            someone_else(claims);
+        }
+    }
+}
+
+/// The answer as it was, but 2 MiB long: a JSON object gains a `padding`
+/// member (so it stays valid and would otherwise be used), a JSON array a
+/// last element of padding.
+async fn oversized_answer(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let padding = json!("x".repeat(2 << 20));
+    let padded = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut o)) => {
+            o.insert("padding".into(), padding);
+            Value::Object(o)
+        }
+        Ok(Value::Array(mut a)) => {
+            a.push(json!({ "padding": padding }));
+            Value::Array(a)
+        }
+        _ => json!({ "padding": padding }),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(padded.to_string()))
 }
 
 /// The vendor's rate-limit header names (limit, remaining, reset), if any.

@@ -421,13 +421,17 @@ pub(super) fn error_page(s: &Shared, status: StatusCode, message: &str) -> Respo
 pub(super) enum Problem {
     WrongCredentials,
     Blocked,
+    /// Locked by brute-force protection.
+    LockedOut,
     MfaRequired,
     InvalidCode,
     RedirectMismatch,
     PkceFailed,
     InvalidRefreshToken,
     UnsupportedGrant(String),
-    InvalidClient { basic: bool },
+    InvalidClient {
+        basic: bool,
+    },
     MissingParameter(&'static str),
     MissingScope,
 }
@@ -440,6 +444,7 @@ pub(super) fn problem(s: &Shared, p: Problem) -> Response {
         let error = match p {
             Problem::WrongCredentials
             | Problem::Blocked
+            | Problem::LockedOut
             | Problem::MfaRequired
             | Problem::InvalidCode
             | Problem::RedirectMismatch
@@ -475,6 +480,20 @@ pub(super) fn problem(s: &Shared, p: Problem) -> Response {
             Okta => (grant_status, "invalid_grant", "The credentials provided were invalid.".into()),
             Keycloak => (grant_status, "invalid_grant", "Account disabled".into()),
             Generic | Cognito => (grant_status, "invalid_grant", "Account disabled".into()),
+        },
+        Problem::LockedOut => match f {
+            // Auth0 Authentication API, Resource Owner Password "Get Token":
+            // brute-force protection answers 429 too_many_attempts.
+            Auth0 => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "Your account has been blocked after multiple consecutive login attempts. We've sent you an email with instructions on how to unblock it.".into(),
+            ),
+            // Okta's password grant does not tell a locked-out user apart.
+            Okta => (grant_status, "invalid_grant", "The credentials provided were invalid.".into()),
+            // Keycloak's brute-force detection on the direct grant.
+            Keycloak => (grant_status, "invalid_grant", "Account temporarily disabled".into()),
+            Generic | Cognito => (grant_status, "invalid_grant", "Account temporarily locked".into()),
         },
         Problem::MfaRequired => match f {
             Auth0 => {
@@ -746,7 +765,18 @@ fn password_grant(s: &Shared, client: &FakeClient, params: &HashMap<String, Stri
         (None, Flavor::Keycloak) => "profile email".into(),
         (None, _) => "openid".into(),
     };
-    let user = s.lock().user_by_login(s.flavor, username);
+    let (user, locked) = {
+        let state = s.lock();
+        let user = state.user_by_login(s.flavor, username);
+        let locked = user
+            .as_ref()
+            .is_some_and(|u| state.locked_out.contains(&u.user.sub));
+        (user, locked)
+    };
+    // Brute-force protection answers before the password is looked at.
+    if locked {
+        return problem(s, Problem::LockedOut);
+    }
     let user = match user {
         Some(u) if u.user.password == *password => u.user,
         _ => return problem(s, Problem::WrongCredentials),
@@ -1126,6 +1156,7 @@ pub(super) async fn userinfo(
     let mut claims = Map::new();
     claims.insert("sub".into(), json!(grant.sub));
     claims.extend(profile_claims(s.flavor, &user, &scopes));
+    tamper_userinfo(s.lock().userinfo_tamper, &mut claims);
     json_response(StatusCode::OK, &Value::Object(claims))
 }
 
