@@ -17,13 +17,13 @@ pub fn claimed_client_id(headers: &HeaderMap, params: &Params) -> Option<String>
 }
 
 /// Credentials as presented, before they are checked.
-struct Presented {
-    client_id: String,
-    secret: Option<String>,
-    basic: bool,
+pub(crate) struct Presented {
+    pub(crate) client_id: String,
+    pub(crate) secret: Option<String>,
+    pub(crate) basic: bool,
 }
 
-fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
+pub(crate) fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
     let body_id = params.get("client_id")?;
     let body_secret = params.get("client_secret")?;
     let Some(auth) = headers.get(header::AUTHORIZATION) else {

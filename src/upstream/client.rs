@@ -1018,7 +1018,7 @@ fn expires_at(expires_in: Option<i64>) -> i64 {
     now().saturating_add(expires_in.unwrap_or(3600).max(0))
 }
 
-fn tokens_from(
+pub(crate) fn tokens_from(
     response: &openidconnect::core::CoreTokenResponse,
     claims: Option<Map<String, Value>>,
 ) -> UpstreamTokens {
