@@ -221,3 +221,17 @@ fn the_corpus_holds_accepted_and_refused_tokens() {
     assert!(id_token::verify(&read("id_token", "seed-00"), &keys.upstream, &expected).is_ok());
     assert!(id_token::verify(&read("id_token", "seed-03"), &keys.upstream, &expected).is_err());
 }
+
+/// The configuration target's round trip is reached: a corpus file is a
+/// valid configuration.
+#[test]
+fn the_corpus_holds_a_valid_configuration() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/config/seed-06");
+    let text = std::fs::read_to_string(path).expect("seed");
+    let (loaded, problems) = switchyard::fuzzing::config(&text);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        loaded.settings().expect("settings").issuer,
+        "https://login.example.com/"
+    );
+}
