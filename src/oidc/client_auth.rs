@@ -72,7 +72,10 @@ fn form_decode(s: &str) -> Option<String> {
     if s.is_empty() {
         return None;
     }
-    let decoded: String = form_urlencoded::parse(format!("x={s}").as_bytes())
+    // The whole part is one value: a raw `&` (a client that skipped the
+    // encoding) is part of it, never the end of it.
+    let value = format!("x={}", s.replace('&', "%26"));
+    let decoded: String = form_urlencoded::parse(value.as_bytes())
         .next()?
         .1
         .into_owned();
@@ -124,5 +127,6 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+        assert_eq!(form_decode("web&x=1").as_deref(), Some("web&x=1"));
     }
 }

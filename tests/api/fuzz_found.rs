@@ -48,3 +48,27 @@ async fn an_upstream_token_lifetime_past_the_end_of_the_clock_signs_in_with_a_pa
     let tokens: Value = t.app.exchange(&code, None).await.json().await.unwrap();
     assert!(tokens["id_token"].is_string(), "{tokens}");
 }
+
+/// Basic credentials name the client they authenticate: an id with a raw
+/// `&` (not form-encoded, as RFC 6749 §2.3.1 asks) was cut at the `&`, so
+/// `web&anything` with web's secret was taken as `web` (and `&…` as an
+/// empty id).
+#[tokio::test]
+async fn a_basic_client_id_with_a_raw_ampersand_is_not_cut_to_another_client() {
+    let app = spawn_app().await;
+    app.with_alice_and_web().await;
+    let params = app.alice_code(&browser(), None).await;
+    let response = app
+        .api
+        .post(app.url("/oauth/token"))
+        .basic_auth("web&someone-else", Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", params["code"].as_str()),
+            ("redirect_uri", REDIRECT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+}
