@@ -1148,7 +1148,7 @@ impl Loaded {
 /// the offending key out (back to its default when it has one) and tries
 /// again: serde stops at the first error, and an operator fixing a file
 /// wants every problem at once.
-fn extract_all(figment: &Figment) -> Loaded {
+pub(crate) fn extract_all(figment: &Figment) -> Loaded {
     use figment::value::{Dict, Tag, Value};
 
     let mut loaded = Loaded {

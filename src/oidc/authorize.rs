@@ -146,16 +146,20 @@ fn bad(message: &str) -> AppError {
     AppError::bad_request("Sign-in request refused", message)
 }
 
-struct Validated {
-    pending: PendingAuthorization,
-    prompt_none: bool,
-    prompt_login: bool,
+pub(crate) struct Validated {
+    pub(crate) pending: PendingAuthorization,
+    pub(crate) prompt_none: bool,
+    pub(crate) prompt_login: bool,
 }
 
-type Refusal = (ErrorCode, &'static str);
+pub(crate) type Refusal = (ErrorCode, &'static str);
 
 /// The checks whose failures go back to the client.
-fn validate(client: &Client, params: &Params, mode: ResponseMode) -> Result<Validated, Refusal> {
+pub(crate) fn validate(
+    client: &Client,
+    params: &Params,
+    mode: ResponseMode,
+) -> Result<Validated, Refusal> {
     let invalid = |d| (ErrorCode::InvalidRequest, d);
     if let Err(e) = params.reject_repeats() {
         tracing::debug!(error = %e, "authorize: repeated parameter");

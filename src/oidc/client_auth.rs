@@ -17,13 +17,13 @@ pub fn claimed_client_id(headers: &HeaderMap, params: &Params) -> Option<String>
 }
 
 /// Credentials as presented, before they are checked.
-struct Presented {
-    client_id: String,
-    secret: Option<String>,
-    basic: bool,
+pub(crate) struct Presented {
+    pub(crate) client_id: String,
+    pub(crate) secret: Option<String>,
+    pub(crate) basic: bool,
 }
 
-fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
+pub(crate) fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
     let body_id = params.get("client_id")?;
     let body_secret = params.get("client_secret")?;
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
@@ -72,7 +72,10 @@ fn form_decode(s: &str) -> Option<String> {
     if s.is_empty() {
         return None;
     }
-    let decoded: String = form_urlencoded::parse(format!("x={s}").as_bytes())
+    // The whole part is one value: a raw `&` (a client that skipped the
+    // encoding) is part of it, never the end of it.
+    let value = format!("x={}", s.replace('&', "%26"));
+    let decoded: String = form_urlencoded::parse(value.as_bytes())
         .next()?
         .1
         .into_owned();
@@ -124,5 +127,6 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+        assert_eq!(form_decode("web&x=1").as_deref(), Some("web&x=1"));
     }
 }

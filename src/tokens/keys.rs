@@ -107,7 +107,7 @@ impl SigningKey {
         &self.jwk
     }
 
-    fn from_der(
+    pub(crate) fn from_der(
         kid: &str,
         alg: Alg,
         der: &[u8],
@@ -219,6 +219,22 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// A set of loaded keys, in creation order.
+    pub(crate) fn from_keys(keys: Vec<Arc<SigningKey>>) -> Self {
+        let mut set = Self::default();
+        for key in keys {
+            if key.state == KeyState::Active {
+                // Two instances starting on an empty database at once can
+                // both create an active key; the newest one (records are
+                // ordered by creation) wins on every instance alike.
+                set.active.insert(key.alg, key.clone());
+            }
+            set.by_kid.insert(key.kid.clone(), key.clone());
+            set.keys.push(key);
+        }
+        set
+    }
+
     pub fn active(&self, alg: Alg) -> Option<&Arc<SigningKey>> {
         self.active.get(&alg)
     }
@@ -295,28 +311,21 @@ impl KeyRing {
     /// Re-reads the keys from the store.
     pub async fn reload(&self) -> Result<(), KeyError> {
         let records = self.db.list_keys().await?;
-        let mut set = KeySet::default();
+        let mut keys = Vec::with_capacity(records.len());
         for r in records {
             let Some(alg) = Alg::parse(&r.alg) else {
                 continue;
             };
             let der = self.open_private_key(&r)?;
-            let key = Arc::new(SigningKey::from_der(
+            keys.push(Arc::new(SigningKey::from_der(
                 &r.kid,
                 alg,
                 &der,
                 r.state,
                 r.publish_until,
-            )?);
-            if key.state == KeyState::Active {
-                // Two instances starting on an empty database at once can
-                // both create an active key; the newest one (records are
-                // ordered by creation) wins on every instance alike.
-                set.active.insert(alg, key.clone());
-            }
-            set.by_kid.insert(key.kid.clone(), key.clone());
-            set.keys.push(key);
+            )?));
         }
+        let set = KeySet::from_keys(keys);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(())
     }

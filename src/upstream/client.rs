@@ -824,10 +824,6 @@ impl UpstreamClient {
             .validate_id_token(id_token, &self.creds.client_id, None)
             .await
             .map_err(PasswordRefusal::Unavailable)?;
-        let expires_in = json
-            .get("expires_in")
-            .and_then(Value::as_i64)
-            .unwrap_or(3600);
         Ok(UpstreamTokens {
             access_token: access_token.to_string(),
             refresh_token: json
@@ -835,7 +831,7 @@ impl UpstreamClient {
                 .and_then(Value::as_str)
                 .map(String::from),
             id_token: Some(id_token.to_string()),
-            expires_at: now() + expires_in,
+            expires_at: expires_at(json.get("expires_in").and_then(Value::as_i64)),
             scope: json.get("scope").and_then(Value::as_str).map(String::from),
             claims: Some(claims),
         })
@@ -940,15 +936,11 @@ impl UpstreamClient {
             .validate_id_token(&id_token, &self.creds.client_id, None)
             .await
             .map_err(PasswordRefusal::Unavailable)?;
-        let expires_in = result
-            .get("ExpiresIn")
-            .and_then(Value::as_i64)
-            .unwrap_or(3600);
         Ok(UpstreamTokens {
             access_token,
             refresh_token: text("RefreshToken"),
             id_token: Some(id_token),
-            expires_at: now() + expires_in,
+            expires_at: expires_at(result.get("ExpiresIn").and_then(Value::as_i64)),
             scope: None,
             claims: Some(claims),
         })
@@ -1156,19 +1148,26 @@ fn token_error(
     }
 }
 
-fn tokens_from(
+/// When a token the upstream says lives `expires_in` seconds expires
+/// (RFC 6749 §5.1; an hour when it does not say). The number is the
+/// upstream's: one past the end of the clock must not overflow, and a
+/// negative one means already expired.
+fn expires_at(expires_in: Option<i64>) -> i64 {
+    now().saturating_add(expires_in.unwrap_or(3600).max(0))
+}
+
+pub(crate) fn tokens_from(
     response: &openidconnect::core::CoreTokenResponse,
     claims: Option<Map<String, Value>>,
 ) -> UpstreamTokens {
     let expires_in = response
         .expires_in()
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(3600);
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     UpstreamTokens {
         access_token: response.access_token().secret().clone(),
         refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         id_token: response.id_token().map(|t| t.to_string()),
-        expires_at: now() + expires_in,
+        expires_at: expires_at(expires_in),
         scope: response
             .scopes()
             .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),

@@ -20,6 +20,7 @@ mod cli;
 mod email;
 mod endgame;
 mod fake_upstream;
+mod fuzz_found;
 mod helpers;
 mod isolation;
 mod jobs;
