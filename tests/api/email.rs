@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchyard_kit::process::{Spawned, free_port, python_module};
 
 use reqwest::StatusCode;
 use switchyard::config::EmailSettings;
@@ -196,75 +197,42 @@ async fn an_invitation_links_for_the_invitations_lifetime() {
 /// aiosmtpd, run as `python3 -m aiosmtpd`, storing each message in a
 /// Maildir; killed when dropped.
 struct Aiosmtpd {
-    child: std::process::Child,
+    _server: Spawned,
     port: u16,
     maildir: tempfile::TempDir,
-}
-
-impl Drop for Aiosmtpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Aiosmtpd {
     /// The server, ready for connections; `None` (with a notice) when
     /// aiosmtpd is not installed, which CI does not allow.
     async fn start() -> Option<Self> {
-        let installed = std::process::Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "aiosmtpd is not installed, and CI must run this test (.ci/run installs it)"
-            );
-            eprintln!("skipped: aiosmtpd is not installed (pip install aiosmtpd)");
+        if !python_module("aiosmtpd", "aiosmtpd") {
             return None;
         }
         let maildir = tempfile::tempdir().unwrap();
-        // A free port, taken from the system and handed over; if another
-        // process grabs it meanwhile, the server fails to start and the
-        // test says so rather than talking to a stranger.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("Maildir"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let mut server = Self {
-            child,
+        let port = free_port();
+        let mut server = Spawned::start(
+            std::process::Command::new("python3")
+                .args(["-m", "aiosmtpd", "-n", "-l"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(maildir.path().join("Maildir")),
+        );
+        server
+            .wait_until(DEADLINE, || async {
+                use tokio::io::AsyncReadExt;
+                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    return false;
+                };
+                let mut greeting = [0u8; 3];
+                s.read_exact(&mut greeting).await.is_ok() && &greeting == b"220"
+            })
+            .await;
+        Some(Self {
+            _server: server,
             port,
             maildir,
-        };
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                use tokio::io::AsyncReadExt;
-                let mut greeting = [0u8; 3];
-                if s.read_exact(&mut greeting).await.is_ok() && &greeting == b"220" {
-                    return Some(server);
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("aiosmtpd exited before it listened: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "aiosmtpd never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
     }
 
     /// The delivered messages' files.

@@ -16,74 +16,43 @@ use crate::helpers::*;
 use crate::upstream::{END_USER, login_through_proxy_at};
 use switchyard_kit::fake::sign_cognito_request;
 use switchyard_kit::fake::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, COGNITO_REGION};
+use switchyard_kit::process::{Spawned, free_port, python_module};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// `python3 -m moto.server` on a free port; killed when dropped.
 struct Moto {
-    child: std::process::Child,
+    _server: Spawned,
     url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Moto {
     /// The server, answering; `None` (with a notice) when moto is not
     /// installed, which CI does not allow (.ci/run installs it).
     async fn start() -> Option<Self> {
-        let installed = std::process::Command::new("python3")
-            .args(["-c", "import moto.server"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "moto is not installed, and CI must run this test (.ci/run installs it)"
-            );
-            eprintln!("skipped: moto is not installed (pip install 'moto[server]')");
+        if !python_module("moto.server", "moto[server]") {
             return None;
         }
-        // A free port handed over; if another process takes it meanwhile,
-        // moto fails to start and the test says so.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let mut moto = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}/"),
-        };
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            // moto answers its own dashboard once it is up.
-            if reqwest::get(format!("{}moto-api/", moto.url))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Some(moto);
-            }
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto exited before it listened: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "moto never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let port = free_port();
+        let mut server = Spawned::start(
+            std::process::Command::new("python3")
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+                .arg(port.to_string()),
+        );
+        let url = format!("http://127.0.0.1:{port}/");
+        // moto answers its own dashboard once it is up.
+        let dashboard = format!("{url}moto-api/");
+        server
+            .wait_until(DEADLINE, || async {
+                reqwest::get(&dashboard)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+            .await;
+        Some(Self {
+            _server: server,
+            url,
+        })
     }
 
     /// One Cognito operation, SigV4-signed as an administrator would.

@@ -3,13 +3,14 @@
 //! fault is done to a private `redis-server` the test starts on a free
 //! port, so no other test sees it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 use switchyard::config::Settings;
 use switchyard_kit::fake::{FakeUser, Flavor, Mode, Tamper};
+use switchyard_kit::process::{Spawned, free_port};
 
 use crate::helpers::*;
 use crate::upstream::spawn_redirect_track;
@@ -17,95 +18,59 @@ use crate::upstream::spawn_redirect_track;
 /// A `redis-server` of the test's own, killed when dropped.
 struct PrivateRedis {
     port: u16,
-    child: Child,
+    server: Spawned,
 }
 
 impl PrivateRedis {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Self::spawn(port);
-        let redis = Self { port, child };
-        redis.wait_until_up().await;
-        redis
+        let port = free_port();
+        let server = Self::spawn(port).await;
+        Self { port, server }
     }
 
-    fn spawn(port: u16) -> Child {
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed")
+    async fn spawn(port: u16) -> Spawned {
+        let mut server = Spawned::start(Command::new("redis-server").args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]));
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        server
+            .wait_until(Duration::from_secs(5), || async {
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            })
+            .await;
+        server
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    async fn wait_until_up(&self) {
-        let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..200 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the private redis-server did not come up");
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
     /// SIGSTOP: the server holds every connection and answers nothing.
     fn stall(&self) {
-        self.signal("-STOP");
+        self.server.signal("-STOP");
     }
 
     fn resume(&self) {
-        self.signal("-CONT");
+        self.server.signal("-CONT");
     }
 
     /// Killed and started again on the same port, empty.
     async fn restart_empty(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.child = Self::spawn(self.port);
-        self.wait_until_up().await;
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        // A stopped process does not die of SIGKILL until continued on
-        // every platform; continue it first.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.kill();
+        self.server = Self::spawn(self.port).await;
     }
 }
 

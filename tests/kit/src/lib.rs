@@ -36,6 +36,8 @@
 //! - [`smtp`]: an SMTP sink on `127.0.0.1:0` that keeps each message, can
 //!   answer with a temporary or permanent error, and reads a message's
 //!   parts and reset link.
+//! - [`process`]: programs a test starts for itself (aiosmtpd, moto, a
+//!   private `redis-server`), on a free port, killed when dropped.
 //! - [`chrome`]: a headless Chromium driven over the W3C WebDriver protocol.
 //! - [`cpu`] and [`stats`]: CPU accounting from /proc and percentiles, for
 //!   the benches.
@@ -45,6 +47,7 @@ pub mod cpu;
 pub mod fake;
 pub mod http;
 pub mod isolation;
+pub mod process;
 pub mod smtp;
 pub mod stats;
 
