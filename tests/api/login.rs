@@ -406,8 +406,8 @@ mod enumeration {
     }
 
     /// A user imported from an Auth0 export with the CLI, as an operator
-    /// does (a pending user).
-    fn imported(t: &UpstreamApp, id: &str, email: &str) {
+    /// does: a pending user, returned.
+    async fn imported(t: &UpstreamApp, id: &str, email: &str) -> switchyard::store::User {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.ndjson");
         let line = serde_json::json!({ "user_id": id, "email": email });
@@ -423,6 +423,16 @@ mod enumeration {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let user = t
+            .app
+            .state
+            .db
+            .find_user_by_login(email)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.state, UserState::Pending);
+        user
     }
 
     async fn post(
@@ -455,16 +465,7 @@ mod enumeration {
         })
         .await;
         t.app.add_user("local@example.com", PASSWORD).await;
-        imported(&t, "auth0|00000000000000000000beef", "pending@example.com");
-        let pending = t
-            .app
-            .state
-            .db
-            .find_user_by_login("pending@example.com")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(pending.state, UserState::Pending);
+        imported(&t, "auth0|00000000000000000000beef", "pending@example.com").await;
         shadow(&t, "auth0|00000000000000000000cafe", "shadow@example.com").await;
 
         // One sign-in, four identifiers, one wrong password each: the same
@@ -512,15 +513,7 @@ mod enumeration {
         .await;
         t.app.add_client("pinned-app", false).await;
         t.app.add_user("local@example.com", PASSWORD).await;
-        imported(&t, "auth0|0000000000000000000000aa", "pending@example.com");
-        let pending = t
-            .app
-            .state
-            .db
-            .find_user_by_login("pending@example.com")
-            .await
-            .unwrap()
-            .unwrap();
+        let pending = imported(&t, "auth0|0000000000000000000000aa", "pending@example.com").await;
         t.app
             .state
             .db
@@ -557,7 +550,7 @@ mod enumeration {
         })
         .await;
         // Backfilled from a social connection: no password can move them.
-        imported(&t, "google-oauth2|104827365018273645", "social@example.com");
+        imported(&t, "google-oauth2|104827365018273645", "social@example.com").await;
         for _ in 0..2 {
             let browser = browser();
             let start = t
