@@ -32,6 +32,8 @@ pub struct Application {
 /// How often each instance re-reads the signing keys, so a rotation made
 /// by `switchyard keys rotate` (or another instance) is picked up.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// How often expired refresh families and upstream tokens are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The warning for a production deployment (an `https` issuer) whose
 /// signing keys sit in the database unencrypted: anyone who can read a
@@ -94,6 +96,21 @@ impl Application {
                 }
             }
         });
+        let purge_state = self.state.clone();
+        let purger = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_INTERVAL);
+            loop {
+                tick.tick().await;
+                match purge_state.db.purge_expired(crate::store::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        rows = n,
+                        "purged expired refresh families and upstream tokens"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "purging expired refresh families failed"),
+                }
+            }
+        });
         // The outbox is delivered beside the requests, never in them: a
         // login only inserts its row.
         let outbox = tokio::spawn(self.outbox.run());
@@ -105,6 +122,7 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         reloader.abort();
+        purger.abort();
         // A delivery cut short keeps its claim until the lease ends, then
         // any instance sends it again (the write is idempotent).
         outbox.abort();

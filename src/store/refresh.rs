@@ -81,6 +81,10 @@ pub trait RefreshStore: Send + Sync {
         expires_at: i64,
     ) -> StoreResult<()>;
     async fn delete_upstream_tokens(&self, sid: &str) -> StoreResult<()>;
+    /// Deletes the families and upstream tokens that expired before `now`
+    /// (nothing reads them again: an expired family refuses every token);
+    /// the rows deleted.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 }
 
 const FAMILY_COLUMNS: &str = "grant_id, sid, user_id, client_id, record, tag_hash, current_hash, previous_hash, \
@@ -238,5 +242,17 @@ impl RefreshStore for SqlStore {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+        let mut deleted = 0;
+        for table in ["refresh_families", "upstream_session_tokens"] {
+            deleted += sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
+                .bind(now)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
     }
 }

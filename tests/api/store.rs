@@ -523,3 +523,45 @@ async fn a_created_user_keeps_every_profile_field_it_was_given() {
     let read = db.get_user(&created.id).await.unwrap().unwrap();
     assert_eq!(read.profile, profile);
 }
+
+#[tokio::test]
+async fn expired_refresh_families_and_upstream_tokens_are_purged_and_live_ones_kept() {
+    let (db, _, _iso) = stores().await;
+    let user = db.create_user(&alice(), None).await.unwrap();
+    let now = now();
+    let family = |grant_id: &str, expires_at: i64| switchyard::store::refresh::Family {
+        grant_id: grant_id.into(),
+        sid: format!("sid-{grant_id}"),
+        user_id: user.id.clone(),
+        client_id: "web".into(),
+        record: "{}".into(),
+        tag_hash: None,
+        current_hash: None,
+        previous_hash: None,
+        rotated_at: None,
+        successor: None,
+        revoked: false,
+        created_at: now - 100,
+        expires_at,
+    };
+    db.create_family(&family("old", now - 1)).await.unwrap();
+    db.create_family(&family("live", now + 3600)).await.unwrap();
+    db.save_upstream_tokens("sid-old", "sealed", now - 1)
+        .await
+        .unwrap();
+    db.save_upstream_tokens("sid-live", "sealed", now + 3600)
+        .await
+        .unwrap();
+
+    assert_eq!(db.purge_expired(now).await.unwrap(), 2);
+    assert!(db.family("old").await.unwrap().is_none());
+    assert!(db.family("live").await.unwrap().is_some());
+    assert_eq!(
+        db.upstream_tokens("sid-live", now)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("sealed")
+    );
+    assert_eq!(db.purge_expired(now).await.unwrap(), 0, "nothing twice");
+}

@@ -42,3 +42,5 @@ CREATE TABLE upstream_session_tokens (
     sealed TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+-- Expired rows are purged by every instance, hourly.
+CREATE INDEX upstream_session_tokens_expires ON upstream_session_tokens (expires_at);
