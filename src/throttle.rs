@@ -57,7 +57,7 @@ const UPSTREAM_CHECK_SAMPLES: usize = 200;
 /// An attempt counted by [`Throttle::attempt`]; it stays counted unless
 /// given back.
 #[must_use = "an attempt is given back on success, or stays counted"]
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Counted {
     account: String,
     ip: String,

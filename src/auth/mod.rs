@@ -24,6 +24,7 @@ use crate::migrate::lazy;
 use crate::password::Verified;
 use crate::state::AppState;
 use crate::store::{AuditEvent, User};
+use crate::throttle::Counted;
 
 /// The longest identifier (an email address, RFC 5321 §4.5.3.1) and
 /// password accepted; longer input is refused before any work.
@@ -67,8 +68,9 @@ pub enum Outcome {
     Throttled { retry_after: Duration },
     /// The password cannot move this user (MFA, a required password change,
     /// a social identity, or the redirect track's route): the upstream's
-    /// own page can still sign them in.
-    NeedsRedirect,
+    /// own page can still sign them in. The attempt, when it stays counted,
+    /// is given back once the upstream has signed them in.
+    NeedsRedirect(Option<Counted>),
     /// The upstream could not be asked.
     Unavailable,
 }
@@ -147,7 +149,7 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
                     // a right password from a wrong one.
                     tracing::info!(reason = %why, "password track not possible; redirect track");
                     pad_failure(state, started).await;
-                    return Ok(Outcome::NeedsRedirect);
+                    return Ok(Outcome::NeedsRedirect(Some(counted)));
                 }
                 Err(e) => {
                     state.throttle.give_back(counted).await?;
@@ -164,10 +166,10 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
                 // this account gets must be no cheaper an oracle than a
                 // wrong password.
                 pad_failure(state, started).await;
-            } else {
-                state.throttle.give_back(counted).await?;
+                return Ok(Outcome::NeedsRedirect(Some(counted)));
             }
-            return Ok(Outcome::NeedsRedirect);
+            state.throttle.give_back(counted).await?;
+            return Ok(Outcome::NeedsRedirect(None));
         }
     };
     match user {
@@ -208,8 +210,9 @@ pub enum Identified {
     /// Ask for the password: the same page whatever the account, so
     /// nothing is told until a password has been checked.
     Password(Box<Routed>),
-    /// Send the browser to the upstream's own page.
-    Redirect,
+    /// Send the browser to the upstream's own page, with the attempt that
+    /// stays counted until the upstream has signed the user in.
+    Redirect(Option<Counted>),
     /// Too many recent failures for this account or address.
     Throttled { retry_after: Duration },
 }
@@ -230,21 +233,22 @@ pub async fn identify(
         return Ok(Identified::Password(Box::new(routed)));
     }
     if !redirect_reveals_account(&routed.decision, routed.anonymous_route) {
-        return Ok(Identified::Redirect);
+        return Ok(Identified::Redirect(None));
     }
     let started = tokio::time::Instant::now();
-    match state.throttle.attempt(identifier, ip).await? {
-        // The attempt stays counted, as a failure's does.
-        Ok(_counted) => {}
+    // The attempt stays counted, as a failure's does, until the upstream
+    // has signed the user in.
+    let counted = match state.throttle.attempt(identifier, ip).await? {
+        Ok(counted) => counted,
         Err(limited) => {
             return Ok(Identified::Throttled {
                 retry_after: limited.retry_after,
             });
         }
-    }
+    };
     Metrics::count(&state.metrics.logins, "identifier", "redirect");
     pad_failure(state, started).await;
-    Ok(Identified::Redirect)
+    Ok(Identified::Redirect(Some(counted)))
 }
 
 /// The user a login names and their stored password hash.

@@ -222,8 +222,8 @@ async fn post_login(
     };
     let routed = match auth::identify(&state, username, &pending.client_id, ip).await? {
         Identified::Password(routed) => *routed,
-        Identified::Redirect => {
-            return upstream::start(&state, authz, &pending, Some(username)).await;
+        Identified::Redirect(counted) => {
+            return upstream::start(&state, authz, &pending, Some(username), counted).await;
         }
         Identified::Throttled { retry_after } => {
             return Err(AppError::TooManyRequests {
@@ -314,7 +314,9 @@ async fn verify_and_complete(
         Outcome::Throttled { retry_after } => Err(AppError::TooManyRequests {
             retry_after_secs: retry_after.as_secs(),
         }),
-        Outcome::NeedsRedirect => upstream::start(state, authz, pending, Some(username)).await,
+        Outcome::NeedsRedirect(counted) => {
+            upstream::start(state, authz, pending, Some(username), counted).await
+        }
         Outcome::Unavailable => Err(AppError::Unavailable),
     }
 }

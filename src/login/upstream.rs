@@ -19,6 +19,7 @@ use crate::oidc::response::{Redirect, error_response};
 use crate::session::{ClientIp, cookie_name, read_cookie};
 use crate::state::AppState;
 use crate::store::{SessionStoreExt, now};
+use crate::throttle::Counted;
 use crate::tokens::grants::{PENDING_TTL, PendingAuthorization, pending_key};
 use crate::upstream::tokens::MappedTokens;
 use crate::upstream::{UpstreamError, profile};
@@ -37,6 +38,11 @@ struct UpstreamTransaction {
     /// came back with a login too old for the application's request.
     #[serde(default)]
     reauthenticate: bool,
+    /// The login attempt counted before this trip (a redirect only this
+    /// account gets, or an upstream MFA answer): given back once the
+    /// upstream has signed the user in, as a right password's is.
+    #[serde(default)]
+    counted: Option<Counted>,
 }
 
 fn transaction_key(state: &str) -> String {
@@ -49,14 +55,16 @@ pub fn callback_url(state: &AppState) -> String {
 
 /// Sends the browser to the upstream's authorization endpoint with a fresh
 /// `state`, `nonce` and PKCE verifier of our own (RFC 9700 §4.7), bound to
-/// this browser, and the user's identifier as `login_hint`.
+/// this browser, and the user's identifier as `login_hint`; `counted` is
+/// the login attempt to give back when the upstream signs the user in.
 pub async fn start(
     state: &AppState,
     authz: &str,
     pending: &PendingAuthorization,
     login_hint: Option<&str>,
+    counted: Option<Counted>,
 ) -> Result<Response, AppError> {
-    trip(state, authz, pending, login_hint, false).await
+    trip(state, authz, pending, login_hint, false, counted).await
 }
 
 /// One trip to the upstream; `reauthenticate` asks for `prompt=login`
@@ -67,6 +75,7 @@ async fn trip(
     pending: &PendingAuthorization,
     login_hint: Option<&str>,
     reauthenticate: bool,
+    counted: Option<Counted>,
 ) -> Result<Response, AppError> {
     let upstream = state.upstream.as_ref().ok_or(AppError::NotFound)?;
     let tx_state = random_token();
@@ -77,6 +86,7 @@ async fn trip(
         browser_binding: pending.browser_binding.clone(),
         created_at: now(),
         reauthenticate,
+        counted,
     };
     // The application's demand for a fresh login goes on to where the user
     // actually logs in (OIDC Core §3.1.2.1): otherwise the upstream's
@@ -160,7 +170,7 @@ pub async fn get_callback(
     };
     let tx_state = params.get("state")?.ok_or_else(expired)?;
     // Single use: a replayed callback finds nothing.
-    let tx: UpstreamTransaction = state
+    let mut tx: UpstreamTransaction = state
         .sessions
         .take_json(&transaction_key(tx_state))
         .await?
@@ -256,6 +266,11 @@ pub async fn get_callback(
                 "The identity provider did not say who you are.",
             )
         })?;
+    // The upstream has signed the user in: an attempt counted on the way
+    // here was no failure.
+    if let Some(counted) = tx.counted.take() {
+        state.throttle.succeeded(counted).await?;
+    }
     let skew = upstream.client.settings.clock_skew_secs as i64;
     let auth_time = upstream_auth_time(&id_claims, now());
     if !fresh_enough(&pending, &tx, auth_time, now(), skew) {
@@ -266,7 +281,7 @@ pub async fn get_callback(
         if !tx.reauthenticate {
             Metrics::count(&state.metrics.logins, "upstream_redirect", "reauthenticate");
             let hint = profile.profile.email.clone();
-            return trip(&state, &tx.authz, &pending, hint.as_deref(), true).await;
+            return trip(&state, &tx.authz, &pending, hint.as_deref(), true, None).await;
         }
         Metrics::count(&state.metrics.logins, "upstream_redirect", "stale_login");
         state.sessions.delete(&pending_key(&tx.authz)).await?;

@@ -308,7 +308,7 @@ async fn start_login(
     let passthrough =
         state.upstream.is_some() && state.settings.cutover.phase == Phase::Passthrough;
     let mut response = if passthrough {
-        login::upstream::start(state, &id, &pending, pending.login_hint.as_deref()).await?
+        login::upstream::start(state, &id, &pending, pending.login_hint.as_deref(), None).await?
     } else {
         let location = format!("/login?authz={id}");
         (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()

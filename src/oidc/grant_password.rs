@@ -69,7 +69,7 @@ pub async fn password(
             ));
         }
         // A grant without a browser cannot take the redirect track.
-        Outcome::NeedsRedirect => {
+        Outcome::NeedsRedirect(_) => {
             return Err(OAuthError::new(
                 ErrorCode::AccessDenied,
                 "the user must sign in interactively",

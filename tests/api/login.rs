@@ -539,6 +539,44 @@ mod enumeration {
         assert_eq!(t.fake.calls("token"), 0, "no upstream call");
     }
 
+    /// The count taken at the identifier step is given back once the
+    /// upstream's page has signed the user in, as a right password's is:
+    /// federated users are not throttled for signing in often, alone or
+    /// many behind one address.
+    #[tokio::test]
+    async fn a_federated_users_counted_redirect_is_given_back_once_the_upstream_signs_them_in() {
+        let t = spawn_with_upstream(Flavor::Auth0, |s| {
+            s.upstream.as_mut().unwrap().connection =
+                Some("Username-Password-Authentication".into());
+            s.password.failure_floor_ms = 50;
+            s.throttle.account_failures = 2;
+            s.throttle.ip_failures = 2;
+        })
+        .await;
+        let id = "google-oauth2|104827365018273645";
+        imported(&t, id, "social@example.com").await;
+        t.fake.add_user(FakeUser::new(
+            id,
+            "social@example.com",
+            crate::helpers::PASSWORD,
+        ));
+        for n in 0..4 {
+            let done = t
+                .login(
+                    &browser(),
+                    &AuthRequest::new("web", None),
+                    "social@example.com",
+                    crate::helpers::PASSWORD,
+                )
+                .await;
+            assert_eq!(done.status(), StatusCode::SEE_OTHER, "login {n}");
+            assert!(
+                location(done.headers()).starts_with(REDIRECT),
+                "login {n} reaches the application"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_federated_users_redirect_at_the_identifier_step_is_counted_and_padded() {
         let t = spawn_with_upstream(Flavor::Auth0, |s| {
