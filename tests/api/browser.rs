@@ -862,22 +862,8 @@ async fn in_local_only_the_person_without_a_password_here_is_offered_a_link() {
         s.password.failure_floor_ms = 50;
     })
     .await;
-    let profile = switchyard::store::UpstreamProfile {
-        id: "auth0|00000000000000000000beef".into(),
-        profile: switchyard::store::Profile {
-            email: Some("erin@example.com".into()),
-            // Only a verified address is a login identifier.
-            email_verified: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    t.app
-        .state
-        .db
-        .upsert_upstream_user("auth0", &profile)
-        .await
-        .unwrap();
+    t.shadow("auth0|00000000000000000000beef", "erin@example.com")
+        .await;
     let site = Site::start(String::new()).await;
     register_web(&t.app, "site", &site).await;
     let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "local_only_reset").await;

@@ -378,32 +378,12 @@ mod enumeration {
 
     use reqwest::StatusCode;
     use switchyard::config::Phase;
-    use switchyard::store::{Profile, UpstreamProfile, UserState};
+    use switchyard::store::UserState;
     use switchyard_kit::fake::{FakeUser, Flavor, Mode};
 
     use crate::helpers::*;
     use crate::migration::password_login;
     use crate::upstream::{UpstreamApp, spawn_with_upstream};
-
-    /// A user of `provider` the upstream's page signed in (a shadow).
-    async fn shadow(t: &UpstreamApp, id: &str, email: &str) {
-        let profile = UpstreamProfile {
-            id: id.into(),
-            profile: Profile {
-                email: Some(email.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let user = t
-            .app
-            .state
-            .db
-            .upsert_upstream_user("auth0", &profile)
-            .await
-            .unwrap();
-        assert_eq!(user.state, UserState::Shadow);
-    }
 
     /// A user imported from an Auth0 export with the CLI, as an operator
     /// does: a pending user, returned.
@@ -466,7 +446,8 @@ mod enumeration {
         .await;
         t.app.add_user("local@example.com", PASSWORD).await;
         imported(&t, "auth0|00000000000000000000beef", "pending@example.com").await;
-        shadow(&t, "auth0|00000000000000000000cafe", "shadow@example.com").await;
+        t.shadow("auth0|00000000000000000000cafe", "shadow@example.com")
+            .await;
 
         // One sign-in, four identifiers, one wrong password each: the same
         // form, so the same CSRF token and request in every answer.

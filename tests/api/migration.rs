@@ -367,20 +367,7 @@ async fn local_only_never_touches_the_upstream_and_pending_users_are_told_to_res
     .await;
     t.fake.add_user(carol());
     // Carol is known (a backfilled shadow) but has no local password.
-    let profile = switchyard::store::UpstreamProfile {
-        id: SUB.into(),
-        profile: switchyard::store::Profile {
-            email: Some("carol@example.com".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    t.app
-        .state
-        .db
-        .upsert_upstream_user("auth0", &profile)
-        .await
-        .unwrap();
+    t.shadow(SUB, "carol@example.com").await;
     t.app.add_user("local@example.com", PASSWORD).await;
 
     let r = password_login(&t, "web", "carol@example.com", PASSWORD).await;

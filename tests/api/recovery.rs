@@ -292,24 +292,7 @@ async fn a_pending_user_in_lazy_becomes_migrated_by_reset_with_no_upstream_call(
 #[tokio::test]
 async fn a_shadow_user_resets_and_becomes_migrated() {
     let (t, sink) = upstream_with_mail(Phase::Lazy).await;
-    let profile = switchyard::store::UpstreamProfile {
-        id: CAROL_SUB.into(),
-        profile: switchyard::store::Profile {
-            email: Some("carol@example.com".into()),
-            // Only a verified address is a login identifier.
-            email_verified: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let shadow = t
-        .app
-        .state
-        .db
-        .upsert_upstream_user("auth0", &profile)
-        .await
-        .unwrap();
-    assert_eq!(shadow.state, UserState::Shadow);
+    t.shadow(CAROL_SUB, "carol@example.com").await;
     let (browser, link) = asks_for_a_link(&t.app, &sink, "carol@example.com", 1).await;
     let before = upstream_calls(&t);
     sets_a_new_password(&t.app, &browser, &link, "carol@example.com").await;

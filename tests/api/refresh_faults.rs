@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 use switchyard::config::Settings;
-use switchyard_kit::fake::{FakeUser, Flavor, Mode, Tamper};
+use switchyard_kit::fake::{Flavor, Mode, Tamper};
 use switchyard_kit::process::{Spawned, free_port};
 
 use crate::helpers::*;
@@ -330,27 +330,11 @@ async fn two_instances_on_one_database_alternate_refreshes_and_catch_reuse_acros
     .await;
 }
 
-fn alice_upstream() -> FakeUser {
-    FakeUser::new(
-        "auth0|5f3a9b2c1d4e5f6a7b8c9d0e",
-        "alice@example.com",
-        PASSWORD,
-    )
-}
-
-/// Upstream access tokens of 4 s are refreshed in their second half.
-async fn age_upstream_tokens() {
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-}
-
 #[tokio::test]
 async fn a_gateway_refresh_the_upstream_fails_spends_nothing() {
     let t = spawn_redirect_track(Flavor::Auth0, |s| s.tokens.refresh_reuse_grace_secs = 0).await;
-    t.fake.add_user(alice_upstream());
-    t.fake.set_access_token_ttl(4);
-    let tokens = t.tokens("alice@example.com").await;
+    let tokens = t.alice_due_for_upstream_refresh().await;
     let rt = tokens["refresh_token"].as_str().unwrap();
-    age_upstream_tokens().await;
 
     t.fake.set_mode(Mode::Fail500);
     let answer = t.app.refresh(rt).await;
@@ -367,10 +351,7 @@ async fn a_gateway_refresh_the_upstream_fails_spends_nothing() {
 #[tokio::test]
 async fn an_upstream_refresh_answering_for_another_user_ends_the_grant() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
-    t.fake.add_user(alice_upstream());
-    t.fake.set_access_token_ttl(4);
-    let tokens = t.tokens("alice@example.com").await;
-    age_upstream_tokens().await;
+    let tokens = t.alice_due_for_upstream_refresh().await;
     t.fake.set_id_token_tamper(Tamper::OtherSubject);
     assert_oauth_error(
         t.app

@@ -190,6 +190,41 @@ impl UpstreamApp {
         browser.get(callback).send().await.unwrap()
     }
 
+    /// Alice signed in through the redirect track with upstream access
+    /// tokens of 4 s, returned once those are due for a refresh at the
+    /// upstream.
+    pub async fn alice_due_for_upstream_refresh(&self) -> Value {
+        self.fake.add_user(alice());
+        self.fake.set_access_token_ttl(4);
+        let tokens = self.tokens("alice@example.com").await;
+        age_upstream_tokens().await;
+        tokens
+    }
+
+    /// A user the upstream's page signed in (a shadow: no password here),
+    /// by the Auth0 `id` and a verified `email`, which makes it a login
+    /// identifier.
+    pub async fn shadow(&self, id: &str, email: &str) -> switchyard::store::User {
+        let profile = switchyard::store::UpstreamProfile {
+            id: id.into(),
+            profile: switchyard::store::Profile {
+                email: Some(email.into()),
+                email_verified: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let user = self
+            .app
+            .state
+            .db
+            .upsert_upstream_user("auth0", &profile)
+            .await
+            .unwrap();
+        assert_eq!(user.state, switchyard::store::UserState::Shadow);
+        user
+    }
+
     pub async fn tokens(&self, email: &str) -> Value {
         let (verifier, challenge) = pkce();
         let done = self
@@ -456,10 +491,7 @@ async fn refresh_goes_upstream_only_when_the_upstream_token_nears_expiry() {
     );
 
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
-    t.fake.add_user(alice());
-    t.fake.set_access_token_ttl(4);
-    let tokens = t.tokens("alice@example.com").await;
-    age_upstream_tokens().await;
+    let tokens = t.alice_due_for_upstream_refresh().await;
     let refreshed = t
         .app
         .refresh(tokens["refresh_token"].as_str().unwrap())
@@ -514,10 +546,7 @@ async fn concurrent_refreshes_of_one_session_make_exactly_one_upstream_call() {
 #[tokio::test]
 async fn an_upstream_that_ended_the_session_ends_the_gateway_refresh() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
-    t.fake.add_user(alice());
-    t.fake.set_access_token_ttl(4);
-    let tokens = t.tokens("alice@example.com").await;
-    age_upstream_tokens().await;
+    let tokens = t.alice_due_for_upstream_refresh().await;
     // The user's upstream session ends (signed out elsewhere, deleted,
     // revoked by an administrator): the upstream refuses the refresh token.
     t.fake.revoke_all_refresh_tokens();
@@ -808,10 +837,7 @@ async fn rotated_upstream_keys_are_fetched_again_on_an_unknown_kid() {
 #[tokio::test]
 async fn a_down_upstream_gives_temporarily_unavailable_on_refresh() {
     let t = spawn_redirect_track(Flavor::Auth0, |_| {}).await;
-    t.fake.add_user(alice());
-    t.fake.set_access_token_ttl(4);
-    let tokens = t.tokens("alice@example.com").await;
-    age_upstream_tokens().await;
+    let tokens = t.alice_due_for_upstream_refresh().await;
     t.fake.set_mode(Mode::Down);
     assert_oauth_error(
         t.app
