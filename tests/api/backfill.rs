@@ -424,24 +424,7 @@ async fn an_expired_export_link_is_replaced_by_a_new_export() {
 /// Identifier and password on Switchyard's own pages, for `app`; the
 /// client gets a code when the login succeeded.
 async fn log_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
-    let browser = browser();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", None))
-        .await;
-    let page = browser
-        .get(app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
-    fields.insert("username".into(), email.into());
-    fields.insert("password".into(), password.into());
-    browser
-        .post(app.url(&action))
-        .form(&fields)
-        .send()
-        .await
-        .unwrap()
+    app.sign_in(&browser(), "web", email, password).await
 }
 
 /// A backfilled user with the fields an ID token does not carry (a phone

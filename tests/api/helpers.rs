@@ -186,6 +186,27 @@ impl TestApp {
         form_fields(&page.text().await.unwrap())
     }
 
+    /// Identifier and password posted together on Switchyard's login page
+    /// for `client_id`, in `browser`; the answer (a code for the client
+    /// when the login succeeded).
+    pub async fn sign_in(
+        &self,
+        browser: &reqwest::Client,
+        client_id: &str,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let (action, mut fields) = self.identifier_form(browser, client_id).await;
+        fields.insert("username".into(), email.into());
+        fields.insert("password".into(), password.into());
+        browser
+            .post(self.url(&action))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn add_user(&self, email: &str, password: &str) -> User {
         let hash = self
             .state

@@ -27,25 +27,7 @@ pub(crate) async fn password_login(
     email: &str,
     password: &str,
 ) -> reqwest::Response {
-    let browser = browser();
-    let start = t
-        .app
-        .authorize(&browser, &AuthRequest::new(client, None))
-        .await;
-    let page = browser
-        .get(t.app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
-    fields.insert("username".into(), email.into());
-    fields.insert("password".into(), password.into());
-    browser
-        .post(t.app.url(&action))
-        .form(&fields)
-        .send()
-        .await
-        .unwrap()
+    t.app.sign_in(&browser(), client, email, password).await
 }
 
 /// Password-grant calls at the upstream, plain or Auth0's password-realm.

@@ -1050,23 +1050,7 @@ pub(crate) async fn login_through_proxy_at(
         .default_headers(headers)
         .build()
         .unwrap();
-    let start = app
-        .authorize(&browser, &AuthRequest::new("web", None))
-        .await;
-    let page = browser
-        .get(app.url(&location(start.headers())))
-        .send()
-        .await
-        .unwrap();
-    let (action, mut fields) = form_fields(&page.text().await.unwrap());
-    fields.insert("username".into(), email.into());
-    fields.insert("password".into(), password.into());
-    browser
-        .post(app.url(&action))
-        .form(&fields)
-        .send()
-        .await
-        .unwrap()
+    app.sign_in(&browser, "web", email, password).await
 }
 
 /// The user with `n`'s vendor-shaped id, known to the fake.
