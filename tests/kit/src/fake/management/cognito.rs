@@ -392,6 +392,38 @@ pub(crate) fn list_users(
     with_rate_headers(s, list_users_page(s, headers, body), info)
 }
 
+/// The body of an admin operation on the pool, once the gate and SigV4
+/// have passed: JSON naming this pool, or the vendor's error.
+fn admin_request(
+    s: &Shared,
+    api: Api,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Response> {
+    gate(s, api)?;
+    verify_sigv4(&Method::POST, uri, headers, body)?;
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
+    let request =
+        serde_json::from_slice::<Value>(body).map_err(|_| bad("SerializationException", ""))?;
+    if request["UserPoolId"].as_str() != Some(COGNITO_POOL_ID) {
+        return Err(bad(
+            "ResourceNotFoundException",
+            &format!("User pool {} does not exist.", request["UserPoolId"]),
+        ));
+    }
+    Ok(request)
+}
+
+/// The user an admin operation's `Username` names: the user name or an
+/// alias (the email, which is also the user name here, or the `sub`).
+fn user_position(state: &UpstreamState, username: &str) -> Option<usize> {
+    state
+        .users
+        .iter()
+        .position(|u| u.user.sub == username || u.user.email.eq_ignore_ascii_case(username))
+}
+
 /// `AdminUpdateUserAttributes`, after the gate and SigV4: `Username` is the
 /// user name or an alias (here the email, which is also the user name, or
 /// the `sub`); every attribute must be in the pool's schema (standard, or
@@ -402,22 +434,11 @@ pub(crate) fn admin_update_user_attributes(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    if let Err(r) = gate(s, Api::AdminUpdateUserAttributes) {
-        return r;
-    }
-    if let Err(r) = verify_sigv4(&Method::POST, uri, headers, body) {
-        return r;
-    }
-    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
-    let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        return bad("SerializationException", "");
+    let request = match admin_request(s, Api::AdminUpdateUserAttributes, uri, headers, body) {
+        Ok(request) => request,
+        Err(r) => return r,
     };
-    if request["UserPoolId"].as_str() != Some(COGNITO_POOL_ID) {
-        return bad(
-            "ResourceNotFoundException",
-            &format!("User pool {} does not exist.", request["UserPoolId"]),
-        );
-    }
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
     let (Some(username), Some(updates)) = (
         request["Username"].as_str(),
         request["UserAttributes"].as_array(),
@@ -428,11 +449,7 @@ pub(crate) fn admin_update_user_attributes(
         );
     };
     let mut state = s.lock();
-    let Some(pos) = state
-        .users
-        .iter()
-        .position(|u| u.user.sub == username || u.user.email.eq_ignore_ascii_case(username))
-    else {
+    let Some(pos) = user_position(&state, username) else {
         return bad("UserNotFoundException", "User does not exist.");
     };
     let mut rec = record(s, &state, &state.users[pos], true);
@@ -478,22 +495,11 @@ pub(crate) fn admin_user_operation(
         COGNITO_ADMIN_DISABLE_USER => Api::AdminDisableUser,
         _ => Api::AdminEnableUser,
     };
-    if let Err(r) = gate(s, api) {
-        return r;
-    }
-    if let Err(r) = verify_sigv4(&Method::POST, uri, headers, body) {
-        return r;
-    }
-    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
-    let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        return bad("SerializationException", "");
+    let request = match admin_request(s, api, uri, headers, body) {
+        Ok(request) => request,
+        Err(r) => return r,
     };
-    if request["UserPoolId"].as_str() != Some(COGNITO_POOL_ID) {
-        return bad(
-            "ResourceNotFoundException",
-            &format!("User pool {} does not exist.", request["UserPoolId"]),
-        );
-    }
+    let bad = |kind: &str, message: &str| aws_error(StatusCode::BAD_REQUEST, kind, message);
     let Some(username) = request["Username"].as_str() else {
         return bad(
             "InvalidParameterException",
@@ -501,11 +507,7 @@ pub(crate) fn admin_user_operation(
         );
     };
     let mut state = s.lock();
-    let Some(pos) = state
-        .users
-        .iter()
-        .position(|u| u.user.sub == username || u.user.email.eq_ignore_ascii_case(username))
-    else {
+    let Some(pos) = user_position(&state, username) else {
         return bad("UserNotFoundException", "User does not exist.");
     };
     match api {
