@@ -136,9 +136,7 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
                 Ok(lazy::Outcome::Locked) => {
                     // Counted and padded like a failure.
-                    Metrics::count(&state.metrics.logins, label, "locked");
-                    audit(state, "login_failed", None, client_id, ip).await;
-                    pad_failure(state, started).await;
+                    failed(state, label, "locked", client_id, ip, started).await;
                     return Ok(Outcome::Locked);
                 }
                 Ok(lazy::Outcome::Redirect(why)) => {
@@ -180,12 +178,25 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
         }
         None => {
             // The attempt stays counted.
-            Metrics::count(&state.metrics.logins, label, "failed");
-            audit(state, "login_failed", None, client_id, ip).await;
-            pad_failure(state, started).await;
+            failed(state, label, "failed", client_id, ip, started).await;
             Ok(Outcome::Failed)
         }
     }
+}
+
+/// A login that did not authenticate: counted under `result`, audited,
+/// and answered no sooner than the failure floor.
+async fn failed(
+    state: &AppState,
+    label: &str,
+    result: &str,
+    client_id: &str,
+    ip: IpAddr,
+    started: tokio::time::Instant,
+) {
+    Metrics::count(&state.metrics.logins, label, result);
+    audit(state, "login_failed", None, client_id, ip).await;
+    pad_failure(state, started).await;
 }
 
 /// A routed login: the decision, and the account it was made on, read once
