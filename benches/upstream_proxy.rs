@@ -1023,6 +1023,7 @@ async fn code_series(bench: &Bench, samples: usize) -> anyhow::Result<CodeSeries
             client_id: Some(CLIENT_ID.into()),
             ip: Some("127.0.0.1".into()),
             detail: serde_json::json!({}),
+            actor: None,
         };
         let start = Instant::now();
         bench.state.db.record_event(&event).await?;

@@ -1132,6 +1132,7 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
         post_logout_redirect_uris: args.post_logout_redirect_uris,
         grant_types,
         web_origins: args.web_origins,
+        scopes: Vec::new(),
         token_mode: args.token_mode,
     };
     let client = registration.to_client(secret.as_deref().map(hash_secret), ClientSource::Cli);

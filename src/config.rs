@@ -64,6 +64,7 @@ pub struct Settings {
     pub cutover: CutoverSettings,
     pub email: EmailSettings,
     pub recovery: RecoverySettings,
+    pub admin: AdminSettings,
 }
 
 /// `[email]`: how messages to users (reset links, invitations) leave.
@@ -106,6 +107,34 @@ impl Default for EmailSettings {
             drop_dir: PathBuf::from("mail"),
             retry_secs: None,
             poll_secs: None,
+        }
+    }
+}
+
+/// `[admin]`: the operators' dashboard (`/admin`) and admin API
+/// (`/admin/api/v1/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Emails (or usernames) of users given the `admin` role at every
+    /// start, beside those granted with `switchyard users grant-admin`.
+    pub operators: Vec<String>,
+    /// An admin session ends after this long without a request, in seconds.
+    pub session_idle_secs: u64,
+    /// The largest import file the admin API accepts, in bytes.
+    pub max_upload_bytes: u64,
+    /// Whether `serve` runs the queued jobs (backfill, verify, import,
+    /// campaign) started from the dashboard or the admin API.
+    pub run_jobs: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            operators: Vec::new(),
+            session_idle_secs: 15 * 60,
+            max_upload_bytes: 512 * 1024 * 1024,
+            run_jobs: true,
         }
     }
 }
@@ -638,6 +667,11 @@ pub struct ClientSettings {
     /// Origins"): `web_message` responses and token-endpoint CORS.
     #[serde(default)]
     pub web_origins: Vec<String>,
+    /// Scopes beyond the OpenID ones the client may be granted:
+    /// `switchyard:admin` or `switchyard:admin:read` for a machine that
+    /// calls the admin API with the client credentials grant.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// `gateway` (Switchyard signs access tokens) or `upstream` (the
     /// client receives the upstream's access token).
     #[serde(default)]
@@ -657,6 +691,7 @@ impl Default for ClientSettings {
             post_logout_redirect_uris: Vec::new(),
             grant_types: default_grant_types(),
             web_origins: Vec::new(),
+            scopes: Vec::new(),
             token_mode: crate::store::TokenMode::default(),
         }
     }
@@ -680,6 +715,7 @@ impl ClientSettings {
             post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
             grant_types: self.grant_types.clone(),
             web_origins: self.web_origins.clone(),
+            scopes: self.scopes.clone(),
             token_mode: self.token_mode,
             source,
             created_at: crate::store::now(),
@@ -712,6 +748,7 @@ impl Default for Settings {
             cutover: CutoverSettings::default(),
             email: EmailSettings::default(),
             recovery: RecoverySettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -1399,6 +1436,7 @@ mod tests {
             redirect_uris: vec!["https://app.example.com/cb#frag".into()],
             post_logout_redirect_uris: vec![],
             web_origins: vec![],
+            scopes: vec![],
             grant_types: default_grant_types(),
             token_mode: Default::default(),
         });

@@ -40,12 +40,13 @@
 //!    runner, and the outbox worker, which delivers email and the writes
 //!    the upstream is owed).
 //! 7. [`auth`]: the one authentication service both login faces use.
-//! 8. The two faces: [`oidc`], the endpoints applications call, one file
+//! 8. The faces: [`oidc`], the endpoints applications call, one file
 //!    per endpoint or grant; and [`login`], the login pages (Forgot
 //!    password, the reset link and the signed-in password change among
 //!    them) and the upstream's callback. They share no file cycle, but the authorization
 //!    and logout endpoints call into the upstream's redirect track
-//!    ([`login::upstream`]), the one import that runs up a layer.
+//!    ([`login::upstream`]), the one import that runs up a layer. And
+//!    [`admin`], the operators' dashboard and JSON API.
 //! 9. [`startup`] (binds, wires and serves) and [`cli`] (the `switchyard`
 //!    command: serve, config, users, clients, keys, cutover, backfill,
 //!    import, verify, status, outbox, report, campaign).
@@ -127,6 +128,7 @@
 //! 4. [`login::finish::finish_login`] continues the application's request
 //!    when this browser started it.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::oidc::router())
         .merge(crate::login::router())
+        .merge(crate::admin::router())
         .merge(protocol)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

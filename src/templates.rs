@@ -39,6 +39,42 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "post_message.html",
             include_str!("../templates/post_message.html"),
         ),
+        (
+            "admin/layout.html",
+            include_str!("../templates/admin/layout.html"),
+        ),
+        (
+            "admin/overview.html",
+            include_str!("../templates/admin/overview.html"),
+        ),
+        (
+            "admin/cutover.html",
+            include_str!("../templates/admin/cutover.html"),
+        ),
+        (
+            "admin/users.html",
+            include_str!("../templates/admin/users.html"),
+        ),
+        (
+            "admin/user.html",
+            include_str!("../templates/admin/user.html"),
+        ),
+        (
+            "admin/jobs.html",
+            include_str!("../templates/admin/jobs.html"),
+        ),
+        (
+            "admin/job.html",
+            include_str!("../templates/admin/job.html"),
+        ),
+        (
+            "admin/outbox.html",
+            include_str!("../templates/admin/outbox.html"),
+        ),
+        (
+            "admin/audit.html",
+            include_str!("../templates/admin/audit.html"),
+        ),
     ] {
         env.add_template(name, source)
             .expect("templates are checked by the test suite");
@@ -47,6 +83,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 });
 
 pub const STYLE_CSS: &str = include_str!("../templates/style.css");
+pub const ADMIN_CSS: &str = include_str!("../templates/admin/admin.css");
 pub const FORM_POST_JS: &str = include_str!("../templates/form_post.js");
 pub const POST_MESSAGE_JS: &str = include_str!("../templates/post_message.js");
 
@@ -136,6 +173,18 @@ pub fn render<S: Serialize>(status: StatusCode, name: &str, context: S, csp: &Cs
         HeaderValue::from_static("no-referrer"),
     );
     response
+}
+
+/// A stylesheet or script compiled into the binary.
+pub fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
@@ -56,27 +56,20 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/assets/style.css",
-            get(|| async { asset("text/css; charset=utf-8", templates::STYLE_CSS) }),
+            get(|| async { templates::asset("text/css; charset=utf-8", templates::STYLE_CSS) }),
         )
         .route(
             "/assets/form_post.js",
-            get(|| async { asset("text/javascript; charset=utf-8", templates::FORM_POST_JS) }),
+            get(|| async {
+                templates::asset("text/javascript; charset=utf-8", templates::FORM_POST_JS)
+            }),
         )
         .route(
             "/assets/post_message.js",
-            get(|| async { asset("text/javascript; charset=utf-8", templates::POST_MESSAGE_JS) }),
+            get(|| async {
+                templates::asset("text/javascript; charset=utf-8", templates::POST_MESSAGE_JS)
+            }),
         )
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 /// The one message for every failed password login: unknown user, wrong

@@ -42,6 +42,7 @@ macro_rules! text_names {
 pub mod invitations;
 pub mod jobs;
 pub mod memory;
+pub mod operators;
 pub mod outbox;
 mod outbox_queue;
 mod page;
@@ -311,6 +312,10 @@ pub struct Client {
     /// token endpoint answers CORS for them (and for the origins of the
     /// redirect URIs).
     pub web_origins: Vec<String>,
+    /// Scopes beyond the OpenID ones this client may be granted; the
+    /// admin scopes (`switchyard:admin`, `switchyard:admin:read`) among
+    /// them, for the client credentials grant.
+    pub scopes: Vec<String>,
     pub token_mode: TokenMode,
     pub source: ClientSource,
     pub created_at: i64,
@@ -364,6 +369,9 @@ pub struct AuditEvent {
     pub client_id: Option<String>,
     pub ip: Option<String>,
     pub detail: serde_json::Value,
+    /// The operator who made the change (`user:<id>` or `client:<id>`),
+    /// for changes made through the dashboard or the admin API.
+    pub actor: Option<String>,
 }
 
 impl AuditEvent {
@@ -377,6 +385,7 @@ impl AuditEvent {
             client_id: client_id.map(Into::into),
             ip: None,
             detail: serde_json::Value::Object(Default::default()),
+            actor: None,
         }
     }
 
@@ -387,6 +396,11 @@ impl AuditEvent {
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
+        self
+    }
+
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
         self
     }
 }
@@ -514,6 +528,7 @@ pub trait Database:
     + recovery::RecoveryStore
     + invitations::InvitationStore
     + refresh::RefreshStore
+    + operators::OperatorStore
 {
     async fn ping(&self) -> StoreResult<()>;
 }

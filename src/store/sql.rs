@@ -32,7 +32,7 @@ pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, username, name
     phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, pin, route, migrated_at, created_at, updated_at, \
     last_login_at, sessions_valid_after";
 
-const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at, web_origins";
+const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at, web_origins, scopes";
 
 impl SqlStore {
     /// Connects and applies the embedded migrations.
@@ -284,6 +284,7 @@ fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
             .ok_or_else(|| StoreError::Corrupt(format!("client source {source:?}")))?,
         created_at: row.try_get("created_at")?,
         web_origins: list_col(row, "web_origins")?,
+        scopes: list_col(row, "scopes")?,
     })
 }
 
@@ -753,12 +754,13 @@ impl SqlStore {
             " ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
              public = excluded.public, redirect_uris = excluded.redirect_uris, \
              post_logout_redirect_uris = excluded.post_logout_redirect_uris, grant_types = excluded.grant_types, \
-             token_mode = excluded.token_mode, source = excluded.source, web_origins = excluded.web_origins"
+             token_mode = excluded.token_mode, source = excluded.source, web_origins = excluded.web_origins, \
+             scopes = excluded.scopes"
         } else {
             ""
         };
         sqlx::query(&format!(
-            "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11){conflict}"
+            "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12){conflict}"
         ))
         .bind(&client.client_id)
         .bind(&client.name)
@@ -771,6 +773,7 @@ impl SqlStore {
         .bind(client.source.as_str())
         .bind(client.created_at)
         .bind(to_json(&client.web_origins))
+        .bind(to_json(&client.scopes))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -877,13 +880,14 @@ pub(crate) async fn insert_event<'e, E>(executor: E, event: &AuditEvent) -> Stor
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+    sqlx::query("INSERT INTO audit_events (at, kind, user_id, client_id, ip, detail, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(event.at)
         .bind(&event.kind)
         .bind(&event.user_id)
         .bind(&event.client_id)
         .bind(&event.ip)
         .bind(to_json(&event.detail))
+        .bind(&event.actor)
         .execute(executor)
         .await?;
     Ok(())
@@ -896,7 +900,7 @@ impl AuditLog for SqlStore {
     }
 
     async fn recent_events(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query("SELECT at, kind, user_id, client_id, ip, detail FROM audit_events ORDER BY id DESC LIMIT $1")
+        let rows = sqlx::query("SELECT at, kind, user_id, client_id, ip, detail, actor FROM audit_events ORDER BY id DESC LIMIT $1")
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
@@ -909,6 +913,7 @@ impl AuditLog for SqlStore {
                     client_id: r.try_get("client_id")?,
                     ip: r.try_get("ip")?,
                     detail: json_col(r, "detail")?,
+                    actor: r.try_get("actor")?,
                 })
             })
             .collect()

@@ -257,6 +257,7 @@ async fn clients_declared_in_the_config_file_are_served() {
             post_logout_redirect_uris: vec![],
             grant_types: switchyard::config::default_grant_types(),
             web_origins: vec![],
+            scopes: vec![],
             token_mode: switchyard::store::TokenMode::Gateway,
         });
     })

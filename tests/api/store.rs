@@ -176,6 +176,7 @@ async fn an_upstream_login_writes_the_user_its_login_time_and_both_events_togeth
         client_id: Some("web".into()),
         ip: Some("127.0.0.1".into()),
         detail: serde_json::json!({}),
+        actor: None,
     };
     let user = db
         .record_upstream_login("auth0", &profile, &login)
@@ -217,6 +218,7 @@ async fn client_store_creates_upserts_lists_and_deletes() {
         post_logout_redirect_uris: vec![],
         grant_types: vec![switchyard::store::GrantType::AuthorizationCode],
         web_origins: vec![],
+        scopes: vec![],
         token_mode: switchyard::store::TokenMode::Gateway,
         source: switchyard::store::ClientSource::Cli,
         created_at: now(),

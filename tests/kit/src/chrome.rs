@@ -122,6 +122,16 @@ impl Chrome {
         self.call("POST", "/url", json!({ "url": url })).await;
     }
 
+    /// Sets a cookie for the current page's site (WebDriver "Add Cookie").
+    pub async fn add_cookie(&self, name: &str, value: &str) {
+        self.call(
+            "POST",
+            "/cookie",
+            json!({ "cookie": { "name": name, "value": value, "path": "/" } }),
+        )
+        .await;
+    }
+
     pub async fn refresh(&self) {
         self.call("POST", "/refresh", json!({})).await;
     }
