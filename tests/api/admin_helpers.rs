@@ -1,9 +1,14 @@
 //! What the admin tests share: an operator's token and session, and the
-//! admin API called as a machine would.
+//! admin API called as a machine would, every answer checked against the
+//! API's own OpenAPI 3.1 document (the one served at
+//! `/admin/api/v1/openapi.json`): the operation must be described, the
+//! status among its responses, the media type among the response's, and
+//! the body valid against the schema (JSON Schema 2020-12, OpenAPI 3.1
+//! §4.8.24).
 #![allow(dead_code)] // the admin test modules that use these land next
 
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value};
 use switchyard::admin::access::{ADMIN_READ_SCOPE, ADMIN_SCOPE, AdminSession};
 use switchyard::crypto::random_token;
 use switchyard::store::SessionStoreExt;
@@ -47,7 +52,9 @@ impl TestApp {
             .unwrap()
     }
 
-    /// `GET {API}{path}` with `token`: the status and the JSON body.
+    /// `GET {API}{path}` with `token`: the status and the JSON body. The
+    /// response must be one the OpenAPI document describes
+    /// ([`check_response`]); a response it does not is a test failure.
     pub async fn admin_get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let response = self
             .api
@@ -56,11 +63,12 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.documented_response(&reqwest::Method::GET, path, response)
+            .await
     }
 
-    /// `{method} {API}{path}` with `token` and a JSON body.
+    /// `{method} {API}{path}` with `token` and a JSON body; the response is
+    /// checked against the OpenAPI document like [`TestApp::admin_get`]'s.
     pub async fn admin_send(
         &self,
         token: &str,
@@ -71,7 +79,7 @@ impl TestApp {
         let mut request = self
             .api
             .request(
-                method,
+                method.clone(),
                 self.url(&format!("{}{path}", switchyard::admin::API)),
             )
             .bearer_auth(token);
@@ -79,8 +87,7 @@ impl TestApp {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.documented_response(&method, path, response).await
     }
 
     /// Makes `email` (a user with [`PASSWORD`], added when missing) an
@@ -112,5 +119,237 @@ impl TestApp {
             .await
             .unwrap();
         (AdminSession::cookie_name(&self.state), cookie)
+    }
+}
+
+impl TestApp {
+    /// The OpenAPI document the app serves (without a token: it is public).
+    pub async fn admin_openapi(&self) -> Value {
+        let response = self
+            .api
+            .get(self.url(&format!("{}/openapi.json", switchyard::admin::API)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "the OpenAPI document");
+        response.json().await.expect("the OpenAPI document is JSON")
+    }
+
+    /// Reads an admin API response and fails the test unless the document
+    /// describes it: the status and the JSON body (`Null` when empty).
+    pub async fn documented_response(
+        &self,
+        method: &Method,
+        path: &str,
+        response: reqwest::Response,
+    ) -> (StatusCode, Value) {
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Body::Empty
+        } else {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => Body::Json(v),
+                Err(_) => Body::Other,
+            }
+        };
+        let document = self.admin_openapi().await;
+        if let Err(e) = check_response(
+            &document,
+            method,
+            path,
+            status,
+            content_type.as_deref(),
+            &body,
+        ) {
+            panic!(
+                "{method} {}{path} answered {status}, which the OpenAPI document does not describe: {e}\nbody: {}",
+                switchyard::admin::API,
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(2000)
+                    .collect::<String>()
+            );
+        }
+        let json = match body {
+            Body::Json(v) => v,
+            _ => Value::Null,
+        };
+        (status, json)
+    }
+}
+
+/// A response body as the checker sees it.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Empty,
+    Json(Value),
+    /// Bytes that are not JSON (a CSV export, say): only its media type is
+    /// checked.
+    Other,
+}
+
+/// The path template of `document` that `path` (relative to the server
+/// url, query allowed) falls under: `/users/{id}` for `/users/u-1`. Of
+/// several, the one with the most literal segments (`/outbox/retry-failed`
+/// over `/outbox/{id}`), as OpenAPI 3.1 §4.8.8.2 asks.
+pub fn path_template<'d>(document: &'d Value, path: &str) -> Option<&'d str> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    document["paths"]
+        .as_object()?
+        .keys()
+        .filter_map(|template| {
+            let parts: Vec<&str> = template.split('/').collect();
+            if parts.len() != segments.len() {
+                return None;
+            }
+            let mut literal = 0;
+            for (part, segment) in parts.iter().zip(&segments) {
+                if part.starts_with('{') && part.ends_with('}') {
+                    if segment.is_empty() {
+                        return None;
+                    }
+                } else if part == segment {
+                    literal += 1;
+                } else {
+                    return None;
+                }
+            }
+            Some((literal, template.as_str()))
+        })
+        .max_by_key(|(literal, _)| *literal)
+        .map(|(_, template)| template)
+}
+
+/// Follows a local `$ref` (`#/components/responses/NotFound`) to what it
+/// names; anything else is returned as it is.
+fn resolve<'d>(document: &'d Value, value: &'d Value) -> Result<&'d Value, String> {
+    let mut value = value;
+    for _ in 0..16 {
+        let Some(reference) = value.get("$ref").and_then(Value::as_str) else {
+            return Ok(value);
+        };
+        let pointer = reference
+            .strip_prefix('#')
+            .ok_or_else(|| format!("$ref {reference} is not local to the document"))?;
+        value = document
+            .pointer(pointer)
+            .ok_or_else(|| format!("$ref {reference} names nothing in the document"))?;
+    }
+    Err("a $ref cycle".into())
+}
+
+/// Checks one response against `document`: `Err` says what is not
+/// described or what in the body breaks the schema.
+pub fn check_response(
+    document: &Value,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: &Body,
+) -> Result<(), String> {
+    let template = path_template(document, path)
+        .ok_or_else(|| format!("no path in the document matches {path}"))?;
+    let item = resolve(document, &document["paths"][template])?;
+    let operation = item
+        .get(method.as_str().to_ascii_lowercase())
+        .ok_or_else(|| format!("{template} has no {method} operation"))?;
+    let responses = operation
+        .get("responses")
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("{method} {template} lists no responses"))?;
+    // An exact code, then its range (`4XX`), then `default` (§4.8.16).
+    let code = status.as_u16().to_string();
+    let range = format!("{}XX", status.as_u16() / 100);
+    let response = responses
+        .get(&code)
+        .or_else(|| responses.get(&range))
+        .or_else(|| responses.get(&range.to_ascii_lowercase()))
+        .or_else(|| responses.get("default"))
+        .ok_or_else(|| {
+            format!(
+                "{method} {template} does not list status {code} (it lists {:?}); an error status can reference a shared response such as #/components/responses/NotFound",
+                responses.keys().collect::<Vec<_>>()
+            )
+        })?;
+    let response = resolve(document, response)?;
+    let content = response.get("content").and_then(Value::as_object);
+    let Some(content) = content.filter(|c| !c.is_empty()) else {
+        return match body {
+            Body::Empty => Ok(()),
+            _ => Err(format!(
+                "{method} {template} {code} is described without a body, but one came"
+            )),
+        };
+    };
+    let essence = content_type
+        .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
+        .ok_or_else(|| format!("{method} {template} {code} came without a Content-Type"))?;
+    let wildcard = format!("{}/*", essence.split('/').next().unwrap_or(""));
+    let media = content
+        .get(&essence)
+        .or_else(|| content.get(&wildcard))
+        .or_else(|| content.get("*/*"))
+        .ok_or_else(|| {
+            format!(
+                "{method} {template} {code} came as {essence}, but is described as {:?}",
+                content.keys().collect::<Vec<_>>()
+            )
+        })?;
+    let Some(schema) = media.get("schema") else {
+        return Ok(());
+    };
+    let json_like = essence == "application/json" || essence.ends_with("+json");
+    let instance = match body {
+        Body::Json(v) => v,
+        Body::Empty if json_like => {
+            return Err(format!(
+                "{method} {template} {code} came with no body where {essence} is described"
+            ));
+        }
+        Body::Other if json_like => {
+            return Err(format!(
+                "{method} {template} {code} came as {essence} but is not JSON"
+            ));
+        }
+        _ => return Ok(()),
+    };
+    validate(document, schema, instance).map_err(|e| format!("{method} {template} {code}: {e}"))
+}
+
+/// Validates `instance` against `schema`, a schema taken from `document`
+/// whose `$ref`s point into the document (`#/components/schemas/…`): the
+/// schema is validated as a resource that carries the document's
+/// `components` beside it, so those pointers resolve as they are written.
+pub fn validate(document: &Value, schema: &Value, instance: &Value) -> Result<(), String> {
+    let mut root = Map::new();
+    root.insert(
+        "$schema".into(),
+        Value::String("https://json-schema.org/draft/2020-12/schema".into()),
+    );
+    root.insert("components".into(), document["components"].clone());
+    root.insert("x-response".into(), schema.clone());
+    root.insert("$ref".into(), Value::String("#/x-response".into()));
+    let validator = jsonschema::draft202012::options()
+        .build(&Value::Object(root))
+        .map_err(|e| format!("the schema does not compile: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("at '{}': {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the body does not match the schema: {}",
+            errors.join("; ")
+        ))
     }
 }
