@@ -163,10 +163,61 @@ pub fn router(state: AppState) -> Router {
             // The span names the path only: query strings carry codes,
             // states and hints that have no place in a log line.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                let request_id = req
+                    .headers()
+                    .get(X_REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
             }),
         )
+        // Outside the trace layer, so its span already sees the id.
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The header a request's id travels in, both ways: a proxy or client in
+/// front may send one so its logs and ours share it (the de facto header,
+/// as nginx's `$request_id` and Heroku's router set it); Switchyard echoes
+/// it, or the one it made, in the response.
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Whether a request id sent by a client is taken as it is: at most 64
+/// characters of `[A-Za-z0-9._-]`, so it cannot forge a log line, carry
+/// a token's worth of data, or break a header.
+pub fn sane_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Gives every request an id (the client's when it is sane, else a new
+/// random one) that the request span logs and the response echoes in
+/// `X-Request-Id`.
+async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let sent = request
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| sane_request_id(id));
+    let id = match sent {
+        Some(id) => HeaderValue::from_str(id).ok(),
+        None => None,
+    }
+    .unwrap_or_else(|| {
+        // 16 random bytes, base64url: unguessable and in the sane alphabet.
+        let id = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            crate::crypto::random_bytes(16),
+        );
+        HeaderValue::from_str(&id).expect("base64url is a valid header value")
+    });
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
 }
 
 /// `X-Frame-Options: DENY` on every response that does not say itself

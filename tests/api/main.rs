@@ -29,6 +29,7 @@ mod jobs;
 mod layers;
 mod login;
 mod logout;
+mod logs;
 mod migration;
 mod moto;
 mod outbox;
