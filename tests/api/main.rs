@@ -18,6 +18,7 @@ mod authorize;
 mod backfill;
 mod bad_input;
 mod browser;
+mod browser_pages;
 mod cli;
 mod email;
 mod endgame;

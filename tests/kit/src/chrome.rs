@@ -136,6 +136,22 @@ impl Chrome {
         self.call("POST", "/refresh", json!({})).await;
     }
 
+    /// Resizes the window (WebDriver "Set Window Rect"): 390 wide is a
+    /// phone's viewport, for a screenshot of how a page reads on one.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
+    /// The browser's Back button.
+    pub async fn back(&self) {
+        self.call("POST", "/back", json!({})).await;
+    }
+
     pub async fn url(&self) -> String {
         self.call("GET", "/url", Value::Null)
             .await
