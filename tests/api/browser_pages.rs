@@ -117,7 +117,11 @@ async fn the_sign_in_pages_read_right_to_a_person() {
     if !chrome::available(test) {
         return;
     }
-    let app = spawn_app().await;
+    // The reset email this test asks for is written to a directory of
+    // its own, not the working directory.
+    let mail = tempfile::tempdir().unwrap();
+    let drop_dir = mail.path().to_path_buf();
+    let app = spawn_app_with(move |s| s.email.drop_dir = drop_dir).await;
     app.with_alice_and_web().await;
     let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "sign_in_pages").await;
 
