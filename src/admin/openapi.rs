@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde_json::{Map, Value};
 
 use super::API;
@@ -177,8 +177,20 @@ async fn openapi() -> Response {
     }
 }
 
+/// Any other path under the API: a problem, like every other error of the
+/// API, rather than an empty 404 a client cannot tell from a wrong host.
+async fn no_such_path() -> Problem {
+    Problem::not_found(
+        "no such path in the admin API; its routes are listed in /admin/api/v1/openapi.json",
+    )
+}
+
 pub fn router() -> Router<AppState> {
-    Router::new().route(&format!("{API}/openapi.json"), get(openapi))
+    Router::new()
+        .route(&format!("{API}/openapi.json"), get(openapi))
+        // A wildcard loses to every route the parts register (axum matches
+        // the most specific path first).
+        .route(&format!("{API}/{{*rest}}"), any(no_such_path))
 }
 
 #[cfg(test)]

@@ -425,6 +425,32 @@ async fn the_checker_refuses_what_the_document_does_not_describe() {
 }
 
 #[tokio::test]
+async fn an_unknown_api_path_is_a_problem_too() {
+    let app = spawn_app().await;
+    let response = app
+        .api
+        .get(app.url("/admin/api/v1/no-such-part-of-the-api"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    let document = app.admin_openapi().await;
+    validate(
+        &document,
+        &json!({"$ref": "#/components/schemas/Problem"}),
+        &body,
+    )
+    .unwrap();
+    assert_eq!(body["status"], 404);
+}
+
+#[tokio::test]
 #[should_panic(expected = "does not describe")]
 async fn an_undocumented_answer_fails_the_test_that_got_it() {
     let app = spawn_app().await;
