@@ -1,7 +1,11 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 // glibc's allocator spent a quarter of a bulk import's client time freeing
 // records on another thread than the one that made them (perf, benches/import.rs);
@@ -53,15 +57,55 @@ fn start_logging() {
             .json()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            // The innermost span's fields and every enclosing span's: a line
-            // logged in a handler's own span still carries the request
-            // span's `request_id`.
-            .with_current_span(true)
-            .with_span_list(true)
+            .event_format(RequestIdOnTop(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    // The innermost span's fields and every enclosing
+                    // span's: a line logged in a handler's own span still
+                    // carries the request span's.
+                    .with_current_span(true)
+                    .with_span_list(true),
+            ))
             .init(),
     }
     if let Some(complaint) = complaint {
         tracing::warn!("{complaint}");
+    }
+}
+
+/// tracing-subscriber's JSON lines with the request span's `request_id`
+/// repeated as a top-level member, where a collector's filter
+/// (`request_id = "…"`) finds it without knowing how spans nest.
+struct RequestIdOnTop(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for RequestIdOnTop
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(&line) else {
+            return writer.write_str(&line);
+        };
+        let request_id = object
+            .get("spans")
+            .and_then(|spans| spans.as_array())
+            .and_then(|spans| spans.iter().find_map(|s| s.get("request_id")))
+            .cloned();
+        match request_id {
+            Some(id) => {
+                object.insert("request_id".into(), id);
+                writeln!(writer, "{}", serde_json::Value::Object(object))
+            }
+            None => writer.write_str(&line),
+        }
     }
 }
 

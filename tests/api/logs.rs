@@ -100,6 +100,7 @@ async fn json_logs_carry_each_requests_id_and_echo_it() {
     });
     assert!(serving["timestamp"].is_string());
     assert_eq!(serving["level"], "INFO");
+    assert!(serving.get("request_id").is_none(), "no request, no id");
     let port = serving["fields"]["port"]
         .as_u64()
         .expect("the port is logged");
@@ -126,6 +127,11 @@ async fn json_logs_carry_each_requests_id_and_echo_it() {
     assert_eq!(span["method"], "GET");
     assert_eq!(span["path"], "/.well-known/openid-configuration");
     assert_eq!(finished["span"]["request_id"], sent);
+    assert_eq!(
+        finished["request_id"], sent,
+        "on top, for a collector's filter"
+    );
+    assert_eq!(finished["fields"]["status"], 200);
 
     // Without one (or with one that is not a sane token), a new id is
     // made, logged and echoed.
@@ -166,10 +172,12 @@ async fn json_logs_carry_each_requests_id_and_echo_it() {
                 .is_some_and(|t| t.starts_with("tower_http"))
         })
         .map(|l| {
-            request_span(&l)
-                .and_then(|s| s["request_id"].as_str())
-                .map(str::to_string)
-                .unwrap_or_default()
+            let id = l["request_id"].as_str().unwrap_or_default().to_string();
+            assert_eq!(
+                request_span(&l).map(|s| &s["request_id"]),
+                Some(&l["request_id"])
+            );
+            id
         })
         .collect();
     assert!(ids.len() >= 8, "start and end of 4 requests: {ids:?}");
