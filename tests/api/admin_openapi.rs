@@ -185,6 +185,62 @@ async fn the_document_is_public_and_whole() {
         assert!(operations > 0, "{path} has no operation");
     }
 
+    // Read as an OpenAPI 3.1 description by a library of its own: the
+    // document's typed structure, and each operation's parameters, body
+    // and responses resolve.
+    // OpenAPI 3.1 §4.3.2 lets a URL be a relative reference, resolved as
+    // a client does against where the document came from; the library
+    // wants them absolute, so they are resolved first.
+    let mut absolute = document.clone();
+    let served_from = url::Url::parse(&app.url("/admin/api/v1/openapi.json")).unwrap();
+    for scheme in absolute["components"]["securitySchemes"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        for flow in scheme["flows"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|f| f.values_mut())
+        {
+            for key in ["authorizationUrl", "tokenUrl", "refreshUrl"] {
+                if let Some(relative) = flow[key].as_str() {
+                    flow[key] = Value::String(served_from.join(relative).unwrap().to_string());
+                }
+            }
+        }
+    }
+    let spec = oas3::from_json(absolute.to_string())
+        .unwrap_or_else(|e| panic!("not an OpenAPI 3.1 description: {e}"));
+    let version = spec.validate_version().expect("an OpenAPI 3.1 version");
+    assert_eq!((version.major, version.minor), (3, 1));
+    let mut operations = 0;
+    for (path, method, operation) in spec.operations() {
+        operations += 1;
+        for parameter in &operation.parameters {
+            parameter
+                .resolve(&spec)
+                .unwrap_or_else(|e| panic!("{method} {path}: a parameter: {e}"));
+        }
+        if let Some(body) = &operation.request_body {
+            body.resolve(&spec)
+                .unwrap_or_else(|e| panic!("{method} {path}: the request body: {e}"));
+        }
+        for (code, response) in operation.responses.iter().flatten() {
+            response
+                .resolve(&spec)
+                .unwrap_or_else(|e| panic!("{method} {path} {code}: {e}"));
+        }
+    }
+    assert_eq!(
+        operations,
+        paths
+            .values()
+            .map(|item| METHODS.iter().filter(|m| item.get(**m).is_some()).count())
+            .sum::<usize>(),
+        "the library sees every operation"
+    );
+
     // Every schema compiles as JSON Schema 2020-12 against the document.
     for (name, schema) in document["components"]["schemas"].as_object().unwrap() {
         if let Err(e) = validate(&document, schema, &Value::Null)
