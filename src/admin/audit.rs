@@ -253,10 +253,15 @@ impl From<StoredEvent> for EventRow {
             .remove("target")
             .map(|t| show(Some(&t)))
             .unwrap_or_default();
-        let actor = e
-            .actor
-            .or_else(|| e.client_id.as_ref().map(|c| format!("client:{c}")))
-            .unwrap_or_default();
+        // Only an operator's change has an actor; a login's client and
+        // address are part of what happened, shown with its details.
+        let actor = e.actor.unwrap_or_default();
+        if let Some(client) = e.client_id.filter(|_| actor.is_empty()) {
+            detail.insert("client".into(), Value::String(client));
+        }
+        if let Some(ip) = e.ip {
+            detail.insert("ip".into(), Value::String(ip));
+        }
         EventRow {
             id: stored.id,
             when: when(e.at),

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::access::{Actor, AdminSession, PageOperator, idle_timeout};
+use super::access::{AdminSession, PageOperator, idle_timeout};
 use crate::config::{ADMIN_CLIENT_ID, admin_redirect_uri};
 use crate::crypto::{b64url, constant_time_eq, random_token, sha256, sha256_b64};
 use crate::error::AppError;
@@ -54,9 +54,7 @@ pub fn render<S: Serialize>(
     notice: Option<&str>,
     page: S,
 ) -> Response {
-    let operator_name = match &operator.operator.actor {
-        Actor::User(id) | Actor::Client(id) => id.clone(),
-    };
+    let operator_name = &operator.name;
     templates::render(
         status,
         name,
