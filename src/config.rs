@@ -777,17 +777,25 @@ pub fn check_client_grants(
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, so a
-/// scope has no space, quote or backslash and is printable ASCII.
+/// scope has no space, quote or backslash and is printable ASCII; and one
+/// in Switchyard's namespace (`switchyard:`) must be one Switchyard knows.
 pub fn check_scope_token(scope: &str) -> Result<(), String> {
     let ok = !scope.is_empty()
         && scope
             .bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err("a scope is printable ASCII with no space, quote or backslash (RFC 6749 §3.3)".into())
+    if !ok {
+        return Err(
+            "a scope is printable ASCII with no space, quote or backslash (RFC 6749 §3.3)".into(),
+        );
     }
+    if scope.starts_with("switchyard:") && !crate::store::SWITCHYARD_SCOPES.contains(&scope) {
+        return Err(format!(
+            "not a Switchyard scope; they are {}",
+            crate::store::SWITCHYARD_SCOPES.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 pub fn default_grant_types() -> Vec<crate::store::GrantType> {

@@ -24,10 +24,10 @@ use crate::state::AppState;
 use crate::store::SessionStoreExt;
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, Expect};
 
-/// Every read and every change.
-pub const ADMIN_SCOPE: &str = "switchyard:admin";
-/// Every read, no change.
-pub const ADMIN_READ_SCOPE: &str = "switchyard:admin:read";
+/// `switchyard:admin` (every read and every change) and
+/// `switchyard:admin:read` (every read, no change), kept with the clients
+/// they are allowed to.
+pub use crate::store::{ADMIN_READ_SCOPE, ADMIN_SCOPE};
 
 /// The `aud` of admin access tokens: `{issuer}admin` (the issuer with one
 /// trailing slash), a resource no application token names.

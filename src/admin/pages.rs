@@ -351,7 +351,35 @@ async fn get_callback(
         .await?;
     let event = AuditEvent::new("admin_signed_in", Some(&user.id), Some(ADMIN_CLIENT_ID));
     crate::auth::record(&state, event).await;
-    let mut response = with_clear(Redirect::to(&pending.return_to).into_response());
+    // A sign-in that went through another site (the upstream's login
+    // pages) reaches here as a cross-site navigation, and a redirect would
+    // carry that on: the next request would go without the SameSite=Strict
+    // cookie just set, back to the sign-in. A page of our own that moves
+    // on by itself starts a same-site navigation (Fetch Metadata,
+    // `Sec-Fetch-Site`, tells which case this is).
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    let onward = if cross_site {
+        let mut page = templates::render(
+            StatusCode::OK,
+            "admin/signin.html",
+            minijinja::context! {
+                title => "Signed in",
+                message => "You are signed in to the Switchyard dashboard.",
+                link_href => pending.return_to,
+                link_text => "Continue to the dashboard",
+                refresh_to => pending.return_to,
+            },
+            &Csp::default(),
+        );
+        page.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        page
+    } else {
+        Redirect::to(&pending.return_to).into_response()
+    };
+    let mut response = with_clear(onward);
     // No Max-Age: the cookie ends with the browser, the session with the
     // idle timeout the store enforces.
     if let Some(v) = admin_cookie(

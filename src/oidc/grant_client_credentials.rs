@@ -16,11 +16,12 @@ use serde_json::json;
 
 use super::client_auth::Authenticated;
 use super::params::Params;
-use crate::admin::access::{ADMIN_READ_SCOPE, ADMIN_SCOPE, admin_audience};
+use crate::admin::access::admin_audience;
 use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};
 use crate::state::AppState;
 use crate::store::now;
+use crate::store::{ADMIN_READ_SCOPE, ADMIN_SCOPE};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, ClientAccessClaims};
 
 /// The request parameter naming the API a token is for, as Auth0 spells

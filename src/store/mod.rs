@@ -330,6 +330,14 @@ pub struct Client {
     pub created_at: i64,
 }
 
+/// The scope of the admin API: every read and every change.
+pub const ADMIN_SCOPE: &str = "switchyard:admin";
+/// The scope of the admin API: every read, no change.
+pub const ADMIN_READ_SCOPE: &str = "switchyard:admin:read";
+/// The prefix of Switchyard's own scopes: a client allowed one that is not
+/// among these is a typo that would fail only at the first token request.
+pub const SWITCHYARD_SCOPES: &[&str] = &[ADMIN_SCOPE, ADMIN_READ_SCOPE];
+
 impl Client {
     pub fn allows_grant(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)

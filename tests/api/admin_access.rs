@@ -430,6 +430,17 @@ async fn sign_in_over_http(
     browser: &reqwest::Client,
     email: &str,
 ) -> reqwest::Response {
+    sign_in_over_http_from(app, browser, email, "same-origin").await
+}
+
+/// [`sign_in_over_http`], the callback arriving with `Sec-Fetch-Site:
+/// {fetch_site}`.
+async fn sign_in_over_http_from(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    email: &str,
+    fetch_site: &str,
+) -> reqwest::Response {
     let start = browser
         .get(app.url("/admin/login?return_to=%2Fadmin%2Faudit"))
         .send()
@@ -458,7 +469,12 @@ async fn sign_in_over_http(
         callback.starts_with(&app.url("/admin/callback?")),
         "{callback}"
     );
-    browser.get(&callback).send().await.unwrap()
+    browser
+        .get(&callback)
+        .header("sec-fetch-site", fetch_site)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -518,6 +534,28 @@ async fn only_operators_get_an_admin_session() {
         html.contains("admin_sign_in_refused"),
         "so is bob's refusal"
     );
+
+    // Through another site (the upstream's pages), the callback answers
+    // with a page of its own that moves on, so the next request is
+    // same-site and carries the SameSite=Strict cookie.
+    let browser = switchyard_kit::http::browser();
+    let signed_in = sign_in_over_http_from(&app, &browser, "ops@example.com", "cross-site").await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    assert!(
+        signed_in
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with(&format!("{admin_cookie}=")))
+    );
+    let html = signed_in.text().await.unwrap();
+    // (The template escapes `/` as `&#x2f;`, which the browser reads back.)
+    let html = html.replace("&#x2f;", "/");
+    assert!(
+        html.contains(r#"<meta http-equiv="refresh" content="0; url=/admin/audit">"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a href="/admin/audit">Continue to the dashboard</a>"#));
 
     // A replayed callback opens nothing.
     let again = browser
@@ -693,6 +731,23 @@ async fn operators_are_granted_by_the_cli_and_the_config_file() {
         &[],
     );
     assert!(!bad.status.success());
+    let typo = run_cli(
+        &iso,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "typo",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "switchyard:admin:write",
+        ],
+        None,
+        &[],
+    );
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("not a Switchyard scope"));
     let no_redirect = run_cli(&iso, &["clients", "add", "--id", "web2"], None, &[]);
     assert!(
         !no_redirect.status.success(),
