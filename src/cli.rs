@@ -1143,8 +1143,12 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     } else {
         args.grant_types
     };
-    crate::config::check_client_grants(&grant_types, args.public, &args.redirect_uris)
-        .map_err(anyhow::Error::msg)?;
+    crate::config::check_client_grants(&grant_types, args.public, &args.redirect_uris).map_err(
+        |(field, m)| match field {
+            "redirect_uris" => anyhow::anyhow!("--redirect-uri is missing: {m}"),
+            _ => anyhow::anyhow!("--grant-type: {m}"),
+        },
+    )?;
     for scope in &args.scopes {
         crate::config::check_scope_token(scope)
             .map_err(|m| anyhow::anyhow!("--scope {scope:?}: {m}"))?;

@@ -758,20 +758,28 @@ pub fn admin_client(settings: &Settings) -> crate::store::Client {
 /// only the client credentials grant never redirects), and a confidential
 /// client for the client credentials grant (RFC 6749 §4.4: "MUST only be
 /// used by confidential clients").
+/// A refusal names the field at fault (`grant_types`, `redirect_uris`).
 pub fn check_client_grants(
     grant_types: &[crate::store::GrantType],
     public: bool,
     redirect_uris: &[String],
-) -> Result<(), String> {
+) -> Result<(), (&'static str, String)> {
     use crate::store::GrantType;
     if public && grant_types.contains(&GrantType::ClientCredentials) {
-        return Err("a public client cannot use client_credentials".into());
+        return Err((
+            "grant_types",
+            "a public client cannot use client_credentials".into(),
+        ));
     }
     let redirects = grant_types
         .iter()
         .any(|g| *g != GrantType::ClientCredentials);
     if redirects && redirect_uris.is_empty() {
-        return Err("a client that signs users in needs at least one redirect URI".into());
+        return Err((
+            "redirect_uris",
+            "these grant types need at least one redirect URI (only client_credentials needs none)"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -1174,7 +1182,9 @@ impl Settings {
                 },
                 (None, true) => {}
             }
-            if let Err(m) = check_client_grants(&c.grant_types, c.public, &c.redirect_uris) {
+            // Told at `grant_types`, what asks for redirect URIs: a
+            // `redirect_uris` that did not read has its own problem already.
+            if let Err((_, m)) = check_client_grants(&c.grant_types, c.public, &c.redirect_uris) {
                 problem(&key("grant_types"), m);
             }
             for (j, scope) in c.scopes.iter().enumerate() {
