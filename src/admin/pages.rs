@@ -330,8 +330,8 @@ async fn get_callback(
         return Ok(with_clear(sign_in_page(
             StatusCode::FORBIDDEN,
             "Not an operator",
-            "This account is not an operator. Ask an administrator to run \
-             `switchyard users grant-admin` for it.",
+            "This account is not an operator. An administrator can make it one with the \
+             command switchyard users grant-admin.",
             None,
         )));
     }

@@ -882,4 +882,34 @@ async fn an_operator_signs_in_and_out_in_chromium() {
         )
         .await;
     chrome.screenshot("signed-out-then-login").await;
+
+    // Someone who is not an operator gets through the login pages and no
+    // further.
+    app.add_user("bob@example.com", PASSWORD).await;
+    chrome.type_into("#username", "bob@example.com").await;
+    chrome.click("button[type=submit]").await;
+    chrome
+        .wait_for(
+            "the password page",
+            "return document.querySelector('#password')",
+            Duration::from_secs(20),
+        )
+        .await;
+    chrome.type_into("#password", PASSWORD).await;
+    chrome.click("button[type=submit]").await;
+    chrome
+        .wait_for(
+            "the refusal",
+            "return document.title === 'Not an operator'",
+            Duration::from_secs(20),
+        )
+        .await;
+    chrome.screenshot("not-an-operator").await;
+    let message = chrome.text("main").await;
+    assert!(
+        message.contains("This account is not an operator"),
+        "{message}"
+    );
+    chrome.goto(&app.url("/admin/audit")).await;
+    chrome.wait_for_url(&app.url("/login?")).await;
 }
