@@ -374,6 +374,16 @@ pub enum UsersCommand {
         /// Id, email or username.
         user: String,
     },
+    /// Give a user the admin role: they may sign in to the dashboard (/admin).
+    GrantAdmin {
+        /// Id, email or username.
+        user: String,
+    },
+    /// Take the admin role away; their open dashboard sessions end at their next request.
+    RevokeAdmin {
+        /// Id, email or username.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,8 +418,9 @@ pub struct ClientArgs {
     /// A public client (single-page or native app): no secret, PKCE required.
     #[arg(long)]
     pub public: bool,
-    /// A registered redirect URI, matched exactly; repeat for several.
-    #[arg(long = "redirect-uri", required = true)]
+    /// A registered redirect URI, matched exactly; repeat for several (required unless the
+    /// only grant type is client_credentials).
+    #[arg(long = "redirect-uri")]
     pub redirect_uris: Vec<String>,
     /// A registered post-logout redirect URI; repeat for several.
     #[arg(long = "post-logout-redirect-uri")]
@@ -421,6 +432,10 @@ pub struct ClientArgs {
     /// An allowed grant type; repeat for several [default: authorization_code, refresh_token].
     #[arg(long = "grant-type", value_enum)]
     pub grant_types: Vec<GrantType>,
+    /// A scope beyond the OpenID ones the client may be granted (`switchyard:admin`, or the
+    /// read-only `switchyard:admin:read`, for the client credentials grant); repeat for several.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
     /// Display name, shown on the login page.
     #[arg(long)]
     pub name: Option<String>,
@@ -990,6 +1005,21 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
         }
         UsersCommand::Block { user } => set_blocked(settings, &*db, &user, true).await?,
         UsersCommand::Unblock { user } => set_blocked(settings, &*db, &user, false).await?,
+        UsersCommand::GrantAdmin { user } => {
+            let user = find_user(&*db, &user).await?;
+            if crate::state::grant_admin(&*db, &user.id, "cli").await? {
+                println!("{} is now an operator", user.id);
+            } else {
+                println!("{} was already an operator", user.id);
+            }
+        }
+        UsersCommand::RevokeAdmin { user } => {
+            let user = find_user(&*db, &user).await?;
+            if !crate::state::revoke_admin(&*db, &user.id, "cli").await? {
+                bail!("{} is not an operator", user.id);
+            }
+            println!("{} is no longer an operator", user.id);
+        }
     }
     Ok(())
 }
@@ -1081,6 +1111,9 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
                 .with_context(|| format!("no client {client_id:?}"))?,
         )?,
         ClientsCommand::Delete { client_id } => {
+            if client_id == crate::config::ADMIN_CLIENT_ID {
+                bail!("{client_id:?} is the dashboard's built-in client; it cannot be deleted");
+            }
             if !db.delete_client(&client_id).await? {
                 bail!("no client {client_id:?}");
             }
@@ -1110,6 +1143,16 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     } else {
         args.grant_types
     };
+    crate::config::check_client_grants(&grant_types, args.public, &args.redirect_uris).map_err(
+        |(field, m)| match field {
+            "redirect_uris" => anyhow::anyhow!("--redirect-uri is missing: {m}"),
+            _ => anyhow::anyhow!("--grant-type: {m}"),
+        },
+    )?;
+    for scope in &args.scopes {
+        crate::config::check_scope_token(scope)
+            .map_err(|m| anyhow::anyhow!("--scope {scope:?}: {m}"))?;
+    }
     let (secret, generated) = if args.public {
         (None, None)
     } else if args.secret_stdin {
@@ -1132,7 +1175,7 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
         post_logout_redirect_uris: args.post_logout_redirect_uris,
         grant_types,
         web_origins: args.web_origins,
-        scopes: Vec::new(),
+        scopes: args.scopes,
         token_mode: args.token_mode,
     };
     let client = registration.to_client(secret.as_deref().map(hash_secret), ClientSource::Cli);

@@ -658,6 +658,8 @@ pub struct ClientSettings {
     pub public: bool,
     #[serde(default)]
     pub name: Option<String>,
+    /// Required unless the only grant type is `client_credentials`.
+    #[serde(default)]
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
@@ -721,6 +723,87 @@ impl ClientSettings {
             created_at: crate::store::now(),
         }
     }
+}
+
+/// The client id of the dashboard's sign-in: Switchyard's own first-party
+/// client, written at every start (never declared in the file).
+pub const ADMIN_CLIENT_ID: &str = "switchyard-admin";
+
+/// Where the dashboard's sign-in comes back to: `/admin/callback` on the
+/// issuer's origin.
+pub fn admin_redirect_uri(settings: &Settings) -> String {
+    let origin = url::Url::parse(&settings.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| settings.issuer_base().to_string());
+    format!("{origin}/admin/callback")
+}
+
+/// The dashboard's client: public (it is this process, with nothing to
+/// keep a secret from), PKCE S256 (required of public clients at
+/// `/authorize`), the authorization code grant only, no refresh.
+pub fn admin_client(settings: &Settings) -> crate::store::Client {
+    ClientSettings {
+        client_id: ADMIN_CLIENT_ID.into(),
+        public: true,
+        name: Some("Switchyard dashboard".into()),
+        redirect_uris: vec![admin_redirect_uri(settings)],
+        grant_types: vec![crate::store::GrantType::AuthorizationCode],
+        ..ClientSettings::default()
+    }
+    .to_client(None, crate::store::ClientSource::Builtin)
+}
+
+/// What a client's grant types require of the rest of its registration:
+/// redirect URIs for any grant that starts at `/authorize` (a client with
+/// only the client credentials grant never redirects), and a confidential
+/// client for the client credentials grant (RFC 6749 §4.4: "MUST only be
+/// used by confidential clients").
+/// A refusal names the field at fault (`grant_types`, `redirect_uris`).
+pub fn check_client_grants(
+    grant_types: &[crate::store::GrantType],
+    public: bool,
+    redirect_uris: &[String],
+) -> Result<(), (&'static str, String)> {
+    use crate::store::GrantType;
+    if public && grant_types.contains(&GrantType::ClientCredentials) {
+        return Err((
+            "grant_types",
+            "a public client cannot use client_credentials".into(),
+        ));
+    }
+    let redirects = grant_types
+        .iter()
+        .any(|g| *g != GrantType::ClientCredentials);
+    if redirects && redirect_uris.is_empty() {
+        return Err((
+            "redirect_uris",
+            "these grant types need at least one redirect URI (only client_credentials needs none)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`, so a
+/// scope has no space, quote or backslash and is printable ASCII; and one
+/// in Switchyard's namespace (`switchyard:`) must be one Switchyard knows.
+pub fn check_scope_token(scope: &str) -> Result<(), String> {
+    let ok = !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+    if !ok {
+        return Err(
+            "a scope is printable ASCII with no space, quote or backslash (RFC 6749 §3.3)".into(),
+        );
+    }
+    if scope.starts_with("switchyard:") && !crate::store::SWITCHYARD_SCOPES.contains(&scope) {
+        return Err(format!(
+            "not a Switchyard scope; they are {}",
+            crate::store::SWITCHYARD_SCOPES.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 pub fn default_grant_types() -> Vec<crate::store::GrantType> {
@@ -1071,6 +1154,12 @@ impl Settings {
             if let Err(m) = crate::store::validate_client_id(&c.client_id) {
                 problem(&key("client_id"), m);
             }
+            if c.client_id == ADMIN_CLIENT_ID {
+                problem(
+                    &key("client_id"),
+                    format!("{ADMIN_CLIENT_ID:?} is the dashboard's built-in client"),
+                );
+            }
             match (&c.client_secret_env, c.public) {
                 (Some(_), true) => problem(
                     &key("client_secret_env"),
@@ -1093,8 +1182,15 @@ impl Settings {
                 },
                 (None, true) => {}
             }
-            if c.redirect_uris.is_empty() {
-                problem(&key("redirect_uris"), "at least one is required".into());
+            // Told at `grant_types`, what asks for redirect URIs: a
+            // `redirect_uris` that did not read has its own problem already.
+            if let Err((_, m)) = check_client_grants(&c.grant_types, c.public, &c.redirect_uris) {
+                problem(&key("grant_types"), m);
+            }
+            for (j, scope) in c.scopes.iter().enumerate() {
+                if let Err(m) = check_scope_token(scope) {
+                    problem(&format!("clients[{i}].scopes[{j}]"), m);
+                }
             }
             for (j, uri) in c.redirect_uris.iter().enumerate() {
                 if let Err(m) = crate::store::validate_registration(uri) {

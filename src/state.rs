@@ -130,6 +130,8 @@ impl State {
             .await
             .context("loading signing keys")?;
         sync_config_clients(&*db, &settings).await?;
+        sync_builtin_clients(&*db, &settings).await?;
+        sync_operators(&*db, &settings.admin.operators).await?;
         let passwords = Passwords::new(&settings.password)?;
         let throttle = Throttle::new(sessions.clone(), settings.throttle.clone());
         let upstream = Upstream::new(&settings)
@@ -197,6 +199,68 @@ async fn sync_config_clients(db: &dyn Database, settings: &Settings) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Writes Switchyard's own first-party clients (the dashboard's sign-in)
+/// as this start's issuer makes them: their redirect URI follows the
+/// issuer, and an edit to them in the database does not survive a restart.
+async fn sync_builtin_clients(db: &dyn Database, settings: &Settings) -> anyhow::Result<()> {
+    db.upsert_client(&crate::config::admin_client(settings))
+        .await?;
+    Ok(())
+}
+
+/// Gives the admin role to the users `[admin] operators` names (by email
+/// or username). A name with no user yet is a warning, not a failure: the
+/// file may name an operator before their first login creates them, and
+/// the next start grants it. Operators granted with the CLI and not in the
+/// list keep the role: the list adds, it does not take away.
+async fn sync_operators(db: &dyn Database, operators: &[String]) -> anyhow::Result<()> {
+    for name in operators {
+        match db.find_user_by_login(name).await? {
+            Some(user) => {
+                grant_admin(db, &user.id, "config").await?;
+            }
+            None => tracing::warn!(
+                operator = %name,
+                "[admin] operators names no existing user; granted once they exist"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Gives `user_id` the admin role and, when it is new, records
+/// `admin.operator.grant` by `actor` (`cli`, `config`). True when it is new.
+pub async fn grant_admin(db: &dyn Database, user_id: &str, actor: &str) -> anyhow::Result<bool> {
+    if db.is_operator(user_id).await? {
+        return Ok(false);
+    }
+    if !db.grant_operator(user_id, crate::store::now()).await? {
+        anyhow::bail!("no user {user_id}");
+    }
+    let event = crate::store::AuditEvent::new("admin.operator.grant", Some(user_id), None)
+        .with_actor(actor)
+        .with_detail(serde_json::json!({
+            "target": user_id, "before": {"operator": false}, "after": {"operator": true},
+        }));
+    db.record_event(&event).await?;
+    Ok(true)
+}
+
+/// Takes the admin role from `user_id`, recording `admin.operator.revoke`
+/// by `actor`. False when they did not have it.
+pub async fn revoke_admin(db: &dyn Database, user_id: &str, actor: &str) -> anyhow::Result<bool> {
+    if !db.revoke_operator(user_id).await? {
+        return Ok(false);
+    }
+    let event = crate::store::AuditEvent::new("admin.operator.revoke", Some(user_id), None)
+        .with_actor(actor)
+        .with_detail(serde_json::json!({
+            "target": user_id, "before": {"operator": true}, "after": {"operator": false},
+        }));
+    db.record_event(&event).await?;
+    Ok(true)
 }
 
 /// Drops the userinfo (user and password) from a connection URL before it

@@ -75,6 +75,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "admin/audit.html",
             include_str!("../templates/admin/audit.html"),
         ),
+        (
+            "admin/signin.html",
+            include_str!("../templates/admin/signin.html"),
+        ),
     ] {
         env.add_template(name, source)
             .expect("templates are checked by the test suite");

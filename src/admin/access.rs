@@ -24,10 +24,10 @@ use crate::state::AppState;
 use crate::store::SessionStoreExt;
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, Expect};
 
-/// Every read and every change.
-pub const ADMIN_SCOPE: &str = "switchyard:admin";
-/// Every read, no change.
-pub const ADMIN_READ_SCOPE: &str = "switchyard:admin:read";
+/// `switchyard:admin` (every read and every change) and
+/// `switchyard:admin:read` (every read, no change), kept with the clients
+/// they are allowed to.
+pub use crate::store::{ADMIN_READ_SCOPE, ADMIN_SCOPE};
 
 /// The `aud` of admin access tokens: `{issuer}admin` (the issuer with one
 /// trailing slash), a resource no application token names.
@@ -206,6 +206,16 @@ impl AdminSession {
         state: &AppState,
         headers: &HeaderMap,
     ) -> Result<Option<(String, AdminSession)>, Problem> {
+        Ok(Self::current_with_user(state, headers)
+            .await?
+            .map(|(key, session, _)| (key, session)))
+    }
+
+    /// [`Self::current`], with the operator's user as read for the check.
+    pub async fn current_with_user(
+        state: &AppState,
+        headers: &HeaderMap,
+    ) -> Result<Option<(String, AdminSession, crate::store::User)>, Problem> {
         let Some(cookie) = crate::session::read_cookie(headers, &Self::cookie_name(state)) else {
             return Ok(None);
         };
@@ -213,21 +223,24 @@ impl AdminSession {
         let Some(session) = state.sessions.get_json::<AdminSession>(&key).await? else {
             return Ok(None);
         };
-        let still_operator = state.db.is_operator(&session.user_id).await?
-            && state
+        let user = if state.db.is_operator(&session.user_id).await? {
+            state
                 .db
                 .get_user(&session.user_id)
                 .await?
-                .is_some_and(|u| !u.blocked);
-        if !still_operator {
+                .filter(|u| !u.blocked)
+        } else {
+            None
+        };
+        let Some(user) = user else {
             state.sessions.delete(&key).await?;
             return Ok(None);
-        }
+        };
         state
             .sessions
             .put_json(&key, &session, idle_timeout(state))
             .await?;
-        Ok(Some((key, session)))
+        Ok(Some((key, session, user)))
     }
 }
 
@@ -241,6 +254,8 @@ pub struct PageOperator {
     pub operator: Operator,
     /// The session's CSRF token, for the page's forms.
     pub csrf: String,
+    /// How the layout names the operator: their email, username or id.
+    pub name: String,
 }
 
 impl PageOperator {
@@ -278,8 +293,13 @@ impl FromRequestParts<AppState> for PageOperator {
         state: &AppState,
     ) -> Result<Self, axum::response::Response> {
         use axum::response::IntoResponse;
-        match AdminSession::current(state, &parts.headers).await {
-            Ok(Some((_, session))) => Ok(Self {
+        match AdminSession::current_with_user(state, &parts.headers).await {
+            Ok(Some((_, session, user))) => Ok(Self {
+                name: user
+                    .profile
+                    .email
+                    .or(user.profile.username)
+                    .unwrap_or_else(|| user.id.clone()),
                 operator: Operator {
                     actor: Actor::User(session.user_id),
                     access: Access::Write,

@@ -9,7 +9,7 @@ use super::params::Params;
 use crate::crypto::{b64url, constant_time_eq, sha256};
 use crate::error::OAuthError;
 use crate::state::AppState;
-use crate::store::{AuditEvent, SessionStoreExt, now};
+use crate::store::{AuditEvent, Client, SessionStoreExt, User, now};
 use crate::tokens::grants::{
     AuthorizationCode, Grant, USED_CODE_TTL, code_key, revoke_grant, used_code_key,
 };
@@ -24,7 +24,45 @@ pub async fn exchange(
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
     let verifier = params.get("code_verifier")?;
+    let (record, user) = redeem(state, client, code, redirect_uri, verifier).await?;
+    let grant = Grant {
+        user_id: user.id.clone(),
+        client_id: client.client_id.clone(),
+        scope: record.scope.clone(),
+        auth_time: record.auth_time,
+        sid: record.sid.clone(),
+        session_key: record.session_key.clone(),
+        expires_at: now()
+            + Duration::from_secs(state.settings.tokens.refresh_token_ttl_secs).as_secs() as i64,
+    };
+    store_grant(state, &record.grant_id, &grant).await?;
+    issue(
+        state,
+        Issue {
+            client,
+            user: &user,
+            grant_id: &record.grant_id,
+            grant: &grant,
+            scope: &record.scope,
+            nonce: record.nonce.as_deref(),
+            upstream: upstream_tokens(state, &grant.sid).await?,
+        },
+    )
+    .await
+}
 
+/// Spends `code` for `client`: every check of the exchange (one use, the
+/// client, the redirect URI, PKCE, the user still active, the browser
+/// session still open), without the tokens. The token endpoint issues
+/// tokens from it; the dashboard's sign-in, a first-party client served by
+/// this same process, only needs to know who signed in.
+pub async fn redeem(
+    state: &AppState,
+    client: &Client,
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+) -> Result<(AuthorizationCode, User), OAuthError> {
     // Taken atomically: of two concurrent exchanges only one sees the code.
     let Some(record) = state
         .sessions
@@ -71,30 +109,7 @@ pub async fn exchange(
     if state.sessions.get(&record.session_key).await?.is_none() {
         return Err(OAuthError::invalid_grant("the session has ended"));
     }
-    let grant = Grant {
-        user_id: user.id.clone(),
-        client_id: client.client_id.clone(),
-        scope: record.scope.clone(),
-        auth_time: record.auth_time,
-        sid: record.sid.clone(),
-        session_key: record.session_key.clone(),
-        expires_at: now()
-            + Duration::from_secs(state.settings.tokens.refresh_token_ttl_secs).as_secs() as i64,
-    };
-    store_grant(state, &record.grant_id, &grant).await?;
-    issue(
-        state,
-        Issue {
-            client,
-            user: &user,
-            grant_id: &record.grant_id,
-            grant: &grant,
-            scope: &record.scope,
-            nonce: record.nonce.as_deref(),
-            upstream: upstream_tokens(state, &grant.sid).await?,
-        },
-    )
-    .await
+    Ok((record, user))
 }
 
 /// RFC 7636 §4.6 with S256, plus the downgrade rule of RFC 9700 §4.8.2: a

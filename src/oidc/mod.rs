@@ -6,6 +6,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod discovery;
 pub mod grant_authorization_code;
+pub mod grant_client_credentials;
 pub mod grant_password;
 pub mod grant_refresh_token;
 pub mod health;

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::client_auth;
 use super::params::Params;
-use super::{grant_authorization_code, grant_password, grant_refresh_token};
+use super::{
+    grant_authorization_code, grant_client_credentials, grant_password, grant_refresh_token,
+};
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::session::ClientIp;
@@ -131,6 +133,9 @@ async fn token(
         }
         GrantType::Password => grant_password::password(state, &auth, params, ip).await,
         GrantType::RefreshToken => grant_refresh_token::refresh(state, &auth, params, ip).await,
+        GrantType::ClientCredentials => {
+            grant_client_credentials::client_credentials(state, &auth, params).await
+        }
     };
     let outcome = match &result {
         Ok(_) => "ok",

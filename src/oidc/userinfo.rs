@@ -110,6 +110,12 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 async fn userinfo(state: &AppState, token: Option<String>) -> Result<Response, OAuthError> {
     let token = token.ok_or_else(|| OAuthError::invalid_token("an access token is required"))?;
     let claims = verify_access_token(state, &token).await?;
+    // A client credentials token (RFC 6749 §4.4) has no user to describe.
+    if claims.gid.is_empty() {
+        return Err(OAuthError::invalid_token(
+            "the access token was issued to a client for itself, not for a user",
+        ));
+    }
     // A revoked grant (logout, code replay, refresh reuse) ends its access
     // tokens here, before their expiry.
     // The grant is read through its cache from the database, which keeps

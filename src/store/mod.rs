@@ -39,6 +39,7 @@ macro_rules! text_names {
     };
 }
 
+pub mod audit_query;
 pub mod invitations;
 pub mod jobs;
 pub mod memory;
@@ -153,12 +154,16 @@ pub enum GrantType {
     RefreshToken,
     /// RFC 6749 §4.3, for clients that list it (RFC 9700 §2.4).
     Password,
+    /// RFC 6749 §4.4: a confidential client acting for itself (a machine
+    /// calling the admin API), with no user.
+    ClientCredentials,
 }
 
 text_names!(GrantType {
     AuthorizationCode => "authorization_code",
     RefreshToken => "refresh_token",
     Password => "password",
+    ClientCredentials => "client_credentials",
 });
 
 /// The JWS algorithms (RFC 7518 §3, RFC 8037 §3.1) Switchyard signs ID and
@@ -207,11 +212,15 @@ pub enum ClientSource {
     Config,
     /// Added with `switchyard clients add`: left alone by the sync.
     Cli,
+    /// Switchyard's own first-party client (the dashboard's sign-in):
+    /// rewritten at every start, never deleted by the file sync.
+    Builtin,
 }
 
 text_names!(ClientSource {
     Config => "config",
     Cli => "cli",
+    Builtin => "builtin",
 });
 
 /// Where a user stands in the migration. Only `local` is produced by the
@@ -320,6 +329,14 @@ pub struct Client {
     pub source: ClientSource,
     pub created_at: i64,
 }
+
+/// The scope of the admin API: every read and every change.
+pub const ADMIN_SCOPE: &str = "switchyard:admin";
+/// The scope of the admin API: every read, no change.
+pub const ADMIN_READ_SCOPE: &str = "switchyard:admin:read";
+/// The prefix of Switchyard's own scopes: a client allowed one that is not
+/// among these is a typo that would fail only at the first token request.
+pub const SWITCHYARD_SCOPES: &[&str] = &[ADMIN_SCOPE, ADMIN_READ_SCOPE];
 
 impl Client {
     pub fn allows_grant(&self, grant: GrantType) -> bool {
@@ -529,6 +546,7 @@ pub trait Database:
     + invitations::InvitationStore
     + refresh::RefreshStore
     + operators::OperatorStore
+    + audit_query::AuditQuery
 {
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -27,11 +27,28 @@ pub struct AccessClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
     /// The grant (code exchange and its refresh family) the token belongs
-    /// to: revoking the grant makes userinfo refuse the token.
+    /// to: revoking the grant makes userinfo refuse the token. Empty in a
+    /// client's own token ([`ClientAccessClaims`]), which has no user.
+    #[serde(default)]
     pub gid: String,
     /// Claims carried over from the upstream (namespaced custom claims, …).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Claims of an RFC 9068 access token from the client credentials grant
+/// (RFC 6749 §4.4): the client acts for itself, so `sub` is its id
+/// (RFC 9068 §2.2) and there is no grant, session or user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientAccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    pub scope: String,
 }
 
 /// Claims of an ID token; profile claims are flattened in beside them.

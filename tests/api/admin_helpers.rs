@@ -9,6 +9,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
+use switchyard_kit::chrome::Chrome;
 use switchyard::admin::access::{ADMIN_READ_SCOPE, ADMIN_SCOPE, AdminSession};
 use switchyard::crypto::random_token;
 use switchyard::store::SessionStoreExt;
@@ -32,24 +33,68 @@ impl AdminScope {
 }
 
 impl TestApp {
-    /// An admin access token for a machine client allowed `scope`.
+    /// An admin access token for a machine client allowed `scope`,
+    /// obtained as a machine obtains it: the client credentials grant at
+    /// `/oauth/token` with `client_secret_basic`.
     pub async fn admin_token(&self, scope: AdminScope) -> String {
-        // Until the client credentials grant lands, the token is minted
-        // the way the grant will: an RFC 9068 token for the admin audience.
+        let client_id = self.admin_client(scope).await;
+        let (status, body) = self.client_credentials(&client_id, None).await;
+        assert_eq!(status, StatusCode::OK, "client credentials grant: {body}");
+        body["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_string()
+    }
+
+    /// A confidential machine client (secret [`SECRET`]) allowed only the
+    /// client credentials grant and `scope`, made once: its id.
+    pub async fn admin_client(&self, scope: AdminScope) -> String {
         let client_id = format!("ops-{}", scope.scope().replace(':', "-"));
-        let mut client = self.add_client(&client_id, false).await;
-        client.scopes = vec![scope.scope().into()];
-        self.state.db.upsert_client(&client).await.unwrap();
-        let keys = self.state.keys.current();
-        let key = keys.active(self.state.signing_alg).unwrap();
-        let now = switchyard::store::now();
-        let claims = serde_json::json!({
-            "iss": self.issuer, "sub": client_id, "client_id": client_id,
-            "aud": switchyard::admin::access::admin_audience(&self.issuer),
-            "exp": now + 300, "iat": now, "jti": random_token(), "scope": scope.scope(),
-        });
-        switchyard::tokens::jwt::sign(key, switchyard::tokens::jwt::ACCESS_TOKEN_TYP, &claims)
+        if self
+            .state
+            .db
+            .get_client(&client_id)
+            .await
             .unwrap()
+            .is_none()
+        {
+            let client = switchyard::config::ClientSettings {
+                client_id: client_id.clone(),
+                grant_types: vec![switchyard::store::GrantType::ClientCredentials],
+                scopes: vec![scope.scope().into()],
+                ..Default::default()
+            }
+            .to_client(
+                Some(switchyard::crypto::hash_secret(SECRET)),
+                switchyard::store::ClientSource::Cli,
+            );
+            self.state.db.create_client(&client).await.unwrap();
+        }
+        client_id
+    }
+
+    /// `POST /oauth/token` with `grant_type=client_credentials` as
+    /// `client_id` (secret [`SECRET`], `client_secret_basic`), asking for
+    /// `scope` when given: the status and the JSON body.
+    pub async fn client_credentials(
+        &self,
+        client_id: &str,
+        scope: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let response = self
+            .api
+            .post(self.url("/oauth/token"))
+            .basic_auth(client_id, Some(SECRET))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// `GET {API}{path}` with `token`: the status and the JSON body. The
@@ -119,6 +164,63 @@ impl TestApp {
             .await
             .unwrap();
         (AdminSession::cookie_name(&self.state), cookie)
+    }
+
+    /// Signs `email` (a user with [`PASSWORD`], added when missing and made
+    /// an operator) in to the dashboard through the real pages in
+    /// `chrome`: `/admin/login`, Switchyard's identifier and password
+    /// pages, back through `/admin/callback`. Ends on the dashboard page
+    /// the sign-in returned to.
+    pub async fn admin_sign_in(&self, chrome: &Chrome, email: &str) {
+        self.admin_sign_in_to(chrome, email, "/admin").await;
+    }
+
+    /// [`Self::admin_sign_in`], coming back to `return_to` (a dashboard path).
+    pub async fn admin_sign_in_to(&self, chrome: &Chrome, email: &str, return_to: &str) {
+        let user = match self.state.db.find_user_by_login(email).await.unwrap() {
+            Some(u) => u,
+            None => self.add_user(email, PASSWORD).await,
+        };
+        self.state
+            .db
+            .grant_operator(&user.id, switchyard::store::now())
+            .await
+            .unwrap();
+        let start = format!(
+            "/admin/login?return_to={}",
+            form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
+        );
+        chrome.goto(&self.url(&start)).await;
+        chrome
+            .wait_for(
+                "the identifier field",
+                "return document.querySelector('#username')",
+                std::time::Duration::from_secs(20),
+            )
+            .await;
+        chrome.type_into("#username", email).await;
+        chrome.click("button[type=submit]").await;
+        chrome
+            .wait_for(
+                "the password field",
+                "return document.querySelector('#password')",
+                std::time::Duration::from_secs(20),
+            )
+            .await;
+        chrome.type_into("#password", PASSWORD).await;
+        chrome.click("button[type=submit]").await;
+        // Exactly there: the callback is on the way, under /admin too.
+        let script = format!(
+            "return location.href === {} && document.readyState === 'complete'",
+            serde_json::json!(self.url(return_to))
+        );
+        chrome
+            .wait_for(
+                &format!("the dashboard at {return_to}"),
+                &script,
+                std::time::Duration::from_secs(20),
+            )
+            .await;
     }
 }
 

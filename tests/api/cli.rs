@@ -563,19 +563,17 @@ async fn only_grant_types_the_token_endpoint_implements_can_be_allowed() {
             "--id",
             "machine",
             "--grant-type",
-            "client_credentials",
+            "implicit",
             "--redirect-uri",
             REDIRECT,
         ],
         None,
     );
-    assert!(
-        !out.status.success(),
-        "client_credentials is not implemented"
-    );
+    // RFC 9700 §2.1.2: the implicit grant is not implemented.
+    assert!(!out.status.success(), "implicit is not implemented");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("client_credentials") && err.contains("password"),
+        err.contains("implicit") && err.contains("client_credentials"),
         "{err}"
     );
     let listed = stdout(&switchyard(&iso, &["clients", "list"], None));
@@ -615,8 +613,10 @@ grant_types = ["authorization_code", "client_credentials"]
     let out = switchyard(&iso, &["--config", &path, "config", "check"], None);
     assert!(!out.status.success());
     let text = stdout(&out);
+    // RFC 6749 §4.4: client credentials are for confidential clients.
     assert!(
-        text.contains("clients[0].grant_types[1]:") && text.contains("client_credentials"),
+        text.contains("clients[0].grant_types:")
+            && text.contains("a public client cannot use client_credentials"),
         "{text}"
     );
 }

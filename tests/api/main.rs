@@ -11,6 +11,7 @@
 //! `switchyard-kit` crate in `tests/kit`; `helpers` keeps what needs
 //! Switchyard's own types (starting the app, adding its users and clients).
 
+mod admin_access;
 mod admin_helpers;
 mod admin_openapi;
 mod adoption;
