@@ -682,9 +682,10 @@ async fn api_start(
 async fn api_import(
     axum::extract::State(state): axum::extract::State<AppState>,
     ApiOperator(operator): ApiOperator,
-    Query(query): Query<ImportQuery>,
+    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let job = upload(&state, &operator, query, request, None).await?;
     Ok(created(detail(&state, job, 0).await?))
 }
