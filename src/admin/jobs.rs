@@ -13,10 +13,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
+use clap::ValueEnum as _;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use clap::ValueEnum as _;
 use tokio::io::AsyncWriteExt;
 
 use super::API;
@@ -93,14 +93,16 @@ impl NewJob {
             _ => Ok(()),
         };
         let workers = |c: Option<usize>| match c {
-            Some(c) if !(1..=32).contains(&c) => Err(Problem::bad_request(
-                "concurrency must be between 1 and 32",
-            )),
+            Some(c) if !(1..=32).contains(&c) => {
+                Err(Problem::bad_request("concurrency must be between 1 and 32"))
+            }
             _ => Ok(()),
         };
         let upstream = || {
             state.settings.upstream.as_ref().map(|_| ()).ok_or_else(|| {
-                Problem::conflict("no upstream is configured ([upstream]): there is nothing to read")
+                Problem::conflict(
+                    "no upstream is configured ([upstream]): there is nothing to read",
+                )
             })
         };
         match self {
@@ -114,7 +116,9 @@ impl NewJob {
                 workers(*concurrency)?;
                 if let Some(since) = since {
                     chrono::DateTime::parse_from_rfc3339(since).map_err(|_| {
-                        Problem::bad_request("since must be an RFC 3339 time (2026-01-31T00:00:00Z)")
+                        Problem::bad_request(
+                            "since must be an RFC 3339 time (2026-01-31T00:00:00Z)",
+                        )
                     })?;
                 }
                 Ok(json!({"since": since, "max_rate": max_rate, "concurrency": concurrency}))
@@ -223,8 +227,9 @@ async fn detail(state: &AppState, job: Job, issues: u32) -> Result<JobDetail, Pr
     let total = job.total.map(|t| t.max(0) as u64);
     let started = job.started_at.unwrap_or(job.created_at);
     let until = job.finished_at.unwrap_or(now);
-    let rate = (job.state != JobState::Queued && until > started && done > 0)
-        .then(|| done as f64 / (until - started) as f64);
+    // A job shorter than a second counts as one second long.
+    let rate = (job.state != JobState::Queued && done > 0)
+        .then(|| done as f64 / (until - started).max(1) as f64);
     let percent = total
         .filter(|t| *t > 0)
         .map(|t| (done as f64 * 100.0 / t as f64).min(100.0));
@@ -279,7 +284,11 @@ pub fn redact(text: &str) -> String {
     text.split(' ')
         .map(|word| {
             let lower = word.to_ascii_lowercase();
-            if let Some(i) = KEYS.iter().filter_map(|k| lower.find(k).map(|i| i + k.len())).min() {
+            if let Some(i) = KEYS
+                .iter()
+                .filter_map(|k| lower.find(k).map(|i| i + k.len()))
+                .min()
+            {
                 format!("{}[redacted]", &word[..i])
             } else if word.trim_start_matches(['"', '\'', '(']).starts_with("eyJ")
                 && word.matches('.').count() >= 2
@@ -540,7 +549,9 @@ async fn upload(
                 "format" if !text.is_empty() => {
                     query.format = Some(
                         serde_json::from_value(Value::String(text.clone())).map_err(|_| {
-                            Problem::bad_request(format!("format {text:?} is not one Switchyard reads"))
+                            Problem::bad_request(format!(
+                                "format {text:?} is not one Switchyard reads"
+                            ))
                         })?,
                     )
                 }
@@ -566,7 +577,9 @@ async fn upload(
         upload = Some(up);
     }
     let Some(mut upload) = upload else {
-        return Err(Problem::bad_request("the form carries no file part named `file`"));
+        return Err(Problem::bad_request(
+            "the form carries no file part named `file`",
+        ));
     };
     if upload.bytes == 0 {
         return Err(Problem::bad_request("the file is empty"));
@@ -622,9 +635,9 @@ fn field_error(e: axum::extract::multipart::MultipartError) -> Problem {
 fn detect(path: &str, name: &str) -> Result<Format, Problem> {
     use std::io::BufRead;
     let mut reader = files::open(path).map_err(Problem::internal)?;
-    let head = reader.fill_buf().map_err(|_| {
-        Problem::bad_request("the file could not be read (a damaged .gz?)")
-    })?;
+    let head = reader
+        .fill_buf()
+        .map_err(|_| Problem::bad_request("the file could not be read (a damaged .gz?)"))?;
     let head = &head[..head.len().min(4096)];
     Format::detect(name, head)
         .or_else(|| Format::detect(path, head))
@@ -758,12 +771,7 @@ fn duration(secs: u64) -> String {
 fn row(job: JobView) -> JobRow {
     let p = &job.progress;
     let done_text = match p.total {
-        Some(t) => format!(
-            "{} of {} ({:.0} %)",
-            p.done,
-            t,
-            p.percent.unwrap_or(0.0)
-        ),
+        Some(t) => format!("{} of {} ({:.0} %)", p.done, t, p.percent.unwrap_or(0.0)),
         None => p.done.to_string(),
     };
     let rate_text = p
@@ -843,7 +851,14 @@ async fn page_jobs(
     operator: PageOperator,
     Query(q): Query<NoticeQuery>,
 ) -> Response {
-    jobs_page(&state, &operator, StatusCode::OK, q.notice.map(Notice::text), None).await
+    jobs_page(
+        &state,
+        &operator,
+        StatusCode::OK,
+        q.notice.map(Notice::text),
+        None,
+    )
+    .await
 }
 
 /// The start form: every field a kind may use, blank when not given.

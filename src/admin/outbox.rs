@@ -281,6 +281,9 @@ struct Row {
     updated_text: String,
     next_text: String,
     what: String,
+    /// The message with break opportunities in its long words (a URL).
+    message: Option<String>,
+    user_id_text: String,
 }
 
 #[derive(Serialize)]
@@ -299,25 +302,29 @@ fn when(ts: i64) -> String {
         .unwrap_or_default()
 }
 
-/// A row's write in words: the kind and the fields it carries.
+/// `text` with a zero-width space after each `/`, `?`, `&` and `|`, so a
+/// URL in a vendor's message wraps on a phone instead of widening the page.
+fn breakable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        out.push(c);
+        if matches!(c, '/' | '?' | '&' | '|') {
+            out.push('\u{200B}');
+        }
+    }
+    out
+}
+
+/// A row's write in words.
 fn what(row: &OutboxView) -> String {
-    let label = match row.kind {
+    match row.kind {
         OutboxKind::MarkMigrated => "Mark migrated",
         OutboxKind::Email => "Email",
         OutboxKind::WritePassword => "Password",
         OutboxKind::WriteProfile => "Profile",
         OutboxKind::WriteBlocked => "Blocked state",
-    };
-    let fields: Vec<String> = row
-        .payload
-        .as_object()
-        .map(|m| m.keys().map(|k| k.replace('_', " ")).collect())
-        .unwrap_or_default();
-    if fields.is_empty() {
-        label.into()
-    } else {
-        format!("{label} ({})", fields.join(", "))
     }
+    .into()
 }
 
 async fn outbox_page(
@@ -350,6 +357,8 @@ async fn outbox_page(
             updated_text: when(row.updated_at),
             next_text: when(row.next_attempt_at),
             what: what(&row),
+            message: row.last_error.as_deref().map(breakable),
+            user_id_text: breakable(&row.user_id),
             row,
         })
         .collect();
@@ -455,7 +464,10 @@ async fn page_discard(
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(&format!("{API}/outbox"), get(api_list))
-        .route(&format!("{API}/outbox/retry-failed"), post(api_retry_failed))
+        .route(
+            &format!("{API}/outbox/retry-failed"),
+            post(api_retry_failed),
+        )
         .route(&format!("{API}/outbox/{{id}}/retry"), post(api_retry))
         .route(&format!("{API}/outbox/{{id}}/discard"), post(api_discard))
         .route("/admin/outbox", get(page_list))

@@ -229,7 +229,9 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                self.db.fail_job(&job.id, &bounded(&format!("{e:#}"))).await?;
+                self.db
+                    .fail_job(&job.id, &bounded(&format!("{e:#}")))
+                    .await?;
                 Err(e)
             }
         }

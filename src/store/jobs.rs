@@ -193,8 +193,7 @@ fn chunk_from_row(row: &AnyRow) -> StoreResult<Chunk> {
     })
 }
 
-const JOB_COLUMNS: &str =
-    "id, kind, state, params, error, created_at, updated_at, finished_at, result, total, started_at";
+const JOB_COLUMNS: &str = "id, kind, state, params, error, created_at, updated_at, finished_at, result, total, started_at";
 
 /// `$from, $from+1, …` for `n` binds.
 fn placeholders(from: usize, n: usize) -> String {

@@ -49,14 +49,23 @@ async fn upstream_with_users(
             Flavor::Keycloak => keycloak_sub(i),
             _ => auth0_sub(i),
         };
-        t.fake
-            .add_user(FakeUser::new(&sub, &format!("user{i}@example.com"), PASSWORD));
+        t.fake.add_user(FakeUser::new(
+            &sub,
+            &format!("user{i}@example.com"),
+            PASSWORD,
+        ));
     }
     t
 }
 
 /// Polls `GET /jobs/{id}` until `done` holds; returns the job.
-async fn until_job(app: &TestApp, token: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn until_job(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let start = std::time::Instant::now();
     loop {
         let (status, job) = app.admin_get(token, &format!("/jobs/{id}")).await;
@@ -167,9 +176,18 @@ async fn a_running_backfill_is_cancelled_and_stops() {
     let id = job["id"].as_str().unwrap().to_string();
     let (status, again) = t
         .app
-        .admin_send(&token, Method::POST, "/jobs", Some(json!({"kind": "backfill"})))
+        .admin_send(
+            &token,
+            Method::POST,
+            "/jobs",
+            Some(json!({"kind": "backfill"})),
+        )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "one backfill at a time: {again}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "one backfill at a time: {again}"
+    );
     assert_eq!(again["job"], json!(id));
 
     until_job(&t.app, &token, &id, "the first pages", |j| {
@@ -193,7 +211,10 @@ async fn a_running_backfill_is_cancelled_and_stops() {
         settled["progress"]["done"], later["progress"]["done"],
         "nothing is written after the cancel settles"
     );
-    assert!(later["progress"]["done"].as_u64().unwrap() < 1000, "{later:#}");
+    assert!(
+        later["progress"]["done"].as_u64().unwrap() < 1000,
+        "{later:#}"
+    );
 
     let (status, twice) = t
         .app
@@ -250,7 +271,10 @@ async fn an_uploaded_file_is_imported_and_one_over_the_limit_is_refused() {
     assert_eq!(job["kind"], "import");
     assert_eq!(job["params"]["format"], "auth0-export", "{job}");
     assert_eq!(job["params"]["file_name"], "users.ndjson");
-    assert!(job["params"].get("path").is_none(), "the server's path is not shown");
+    assert!(
+        job["params"].get("path").is_none(),
+        "the server's path is not shown"
+    );
     let id = job["id"].as_str().unwrap().to_string();
     let done = until_job(&app, &token, &id, "the import", |j| {
         j["state"] == "done" || j["state"] == "failed"
@@ -294,7 +318,10 @@ async fn an_uploaded_file_is_imported_and_one_over_the_limit_is_refused() {
         j["state"] == "done" || j["state"] == "failed"
     })
     .await;
-    assert_eq!(done["counters"]["updated"], 3, "the same users, new emails: {done:#}");
+    assert_eq!(
+        done["counters"]["updated"], 3,
+        "the same users, new emails: {done:#}"
+    );
 
     // Over the limit: 413, as a problem, and nothing left on the disk.
     let before: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
@@ -317,7 +344,13 @@ async fn an_uploaded_file_is_imported_and_one_over_the_limit_is_refused() {
     assert_eq!(problem["type"], "urn:switchyard:problem:too-large");
     assert_eq!(problem["max_upload_bytes"], 64 * 1024);
     // Streamed without a declared length, it is cut off at the limit.
-    let status = chunked_post(&app, &format!("{}/jobs/import?name=big.ndjson", switchyard::admin::API), &token, big.as_bytes()).await;
+    let status = chunked_post(
+        &app,
+        &format!("{}/jobs/import?name=big.ndjson", switchyard::admin::API),
+        &token,
+        big.as_bytes(),
+    )
+    .await;
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");
     let after: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(before.len(), after.len(), "a refused upload leaves no file");
@@ -373,13 +406,9 @@ async fn chunked_post(app: &TestApp, path: &str, token: &str, body: &[u8]) -> St
 async fn failed_marks(t: &UpstreamApp, n: usize) -> Vec<i64> {
     t.fake.fail_next("patch_user", 1_000_000);
     for i in 0..n {
-        let r = crate::migration::password_login(
-            t,
-            "web",
-            &format!("user{i}@example.com"),
-            PASSWORD,
-        )
-        .await;
+        let r =
+            crate::migration::password_login(t, "web", &format!("user{i}@example.com"), PASSWORD)
+                .await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "the login succeeds");
     }
     let start = std::time::Instant::now();
@@ -388,7 +417,10 @@ async fn failed_marks(t: &UpstreamApp, n: usize) -> Vec<i64> {
         if rows.len() == n && rows.iter().all(|r| r.state == OutboxState::Failed) {
             return rows.iter().map(|r| r.id).collect();
         }
-        assert!(start.elapsed() < DEADLINE, "waiting for the rows to fail: {rows:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "waiting for the rows to fail: {rows:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -402,7 +434,10 @@ async fn failed_writes_are_listed_with_the_vendors_message_retried_and_discarded
     let token = t.app.admin_token(AdminScope::Write).await;
     let ids = failed_marks(&t, 3).await;
 
-    let (status, page) = t.app.admin_get(&token, "/outbox?state=failed&limit=2").await;
+    let (status, page) = t
+        .app
+        .admin_get(&token, "/outbox?state=failed&limit=2")
+        .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["counts"]["failed"], 3);
     let rows = page["rows"].as_array().unwrap();
@@ -413,7 +448,10 @@ async fn failed_writes_are_listed_with_the_vendors_message_retried_and_discarded
     let next = page["next_before"].as_i64().expect("a second page");
     let (_, second) = t
         .app
-        .admin_get(&token, &format!("/outbox?state=failed&limit=2&before={next}"))
+        .admin_get(
+            &token,
+            &format!("/outbox?state=failed&limit=2&before={next}"),
+        )
         .await;
     assert_eq!(second["rows"].as_array().unwrap().len(), 1);
     assert_eq!(second["next_before"], Value::Null);
@@ -424,32 +462,62 @@ async fn failed_writes_are_listed_with_the_vendors_message_retried_and_discarded
     t.fake.fail_next("patch_user", 0);
     let (status, retried) = t
         .app
-        .admin_send(&token, Method::POST, &format!("/outbox/{}/retry", ids[0]), None)
+        .admin_send(
+            &token,
+            Method::POST,
+            &format!("/outbox/{}/retry", ids[0]),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried["state"], "pending");
     assert_eq!(retried["attempts"], 0);
     let start = std::time::Instant::now();
-    while t.app.state.db.get_outbox(ids[0]).await.unwrap().unwrap().state != OutboxState::Done {
+    while t
+        .app
+        .state
+        .db
+        .get_outbox(ids[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        != OutboxState::Done
+    {
         assert!(start.elapsed() < DEADLINE, "waiting for the retried write");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, done) = t
         .app
-        .admin_send(&token, Method::POST, &format!("/outbox/{}/retry", ids[0]), None)
+        .admin_send(
+            &token,
+            Method::POST,
+            &format!("/outbox/{}/retry", ids[0]),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "a done row: {done}");
 
     // One discarded; the last by retry-failed.
     let (status, discarded) = t
         .app
-        .admin_send(&token, Method::POST, &format!("/outbox/{}/discard", ids[1]), None)
+        .admin_send(
+            &token,
+            Method::POST,
+            &format!("/outbox/{}/discard", ids[1]),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{discarded}");
     assert!(t.app.state.db.get_outbox(ids[1]).await.unwrap().is_none());
     let (status, _) = t
         .app
-        .admin_send(&token, Method::POST, &format!("/outbox/{}/discard", ids[1]), None)
+        .admin_send(
+            &token,
+            Method::POST,
+            &format!("/outbox/{}/discard", ids[1]),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, all) = t
@@ -459,13 +527,27 @@ async fn failed_writes_are_listed_with_the_vendors_message_retried_and_discarded
     assert_eq!(status, StatusCode::OK);
     assert_eq!(all["retried"], 1);
     let start = std::time::Instant::now();
-    while t.app.state.db.get_outbox(ids[2]).await.unwrap().unwrap().state != OutboxState::Done {
+    while t
+        .app
+        .state
+        .db
+        .get_outbox(ids[2])
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        != OutboxState::Done
+    {
         assert!(start.elapsed() < DEADLINE, "waiting for the last write");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let events = audit_kinds(&t.app).await;
-    for kind in ["admin.outbox.retry", "admin.outbox.discard", "admin.outbox.retry_failed"] {
+    for kind in [
+        "admin.outbox.retry",
+        "admin.outbox.discard",
+        "admin.outbox.retry_failed",
+    ] {
         assert!(events.iter().any(|(k, _)| k == kind), "{kind}: {events:?}");
     }
     let discard = events
@@ -497,7 +579,10 @@ async fn a_read_only_token_reads_jobs_and_the_outbox_and_changes_nothing() {
     }
     let response = app
         .api
-        .post(app.url(&format!("{}/jobs/import?name=u.ndjson", switchyard::admin::API)))
+        .post(app.url(&format!(
+            "{}/jobs/import?name=u.ndjson",
+            switchyard::admin::API
+        )))
         .bearer_auth(&read)
         .body(export_lines(1))
         .send()
@@ -525,11 +610,18 @@ async fn a_read_only_token_reads_jobs_and_the_outbox_and_changes_nothing() {
         json!({"kind": "campaign", "cooldown": "soon"}),
         json!({"kind": "import"}),
     ] {
-        let (status, problem) = app.admin_send(&write, Method::POST, "/jobs", Some(body.clone())).await;
+        let (status, problem) = app
+            .admin_send(&write, Method::POST, "/jobs", Some(body.clone()))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
     }
     let (status, _) = app
-        .admin_send(&write, Method::POST, "/jobs", Some(json!({"kind": "backfill"})))
+        .admin_send(
+            &write,
+            Method::POST,
+            "/jobs",
+            Some(json!({"kind": "backfill"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "no upstream to backfill from");
 }
@@ -572,8 +664,12 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
         "with an upstream, a backfill is what the form starts"
     );
     chrome.screenshot("jobs-empty").await;
-    chrome.click("form[action='/admin/jobs'] button[type=submit]").await;
-    chrome.wait_for_url(&t.app.url("/admin/jobs?notice=started")).await;
+    chrome
+        .click("form[action='/admin/jobs'] button[type=submit]")
+        .await;
+    chrome
+        .wait_for_url(&t.app.url("/admin/jobs?notice=started"))
+        .await;
     until_page_says(chrome, "Job queued").await;
     // The page refreshes itself until the job is done.
     chrome
@@ -588,10 +684,13 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
     assert!(!body.contains("None") && !body.contains("null"), "{body}");
     chrome.screenshot("jobs-done").await;
 
-    chrome.click("main table a").await;
+    chrome.click("main article a").await;
     until_page_says(chrome, "Counters").await;
     let body = chrome.text("main").await;
-    assert!(body.contains("Created\t150") || body.contains("Created 150"), "{body}");
+    assert!(
+        body.contains("Created\t150") || body.contains("Created 150"),
+        "{body}"
+    );
     chrome.screenshot("job").await;
 
     // A write the upstream refuses, then retried from the outbox page.
@@ -604,17 +703,36 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
     chrome.screenshot("outbox-failed").await;
     chrome.set_window_size(390, 844).await;
     chrome.screenshot("outbox-phone").await;
+    chrome
+        .eval("document.getElementById('rows').scrollIntoView(); return true")
+        .await;
+    chrome.screenshot("outbox-phone-rows").await;
     chrome.goto(&t.app.url("/admin/jobs")).await;
     chrome.screenshot("jobs-phone").await;
     chrome.set_window_size(1200, 900).await;
     chrome.goto(&t.app.url("/admin/outbox")).await;
     chrome
-        .click(&format!("form[action='/admin/outbox/{}/retry'] button", ids[0]))
+        .click(&format!(
+            "form[action='/admin/outbox/{}/retry'] button",
+            ids[0]
+        ))
         .await;
-    chrome.wait_for_url(&t.app.url("/admin/outbox?notice=retried")).await;
+    chrome
+        .wait_for_url(&t.app.url("/admin/outbox?notice=retried"))
+        .await;
     until_page_says(chrome, "Write queued again").await;
     let start = std::time::Instant::now();
-    while t.app.state.db.get_outbox(ids[0]).await.unwrap().unwrap().state != OutboxState::Done {
+    while t
+        .app
+        .state
+        .db
+        .get_outbox(ids[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        != OutboxState::Done
+    {
         assert!(start.elapsed() < DEADLINE, "waiting for the retried write");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
