@@ -176,7 +176,7 @@ impl Worker {
                     .path
                     .ok_or_else(|| anyhow::anyhow!("the import job names no file"))?;
                 let opts = import::ImportOptions {
-                    path,
+                    path: path.clone(),
                     format: params.format,
                     provider: params.provider,
                     dry_run: false,
@@ -187,6 +187,7 @@ impl Worker {
                     queued,
                 };
                 import::run(db, &opts).await?;
+                self.remove_upload(&path);
             }
             JobKind::Campaign => {
                 let opts = campaign::CampaignOptions {
@@ -203,6 +204,16 @@ impl Worker {
             JobKind::Verify => self.verify(&job, &params).await?,
         }
         Ok(())
+    }
+
+    /// An uploaded file whose import is done is no longer needed (a failed
+    /// import keeps it for `--resume`).
+    fn remove_upload(&self, path: &str) {
+        let dir = std::fs::canonicalize(&self.settings.admin.upload_dir);
+        let inside = dir.is_ok_and(|d| std::path::Path::new(path).starts_with(d));
+        if inside && let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(error = %e, "could not remove an imported upload");
+        }
     }
 
     /// Verify as a job: started by the conditional UPDATE like the others,
