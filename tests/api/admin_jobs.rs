@@ -758,3 +758,102 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
     until_page_says(chrome, "No failed writes").await;
     chrome.screenshot("outbox-retried").await;
 }
+
+/// Queues a backfill of `n` Keycloak users on an instance that runs no
+/// jobs, then plays an instance that started it and died: the job is
+/// running, its first chunk claimed by a worker last heard of two minutes
+/// ago. The job's id.
+async fn cut_short(t: &UpstreamApp, token: &str) -> String {
+    let job = start_job(&t.app, token, json!({"kind": "backfill"})).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, still) = t.app.admin_get(token, &format!("/jobs/{id}")).await;
+    assert_eq!(still["state"], "queued", "run_jobs = false runs nothing");
+
+    let db = &t.app.state.db;
+    let first = [switchyard::store::position::ChunkPosition::FirstMaxCount];
+    assert!(db.start_queued_job(&id, &first).await.unwrap());
+    assert!(
+        !db.start_queued_job(&id, &first).await.unwrap(),
+        "one instance wins the start"
+    );
+    let now = switchyard::store::now();
+    db.claim_chunk(&id, "gone-host:1/0", now - 30, &[])
+        .await
+        .unwrap()
+        .expect("the dead instance's claim");
+    let pool = sqlx::AnyPool::connect(&t.app._isolated.database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE job_chunks SET heartbeat = $1 WHERE job_id = $2")
+        .bind(now - 120)
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
+        .bind(now - 120)
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_instance_died_is_continued_by_another_instance() {
+    let t = upstream_with_users(Flavor::Keycloak, 130, false, |s| s.admin.run_jobs = false).await;
+    let token = t.app.admin_token(AdminScope::Write).await;
+    let id = cut_short(&t, &token).await;
+
+    let upstream = t.app.state.settings.upstream.clone();
+    let _other = spawn_app_on(t.app._isolated.same_database(), move |s| {
+        s.upstream = upstream;
+        s.admin.run_jobs = true;
+    })
+    .await;
+    let job = until_job(
+        &t.app,
+        &token,
+        &id,
+        "the other instance to finish it",
+        |j| j["state"] == "done" || j["state"] == "failed",
+    )
+    .await;
+    assert_eq!(job["state"], "done", "{job:#}");
+    assert_eq!(job["counters"]["created"], 130, "{job:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_through_the_api_is_continued_by_the_cli_resume() {
+    let t = upstream_with_users(Flavor::Keycloak, 130, false, |s| s.admin.run_jobs = false).await;
+    let token = t.app.admin_token(AdminScope::Write).await;
+    let id = cut_short(&t, &token).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, toml::to_string(&t.app.state.settings).unwrap()).unwrap();
+    let cli = t.app._isolated.same_database();
+    let out = run_cli(
+        &cli,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "backfill",
+            "--resume",
+            "--json",
+        ],
+        None,
+        &[("SWITCHYARD_LOG", "warn")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["report"]["job"], json!(id), "{report}");
+    assert_eq!(report["report"]["created"], 130, "{report}");
+    let (_, job) = t.app.admin_get(&token, &format!("/jobs/{id}")).await;
+    assert_eq!(job["state"], "done", "{job:#}");
+}
