@@ -102,6 +102,7 @@ pub async fn run(
     } else if let Some(job) = &opts.queued {
         Sink::Job(Runner::start(db.clone(), job, &chunks).await?)
     } else {
+        super::runner::refuse_if_queued(&*db, JobKind::Backfill).await?;
         Sink::Job(match db.unfinished_job(JobKind::Backfill).await? {
             Some(job) if opts.resume => Runner::resume(db.clone(), &job).await?,
             Some(job) => bail!(

@@ -139,7 +139,10 @@ pub async fn run(db: Arc<dyn Database>, opts: &CampaignOptions) -> anyhow::Resul
     }
     let unfinished = match &opts.queued {
         Some(_) => None,
-        None => db.unfinished_job(JobKind::Campaign).await?,
+        None => {
+            super::runner::refuse_if_queued(&*db, JobKind::Campaign).await?;
+            db.unfinished_job(JobKind::Campaign).await?
+        }
     };
     let (runner, plan) = match unfinished {
         Some(job) if opts.resume => {

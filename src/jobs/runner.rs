@@ -169,3 +169,21 @@ pub async fn check_cancelled(db: &dyn Database, job_id: &str) -> anyhow::Result<
         _ => Ok(()),
     }
 }
+
+/// Refuses a command-line run while a job of `kind` waits in the queue for
+/// `serve`: both would walk the same users.
+pub async fn refuse_if_queued(db: &dyn Database, kind: JobKind) -> anyhow::Result<()> {
+    if let Some(job) = db
+        .queued_jobs(100)
+        .await?
+        .into_iter()
+        .find(|j| j.kind == kind)
+    {
+        anyhow::bail!(
+            "{kind} job {} is queued for `serve` to run (started from the admin API): \
+             let it run, or cancel it first",
+            job.id
+        );
+    }
+    Ok(())
+}

@@ -764,12 +764,24 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
 /// running, its first chunk claimed by a worker last heard of two minutes
 /// ago. The job's id.
 async fn cut_short(t: &UpstreamApp, token: &str) -> String {
+    let id = queue_idle(t, token).await;
+    cut(t, &id).await;
+    id
+}
+
+/// Queues a backfill on the instance that runs no jobs; it stays queued.
+async fn queue_idle(t: &UpstreamApp, token: &str) -> String {
     let job = start_job(&t.app, token, json!({"kind": "backfill"})).await;
     let id = job["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, still) = t.app.admin_get(token, &format!("/jobs/{id}")).await;
     assert_eq!(still["state"], "queued", "run_jobs = false runs nothing");
+    id
+}
 
+/// Plays the instance that started `id` and died.
+async fn cut(t: &UpstreamApp, id: &str) {
+    let id = id.to_string();
     let db = &t.app.state.db;
     let first = [switchyard::store::position::ChunkPosition::FirstMaxCount];
     assert!(db.start_queued_job(&id, &first).await.unwrap());
@@ -797,7 +809,6 @@ async fn cut_short(t: &UpstreamApp, token: &str) -> String {
         .execute(&pool)
         .await
         .unwrap();
-    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,12 +839,24 @@ async fn a_job_whose_instance_died_is_continued_by_another_instance() {
 async fn a_job_started_through_the_api_is_continued_by_the_cli_resume() {
     let t = upstream_with_users(Flavor::Keycloak, 130, false, |s| s.admin.run_jobs = false).await;
     let token = t.app.admin_token(AdminScope::Write).await;
-    let id = cut_short(&t, &token).await;
-
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("switchyard.toml");
     std::fs::write(&config, toml::to_string(&t.app.state.settings).unwrap()).unwrap();
     let cli = t.app._isolated.same_database();
+
+    // While it waits for `serve`, the command line does not start a second.
+    let id = queue_idle(&t, &token).await;
+    let out = run_cli(
+        &cli,
+        &["--config", config.to_str().unwrap(), "backfill"],
+        None,
+        &[("SWITCHYARD_LOG", "warn")],
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&id) && said.contains("queued"), "{said}");
+
+    cut(&t, &id).await;
     let out = run_cli(
         &cli,
         &[
