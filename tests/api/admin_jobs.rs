@@ -757,6 +757,37 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
     chrome.refresh().await;
     until_page_says(chrome, "No failed writes").await;
     chrome.screenshot("outbox-retried").await;
+
+    // An import uploaded through the page's multipart form.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.ndjson");
+    std::fs::write(&file, export_lines(5).replace("imported", "uploaded")).unwrap();
+    chrome.goto(&t.app.url("/admin/jobs")).await;
+    chrome.type_into("#file", file.to_str().unwrap()).await;
+    chrome
+        .click("form[action='/admin/jobs/import'] button[type=submit]")
+        .await;
+    chrome
+        .wait_for_url(&t.app.url("/admin/jobs?notice=uploaded"))
+        .await;
+    until_page_says(chrome, "File uploaded").await;
+    chrome
+        .wait_for(
+            "the import to be done",
+            "return [...document.querySelectorAll('article')].some(a => a.innerText.startsWith('Import') && a.innerText.includes('done'))",
+            DEADLINE,
+        )
+        .await;
+    chrome.screenshot("jobs-imported").await;
+    assert!(
+        t.app
+            .state
+            .db
+            .find_user_by_login("uploaded4@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Queues a backfill of `n` Keycloak users on an instance that runs no
