@@ -774,10 +774,11 @@ fn row(job: JobView) -> JobRow {
         Some(t) => format!("{} of {} ({:.0} %)", p.done, t, p.percent.unwrap_or(0.0)),
         None => p.done.to_string(),
     };
-    let rate_text = p
-        .rate_per_sec
-        .map(|r| format!("{r:.1} records/s"))
-        .unwrap_or_else(|| "—".into());
+    let rate_text = match (job.state, p.rate_per_sec) {
+        (JobState::Queued, _) => "waiting for a server to start it".into(),
+        (_, Some(r)) => format!("{r:.1} records/s"),
+        (_, None) => "—".into(),
+    };
     let eta_text = match (job.state, p.eta_secs) {
         (JobState::Running, Some(s)) => format!("about {}", duration(s)),
         (JobState::Running, None) => "unknown".into(),

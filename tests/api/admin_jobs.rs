@@ -779,6 +779,24 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
         )
         .await;
     chrome.screenshot("jobs-imported").await;
+
+    // A slow backfill (half a request a second), cancelled from its card.
+    chrome.type_into("#max_rate", "0.5").await;
+    chrome
+        .click("form[action='/admin/jobs'] button[type=submit]")
+        .await;
+    chrome
+        .wait_for_url(&t.app.url("/admin/jobs?notice=started"))
+        .await;
+    let body = chrome.text("main").await;
+    assert!(body.contains("refreshes every few seconds"), "{body}");
+    chrome.screenshot("jobs-running").await;
+    chrome.click("article form[action$='/cancel'] button").await;
+    until_page_says(chrome, "Job cancelled").await;
+    let body = chrome.text("main").await;
+    assert!(body.contains("cancelled"), "{body}");
+    assert!(!body.contains("None") && !body.contains("null"), "{body}");
+    chrome.screenshot("job-cancelled").await;
     assert!(
         t.app
             .state
