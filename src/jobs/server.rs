@@ -103,8 +103,7 @@ impl Worker {
     }
 
     /// A running job queued from the API whose workers have all stopped
-    /// (no heartbeat for [`STALE_AFTER`]), with chunks left: the instance
-    /// that ran it died. Resuming is what `--resume` does; a live worker
+    /// (no heartbeat for [`STALE_AFTER`]): the instance that ran it died. Resuming is what `--resume` does; a live worker
     /// elsewhere would simply share the job.
     async fn orphan(&self) -> anyhow::Result<Option<Job>> {
         let stale = crate::store::now() - STALE_AFTER.as_secs() as i64;
@@ -118,10 +117,11 @@ impl Worker {
             {
                 continue;
             }
+            // Every chunk done but the job not marked so (the instance died
+            // between its last page and the end) is resumed too: the resume
+            // finds nothing to claim and ends it.
             let summary = self.db.job_summary(&job.id, 0).await?;
-            if summary.chunks_done < summary.chunks_total
-                && summary.heartbeat.is_none_or(|beat| beat < stale)
-            {
+            if summary.heartbeat.is_none_or(|beat| beat < stale) {
                 return Ok(Some(job));
             }
         }
