@@ -122,6 +122,7 @@ async fn import(base: &str, name: &str, path: &str, expect: usize) -> anyhow::Re
             resume: false,
             quiet: true,
             batch: switchyard::jobs::import::BATCH,
+            queued: None,
         },
     )
     .await?;

@@ -493,6 +493,7 @@ async fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<()>
         max_rate: args.max_rate,
         quiet: args.json,
         poll_interval: None,
+        queued: None,
     };
     let (report, (requests, throttled, retried)) =
         crate::jobs::backfill::run(db, settings, &opts).await?;
@@ -525,6 +526,7 @@ async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<()> {
         resume: args.resume,
         quiet: args.json,
         batch: args.batch,
+        queued: None,
     };
     let report = crate::jobs::import::run(db, &opts).await?;
     if args.json {
@@ -612,6 +614,7 @@ async fn campaign_reset(settings: &Settings, args: CampaignArgs) -> anyhow::Resu
         limit: args.limit,
         cooldown: args.cooldown,
         quiet: args.json,
+        queued: None,
     };
     let report = crate::jobs::campaign::run(db, &opts).await?;
     if args.json {

@@ -126,6 +126,10 @@ pub struct AdminSettings {
     /// Whether `serve` runs the queued jobs (backfill, verify, import,
     /// campaign) started from the dashboard or the admin API.
     pub run_jobs: bool,
+    /// Where import files uploaded through the admin API are written
+    /// before they are imported (shared storage when several instances
+    /// run jobs: the instance whose disk holds the file runs the job).
+    pub upload_dir: PathBuf,
 }
 
 impl Default for AdminSettings {
@@ -135,6 +139,7 @@ impl Default for AdminSettings {
             session_idle_secs: 15 * 60,
             max_upload_bytes: 512 * 1024 * 1024,
             run_jobs: true,
+            upload_dir: PathBuf::from("uploads"),
         }
     }
 }

@@ -114,6 +114,14 @@ impl Application {
         // The outbox is delivered beside the requests, never in them: a
         // login only inserts its row.
         let outbox = tokio::spawn(self.outbox.run());
+        // Jobs queued from the admin API run beside the requests too.
+        let jobs = self.state.settings.admin.run_jobs.then(|| {
+            let worker = crate::jobs::server::Worker::new(
+                self.state.db.clone(),
+                self.state.settings.clone(),
+            );
+            tokio::spawn(worker.run())
+        });
         let app = router(self.state);
         let result = axum::serve(
             self.listener,
@@ -126,6 +134,11 @@ impl Application {
         // A delivery cut short keeps its claim until the lease ends, then
         // any instance sends it again (the write is idempotent).
         outbox.abort();
+        // A job cut short keeps its chunks' claims until they go stale,
+        // then another instance (or `--resume`) continues it.
+        if let Some(jobs) = jobs {
+            jobs.abort();
+        }
         result
     }
 }

@@ -37,6 +37,8 @@ pub struct BackfillOptions {
     pub quiet: bool,
     /// How often an export job is polled.
     pub poll_interval: Option<Duration>,
+    /// A job queued from the admin API, started by this run.
+    pub queued: Option<crate::store::jobs::Job>,
 }
 
 /// Records per transaction when streaming an export file.
@@ -97,7 +99,10 @@ pub async fn run(
             queue: chunks.into(),
             ..Dry::default()
         }))
+    } else if let Some(job) = &opts.queued {
+        Sink::Job(Runner::start(db.clone(), job, &chunks).await?)
     } else {
+        super::runner::refuse_if_queued(&*db, JobKind::Backfill).await?;
         Sink::Job(match db.unfinished_job(JobKind::Backfill).await? {
             Some(job) if opts.resume => Runner::resume(db.clone(), &job).await?,
             Some(job) => bail!(
@@ -136,10 +141,16 @@ pub async fn run(
         poll: opts.poll_interval.unwrap_or(client.poll_interval()),
     });
     let has_bar = ctx.progress.lock().await.has_bar();
-    if has_bar
+    // A queued job's total is kept with it for the dashboard's progress
+    // and ETA (a CLI run asks only for its bar).
+    let is_job = opts.queued.is_some();
+    if (has_bar || is_job)
         && opts.since.is_none()
         && let Some(total) = client.total_users().await
     {
+        if let Sink::Job(job) = &ctx.sink {
+            db.set_job_total(&job.id, total).await?;
+        }
         let done = match &ctx.sink {
             Sink::Job(job) => job.committed().await?,
             Sink::Dry(_) => 0,
@@ -246,7 +257,10 @@ impl Ctx {
         }
         let dry = match &self.sink {
             Sink::Dry(dry) => Some(dry),
-            Sink::Job(_) => None,
+            Sink::Job(job) => {
+                job.check_cancelled().await?;
+                None
+            }
         };
         let applied = self
             .db

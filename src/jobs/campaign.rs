@@ -48,6 +48,8 @@ pub struct CampaignOptions {
     /// On `--resume`, the job's own when absent.
     pub cooldown: Option<Duration>,
     pub quiet: bool,
+    /// A job queued from the admin API, started by this run.
+    pub queued: Option<Job>,
 }
 
 /// `--cooldown`: `7d`, `12h`, `30m`, `90s`, or plain seconds.
@@ -135,7 +137,14 @@ pub async fn run(db: Arc<dyn Database>, opts: &CampaignOptions) -> anyhow::Resul
         };
         return dry_run(&*db, &plan).await;
     }
-    let (runner, plan) = match db.unfinished_job(JobKind::Campaign).await? {
+    let unfinished = match &opts.queued {
+        Some(_) => None,
+        None => {
+            super::runner::refuse_if_queued(&*db, JobKind::Campaign).await?;
+            db.unfinished_job(JobKind::Campaign).await?
+        }
+    };
+    let (runner, plan) = match unfinished {
         Some(job) if opts.resume => {
             let plan = resumed_plan(&job, opts);
             (Runner::resume(db.clone(), &job).await?, plan)
@@ -153,7 +162,10 @@ pub async fn run(db: Arc<dyn Database>, opts: &CampaignOptions) -> anyhow::Resul
             };
             let params = json!({"rate": plan.rate, "cooldown_secs": plan.cooldown.as_secs()});
             let first = ChunkPosition::Campaign { after: None };
-            let runner = Runner::create(db.clone(), JobKind::Campaign, &params, &[first]).await?;
+            let runner = match &opts.queued {
+                Some(queued) => Runner::start(db.clone(), queued, &[first]).await?,
+                None => Runner::create(db.clone(), JobKind::Campaign, &params, &[first]).await?,
+            };
             (runner, plan)
         }
     };
@@ -165,6 +177,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &CampaignOptions) -> anyhow::Resul
         .copied()
         .unwrap_or(0);
     let done_before = db.campaign_counters(&runner.id).await?.total();
+    db.set_job_total(&runner.id, pending + done_before).await?;
     let mut progress = Progress::new(&runner.id, Some(pending + done_before), opts.quiet);
     progress.set_total(pending + done_before, done_before);
     let mut run = Run {
@@ -292,6 +305,7 @@ impl Run<'_> {
         let mut after = after.clone();
         let mut so_far = self.db.campaign_counters(&chunk.job_id).await?;
         loop {
+            super::runner::check_cancelled(&*self.db, &chunk.job_id).await?;
             let page = self.db.dormant_users(after.as_deref(), PAGE).await?;
             if page.is_empty() {
                 self.db.finish_campaign_chunk(chunk, worker).await?;

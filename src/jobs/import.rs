@@ -38,6 +38,9 @@ pub struct ImportOptions {
     pub quiet: bool,
     /// Records per transaction (and per resumable step).
     pub batch: usize,
+    /// A job queued from the admin API (an uploaded file), started by
+    /// this run; its parameters name the same file, format and provider.
+    pub queued: Option<crate::store::jobs::Job>,
 }
 
 pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<Report> {
@@ -49,7 +52,7 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
 
     // The unfinished job of this file, looked up first: a resume reads the
     // file the way the job began reading it.
-    let resuming = if opts.dry_run {
+    let resuming = if opts.dry_run || opts.queued.is_some() {
         None
     } else {
         match db.unfinished_job(JobKind::Import).await? {
@@ -132,15 +135,20 @@ pub async fn run(db: Arc<dyn Database>, opts: &ImportOptions) -> anyhow::Result<
     let job = match (opts.dry_run, resuming) {
         (true, _) => None,
         (false, Some(job)) => Some(Runner::resume(db.clone(), &job).await?),
-        (false, None) => Some(
-            Runner::create(
-                db.clone(),
-                JobKind::Import,
-                &json!({"path": file, "format": format, "provider": provider}),
-                &[ChunkPosition::File { records: 0 }],
-            )
-            .await?,
-        ),
+        (false, None) => Some(match &opts.queued {
+            Some(queued) => {
+                Runner::start(db.clone(), queued, &[ChunkPosition::File { records: 0 }]).await?
+            }
+            None => {
+                Runner::create(
+                    db.clone(),
+                    JobKind::Import,
+                    &json!({"path": file, "format": format, "provider": provider}),
+                    &[ChunkPosition::File { records: 0 }],
+                )
+                .await?
+            }
+        }),
     };
     let Some(job) = job else {
         let report = import_items(db, opts, items, &provider, None).await?;
@@ -231,6 +239,9 @@ async fn import_items(
             // The batches before it commit; the caller marks the job failed.
             while in_flight.join_next().await.is_some() {}
             bail!(why);
+        }
+        if let Some(c) = &chunk {
+            super::runner::check_cancelled(&*db, &c.job_id).await?;
         }
         consumed += n;
         seq += 1;

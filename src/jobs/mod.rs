@@ -12,6 +12,8 @@
 //!   [`crate::upstream::management`].
 //! - [`progress`]: a progress bar, or a log line per page.
 //! - [`outbox`]: the worker that delivers the write outbox to the upstream.
+//! - [`server`]: the runner inside `serve` that starts jobs queued from the
+//!   admin API.
 //! - [`report`] and [`campaign`]: the end game — the dormant users, and
 //!   the invitations that bring them over before the upstream goes away.
 //!
@@ -27,6 +29,7 @@ pub mod outbox;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod server;
 pub mod source;
 pub mod status;
 pub mod verify;

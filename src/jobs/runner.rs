@@ -45,6 +45,27 @@ impl Runner {
         })
     }
 
+    /// Starts a job queued from the admin API with its first chunks; none
+    /// when another instance started it first, or it was cancelled.
+    pub async fn start(
+        db: Arc<dyn Database>,
+        job: &Job,
+        chunks: &[ChunkPosition],
+    ) -> anyhow::Result<Self> {
+        if !db.start_queued_job(&job.id, chunks).await? {
+            return Err(NotQueued(job.id.clone()).into());
+        }
+        Ok(Self {
+            db,
+            id: job.id.clone(),
+        })
+    }
+
+    /// Stops a worker whose job was cancelled, between two pages.
+    pub async fn check_cancelled(&self) -> anyhow::Result<()> {
+        check_cancelled(&*self.db, &self.id).await
+    }
+
     /// Creates a job with its first chunks.
     pub async fn create(
         db: Arc<dyn Database>,
@@ -112,4 +133,57 @@ impl Runner {
     pub async fn committed(&self) -> anyhow::Result<u64> {
         Ok(self.db.job_summary(&self.id, 0).await?.counters.total())
     }
+}
+
+/// A queued job another instance started first, or that was cancelled
+/// before it started: nothing to do here.
+#[derive(Debug)]
+pub struct NotQueued(pub String);
+
+impl std::fmt::Display for NotQueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {} is no longer queued", self.0)
+    }
+}
+
+impl std::error::Error for NotQueued {}
+
+/// A job an operator cancelled while it ran: its workers stop.
+#[derive(Debug)]
+pub struct Cancelled(pub String);
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {} was cancelled", self.0)
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// Fails with [`Cancelled`] when the job was cancelled: checked before
+/// each page, so a job whose one chunk is the whole walk (a cursor, a
+/// file) stops within a page rather than at its end.
+pub async fn check_cancelled(db: &dyn Database, job_id: &str) -> anyhow::Result<()> {
+    match db.get_job(job_id).await? {
+        Some(job) if job.state == JobState::Cancelled => Err(Cancelled(job_id.into()).into()),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a command-line run while a job of `kind` waits in the queue for
+/// `serve`: both would walk the same users.
+pub async fn refuse_if_queued(db: &dyn Database, kind: JobKind) -> anyhow::Result<()> {
+    if let Some(job) = db
+        .queued_jobs(100)
+        .await?
+        .into_iter()
+        .find(|j| j.kind == kind)
+    {
+        anyhow::bail!(
+            "{kind} job {} is queued for `serve` to run (started from the admin API): \
+             let it run, or cancel it first",
+            job.id
+        );
+    }
+    Ok(())
 }

@@ -42,12 +42,16 @@ pub enum JobKind {
     Import,
     /// The end game's invitations to pending users (`campaign reset`).
     Campaign,
+    /// Both sides compared record by record (`verify`), its report kept
+    /// with the job ([`Job::result`]).
+    Verify,
 }
 
 text_names!(JobKind {
     Backfill => "backfill",
     Import => "import",
     Campaign => "campaign",
+    Verify => "verify",
 });
 
 /// Where a job stands. A job whose process stopped stays `running` until a
@@ -55,16 +59,31 @@ text_names!(JobKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Started from the admin API, waiting for a `serve` instance to claim
+    /// it ([`JobStore::start_queued_job`]); it has no chunks yet.
+    Queued,
     Running,
     Done,
     Failed,
+    /// Stopped by an operator: its workers stop at their next page or
+    /// chunk, and nothing resumes it.
+    Cancelled,
 }
 
 text_names!(JobState {
+    Queued => "queued",
     Running => "running",
     Done => "done",
     Failed => "failed",
+    Cancelled => "cancelled",
 });
+
+impl JobState {
+    /// Whether the job may still change (and be cancelled).
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Queued | Self::Running)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Job {
@@ -76,6 +95,12 @@ pub struct Job {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// What a job that commits no pages found (verify's report).
+    pub result: Option<Value>,
+    /// The records the job expects, where its source says.
+    pub total: Option<i64>,
+    /// When a queued job was started (a CLI job starts when created).
+    pub started_at: Option<i64>,
 }
 
 #[async_trait]
@@ -114,7 +139,22 @@ pub trait JobStore: Send + Sync {
     fn parallel_pages(&self) -> usize;
     /// Marks the job done when every chunk is; true when it is done.
     async fn finish_job_if_done(&self, job_id: &str) -> StoreResult<bool>;
+    /// Marks a running job failed; a cancelled one stays cancelled.
     async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()>;
+    /// Queues a job (no chunks: the instance that starts it computes them).
+    async fn queue_job(&self, id: &str, kind: JobKind, params: &Value) -> StoreResult<()>;
+    /// Queued jobs, oldest first.
+    async fn queued_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Starts a queued job with its first chunks, in one transaction whose
+    /// conditional UPDATE only one instance wins: false when another
+    /// started it first or it was cancelled.
+    async fn start_queued_job(&self, id: &str, chunks: &[ChunkPosition]) -> StoreResult<bool>;
+    /// Cancels a queued or running job; false when it was neither.
+    async fn cancel_job(&self, id: &str) -> StoreResult<bool>;
+    /// Ends a running job without chunks (verify) as done, with its result.
+    async fn finish_job_with_result(&self, id: &str, result: &Value) -> StoreResult<bool>;
+    /// Records how many records the job expects in all.
+    async fn set_job_total(&self, id: &str, total: u64) -> StoreResult<()>;
 }
 
 fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
@@ -132,6 +172,12 @@ fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
+        result: row
+            .try_get::<Option<String>, _>("result")?
+            .map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?,
+        total: row.try_get("total")?,
+        started_at: row.try_get("started_at")?,
     })
 }
 
@@ -147,7 +193,7 @@ fn chunk_from_row(row: &AnyRow) -> StoreResult<Chunk> {
     })
 }
 
-const JOB_COLUMNS: &str = "id, kind, state, params, error, created_at, updated_at, finished_at";
+const JOB_COLUMNS: &str = "id, kind, state, params, error, created_at, updated_at, finished_at, result, total, started_at";
 
 /// `$from, $from+1, …` for `n` binds.
 fn placeholders(from: usize, n: usize) -> String {
@@ -363,13 +409,109 @@ impl JobStore for SqlStore {
     }
 
     async fn fail_job(&self, job_id: &str, error: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET state = $4, error = $1, updated_at = $2 WHERE id = $3")
-            .bind(error)
-            .bind(now())
-            .bind(job_id)
-            .bind(JobState::Failed.as_str())
+        sqlx::query(
+            "UPDATE jobs SET state = $4, error = $1, updated_at = $2 WHERE id = $3 AND state <> $5",
+        )
+        .bind(error)
+        .bind(now())
+        .bind(job_id)
+        .bind(JobState::Failed.as_str())
+        .bind(JobState::Cancelled.as_str())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn queue_job(&self, id: &str, kind: JobKind, params: &Value) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, '{}', $5, $5)",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(JobState::Queued.as_str())
+        .bind(to_json(params))
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn queued_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
+        sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY created_at, id LIMIT $2"
+        ))
+        .bind(JobState::Queued.as_str())
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    async fn start_queued_job(&self, id: &str, chunks: &[ChunkPosition]) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let won = sqlx::query(
+            "UPDATE jobs SET state = $1, updated_at = $2, started_at = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(JobState::Running.as_str())
+        .bind(now())
+        .bind(id)
+        .bind(JobState::Queued.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !won {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_chunks::<Any>(&mut tx, id, 0, chunks).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn cancel_job(&self, id: &str) -> StoreResult<bool> {
+        let now = now();
+        Ok(sqlx::query(
+            "UPDATE jobs SET state = $1, finished_at = $2, updated_at = $2 \
+             WHERE id = $3 AND state IN ($4, $5)",
+        )
+        .bind(JobState::Cancelled.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(JobState::Queued.as_str())
+        .bind(JobState::Running.as_str())
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            > 0)
+    }
+
+    async fn set_job_total(&self, id: &str, total: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET total = $1 WHERE id = $2")
+            .bind(total as i64)
+            .bind(id)
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    async fn finish_job_with_result(&self, id: &str, result: &Value) -> StoreResult<bool> {
+        let now = now();
+        Ok(sqlx::query(
+            "UPDATE jobs SET state = $1, result = $2, finished_at = $3, updated_at = $3 \
+             WHERE id = $4 AND state = $5",
+        )
+        .bind(JobState::Done.as_str())
+        .bind(to_json(result))
+        .bind(now)
+        .bind(id)
+        .bind(JobState::Running.as_str())
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            > 0)
     }
 }

@@ -137,6 +137,14 @@ pub trait OutboxStore: Send + Sync {
         state: Option<OutboxState>,
         limit: u32,
     ) -> StoreResult<Vec<OutboxRow>>;
+    /// Rows (of `state`), newest first, with ids below `before`: the
+    /// admin API's pages.
+    async fn list_outbox_before(
+        &self,
+        state: Option<OutboxState>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>>;
     async fn get_outbox(&self, id: i64) -> StoreResult<Option<OutboxRow>>;
     /// Makes failed rows (or the one named, if not done) pending again,
     /// due now, with their attempts reset. Returns how many.
@@ -298,6 +306,27 @@ impl OutboxStore for SqlStore {
             None => format!("SELECT {COLUMNS} FROM outbox ORDER BY id DESC LIMIT $1"),
         };
         let mut query = sqlx::query(&sql).bind(i64::from(limit));
+        if let Some(state) = state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter().map(row_from).collect()
+    }
+
+    async fn list_outbox_before(
+        &self,
+        state: Option<OutboxState>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let filter = match state {
+            Some(_) => "state = $3 AND id < $2",
+            None => "id < $2",
+        };
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE {filter} ORDER BY id DESC LIMIT $1");
+        let mut query = sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .bind(before.unwrap_or(i64::MAX));
         if let Some(state) = state {
             query = query.bind(state.as_str());
         }

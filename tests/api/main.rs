@@ -13,6 +13,7 @@
 
 mod admin_access;
 mod admin_helpers;
+mod admin_jobs;
 mod admin_openapi;
 mod adoption;
 mod authorize;
