@@ -56,6 +56,7 @@ pub mod sql;
 mod sql_common;
 pub mod transition;
 pub mod users;
+pub mod user_search;
 
 use std::time::Duration;
 
@@ -529,6 +530,7 @@ pub trait Database:
     + invitations::InvitationStore
     + refresh::RefreshStore
     + operators::OperatorStore
+    + user_search::UserSearch
 {
     async fn ping(&self) -> StoreResult<()>;
 }
