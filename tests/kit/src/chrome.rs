@@ -132,6 +132,17 @@ impl Chrome {
         .await;
     }
 
+    /// Resizes the window (WebDriver "Set Window Rect"): a phone is 390
+    /// CSS pixels wide.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await;
+    }
+
     pub async fn refresh(&self) {
         self.call("POST", "/refresh", json!({})).await;
     }
