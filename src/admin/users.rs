@@ -343,6 +343,17 @@ struct Row {
     last_login: String,
 }
 
+/// A route as the user page names it.
+fn route_label(route: &str) -> &'static str {
+    match route {
+        "local" => "local",
+        "upstream_password" => "upstream password",
+        "upstream_redirect" => "upstream page",
+        "reset_password" => "password reset",
+        _ => "unknown",
+    }
+}
+
 fn pin_text(pin: Option<Pin>) -> &'static str {
     match pin {
         Some(Pin::Local) => "pinned to local",
@@ -475,6 +486,7 @@ struct UserPage {
     last_login: String,
     migrated: Option<String>,
     pin_text: &'static str,
+    route_label: &'static str,
     logins: Vec<(String, String, String)>,
     identities: Vec<(String, String, String)>,
 }
@@ -501,6 +513,7 @@ async fn user_page(
             None => when(at),
         }),
         pin_text: pin_text(user.pin),
+        route_label: route_label(user.route.route),
         logins: user
             .recent_logins
             .iter()

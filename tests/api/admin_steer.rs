@@ -487,16 +487,20 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     // Open carol: local, migrated.
     chrome.click("tbody a").await;
     wait_for_text(chrome, "The route of their next login").await;
-    assert_eq!(chrome.text("#route").await, "local");
+    assert_eq!(chrome.attribute("#route", "data-route").await.as_deref(), Some("local"));
     assert!(chrome.text("#reason").await.contains("the user is migrated"));
     assert!(chrome.text("main").await.contains("Recent logins"));
     no_placeholders(chrome, "user").await;
     chrome.screenshot("user").await;
+    chrome
+        .eval("document.getElementById('actions').scrollIntoView(); return true")
+        .await;
+    chrome.screenshot("user-actions").await;
 
     // Pin to the upstream: the notice, the new route, and the real login.
     chrome.click("button[value=pin_upstream]").await;
     wait_for_text(chrome, "Pinned to the upstream").await;
-    assert_eq!(chrome.text("#route").await, "upstream_password");
+    assert_eq!(chrome.attribute("#route", "data-route").await.as_deref(), Some("upstream_password"));
     assert!(chrome.text("#reason").await.contains("pinned to the upstream"));
     chrome.screenshot("pinned").await;
     assert_eq!(next_login_route(&t).await, "upstream_password");
@@ -506,7 +510,7 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     assert_eq!(pins[0].actor, Some(format!("user:{}", operator.id)));
     chrome.click("button[value=unpin]").await;
     wait_for_text(chrome, "Unpinned").await;
-    assert_eq!(chrome.text("#route").await, "local");
+    assert_eq!(chrome.attribute("#route", "data-route").await.as_deref(), Some("local"));
 
     // The phase, previewed, then applied.
     chrome.goto(&t.app.url("/admin/cutover")).await;
@@ -536,6 +540,9 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     wait_for_text(chrome, "and 2 to the upstream").await;
     assert_eq!(chrome.value("#phase").await, "passthrough", "the form keeps the proposal");
     no_placeholders(chrome, "preview").await;
+    chrome
+        .eval("document.getElementById('preview').scrollIntoView(); return true")
+        .await;
     chrome.screenshot("preview").await;
     chrome.click("button[value=apply]").await;
     wait_for_text(chrome, "The new rules are stored").await;
@@ -553,4 +560,8 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     chrome.screenshot("user-phone").await;
     chrome.goto(&t.app.url("/admin/cutover")).await;
     chrome.screenshot("cutover-phone").await;
+    chrome
+        .eval("document.getElementById('change').scrollIntoView(); return true")
+        .await;
+    chrome.screenshot("cutover-form-phone").await;
 }
