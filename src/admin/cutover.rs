@@ -19,11 +19,11 @@ use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::API;
 use super::access::{ApiOperator, Operator, PageOperator};
 use super::audit::record_change;
 use super::pages::{Section, render};
 use super::problem::{ApiJson, Problem};
-use super::API;
 use crate::config::{Cohort, CutoverSettings, Phase};
 use crate::cutover::{self, Pin, Preview, Track, UpstreamCaps};
 use crate::error::AppError;
@@ -165,7 +165,9 @@ async fn put_cutover(
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
         Some(_) => {
-            return Err(Problem::bad_request("dry_run: expected true or false").with("field", "dry_run"));
+            return Err(
+                Problem::bad_request("dry_run: expected true or false").with("field", "dry_run")
+            );
         }
     };
     if !dry_run {
@@ -238,7 +240,11 @@ pub async fn set_pin(
     if !state.db.set_pin(&user.id, pin.map(Pin::as_str)).await? {
         return Err(Problem::not_found(format!("no user with id {user_id:?}")));
     }
-    let action = if pin.is_some() { "user.pin" } else { "user.unpin" };
+    let action = if pin.is_some() {
+        "user.pin"
+    } else {
+        "user.unpin"
+    };
     record_change(
         state,
         operator,
@@ -411,7 +417,10 @@ impl RulesForm {
                 match word.strip_suffix('%') {
                     Some(n) => {
                         let p = n.parse::<u8>().ok().filter(|p| *p <= 100).ok_or_else(|| {
-                            format!("Cohorts, line {}: {word:?} is not a percentage (0% to 100%)", i + 1)
+                            format!(
+                                "Cohorts, line {}: {word:?} is not a percentage (0% to 100%)",
+                                i + 1
+                            )
                         })?;
                         cohort.percent = Some(p);
                     }
@@ -597,10 +606,7 @@ async fn post_page(
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            &format!("{API}/cutover"),
-            get(get_cutover).put(put_cutover),
-        )
+        .route(&format!("{API}/cutover"), get(get_cutover).put(put_cutover))
         .route(&format!("{API}/cutover/preview"), post(post_preview))
         .route(
             &format!("{API}/users/{{id}}/pin"),

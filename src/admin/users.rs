@@ -98,8 +98,7 @@ async fn search(state: &AppState, q: &SearchQuery) -> Result<UserList, Problem> 
     let text = q.q.as_deref().unwrap_or("").trim();
     if text.len() > MAX_QUERY {
         return Err(
-            Problem::bad_request(format!("q: at most {MAX_QUERY} characters"))
-                .with("field", "q"),
+            Problem::bad_request(format!("q: at most {MAX_QUERY} characters")).with("field", "q"),
         );
     }
     let after = q.after.as_deref().filter(|a| !a.is_empty());
@@ -192,8 +191,7 @@ pub async fn set_blocked(
     } else {
         "user_unblocked"
     };
-    let event =
-        AuditEvent::new(kind, Some(&user.id), None).with_actor(operator.actor.label());
+    let event = AuditEvent::new(kind, Some(&user.id), None).with_actor(operator.actor.label());
     match state
         .write_back
         .set_blocked(&*state.db, &user, blocked, &event)
@@ -216,7 +214,11 @@ pub async fn set_blocked(
             ));
         }
     }
-    let action = if blocked { "user.block" } else { "user.unblock" };
+    let action = if blocked {
+        "user.block"
+    } else {
+        "user.unblock"
+    };
     record_change(
         state,
         operator,
@@ -469,7 +471,9 @@ impl Action {
     fn done(self) -> &'static str {
         match self {
             Action::PinLocal => "Pinned to local: the user's next logins stay in Switchyard.",
-            Action::PinUpstream => "Pinned to the upstream: the user's next logins go to the upstream.",
+            Action::PinUpstream => {
+                "Pinned to the upstream: the user's next logins go to the upstream."
+            }
             Action::Unpin => "Unpinned: the user's logins follow the cutover rules again.",
             Action::Block => "Blocked: the user cannot log in.",
             Action::Unblock => "Unblocked: the user can log in again.",
@@ -503,11 +507,18 @@ async fn user_page(
     Query(q): Query<UserPageQuery>,
 ) -> Result<Response, AppError> {
     let user = detail(&state, &id, None).await.map_err(for_page)?;
-    let notice = q.notice.as_deref().and_then(Action::parse).map(Action::done);
+    let notice = q
+        .notice
+        .as_deref()
+        .and_then(Action::parse)
+        .map(Action::done);
     let page = UserPage {
         action: format!("/admin/users/{}/action", path_segment(&user.id)),
         created: when(user.created_at),
-        last_login: user.last_login_at.map(when).unwrap_or_else(|| "never".into()),
+        last_login: user
+            .last_login_at
+            .map(when)
+            .unwrap_or_else(|| "never".into()),
         migrated: user.migrated_at.map(|at| match &user.migration_route {
             Some(route) => format!("{} (by {route})", when(at)),
             None => when(at),

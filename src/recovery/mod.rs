@@ -12,8 +12,8 @@ use crate::crypto::{random_token, sha256_b64};
 use crate::email::{EmailRequest, Message};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::{User, now};
 use crate::store::recovery::Purpose;
+use crate::store::{User, now};
 
 /// A fresh link for `user_id`: the token is stored (as its hash), and every
 /// earlier link of theirs stops working. `authz` is the pending

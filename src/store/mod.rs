@@ -55,8 +55,8 @@ pub mod refresh;
 pub mod sql;
 mod sql_common;
 pub mod transition;
-pub mod users;
 pub mod user_search;
+pub mod users;
 
 use std::time::Duration;
 

@@ -25,8 +25,12 @@ pub trait UserSearch: Send + Sync {
     /// Users matching `q` in id order after `after`: the user with that id
     /// or username, and users whose email starts with `q` (case-insensitive).
     /// An empty `q` lists every user.
-    async fn search_users(&self, q: &str, after: Option<&str>, limit: u32)
-    -> StoreResult<Vec<User>>;
+    async fn search_users(
+        &self,
+        q: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<User>>;
     async fn user_identities(&self, user_id: &str) -> StoreResult<Vec<IdentityRecord>>;
     /// The user's latest `login` audit events, newest first.
     async fn recent_logins(&self, user_id: &str, limit: u32) -> StoreResult<Vec<AuditEvent>>;
@@ -34,11 +38,8 @@ pub trait UserSearch: Send + Sync {
     async fn pinned_users(&self, limit: u32) -> StoreResult<Vec<User>>;
     /// Users in id order after `after`, each with whether they have a
     /// local password: what [`crate::cutover::decide`] needs of them.
-    async fn routing_page(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<(User, bool)>>;
+    async fn routing_page(&self, after: Option<&str>, limit: u32)
+    -> StoreResult<Vec<(User, bool)>>;
 }
 
 /// `q` as a LIKE prefix pattern, its wildcards escaped with `!`.

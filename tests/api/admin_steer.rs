@@ -99,7 +99,6 @@ async fn add_user_with_id(app: &TestApp, id: &str, email: &str, username: Option
             username: username.map(Into::into),
             ..Default::default()
         },
-        ..Default::default()
     };
     app.state.db.create_user(&new, None).await.unwrap();
 }
@@ -123,14 +122,22 @@ async fn users_are_found_by_email_prefix_username_and_id_a_page_at_a_time() {
     };
     let (status, body) = app.admin_get(&token, "/users?q=ALI").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(ids(&body), ["auth0|abc", "auth0|abd"], "email prefix, any case");
+    assert_eq!(
+        ids(&body),
+        ["auth0|abc", "auth0|abd"],
+        "email prefix, any case"
+    );
     let (_, body) = app.admin_get(&token, "/users?q=bobby").await;
     assert_eq!(ids(&body), ["okta|zzz"], "username");
     let (_, body) = app.admin_get(&token, "/users?q=okta%7Czzz").await;
     assert_eq!(ids(&body), ["okta|zzz"], "id");
     assert_eq!(body["users"][0]["email"], "bob@example.com");
     let (_, body) = app.admin_get(&token, "/users?q=w%25").await;
-    assert_eq!(ids(&body), ["auth0|w_x"], "a % in the query is a character, not a wildcard");
+    assert_eq!(
+        ids(&body),
+        ["auth0|w_x"],
+        "a % in the query is a character, not a wildcard"
+    );
     let (_, body) = app.admin_get(&token, "/users?q=a_").await;
     assert!(ids(&body).is_empty(), "nor is _: {body}");
 
@@ -170,7 +177,10 @@ async fn a_users_detail_has_their_logins_and_the_route_cutover_explain_gives() {
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["id"], SUB);
     }
-    let (_, body) = t.app.admin_get(&token, &format!("/users/{}", sub_path())).await;
+    let (_, body) = t
+        .app
+        .admin_get(&token, &format!("/users/{}", sub_path()))
+        .await;
     assert_eq!(body["state"], "migrated", "{body}");
     assert_eq!(body["blocked"], false);
     assert_eq!(body["pin"], Value::Null);
@@ -222,11 +232,20 @@ async fn a_pin_and_an_unpin_change_the_route_of_the_next_real_login() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["pin"], "upstream");
     assert_eq!(body["route"]["route"], "upstream_password", "{body}");
-    assert_eq!(next_login_route(&t).await, "upstream_password", "rolled back");
+    assert_eq!(
+        next_login_route(&t).await,
+        "upstream_password",
+        "rolled back"
+    );
 
     let (status, body) = t
         .app
-        .admin_send(&token, Method::DELETE, &format!("/users/{}/pin", sub_path()), None)
+        .admin_send(
+            &token,
+            Method::DELETE,
+            &format!("/users/{}/pin", sub_path()),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["pin"], Value::Null);
@@ -246,7 +265,10 @@ async fn a_pin_and_an_unpin_change_the_route_of_the_next_real_login() {
 
     let pins = admin_events(&t.app, "user.pin").await;
     assert_eq!(pins.len(), 1, "{pins:?}");
-    assert_eq!(pins[0].actor.as_deref(), Some("client:ops-switchyard-admin"));
+    assert_eq!(
+        pins[0].actor.as_deref(),
+        Some("client:ops-switchyard-admin")
+    );
     assert_eq!(pins[0].detail["target"], SUB);
     assert_eq!(pins[0].detail["before"], json!({"pin": null}));
     assert_eq!(pins[0].detail["after"], json!({"pin": "upstream"}));
@@ -270,7 +292,12 @@ async fn a_phase_change_through_put_takes_the_next_login_and_a_dry_run_moves_nob
     // A dry run answers with what would move, and stores nothing.
     let (status, preview) = t
         .app
-        .admin_send(&token, Method::PUT, "/cutover?dry_run=true", Some(rules.clone()))
+        .admin_send(
+            &token,
+            Method::PUT,
+            "/cutover?dry_run=true",
+            Some(rules.clone()),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["users"], 1);
@@ -280,25 +307,49 @@ async fn a_phase_change_through_put_takes_the_next_login_and_a_dry_run_moves_nob
     assert_eq!(preview["after"]["upstream_redirect"], 1);
     let (_, same) = t
         .app
-        .admin_send(&token, Method::POST, "/cutover/preview", Some(rules.clone()))
+        .admin_send(
+            &token,
+            Method::POST,
+            "/cutover/preview",
+            Some(rules.clone()),
+        )
         .await;
     assert_eq!(same, preview, "POST preview is the same as a dry run");
     tokio::time::sleep(switchyard::cutover::RELOAD_INTERVAL + Duration::from_millis(200)).await;
-    assert_eq!(t.app.admin_get(&token, "/cutover").await.1["rules"], before["rules"]);
-    assert_eq!(next_login_route(&t).await, "local", "the dry run changed nothing");
+    assert_eq!(
+        t.app.admin_get(&token, "/cutover").await.1["rules"],
+        before["rules"]
+    );
+    assert_eq!(
+        next_login_route(&t).await,
+        "local",
+        "the dry run changed nothing"
+    );
     assert!(admin_events(&t.app, "cutover.update").await.is_empty());
 
     // Invalid rules: a 400 naming the field.
     for (bad, field) in [
         (json!({"phase": "sideways"}), "phase"),
-        (json!({"phase": "lazy", "cohorts": [{"percent": 101}]}), "cohorts[0].percent"),
-        (json!({"phase": "lazy", "cohorts": [{"percent": 300}]}), "cohorts[0].percent"),
+        (
+            json!({"phase": "lazy", "cohorts": [{"percent": 101}]}),
+            "cohorts[0].percent",
+        ),
+        (
+            json!({"phase": "lazy", "cohorts": [{"percent": 300}]}),
+            "cohorts[0].percent",
+        ),
         (
             json!({"phase": "lazy", "cohorts": [{"email_domains": ["not a domain"]}]}),
             "cohorts[0].email_domains[0]",
         ),
-        (json!({"phase": "lazy", "deny": ["ok@example.com", "@bad_domain"]}), "deny[1]"),
-        (json!({"phase": "lazy", "clients": {"web": "nowhere"}}), "clients.web"),
+        (
+            json!({"phase": "lazy", "deny": ["ok@example.com", "@bad_domain"]}),
+            "deny[1]",
+        ),
+        (
+            json!({"phase": "lazy", "clients": {"web": "nowhere"}}),
+            "clients.web",
+        ),
     ] {
         let (status, body) = t
             .app
@@ -331,7 +382,10 @@ async fn a_phase_change_through_put_takes_the_next_login_and_a_dry_run_moves_nob
     }
     let updates = admin_events(&t.app, "cutover.update").await;
     assert_eq!(updates.len(), 1, "{updates:?}");
-    assert_eq!(updates[0].actor.as_deref(), Some("client:ops-switchyard-admin"));
+    assert_eq!(
+        updates[0].actor.as_deref(),
+        Some("client:ops-switchyard-admin")
+    );
     assert_eq!(updates[0].detail["target"], "cutover");
     assert_eq!(updates[0].detail["before"]["phase"], "lazy");
     assert_eq!(updates[0].detail["after"]["phase"], "passthrough");
@@ -353,7 +407,12 @@ async fn a_block_refuses_the_next_login_and_queues_the_write_back() {
 
     let (status, body) = t
         .app
-        .admin_send(&token, Method::POST, &format!("/users/{}/block", sub_path()), None)
+        .admin_send(
+            &token,
+            Method::POST,
+            &format!("/users/{}/block", sub_path()),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["blocked"], true);
@@ -366,7 +425,10 @@ async fn a_block_refuses_the_next_login_and_queues_the_write_back() {
     );
     let start = std::time::Instant::now();
     while t.fake.is_blocked(SUB) != Some(true) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the worker writes the block back");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker writes the block back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -380,7 +442,10 @@ async fn a_block_refuses_the_next_login_and_queues_the_write_back() {
 
     let blocks = admin_events(&t.app, "user.block").await;
     assert_eq!(blocks.len(), 1);
-    assert_eq!(blocks[0].actor.as_deref(), Some("client:ops-switchyard-admin"));
+    assert_eq!(
+        blocks[0].actor.as_deref(),
+        Some("client:ops-switchyard-admin")
+    );
     assert_eq!(blocks[0].detail["before"], json!({"blocked": false}));
     assert_eq!(blocks[0].detail["after"], json!({"blocked": true}));
     let unblocks = admin_events(&t.app, "user.unblock").await;
@@ -389,12 +454,18 @@ async fn a_block_refuses_the_next_login_and_queues_the_write_back() {
     // A reset email, queued as the Forgot-password page queues it.
     let (status, body) = t
         .app
-        .admin_send(&token, Method::POST, &format!("/users/{}/reset", sub_path()), None)
+        .admin_send(
+            &token,
+            Method::POST,
+            &format!("/users/{}/reset", sub_path()),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let rows = t.app.state.db.list_outbox(None, 100).await.unwrap();
     assert!(
-        rows.iter().any(|r| r.kind == OutboxKind::Email && r.user_id == SUB),
+        rows.iter()
+            .any(|r| r.kind == OutboxKind::Email && r.user_id == SUB),
         "{rows:?}"
     );
     let resets = admin_events(&t.app, "user.reset").await;
@@ -412,7 +483,11 @@ async fn a_read_only_token_may_look_and_preview_but_changes_nothing() {
     let user = sub_path();
     for (method, path, body) in [
         (Method::PUT, "/cutover".to_string(), Some(rules.clone())),
-        (Method::POST, format!("/users/{user}/pin"), Some(json!({"track": "upstream"}))),
+        (
+            Method::POST,
+            format!("/users/{user}/pin"),
+            Some(json!({"track": "upstream"})),
+        ),
         (Method::DELETE, format!("/users/{user}/pin"), None),
         (Method::POST, format!("/users/{user}/block"), None),
         (Method::POST, format!("/users/{user}/unblock"), None),
@@ -433,7 +508,15 @@ async fn a_read_only_token_may_look_and_preview_but_changes_nothing() {
     let user = t.app.state.db.get_user(SUB).await.unwrap().unwrap();
     assert!(!user.blocked);
     assert_eq!(user.pin, None);
-    assert!(t.app.state.db.list_outbox(None, 10).await.unwrap().is_empty());
+    assert!(
+        t.app
+            .state
+            .db
+            .list_outbox(None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let events = t.app.state.db.recent_events(500).await.unwrap();
     assert!(
         !events.iter().any(|e| e.kind.starts_with("admin.")),
@@ -457,7 +540,9 @@ async fn no_placeholders(chrome: &Chrome, page: &str) {
     let text = chrome.text("main").await;
     for bad in ["None", "null", "undefined"] {
         assert!(
-            !text.split_whitespace().any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == bad),
+            !text
+                .split_whitespace()
+                .any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == bad),
             "{page} shows {bad}: {text}"
         );
     }
@@ -487,8 +572,16 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     // Open carol: local, migrated.
     chrome.click("tbody a").await;
     wait_for_text(chrome, "The route of their next login").await;
-    assert_eq!(chrome.attribute("#route", "data-route").await.as_deref(), Some("local"));
-    assert!(chrome.text("#reason").await.contains("the user is migrated"));
+    assert_eq!(
+        chrome.attribute("#route", "data-route").await.as_deref(),
+        Some("local")
+    );
+    assert!(
+        chrome
+            .text("#reason")
+            .await
+            .contains("the user is migrated")
+    );
     assert!(chrome.text("main").await.contains("Recent logins"));
     no_placeholders(chrome, "user").await;
     chrome.screenshot("user").await;
@@ -500,17 +593,35 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     // Pin to the upstream: the notice, the new route, and the real login.
     chrome.click("button[value=pin_upstream]").await;
     wait_for_text(chrome, "Pinned to the upstream").await;
-    assert_eq!(chrome.attribute("#route", "data-route").await.as_deref(), Some("upstream_password"));
-    assert!(chrome.text("#reason").await.contains("pinned to the upstream"));
+    assert_eq!(
+        chrome.attribute("#route", "data-route").await.as_deref(),
+        Some("upstream_password")
+    );
+    assert!(
+        chrome
+            .text("#reason")
+            .await
+            .contains("pinned to the upstream")
+    );
     chrome.screenshot("pinned").await;
     assert_eq!(next_login_route(&t).await, "upstream_password");
     let pins = admin_events(&t.app, "user.pin").await;
     assert_eq!(pins.len(), 1);
-    let operator = t.app.state.db.find_user_by_login("operator@example.com").await.unwrap().unwrap();
+    let operator = t
+        .app
+        .state
+        .db
+        .find_user_by_login("operator@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(pins[0].actor, Some(format!("user:{}", operator.id)));
     chrome.click("button[value=unpin]").await;
     wait_for_text(chrome, "Unpinned").await;
-    assert_eq!(chrome.attribute("#route", "data-route").await.as_deref(), Some("local"));
+    assert_eq!(
+        chrome.attribute("#route", "data-route").await.as_deref(),
+        Some("local")
+    );
 
     // The phase, previewed, then applied.
     chrome.goto(&t.app.url("/admin/cutover")).await;
@@ -538,7 +649,11 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
     chrome.click("button[value=preview]").await;
     // Carol and the operator, both local now, would go to the upstream.
     wait_for_text(chrome, "and 2 to the upstream").await;
-    assert_eq!(chrome.value("#phase").await, "passthrough", "the form keeps the proposal");
+    assert_eq!(
+        chrome.value("#phase").await,
+        "passthrough",
+        "the form keeps the proposal"
+    );
     no_placeholders(chrome, "preview").await;
     chrome
         .eval("document.getElementById('preview').scrollIntoView(); return true")
@@ -555,7 +670,9 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
 
     // A phone's width.
     chrome.set_window_size(390, 844).await;
-    chrome.goto(&t.app.url(&format!("/admin/users/{}", sub_path()))).await;
+    chrome
+        .goto(&t.app.url(&format!("/admin/users/{}", sub_path())))
+        .await;
     wait_for_text(chrome, "The route of their next login").await;
     chrome.screenshot("user-phone").await;
     chrome.goto(&t.app.url("/admin/cutover")).await;
