@@ -519,7 +519,7 @@ pub struct Preview {
 }
 
 /// Users read per page by [`preview`].
-const PREVIEW_PAGE: u32 = 2000;
+const PREVIEW_PAGE: u32 = 5000;
 
 /// Applies [`decide`] under `before` and `after` to every user, read in
 /// pages of [`PREVIEW_PAGE`] in id order: exact, at the cost of one pass

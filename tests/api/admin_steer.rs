@@ -682,3 +682,141 @@ async fn an_operator_finds_a_user_pins_them_and_changes_the_phase_in_chromium() 
         .await;
     chrome.screenshot("cutover-form-phone").await;
 }
+
+/// The median of `runs` timings of `f`, in milliseconds.
+async fn p50_ms<F, Fut>(runs: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ms = Vec::new();
+    for _ in 0..runs {
+        let start = std::time::Instant::now();
+        f().await;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+/// How the steering reads scale: search, a user's page and a preview over
+/// `SWITCHYARD_BENCH_USERS` users (default 1,000,000) on PostgreSQL. Run
+/// with `CI=true SWITCHYARD_TEST_BACKEND=postgres-redis cargo test --release
+/// --test api admin_steer::bench -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a benchmark: seeds a large PostgreSQL store"]
+async fn bench_search_detail_and_preview_on_a_large_store() {
+    let app = spawn_app().await;
+    if !app._isolated.database_url.starts_with("postgres") {
+        eprintln!("the benchmark needs SWITCHYARD_TEST_BACKEND=postgres-redis");
+        return;
+    }
+    let n: i64 = std::env::var("SWITCHYARD_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app._isolated.database_url)
+        .await
+        .unwrap();
+    let seeded = std::time::Instant::now();
+    for sql in [
+        format!(
+            "INSERT INTO users (id, email, email_normalized, state, upstream, created_at, updated_at) \
+             SELECT 'auth0|' || lpad(g::text, 9, '0'), 'user' || g || '@example.com', \
+             'user' || g || '@example.com', CASE WHEN g % 3 = 0 THEN 'migrated' ELSE 'pending' END, \
+             'auth0', 0, 0 FROM generate_series(1, {n}) g"
+        ),
+        "INSERT INTO credentials (user_id, kind, hash, algorithm, created_at, updated_at) \
+         SELECT id, 'password', 'x', 'argon2id', 0, 0 FROM users WHERE state = 'migrated'"
+            .into(),
+        "INSERT INTO audit_events (at, kind, user_id, client_id, detail) \
+         SELECT g, 'login', 'auth0|' || lpad((g % 50000 + 1)::text, 9, '0'), 'web', '{}' \
+         FROM generate_series(1, 200000) g"
+            .into(),
+        "ANALYZE".into(),
+    ] {
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+    }
+    eprintln!("seeded {n} users in {:?}", seeded.elapsed());
+    let token = app.admin_token(AdminScope::Write).await;
+    let search = p50_ms(9, || async {
+        let (status, body) = app.admin_get(&token, "/users?q=user12345").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body["users"].as_array().unwrap().is_empty());
+    })
+    .await;
+    let detail = p50_ms(9, || async {
+        let (status, body) = app.admin_get(&token, "/users/auth0%7C000012345").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    })
+    .await;
+    let (_, view) = app.admin_get(&token, "/cutover").await;
+    let mut rules = view["rules"].clone();
+    rules["phase"] = json!("local_only");
+    let preview = p50_ms(3, || async {
+        let (status, body) = app
+            .admin_send(
+                &token,
+                Method::POST,
+                "/cutover/preview",
+                Some(rules.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["users"], json!(n));
+    })
+    .await;
+    eprintln!(
+        "{n} users: search p50 {search:.1} ms, user detail p50 {detail:.1} ms, preview p50 {preview:.0} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_page_form_without_the_sessions_csrf_token_changes_nothing() {
+    let t = carol_migrated().await;
+    let (name, value) = t.app.admin_session("operator@example.com").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = format!("{name}={value}");
+    for (path, form) in [
+        (
+            format!("/admin/users/{}/action", sub_path()),
+            vec![("csrf", "forged"), ("action", "pin_upstream")],
+        ),
+        (
+            "/admin/cutover".to_string(),
+            vec![
+                ("csrf", "forged"),
+                ("action", "apply"),
+                ("phase", "passthrough"),
+            ],
+        ),
+    ] {
+        let r = client
+            .post(t.app.url(&path))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+    let user = t.app.state.db.get_user(SUB).await.unwrap().unwrap();
+    assert_eq!(user.pin, None);
+    let rules = switchyard::cutover::load(&*t.app.state.db, &t.app.state.settings.cutover)
+        .await
+        .unwrap();
+    assert_eq!(rules.phase, switchyard::config::Phase::Lazy);
+
+    // Without a session, a page sends the browser to sign in.
+    let r = client
+        .get(t.app.url(&format!("/admin/users/{}", sub_path())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(location(r.headers()).starts_with("/admin/login?return_to="));
+}
