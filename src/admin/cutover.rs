@@ -90,16 +90,14 @@ async fn view(state: &AppState) -> Result<CutoverView, Problem> {
 /// (`phase`, `cohorts[0].percent`, `deny[2]`).
 fn parse_rules(state: &AppState, body: Value) -> Result<CutoverSettings, Problem> {
     let rules: CutoverSettings = serde_path_to_error::deserialize(body).map_err(|e| {
-        let field = match e.path().to_string() {
-            p if p == "." => String::new(),
-            p => p,
-        };
-        let detail = if field.is_empty() {
-            e.inner().to_string()
+        // The path of the value that failed (`cohorts[0].percent`); for a
+        // member that should not be there, the message names it.
+        let field = e.path().to_string();
+        if field == "." {
+            Problem::bad_request(e.inner().to_string())
         } else {
-            format!("{field}: {}", e.inner())
-        };
-        Problem::bad_request(detail).with("field", field)
+            Problem::bad_request(format!("{field}: {}", e.inner())).with("field", field)
+        }
     })?;
     cutover::validate(&rules, caps(state)).map_err(|i| {
         Problem::bad_request(format!("{}: {}", i.field, i.message)).with("field", i.field)
