@@ -1058,18 +1058,22 @@ async fn set_blocked(
     blocked: bool,
 ) -> anyhow::Result<()> {
     let user = find_user(db, user).await?;
-    let owed = owed(writer(settings)?.blocked(&user, blocked).await?)?;
     let kind = if blocked {
         "user_blocked"
     } else {
         "user_unblocked"
     };
     let event = crate::store::AuditEvent::new(kind, Some(&user.id), None);
-    if !db
-        .set_blocked(&user.id, blocked, owed.as_ref(), &event)
+    match writer(settings)?
+        .set_blocked(db, &user, blocked, &event)
         .await?
     {
-        bail!("no user {}", user.id);
+        Ok(true) => {}
+        Ok(false) => bail!("no user {}", user.id),
+        // The refusal's message, as every other change reports it.
+        Err(refusal) => {
+            owed(Err(refusal))?;
+        }
     }
     let done = if blocked { "blocked" } else { "unblocked" };
     println!("{} {done}", user.id);
@@ -1261,14 +1265,6 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
             println!("{} unpinned", user.id);
         }
         CutoverCommand::Explain { user, client } => {
-            let found = match db.get_user(&user).await? {
-                Some(u) => Some(u),
-                None => db.find_user_by_login(&user).await?,
-            };
-            let has_password = match &found {
-                Some(u) => db.get_password(&u.id).await?.is_some(),
-                None => false,
-            };
             let def = match &settings.upstream {
                 Some(up) => Some(
                     crate::upstream::provider::ProviderDef::load(&up.provider)
@@ -1276,26 +1272,15 @@ async fn cutover(settings: &Settings, cmd: CutoverCommand) -> anyhow::Result<()>
                 ),
                 None => None,
             };
-            let subject = crate::cutover::Subject {
-                identifier: &user,
-                user: found.as_ref(),
-                has_password,
-                client_id: client.as_deref(),
-                upstream: def.is_some(),
+            let caps = crate::cutover::UpstreamCaps {
+                configured: def.is_some(),
                 password_grant: def.as_ref().is_some_and(|d| d.password.is_some()),
             };
-            let decision = crate::cutover::decide(&rules, &subject);
-            match &found {
-                Some(u) => println!(
-                    "user {} (state {}, pin {})",
-                    u.id,
-                    u.state.as_str(),
-                    u.pin.as_deref().unwrap_or("none")
-                ),
-                None => println!("{user}: not known locally"),
+            let explained =
+                crate::cutover::explain(&*db, &rules, &user, client.as_deref(), caps).await?;
+            for line in explained.lines() {
+                println!("{line}");
             }
-            println!("route: {}", decision.route.as_str());
-            println!("why:   {}", decision.reason);
         }
     }
     Ok(())

@@ -291,6 +291,294 @@ pub async fn store(db: &dyn Database, rules: &CutoverSettings) -> StoreResult<()
     db.put_setting(SETTING, &json).await
 }
 
+/// A per-user pin (the `users.pin` column): the track a user's logins
+/// take whatever the phase, except `local_only`, which calls no upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pin {
+    /// Keep the user local (`force_local`).
+    Local,
+    /// Roll the user back to the upstream (`force_upstream`).
+    Upstream,
+}
+
+impl Pin {
+    /// As the store spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pin::Local => "force_local",
+            Pin::Upstream => "force_upstream",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        [Pin::Local, Pin::Upstream]
+            .into_iter()
+            .find(|p| p.as_str() == stored)
+    }
+}
+
+/// Which side answers a login: Switchyard alone (a local password, or a
+/// reset) or the upstream (its password grant or its own page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Track {
+    Local,
+    Upstream,
+}
+
+impl Route {
+    pub fn track(self) -> Track {
+        match self {
+            Route::Local | Route::ResetPassword => Track::Local,
+            Route::UpstreamPassword | Route::UpstreamRedirect => Track::Upstream,
+        }
+    }
+
+    pub const ALL: [Route; 4] = [
+        Route::Local,
+        Route::UpstreamPassword,
+        Route::UpstreamRedirect,
+        Route::ResetPassword,
+    ];
+}
+
+/// What the instance knows of its upstream, for routing outside a login
+/// (`cutover explain`, the admin API, a preview).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamCaps {
+    /// An upstream is configured.
+    pub configured: bool,
+    /// It offers a password grant Switchyard can use.
+    pub password_grant: bool,
+}
+
+/// The route a login by `identifier` (an id, email or username; the user
+/// need not exist) for `client_id` would take under `rules`, and why:
+/// what `switchyard cutover explain` prints and the admin API shows.
+pub struct Explanation {
+    pub identifier: String,
+    pub user: Option<User>,
+    pub decision: Decision,
+}
+
+impl Explanation {
+    /// The lines `switchyard cutover explain` prints.
+    pub fn lines(&self) -> [String; 3] {
+        let who = match &self.user {
+            Some(u) => format!(
+                "user {} (state {}, pin {})",
+                u.id,
+                u.state.as_str(),
+                u.pin.as_deref().unwrap_or("none")
+            ),
+            None => format!("{}: not known locally", self.identifier),
+        };
+        [
+            who,
+            format!("route: {}", self.decision.route.as_str()),
+            format!("why:   {}", self.decision.reason),
+        ]
+    }
+}
+
+pub async fn explain(
+    db: &dyn Database,
+    rules: &CutoverSettings,
+    identifier: &str,
+    client_id: Option<&str>,
+    caps: UpstreamCaps,
+) -> StoreResult<Explanation> {
+    let found = match db.get_user(identifier).await? {
+        Some(u) => Some(u),
+        None => db.find_user_by_login(identifier).await?,
+    };
+    let has_password = match &found {
+        Some(u) => db.get_password(&u.id).await?.is_some(),
+        None => false,
+    };
+    let subject = Subject {
+        identifier,
+        user: found.as_ref(),
+        has_password,
+        client_id,
+        upstream: caps.configured,
+        password_grant: caps.password_grant,
+    };
+    let decision = decide(rules, &subject);
+    Ok(Explanation {
+        identifier: identifier.to_string(),
+        user: found,
+        decision,
+    })
+}
+
+/// A rule that cannot be stored: the field that holds it (`cohorts[0].percent`)
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+/// Checks rules before they are stored: percentages up to 100, domains
+/// that are host names (with or without a leading `@`), list entries and
+/// client ids that are not blank.
+pub fn validate(rules: &CutoverSettings, caps: UpstreamCaps) -> Result<(), Invalid> {
+    let invalid = |field: String, message: String| Err(Invalid { field, message });
+    let needs = |p: Phase| p.needs_upstream() && !caps.configured;
+    if needs(rules.phase) {
+        return invalid(
+            "phase".into(),
+            format!(
+                "phase {} routes logins to the upstream, and no upstream is configured",
+                rules.phase.name()
+            ),
+        );
+    }
+    for (i, c) in rules.cohorts.iter().enumerate() {
+        if let Some(p) = c.percent
+            && p > 100
+        {
+            return invalid(
+                format!("cohorts[{i}].percent"),
+                format!("{p} is not a percentage (0 to 100)"),
+            );
+        }
+        for (j, d) in c.email_domains.iter().enumerate() {
+            if !is_domain(d.strip_prefix('@').unwrap_or(d)) {
+                return invalid(
+                    format!("cohorts[{i}].email_domains[{j}]"),
+                    format!("{d:?} is not a domain name"),
+                );
+            }
+        }
+    }
+    for (name, list) in [("allow", &rules.allow), ("deny", &rules.deny)] {
+        for (i, entry) in list.iter().enumerate() {
+            let bad = match entry.strip_prefix('@') {
+                Some(domain) => !is_domain(domain),
+                None => entry.trim().is_empty() || entry.len() > 320,
+            };
+            if bad {
+                return invalid(
+                    format!("{name}[{i}]"),
+                    format!("{entry:?} is not an identifier or an @domain"),
+                );
+            }
+        }
+    }
+    for (client, phase) in &rules.clients {
+        if client.trim().is_empty() || client.len() > 255 {
+            return invalid("clients".into(), "a client id is blank or too long".into());
+        }
+        if needs(*phase) {
+            return invalid(
+                format!("clients.{client}"),
+                format!(
+                    "phase {} routes logins to the upstream, and no upstream is configured",
+                    phase.name()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A DNS name as RFC 1035 §2.3.1 spells one (letters, digits, hyphens;
+/// labels of 1 to 63, not starting or ending with a hyphen), at least two
+/// labels, 253 characters at most.
+fn is_domain(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    d.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// What a change of rules does to the users' next logins.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Preview {
+    /// Users looked at (every user in the store).
+    pub users: u64,
+    /// Users whose next login moves from the upstream to Switchyard.
+    pub to_local: u64,
+    /// Users whose next login moves from Switchyard to the upstream.
+    pub to_upstream: u64,
+    /// Users whose route changes at all (including within a track).
+    pub changed: u64,
+    /// Next-login routes under the rules in force, by route.
+    pub before: std::collections::BTreeMap<&'static str, u64>,
+    /// And under the proposed rules.
+    pub after: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Users read per page by [`preview`].
+const PREVIEW_PAGE: u32 = 5000;
+
+/// Applies [`decide`] under `before` and `after` to every user, read in
+/// pages of [`PREVIEW_PAGE`] in id order: exact, at the cost of one pass
+/// over the users (1,000,000 users took about 11 s in an unoptimized
+/// build, of which the SQL about half a second). A login names a client,
+/// and per-client overrides depend on it: the preview counts a login
+/// without a client, that is under the global phase.
+pub async fn preview(
+    db: &dyn Database,
+    before: &CutoverSettings,
+    after: &CutoverSettings,
+    caps: UpstreamCaps,
+) -> StoreResult<Preview> {
+    let mut out = Preview::default();
+    for r in Route::ALL {
+        out.before.insert(r.as_str(), 0);
+        out.after.insert(r.as_str(), 0);
+    }
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = db.routing_page(cursor.as_deref(), PREVIEW_PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        cursor = Some(last.id.clone());
+        for (user, has_password) in &page {
+            let identifier = user
+                .profile
+                .email
+                .as_deref()
+                .or(user.profile.username.as_deref())
+                .unwrap_or(&user.id);
+            let subject = Subject {
+                identifier,
+                user: Some(user),
+                has_password: *has_password,
+                client_id: None,
+                upstream: caps.configured,
+                password_grant: caps.password_grant,
+            };
+            let was = decide(before, &subject).route;
+            let will = decide(after, &subject).route;
+            out.users += 1;
+            *out.before.entry(was.as_str()).or_default() += 1;
+            *out.after.entry(will.as_str()).or_default() += 1;
+            if was != will {
+                out.changed += 1;
+            }
+            match (was.track(), will.track()) {
+                (Track::Upstream, Track::Local) => out.to_local += 1,
+                (Track::Local, Track::Upstream) => out.to_upstream += 1,
+                _ => {}
+            }
+        }
+        if page.len() < PREVIEW_PAGE as usize {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,6 @@ use serde::Deserialize;
 use super::finish::{finish_login, open_session, session_cookie};
 use super::{login_csp, pending_for};
 use crate::auth::{MAX_IDENTIFIER, MAX_PASSWORD, pad_failure};
-use crate::email::{EmailRequest, Message};
 use crate::error::AppError;
 use crate::oidc::params::Params;
 use crate::password::ARGON2ID;
@@ -184,15 +183,9 @@ async fn request_link(
     let Some(user) = state.db.find_user_by_login(username).await? else {
         return Ok(());
     };
-    let Some(to) = user.profile.email.clone().filter(|_| !user.blocked) else {
+    if !crate::recovery::queue_reset(state, &user, authz).await? {
         return Ok(());
-    };
-    let request = EmailRequest {
-        message: Message::PasswordReset,
-        to,
-        authz: authz.map(str::to_string),
-    };
-    state.db.enqueue_outbox(&request.queued(&user.id)).await?;
+    }
     crate::auth::record(
         state,
         AuditEvent::new("password_reset_requested", Some(&user.id), None).with_ip(ip),

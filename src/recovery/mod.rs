@@ -9,10 +9,11 @@
 //! (OWASP Forgot Password Cheat Sheet).
 
 use crate::crypto::{random_token, sha256_b64};
+use crate::email::{EmailRequest, Message};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::now;
 use crate::store::recovery::Purpose;
+use crate::store::{User, now};
 
 /// A fresh link for `user_id`: the token is stored (as its hash), and every
 /// earlier link of theirs stops working. `authz` is the pending
@@ -49,4 +50,26 @@ pub async fn mint_link(
 /// How a token is stored.
 pub fn token_hash(token: &str) -> String {
     sha256_b64(token.as_bytes())
+}
+
+/// Queues the password-reset email for `user` when they may reset: they
+/// have an email address and are not blocked. The link is minted when the
+/// outbox delivers it ([`mint_link`]). `authz` is the pending
+/// authorization request the reset continues. Whether it was queued: the
+/// Forgot-password page never tells, an operator is told.
+pub async fn queue_reset(
+    state: &AppState,
+    user: &User,
+    authz: Option<&str>,
+) -> Result<bool, AppError> {
+    let Some(to) = user.profile.email.clone().filter(|_| !user.blocked) else {
+        return Ok(false);
+    };
+    let request = EmailRequest {
+        message: Message::PasswordReset,
+        to,
+        authz: authz.map(str::to_string),
+    };
+    state.db.enqueue_outbox(&request.queued(&user.id)).await?;
+    Ok(true)
 }

@@ -56,6 +56,7 @@ pub mod refresh;
 pub mod sql;
 mod sql_common;
 pub mod transition;
+pub mod user_search;
 pub mod users;
 
 use std::time::Duration;
@@ -547,6 +548,7 @@ pub trait Database:
     + refresh::RefreshStore
     + operators::OperatorStore
     + audit_query::AuditQuery
+    + user_search::UserSearch
 {
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -169,6 +169,26 @@ impl Writer {
         .await
     }
 
+    /// Blocks or unblocks `user`, with the write-back it owes and `event`
+    /// in one transaction: the one block path of the CLI and the admin API.
+    /// `Ok(Err(refusal))` when a blocking write was refused (nothing
+    /// changed); `Ok(Ok(false))` when the user no longer exists.
+    pub async fn set_blocked(
+        &self,
+        db: &dyn crate::store::Database,
+        user: &User,
+        blocked: bool,
+        event: &crate::store::AuditEvent,
+    ) -> anyhow::Result<Result<bool, Refusal>> {
+        let owed = match self.blocked(user, blocked).await? {
+            Ok(owed) => owed,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        Ok(Ok(db
+            .set_blocked(&user.id, blocked, owed.as_ref(), event)
+            .await?))
+    }
+
     /// The user blocked or unblocked.
     pub async fn blocked(&self, user: &User, blocked: bool) -> anyhow::Result<Owed> {
         let mut extra = Map::new();

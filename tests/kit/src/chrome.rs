@@ -132,19 +132,19 @@ impl Chrome {
         .await;
     }
 
-    pub async fn refresh(&self) {
-        self.call("POST", "/refresh", json!({})).await;
-    }
-
-    /// Resizes the window (WebDriver "Set Window Rect"): 390 wide is a
-    /// phone's viewport, for a screenshot of how a page reads on one.
+    /// Resizes the window (WebDriver "Set Window Rect"): a phone is 390
+    /// CSS pixels wide.
     pub async fn set_window_size(&self, width: u32, height: u32) {
         self.call(
             "POST",
             "/window/rect",
-            json!({"width": width, "height": height}),
+            json!({ "width": width, "height": height }),
         )
         .await;
+    }
+
+    pub async fn refresh(&self) {
+        self.call("POST", "/refresh", json!({})).await;
     }
 
     /// The browser's Back button.
@@ -322,17 +322,6 @@ impl Chrome {
         let path = self.shots.join(format!("{n:02}-{name}.png"));
         std::fs::write(&path, bytes).expect("screenshot written");
         path
-    }
-
-    /// Resizes the window (WebDriver "Set Window Rect"), e.g. to a
-    /// phone's width.
-    pub async fn set_window_size(&self, width: u32, height: u32) {
-        self.call(
-            "POST",
-            "/window/rect",
-            json!({ "width": width, "height": height }),
-        )
-        .await;
     }
 
     /// The console messages so far (errors, CSP violations, warnings).
