@@ -5,7 +5,10 @@
 //!
 //! A face beside [`crate::oidc`] and [`crate::login`]: it reads and
 //! steers what the layers below keep (users, cutover rules, jobs, the
-//! outbox, the audit trail) and never calls into the other faces.
+//! outbox, the audit trail). Its one use of another face is the
+//! dashboard's sign-in, which spends its authorization code through the
+//! token endpoint's own exchange ([`crate::oidc::grant_authorization_code::redeem`])
+//! rather than calling the server over HTTP.
 //!
 //! - [`access`]: who may operate (people with the `admin` role through an
 //!   admin session; machines with an admin token) and the checks.
