@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::finish::{UpstreamLogin, finish_login};
 use crate::auth::audit_event;
+use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
@@ -299,7 +300,10 @@ pub async fn get_callback(
     }
     // The user, their identity, the login time and both events in one
     // commit; a blocked user gets no login recorded.
-    let login = audit_event("login", None, &pending.client_id, ip);
+    let login = audit_event("login", None, &pending.client_id, ip).with_detail(login_detail(
+        LoginRoute::UpstreamRedirect,
+        LoginResult::Ok,
+    ));
     let user = state
         .db
         .record_upstream_login(&upstream.client.settings.provider, &profile, &login)
@@ -317,7 +321,7 @@ pub async fn get_callback(
         tokens: mapped,
         auth_time: auth_time.unwrap_or_else(now),
     };
-    finish_login(&state, &headers, &tx.authz, &user, ip, Some(login), true).await
+    finish_login(&state, &headers, &tx.authz, &user, ip, Some(login), None).await
 }
 
 /// The upstream ID token's `auth_time` (OIDC Core §2), never later than

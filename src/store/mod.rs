@@ -53,6 +53,7 @@ pub mod recovery;
 pub mod redis;
 pub mod refresh;
 pub mod sql;
+pub mod stats;
 mod sql_common;
 pub mod transition;
 pub mod users;
@@ -529,6 +530,7 @@ pub trait Database:
     + invitations::InvitationStore
     + refresh::RefreshStore
     + operators::OperatorStore
+    + stats::MigrationStats
 {
     async fn ping(&self) -> StoreResult<()>;
 }
