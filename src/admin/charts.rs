@@ -17,7 +17,7 @@ const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 280.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 56.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 56.0;
 const BOTTOM: f64 = 44.0;
 /// Text and axes: #1f2933 on white is 14.7:1 (WCAG 2.2 1.4.3); the
 /// series colours are at least 3:1 against white (1.4.11).
@@ -82,7 +82,7 @@ fn short_day(day: &str) -> String {
 fn open(out: &mut String, id: &str, title: &str, desc: &str) {
     let _ = write!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title {id}-desc" font-family="system-ui, sans-serif" font-size="12" fill="{INK}"><title id="{id}-title">{}</title><desc id="{id}-desc">{}</desc><rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title {id}-desc" font-family="system-ui, sans-serif" font-size="13" fill="{INK}"><title id="{id}-title">{}</title><desc id="{id}-desc">{}</desc><rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#,
         esc(title),
         esc(desc)
     );
@@ -107,7 +107,7 @@ fn y_axis(out: &mut String, max: u64, step: u64, unit: &str) {
     let _ = write!(
         out,
         r#"<text x="{LEFT}" y="{:.1}" text-anchor="start" font-weight="bold">{}</text>"#,
-        TOP - 24.0,
+        TOP - 38.0,
         esc(unit)
     );
 }
@@ -199,7 +199,7 @@ pub fn migrated_chart(days: &[DayCount], base: u64) -> String {
         out,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="end" font-weight="bold" fill="{LINE}">Migrated in all (%)</text>"#,
         WIDTH - RIGHT + 40.0,
-        TOP - 24.0
+        TOP - 38.0
     );
     let points: Vec<String> = days
         .iter()
@@ -275,19 +275,19 @@ pub fn logins_chart(days: &[DayLogins]) -> String {
             );
         }
     }
-    // The legend, above the plot, right of the unit.
-    let mut x = LEFT + 120.0;
+    // The legend: its own row between the unit and the plot.
+    let mut x = LEFT;
     for (route, colour) in ROUTE_COLOURS {
         let name = route_name(route);
         let _ = write!(
             out,
             r#"<rect x="{x:.1}" y="{:.1}" width="10" height="10" fill="{colour}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            TOP - 33.0,
+            TOP - 27.0,
             x + 14.0,
-            TOP - 24.0,
+            TOP - 18.0,
             esc(name)
         );
-        x += 14.0 + name.len() as f64 * 6.2 + 14.0;
+        x += 14.0 + name.len() as f64 * 7.4 + 16.0;
     }
     let names: Vec<&str> = days.iter().map(|d| d.day.as_str()).collect();
     x_axis(&mut out, &names, 7);

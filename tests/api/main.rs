@@ -12,6 +12,7 @@
 //! Switchyard's own types (starting the app, adding its users and clients).
 
 mod admin_helpers;
+mod admin_overview;
 mod adoption;
 mod authorize;
 mod backfill;

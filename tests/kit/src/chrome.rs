@@ -308,6 +308,17 @@ impl Chrome {
         path
     }
 
+    /// Resizes the window (WebDriver "Set Window Rect"), e.g. to a
+    /// phone's width.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await;
+    }
+
     /// The console messages so far (errors, CSP violations, warnings).
     pub async fn console(&self) -> Vec<String> {
         let url = format!("{}/se/log", self.base);
