@@ -1,7 +1,9 @@
 //! Where the migration stands: the overview page (`GET /admin`), its
 //! figures as JSON (`GET /admin/api/v1/migration`, also served at
 //! `GET /admin/migration-status`), and the Prometheus gauges refreshed
-//! from the same store ([`refresh_gauges`]).
+//! from the same store ([`refresh_gauges`]). A small script
+//! (`/admin/assets/admin.js`) refreshes the page's big numbers every 30 s;
+//! the page works without it.
 //!
 //! The figures and their definitions (moved, left, active, dormant, the
 //! rate and the projection, cohorts, clients, logins by route and result)
@@ -25,6 +27,7 @@ use crate::error::AppError;
 use crate::metrics::{JobLabel, Metrics, StateLabel, UPSTREAM_WINDOW_SECS};
 use crate::state::AppState;
 use crate::store::now;
+use crate::templates;
 use crate::store::stats::{CohortRule, LoginCount, MigrationFigures, StatsQuery};
 
 /// A user left is active when they signed in (here or at the upstream)
@@ -249,4 +252,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin", get(page))
         .route(&format!("{}/migration", super::API), get(api))
         .route("/admin/migration-status", get(api))
+        .route(
+            "/admin/assets/admin.js",
+            get(|| async { templates::asset("text/javascript; charset=utf-8", ADMIN_JS) }),
+        )
 }
+
+/// The overview's live refresh (script-src 'self'; the page works without).
+const ADMIN_JS: &str = include_str!("../../templates/admin/admin.js");

@@ -245,39 +245,27 @@ impl SqlStore {
         }
     }
 
-    async fn login_counts(&self, since: i64) -> StoreResult<Vec<LoginCount>> {
+    /// One pass over the users: the counts by state, blocked and active,
+    /// the migrations per day of the window and those of the rate's week.
+    async fn users_pass(
+        &self,
+        active_since: i64,
+        first_day: i64,
+        rate_since: i64,
+    ) -> StoreResult<(UserFigures, Vec<u64>, u64, u64)> {
         let sql = format!(
-            "SELECT {route} AS route, {result} AS result, COUNT(*) AS n FROM audit_events \
-             WHERE kind IN {LOGIN_KINDS} AND at >= $1 GROUP BY 1, 2",
-            route = self.json_member("detail", "route"),
-            result = self.json_member("detail", "result"),
-        );
-        let mut out = Vec::new();
-        for row in sqlx::query(&sql).bind(since).fetch_all(self.pool()).await? {
-            let route: Option<String> = row.try_get("route")?;
-            let result: Option<String> = row.try_get("result")?;
-            let n: i64 = row.try_get("n")?;
-            // Events written before routes were recorded have neither.
-            out.push(LoginCount {
-                route: route.unwrap_or_else(|| "unknown".into()),
-                result: result.unwrap_or_else(|| "unknown".into()),
-                count: n as u64,
-            });
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    async fn user_figures(&self, active_since: i64) -> StoreResult<UserFigures> {
-        // One pass over the users.
-        let rows = sqlx::query(
             "SELECT state, blocked, \
              CASE WHEN last_login_at >= $1 OR upstream_last_login_at >= $1 THEN 1 ELSE 0 END AS active, \
-             COUNT(*) AS n FROM users GROUP BY 1, 2, 3",
-        )
-        .bind(active_since)
-        .fetch_all(self.pool())
-        .await?;
+             CASE WHEN migrated_at >= $2 THEN migrated_at / {DAY} ELSE -1 END AS day, \
+             CASE WHEN migrated_at >= $3 THEN 1 ELSE 0 END AS recent, \
+             COUNT(*) AS n FROM users GROUP BY 1, 2, 3, 4, 5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(active_since)
+            .bind(first_day * DAY)
+            .bind(rate_since)
+            .fetch_all(self.pool())
+            .await?;
         let mut f = UserFigures {
             by_state: UserState::ALL
                 .iter()
@@ -285,10 +273,14 @@ impl SqlStore {
                 .collect(),
             ..Default::default()
         };
+        let mut daily = vec![0u64; MIGRATED_DAYS as usize];
+        let (mut before, mut rate) = (0, 0);
         for row in rows {
             let state: String = row.try_get("state")?;
             let blocked: i64 = row.try_get("blocked")?;
             let active: i64 = row.try_get("active")?;
+            let day: i64 = row.try_get("day")?;
+            let recent: i64 = row.try_get("recent")?;
             let n = row.try_get::<i64, _>("n")? as u64;
             f.total += n;
             *f.by_state.entry(state.clone()).or_default() += n;
@@ -296,7 +288,22 @@ impl SqlStore {
                 f.blocked += n;
             }
             match UserState::parse(&state) {
-                Some(UserState::Migrated) => f.moved += n,
+                Some(UserState::Migrated) => {
+                    f.moved += n;
+                    if recent != 0 {
+                        rate += n;
+                    }
+                    match usize::try_from(day - first_day)
+                        .ok()
+                        .and_then(|i| daily.get_mut(i))
+                    {
+                        Some(slot) => *slot += n,
+                        // Before the window, without a date, or (clock
+                        // skew between instances) after today.
+                        None if day < first_day => before += n,
+                        None => {}
+                    }
+                }
                 Some(UserState::Pending | UserState::Shadow) => {
                     f.left += n;
                     if active != 0 && blocked == 0 {
@@ -308,7 +315,80 @@ impl SqlStore {
                 _ => {}
             }
         }
-        Ok(f)
+        Ok((f, daily, before, rate))
+    }
+
+    /// One pass over the login events of the last [`LOGIN_DAYS`] days:
+    /// by day, kind, route and result, and whether in the last hour or day.
+    async fn events_pass(
+        &self,
+        now: i64,
+        first_day: i64,
+    ) -> StoreResult<(Vec<LoginCount>, Vec<LoginCount>, Vec<DayLogins>)> {
+        let sql = format!(
+            "SELECT at / {DAY} AS day, kind, {route} AS route, {result} AS result, \
+             CASE WHEN at >= $2 THEN 1 ELSE 0 END AS hour, \
+             CASE WHEN at >= $3 THEN 1 ELSE 0 END AS last_day, \
+             COUNT(*) AS n FROM audit_events \
+             WHERE kind IN {LOGIN_KINDS} AND at >= $1 GROUP BY 1, 2, 3, 4, 5, 6",
+            route = self.json_member("detail", "route"),
+            result = self.json_member("detail", "result"),
+        );
+        let rows = sqlx::query(&sql)
+            .bind((first_day * DAY).min(now - DAY))
+            .bind(now - 3600)
+            .bind(now - DAY)
+            .fetch_all(self.pool())
+            .await?;
+        let mut hour = BTreeMap::<(String, String), u64>::new();
+        let mut day_counts = BTreeMap::<(String, String), u64>::new();
+        let mut daily: Vec<DayLogins> = (first_day..first_day + LOGIN_DAYS)
+            .map(|d| DayLogins {
+                day: day_name(d),
+                by_route: LoginRoute::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_string(), 0))
+                    .collect(),
+            })
+            .collect();
+        for row in rows {
+            let day: i64 = row.try_get("day")?;
+            let kind: String = row.try_get("kind")?;
+            // Events written before routes were recorded have neither.
+            let route = row
+                .try_get::<Option<String>, _>("route")?
+                .unwrap_or_else(|| "unknown".into());
+            let result = row
+                .try_get::<Option<String>, _>("result")?
+                .unwrap_or_else(|| "unknown".into());
+            let n = row.try_get::<i64, _>("n")? as u64;
+            if row.try_get::<i64, _>("hour")? != 0 {
+                *hour.entry((route.clone(), result.clone())).or_default() += n;
+            }
+            if row.try_get::<i64, _>("last_day")? != 0 {
+                *day_counts
+                    .entry((route.clone(), result.clone()))
+                    .or_default() += n;
+            }
+            // The chart counts the logins that went through.
+            if kind != "login_failed"
+                && let Some(slot) = usize::try_from(day - first_day)
+                    .ok()
+                    .and_then(|i| daily.get_mut(i))
+            {
+                *slot.by_route.entry(route).or_default() += n;
+            }
+        }
+        let list = |m: BTreeMap<(String, String), u64>| {
+            m.into_iter()
+                .map(|((route, result), count)| LoginCount {
+                    route,
+                    result,
+                    count,
+                })
+                .collect::<Vec<_>>()
+        };
+        Ok((list(hour), list(day_counts), daily))
     }
 
     async fn cohort_figures(
@@ -377,83 +457,6 @@ impl SqlStore {
             .collect()
     }
 
-    async fn logins_daily(&self, today: i64) -> StoreResult<Vec<DayLogins>> {
-        let first = today - LOGIN_DAYS + 1;
-        let sql = format!(
-            "SELECT at / {DAY} AS day, {route} AS route, COUNT(*) AS n FROM audit_events \
-             WHERE kind IN ('login', 'refresh_token_adopted') AND at >= $1 GROUP BY 1, 2",
-            route = self.json_member("detail", "route"),
-        );
-        let mut days: Vec<DayLogins> = (first..=today)
-            .map(|d| DayLogins {
-                day: day_name(d),
-                by_route: LoginRoute::ALL
-                    .iter()
-                    .map(|r| (r.as_str().to_string(), 0))
-                    .collect(),
-            })
-            .collect();
-        for row in sqlx::query(&sql)
-            .bind(first * DAY)
-            .fetch_all(self.pool())
-            .await?
-        {
-            let day: i64 = row.try_get("day")?;
-            let route: Option<String> = row.try_get("route")?;
-            let n: i64 = row.try_get("n")?;
-            if let Some(slot) = usize::try_from(day - first)
-                .ok()
-                .and_then(|i| days.get_mut(i))
-            {
-                *slot
-                    .by_route
-                    .entry(route.unwrap_or_else(|| "unknown".into()))
-                    .or_default() += n as u64;
-            }
-        }
-        Ok(days)
-    }
-
-    async fn migrated_daily(&self, today: i64) -> StoreResult<Vec<DayCount>> {
-        let first = today - MIGRATED_DAYS + 1;
-        let before: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM users WHERE state = 'migrated' AND (migrated_at IS NULL OR migrated_at < $1)",
-        )
-        .bind(first * DAY)
-        .fetch_one(self.pool())
-        .await?;
-        let mut counts = vec![0u64; MIGRATED_DAYS as usize];
-        let sql = format!(
-            "SELECT migrated_at / {DAY} AS day, COUNT(*) AS n FROM users \
-             WHERE state = 'migrated' AND migrated_at >= $1 GROUP BY 1"
-        );
-        for row in sqlx::query(&sql)
-            .bind(first * DAY)
-            .fetch_all(self.pool())
-            .await?
-        {
-            let day: i64 = row.try_get("day")?;
-            let n: i64 = row.try_get("n")?;
-            if let Some(slot) = usize::try_from(day - first)
-                .ok()
-                .and_then(|i| counts.get_mut(i))
-            {
-                *slot += n as u64;
-            }
-        }
-        let mut cumulative = before as u64;
-        Ok((first..=today)
-            .zip(counts)
-            .map(|(d, count)| {
-                cumulative += count;
-                DayCount {
-                    day: day_name(d),
-                    count,
-                    cumulative,
-                }
-            })
-            .collect())
-    }
 }
 
 /// When the active users left will have moved at the last week's rate.
@@ -483,26 +486,27 @@ impl MigrationStats for SqlStore {
         let now = q.now;
         let today = now / DAY;
         let active_since = now - i64::from(q.active_days) * DAY;
+        let first_migrated = today - MIGRATED_DAYS + 1;
         // Independent reads: on PostgreSQL each takes its own connection,
         // so they run side by side.
-        let (users, logins_last_hour, logins_last_day, clients, logins_daily, migrated_daily, rate) =
+        let ((users, daily, before, rate), (logins_last_hour, logins_last_day, logins_daily), clients) =
             tokio::try_join!(
-                self.user_figures(active_since),
-                self.login_counts(now - 3600),
-                self.login_counts(now - DAY),
+                self.users_pass(active_since, first_migrated, now - RATE_DAYS * DAY),
+                self.events_pass(now, today - LOGIN_DAYS + 1),
                 self.client_figures(active_since),
-                self.logins_daily(today),
-                self.migrated_daily(today),
-                async {
-                    let n: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM users WHERE state = 'migrated' AND migrated_at >= $1",
-                    )
-                    .bind(now - RATE_DAYS * DAY)
-                    .fetch_one(self.pool())
-                    .await?;
-                    StoreResult::Ok(n as u64)
-                },
             )?;
+        let mut cumulative = before;
+        let migrated_daily = (first_migrated..=today)
+            .zip(daily)
+            .map(|(d, count)| {
+                cumulative += count;
+                DayCount {
+                    day: day_name(d),
+                    count,
+                    cumulative,
+                }
+            })
+            .collect();
         let cohorts = self.cohort_figures(&q.cohorts, &users).await?;
         let base = users.moved + users.left;
         Ok(MigrationFigures {

@@ -431,6 +431,22 @@ async fn admin_overview_page_shows_the_figures_in_chromium() {
     assert!(!html.contains("style="), "CSP blocks style attributes");
     assert!(!html.contains("None") && !html.contains("null"));
 
+    // The live refresh is a script of our own origin (script-src 'self').
+    let script = app
+        .api
+        .get(app.url("/admin/assets/admin.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(html.contains(r#"<script src="/admin/assets/admin.js" defer></script>"#));
+
     if !chrome::available(test) {
         return;
     }
