@@ -416,7 +416,7 @@ impl SqlStore {
                     "SELECT COUNT(*) AS n, COUNT(CASE WHEN state = 'migrated' THEN 1 END) AS m \
                      FROM users WHERE state <> 'local' AND LOWER(email) LIKE $1",
                 )
-                .bind(format!("%@{}", domain.replace(['%', '_'], "")))
+                .bind(format!("%@{}", domain.replace('%', "")))
                 .fetch_one(self.pool())
                 .await?;
                 count += row.try_get::<i64, _>("n")? as u64;

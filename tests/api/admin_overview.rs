@@ -318,8 +318,10 @@ async fn admin_overview_api_counts_the_seeded_migration_exactly() {
         .json()
         .await
         .unwrap();
-    assert_eq!(same["clients"], body["clients"]);
-    assert_eq!(same["users"]["by_state"]["local"], 3, "the operator is a local user");
+    // Read within 15 s of the first: the same reading, although the
+    // operator's own user was added since.
+    assert_eq!(same["users"], body["users"]);
+    assert_eq!(same["at"], body["at"]);
     let anonymous = app
         .api
         .get(app.url("/admin/migration-status"))
