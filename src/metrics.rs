@@ -85,11 +85,7 @@ impl Default for Metrics {
         let job_progress = Family::<JobLabel, Gauge>::default();
         registry.register("users", "Users by migration state", users.clone());
         registry.register("users_blocked", "Blocked users", users_blocked.clone());
-        registry.register(
-            "outbox_rows",
-            "Outbox rows by state",
-            outbox_rows.clone(),
-        );
+        registry.register("outbox_rows", "Outbox rows by state", outbox_rows.clone());
         registry.register(
             "job_progress",
             "Running jobs: chunks done, chunks in all, records done",

@@ -64,7 +64,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -125,7 +125,7 @@ fn x_axis(out: &mut String, days: &[&str], labels: usize) {
     );
     for (i, day) in days.iter().enumerate() {
         // The last day (today) always gets its label.
-        if (n - 1 - i) % every != 0 {
+        if !(n - 1 - i).is_multiple_of(every) {
             continue;
         }
         let x = LEFT + plot_w * (i as f64 + 0.5) / n as f64;

@@ -30,8 +30,8 @@ use crate::error::AppError;
 use crate::metrics::{JobLabel, Metrics, StateLabel, UPSTREAM_WINDOW_SECS};
 use crate::state::AppState;
 use crate::store::now;
-use crate::templates;
 use crate::store::stats::{CohortRule, LoginCount, MigrationFigures, StatsQuery};
+use crate::templates;
 
 /// A user left is active when they signed in (here or at the upstream)
 /// within this many days: long enough to span a monthly habit, short

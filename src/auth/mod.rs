@@ -200,8 +200,8 @@ async fn failed(
     started: tokio::time::Instant,
 ) {
     Metrics::count(&state.metrics.logins, label, result.as_str());
-    let event = audit_event("login_failed", None, client_id, ip)
-        .with_detail(login_detail(route, result));
+    let event =
+        audit_event("login_failed", None, client_id, ip).with_detail(login_detail(route, result));
     record(state, event).await;
     pad_failure(state, started).await;
 }

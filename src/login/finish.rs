@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
 use crate::auth::{audit_event, record as record_event};
-use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::crypto::random_token;
 use crate::error::AppError;
 use crate::session::{cookie_header, cookie_name, current_session};
 use crate::state::AppState;
+use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::store::{SessionStoreExt, User, now};
 use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
 use crate::upstream::tokens::MappedTokens;

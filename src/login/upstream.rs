@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::finish::{UpstreamLogin, finish_login};
 use crate::auth::audit_event;
-use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::crypto::{constant_time_eq, random_token, sha256_b64};
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
@@ -19,6 +18,7 @@ use crate::oidc::params::Params;
 use crate::oidc::response::{Redirect, error_response};
 use crate::session::{ClientIp, cookie_name, read_cookie};
 use crate::state::AppState;
+use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::store::{SessionStoreExt, now};
 use crate::throttle::Counted;
 use crate::tokens::grants::{PENDING_TTL, PendingAuthorization, pending_key};
@@ -300,10 +300,8 @@ pub async fn get_callback(
     }
     // The user, their identity, the login time and both events in one
     // commit; a blocked user gets no login recorded.
-    let login = audit_event("login", None, &pending.client_id, ip).with_detail(login_detail(
-        LoginRoute::UpstreamRedirect,
-        LoginResult::Ok,
-    ));
+    let login = audit_event("login", None, &pending.client_id, ip)
+        .with_detail(login_detail(LoginRoute::UpstreamRedirect, LoginResult::Ok));
     let user = state
         .db
         .record_upstream_login(&upstream.client.settings.provider, &profile, &login)

@@ -53,8 +53,8 @@ pub mod recovery;
 pub mod redis;
 pub mod refresh;
 pub mod sql;
-pub mod stats;
 mod sql_common;
+pub mod stats;
 pub mod transition;
 pub mod users;
 

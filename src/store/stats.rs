@@ -456,7 +456,6 @@ impl SqlStore {
             })
             .collect()
     }
-
 }
 
 /// When the active users left will have moved at the last week's rate.
@@ -489,12 +488,15 @@ impl MigrationStats for SqlStore {
         let first_migrated = today - MIGRATED_DAYS + 1;
         // Independent reads: on PostgreSQL each takes its own connection,
         // so they run side by side.
-        let ((users, daily, before, rate), (logins_last_hour, logins_last_day, logins_daily), clients) =
-            tokio::try_join!(
-                self.users_pass(active_since, first_migrated, now - RATE_DAYS * DAY),
-                self.events_pass(now, today - LOGIN_DAYS + 1),
-                self.client_figures(active_since),
-            )?;
+        let (
+            (users, daily, before, rate),
+            (logins_last_hour, logins_last_day, logins_daily),
+            clients,
+        ) = tokio::try_join!(
+            self.users_pass(active_since, first_migrated, now - RATE_DAYS * DAY),
+            self.events_pass(now, today - LOGIN_DAYS + 1),
+            self.client_figures(active_since),
+        )?;
         let mut cumulative = before;
         let migrated_daily = (first_migrated..=today)
             .zip(daily)

@@ -34,13 +34,55 @@ fn events() -> Vec<Event> {
     let mut e: Vec<Event> = vec![
         (40 * DAY, "login", Some(("local", "ok")), Some("l1"), "web"),
         (5 * DAY, "login", None, Some("m3"), "legacy"),
-        (3 * DAY, "login", Some(("upstream_redirect", "ok")), Some("p1"), "web"),
-        (3 * DAY - 1, "login", Some(("upstream_redirect", "ok")), Some("p2"), "app"),
-        (3 * 3600, "login_failed", Some(("upstream_password", "locked")), None, "web"),
-        (2 * 3600, "login", Some(("upstream_password", "ok")), Some("m1"), "web"),
-        (2 * 3600 - 1, "login", Some(("upstream_password", "ok")), Some("m2"), "web"),
-        (30 * 60, "refresh_token_adopted", Some(("adopted_refresh", "ok")), Some("s1"), "app"),
-        (25 * 60, "login_failed", Some(("local", "failed")), None, "web"),
+        (
+            3 * DAY,
+            "login",
+            Some(("upstream_redirect", "ok")),
+            Some("p1"),
+            "web",
+        ),
+        (
+            3 * DAY - 1,
+            "login",
+            Some(("upstream_redirect", "ok")),
+            Some("p2"),
+            "app",
+        ),
+        (
+            3 * 3600,
+            "login_failed",
+            Some(("upstream_password", "locked")),
+            None,
+            "web",
+        ),
+        (
+            2 * 3600,
+            "login",
+            Some(("upstream_password", "ok")),
+            Some("m1"),
+            "web",
+        ),
+        (
+            2 * 3600 - 1,
+            "login",
+            Some(("upstream_password", "ok")),
+            Some("m2"),
+            "web",
+        ),
+        (
+            30 * 60,
+            "refresh_token_adopted",
+            Some(("adopted_refresh", "ok")),
+            Some("s1"),
+            "app",
+        ),
+        (
+            25 * 60,
+            "login_failed",
+            Some(("local", "failed")),
+            None,
+            "web",
+        ),
         (20 * 60, "login", Some(("local", "ok")), Some("l1"), "web"),
         (10 * 60, "login", Some(("local", "ok")), Some("m1"), "app"),
         (5 * 60, "login", Some(("local", "ok")), Some("l2"), "web"),
@@ -64,28 +106,156 @@ type Seed = (
 const USERS: &[Seed] = &[
     ("l1", "l1@example.com", "local", false, None, Some(0), None),
     ("l2", "l2@example.com", "local", false, None, Some(0), None),
-    ("m1", "m1@example.org", "migrated", false, Some(0), Some(0), None),
-    ("m2", "m2@example.org", "migrated", false, Some(0), Some(0), None),
-    ("m3", "m3@example.com", "migrated", false, Some(0), None, None),
-    ("m4", "m4@example.com", "migrated", false, Some(1), None, None),
-    ("m5", "m5@example.com", "migrated", false, Some(1), None, None),
-    ("m6", "m6@example.com", "migrated", false, Some(5), None, None),
-    ("m7", "m7@example.com", "migrated", false, Some(5), None, None),
-    ("m8", "m8@example.com", "migrated", false, Some(5), None, None),
-    ("m9", "m9@example.com", "migrated", false, Some(5), None, None),
-    ("m10", "m10@example.com", "migrated", false, Some(100), None, None),
+    (
+        "m1",
+        "m1@example.org",
+        "migrated",
+        false,
+        Some(0),
+        Some(0),
+        None,
+    ),
+    (
+        "m2",
+        "m2@example.org",
+        "migrated",
+        false,
+        Some(0),
+        Some(0),
+        None,
+    ),
+    (
+        "m3",
+        "m3@example.com",
+        "migrated",
+        false,
+        Some(0),
+        None,
+        None,
+    ),
+    (
+        "m4",
+        "m4@example.com",
+        "migrated",
+        false,
+        Some(1),
+        None,
+        None,
+    ),
+    (
+        "m5",
+        "m5@example.com",
+        "migrated",
+        false,
+        Some(1),
+        None,
+        None,
+    ),
+    (
+        "m6",
+        "m6@example.com",
+        "migrated",
+        false,
+        Some(5),
+        None,
+        None,
+    ),
+    (
+        "m7",
+        "m7@example.com",
+        "migrated",
+        false,
+        Some(5),
+        None,
+        None,
+    ),
+    (
+        "m8",
+        "m8@example.com",
+        "migrated",
+        false,
+        Some(5),
+        None,
+        None,
+    ),
+    (
+        "m9",
+        "m9@example.com",
+        "migrated",
+        false,
+        Some(5),
+        None,
+        None,
+    ),
+    (
+        "m10",
+        "m10@example.com",
+        "migrated",
+        false,
+        Some(100),
+        None,
+        None,
+    ),
     // Pending: two active here, one active at the upstream, one active but
     // blocked (dormant), two dormant.
-    ("p1", "p1@example.org", "pending", false, None, Some(1), None),
-    ("p2", "p2@example.com", "pending", false, None, Some(1), None),
-    ("p3", "p3@example.com", "pending", false, None, None, Some(10)),
+    (
+        "p1",
+        "p1@example.org",
+        "pending",
+        false,
+        None,
+        Some(1),
+        None,
+    ),
+    (
+        "p2",
+        "p2@example.com",
+        "pending",
+        false,
+        None,
+        Some(1),
+        None,
+    ),
+    (
+        "p3",
+        "p3@example.com",
+        "pending",
+        false,
+        None,
+        None,
+        Some(10),
+    ),
     ("p4", "p4@example.com", "pending", true, None, Some(1), None),
-    ("p5", "p5@example.com", "pending", false, None, Some(60), None),
+    (
+        "p5",
+        "p5@example.com",
+        "pending",
+        false,
+        None,
+        Some(60),
+        None,
+    ),
     ("p6", "p6@example.com", "pending", false, None, None, None),
     // Shadow: one active, two dormant.
     ("s1", "s1@example.com", "shadow", false, None, Some(2), None),
-    ("s2", "s2@example.com", "shadow", false, None, Some(45), None),
-    ("s3", "s3@example.com", "shadow", false, None, None, Some(31)),
+    (
+        "s2",
+        "s2@example.com",
+        "shadow",
+        false,
+        None,
+        Some(45),
+        None,
+    ),
+    (
+        "s3",
+        "s3@example.com",
+        "shadow",
+        false,
+        None,
+        None,
+        Some(31),
+    ),
 ];
 
 async fn seed(app: &TestApp, at: i64) {
@@ -301,7 +471,12 @@ async fn admin_overview_api_counts_the_seeded_migration_exactly() {
     assert_eq!(body["migrated_daily"], json!(expected_migrated(at)));
     let up = &body["upstream"];
     assert_eq!(
-        [&up["configured"], &up["status"], &up["calls"], &up["errors"]],
+        [
+            &up["configured"],
+            &up["status"],
+            &up["calls"],
+            &up["errors"]
+        ],
         [&json!(false), &json!("none"), &json!(0), &json!(0)]
     );
 
@@ -369,7 +544,12 @@ async fn admin_overview_login_events_carry_route_and_result() {
     let start = app.authorize(&app.browser, &req).await;
     let login_path = location(start.headers());
     let refused = app
-        .login(&app.browser, &login_path, "alice@example.com", "wrong password")
+        .login(
+            &app.browser,
+            &login_path,
+            "alice@example.com",
+            "wrong password",
+        )
         .await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     app.code_for(&app.browser, &req, "alice@example.com").await;
