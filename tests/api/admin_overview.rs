@@ -661,3 +661,34 @@ async fn admin_overview_page_shows_the_figures_in_chromium() {
     chrome.screenshot("phone").await;
     assert_eq!(fits, json!(true), "the page scrolls sideways at 390 px");
 }
+
+#[tokio::test]
+async fn admin_overview_upstream_health_is_the_share_of_failed_upstream_calls() {
+    use switchyard::metrics::Metrics;
+    let up =
+        crate::upstream::spawn_with_upstream(switchyard_kit::fake::Flavor::Auth0, |_| {}).await;
+    let app = &up.app;
+    let token = app.admin_token(AdminScope::Read).await;
+    let counted = |what: &str, result: &str, n: usize| {
+        for _ in 0..n {
+            Metrics::count(&app.state.metrics.upstream, what, result);
+        }
+    };
+    // Calls made at start, if any, are the baseline.
+    let (_, before) = app.admin_get(&token, "/migration").await;
+    let calls = before["upstream"]["calls"].as_u64().unwrap();
+    let errors = before["upstream"]["errors"].as_u64().unwrap();
+    // A wrong password is the upstream working; unavailable is not.
+    counted("password", "wrong_credentials", 2);
+    counted("password", "migrated", 1);
+    counted("password", "unavailable", 1);
+    let (_, body) = app.admin_get(&token, "/migration").await;
+    let upstream = &body["upstream"];
+    assert_eq!(upstream["configured"], true);
+    assert_eq!(upstream["calls"].as_u64().unwrap(), calls + 4);
+    assert_eq!(upstream["errors"].as_u64().unwrap(), errors + 1);
+    assert_eq!(upstream["status"], "degraded", "{upstream}");
+    counted("code_exchange", "rate_limited", 5);
+    let (_, body) = app.admin_get(&token, "/migration").await;
+    assert_eq!(body["upstream"]["status"], "down", "{}", body["upstream"]);
+}
