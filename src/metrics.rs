@@ -6,7 +6,31 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// A gauge's one label: a state (of users, of outbox rows).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// A running job's gauges: its id and kind, and what is counted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: String,
+    pub kind: String,
+    pub what: String,
+}
+
+/// The results of an upstream call that say the upstream is unwell
+/// (`UpstreamError::kind`): not answering, rate limiting us, or answering
+/// nonsense. A refused password or a rejected code is the upstream
+/// working.
+pub const UPSTREAM_ERRORS: &[&str] = &["unavailable", "rate_limited", "invalid_response"];
+
+/// How far back the upstream's recent error rate looks.
+pub const UPSTREAM_WINDOW_SECS: i64 = 900;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -32,6 +56,18 @@ pub struct Metrics {
     /// Signing-key reloads outside the periodic one, by cause
     /// (`unknown_kid`) and result.
     pub keys: Family<Outcome, Counter>,
+    /// Users by state, refreshed every 15 s from the database (so every
+    /// instance reports the same figures; take one, or `max`).
+    pub users: Family<StateLabel, Gauge>,
+    pub users_blocked: Gauge,
+    /// Outbox rows by state (`pending`, `done`, `failed`).
+    pub outbox_rows: Family<StateLabel, Gauge>,
+    /// Per running job: `chunks_done`, `chunks_total`, `records_done`.
+    pub job_progress: Family<JobLabel, Gauge>,
+    /// Snapshots of the upstream calls and errors so far (at, calls,
+    /// errors), one per refresh, the last [`UPSTREAM_WINDOW_SECS`] of them:
+    /// the recent error rate is the difference with the oldest.
+    pub upstream_window: std::sync::Mutex<std::collections::VecDeque<(i64, u64, u64)>>,
 }
 
 impl Default for Metrics {
@@ -43,6 +79,18 @@ impl Default for Metrics {
         let outbox = Family::<Outcome, Counter>::default();
         let writeback = Family::<Outcome, Counter>::default();
         let keys = Family::<Outcome, Counter>::default();
+        let users = Family::<StateLabel, Gauge>::default();
+        let users_blocked = Gauge::default();
+        let outbox_rows = Family::<StateLabel, Gauge>::default();
+        let job_progress = Family::<JobLabel, Gauge>::default();
+        registry.register("users", "Users by migration state", users.clone());
+        registry.register("users_blocked", "Blocked users", users_blocked.clone());
+        registry.register("outbox_rows", "Outbox rows by state", outbox_rows.clone());
+        registry.register(
+            "job_progress",
+            "Running jobs: chunks done, chunks in all, records done",
+            job_progress.clone(),
+        );
         registry.register("logins", "Logins by route and result", logins.clone());
         registry.register(
             "token_requests",
@@ -77,6 +125,11 @@ impl Default for Metrics {
             upstream,
             outbox,
             writeback,
+            users,
+            users_blocked,
+            outbox_rows,
+            job_progress,
+            upstream_window: Default::default(),
         }
     }
 }
@@ -89,6 +142,71 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// Upstream calls so far, and how many of them ended in one of
+    /// [`UPSTREAM_ERRORS`]: read from the `upstream_requests` counters
+    /// themselves (encoded alone), so no call site counts twice.
+    pub fn upstream_tally(&self) -> (u64, u64) {
+        let mut registry = Registry::default();
+        registry.register("u", "", self.upstream.clone());
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return (0, 0);
+        }
+        let (mut calls, mut errors) = (0, 0);
+        for line in text.lines().filter(|l| l.starts_with("u_total{")) {
+            let Some((labels, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let n = value.parse::<f64>().unwrap_or(0.0) as u64;
+            calls += n;
+            if UPSTREAM_ERRORS
+                .iter()
+                .any(|e| labels.contains(&format!("result=\"{e}\"")))
+            {
+                errors += n;
+            }
+        }
+        (calls, errors)
+    }
+
+    /// Keeps a snapshot of [`Metrics::upstream_tally`] taken at `at`,
+    /// dropping those older than the window.
+    pub fn snapshot_upstream(&self, at: i64) {
+        let (calls, errors) = self.upstream_tally();
+        let mut window = self
+            .upstream_window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        window.push_back((at, calls, errors));
+        while window
+            .front()
+            .is_some_and(|(t, _, _)| *t < at - UPSTREAM_WINDOW_SECS)
+        {
+            window.pop_front();
+        }
+    }
+
+    /// Calls and errors since the oldest snapshot in the window (or since
+    /// the process started, before the first), and the span in seconds.
+    pub fn upstream_recent(&self, now: i64) -> (u64, u64, Option<i64>) {
+        let (calls, errors) = self.upstream_tally();
+        let window = self
+            .upstream_window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match window
+            .iter()
+            .find(|(t, _, _)| *t >= now - UPSTREAM_WINDOW_SECS)
+        {
+            Some((t, c, e)) => (
+                calls.saturating_sub(*c),
+                errors.saturating_sub(*e),
+                Some(now - t),
+            ),
+            None => (calls, errors, None),
+        }
     }
 
     pub fn render(&self) -> String {

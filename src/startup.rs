@@ -34,6 +34,9 @@ pub struct Application {
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// How often expired refresh families and upstream tokens are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the Prometheus gauges (users by state, outbox, jobs) are
+/// read from the database: a scrape then costs nothing.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The warning for a production deployment (an `https` issuer) whose
 /// signing keys sit in the database unencrypted: anyone who can read a
@@ -111,6 +114,16 @@ impl Application {
                 }
             }
         });
+        let gauge_state = self.state.clone();
+        let gauges = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::admin::migration::refresh_gauges(&gauge_state).await {
+                    tracing::warn!(error = %e, "refreshing the gauges failed");
+                }
+            }
+        });
         // The outbox is delivered beside the requests, never in them: a
         // login only inserts its row.
         let outbox = tokio::spawn(self.outbox.run());
@@ -131,6 +144,7 @@ impl Application {
         .await;
         reloader.abort();
         purger.abort();
+        gauges.abort();
         // A delivery cut short keeps its claim until the lease ends, then
         // any instance sends it again (the write is idempotent).
         outbox.abort();

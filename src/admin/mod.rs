@@ -22,6 +22,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod charts;
 pub mod cutover;
 pub mod jobs;
 pub mod migration;

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::migrate::lazy;
 use crate::password::Verified;
 use crate::state::AppState;
+use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::store::{AuditEvent, User};
 use crate::throttle::Counted;
 
@@ -54,8 +55,8 @@ pub struct Attempt<'a> {
 #[derive(Debug)]
 pub enum Outcome {
     /// The password is right and the user may sign in (migrated now, if the
-    /// upstream verified it).
-    Authenticated(Box<User>),
+    /// upstream verified it), with the route it took.
+    Authenticated(Box<User>, LoginRoute),
     /// Wrong identifier or password, or a blocked user: one answer for all.
     Failed,
     /// The upstream's brute-force protection has locked the account for
@@ -113,6 +114,7 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
         Via::LoginPage => decision.route.as_str(),
         Via::PasswordGrant => "password_grant",
     };
+    let route = login_route(decision.route);
     let user = match decision.route {
         Route::Local => authenticate_local(state, account, password).await?,
         // A user with no password here (never signed in during the
@@ -136,7 +138,8 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
                 Ok(lazy::Outcome::Failed | lazy::Outcome::Blocked) => None,
                 Ok(lazy::Outcome::Locked) => {
                     // Counted and padded like a failure.
-                    failed(state, label, "locked", client_id, ip, started).await;
+                    let end = (route, LoginResult::Locked);
+                    failed(state, label, end, client_id, ip, started).await;
                     return Ok(Outcome::Locked);
                 }
                 Ok(lazy::Outcome::Redirect(why)) => {
@@ -174,29 +177,43 @@ pub async fn authenticate(state: &AppState, attempt: Attempt<'_>) -> Result<Outc
         Some(user) => {
             state.throttle.succeeded(counted).await?;
             Metrics::count(&state.metrics.logins, label, "ok");
-            Ok(Outcome::Authenticated(Box::new(user)))
+            Ok(Outcome::Authenticated(Box::new(user), route))
         }
         None => {
             // The attempt stays counted.
-            failed(state, label, "failed", client_id, ip, started).await;
+            let end = (route, LoginResult::Failed);
+            failed(state, label, end, client_id, ip, started).await;
             Ok(Outcome::Failed)
         }
     }
 }
 
-/// A login that did not authenticate: counted under `result`, audited,
-/// and answered no sooner than the failure floor.
+/// A login that did not authenticate: counted under its result, audited
+/// with its route and result (so the overview counts them from the one
+/// event), and answered no sooner than the failure floor.
 async fn failed(
     state: &AppState,
     label: &str,
-    result: &str,
+    (route, result): (LoginRoute, LoginResult),
     client_id: &str,
     ip: IpAddr,
     started: tokio::time::Instant,
 ) {
-    Metrics::count(&state.metrics.logins, label, result);
-    audit(state, "login_failed", None, client_id, ip).await;
+    Metrics::count(&state.metrics.logins, label, result.as_str());
+    let event =
+        audit_event("login_failed", None, client_id, ip).with_detail(login_detail(route, result));
+    record(state, event).await;
     pad_failure(state, started).await;
+}
+
+/// The route a login event names for a routing decision.
+pub fn login_route(route: Route) -> LoginRoute {
+    match route {
+        Route::Local => LoginRoute::Local,
+        Route::UpstreamPassword => LoginRoute::UpstreamPassword,
+        Route::UpstreamRedirect => LoginRoute::UpstreamRedirect,
+        Route::ResetPassword => LoginRoute::ResetPassword,
+    }
 }
 
 /// A routed login: the decision, and the account it was made on, read once

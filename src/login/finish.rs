@@ -9,11 +9,12 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
-use crate::auth::audit;
+use crate::auth::{audit_event, record as record_event};
 use crate::crypto::random_token;
 use crate::error::AppError;
 use crate::session::{cookie_header, cookie_name, current_session};
 use crate::state::AppState;
+use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::store::{SessionStoreExt, User, now};
 use crate::tokens::grants::{PendingAuthorization, Session, pending_key, session_key};
 use crate::upstream::tokens::MappedTokens;
@@ -31,8 +32,9 @@ pub struct UpstreamLogin {
 /// Ends a successful login, whatever the route: spends the pending request,
 /// replaces the browser's session with a new one, stores the upstream
 /// tokens when the login went through the upstream, and returns the user to
-/// the client with a code. `login_recorded` says the caller already wrote
-/// the user's `last_login_at` and the `login` event, in its own transaction.
+/// the client with a code. `record` is the route of the login, whose
+/// `last_login_at` and `login` event this writes; `None` when the caller
+/// already wrote them, in its own transaction.
 pub async fn finish_login(
     state: &AppState,
     headers: &HeaderMap,
@@ -40,7 +42,7 @@ pub async fn finish_login(
     user: &User,
     ip: IpAddr,
     upstream_login: Option<UpstreamLogin>,
-    login_recorded: bool,
+    record: Option<LoginRoute>,
 ) -> Result<Response, AppError> {
     // The pending request is single use: of two concurrent submissions one
     // completes and the other finds it gone.
@@ -64,9 +66,11 @@ pub async fn finish_login(
             .save(&session.sid, &login.tokens, Duration::from_secs(ttl))
             .await?;
     }
-    if !login_recorded {
+    if let Some(route) = record {
         state.db.record_login(&user.id, session.auth_time).await?;
-        audit(state, "login", Some(&user.id), &pending.client_id, ip).await;
+        let event = audit_event("login", Some(&user.id), &pending.client_id, ip)
+            .with_detail(login_detail(route, LoginResult::Ok));
+        record_event(state, event).await;
     }
 
     let mut response = crate::oidc::response::complete(state, &pending, &key, &session).await?;

@@ -375,7 +375,8 @@ pub(super) async fn post_reset(
     // Signed in: the application's request continues when this browser
     // started it; otherwise the user lands on a page that says it is done.
     if let Some((authz, _)) = &link.continues {
-        return finish_login(&state, &headers, authz, &user, ip, None, false).await;
+        let route = Some(crate::store::stats::LoginRoute::ResetPassword);
+        return finish_login(&state, &headers, authz, &user, ip, None, route).await;
     }
     let (cookie, _, session) = open_session(&state, &headers, &user).await?;
     state.db.record_login(&user.id, session.auth_time).await?;

@@ -283,8 +283,8 @@ async fn verify_and_complete(
         routed,
     };
     match auth::authenticate(state, attempt).await? {
-        Outcome::Authenticated(user) => {
-            finish_login(state, headers, authz, &user, ip, None, false).await
+        Outcome::Authenticated(user, route) => {
+            finish_login(state, headers, authz, &user, ip, None, Some(route)).await
         }
         Outcome::Failed | Outcome::Invalid => Ok(password_page(
             state,

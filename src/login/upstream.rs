@@ -18,6 +18,7 @@ use crate::oidc::params::Params;
 use crate::oidc::response::{Redirect, error_response};
 use crate::session::{ClientIp, cookie_name, read_cookie};
 use crate::state::AppState;
+use crate::store::stats::{LoginResult, LoginRoute, login_detail};
 use crate::store::{SessionStoreExt, now};
 use crate::throttle::Counted;
 use crate::tokens::grants::{PENDING_TTL, PendingAuthorization, pending_key};
@@ -299,7 +300,8 @@ pub async fn get_callback(
     }
     // The user, their identity, the login time and both events in one
     // commit; a blocked user gets no login recorded.
-    let login = audit_event("login", None, &pending.client_id, ip);
+    let login = audit_event("login", None, &pending.client_id, ip)
+        .with_detail(login_detail(LoginRoute::UpstreamRedirect, LoginResult::Ok));
     let user = state
         .db
         .record_upstream_login(&upstream.client.settings.provider, &profile, &login)
@@ -317,7 +319,7 @@ pub async fn get_callback(
         tokens: mapped,
         auth_time: auth_time.unwrap_or_else(now),
     };
-    finish_login(&state, &headers, &tx.authz, &user, ip, Some(login), true).await
+    finish_login(&state, &headers, &tx.authz, &user, ip, Some(login), None).await
 }
 
 /// The upstream ID token's `auth_time` (OIDC Core §2), never later than

@@ -30,6 +30,7 @@ use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::store::stats::{LoginResult, LoginRoute};
 use crate::store::{AuditEvent, SessionStoreExt, now};
 use crate::throttle::Throttle;
 use crate::tokens::grants::{Grant, Session, session_key};
@@ -166,7 +167,12 @@ pub async fn adopt(
         Some(&user.id),
         Some(&client.client_id),
     )
-    .with_detail(serde_json::json!({ "provider": up.client.settings.provider }));
+    // The route and result, as every login event carries them.
+    .with_detail(serde_json::json!({
+        "provider": up.client.settings.provider,
+        "route": LoginRoute::AdoptedRefresh.as_str(),
+        "result": LoginResult::Ok.as_str(),
+    }));
     crate::auth::record(state, event).await;
     Metrics::count(&state.metrics.upstream, "adoption", "ok");
     issue(

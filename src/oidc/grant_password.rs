@@ -45,7 +45,7 @@ pub async fn password(
         .await
         .map_err(|_| OAuthError::unexpected("authentication failed"))?;
     let user = match outcome {
-        Outcome::Authenticated(user) => user,
+        Outcome::Authenticated(user, _) => user,
         // A reset is told on the login page only: here it is one more
         // failure, like every other.
         Outcome::Failed => {

@@ -55,6 +55,7 @@ pub mod redis;
 pub mod refresh;
 pub mod sql;
 mod sql_common;
+pub mod stats;
 pub mod transition;
 pub mod user_search;
 pub mod users;
@@ -549,6 +550,7 @@ pub trait Database:
     + operators::OperatorStore
     + audit_query::AuditQuery
     + user_search::UserSearch
+    + stats::MigrationStats
 {
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -15,6 +15,7 @@ mod admin_access;
 mod admin_helpers;
 mod admin_jobs;
 mod admin_openapi;
+mod admin_overview;
 mod admin_steer;
 mod adoption;
 mod authorize;
