@@ -12,14 +12,13 @@
 //! counters): the share of calls over the last 15 minutes that ended
 //! `unavailable`, `rate_limited` or `invalid_response`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 
 use super::access::{ApiOperator, PageOperator};
@@ -122,21 +121,30 @@ struct Reading {
     refreshing: bool,
 }
 
-/// The last reading per database (one in production; a test suite runs
-/// many applications in one process, each on its own database).
-static READINGS: LazyLock<Mutex<HashMap<String, Reading>>> = LazyLock::new(Default::default);
-
-fn readings() -> std::sync::MutexGuard<'static, HashMap<String, Reading>> {
-    READINGS.lock().unwrap_or_else(|p| p.into_inner())
+/// The last reading of this application's figures, shared by its routes
+/// (each application has its own: a test suite runs many in one process).
+#[derive(Default)]
+pub struct Figures {
+    last: Mutex<Option<Reading>>,
 }
 
-/// The figures, from the last reading when it is recent (see
-/// [`FIGURES_TTL`]).
-pub async fn figures(state: &AppState) -> Result<Arc<MigrationFigures>, Problem> {
-    let key = state.settings.database_url.clone();
-    let stale = {
-        let mut all = readings();
-        match all.get_mut(&key) {
+impl Figures {
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<Reading>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keep(&self, figures: Arc<MigrationFigures>) {
+        *self.last() = Some(Reading {
+            read: std::time::Instant::now(),
+            figures,
+            refreshing: false,
+        });
+    }
+
+    /// The figures, from the last reading when it is recent (see
+    /// [`FIGURES_TTL`]).
+    pub async fn get(self: &Arc<Self>, state: &AppState) -> Result<Arc<MigrationFigures>, Problem> {
+        let stale = match self.last().as_mut() {
             Some(r) if r.read.elapsed() < FIGURES_TTL => return Ok(r.figures.clone()),
             Some(r) => {
                 let again = !r.refreshing;
@@ -144,45 +152,31 @@ pub async fn figures(state: &AppState) -> Result<Arc<MigrationFigures>, Problem>
                 Some((r.figures.clone(), again))
             }
             None => None,
-        }
-    };
-    if let Some((figures, again)) = stale {
-        if again {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let fresh = read_figures(&state).await;
-                let mut all = readings();
-                match fresh {
-                    Ok(f) => {
-                        all.insert(
-                            state.settings.database_url.clone(),
-                            Reading {
-                                read: std::time::Instant::now(),
-                                figures: Arc::new(f),
-                                refreshing: false,
-                            },
-                        );
-                    }
-                    Err(_) => {
-                        if let Some(r) = all.get_mut(&state.settings.database_url) {
-                            r.refreshing = false;
+        };
+        match stale {
+            Some((figures, again)) => {
+                if again {
+                    let (cache, state) = (self.clone(), state.clone());
+                    tokio::spawn(async move {
+                        match read_figures(&state).await {
+                            Ok(f) => cache.keep(Arc::new(f)),
+                            Err(_) => {
+                                if let Some(r) = cache.last().as_mut() {
+                                    r.refreshing = false;
+                                }
+                            }
                         }
-                    }
+                    });
                 }
-            });
+                Ok(figures)
+            }
+            None => {
+                let fresh = Arc::new(read_figures(state).await?);
+                self.keep(fresh.clone());
+                Ok(fresh)
+            }
         }
-        return Ok(figures);
     }
-    let fresh = Arc::new(read_figures(state).await?);
-    readings().insert(
-        key,
-        Reading {
-            read: std::time::Instant::now(),
-            figures: fresh.clone(),
-            refreshing: false,
-        },
-    );
-    Ok(fresh)
 }
 
 /// Reads every figure from the store, now (uncached).
@@ -206,8 +200,8 @@ pub async fn read_figures(state: &AppState) -> Result<MigrationFigures, Problem>
 
 /// Every figure of the overview: the store's (at most [`FIGURES_TTL`]
 /// old) and the upstream's health now.
-pub async fn status(state: &AppState) -> Result<MigrationStatus, Problem> {
-    let figures = figures(state).await?;
+pub async fn status(state: &AppState, figures: &Arc<Figures>) -> Result<MigrationStatus, Problem> {
+    let figures = figures.get(state).await?;
     Ok(MigrationStatus {
         figures: (*figures).clone(),
         upstream: upstream_health(state, now()),
@@ -216,9 +210,10 @@ pub async fn status(state: &AppState) -> Result<MigrationStatus, Problem> {
 
 async fn api(
     State(state): State<AppState>,
+    Extension(figures): Extension<Arc<Figures>>,
     ApiOperator(_): ApiOperator,
 ) -> Result<Response, Problem> {
-    let mut response = Json(status(&state).await?).into_response();
+    let mut response = Json(status(&state, &figures).await?).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -249,8 +244,12 @@ fn login_rows(hour: &[LoginCount], day: &[LoginCount]) -> Vec<LoginRow> {
         .collect()
 }
 
-async fn page(State(state): State<AppState>, operator: PageOperator) -> Response {
-    let s = match status(&state).await {
+async fn page(
+    State(state): State<AppState>,
+    Extension(figures): Extension<Arc<Figures>>,
+    operator: PageOperator,
+) -> Response {
+    let s = match status(&state, &figures).await {
         Ok(s) => s,
         Err(p) if p.status == StatusCode::SERVICE_UNAVAILABLE => {
             return AppError::Unavailable.into_response();
@@ -343,6 +342,7 @@ pub fn router() -> Router<AppState> {
             "/admin/assets/admin.js",
             get(|| async { templates::asset("text/javascript; charset=utf-8", ADMIN_JS) }),
         )
+        .layer(Extension(Arc::new(Figures::default())))
 }
 
 /// The overview's live refresh (script-src 'self'; the page works without).

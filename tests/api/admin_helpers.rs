@@ -5,14 +5,13 @@
 //! status among its responses, the media type among the response's, and
 //! the body valid against the schema (JSON Schema 2020-12, OpenAPI 3.1
 //! §4.8.24).
-#![allow(dead_code)] // the admin test modules that use these land next
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
-use switchyard_kit::chrome::Chrome;
 use switchyard::admin::access::{ADMIN_READ_SCOPE, ADMIN_SCOPE, AdminSession};
 use switchyard::crypto::random_token;
 use switchyard::store::SessionStoreExt;
+use switchyard_kit::chrome::Chrome;
 
 use crate::helpers::*;
 

@@ -668,10 +668,9 @@ async fn an_operator_runs_a_backfill_and_retries_a_failed_write_in_chromium() {
         s.upstream.as_mut().unwrap().management.outbox_max_attempts = Some(1);
     })
     .await;
-    let (cookie, value) = t.app.admin_session("ops@example.com").await;
     let chrome = &Chrome::start(env!("CARGO_TARGET_TMPDIR"), "admin_jobs").await;
-    chrome.goto(&t.app.url("/admin/assets/admin.css")).await;
-    chrome.add_cookie(&cookie, &value).await;
+    // The operator signs in through Switchyard's own login pages.
+    t.app.admin_sign_in(chrome, "ops@example.com").await;
 
     chrome.goto(&t.app.url("/admin/jobs")).await;
     assert_eq!(chrome.title().await, "Jobs · Switchyard admin");
