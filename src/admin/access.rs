@@ -272,6 +272,12 @@ impl PageOperator {
     }
 }
 
+/// A form that carries nothing but its CSRF token (a button).
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    pub csrf: String,
+}
+
 /// Where a page request without a session is sent.
 pub struct SignInFirst(pub String);
 
@@ -314,12 +320,7 @@ impl FromRequestParts<AppState> for PageOperator {
                     .unwrap_or_else(|| "/admin".into());
                 Err(SignInFirst(path).into_response())
             }
-            Err(p) if p.status == axum::http::StatusCode::SERVICE_UNAVAILABLE => {
-                Err(crate::error::AppError::Unavailable.into_response())
-            }
-            Err(p) => {
-                Err(crate::error::AppError::Unexpected(anyhow::anyhow!(p.detail)).into_response())
-            }
+            Err(p) => Err(crate::error::AppError::from(p).into_response()),
         }
     }
 }

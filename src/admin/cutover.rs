@@ -314,18 +314,6 @@ pub fn path_segment(id: &str) -> String {
     out
 }
 
-/// A shared step's problem as a page's error.
-pub(super) fn for_page(p: Problem) -> AppError {
-    match p.status {
-        StatusCode::NOT_FOUND => AppError::NotFound,
-        StatusCode::SERVICE_UNAVAILABLE => AppError::Unavailable,
-        StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN | StatusCode::CONFLICT => {
-            AppError::bad_request(p.title, p.detail)
-        }
-        _ => AppError::Unexpected(anyhow::anyhow!("admin page request failed")),
-    }
-}
-
 // ---- The page ----
 
 /// The phases as the form offers them.
@@ -492,7 +480,7 @@ async fn page(
     error: Option<String>,
     notice: Option<String>,
 ) -> Result<Response, AppError> {
-    let current = view(state).await.map_err(for_page)?;
+    let current = view(state).await.map_err(AppError::from)?;
     let page = CutoverPage {
         phases: PHASES.iter().map(|(p, label)| (p.name(), *label)).collect(),
         form: form.unwrap_or_else(|| RulesForm::of(&current.rules)),
@@ -581,7 +569,7 @@ async fn post_page(
     };
     match posted.action {
         FormAction::Preview => {
-            let preview = preview(&state, &rules).await.map_err(for_page)?;
+            let preview = preview(&state, &rules).await.map_err(AppError::from)?;
             page(
                 &state,
                 &operator,
@@ -596,7 +584,7 @@ async fn post_page(
         FormAction::Apply => {
             apply(&state, &operator.operator, &rules)
                 .await
-                .map_err(for_page)?;
+                .map_err(AppError::from)?;
             Ok(Redirect::to("/admin/cutover?notice=applied").into_response())
         }
     }

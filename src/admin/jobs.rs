@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::API;
-use super::access::{ApiOperator, Operator, PageOperator};
+use super::access::{ApiOperator, CsrfForm, Operator, PageOperator};
 use super::audit::record_change;
 use super::pages::{Section, render};
 use super::problem::{ApiJson, Problem};
@@ -815,7 +815,7 @@ async fn jobs_page(
 ) -> Response {
     let jobs = match list(state).await {
         Ok(jobs) => jobs,
-        Err(p) => return page_failure(p),
+        Err(p) => return crate::error::AppError::from(p).into_response(),
     };
     let jobs: Vec<JobRow> = jobs.into_iter().map(row).collect();
     render(
@@ -834,17 +834,6 @@ async fn jobs_page(
             max_upload_mb: state.settings.admin.max_upload_bytes / (1024 * 1024),
         },
     )
-}
-
-/// A failure reading the store on a page: the error page, not its text.
-fn page_failure(p: Problem) -> Response {
-    if p.status == StatusCode::SERVICE_UNAVAILABLE {
-        return crate::error::AppError::Unavailable.into_response();
-    }
-    if p.status == StatusCode::NOT_FOUND {
-        return crate::error::AppError::NotFound.into_response();
-    }
-    crate::error::AppError::Unexpected(anyhow::anyhow!("admin page failed")).into_response()
 }
 
 async fn page_jobs(
@@ -928,7 +917,7 @@ async fn page_start(
         Err(p) if p.status.is_client_error() => {
             jobs_page(&state, &operator, p.status, None, Some(p.detail)).await
         }
-        Err(p) => page_failure(p),
+        Err(p) => crate::error::AppError::from(p).into_response(),
     }
 }
 
@@ -951,13 +940,8 @@ async fn page_upload(
         Err(p) if p.status.is_client_error() => {
             jobs_page(&state, &operator, p.status, None, Some(p.detail)).await
         }
-        Err(p) => page_failure(p),
+        Err(p) => crate::error::AppError::from(p).into_response(),
     }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
 }
 
 async fn page_cancel(
@@ -978,7 +962,7 @@ async fn page_cancel(
         Err(p) if p.status == StatusCode::CONFLICT => {
             jobs_page(&state, &operator, p.status, None, Some(p.detail)).await
         }
-        Err(p) => page_failure(p),
+        Err(p) => crate::error::AppError::from(p).into_response(),
     }
 }
 
@@ -1007,11 +991,11 @@ async fn page_job(
 ) -> Response {
     let job = match find(&state, &id).await {
         Ok(job) => job,
-        Err(p) => return page_failure(p),
+        Err(p) => return crate::error::AppError::from(p).into_response(),
     };
     let d = match detail(&state, job, ISSUES_SHOWN).await {
         Ok(d) => d,
-        Err(p) => return page_failure(p),
+        Err(p) => return crate::error::AppError::from(p).into_response(),
     };
     let params = d
         .job

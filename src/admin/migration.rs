@@ -251,13 +251,7 @@ async fn page(
 ) -> Response {
     let s = match status(&state, &figures).await {
         Ok(s) => s,
-        Err(p) if p.status == StatusCode::SERVICE_UNAVAILABLE => {
-            return AppError::Unavailable.into_response();
-        }
-        Err(_) => {
-            return AppError::Unexpected(anyhow::anyhow!("the overview could not be read"))
-                .into_response();
-        }
+        Err(p) => return AppError::from(p).into_response(),
     };
     let f = &s.figures;
     let base = f.users.moved + f.users.left;

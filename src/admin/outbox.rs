@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::API;
-use super::access::{ApiOperator, Operator, PageOperator};
+use super::access::{ApiOperator, CsrfForm, Operator, PageOperator};
 use super::audit::record_change;
 use super::jobs::redact;
 use super::pages::{Section, render};
@@ -342,13 +342,7 @@ async fn outbox_page(
     };
     let page = match page_of(state, &list).await {
         Ok(p) => p,
-        Err(p) if p.status == StatusCode::SERVICE_UNAVAILABLE => {
-            return crate::error::AppError::Unavailable.into_response();
-        }
-        Err(_) => {
-            return crate::error::AppError::Unexpected(anyhow::anyhow!("outbox page failed"))
-                .into_response();
-        }
+        Err(p) => return crate::error::AppError::from(p).into_response(),
     };
     let rows = page
         .rows
@@ -392,11 +386,6 @@ async fn page_list(
     outbox_page(&state, &operator, q, StatusCode::OK, None).await
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
-}
-
 /// After a change: back to the failed rows with a notice, or the page
 /// with the refusal.
 async fn after(
@@ -415,11 +404,7 @@ async fn after(
             };
             outbox_page(state, operator, q, p.status, Some(p.detail)).await
         }
-        Err(p) if p.status == StatusCode::SERVICE_UNAVAILABLE => {
-            crate::error::AppError::Unavailable.into_response()
-        }
-        Err(_) => crate::error::AppError::Unexpected(anyhow::anyhow!("outbox change failed"))
-            .into_response(),
+        Err(p) => crate::error::AppError::from(p).into_response(),
     }
 }
 

@@ -195,7 +195,7 @@ async fn get_login(
     let return_to = safe_return_to(query.return_to.as_deref());
     if AdminSession::current(&state, &headers)
         .await
-        .map_err(problem_to_page)?
+        .map_err(AppError::from)?
         .is_some()
     {
         return Ok(Redirect::to(&return_to).into_response());
@@ -418,7 +418,7 @@ async fn post_logout(
     };
     let Some((key, session)) = AdminSession::current(&state, &headers)
         .await
-        .map_err(problem_to_page)?
+        .map_err(AppError::from)?
     else {
         return Ok(signed_out());
     };
@@ -440,15 +440,6 @@ async fn post_logout(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(response)
-}
-
-/// A store failure met while reading the session, as a page.
-fn problem_to_page(p: super::problem::Problem) -> AppError {
-    if p.status == StatusCode::SERVICE_UNAVAILABLE {
-        AppError::Unavailable
-    } else {
-        AppError::Unexpected(anyhow::anyhow!(p.detail))
-    }
 }
 
 #[cfg(test)]

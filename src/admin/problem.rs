@@ -188,6 +188,21 @@ impl From<anyhow::Error> for Problem {
     }
 }
 
+/// A problem met while serving a dashboard page, as the page's error: the
+/// same kind of answer, and for what the operator can act on (a refusal,
+/// a conflict) the problem's own words. Internal detail stays in the log.
+impl From<Problem> for crate::error::AppError {
+    fn from(p: Problem) -> Self {
+        use crate::error::AppError;
+        match p.status {
+            StatusCode::NOT_FOUND => AppError::NotFound,
+            StatusCode::SERVICE_UNAVAILABLE => AppError::Unavailable,
+            s if s.is_client_error() => AppError::bad_request(p.title, p.detail),
+            _ => AppError::Unexpected(anyhow::anyhow!("an admin page's request failed")),
+        }
+    }
+}
+
 /// A JSON request body whose rejection is a problem (a body that is not
 /// JSON, or not of the expected shape, is a 400 saying why).
 pub struct ApiJson<T>(pub T);

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::API;
 use super::access::{ApiOperator, Operator, PageOperator};
 use super::audit::record_change;
-use super::cutover::{RouteView, for_page, path_segment, route_of, set_pin, user_by_id};
+use super::cutover::{RouteView, path_segment, route_of, set_pin, user_by_id};
 use super::pages::{Section, render};
 use super::problem::Problem;
 use crate::cutover::Pin;
@@ -389,7 +389,7 @@ async fn users_page(
             Some(p.detail),
             StatusCode::BAD_REQUEST,
         ),
-        Err(p) => return Err(for_page(p)),
+        Err(p) => return Err(p.into()),
     };
     let rows = list
         .users
@@ -506,7 +506,7 @@ async fn user_page(
     Path(id): Path<String>,
     Query(q): Query<UserPageQuery>,
 ) -> Result<Response, AppError> {
-    let user = detail(&state, &id, None).await.map_err(for_page)?;
+    let user = detail(&state, &id, None).await.map_err(AppError::from)?;
     let notice = q
         .notice
         .as_deref()
@@ -588,7 +588,7 @@ async fn post_action(
         Action::Unblock => set_blocked(&state, op, &id, false).await.map(drop),
         Action::Reset => send_reset(&state, op, &id).await,
     };
-    done.map_err(for_page)?;
+    done.map_err(AppError::from)?;
     Ok(Redirect::to(&format!(
         "/admin/users/{}?notice={}",
         path_segment(&id),

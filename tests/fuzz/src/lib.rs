@@ -132,6 +132,7 @@ pub fn authorize(data: &[u8]) {
             post_logout_redirect_uris: Vec::new(),
             grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
             web_origins: vec!["https://app.fuzz.example".into()],
+            scopes: Vec::new(),
             token_mode: TokenMode::Gateway,
             source: ClientSource::Config,
             created_at: 0,
