@@ -45,7 +45,7 @@ pub struct Metrics {
     /// Token endpoint requests by grant type and result.
     pub grants: Family<Outcome, Counter>,
     /// Calls to the upstream by purpose and result.
-    pub upstream: Family<Outcome, Counter>,
+    pub upstream: UpstreamCalls,
     /// Outbox deliveries by kind (`mark_migrated`) and result (`done`,
     /// `retry`, `failed`): writes the upstream has not taken yet.
     pub outbox: Family<Outcome, Counter>,
@@ -75,7 +75,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("switchyard");
         let logins = Family::<Outcome, Counter>::default();
         let grants = Family::<Outcome, Counter>::default();
-        let upstream = Family::<Outcome, Counter>::default();
+        let upstream = UpstreamCalls::default();
         let outbox = Family::<Outcome, Counter>::default();
         let writeback = Family::<Outcome, Counter>::default();
         let keys = Family::<Outcome, Counter>::default();
@@ -100,7 +100,7 @@ impl Default for Metrics {
         registry.register(
             "upstream_requests",
             "Upstream calls by purpose and result",
-            upstream.clone(),
+            upstream.family.clone(),
         );
         registry.register(
             "outbox_writes",
@@ -134,6 +134,34 @@ impl Default for Metrics {
     }
 }
 
+/// The `upstream_requests` counters, with the running totals the
+/// overview's upstream health reads: every call, and those that ended in
+/// one of [`UPSTREAM_ERRORS`]. Counted together, at the one place a call is
+/// counted.
+#[derive(Default)]
+pub struct UpstreamCalls {
+    family: Family<Outcome, Counter>,
+    calls: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl UpstreamCalls {
+    pub fn count(&self, what: &str, result: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        Metrics::count(&self.family, what, result);
+        self.calls.fetch_add(1, Relaxed);
+        if UPSTREAM_ERRORS.contains(&result) {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Calls so far, and errors among them.
+    pub fn tally(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.calls.load(Relaxed), self.errors.load(Relaxed))
+    }
+}
+
 impl Metrics {
     pub fn count(family: &Family<Outcome, Counter>, what: &str, result: &str) {
         family
@@ -144,37 +172,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Upstream calls so far, and how many of them ended in one of
-    /// [`UPSTREAM_ERRORS`]: read from the `upstream_requests` counters
-    /// themselves (encoded alone), so no call site counts twice.
-    pub fn upstream_tally(&self) -> (u64, u64) {
-        let mut registry = Registry::default();
-        registry.register("u", "", self.upstream.clone());
-        let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-            return (0, 0);
-        }
-        let (mut calls, mut errors) = (0, 0);
-        for line in text.lines().filter(|l| l.starts_with("u_total{")) {
-            let Some((labels, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let n = value.parse::<f64>().unwrap_or(0.0) as u64;
-            calls += n;
-            if UPSTREAM_ERRORS
-                .iter()
-                .any(|e| labels.contains(&format!("result=\"{e}\"")))
-            {
-                errors += n;
-            }
-        }
-        (calls, errors)
-    }
-
-    /// Keeps a snapshot of [`Metrics::upstream_tally`] taken at `at`,
+    /// Keeps a snapshot of [`UpstreamCalls::tally`] taken at `at`,
     /// dropping those older than the window.
     pub fn snapshot_upstream(&self, at: i64) {
-        let (calls, errors) = self.upstream_tally();
+        let (calls, errors) = self.upstream.tally();
         let mut window = self
             .upstream_window
             .lock()
@@ -191,7 +192,7 @@ impl Metrics {
     /// Calls and errors since the oldest snapshot in the window (or since
     /// the process started, before the first), and the span in seconds.
     pub fn upstream_recent(&self, now: i64) -> (u64, u64, Option<i64>) {
-        let (calls, errors) = self.upstream_tally();
+        let (calls, errors) = self.upstream.tally();
         let window = self
             .upstream_window
             .lock()

@@ -141,7 +141,7 @@ pub async fn browser_targets(state: &AppState, client_id: Option<&str>) -> Vec<S
 
 fn unavailable(state: &AppState, what: &str, e: &UpstreamError) -> AppError {
     tracing::warn!(error = %e, what, "upstream call failed");
-    Metrics::count(&state.metrics.upstream, what, e.kind());
+    state.metrics.upstream.count(what, e.kind());
     match e {
         UpstreamError::Unavailable(_)
         | UpstreamError::RateLimited { .. }

@@ -9,7 +9,6 @@
 //! has just proved they know it.
 
 use crate::error::AppError;
-use crate::metrics::Metrics;
 use crate::password::ARGON2ID;
 use crate::state::AppState;
 use crate::store::{Migration, User};
@@ -44,23 +43,26 @@ pub async fn verify_and_migrate(
     {
         Ok(tokens) => tokens,
         Err(PasswordRefusal::WrongCredentials) => {
-            Metrics::count(&state.metrics.upstream, "password", "wrong_credentials");
+            state
+                .metrics
+                .upstream
+                .count("password", "wrong_credentials");
             return Ok(Outcome::Failed);
         }
         Err(PasswordRefusal::Blocked) => {
-            Metrics::count(&state.metrics.upstream, "password", "blocked");
+            state.metrics.upstream.count("password", "blocked");
             return Ok(Outcome::Blocked);
         }
         Err(PasswordRefusal::Locked) => {
-            Metrics::count(&state.metrics.upstream, "password", "locked");
+            state.metrics.upstream.count("password", "locked");
             return Ok(Outcome::Locked);
         }
         Err(PasswordRefusal::NeedsRedirect(why)) => {
-            Metrics::count(&state.metrics.upstream, "password", "needs_redirect");
+            state.metrics.upstream.count("password", "needs_redirect");
             return Ok(Outcome::Redirect(why));
         }
         Err(PasswordRefusal::Unavailable(e)) => {
-            Metrics::count(&state.metrics.upstream, "password", e.kind());
+            state.metrics.upstream.count("password", e.kind());
             tracing::warn!(error = %e, "upstream password verification failed");
             return Err(AppError::Unavailable);
         }
@@ -105,7 +107,7 @@ pub async fn verify_and_migrate(
         commit_ms = (started.elapsed() - hashed).as_millis() as u64,
         "user migrated"
     );
-    Metrics::count(&state.metrics.upstream, "password", "migrated");
+    state.metrics.upstream.count("password", "migrated");
     if user.blocked {
         return Ok(Outcome::Blocked);
     }

@@ -28,7 +28,6 @@ use super::params::Params;
 use crate::config::Phase;
 use crate::crypto::random_token;
 use crate::error::{ErrorCode, OAuthError};
-use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::stats::{LoginResult, LoginRoute};
 use crate::store::{AuditEvent, SessionStoreExt, now};
@@ -53,7 +52,7 @@ pub async fn adopt(
     }
     let client = &auth.client;
     let throttled = || {
-        Metrics::count(&state.metrics.upstream, "adoption", "throttled");
+        state.metrics.upstream.count("adoption", "throttled");
         OAuthError::new(
             ErrorCode::TemporarilyUnavailable,
             "too many refresh tokens to adopt; retry later",
@@ -89,11 +88,11 @@ pub async fn adopt(
     let tokens = match up.client.refresh(token, &creds).await {
         Ok(t) => t,
         Err(UpstreamError::Rejected { .. }) | Err(UpstreamError::InvalidIdToken(_)) => {
-            Metrics::count(&state.metrics.upstream, "adoption", "refused");
+            state.metrics.upstream.count("adoption", "refused");
             return Err(invalid());
         }
         Err(e) => {
-            Metrics::count(&state.metrics.upstream, "adoption", e.kind());
+            state.metrics.upstream.count("adoption", e.kind());
             tracing::warn!(error = %e, "refresh-token adoption: upstream failed");
             return Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -174,7 +173,7 @@ pub async fn adopt(
         "result": LoginResult::Ok.as_str(),
     }));
     crate::auth::record(state, event).await;
-    Metrics::count(&state.metrics.upstream, "adoption", "ok");
+    state.metrics.upstream.count("adoption", "ok");
     issue(
         state,
         Issue {

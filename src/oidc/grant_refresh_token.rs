@@ -32,7 +32,6 @@ use super::issue::{Issue, Signed, active_user, has_scope, sign, token_response};
 use super::params::Params;
 use crate::crypto::sha256_b64;
 use crate::error::{ErrorCode, OAuthError};
-use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::refresh::{Family, Rotation};
 use crate::store::{AuditEvent, SessionStoreExt, now};
@@ -266,12 +265,12 @@ async fn fresh_upstream_tokens(
     {
         Ok(tokens) => Ok(Some(tokens)),
         Err(FreshError::Ended) => {
-            Metrics::count(&state.metrics.upstream, "refresh", "ended");
+            state.metrics.upstream.count("refresh", "ended");
             revoke_grant(&*state.sessions, &*state.db, grant_id).await?;
             Err(OAuthError::invalid_grant("the upstream session has ended"))
         }
         Err(FreshError::Upstream(e)) => {
-            Metrics::count(&state.metrics.upstream, "refresh", e.kind());
+            state.metrics.upstream.count("refresh", e.kind());
             tracing::warn!(error = %e, "upstream refresh failed");
             Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,

@@ -17,7 +17,6 @@ use super::redirect_uri;
 use crate::crypto::{constant_time_eq, sha256_b64};
 use crate::error::AppError;
 use crate::login;
-use crate::metrics::Metrics;
 use crate::session::{cookie_header, cookie_name, current_session};
 use crate::state::AppState;
 use crate::templates::Csp;
@@ -279,9 +278,9 @@ async fn end_upstream_session(
         .filter(|_| tokens.client_id == up.client.creds.client_id)
     {
         match up.client.revoke(rt, &up.client.creds).await {
-            Ok(_) => Metrics::count(&state.metrics.upstream, "revoke", "ok"),
+            Ok(_) => state.metrics.upstream.count("revoke", "ok"),
             Err(e) => {
-                Metrics::count(&state.metrics.upstream, "revoke", e.kind());
+                state.metrics.upstream.count("revoke", e.kind());
                 tracing::warn!(error = %e, "upstream revocation at logout failed");
             }
         }

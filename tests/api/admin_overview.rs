@@ -663,14 +663,13 @@ async fn admin_overview_page_shows_the_figures_in_chromium() {
 
 #[tokio::test]
 async fn admin_overview_upstream_health_is_the_share_of_failed_upstream_calls() {
-    use switchyard::metrics::Metrics;
     let up =
         crate::upstream::spawn_with_upstream(switchyard_kit::fake::Flavor::Auth0, |_| {}).await;
     let app = &up.app;
     let token = app.admin_token(AdminScope::Read).await;
     let counted = |what: &str, result: &str, n: usize| {
         for _ in 0..n {
-            Metrics::count(&app.state.metrics.upstream, what, result);
+            app.state.metrics.upstream.count(what, result);
         }
     };
     // Calls made at start, if any, are the baseline.
