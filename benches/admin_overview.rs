@@ -251,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
             .post(format!("{origin}/admin/api/v1/cutover/preview"))
             .header("cookie", &cookie)
             .header(switchyard::admin::access::CSRF_HEADER, &session.csrf)
-            .json(&serde_json::json!({ "phase": "local_first" }))
+            .json(&serde_json::json!({ "phase": "local_only" }))
             .send()
             .await?;
         anyhow::ensure!(
