@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::sql::SqlStore;
-use super::{AuditEvent, StoreError, StoreResult};
+use super::{AuditEvent, StoreResult};
 
 /// The most events one page holds.
 pub const MAX_PAGE: u32 = 200;
@@ -116,19 +116,9 @@ impl AuditQuery for SqlStore {
         let rows = query.fetch_all(self.pool()).await?;
         rows.iter()
             .map(|r| {
-                let detail: String = r.try_get("detail")?;
                 Ok(StoredEvent {
                     id: r.try_get("id")?,
-                    event: AuditEvent {
-                        at: r.try_get("at")?,
-                        kind: r.try_get("kind")?,
-                        user_id: r.try_get("user_id")?,
-                        client_id: r.try_get("client_id")?,
-                        ip: r.try_get("ip")?,
-                        detail: serde_json::from_str(&detail)
-                            .map_err(|e| StoreError::Corrupt(format!("detail: {e}")))?,
-                        actor: r.try_get("actor")?,
-                    },
+                    event: super::sql::event_from_row(r)?,
                 })
             })
             .collect()

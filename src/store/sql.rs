@@ -876,6 +876,20 @@ impl KeyStore for SqlStore {
 }
 
 /// Appends `event` to the audit trail, in a transaction or not.
+/// An audit event as a row of `audit_events` holds it (the columns
+/// `at, kind, user_id, client_id, ip, detail, actor`).
+pub(crate) fn event_from_row(r: &AnyRow) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        user_id: r.try_get("user_id")?,
+        client_id: r.try_get("client_id")?,
+        ip: r.try_get("ip")?,
+        detail: json_col(r, "detail")?,
+        actor: r.try_get("actor")?,
+    })
+}
+
 pub(crate) async fn insert_event<'e, E>(executor: E, event: &AuditEvent) -> StoreResult<()>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -904,19 +918,7 @@ impl AuditLog for SqlStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    user_id: r.try_get("user_id")?,
-                    client_id: r.try_get("client_id")?,
-                    ip: r.try_get("ip")?,
-                    detail: json_col(r, "detail")?,
-                    actor: r.try_get("actor")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 }
 

@@ -119,20 +119,7 @@ impl UserSearch for SqlStore {
         .bind(i64::from(limit.clamp(1, MAX_PAGE)))
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(AuditEvent {
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    user_id: r.try_get("user_id")?,
-                    client_id: r.try_get("client_id")?,
-                    ip: r.try_get("ip")?,
-                    detail: serde_json::from_str(&detail).unwrap_or_default(),
-                    actor: r.try_get("actor")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::sql::event_from_row).collect()
     }
 
     async fn pinned_users(&self, limit: u32) -> StoreResult<Vec<User>> {
