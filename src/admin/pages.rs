@@ -165,11 +165,24 @@ fn sign_in_page(
     message: &str,
     link: Option<(&str, &str)>,
 ) -> Response {
+    sign_in_page_onward(status, title, message, link, false)
+}
+
+/// [`sign_in_page`]; with `onward`, the page also moves on to its link by
+/// itself (a same-site navigation of its own).
+fn sign_in_page_onward(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link: Option<(&str, &str)>,
+    onward: bool,
+) -> Response {
     let (link_href, link_text) = link.unzip();
+    let refresh_to = link_href.filter(|_| onward);
     let mut response = templates::render(
         status,
         "admin/signin.html",
-        minijinja::context! { title, message, link_href, link_text },
+        minijinja::context! { title, message, link_href, link_text, refresh_to },
         &Csp::default(),
     );
     response
@@ -361,21 +374,13 @@ async fn get_callback(
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"cross-site");
     let onward = if cross_site {
-        let mut page = templates::render(
+        sign_in_page_onward(
             StatusCode::OK,
-            "admin/signin.html",
-            minijinja::context! {
-                title => "Signed in",
-                message => "You are signed in to the Switchyard dashboard.",
-                link_href => pending.return_to,
-                link_text => "Continue to the dashboard",
-                refresh_to => pending.return_to,
-            },
-            &Csp::default(),
-        );
-        page.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        page
+            "Signed in",
+            "You are signed in to the Switchyard dashboard.",
+            Some((&pending.return_to, "Continue to the dashboard")),
+            true,
+        )
     } else {
         Redirect::to(&pending.return_to).into_response()
     };

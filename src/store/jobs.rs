@@ -203,6 +203,32 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// A new job row, created now with no counters yet: running (with its
+/// chunks, in the caller's transaction) or queued for `serve`'s runner.
+async fn insert_job<'e, E>(
+    executor: E,
+    id: &str,
+    kind: JobKind,
+    state: JobState,
+    params: &Value,
+) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, '{}', $5, $5)",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(state.as_str())
+    .bind(to_json(params))
+    .bind(now())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl JobStore for SqlStore {
     async fn create_job(
@@ -212,19 +238,8 @@ impl JobStore for SqlStore {
         params: &Value,
         chunks: &[ChunkPosition],
     ) -> StoreResult<()> {
-        let now = now();
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, '{}', $5, $5)",
-        )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(JobState::Running.as_str())
-        .bind(to_json(params))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert_job(&mut *tx, id, kind, JobState::Running, params).await?;
         insert_chunks::<Any>(&mut tx, id, 0, chunks).await?;
         Ok(tx.commit().await?)
     }
@@ -423,18 +438,7 @@ impl JobStore for SqlStore {
     }
 
     async fn queue_job(&self, id: &str, kind: JobKind, params: &Value) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, state, params, counters, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, '{}', $5, $5)",
-        )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(JobState::Queued.as_str())
-        .bind(to_json(params))
-        .bind(now())
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        insert_job(self.pool(), id, kind, JobState::Queued, params).await
     }
 
     async fn queued_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
