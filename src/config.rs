@@ -65,6 +65,35 @@ pub struct Settings {
     pub email: EmailSettings,
     pub recovery: RecoverySettings,
     pub admin: AdminSettings,
+    pub management_api: ManagementApiSettings,
+}
+
+/// `[management_api]`: the Auth0-compatible Management API (`/api/v2/`)
+/// that backends call with a machine client's token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementApiSettings {
+    /// Requests per second each client may make, on average: the refill
+    /// rate of its token bucket (Auth0 "Management API Rate Limits" meters
+    /// per tenant and endpoint with a bucket too). Default 50.
+    pub requests_per_second: f64,
+    /// The bucket's size: how many requests a client may make at once
+    /// after a quiet spell. Default 100.
+    pub burst: u32,
+    /// The largest request body accepted, in bytes (default 64 KiB): a
+    /// user with its metadata is a few kilobytes (Auth0 caps
+    /// `user_metadata` at 16 KB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ManagementApiSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 50.0,
+            burst: 100,
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// `[email]`: how messages to users (reset links, invitations) leave.
@@ -387,6 +416,20 @@ pub struct ManagementSettings {
     /// to it finds their account as they left it (empty by default).
     #[serde(default)]
     pub write_back: WriteBack,
+    /// How a write through the Management API (`/api/v2/`) reaches the
+    /// upstream while it is still the primary (phases `passthrough` and
+    /// `lazy`): `blocking` (the default) writes there first and then
+    /// locally, in the same request, so a refusal is the caller's answer;
+    /// `outbox` writes locally first and queues the upstream write.
+    #[serde(default)]
+    pub api_writes: Option<WriteMode>,
+}
+
+impl ManagementSettings {
+    /// `api_writes`, `blocking` when unset.
+    pub fn api_writes(&self) -> WriteMode {
+        self.api_writes.unwrap_or(WriteMode::Blocking)
+    }
 }
 
 /// The variable holding the keys that seal upstream tokens:
@@ -837,6 +880,7 @@ impl Default for Settings {
             email: EmailSettings::default(),
             recovery: RecoverySettings::default(),
             admin: AdminSettings::default(),
+            management_api: ManagementApiSettings::default(),
         }
     }
 }

@@ -36,6 +36,7 @@ mod login;
 mod logout;
 mod logs;
 mod migration;
+mod mgmt_helpers;
 mod moto;
 mod outbox;
 mod recovery;
