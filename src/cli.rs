@@ -999,9 +999,10 @@ async fn users(settings: &Settings, cmd: UsersCommand) -> anyhow::Result<()> {
                 given_name,
                 family_name,
                 nickname,
+                ..Default::default()
             };
             let owed = owed(writer(settings)?.profile(&user, &edit).await?)?;
-            db.edit_user(&user.id, &edit, owed.as_ref())
+            db.edit_user(&user.id, &edit, owed.as_slice())
                 .await
                 .map_err(conflict)?;
             print_json(&find_user(&*db, &user.id).await?)?;
@@ -1042,10 +1043,10 @@ fn owed(
     use crate::upstream::management::write_back::Refusal;
     match owed {
         Ok(write) => Ok(write),
-        Err(Refusal::Refused(message)) => {
+        Err(Refusal::Refused { message, .. }) => {
             bail!("the upstream refused the change, and nothing was changed: {message}")
         }
-        Err(Refusal::Unavailable) => {
+        Err(Refusal::Unavailable | Refusal::Throttled(_)) => {
             bail!("the upstream could not be reached, and nothing was changed; try again later")
         }
     }

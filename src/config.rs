@@ -203,15 +203,25 @@ pub enum WriteKind {
     Password,
     Profile,
     Blocked,
+    /// The user deleted (through the Management API, `/api/v2/`).
+    Delete,
 }
 
 impl WriteKind {
+    pub const ALL: &'static [WriteKind] = &[
+        WriteKind::Password,
+        WriteKind::Profile,
+        WriteKind::Blocked,
+        WriteKind::Delete,
+    ];
+
     /// As the settings, metrics and messages spell it.
     pub fn name(self) -> &'static str {
         match self {
             WriteKind::Password => "password",
             WriteKind::Profile => "profile",
             WriteKind::Blocked => "blocked",
+            WriteKind::Delete => "delete",
         }
     }
 }

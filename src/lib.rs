@@ -129,6 +129,7 @@
 //!    when this browser started it.
 
 pub mod admin;
+pub mod api_v2;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -182,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::oidc::router())
         .merge(crate::login::router())
         .merge(crate::admin::router())
+        .merge(crate::api_v2::router(&state))
         .merge(protocol)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))

@@ -323,6 +323,7 @@ fn what(row: &OutboxView) -> String {
         OutboxKind::WritePassword => "Password",
         OutboxKind::WriteProfile => "Profile",
         OutboxKind::WriteBlocked => "Blocked state",
+        OutboxKind::WriteDelete => "Deletion",
     }
     .into()
 }

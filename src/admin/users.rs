@@ -200,12 +200,12 @@ pub async fn set_blocked(
         Ok(true) => {}
         Ok(false) => return Err(Problem::not_found(format!("no user with id {id:?}"))),
         // The vendor's message is a policy's words, safe to show.
-        Err(Refusal::Refused(message)) => {
+        Err(Refusal::Refused { message, .. }) => {
             return Err(Problem::conflict(format!(
                 "the upstream refused the change, and nothing was changed: {message}"
             )));
         }
-        Err(Refusal::Unavailable) => {
+        Err(Refusal::Unavailable | Refusal::Throttled(_)) => {
             return Err(Problem::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream-unavailable",

@@ -605,6 +605,7 @@ mod tests {
             updated_at: 0,
             last_login_at: None,
             sessions_valid_after: None,
+            logins_count: 0,
         }
     }
 

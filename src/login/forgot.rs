@@ -422,10 +422,10 @@ pub(super) async fn new_password(
 /// What the user is told when the upstream would not take the password.
 pub(super) fn refusal_message(refusal: Refusal) -> String {
     match refusal {
-        Refusal::Refused(message) => {
+        Refusal::Refused { message, .. } => {
             format!("Your password could not be set: {message}")
         }
-        Refusal::Unavailable => {
+        Refusal::Unavailable | Refusal::Throttled(_) => {
             "Your password cannot be changed right now. Please try again in a few minutes.".into()
         }
     }

@@ -1,7 +1,8 @@
 //! The client credentials grant (RFC 6749 §4.4): a confidential client
 //! asks for an access token for itself, with no user, to call an API
-//! Switchyard protects — today the admin API (`switchyard:admin`,
-//! `switchyard:admin:read`).
+//! Switchyard protects: the admin API (`switchyard:admin`,
+//! `switchyard:admin:read`) or the Auth0-compatible Management API
+//! (`read:users`, …, audience `https://{domain}/api/v2/`).
 //!
 //! The token is an RFC 9068 JWT access token whose `sub` is the client
 //! (RFC 9068 §2.2: "the client identifier" when no resource owner is
@@ -47,8 +48,22 @@ pub async fn client_credentials(
             "the client credentials grant needs a confidential client",
         ));
     }
-    let scopes = granted_scopes(&client.scopes, params.get("scope")?)?;
-    let audience = audience(state, &scopes, params.get(AUDIENCE_PARAM)?)?;
+    let asked_scope = params.get("scope")?;
+    let asked_audience = params.get(AUDIENCE_PARAM)?;
+    let mut scopes = granted_scopes(&client.scopes, asked_scope)?;
+    if let (None, Some(aud)) = (asked_scope, asked_audience) {
+        // Auth0's clients name the API and no scope: they get every scope
+        // the client is allowed on that API (its "client grant").
+        let api = api_named(state, aud);
+        scopes.retain(|s| api_of(s) == api);
+        if scopes.is_empty() {
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                "the client is not allowed any scope of the requested audience",
+            ));
+        }
+    }
+    let audience = audience(state, &scopes, asked_audience)?;
     let scope = scopes.join(" ");
 
     let now = now();
@@ -115,37 +130,82 @@ fn granted_scopes(allowed: &[String], asked: Option<&str>) -> Result<Vec<String>
     Ok(granted)
 }
 
-/// The one place a client credentials token's `aud` is chosen. The admin
-/// scopes are for the admin API alone, so they make the audience
-/// `{issuer}admin` and cannot share a token with other scopes (a token
-/// names one API). Other scopes get the configured access token audience.
-/// An `audience` parameter, when sent, must name the audience the scopes
-/// lead to; the APIs it may later name (Auth0's Management API,
-/// `{issuer}api/v2/`) are added here.
+/// The API a token is for, from its scopes: each of Switchyard's APIs
+/// has scopes of its own, and a token names one API (one `aud`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `switchyard:admin`, `switchyard:admin:read`: `{issuer}admin`.
+    Admin,
+    /// Auth0's Management API scopes (`read:users`, …): `https://{domain}/api/v2/`.
+    Management,
+    /// Any other: the configured access token audience.
+    Other,
+}
+
+fn api_of(scope: &str) -> Api {
+    if is_admin_scope(scope) {
+        Api::Admin
+    } else if crate::api_v2::Scope::parse(scope).is_some() {
+        Api::Management
+    } else {
+        Api::Other
+    }
+}
+
+/// The API an `audience` parameter names.
+fn api_named(state: &AppState, aud: &str) -> Api {
+    let issuer = &state.settings.issuer;
+    if crate::api_v2::names_this_api(issuer, aud) {
+        Api::Management
+    } else if aud == admin_audience(issuer) {
+        Api::Admin
+    } else {
+        Api::Other
+    }
+}
+
+/// The one place a client credentials token's `aud` is chosen: the API
+/// its scopes belong to, which must be one. An `audience` parameter, when
+/// sent, must name that API; Auth0 clients name the Management API as
+/// `https://{domain}/api/v2/`, which is accepted.
 fn audience(
     state: &AppState,
     scopes: &[String],
     asked: Option<&str>,
 ) -> Result<String, OAuthError> {
-    let admin = scopes.iter().filter(|s| is_admin_scope(s)).count();
-    let chosen = if admin == 0 {
-        state.settings.access_token_audience()
-    } else if admin == scopes.len() {
-        admin_audience(&state.settings.issuer)
-    } else {
+    let mut apis = scopes.iter().map(|s| api_of(s));
+    let api = apis.next().unwrap_or(Api::Other);
+    if apis.any(|a| a != api) {
         return Err(OAuthError::new(
             ErrorCode::InvalidScope,
-            "the admin scopes cannot be asked for together with other scopes",
+            "the scopes asked for belong to different APIs; a token is for one",
         ));
+    }
+    let issuer = &state.settings.issuer;
+    let (chosen, matches) = match api {
+        Api::Admin => {
+            let aud = admin_audience(issuer);
+            let matches = asked.is_none_or(|a| a == aud);
+            (aud, matches)
+        }
+        Api::Management => (
+            crate::api_v2::audience(issuer),
+            asked.is_none_or(|a| crate::api_v2::names_this_api(issuer, a)),
+        ),
+        Api::Other => {
+            let aud = state.settings.access_token_audience();
+            let matches = asked.is_none_or(|a| a == aud);
+            (aud, matches)
+        }
     };
-    match asked {
-        None => Ok(chosen),
-        Some(a) if a == chosen => Ok(chosen),
+    if matches {
+        Ok(chosen)
+    } else {
         // Auth0 answers an audience it does not serve with access_denied.
-        Some(_) => Err(OAuthError::new(
+        Err(OAuthError::new(
             ErrorCode::AccessDenied,
             "the requested audience is not one this client's scopes are for",
-        )),
+        ))
     }
 }
 

@@ -39,6 +39,7 @@ macro_rules! text_names {
     };
 }
 
+pub mod api_users;
 pub mod audit_query;
 pub mod invitations;
 pub mod jobs;
@@ -276,6 +277,8 @@ pub struct User {
     /// Sessions and refresh tokens authenticated before this instant are
     /// void (set by a password reset).
     pub sessions_valid_after: Option<i64>,
+    /// Logins through Switchyard (Auth0's `logins_count`).
+    pub logins_count: i64,
 }
 
 impl User {
@@ -295,6 +298,15 @@ pub struct NewUser {
     /// When absent a local id is generated.
     pub id: Option<String>,
     pub profile: Profile,
+}
+
+/// What a user created through the Management API carries beyond
+/// [`NewUser`].
+#[derive(Debug, Clone, Default)]
+pub struct NewUserExtras {
+    pub user_metadata: serde_json::Map<String, serde_json::Value>,
+    pub app_metadata: serde_json::Map<String, serde_json::Value>,
+    pub blocked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -432,6 +444,17 @@ pub trait UserStore: Send + Sync {
         &self,
         user: &NewUser,
         password: Option<(&str, &str)>,
+    ) -> StoreResult<User> {
+        self.create_user_with(user, &NewUserExtras::default(), password)
+            .await
+    }
+    /// [`UserStore::create_user`] with metadata and a blocked flag (a user
+    /// created through the Management API).
+    async fn create_user_with(
+        &self,
+        user: &NewUser,
+        extras: &NewUserExtras,
+        password: Option<(&str, &str)>,
     ) -> StoreResult<User>;
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
     /// Looks a login identifier up as an email (case-insensitively) or a username.
@@ -551,6 +574,7 @@ pub trait Database:
     + audit_query::AuditQuery
     + user_search::UserSearch
     + stats::MigrationStats
+    + api_users::ApiUsers
 {
     async fn ping(&self) -> StoreResult<()>;
 }

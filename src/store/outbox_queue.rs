@@ -27,6 +27,8 @@ pub enum OutboxKind {
     WriteProfile,
     /// The user was blocked or unblocked here.
     WriteBlocked,
+    /// The user was deleted here (through the Management API).
+    WriteDelete,
 }
 
 text_names!(OutboxKind {
@@ -35,6 +37,7 @@ text_names!(OutboxKind {
     WritePassword => "write_password",
     WriteProfile => "write_profile",
     WriteBlocked => "write_blocked",
+    WriteDelete => "write_delete",
 });
 
 /// Seals a secret into a row once the row's id is known: the id is the

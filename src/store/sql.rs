@@ -30,7 +30,7 @@ pub struct SqlStore {
 
 pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, username, name, given_name, family_name, nickname, picture, \
     phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, pin, route, migrated_at, created_at, updated_at, \
-    last_login_at, sessions_valid_after";
+    last_login_at, sessions_valid_after, logins_count";
 
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at, web_origins, scopes";
 
@@ -264,6 +264,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
         updated_at: row.try_get("updated_at")?,
         last_login_at: row.try_get("last_login_at")?,
         sessions_valid_after: row.try_get("sessions_valid_after")?,
+        logins_count: row.try_get("logins_count")?,
     })
 }
 
@@ -332,9 +333,10 @@ pub fn rfc3339(secs: i64) -> String {
 
 #[async_trait]
 impl UserStore for SqlStore {
-    async fn create_user(
+    async fn create_user_with(
         &self,
         user: &NewUser,
+        extras: &NewUserExtras,
         password: Option<(&str, &str)>,
     ) -> StoreResult<User> {
         let now = now();
@@ -343,8 +345,9 @@ impl UserStore for SqlStore {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, email, email_normalized, email_verified, username, name, given_name, family_name, \
-             nickname, picture, phone_number, state, created_at, updated_at, local_updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)",
+             nickname, picture, phone_number, state, created_at, updated_at, local_updated_at, \
+             user_metadata, app_metadata, blocked) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, $14, $15, $16)",
         )
         .bind(&id)
         .bind(&p.email)
@@ -359,6 +362,9 @@ impl UserStore for SqlStore {
         .bind(&p.phone_number)
         .bind(UserState::next(None, Transition::Created).as_str())
         .bind(now)
+        .bind(to_json(&extras.user_metadata))
+        .bind(to_json(&extras.app_metadata))
+        .bind(extras.blocked as i64)
         .execute(&mut *tx)
         .await?;
         if let Some((hash, algorithm)) = password {
@@ -415,21 +421,10 @@ impl UserStore for SqlStore {
     }
 
     async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-        // Children first: the schema cascades, but SQLite only honours
-        // foreign keys per connection, so the order is explicit.
         let mut tx = self.begin().await?;
-        for table in ["credentials", "identities"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let done = delete_user_rows(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(done)
     }
 
     async fn get_password(&self, user_id: &str) -> StoreResult<Option<PasswordCredential>> {
@@ -491,8 +486,10 @@ impl UserStore for SqlStore {
     }
 
     async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-            .bind(user_id)
+        sqlx::query(
+            "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
+        )
+        .bind(user_id)
             .bind(at)
             .execute(&self.pool)
             .await?;
@@ -733,12 +730,15 @@ impl SqlStore {
             .await?;
         let mut user = user_from_row(&row)?;
         if let Some(login) = login.filter(|_| !user.blocked) {
-            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-                .bind(&user_id)
-                .bind(login.at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
+            )
+            .bind(&user_id)
+            .bind(login.at)
+            .execute(&mut *tx)
+            .await?;
             user.last_login_at = Some(login.at);
+            user.logins_count += 1;
             let mut login = login.clone();
             login.user_id = Some(user_id.clone());
             insert_event(&mut *tx, &login).await?;
@@ -888,6 +888,35 @@ pub(crate) fn event_from_row(r: &AnyRow) -> StoreResult<AuditEvent> {
         detail: json_col(r, "detail")?,
         actor: r.try_get("actor")?,
     })
+}
+
+/// Deletes a user and every row that belongs to them, children first:
+/// the schema cascades, but SQLite honours foreign keys only on
+/// connections that ask. Deleting the refresh families is what makes the
+/// user's refresh tokens stop working at once. False when there was no
+/// such user.
+pub(crate) async fn delete_user_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> StoreResult<bool> {
+    for table in [
+        "refresh_families",
+        "recovery_tokens",
+        "invitations",
+        "operators",
+        "credentials",
+        "identities",
+    ] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(crate) async fn insert_event<'e, E>(executor: E, event: &AuditEvent) -> StoreResult<()>

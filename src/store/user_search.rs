@@ -175,6 +175,7 @@ impl UserSearch for SqlStore {
                     updated_at: 0,
                     last_login_at: None,
                     sessions_valid_after: None,
+                    logins_count: 0,
                 };
                 Ok((user, has != 0))
             })

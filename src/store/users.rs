@@ -27,7 +27,7 @@ pub trait UserEdits: Send + Sync {
         &self,
         id: &str,
         edit: &ProfileEdit,
-        write: Option<&QueuedWrite>,
+        writes: &[QueuedWrite],
     ) -> StoreResult<bool>;
     /// Blocks or unblocks a user, with the write-back row owed the
     /// upstream and `event`, in one transaction; false when the user does
@@ -58,6 +58,37 @@ pub struct ProfileEdit {
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub nickname: Option<String>,
+    /// Keys merged into the user's `user_metadata` and `app_metadata`
+    /// (a `null` value removes the key): Auth0's first-level merge
+    /// (Management API v2, "Update a User").
+    pub user_metadata: Option<Map<String, Value>>,
+    pub app_metadata: Option<Map<String, Value>>,
+    /// Blocks or unblocks the user with the same commit.
+    pub blocked: Option<bool>,
+    /// A new password credential (hash, algorithm), with the same commit.
+    pub password: Option<(String, String)>,
+}
+
+impl ProfileEdit {
+    /// The fields the edit sets, under their local names: what a
+    /// write-back of the profile carries.
+    pub fn fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                fields.insert(k.into(), v);
+            }
+        };
+        put("email", self.email.clone().map(Value::from));
+        put("email_verified", self.email_verified.map(Value::from));
+        put("name", self.name.clone().map(Value::from));
+        put("given_name", self.given_name.clone().map(Value::from));
+        put("family_name", self.family_name.clone().map(Value::from));
+        put("nickname", self.nickname.clone().map(Value::from));
+        put("user_metadata", self.user_metadata.clone().map(Value::Object));
+        put("app_metadata", self.app_metadata.clone().map(Value::Object));
+        fields
+    }
 }
 
 /// A local user as the jobs compare it.
@@ -90,16 +121,45 @@ impl UserEdits for SqlStore {
         &self,
         id: &str,
         edit: &ProfileEdit,
-        write: Option<&QueuedWrite>,
+        writes: &[QueuedWrite],
     ) -> StoreResult<bool> {
         let now = now();
         let mut tx = self.begin().await?;
+        // Metadata merges into what is stored, read in the same transaction.
+        let (mut user_metadata, mut app_metadata) = (None, None);
+        if edit.user_metadata.is_some() || edit.app_metadata.is_some() {
+            let Some(row) =
+                sqlx::query("SELECT user_metadata, app_metadata FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            else {
+                return Ok(false);
+            };
+            let merged = |column: &str, patch: &Option<Map<String, Value>>| -> StoreResult<Option<String>> {
+                let Some(patch) = patch else { return Ok(None) };
+                let text: Option<String> = row.try_get(column)?;
+                let mut current = object(text.as_deref().unwrap_or("{}"));
+                for (k, v) in patch {
+                    if v.is_null() {
+                        current.remove(k);
+                    } else {
+                        current.insert(k.clone(), v.clone());
+                    }
+                }
+                Ok(Some(to_json(&current)))
+            };
+            user_metadata = merged("user_metadata", &edit.user_metadata)?;
+            app_metadata = merged("app_metadata", &edit.app_metadata)?;
+        }
         let changed = sqlx::query(
             "UPDATE users SET email = COALESCE($2, email), \
              email_normalized = CASE WHEN $2 IS NULL THEN email_normalized ELSE $3 END, \
              email_verified = COALESCE($4, email_verified), name = COALESCE($5, name), \
              given_name = COALESCE($6, given_name), family_name = COALESCE($7, family_name), \
              nickname = COALESCE($8, nickname), updated_at = $9, \
+             user_metadata = COALESCE($10, user_metadata), app_metadata = COALESCE($11, app_metadata), \
+             blocked = COALESCE($12, blocked), \
              local_updated_at = CASE WHEN migrated_at >= $9 THEN migrated_at + 1 ELSE $9 END WHERE id = $1",
         )
         .bind(id)
@@ -111,11 +171,20 @@ impl UserEdits for SqlStore {
         .bind(&edit.family_name)
         .bind(&edit.nickname)
         .bind(now)
+        .bind(user_metadata)
+        .bind(app_metadata)
+        .bind(edit.blocked.map(i64::from))
         .execute(&mut *tx)
         .await?
         .rows_affected()
             > 0;
-        if changed && let Some(write) = write {
+        if !changed {
+            return Ok(false);
+        }
+        if let Some((hash, algorithm)) = &edit.password {
+            super::sql_common::upsert_credential(&mut tx, id, hash, algorithm, now).await?;
+        }
+        for write in writes {
             enqueue_write(&mut tx, write, now).await?;
         }
         tx.commit().await?;

@@ -134,6 +134,22 @@ pub struct ManagementDef {
     /// and `….unblock`; a change with no definition cannot be written back.
     #[serde(default)]
     pub write: WritesDef,
+    /// How one user is read (`[management.read.user]`, `{id}`) or found by
+    /// email (`[management.read.by_email]`, `{email}`, answering a list):
+    /// what the Management API on Switchyard reads through while the
+    /// upstream is the primary. Absent: no read-through.
+    #[serde(default)]
+    pub read: ReadsDef,
+}
+
+/// The reads of one user, as data like the writes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadsDef {
+    #[serde(default)]
+    pub user: Option<WriteDef>,
+    #[serde(default)]
+    pub by_email: Option<WriteDef>,
 }
 
 /// The write-back definitions of a provider, one per local change.
@@ -151,6 +167,26 @@ pub struct WritesDef {
     pub block: Option<WriteDef>,
     #[serde(default)]
     pub unblock: Option<WriteDef>,
+    /// Creates a user (the Management API's `POST users` while the
+    /// upstream is the primary): the profile variables, `{password}`,
+    /// `{connection}`, `{user_metadata?}`, `{app_metadata?}`,
+    /// `{blocked?}`; it answers the new user's record.
+    #[serde(default)]
+    pub create: Option<WriteDef>,
+    #[serde(default)]
+    pub delete: Option<WriteDef>,
+}
+
+impl WritesDef {
+    /// Whether the provider can write changes of `kind`.
+    pub fn has(&self, kind: WriteKind) -> bool {
+        match kind {
+            WriteKind::Password => self.password.is_some(),
+            WriteKind::Profile => self.profile.is_some(),
+            WriteKind::Blocked => self.block.is_some() && self.unblock.is_some(),
+            WriteKind::Delete => self.delete.is_some(),
+        }
+    }
 }
 
 /// One write of the Management API, described as data: `method` on `path`
@@ -367,15 +403,11 @@ pub fn facts(settings: &UpstreamSettings) -> Result<ProviderFacts, String> {
     let def = ProviderDef::load(&settings.provider)?;
     let write_back = match &def.management {
         Some(m) => {
-            let w = &m.write;
-            [
-                (WriteKind::Password, w.password.is_some()),
-                (WriteKind::Profile, w.profile.is_some()),
-                (WriteKind::Blocked, w.block.is_some() && w.unblock.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(k, present)| present.then_some(k))
-            .collect()
+            WriteKind::ALL
+                .iter()
+                .copied()
+                .filter(|k| m.write.has(*k))
+                .collect()
         }
         None => Vec::new(),
     };

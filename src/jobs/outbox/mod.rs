@@ -205,7 +205,10 @@ impl Worker {
                 Err(e) => Err(e),
             },
             OutboxKind::Email => self.deliver_email(row).await,
-            OutboxKind::WritePassword | OutboxKind::WriteProfile | OutboxKind::WriteBlocked => {
+            OutboxKind::WritePassword
+            | OutboxKind::WriteProfile
+            | OutboxKind::WriteBlocked
+            | OutboxKind::WriteDelete => {
                 self.deliver_write(row).await
             }
         };

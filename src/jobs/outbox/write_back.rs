@@ -35,6 +35,11 @@ impl Worker {
                     .write_back(&row.payload, Change::Blocked(blocked), REQUEST_ATTEMPTS)
                     .await
             }
+            OutboxKind::WriteDelete => {
+                client
+                    .write_back(&row.payload, Change::Delete, REQUEST_ATTEMPTS)
+                    .await
+            }
             OutboxKind::MarkMigrated | OutboxKind::Email => {
                 anyhow::bail!("a {} row is not a write-back", row.kind)
             }

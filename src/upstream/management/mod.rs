@@ -75,6 +75,14 @@ pub struct Refused {
     pub vendor: String,
 }
 
+/// The upstream still answered 429 (rate limited) at the last try; how
+/// long it asked to wait, when it said.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream is rate limiting these requests")]
+pub struct Throttled {
+    pub retry_after: Option<Duration>,
+}
+
 /// An export file's pre-signed link that no longer works (it lives
 /// minutes): a fresh export job is needed.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +256,7 @@ impl ManagementClient {
         let mut renewed = false;
         // What the last failed try saw, for the error once tries run out.
         let mut last = String::from("no answer");
+        let mut throttled_for = None;
         for attempt in 0..attempts {
             let _permit = self.permits.acquire().await?;
             self.pacer.acquire().await;
@@ -294,10 +303,16 @@ impl ManagementClient {
             if throttled || status.is_server_error() {
                 last = format!("answered {status}: {}", vendor_message(&json));
             }
+            throttled_for = None;
             if throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 let pause = rate_limit::retry_after(&headers, SystemTime::now())
                     .unwrap_or_else(|| backoff_delay(attempt));
+                throttled_for = Some(pause);
+                if attempt + 1 == attempts {
+                    // A caller who is waiting hears of it at once.
+                    break;
+                }
                 let pause = pause + jitter(Duration::from_millis(250));
                 tracing::info!(url = %redact(&url), pause_ms = pause.as_millis() as u64, "rate limited; waiting");
                 self.pacer.throttled(pause);
@@ -336,6 +351,12 @@ impl ManagementClient {
                 bail!("{} answered something that is not JSON", redact(&url));
             }
             return Ok((json, headers));
+        }
+        if let Some(pause) = throttled_for {
+            return Err(Throttled {
+                retry_after: Some(pause),
+            }
+            .into());
         }
         Err(Fatal(format!(
             "{} {}: still failing after {attempts} attempts (last {last})",

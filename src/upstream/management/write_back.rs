@@ -19,11 +19,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::writes::Change;
-use super::{ManagementClient, Refused};
-use crate::config::{Settings, WriteKind, WriteMode};
+use super::{ManagementClient, Refused, Throttled};
+use crate::config::{Settings, TOKEN_KEYS_ENV, WriteKind, WriteMode};
 use crate::metrics::{Metrics, Outcome};
 use crate::store::jobs::ProfileEdit;
 use crate::store::outbox::{OutboxKind, OutboxRow, QueuedWrite, SealSecret};
@@ -37,11 +37,30 @@ const BLOCKING_ATTEMPTS: u32 = 2;
 /// Why a blocking write refused the local change.
 #[derive(Debug)]
 pub enum Refusal {
-    /// The upstream refused it for good; its message is safe to show (a
+    /// The upstream refused it for good, with its status (400 for a
+    /// policy, 409 for a conflict, …); its message is safe to show (a
     /// password policy's words).
-    Refused(String),
+    Refused { status: u16, message: String },
+    /// The upstream is rate limiting; it asked to wait this long.
+    Throttled(Option<std::time::Duration>),
     /// The upstream could not be asked.
     Unavailable,
+}
+
+impl Refusal {
+    /// The refusal an upstream call's error amounts to.
+    pub fn of(e: &anyhow::Error) -> Self {
+        if let Some(r) = e.downcast_ref::<Refused>() {
+            Refusal::Refused {
+                status: r.status.as_u16(),
+                message: r.vendor.clone(),
+            }
+        } else if let Some(t) = e.downcast_ref::<Throttled>() {
+            Refusal::Throttled(t.retry_after)
+        } else {
+            Refusal::Unavailable
+        }
+    }
 }
 
 /// What a local change owes the upstream.
@@ -51,9 +70,9 @@ pub type Owed = Result<Option<QueuedWrite>, Refusal>;
 /// state and by the CLI, which has no running server.
 pub struct Writer {
     modes: crate::config::WriteBack,
-    /// For blocking writes.
+    /// For blocking writes and the Management API's read-through.
     client: Option<ManagementClient>,
-    /// Seals queued passwords; set whenever passwords are written back.
+    /// Seals queued passwords; set whenever the keyring is.
     sealer: Option<Arc<TokenSealer>>,
     /// `switchyard_writeback_total`, for the writes made here.
     counts: Option<Family<Outcome, Counter>>,
@@ -66,11 +85,7 @@ impl Writer {
         settings: &Settings,
         counts: Option<Family<Outcome, Counter>>,
     ) -> anyhow::Result<Self> {
-        let Some(up) = settings
-            .upstream
-            .as_ref()
-            .filter(|up| !up.management.write_back.is_empty())
-        else {
+        let Some(up) = &settings.upstream else {
             return Ok(Self {
                 modes: Default::default(),
                 client: None,
@@ -80,39 +95,50 @@ impl Writer {
         };
         let modes = up.management.write_back.clone();
         let def = ProviderDef::load(&up.provider).map_err(anyhow::Error::msg)?;
-        let writes = def.management.map(|m| m.write).with_context(|| {
-            format!(
-                "provider {} has no Management API to write back to",
-                up.provider
-            )
-        })?;
-        for (kind, present) in [
-            (WriteKind::Password, writes.password.is_some()),
-            (WriteKind::Profile, writes.profile.is_some()),
-            (
-                WriteKind::Blocked,
-                writes.block.is_some() && writes.unblock.is_some(),
-            ),
-        ] {
-            if modes.mode(kind).is_some() && !present {
-                anyhow::bail!(
-                    "upstream.management.write_back: provider {} describes no {} write",
-                    up.provider,
-                    kind.name()
-                );
+        if !modes.is_empty() {
+            let writes = def.management.as_ref().map(|m| &m.write).with_context(|| {
+                format!(
+                    "provider {} has no Management API to write back to",
+                    up.provider
+                )
+            })?;
+            for kind in modes.0.keys() {
+                if !writes.has(*kind) {
+                    anyhow::bail!(
+                        "upstream.management.write_back: provider {} describes no {} write",
+                        up.provider,
+                        kind.name()
+                    );
+                }
             }
         }
+        // Queued passwords need the keyring; the Management API on
+        // Switchyard may queue one whatever `write_back` says, so the
+        // keyring is taken whenever it is set.
         let sealer = match modes.mode(WriteKind::Password) {
             Some(_) => Some(Arc::new(password_sealer(&up.token_keys_env)?)),
-            None => None,
+            None => password_sealer(&up.token_keys_env).ok().map(Arc::new),
         };
-        let client = if modes.0.values().any(|m| *m == WriteMode::Blocking) {
-            Some(
-                ManagementClient::new(up, None, None)
-                    .context("upstream.management.write_back needs the Management API")?,
-            )
-        } else {
+        // The client serves blocking writes, and the Management API on
+        // Switchyard while the upstream is the primary; without blocking
+        // writes, a provider or settings without a usable Management API
+        // only leave that API local.
+        let blocking = modes.0.values().any(|m| *m == WriteMode::Blocking);
+        let client = if def.management.is_none() && !blocking {
             None
+        } else {
+            match ManagementClient::new(up, None, None) {
+                Ok(client) => Some(client),
+                Err(e) if blocking => {
+                    return Err(
+                        e.context("upstream.management.write_back needs the Management API")
+                    );
+                }
+                Err(e) => {
+                    tracing::info!(error = %format!("{e:#}"), "the upstream's Management API is not usable with these settings: /api/v2/ serves local users only");
+                    None
+                }
+            }
         };
         Ok(Self {
             modes,
@@ -124,49 +150,18 @@ impl Writer {
 
     /// The user's new password.
     pub async fn password(&self, user: &User, password: &str) -> anyhow::Result<Owed> {
-        let secret = self.sealer.clone().map(|sealer| {
-            Box::new(SealedPassword {
-                sealer,
-                password: password.to_string(),
-            }) as Box<dyn SealSecret>
-        });
-        self.owe(
-            WriteKind::Password,
-            user,
-            Change::Password(password),
-            Map::new(),
-            secret,
-        )
-        .await
+        self.owe(WriteKind::Password, user, Change::Password(password))
+            .await
     }
 
     /// The profile fields `edit` sets; nothing when it sets none.
     pub async fn profile(&self, user: &User, edit: &ProfileEdit) -> anyhow::Result<Owed> {
-        let mut fields = Map::new();
-        let mut put = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                fields.insert(k.into(), v);
-            }
-        };
-        put("email", edit.email.clone().map(Value::from));
-        put("email_verified", edit.email_verified.map(Value::from));
-        put("name", edit.name.clone().map(Value::from));
-        put("given_name", edit.given_name.clone().map(Value::from));
-        put("family_name", edit.family_name.clone().map(Value::from));
-        put("nickname", edit.nickname.clone().map(Value::from));
+        let fields = edit.fields();
         if fields.is_empty() {
             return Ok(Ok(None));
         }
-        let mut extra = Map::new();
-        extra.insert("fields".into(), Value::Object(fields.clone()));
-        self.owe(
-            WriteKind::Profile,
-            user,
-            Change::Profile(&fields),
-            extra,
-            None,
-        )
-        .await
+        self.owe(WriteKind::Profile, user, Change::Profile(&fields))
+            .await
     }
 
     /// Blocks or unblocks `user`, with the write-back it owes and `event`
@@ -191,36 +186,50 @@ impl Writer {
 
     /// The user blocked or unblocked.
     pub async fn blocked(&self, user: &User, blocked: bool) -> anyhow::Result<Owed> {
-        let mut extra = Map::new();
-        extra.insert("blocked".into(), Value::Bool(blocked));
-        self.owe(
-            WriteKind::Blocked,
-            user,
-            Change::Blocked(blocked),
-            extra,
-            None,
-        )
-        .await
+        self.owe(WriteKind::Blocked, user, Change::Blocked(blocked))
+            .await
     }
 
-    async fn owe(
-        &self,
-        kind: WriteKind,
-        user: &User,
-        change: Change<'_>,
-        extra: Map<String, Value>,
-        secret: Option<Box<dyn SealSecret>>,
-    ) -> anyhow::Result<Owed> {
-        let Some(mode) = self.modes.mode(kind) else {
-            return Ok(Ok(None));
-        };
+    /// What `change` owes the upstream under `write_back`.
+    async fn owe(&self, kind: WriteKind, user: &User, change: Change<'_>) -> anyhow::Result<Owed> {
+        match self.modes.mode(kind) {
+            Some(mode) => self.owe_in(mode, user, change).await,
+            None => Ok(Ok(None)),
+        }
+    }
+
+    /// What `change` owes the upstream in `mode`, whatever `write_back`
+    /// says: the Management API (`/api/v2/`) decides the mode by phase.
+    /// Nothing for a user with no upstream account.
+    pub async fn owe_in(&self, mode: WriteMode, user: &User, change: Change<'_>) -> anyhow::Result<Owed> {
+        let kind = change.kind();
         // A local user has no upstream account to keep in step.
         if user.upstream.is_none() || user.state == UserState::Local {
             return Ok(Ok(None));
         }
         let mut payload = target(user);
-        if let Value::Object(map) = &mut payload {
-            map.extend(extra);
+        let mut secret: Option<Box<dyn SealSecret>> = None;
+        match change {
+            Change::Password(password) => {
+                let Some(sealer) = self.sealer.clone() else {
+                    if mode == WriteMode::Outbox {
+                        tracing::warn!(user = %user.id, "a password cannot be queued for the upstream without ${TOKEN_KEYS_ENV}; the change is refused");
+                        return Ok(Err(Refusal::Unavailable));
+                    }
+                    return self.perform(kind, user, &payload, change).await;
+                };
+                secret = Some(Box::new(SealedPassword {
+                    sealer,
+                    password: password.to_string(),
+                }));
+            }
+            Change::Profile(fields) => {
+                payload["fields"] = Value::Object(fields.clone());
+            }
+            Change::Blocked(blocked) => {
+                payload["blocked"] = Value::Bool(blocked);
+            }
+            Change::Delete => {}
         }
         match mode {
             WriteMode::Outbox => Ok(Ok(Some(QueuedWrite {
@@ -229,33 +238,50 @@ impl Writer {
                 payload,
                 secret,
             }))),
-            WriteMode::Blocking => {
-                let client = self
-                    .client
-                    .as_ref()
-                    .context("a blocking write-back has no Management API client")?;
-                let result = client.write_back(&payload, change, BLOCKING_ATTEMPTS).await;
-                let (outcome, owed) = match result {
-                    Ok(()) => ("done", Ok(None)),
-                    Err(e) => match e.downcast_ref::<Refused>() {
-                        Some(r) => {
-                            tracing::warn!(user = %user.id, what = kind.name(), error = %r.message,
-                                "the upstream refused a blocking write-back; the local change is refused");
-                            ("refused", Err(Refusal::Refused(r.vendor.clone())))
-                        }
-                        None => {
-                            tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
-                                "a blocking write-back could not reach the upstream; the local change is refused");
-                            ("failed", Err(Refusal::Unavailable))
-                        }
-                    },
-                };
-                if let Some(counts) = &self.counts {
-                    Metrics::count(counts, kind.name(), outcome);
-                }
-                Ok(owed)
-            }
+            WriteMode::Blocking => self.perform(kind, user, &payload, change).await,
         }
+    }
+
+    /// The upstream's Management API client, when it has one that works
+    /// with these settings.
+    pub fn upstream(&self) -> Option<&ManagementClient> {
+        self.client.as_ref()
+    }
+
+    /// A blocking write, counted; its refusal is the local change's.
+    async fn perform(
+        &self,
+        kind: WriteKind,
+        user: &User,
+        payload: &Value,
+        change: Change<'_>,
+    ) -> anyhow::Result<Owed> {
+        let client = self
+            .client
+            .as_ref()
+            .context("a blocking write-back has no Management API client")?;
+        let result = client.write_back(payload, change, BLOCKING_ATTEMPTS).await;
+        let (outcome, owed) = match result {
+            Ok(()) => ("done", Ok(None)),
+            Err(e) => {
+                let refusal = Refusal::of(&e);
+                match &refusal {
+                    Refusal::Refused { .. } => tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
+                        "the upstream refused a blocking write; the local change is refused"),
+                    _ => tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
+                        "a blocking write could not reach the upstream; the local change is refused"),
+                }
+                ("refused", Err(refusal))
+            }
+        };
+        if let Some(counts) = &self.counts {
+            let outcome = match &owed {
+                Err(Refusal::Refused { .. }) | Ok(_) => outcome,
+                Err(_) => "failed",
+            };
+            Metrics::count(counts, kind.name(), outcome);
+        }
+        Ok(owed)
     }
 
     /// The password a `write_password` row carries, opened: only the
@@ -282,6 +308,7 @@ pub fn write_kind(kind: OutboxKind) -> Option<WriteKind> {
         OutboxKind::WritePassword => Some(WriteKind::Password),
         OutboxKind::WriteProfile => Some(WriteKind::Profile),
         OutboxKind::WriteBlocked => Some(WriteKind::Blocked),
+        OutboxKind::WriteDelete => Some(WriteKind::Delete),
         OutboxKind::MarkMigrated | OutboxKind::Email => None,
     }
 }
@@ -291,6 +318,7 @@ fn outbox_kind(kind: WriteKind) -> OutboxKind {
         WriteKind::Password => OutboxKind::WritePassword,
         WriteKind::Profile => OutboxKind::WriteProfile,
         WriteKind::Blocked => OutboxKind::WriteBlocked,
+        WriteKind::Delete => OutboxKind::WriteDelete,
     }
 }
 

@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
-use reqwest::Method;
-use serde_json::{Map, Value};
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
 
-use super::ManagementClient;
+use super::{ManagementClient, Refused};
 use crate::upstream::provider::{WriteDef, fill};
 
 /// The values a body template is filled with, by name.
@@ -29,6 +29,8 @@ pub enum Change<'a> {
     /// `nickname`).
     Profile(&'a Map<String, Value>),
     Blocked(bool),
+    /// The user deleted.
+    Delete,
 }
 
 /// Never the password itself.
@@ -38,11 +40,23 @@ impl std::fmt::Debug for Change<'_> {
             Change::Password(_) => f.write_str("Password(..)"),
             Change::Profile(fields) => f.debug_tuple("Profile").field(fields).finish(),
             Change::Blocked(b) => f.debug_tuple("Blocked").field(b).finish(),
+            Change::Delete => f.write_str("Delete"),
         }
     }
 }
 
 impl Change<'_> {
+    /// The kind of change, as `write_back` names it.
+    pub fn kind(&self) -> crate::config::WriteKind {
+        use crate::config::WriteKind;
+        match self {
+            Change::Password(_) => WriteKind::Password,
+            Change::Profile(_) => WriteKind::Profile,
+            Change::Blocked(_) => WriteKind::Blocked,
+            Change::Delete => WriteKind::Delete,
+        }
+    }
+
     /// The `[management.write.*]` section describing it.
     pub fn section(&self) -> &'static str {
         match self {
@@ -50,6 +64,7 @@ impl Change<'_> {
             Change::Profile(_) => "profile",
             Change::Blocked(true) => "block",
             Change::Blocked(false) => "unblock",
+            Change::Delete => "delete",
         }
     }
 }
@@ -101,7 +116,7 @@ impl ManagementClient {
         let mut vars = Vars::new();
         vars.insert("attribute", Value::from(attribute));
         vars.insert("at", Value::from(at));
-        self.prepare(mark, "[management.mark_migrated]", payload, vars)
+        self.prepare(mark, "[management.mark_migrated]", Some(payload), vars)
     }
 
     /// Writes a local change to the upstream user named by `user`
@@ -126,6 +141,7 @@ impl ManagementClient {
             Change::Profile(_) => &w.profile,
             Change::Blocked(true) => &w.block,
             Change::Blocked(false) => &w.unblock,
+            Change::Delete => &w.delete,
         }
         .as_ref()
         .with_context(|| {
@@ -146,40 +162,131 @@ impl ManagementClient {
                     }
                 }
             }
-            Change::Blocked(_) => {}
+            Change::Blocked(_) | Change::Delete => {}
         }
-        self.prepare(def, &format!("[management.write.{section}]"), user, vars)
+        self.prepare(def, &format!("[management.write.{section}]"), Some(user), vars)
     }
 
-    /// Fills `def` for the user `user` (`upstream_id`, `username`) with
-    /// `vars` and the `[upstream]` values.
+    /// Creates a user at the upstream (`[management.write.create]`) from
+    /// `fields` (the profile variables, `user_metadata`, `app_metadata`,
+    /// `blocked`) and `password`: the upstream's record of the new user.
+    /// One try: the caller is waiting, and a retried create could make two.
+    pub async fn create_user(
+        &self,
+        fields: &Map<String, Value>,
+        password: &str,
+    ) -> anyhow::Result<Value> {
+        let def = self.mgmt.write.create.as_ref().with_context(|| {
+            format!(
+                "provider {} describes no [management.write.create] write",
+                self.provider
+            )
+        })?;
+        let mut vars = Vars::new();
+        for name in PROFILE_VARS {
+            if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
+                vars.insert(name, v.clone());
+            }
+        }
+        if let Some(b) = fields.get("blocked").filter(|v| v.is_boolean()) {
+            vars.insert("blocked", b.clone());
+        }
+        if let Some(c) = fields.get("connection").filter(|v| v.is_string()) {
+            vars.insert("connection", c.clone());
+        }
+        vars.insert("password", Value::from(password));
+        let p = self.prepare(def, "[management.write.create]", None, vars)?;
+        let (record, _) = self
+            .call_with(p.method, p.url, p.body.as_ref(), p.def.target.as_deref(), 1)
+            .await?;
+        Ok(record)
+    }
+
+    /// One user's record at the upstream (`[management.read.user]`), or
+    /// `None` when the upstream does not know the id.
+    pub async fn read_user(&self, id: &str, attempts: u32) -> anyhow::Result<Option<Value>> {
+        let def = self.mgmt.read.user.as_ref().with_context(|| {
+            format!(
+                "provider {} describes no [management.read.user] read",
+                self.provider
+            )
+        })?;
+        let p = self.prepare(
+            def,
+            "[management.read.user]",
+            Some(&json!({ "upstream_id": id })),
+            Vars::new(),
+        )?;
+        match self
+            .call_with(p.method, p.url, p.body.as_ref(), p.def.target.as_deref(), attempts)
+            .await
+        {
+            Ok((record, _)) => Ok(Some(record)),
+            Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == StatusCode::NOT_FOUND) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The upstream's users with this email (`[management.read.by_email]`,
+    /// which answers a list).
+    pub async fn read_by_email(&self, email: &str, attempts: u32) -> anyhow::Result<Vec<Value>> {
+        let def = self.mgmt.read.by_email.as_ref().with_context(|| {
+            format!(
+                "provider {} describes no [management.read.by_email] read",
+                self.provider
+            )
+        })?;
+        let mut vars = Vars::new();
+        vars.insert("email", Value::from(email));
+        let p = self.prepare(def, "[management.read.by_email]", None, vars)?;
+        let (list, _) = self
+            .call_with(p.method, p.url, p.body.as_ref(), p.def.target.as_deref(), attempts)
+            .await?;
+        match list {
+            Value::Array(users) => Ok(users),
+            _ => anyhow::bail!("[management.read.by_email] did not answer a list"),
+        }
+    }
+
+    /// Fills `def` with `vars`, the `[upstream]` values and, when the
+    /// request is about one user, that user (`upstream_id`, `username`).
     fn prepare<'a>(
         &'a self,
         def: &'a WriteDef,
         section: &str,
-        user: &Value,
+        user: Option<&Value>,
         mut vars: Vars,
     ) -> anyhow::Result<Prepared<'a>> {
-        let id = user["upstream_id"]
-            .as_str()
-            .context("the write names no upstream_id")?;
         for (k, v) in self.settings.template_vars() {
             vars.entry(k).or_insert(Value::String(v));
         }
         if let Some(c) = &self.settings.connection {
             vars.entry("connection").or_insert(Value::from(c.as_str()));
         }
-        vars.insert("id", Value::from(id));
-        vars.insert(
-            "username",
-            Value::from(user["username"].as_str().unwrap_or(id)),
-        );
+        let id = match user {
+            Some(user) => {
+                let id = user["upstream_id"]
+                    .as_str()
+                    .context("the write names no upstream_id")?;
+                vars.insert("id", Value::from(id));
+                vars.insert(
+                    "username",
+                    Value::from(user["username"].as_str().unwrap_or(id)),
+                );
+                Some(id)
+            }
+            None => None,
+        };
         let template = |e: String| anyhow!("{section}: {e}");
         let mut path_vars: BTreeMap<&'static str, String> = vars
             .iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (*k, s.to_string())))
+            .filter_map(|(k, v)| v.as_str().map(|s| (*k, encode_segment(s))))
             .collect();
-        path_vars.insert("id", encode_segment(id));
+        if let Some(id) = id {
+            path_vars.insert("id", encode_segment(id));
+        }
         let url = self.url(&fill(&def.path, &path_vars).map_err(template)?)?;
         let method = Method::from_bytes(def.method.as_bytes())
             .with_context(|| format!("{section} method"))?;
@@ -226,13 +333,17 @@ impl ManagementClient {
 }
 
 /// The profile fields a `[management.write.profile]` template may name.
-pub const PROFILE_VARS: [&str; 6] = [
+/// The metadata objects are Auth0's (Management API v2, "Update a User":
+/// the first level of each is merged into what the user has).
+pub const PROFILE_VARS: [&str; 8] = [
     "email",
     "email_verified",
     "name",
     "given_name",
     "family_name",
     "nickname",
+    "user_metadata",
+    "app_metadata",
 ];
 
 /// A path segment with everything but RFC 3986's unreserved characters
