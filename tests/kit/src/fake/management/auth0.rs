@@ -895,6 +895,8 @@ fn create_user(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     let Some(password) = text("password") else {
         return invalid("Missing required property: password");
     };
+    // Auth0 keeps a database user's email in lower case.
+    let email = email.to_lowercase();
     let mut state = s.lock();
     // Auth0 answers a weak password without an errorCode ("Password
     // Strength in Auth0 Database Connections"), as the PATCH path does.
