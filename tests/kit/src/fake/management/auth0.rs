@@ -1,5 +1,6 @@
 //! Auth0's Management API v2: `/api/v2/users` (Lucene `q`, the 1,000-result
-//! cap), `PATCH /api/v2/users/{id}`, and user-export jobs with their
+//! cap), one user's `GET`, `PATCH` and `DELETE /api/v2/users/{id}`, `POST
+//! /api/v2/users`, `/api/v2/users-by-email`, and user-export jobs with their
 //! gzipped NDJSON or CSV download.
 
 use super::*;
@@ -701,4 +702,313 @@ pub(super) async fn export_download(
         Body::from((*file).clone()),
     )
         .into_response()
+}
+
+// ---------------------------------------------------------------------------
+// Auth0: one user (get, create, delete) and users-by-email
+// ---------------------------------------------------------------------------
+
+/// Auth0's `fields` and `include_fields` query parameters on user reads
+/// (Management API v2, "Get a User", "Search Users by Email"): a
+/// comma-separated list of root attributes to keep (`include_fields=true`,
+/// the default) or to leave out (`include_fields=false`).
+fn select_fields(rec: Value, q: &HashMap<String, String>) -> Value {
+    let Some(fields) = q.get("fields").filter(|f| !f.trim().is_empty()) else {
+        return rec;
+    };
+    let fields: HashSet<&str> = fields.split(',').map(str::trim).collect();
+    let include = q.get("include_fields").is_none_or(|v| v != "false");
+    match rec {
+        Value::Object(obj) => Value::Object(
+            obj.into_iter()
+                .filter(|(k, _)| fields.contains(k.as_str()) == include)
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Auth0's `GET /api/v2/users/{id}` (Management API v2, "Get a User"): the
+/// record as `/api/v2/users` lists it, or 404 `inexistent_user`.
+pub(super) async fn auth0_get_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let info = match gate(&s, Api::GetUser) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    let response = get_user(&s, &headers, &id, &query_map(raw));
+    with_rate_headers(&s, response, info)
+}
+
+fn get_user(s: &Shared, headers: &HeaderMap, id: &str, q: &HashMap<String, String>) -> Response {
+    if let Err(r) = auth0_auth(s, headers) {
+        return r;
+    }
+    let state = s.lock();
+    let Some(stored) = state.users.iter().find(|u| u.user.sub == id) else {
+        return auth0_error(
+            StatusCode::NOT_FOUND,
+            "The user does not exist.",
+            Some("inexistent_user"),
+        );
+    };
+    let rec = record(s, &state, stored, true);
+    drop(state);
+    json_response(StatusCode::OK, &select_fields(rec, q))
+}
+
+/// Auth0's `GET /api/v2/users-by-email?email=…` (Management API v2, "Search
+/// Users by Email"): every user with that email, compared without regard
+/// to case as Auth0 stores emails lowercased; `[]` when none.
+pub(super) async fn auth0_users_by_email(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let info = match gate(&s, Api::UsersByEmail) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    let response = users_by_email(&s, &headers, &query_map(raw));
+    with_rate_headers(&s, response, info)
+}
+
+fn users_by_email(s: &Shared, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    if let Err(r) = auth0_auth(s, headers) {
+        return r;
+    }
+    let Some(email) = q.get("email").filter(|e| !e.is_empty()) else {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "Query validation error: 'Missing required property: email' on property email (Email address to search for (case-sensitive)).",
+            Some("invalid_query_string"),
+        );
+    };
+    let state = s.lock();
+    let found: Vec<Value> = state
+        .users
+        .iter()
+        .filter(|u| u.user.email.eq_ignore_ascii_case(email.trim()))
+        .map(|u| select_fields(record(s, &state, u, true), q))
+        .collect();
+    drop(state);
+    json_response(StatusCode::OK, &Value::Array(found))
+}
+
+/// The root attributes `POST /api/v2/users` takes (Management API v2,
+/// "Create a User").
+const AUTH0_CREATABLE: [&str; 17] = [
+    "app_metadata",
+    "blocked",
+    "connection",
+    "email",
+    "email_verified",
+    "family_name",
+    "given_name",
+    "name",
+    "nickname",
+    "password",
+    "phone_number",
+    "phone_verified",
+    "picture",
+    "user_id",
+    "user_metadata",
+    "username",
+    "verify_email",
+];
+
+/// Auth0's `POST /api/v2/users` (Management API v2, "Create a User") into
+/// the fake's one database connection: 201 with the new record, whose
+/// `user_id` is `auth0|` and 24 hex digits, or `auth0|{user_id}` when the
+/// body names one. The user can then log in at the fake with the password.
+pub(super) async fn auth0_create_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let info = match gate(&s, Api::CreateUser) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    let response = create_user(&s, &headers, &body);
+    with_rate_headers(&s, response, info)
+}
+
+fn create_user(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Err(r) = auth0_auth(s, headers) {
+        return r;
+    }
+    let invalid = |message: &str| {
+        auth0_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Payload validation error: '{message}'."),
+            Some("invalid_body"),
+        )
+    };
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
+        return invalid("Invalid JSON");
+    };
+    if let Some(extra) = req.keys().find(|k| !AUTH0_CREATABLE.contains(&k.as_str())) {
+        return invalid(&format!("Additional properties not allowed: {extra}"));
+    }
+    for (key, value) in &req {
+        let expected = match key.as_str() {
+            "blocked" | "email_verified" | "phone_verified" | "verify_email" => {
+                (!value.is_boolean()).then_some("boolean")
+            }
+            "app_metadata" | "user_metadata" => (!value.is_object()).then_some("object"),
+            _ => (!value.is_string()).then_some("string"),
+        };
+        if let Some(expected) = expected {
+            return invalid(&format!(
+                "Expected type {expected} but found type {} on property {key}",
+                json_type(value)
+            ));
+        }
+    }
+    let text = |key: &str| req.get(key).and_then(Value::as_str).map(String::from);
+    let flag = |key: &str| req.get(key).and_then(Value::as_bool);
+    let Some(connection) = text("connection") else {
+        return invalid("Missing required property: connection");
+    };
+    if connection != AUTH0_DEFAULT_REALM {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "The connection does not exist.",
+            Some("inexistent_connection"),
+        );
+    }
+    // A database connection needs an email (the fake's requires no
+    // username) and a password.
+    let Some(email) = text("email") else {
+        return invalid("Missing required property: email");
+    };
+    if !email.contains('@') || email.trim() != email {
+        return invalid(&format!(
+            "Object didn't pass validation for format email: {email}"
+        ));
+    }
+    let Some(password) = text("password") else {
+        return invalid("Missing required property: password");
+    };
+    // Auth0 keeps a database user's email in lower case.
+    let email = email.to_lowercase();
+    let mut state = s.lock();
+    // Auth0 answers a weak password without an errorCode ("Password
+    // Strength in Auth0 Database Connections"), as the PATCH path does.
+    if check_password_policy(&state, &password).is_err() {
+        return auth0_error(
+            StatusCode::BAD_REQUEST,
+            "PasswordStrengthError: Password is too weak",
+            None,
+        );
+    }
+    let local = text("user_id").unwrap_or_else(|| hex(&random_bytes(12)));
+    let sub = format!("auth0|{local}");
+    let taken = state
+        .users
+        .iter()
+        .any(|u| u.user.sub == sub || u.user.email.eq_ignore_ascii_case(&email));
+    if taken {
+        return auth0_error(
+            StatusCode::CONFLICT,
+            "The user already exists.",
+            Some("auth0_idp_error"),
+        );
+    }
+    let mut user = FakeUser::new(&sub, &email, &password);
+    // Auth0 leaves a new database user's email unverified unless told.
+    user.email_verified = flag("email_verified").unwrap_or(false);
+    user.blocked = flag("blocked").unwrap_or(false);
+    if let Some(name) = text("name") {
+        user.name = Some(name);
+    }
+    if let Some(nickname) = text("nickname") {
+        user.nickname = Some(nickname);
+    }
+    if let Some(picture) = text("picture") {
+        user.picture = Some(picture);
+    }
+    for key in ["app_metadata", "user_metadata"] {
+        if let Some(v) = req.get(key) {
+            let target = if key == "app_metadata" {
+                &mut user.app_metadata
+            } else {
+                &mut user.user_metadata
+            };
+            *target = v.clone();
+        }
+    }
+    let mut stored = StoredUser {
+        user,
+        updated_at: now(),
+        meta: UserMeta::now(),
+    };
+    // The record holds what was given: no names split out of `name`, and
+    // the attributes `FakeUser` does not carry.
+    let mut rec = auth0_record(&stored);
+    let obj = rec.as_object_mut().expect("object");
+    obj.remove("given_name");
+    obj.remove("family_name");
+    for key in [
+        "given_name",
+        "family_name",
+        "username",
+        "phone_number",
+        "phone_verified",
+    ] {
+        if let Some(v) = req.get(key) {
+            obj.insert(key.into(), v.clone());
+        }
+    }
+    stored.meta.record = Some(Arc::new(rec.clone()));
+    state.users.push(stored);
+    state.mgmt.invalidate();
+    record_write(&mut state, Api::CreateUser, &sub, Value::Object(req));
+    drop(state);
+    json_response(StatusCode::CREATED, &rec)
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Auth0's `DELETE /api/v2/users/{id}` (Management API v2, "Delete a
+/// User"): 204 with no body, whether or not the user existed.
+pub(super) async fn auth0_delete_user(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let info = match gate(&s, Api::DeleteUser) {
+        Ok(info) => info,
+        Err(r) => return r,
+    };
+    let response = delete_user(&s, &headers, &id);
+    with_rate_headers(&s, response, info)
+}
+
+fn delete_user(s: &Shared, headers: &HeaderMap, id: &str) -> Response {
+    if let Err(r) = auth0_auth(s, headers) {
+        return r;
+    }
+    let mut state = s.lock();
+    let before = state.users.len();
+    state.users.retain(|u| u.user.sub != id);
+    if state.users.len() != before {
+        state.mgmt.invalidate();
+    }
+    record_write(&mut state, Api::DeleteUser, id, Value::Null);
+    StatusCode::NO_CONTENT.into_response()
 }

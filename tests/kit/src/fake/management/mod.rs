@@ -2,13 +2,16 @@
 //! them: Auth0's `/api/v2/users` (with its 1,000-result cap) and its export
 //! jobs, Okta's `/api/v1/users` (cursor only in the `Link` header), Cognito's
 //! SigV4-signed `ListUsers`, and Keycloak's `/admin/realms/{realm}/users`;
-//! and the writes that mark a user migrated: Auth0's `PATCH
-//! /api/v2/users/{id}` (metadata merged at its first level), Okta's partial
-//! `POST /api/v1/users/{id}` (only properties of its profile schema),
-//! Cognito's `AdminUpdateUserAttributes` (only attributes of the pool's
-//! schema) and Keycloak's `GET`/`PUT /admin/realms/{realm}/users/{id}` (the
-//! PUT replaces attributes and profile fields). Each accepted write is kept
-//! for [`FakeUpstream::management_writes`].
+//! Auth0's one-user reads (`GET /api/v2/users/{id}`,
+//! `/api/v2/users-by-email`); the writes that mark a user migrated: Auth0's
+//! `PATCH /api/v2/users/{id}` (metadata merged at its first level), Okta's
+//! partial `POST /api/v1/users/{id}` (only properties of its profile
+//! schema), Cognito's `AdminUpdateUserAttributes` (only attributes of the
+//! pool's schema) and Keycloak's `GET`/`PUT
+//! /admin/realms/{realm}/users/{id}` (the PUT replaces attributes and
+//! profile fields); and Auth0's `POST /api/v2/users` (a user who can then
+//! log in) and `DELETE /api/v2/users/{id}`. Each accepted write is kept for
+//! [`FakeUpstream::management_writes`].
 //!
 //! The write-back's writes land on the same user: a password (Auth0
 //! `password`, Okta `credentials.password.value`, Cognito
@@ -37,7 +40,6 @@ use std::io::Write;
 use std::time::Instant;
 
 use axum::extract::{Path, RawQuery};
-use axum::routing::patch;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
@@ -268,6 +270,10 @@ enum Api {
     AdminSetUserPassword,
     AdminDisableUser,
     AdminEnableUser,
+    GetUser,
+    UsersByEmail,
+    CreateUser,
+    DeleteUser,
 }
 
 impl Api {
@@ -292,6 +298,10 @@ impl Api {
             Api::AdminSetUserPassword => "admin_set_user_password",
             Api::AdminDisableUser => "admin_disable_user",
             Api::AdminEnableUser => "admin_enable_user",
+            Api::GetUser => "get_user",
+            Api::UsersByEmail => "users_by_email",
+            Api::CreateUser => "create_user",
+            Api::DeleteUser => "delete_user",
         }
     }
 }
@@ -335,7 +345,8 @@ impl FakeUpstream {
     /// The next `n` requests to the Management endpoint `endpoint` (a
     /// [`FakeUpstream::calls`] name: `users`, `users_export`, `job`,
     /// `export_download`, `okta_users`, `list_users`, `admin_users`,
-    /// `admin_users_count`, and the writes `patch_user` (Auth0),
+    /// `admin_users_count`, Auth0's `get_user` and `users_by_email`, and the
+    /// writes `patch_user`, `create_user`, `delete_user` (Auth0),
     /// `okta_update_user`, `admin_user` (Keycloak's GET and PUT of one user),
     /// `admin_update_user_attributes` (Cognito)) answer the vendor's 5xx.
     pub fn fail_next(&self, endpoint: &str, n: usize) {
@@ -498,6 +509,17 @@ impl FakeUpstream {
         Some(record(&self.shared, &state, stored, true))
     }
 
+    /// The record of the first user with this email (any case), exactly as
+    /// the vendor's Management API lists it; `None` when there is none.
+    pub fn management_user_by_email(&self, email: &str) -> Option<Value> {
+        let state = self.shared.lock();
+        let stored = state
+            .users
+            .iter()
+            .find(|u| u.user.email.eq_ignore_ascii_case(email.trim()))?;
+        Some(record(&self.shared, &state, stored, true))
+    }
+
     /// Merges `patch` into the vendor record (RFC 7396 JSON merge patch;
     /// for Cognito an object of attribute names to values, `null` removing
     /// one) and bumps its last-modified time. A changed email also changes
@@ -598,8 +620,14 @@ fn record_write(state: &mut UpstreamState, api: Api, user_id: &str, body: Value)
 pub(super) fn routes(app: Router<Arc<Shared>>, flavor: Flavor) -> Router<Arc<Shared>> {
     match flavor {
         Flavor::Auth0 => app
-            .route("/api/v2/users", get(auth0_users))
-            .route("/api/v2/users/{id}", patch(auth0_patch_user))
+            .route("/api/v2/users", get(auth0_users).post(auth0_create_user))
+            .route(
+                "/api/v2/users/{id}",
+                get(auth0_get_user)
+                    .patch(auth0_patch_user)
+                    .delete(auth0_delete_user),
+            )
+            .route("/api/v2/users-by-email", get(auth0_users_by_email))
             .route("/api/v2/jobs/users-exports", post(auth0_create_export))
             .route("/api/v2/jobs/{id}", get(auth0_job))
             .route("/user-exports/{job}/{file}", get(export_download)),
