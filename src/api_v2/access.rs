@@ -131,7 +131,10 @@ pub async fn middleware(
     };
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(buckets.size as u64));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(metered.remaining));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(metered.remaining),
+    );
     headers.insert(
         "x-ratelimit-reset",
         HeaderValue::from(now() as u64 + metered.full_in),

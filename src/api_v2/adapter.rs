@@ -16,13 +16,13 @@ use super::error::ApiError;
 use crate::config::{Phase, WriteKind, WriteMode};
 use crate::cutover::{Pin, phase_for};
 use crate::state::AppState;
-use crate::store::jobs::PageCommit;
-use crate::store::record::Action;
 use crate::store::User;
+use crate::store::jobs::PageCommit;
+use crate::store::outbox::QueuedWrite;
+use crate::store::record::Action;
 use crate::upstream::management::ManagementClient;
 use crate::upstream::management::write_back::Refusal;
 use crate::upstream::management::writes::Change;
-use crate::store::outbox::QueuedWrite;
 
 /// Tries of a read the caller waits for.
 const READ_ATTEMPTS: u32 = 2;
@@ -37,8 +37,17 @@ pub enum Primary {
 
 /// Who is the primary for a request of `client_id` about `user` (or a
 /// user not known here).
-pub async fn primary(state: &AppState, client_id: &str, user: Option<&User>) -> Result<Primary, ApiError> {
-    let Some(up) = state.settings.upstream.as_ref().filter(|_| state.write_back.upstream().is_some()) else {
+pub async fn primary(
+    state: &AppState,
+    client_id: &str,
+    user: Option<&User>,
+) -> Result<Primary, ApiError> {
+    let Some(up) = state
+        .settings
+        .upstream
+        .as_ref()
+        .filter(|_| state.write_back.upstream().is_some())
+    else {
         return Ok(Primary::Local { mirror: false });
     };
     let rules = state.cutover.rules().await?;
@@ -92,9 +101,14 @@ pub async fn find(state: &AppState, client_id: &str, id: &str) -> Result<Option<
 
 /// The users with this email: local ones, or those the upstream knows
 /// while it is the primary, kept as pending users.
-pub async fn find_by_email(state: &AppState, client_id: &str, email: &str) -> Result<Vec<User>, ApiError> {
+pub async fn find_by_email(
+    state: &AppState,
+    client_id: &str,
+    email: &str,
+) -> Result<Vec<User>, ApiError> {
     let local = by_email(state, email).await?;
-    if !local.is_empty() || !matches!(primary(state, client_id, None).await?, Primary::Upstream(_)) {
+    if !local.is_empty() || !matches!(primary(state, client_id, None).await?, Primary::Upstream(_))
+    {
         return Ok(local);
     }
     let up = client(state)?;
@@ -150,7 +164,11 @@ pub async fn adopt(state: &AppState, up: &ManagementClient, raw: &Value) -> Resu
     if let Some(Action::Failed(reason)) = applied.actions.first() {
         tracing::warn!(user = %record.id, %reason, "management API: the upstream's user could not be kept here");
     }
-    state.db.get_user(&record.id).await?.ok_or_else(ApiError::internal)
+    state
+        .db
+        .get_user(&record.id)
+        .await?
+        .ok_or_else(ApiError::internal)
 }
 
 /// What `changes` owe the upstream for `user` with `primary`: the rows
@@ -212,7 +230,9 @@ fn not_writable(provider: &str, kind: WriteKind) -> ApiError {
 pub fn refusal_error(state: &AppState, what: &str, refusal: Refusal) -> ApiError {
     use axum::http::StatusCode;
     let retry = |wait: Option<std::time::Duration>| {
-        wait.map_or(crate::error::RETRY_AFTER_SECS, |d| d.as_secs_f64().ceil() as u64)
+        wait.map_or(crate::error::RETRY_AFTER_SECS, |d| {
+            d.as_secs_f64().ceil() as u64
+        })
     };
     match refusal {
         // A 4xx is the caller's to fix, in the upstream's words (a

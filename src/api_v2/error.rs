@@ -35,7 +35,11 @@ impl ApiError {
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "The user does not exist.", "inexistent_user")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "The user does not exist.",
+            "inexistent_user",
+        )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {

@@ -106,11 +106,26 @@ mod tests {
 
     #[test]
     fn the_identifier_is_the_https_url_of_the_issuer_host() {
-        assert_eq!(audience("https://login.example.com/"), "https://login.example.com/api/v2/");
-        assert_eq!(audience("http://127.0.0.1:8080/"), "https://127.0.0.1:8080/api/v2/");
-        assert!(names_this_api("http://127.0.0.1:8080/", "http://127.0.0.1:8080/api/v2/"));
-        assert!(names_this_api("http://127.0.0.1:8080", "https://127.0.0.1:8080/api/v2/"));
-        assert!(!names_this_api("https://a.example/", "https://b.example/api/v2/"));
+        assert_eq!(
+            audience("https://login.example.com/"),
+            "https://login.example.com/api/v2/"
+        );
+        assert_eq!(
+            audience("http://127.0.0.1:8080/"),
+            "https://127.0.0.1:8080/api/v2/"
+        );
+        assert!(names_this_api(
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080/api/v2/"
+        ));
+        assert!(names_this_api(
+            "http://127.0.0.1:8080",
+            "https://127.0.0.1:8080/api/v2/"
+        ));
+        assert!(!names_this_api(
+            "https://a.example/",
+            "https://b.example/api/v2/"
+        ));
         for s in Scope::ALL {
             assert_eq!(Scope::parse(s.as_str()), Some(*s));
         }

@@ -181,7 +181,11 @@ pub fn parse_q(q: &str) -> Result<Vec<Condition>, String> {
                     Condition::Updated(low, high)
                 });
             }
-            other => return Err(format!("the field {other} cannot be searched on Switchyard")),
+            other => {
+                return Err(format!(
+                    "the field {other} cannot be searched on Switchyard"
+                ));
+            }
         }
     }
     Ok(out)
@@ -206,7 +210,9 @@ fn range(v: &str) -> Result<(Bound, Bound), String> {
     let open = v.chars().next();
     let close = v.chars().last();
     if v.len() < 2 || !matches!(open, Some('[' | '{')) || !matches!(close, Some(']' | '}')) {
-        return Err(format!("a date field takes a range such as [2026-01-01 TO *]: {v}"));
+        return Err(format!(
+            "a date field takes a range such as [2026-01-01 TO *]: {v}"
+        ));
     }
     let (lo, hi) = v[1..v.len() - 1]
         .split_once(" TO ")
@@ -266,10 +272,14 @@ mod tests {
                 Condition::Created(Some((1_767_225_600, true)), None)
             ]
         );
-        let c = parse_q("updated_at:{2026-01-01T00:00:00.500Z TO 2026-01-02T00:00:00.500Z}").unwrap();
+        let c =
+            parse_q("updated_at:{2026-01-01T00:00:00.500Z TO 2026-01-02T00:00:00.500Z}").unwrap();
         assert_eq!(
             c,
-            vec![Condition::Updated(Some((1_767_225_601, true)), Some((1_767_312_000, true)))]
+            vec![Condition::Updated(
+                Some((1_767_225_601, true)),
+                Some((1_767_312_000, true))
+            )]
         );
         assert!(parse_q("name:ada").is_err());
         assert!(parse_q("email:ada*").is_err());
@@ -278,14 +288,27 @@ mod tests {
 
     #[test]
     fn paging_stops_at_the_cap_as_auth0_does() {
-        let (q, total) = query(&params(&[("page", "9"), ("per_page", "100"), ("include_totals", "true")])).unwrap();
+        let (q, total) = query(&params(&[
+            ("page", "9"),
+            ("per_page", "100"),
+            ("include_totals", "true"),
+        ]))
+        .unwrap();
         assert_eq!((q.offset, q.limit, total), (900, 100, true));
         let e = query(&params(&[("page", "10"), ("per_page", "100")])).unwrap_err();
         assert_eq!(e.error_code, Some("invalid_paging"));
         let e = query(&params(&[("per_page", "300")])).unwrap_err();
         assert_eq!(e.error_code, Some("invalid_query_string"));
-        let (q, _) = query(&params(&[("page", "1"), ("per_page", "7"), ("sort", "created_at:-1")])).unwrap();
-        assert_eq!((q.offset, q.limit, q.sort), (7, 7, Some((SortField::CreatedAt, true))));
+        let (q, _) = query(&params(&[
+            ("page", "1"),
+            ("per_page", "7"),
+            ("sort", "created_at:-1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (q.offset, q.limit, q.sort),
+            (7, 7, Some((SortField::CreatedAt, true)))
+        );
         assert!(query(&params(&[("sort", "name:1")])).is_err());
     }
 
@@ -295,7 +318,10 @@ mod tests {
         user.insert("user_id".into(), "a".into());
         user.insert("email".into(), "e".into());
         let keep = Fields::parse(Some("email"), None).unwrap();
-        assert_eq!(keep.apply(user.clone()).keys().collect::<Vec<_>>(), ["email"]);
+        assert_eq!(
+            keep.apply(user.clone()).keys().collect::<Vec<_>>(),
+            ["email"]
+        );
         let drop = Fields::parse(Some("email"), Some("false")).unwrap();
         assert_eq!(drop.apply(user).keys().collect::<Vec<_>>(), ["user_id"]);
     }

@@ -40,7 +40,11 @@ fn identity(subject: &str, connection: &str) -> Value {
 
 /// The user in Auth0's shape; `identities` are the user's linked ones
 /// (none for a user made here, who has only their own id).
-pub fn user_json(user: &User, identities: &[IdentityRecord], connection: &str) -> Map<String, Value> {
+pub fn user_json(
+    user: &User,
+    identities: &[IdentityRecord],
+    connection: &str,
+) -> Map<String, Value> {
     let p = &user.profile;
     let mut out = Map::new();
     let mut put = |k: &str, v: Value| {
@@ -63,11 +67,24 @@ pub fn user_json(user: &User, identities: &[IdentityRecord], connection: &str) -
     }
     // Auth0 always has a name, a nickname and a picture: the email when
     // nothing better is known, its local part for the nickname.
-    let fallback = p.email.clone().or(p.username.clone()).unwrap_or_else(|| user.id.clone());
-    put("name", json!(p.name.clone().unwrap_or_else(|| fallback.clone())));
+    let fallback = p
+        .email
+        .clone()
+        .or(p.username.clone())
+        .unwrap_or_else(|| user.id.clone());
+    put(
+        "name",
+        json!(p.name.clone().unwrap_or_else(|| fallback.clone())),
+    );
     put(
         "nickname",
-        json!(p.nickname.clone().unwrap_or_else(|| fallback.split('@').next().unwrap_or_default().to_string())),
+        json!(
+            p.nickname.clone().unwrap_or_else(|| fallback
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string())
+        ),
     );
     if let Some(picture) = &p.picture {
         put("picture", json!(picture));

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,7 +12,6 @@ use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -65,14 +65,22 @@ async fn shown(state: &AppState, user: &User, fields: &Fields) -> Result<Value, 
     } else {
         Vec::new()
     };
-    Ok(Value::Object(fields.apply(user_json(user, &identities, connection(state)))))
+    Ok(Value::Object(fields.apply(user_json(
+        user,
+        &identities,
+        connection(state),
+    ))))
 }
 
 /// A JSON body, refused in Auth0's words when it is not the expected shape.
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = bytes.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request entity too large", "payload_too_large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request entity too large",
+                "payload_too_large",
+            )
         } else {
             ApiError::bad_request("Invalid request body", "invalid_body")
         }
@@ -81,7 +89,10 @@ fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, 
         // serde's message names the property, never a value.
         let what = e.to_string();
         let what = what.split(" at line ").next().unwrap_or_default();
-        ApiError::bad_request(format!("Payload validation error: '{what}'."), "invalid_body")
+        ApiError::bad_request(
+            format!("Payload validation error: '{what}'."),
+            "invalid_body",
+        )
     })
 }
 
@@ -162,12 +173,17 @@ async fn by_email(
 ) -> Result<Json<Vec<Value>>, ApiError> {
     backend.require(Scope::ReadUsers)?;
     let fields = Fields::parse(params.fields.as_deref(), params.include_fields.as_deref())?;
-    let email = params.email.as_deref().map(str::trim).filter(|e| !e.is_empty()).ok_or_else(|| {
-        ApiError::bad_request(
-            "Query validation error: 'Missing required property: email' on property email.",
-            "invalid_query_string",
-        )
-    })?;
+    let email = params
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Query validation error: 'Missing required property: email' on property email.",
+                "invalid_query_string",
+            )
+        })?;
     let users = adapter::find_by_email(&state, &backend.client_id, email).await?;
     let mut out = Vec::with_capacity(users.len());
     for user in &users {
@@ -221,9 +237,12 @@ impl UserBody {
 
     /// What Switchyard cannot change on a user, refused by name.
     fn unsupported_on_update(&self) -> Option<&'static str> {
-        [("username", self.username.is_some()), ("picture", self.picture.is_some())]
-            .into_iter()
-            .find_map(|(name, set)| set.then_some(name))
+        [
+            ("username", self.username.is_some()),
+            ("picture", self.picture.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
     }
 }
 
@@ -233,15 +252,23 @@ fn weak_password(reason: String) -> ApiError {
 
 /// The password checked against the policy and hashed, before anything
 /// is written anywhere.
-async fn hashed(state: &AppState, password: &str, identifiers: &[&str]) -> Result<String, ApiError> {
+async fn hashed(
+    state: &AppState,
+    password: &str,
+    identifiers: &[&str],
+) -> Result<String, ApiError> {
     state
         .passwords
         .check_policy_for(password, identifiers)
         .map_err(weak_password)?;
-    state.passwords.hash(password.to_string()).await.map_err(|e| {
-        tracing::error!(error = %e, "management API: password hashing failed");
-        ApiError::internal()
-    })
+    state
+        .passwords
+        .hash(password.to_string())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "management API: password hashing failed");
+            ApiError::internal()
+        })
 }
 
 /// `PATCH /api/v2/users/{id}`: profile fields, metadata (merged at the
@@ -293,7 +320,9 @@ async fn update(
     if !state.db.edit_user(&user.id, &edit, &queued).await? {
         return Err(ApiError::not_found());
     }
-    let changed: Vec<&str> = fields.keys().map(String::as_str)
+    let changed: Vec<&str> = fields
+        .keys()
+        .map(String::as_str)
         .chain(patch.password.as_ref().map(|_| "password"))
         .chain(patch.blocked.map(|_| "blocked"))
         .collect();
@@ -302,7 +331,11 @@ async fn update(
         event("api.user_updated", &backend, &user.id).with_detail(json!({ "fields": changed })),
     )
     .await;
-    let user = state.db.get_user(&user.id).await?.ok_or_else(ApiError::not_found)?;
+    let user = state
+        .db
+        .get_user(&user.id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(shown(&state, &user, &Fields::default()).await?))
 }
 
@@ -324,9 +357,15 @@ async fn create(
             "invalid_body",
         )
     };
-    let conn = new.connection.as_deref().ok_or_else(|| missing("connection"))?;
+    let conn = new
+        .connection
+        .as_deref()
+        .ok_or_else(|| missing("connection"))?;
     if conn != connection(&state) {
-        return Err(ApiError::bad_request("The connection does not exist.", "inexistent_connection"));
+        return Err(ApiError::bad_request(
+            "The connection does not exist.",
+            "inexistent_connection",
+        ));
     }
     let email = new.email.clone().ok_or_else(|| missing("email"))?;
     if !email.contains('@') || email.len() > 254 {
@@ -340,14 +379,21 @@ async fn create(
     logins.extend(new.username.as_deref());
     let hash = hashed(&state, password, &logins).await?;
     if !adapter_by_email_is_free(&state, &email).await? {
-        return Err(ApiError::new(StatusCode::CONFLICT, "The user already exists.", "auth0_idp_error"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "The user already exists.",
+            "auth0_idp_error",
+        ));
     }
     let user = match adapter::primary(&state, &backend.client_id, None).await? {
         Primary::Upstream(_) => {
             let up = state.write_back.upstream().ok_or_else(ApiError::internal)?;
             if up.mgmt.write.create.is_none() {
                 return Err(ApiError::bad_request(
-                    format!("The upstream provider {} cannot be written a new user through Switchyard while it is the primary.", up.provider),
+                    format!(
+                        "The upstream provider {} cannot be written a new user through Switchyard while it is the primary.",
+                        up.provider
+                    ),
                     "operation_not_supported",
                 ));
             }
@@ -414,7 +460,11 @@ async fn remove(
     let queued = adapter::owe(&state, primary, &user, &[Change::Delete]).await?;
     state
         .db
-        .remove_user(&user.id, queued.first(), &event("api.user_deleted", &backend, &user.id))
+        .remove_user(
+            &user.id,
+            queued.first(),
+            &event("api.user_deleted", &backend, &user.id),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -451,9 +501,14 @@ async fn ticket(
         }
     }
     .ok_or_else(ApiError::not_found)?;
-    let link = crate::recovery::mint_link(&state, &user.id, crate::store::recovery::Purpose::Reset, None)
-        .await
-        .map_err(|_| ApiError::internal())?;
+    let link = crate::recovery::mint_link(
+        &state,
+        &user.id,
+        crate::store::recovery::Purpose::Reset,
+        None,
+    )
+    .await
+    .map_err(|_| ApiError::internal())?;
     crate::auth::record(&state, event("api.password_ticket", &backend, &user.id)).await;
     Ok((StatusCode::CREATED, Json(json!({ "ticket": link }))).into_response())
 }

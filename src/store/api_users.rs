@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::outbox_queue::{QueuedWrite, enqueue_write};
-use super::sql::{SqlStore, USER_COLUMNS, delete_user_rows, insert_event, normalize_email, user_from_row};
+use super::sql::{
+    SqlStore, USER_COLUMNS, delete_user_rows, insert_event, normalize_email, user_from_row,
+};
 use super::{AuditEvent, StoreResult, User};
 
 /// One condition of a search; all of a query's must hold.
@@ -157,7 +159,10 @@ impl ApiUsers for SqlStore {
             .bind(q.offset as i64)
             .fetch_all(self.pool())
             .await?;
-        let users = rows.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         let total = if q.total {
             let sql = format!("SELECT COUNT(*) AS n FROM users{filter}");
             let row = bind_all(sqlx::query(&sql), &values)

@@ -490,9 +490,9 @@ impl UserStore for SqlStore {
             "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
         )
         .bind(user_id)
-            .bind(at)
-            .execute(&self.pool)
-            .await?;
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

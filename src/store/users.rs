@@ -85,7 +85,10 @@ impl ProfileEdit {
         put("given_name", self.given_name.clone().map(Value::from));
         put("family_name", self.family_name.clone().map(Value::from));
         put("nickname", self.nickname.clone().map(Value::from));
-        put("user_metadata", self.user_metadata.clone().map(Value::Object));
+        put(
+            "user_metadata",
+            self.user_metadata.clone().map(Value::Object),
+        );
         put("app_metadata", self.app_metadata.clone().map(Value::Object));
         fields
     }
@@ -136,19 +139,20 @@ impl UserEdits for SqlStore {
             else {
                 return Ok(false);
             };
-            let merged = |column: &str, patch: &Option<Map<String, Value>>| -> StoreResult<Option<String>> {
-                let Some(patch) = patch else { return Ok(None) };
-                let text: Option<String> = row.try_get(column)?;
-                let mut current = object(text.as_deref().unwrap_or("{}"));
-                for (k, v) in patch {
-                    if v.is_null() {
-                        current.remove(k);
-                    } else {
-                        current.insert(k.clone(), v.clone());
+            let merged =
+                |column: &str, patch: &Option<Map<String, Value>>| -> StoreResult<Option<String>> {
+                    let Some(patch) = patch else { return Ok(None) };
+                    let text: Option<String> = row.try_get(column)?;
+                    let mut current = object(text.as_deref().unwrap_or("{}"));
+                    for (k, v) in patch {
+                        if v.is_null() {
+                            current.remove(k);
+                        } else {
+                            current.insert(k.clone(), v.clone());
+                        }
                     }
-                }
-                Ok(Some(to_json(&current)))
-            };
+                    Ok(Some(to_json(&current)))
+                };
             user_metadata = merged("user_metadata", &edit.user_metadata)?;
             app_metadata = merged("app_metadata", &edit.app_metadata)?;
         }

@@ -402,13 +402,11 @@ impl ProviderDef {
 pub fn facts(settings: &UpstreamSettings) -> Result<ProviderFacts, String> {
     let def = ProviderDef::load(&settings.provider)?;
     let write_back = match &def.management {
-        Some(m) => {
-            WriteKind::ALL
-                .iter()
-                .copied()
-                .filter(|k| m.write.has(*k))
-                .collect()
-        }
+        Some(m) => WriteKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| m.write.has(*k))
+            .collect(),
         None => Vec::new(),
     };
     Ok(ProviderFacts {

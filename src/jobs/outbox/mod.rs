@@ -136,7 +136,10 @@ impl Worker {
                 }
                 Some(client)
             }
-            _ => None,
+            // The Management API on Switchyard queues writes whatever
+            // write_back says, when the upstream's API is usable.
+            Some(up) => ManagementClient::new(up, None, None).ok(),
+            None => None,
         };
         let policy = Policy::from_settings(&management.cloned().unwrap_or_default());
         Ok(Self {
@@ -208,9 +211,7 @@ impl Worker {
             OutboxKind::WritePassword
             | OutboxKind::WriteProfile
             | OutboxKind::WriteBlocked
-            | OutboxKind::WriteDelete => {
-                self.deliver_write(row).await
-            }
+            | OutboxKind::WriteDelete => self.deliver_write(row).await,
         };
         match result {
             Ok(()) => Outcome::Done,

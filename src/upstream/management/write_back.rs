@@ -201,7 +201,12 @@ impl Writer {
     /// What `change` owes the upstream in `mode`, whatever `write_back`
     /// says: the Management API (`/api/v2/`) decides the mode by phase.
     /// Nothing for a user with no upstream account.
-    pub async fn owe_in(&self, mode: WriteMode, user: &User, change: Change<'_>) -> anyhow::Result<Owed> {
+    pub async fn owe_in(
+        &self,
+        mode: WriteMode,
+        user: &User,
+        change: Change<'_>,
+    ) -> anyhow::Result<Owed> {
         let kind = change.kind();
         // A local user has no upstream account to keep in step.
         if user.upstream.is_none() || user.state == UserState::Local {
@@ -266,10 +271,14 @@ impl Writer {
             Err(e) => {
                 let refusal = Refusal::of(&e);
                 match &refusal {
-                    Refusal::Refused { .. } => tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
-                        "the upstream refused a blocking write; the local change is refused"),
-                    _ => tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
-                        "a blocking write could not reach the upstream; the local change is refused"),
+                    Refusal::Refused { .. } => {
+                        tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
+                        "the upstream refused a blocking write; the local change is refused")
+                    }
+                    _ => {
+                        tracing::warn!(user = %user.id, what = kind.name(), error = %format!("{e:#}"),
+                        "a blocking write could not reach the upstream; the local change is refused")
+                    }
                 }
                 ("refused", Err(refusal))
             }

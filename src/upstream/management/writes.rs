@@ -164,7 +164,12 @@ impl ManagementClient {
             }
             Change::Blocked(_) | Change::Delete => {}
         }
-        self.prepare(def, &format!("[management.write.{section}]"), Some(user), vars)
+        self.prepare(
+            def,
+            &format!("[management.write.{section}]"),
+            Some(user),
+            vars,
+        )
     }
 
     /// Creates a user at the upstream (`[management.write.create]`) from
@@ -218,11 +223,20 @@ impl ManagementClient {
             Vars::new(),
         )?;
         match self
-            .call_with(p.method, p.url, p.body.as_ref(), p.def.target.as_deref(), attempts)
+            .call_with(
+                p.method,
+                p.url,
+                p.body.as_ref(),
+                p.def.target.as_deref(),
+                attempts,
+            )
             .await
         {
             Ok((record, _)) => Ok(Some(record)),
-            Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == StatusCode::NOT_FOUND) => {
+            Err(e)
+                if e.downcast_ref::<Refused>()
+                    .is_some_and(|r| r.status == StatusCode::NOT_FOUND) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -242,7 +256,13 @@ impl ManagementClient {
         vars.insert("email", Value::from(email));
         let p = self.prepare(def, "[management.read.by_email]", None, vars)?;
         let (list, _) = self
-            .call_with(p.method, p.url, p.body.as_ref(), p.def.target.as_deref(), attempts)
+            .call_with(
+                p.method,
+                p.url,
+                p.body.as_ref(),
+                p.def.target.as_deref(),
+                attempts,
+            )
             .await?;
         match list {
             Value::Array(users) => Ok(users),
