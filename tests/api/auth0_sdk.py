@@ -22,6 +22,7 @@ import sys
 from urllib.parse import urlparse
 
 from auth0.authentication import GetToken
+from auth0.authentication.exceptions import Auth0Error
 from auth0.management import Auth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.errors import BadRequestError, NotFoundError
@@ -231,6 +232,10 @@ def main():
         run(args)
     except Mismatch as e:
         print(f"FAIL {e}", file=sys.stderr)
+        return 1
+    except Auth0Error as e:
+        # The Authentication API refused the token request.
+        print(f"FAIL token endpoint {e.status_code}: {e.error_code}: {e.message}", file=sys.stderr)
         return 1
     except ApiError as e:
         # An answer the SDK raised on where a step expected success.
