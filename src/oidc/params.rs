@@ -41,24 +41,36 @@ impl Params {
 
     /// Reads a form body: checks the content type and the size limit.
     pub async fn from_form_body(headers: &HeaderMap, body: Body) -> Result<Self, ParamError> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        if !mime(headers).eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             return Err(ParamError::ContentType);
         }
-        let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                ParamError::TooLarge
-            } else {
-                ParamError::Unreadable
+        Ok(Self::parse(&read(body).await?))
+    }
+
+    /// Reads a token request: a form (RFC 6749 §4.1.3), or a JSON object
+    /// of the same parameters, which Auth0's token endpoint also takes and
+    /// its SDKs send (Auth0 Authentication API, "Get Token"). A `null`
+    /// member is absent; a number or boolean is its JSON text.
+    pub async fn from_token_body(headers: &HeaderMap, body: Body) -> Result<Self, ParamError> {
+        if !mime(headers).eq_ignore_ascii_case("application/json") {
+            return Self::from_form_body(headers, body).await;
+        }
+        let bytes = read(body).await?;
+        let Ok(serde_json::Value::Object(members)) = serde_json::from_slice(&bytes) else {
+            return Err(ParamError::Unreadable);
+        };
+        let mut pairs = Vec::with_capacity(members.len());
+        for (k, v) in members {
+            match v {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s) => pairs.push((k, s)),
+                serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {
+                    pairs.push((k, v.to_string()))
+                }
+                _ => return Err(ParamError::Unreadable),
             }
-        })?;
-        Ok(Self::parse(&bytes))
+        }
+        Ok(Self { pairs })
     }
 
     /// The value of `name`: `None` when absent or empty, an error when repeated.
@@ -104,6 +116,30 @@ impl From<ParamError> for crate::error::AppError {
     fn from(e: ParamError) -> Self {
         crate::error::AppError::bad_request("Invalid request", e.to_string())
     }
+}
+
+/// The request's media type, without parameters.
+fn mime(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+}
+
+/// The body, within the size limit.
+async fn read(body: Body) -> Result<axum::body::Bytes, ParamError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            ParamError::TooLarge
+        } else {
+            ParamError::Unreadable
+        }
+    })
 }
 
 #[cfg(test)]

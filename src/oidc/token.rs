@@ -27,7 +27,7 @@ pub async fn post_token(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let params = match Params::from_form_body(&headers, body).await {
+    let params = match Params::from_token_body(&headers, body).await {
         Ok(params) => params,
         Err(e) => return OAuthError::from(e).into_response(),
     };

@@ -37,6 +37,7 @@ mod logout;
 mod logs;
 mod mgmt_api;
 mod mgmt_helpers;
+mod mgmt_sdk;
 mod mgmt_upstream;
 mod migration;
 mod moto;

@@ -182,10 +182,16 @@ async fn users_are_created_read_updated_and_deleted_in_auth0s_shapes() {
     let verified = app
         .state
         .passwords
-        .verify("a long enough passphrase 42".into(), Some(stored.hash.clone()))
+        .verify(
+            "a long enough passphrase 42".into(),
+            Some(stored.hash.clone()),
+        )
         .await
         .unwrap();
-    assert!(matches!(verified, switchyard::password::Verified::Yes { .. }));
+    assert!(matches!(
+        verified,
+        switchyard::password::Verified::Yes { .. }
+    ));
 
     // Refusals, each in Auth0's shape and each changing nothing.
     for (body, status, code) in [

@@ -34,7 +34,11 @@ async fn rows(t: &UpstreamApp) -> Vec<OutboxRow> {
 
 /// Polls until `done` holds of the fake upstream, with a deadline; the
 /// outbox is shown when it does not.
-async fn until(t: &UpstreamApp, what: &str, done: impl Fn(&switchyard_kit::fake::FakeUpstream) -> bool) {
+async fn until(
+    t: &UpstreamApp,
+    what: &str,
+    done: impl Fn(&switchyard_kit::fake::FakeUpstream) -> bool,
+) {
     let start = Instant::now();
     while !done(&t.fake) {
         if start.elapsed() > Duration::from_secs(30) {
