@@ -436,6 +436,12 @@ pub struct ClientArgs {
     /// read-only `switchyard:admin:read`, for the client credentials grant); repeat for several.
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
+    /// The API the client's `--scope`s are for, as Auth0 names a client grant's API: the
+    /// Auth0-compatible Management API, `https://DOMAIN/api/v2/` (DOMAIN the issuer's host).
+    /// Each `--scope` must then be one of its scopes (read:users, update:users, create:users,
+    /// delete:users, create:user_tickets).
+    #[arg(long)]
+    pub api: Option<String>,
     /// Display name, shown on the login page.
     #[arg(long)]
     pub name: Option<String>,
@@ -1094,7 +1100,7 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
     let db = open_database(settings).await?;
     match cmd {
         ClientsCommand::Add(args) => {
-            let (client, generated) = client_from_args(args)?;
+            let (client, generated) = client_from_args(args, &settings.issuer)?;
             db.create_client(&client).await.map_err(conflict)?;
             println!("client_id: {}", client.client_id);
             if let Some(secret) = generated {
@@ -1133,7 +1139,10 @@ async fn clients(settings: &Settings, cmd: ClientsCommand) -> anyhow::Result<()>
 
 /// Validates the flags of `clients add`; returns the client and the secret
 /// when one was generated.
-pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<String>)> {
+pub fn client_from_args(
+    args: ClientArgs,
+    issuer: &str,
+) -> anyhow::Result<(Client, Option<String>)> {
     validate_client_id(&args.id).map_err(|m| anyhow::anyhow!("--id: {m}"))?;
     for uri in args
         .redirect_uris
@@ -1160,6 +1169,9 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     for scope in &args.scopes {
         crate::config::check_scope_token(scope)
             .map_err(|m| anyhow::anyhow!("--scope {scope:?}: {m}"))?;
+    }
+    if let Some(api) = &args.api {
+        check_api_grant(issuer, api, &grant_types, &args.scopes)?;
     }
     let (secret, generated) = if args.public {
         (None, None)
@@ -1188,6 +1200,38 @@ pub fn client_from_args(args: ClientArgs) -> anyhow::Result<(Client, Option<Stri
     };
     let client = registration.to_client(secret.as_deref().map(hash_secret), ClientSource::Cli);
     Ok((client, generated))
+}
+
+/// `--api` names the Management API, for a client credentials client,
+/// with its scopes only: a typo in a scope fails here, not at the first
+/// token request.
+fn check_api_grant(
+    issuer: &str,
+    api: &str,
+    grants: &[GrantType],
+    scopes: &[String],
+) -> anyhow::Result<()> {
+    use crate::api_v2::{Scope, audience, names_this_api};
+    if !names_this_api(issuer, api) {
+        bail!(
+            "--api {api:?}: the API clients are granted here is the Management API, {}",
+            audience(issuer)
+        );
+    }
+    if !grants.contains(&GrantType::ClientCredentials) {
+        bail!("--api needs --grant-type client_credentials");
+    }
+    if scopes.is_empty() {
+        bail!("--api needs at least one --scope");
+    }
+    if let Some(bad) = scopes.iter().find(|s| Scope::parse(s).is_none()) {
+        let known: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        bail!(
+            "--scope {bad:?} is not a scope of the Management API; they are {}",
+            known.join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {

@@ -571,3 +571,77 @@ async fn oversized_bodies_are_refused_in_auth0s_shape() {
         .await;
     assert_auth0_error(&error, status, "invalid_body");
 }
+
+#[tokio::test]
+async fn a_backend_client_is_registered_with_the_cli_as_auth0_grants_an_api() {
+    let app = spawn_app().await;
+    let audience = app.management_audience();
+    let env = [("SWITCHYARD_ISSUER", app.issuer.as_str())];
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "clients",
+            "add",
+            "--id",
+            "backend",
+            "--grant-type",
+            "client_credentials",
+        ];
+        args.extend_from_slice(extra);
+        run_cli(&app._isolated, &args, None, &env)
+    };
+    // A scope the API does not have, or another API, fails at once.
+    let typo = add(&["--api", &audience, "--scope", "read:user"]);
+    assert!(!typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("read:users"),
+        "{typo:?}"
+    );
+    let elsewhere = add(&[
+        "--api",
+        "https://elsewhere.example/api/v2/",
+        "--scope",
+        "read:users",
+    ]);
+    assert!(!elsewhere.status.success());
+    let out = add(&[
+        "--api",
+        &audience,
+        "--scope",
+        "read:users",
+        "--scope",
+        "update:users",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("a generated secret")
+        .to_string();
+    // The grant as Auth0's SDKs send it: a JSON body, the audience named.
+    let response = app
+        .api
+        .post(app.url("/oauth/token"))
+        .json(&json!({
+            "grant_type": "client_credentials",
+            "client_id": "backend",
+            "client_secret": secret,
+            "audience": audience,
+            "organization": null,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "read:users update:users");
+    let token = body["access_token"].as_str().unwrap();
+    let (status, _, _) = app.mgmt(token, Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, error) = app.mgmt(token, Method::DELETE, "/users/x", None).await;
+    assert_auth0_error(&error, status, "insufficient_scope");
+}
