@@ -72,6 +72,18 @@ async fn shown(state: &AppState, user: &User, fields: &Fields) -> Result<Value, 
     ))))
 }
 
+async fn shown_all(
+    state: &AppState,
+    users: &[User],
+    fields: &Fields,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        out.push(shown(state, user, fields).await?);
+    }
+    Ok(out)
+}
+
 /// A JSON body, refused in Auth0's words when it is not the expected shape.
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = bytes.map_err(|e| {
@@ -94,6 +106,23 @@ fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, 
             "invalid_body",
         )
     })
+}
+
+/// serde's message without the position and without the values it quotes
+/// in backticks (a mistyped password must not come back in an answer):
+/// "invalid type: integer `123`, expected a string" names the type only.
+fn without_values(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or_default();
+    if !message.starts_with("invalid ") {
+        return message.to_string();
+    }
+    message
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, part)| part)
+        .collect::<Vec<_>>()
+        .join("…")
 }
 
 fn event(kind: &str, backend: &Backend, user_id: &str) -> AuditEvent {
@@ -124,10 +153,7 @@ async fn list(
     let (query, totals) = search::query(&params)?;
     let fields = Fields::parse(params.fields.as_deref(), params.include_fields.as_deref())?;
     let (users, total) = state.db.query_users(&query).await?;
-    let mut shown_users = Vec::with_capacity(users.len());
-    for user in &users {
-        shown_users.push(shown(&state, user, &fields).await?);
-    }
+    let shown_users = shown_all(&state, &users, &fields).await?;
     Ok(if totals {
         Json(json!({
             "start": query.offset,
@@ -185,11 +211,7 @@ async fn by_email(
             )
         })?;
     let users = adapter::find_by_email(&state, &backend.client_id, email).await?;
-    let mut out = Vec::with_capacity(users.len());
-    for user in &users {
-        out.push(shown(&state, user, &fields).await?);
-    }
-    Ok(Json(out))
+    Ok(Json(shown_all(&state, &users, &fields).await?))
 }
 
 /// The properties of a user that `POST` and `PATCH` take (Auth0 "Create a
@@ -378,7 +400,7 @@ async fn create(
     let mut logins = vec![email.as_str()];
     logins.extend(new.username.as_deref());
     let hash = hashed(&state, password, &logins).await?;
-    if !adapter_by_email_is_free(&state, &email).await? {
+    if !email_is_free(&state, &email).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "The user already exists.",
@@ -441,7 +463,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(shown_user)).into_response())
 }
 
-async fn adapter_by_email_is_free(state: &AppState, email: &str) -> Result<bool, ApiError> {
+async fn email_is_free(state: &AppState, email: &str) -> Result<bool, ApiError> {
     Ok(state.db.find_user_by_login(email).await?.is_none())
 }
 
@@ -511,4 +533,19 @@ async fn ticket(
     .map_err(|_| ApiError::internal())?;
     crate::auth::record(&state, event("api.password_ticket", &backend, &user.id)).await;
     Ok((StatusCode::CREATED, Json(json!({ "ticket": link }))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_a_body_name_types_not_values() {
+        let e = serde_json::from_str::<UserBody>(r#"{"password": 12345678}"#).unwrap_err();
+        let m = without_values(&e.to_string());
+        assert!(!m.contains("12345678"), "{m}");
+        assert!(m.contains("expected a string"), "{m}");
+        let e = serde_json::from_str::<UserBody>(r#"{"colour": "red"}"#).unwrap_err();
+        assert!(without_values(&e.to_string()).contains("colour"));
+    }
 }
