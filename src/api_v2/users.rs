@@ -98,11 +98,11 @@ fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, 
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        // serde's message names the property, never a value.
-        let what = e.to_string();
-        let what = what.split(" at line ").next().unwrap_or_default();
         ApiError::bad_request(
-            format!("Payload validation error: '{what}'."),
+            format!(
+                "Payload validation error: '{}'.",
+                without_values(&e.to_string())
+            ),
             "invalid_body",
         )
     })
