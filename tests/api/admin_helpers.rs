@@ -49,18 +49,18 @@ impl TestApp {
     /// client credentials grant and `scope`, made once: its id.
     pub async fn admin_client(&self, scope: AdminScope) -> String {
         let client_id = format!("ops-{}", scope.scope().replace(':', "-"));
-        if self
-            .state
-            .db
-            .get_client(&client_id)
-            .await
-            .unwrap()
-            .is_none()
-        {
+        self.machine_client(&client_id, &[scope.scope()]).await;
+        client_id
+    }
+
+    /// A confidential client `client_id` (secret [`SECRET`]) allowed only
+    /// the client credentials grant and `scopes`, made when missing.
+    pub async fn machine_client(&self, client_id: &str, scopes: &[&str]) {
+        if self.state.db.get_client(client_id).await.unwrap().is_none() {
             let client = switchyard::config::ClientSettings {
-                client_id: client_id.clone(),
+                client_id: client_id.into(),
                 grant_types: vec![switchyard::store::GrantType::ClientCredentials],
-                scopes: vec![scope.scope().into()],
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             }
             .to_client(
@@ -69,7 +69,6 @@ impl TestApp {
             );
             self.state.db.create_client(&client).await.unwrap();
         }
-        client_id
     }
 
     /// `POST /oauth/token` with `grant_type=client_credentials` as

@@ -34,26 +34,7 @@ impl TestApp {
     /// client credentials grant and `scopes`, made once: its id.
     pub async fn management_client(&self, scopes: &[&str]) -> String {
         let client_id = format!("backend-{}", scopes.join("-").replace(':', "_"));
-        if self
-            .state
-            .db
-            .get_client(&client_id)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            let client = switchyard::config::ClientSettings {
-                client_id: client_id.clone(),
-                grant_types: vec![switchyard::store::GrantType::ClientCredentials],
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            }
-            .to_client(
-                Some(switchyard::crypto::hash_secret(SECRET)),
-                switchyard::store::ClientSource::Cli,
-            );
-            self.state.db.create_client(&client).await.unwrap();
-        }
+        self.machine_client(&client_id, scopes).await;
         client_id
     }
 

@@ -101,12 +101,10 @@ impl ManagementClient {
         payload: &Value,
         attribute: Option<&str>,
     ) -> anyhow::Result<Prepared<'_>> {
-        let mark = self.mgmt.mark_migrated.as_ref().with_context(|| {
-            format!(
-                "provider {} describes no [management.mark_migrated] write",
-                self.provider
-            )
-        })?;
+        let mark = self.defined(
+            self.mgmt.mark_migrated.as_ref(),
+            "[management.mark_migrated] write",
+        )?;
         let at = payload["migrated_at"]
             .as_str()
             .context("the outbox row has no migrated_at")?;
@@ -142,26 +140,14 @@ impl ManagementClient {
             Change::Blocked(true) => &w.block,
             Change::Blocked(false) => &w.unblock,
             Change::Delete => &w.delete,
-        }
-        .as_ref()
-        .with_context(|| {
-            format!(
-                "provider {} describes no [management.write.{section}] write",
-                self.provider
-            )
-        })?;
+        };
+        let def = self.defined(def.as_ref(), &format!("[management.write.{section}] write"))?;
         let mut vars = Vars::new();
         match change {
             Change::Password(p) => {
                 vars.insert("password", Value::from(p));
             }
-            Change::Profile(fields) => {
-                for name in PROFILE_VARS {
-                    if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
-                        vars.insert(name, v.clone());
-                    }
-                }
-            }
+            Change::Profile(fields) => profile_vars(fields, &mut vars),
             Change::Blocked(_) | Change::Delete => {}
         }
         self.prepare(
@@ -181,18 +167,12 @@ impl ManagementClient {
         fields: &Map<String, Value>,
         password: &str,
     ) -> anyhow::Result<Value> {
-        let def = self.mgmt.write.create.as_ref().with_context(|| {
-            format!(
-                "provider {} describes no [management.write.create] write",
-                self.provider
-            )
-        })?;
+        let def = self.defined(
+            self.mgmt.write.create.as_ref(),
+            "[management.write.create] write",
+        )?;
         let mut vars = Vars::new();
-        for name in PROFILE_VARS {
-            if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
-                vars.insert(name, v.clone());
-            }
-        }
+        profile_vars(fields, &mut vars);
         if let Some(b) = fields.get("blocked").filter(|v| v.is_boolean()) {
             vars.insert("blocked", b.clone());
         }
@@ -201,38 +181,21 @@ impl ManagementClient {
         }
         vars.insert("password", Value::from(password));
         let p = self.prepare(def, "[management.write.create]", None, vars)?;
-        let (record, _) = self
-            .call_with(p.method, p.url, p.body.as_ref(), p.def.target.as_deref(), 1)
-            .await?;
-        Ok(record)
+        self.send(p, 1).await
     }
 
     /// One user's record at the upstream (`[management.read.user]`), or
     /// `None` when the upstream does not know the id.
     pub async fn read_user(&self, id: &str, attempts: u32) -> anyhow::Result<Option<Value>> {
-        let def = self.mgmt.read.user.as_ref().with_context(|| {
-            format!(
-                "provider {} describes no [management.read.user] read",
-                self.provider
-            )
-        })?;
+        let def = self.defined(self.mgmt.read.user.as_ref(), "[management.read.user] read")?;
         let p = self.prepare(
             def,
             "[management.read.user]",
             Some(&json!({ "upstream_id": id })),
             Vars::new(),
         )?;
-        match self
-            .call_with(
-                p.method,
-                p.url,
-                p.body.as_ref(),
-                p.def.target.as_deref(),
-                attempts,
-            )
-            .await
-        {
-            Ok((record, _)) => Ok(Some(record)),
+        match self.send(p, attempts).await {
+            Ok(record) => Ok(Some(record)),
             Err(e)
                 if e.downcast_ref::<Refused>()
                     .is_some_and(|r| r.status == StatusCode::NOT_FOUND) =>
@@ -246,16 +209,32 @@ impl ManagementClient {
     /// The upstream's users with this email (`[management.read.by_email]`,
     /// which answers a list).
     pub async fn read_by_email(&self, email: &str, attempts: u32) -> anyhow::Result<Vec<Value>> {
-        let def = self.mgmt.read.by_email.as_ref().with_context(|| {
-            format!(
-                "provider {} describes no [management.read.by_email] read",
-                self.provider
-            )
-        })?;
+        let def = self.defined(
+            self.mgmt.read.by_email.as_ref(),
+            "[management.read.by_email] read",
+        )?;
         let mut vars = Vars::new();
         vars.insert("email", Value::from(email));
         let p = self.prepare(def, "[management.read.by_email]", None, vars)?;
-        let (list, _) = self
+        match self.send(p, attempts).await? {
+            Value::Array(users) => Ok(users),
+            _ => anyhow::bail!("[management.read.by_email] did not answer a list"),
+        }
+    }
+
+    /// The definition `def` of `section`, or an error naming what the
+    /// provider lacks.
+    fn defined<'a>(
+        &self,
+        def: Option<&'a WriteDef>,
+        section: &str,
+    ) -> anyhow::Result<&'a WriteDef> {
+        def.with_context(|| format!("provider {} describes no {section}", self.provider))
+    }
+
+    /// Sends a prepared request as it is: the upstream's answer.
+    async fn send(&self, p: Prepared<'_>, attempts: u32) -> anyhow::Result<Value> {
+        let (answer, _) = self
             .call_with(
                 p.method,
                 p.url,
@@ -264,10 +243,7 @@ impl ManagementClient {
                 attempts,
             )
             .await?;
-        match list {
-            Value::Array(users) => Ok(users),
-            _ => anyhow::bail!("[management.read.by_email] did not answer a list"),
-        }
+        Ok(answer)
     }
 
     /// Fills `def` with `vars`, the `[upstream]` values and, when the
@@ -365,6 +341,15 @@ pub const PROFILE_VARS: [&str; 8] = [
     "user_metadata",
     "app_metadata",
 ];
+
+/// The profile variables `fields` sets, for a template.
+fn profile_vars(fields: &Map<String, Value>, vars: &mut Vars) {
+    for name in PROFILE_VARS {
+        if let Some(v) = fields.get(name).filter(|v| !v.is_null()) {
+            vars.insert(name, v.clone());
+        }
+    }
+}
 
 /// A path segment with everything but RFC 3986's unreserved characters
 /// percent-encoded: Auth0 asks for its ids (`auth0|…`) encoded, and the
