@@ -13,10 +13,16 @@
 //! and `x-ratelimit-reset` (the Unix time at which it is full again), and a
 //! request finding it empty is answered 429 with `Retry-After`. The buckets
 //! are per instance.
+//!
+//! A backend presents the same token for its whole life (Auth0's last a
+//! day), so a verified token is remembered: its signature, audience and
+//! client are checked again at most every [`RECHECK`], which is also how
+//! long a client deleted on another instance may keep calling (the bound
+//! cutover rules keep too); its expiry is checked at every request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -29,6 +35,11 @@ use super::error::ApiError;
 use crate::state::AppState;
 use crate::store::now;
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, Expect};
+
+/// How long a verified token is trusted before it is checked again.
+pub const RECHECK: Duration = Duration::from_secs(2);
+/// Tokens remembered at most; past this the memory starts again empty.
+const REMEMBERED: usize = 10_000;
 
 /// The caller, as the middleware found it.
 #[derive(Debug, Clone)]
@@ -50,17 +61,25 @@ impl Backend {
 
 #[derive(Deserialize)]
 struct Claims {
+    exp: i64,
     sub: String,
     client_id: String,
     #[serde(default)]
     scope: String,
 }
 
-/// The clients' token buckets.
+/// The clients' token buckets, and the tokens verified lately.
 pub struct Buckets {
     rate: f64,
     size: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+struct Verified {
+    backend: Backend,
+    exp: i64,
+    at: Instant,
 }
 
 struct Bucket {
@@ -83,6 +102,7 @@ impl Buckets {
             rate: rate.max(f64::MIN_POSITIVE),
             size: f64::from(size.max(1)),
             buckets: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -117,7 +137,7 @@ pub async fn middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let backend = match authenticate(&state, request.headers()).await {
+    let backend = match buckets.authenticate(&state, request.headers()).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -142,8 +162,43 @@ pub async fn middleware(
     response
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Backend, ApiError> {
-    let token = headers
+impl Buckets {
+    /// The caller of a request: from a token verified within [`RECHECK`],
+    /// or verified now.
+    async fn authenticate(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+    ) -> Result<Backend, ApiError> {
+        let token = bearer(headers)?;
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = verified.get(token)
+                && v.at.elapsed() < RECHECK
+                && v.exp > now()
+            {
+                return Ok(v.backend.clone());
+            }
+        }
+        let (backend, exp) = authenticate(state, token).await?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(
+            token.to_string(),
+            Verified {
+                backend: backend.clone(),
+                exp,
+                at: Instant::now(),
+            },
+        );
+        Ok(backend)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -152,7 +207,12 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Backend, 
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("Missing authentication"))?;
+        .ok_or_else(|| ApiError::unauthorized("Missing authentication"))
+}
+
+/// Verifies the token and that its client still exists: the caller and
+/// the token's expiry.
+async fn authenticate(state: &AppState, token: &str) -> Result<(Backend, i64), ApiError> {
     let audience = super::audience(&state.settings.issuer);
     let expect = Expect {
         issuer: &state.settings.issuer,
@@ -178,10 +238,13 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Backend, 
     if state.db.get_client(&claims.client_id).await?.is_none() {
         return Err(ApiError::unauthorized("Invalid token"));
     }
-    Ok(Backend {
-        client_id: claims.client_id,
-        scope: claims.scope,
-    })
+    Ok((
+        Backend {
+            client_id: claims.client_id,
+            scope: claims.scope,
+        },
+        claims.exp,
+    ))
 }
 
 #[cfg(test)]
