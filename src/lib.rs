@@ -46,7 +46,9 @@
 //!    them) and the upstream's callback. They share no file cycle, but the authorization
 //!    and logout endpoints call into the upstream's redirect track
 //!    ([`login::upstream`]), the one import that runs up a layer. And
-//!    [`admin`], the operators' dashboard and JSON API.
+//!    [`admin`], the operators' dashboard and JSON API; and [`api_v2`],
+//!    the Auth0-compatible Management API backends call, whose users
+//!    adapter reads through to the upstream and writes to it by phase.
 //! 9. [`startup`] (binds, wires and serves) and [`cli`] (the `switchyard`
 //!    command: serve, config, users, clients, keys, cutover, backfill,
 //!    import, verify, status, outbox, report, campaign).
