@@ -109,10 +109,17 @@ impl Buckets {
     fn take(&self, client: &str) -> Metered {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = buckets.entry(client.to_string()).or_insert(Bucket {
-            tokens: self.size,
-            at: now,
-        });
+        // The client's name is copied only the first time it calls.
+        if !buckets.contains_key(client) {
+            buckets.insert(
+                client.to_string(),
+                Bucket {
+                    tokens: self.size,
+                    at: now,
+                },
+            );
+        }
+        let b = buckets.get_mut(client).expect("inserted above");
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.size);
         b.at = now;
         let refused_for = if b.tokens >= 1.0 {

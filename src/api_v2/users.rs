@@ -400,7 +400,7 @@ async fn create(
     let mut logins = vec![email.as_str()];
     logins.extend(new.username.as_deref());
     let hash = hashed(&state, password, &logins).await?;
-    if !email_is_free(&state, &email).await? {
+    if state.db.find_user_by_login(&email).await?.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "The user already exists.",
@@ -461,10 +461,6 @@ async fn create(
     crate::auth::record(&state, event("api.user_created", &backend, &user.id)).await;
     let shown_user = shown(&state, &user, &Fields::default()).await?;
     Ok((StatusCode::CREATED, Json(shown_user)).into_response())
-}
-
-async fn email_is_free(state: &AppState, email: &str) -> Result<bool, ApiError> {
-    Ok(state.db.find_user_by_login(email).await?.is_none())
 }
 
 /// `DELETE /api/v2/users/{id}`: 204 whether or not the user existed, as

@@ -58,7 +58,7 @@ async fn tokens_name_the_api_and_scopes_gate_each_endpoint() {
         "{body}"
     );
 
-    let read = body_token(&app, &["read:users"]).await;
+    let read = app.management_token(&["read:users"]).await;
     let (status, _, body) = app
         .mgmt(
             &read,
@@ -118,7 +118,7 @@ async fn tokens_name_the_api_and_scopes_gate_each_endpoint() {
     );
     app.state
         .db
-        .delete_client(&client_for(&app, &["read:users"]).await)
+        .delete_client(&app.management_client(&["read:users"]).await)
         .await
         .unwrap();
     let deleted = std::time::Instant::now();
@@ -135,14 +135,6 @@ async fn tokens_name_the_api_and_scopes_gate_each_endpoint() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-}
-
-async fn client_for(app: &TestApp, scopes: &[&str]) -> String {
-    app.management_client(scopes).await
-}
-
-async fn body_token(app: &TestApp, scopes: &[&str]) -> String {
-    app.management_token(scopes).await
 }
 
 /// A user id as one path segment.

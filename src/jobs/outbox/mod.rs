@@ -95,8 +95,6 @@ mod write_back;
 
 pub struct Worker {
     state: AppState,
-    /// The upstream's Management API, when a write to it is asked for.
-    client: Option<ManagementClient>,
     /// The attribute name override, if any.
     attribute: Option<String>,
     policy: Policy,
@@ -119,32 +117,38 @@ impl Worker {
     /// that cannot be made (no Management API credentials).
     pub fn new(state: &AppState) -> anyhow::Result<Self> {
         let management = state.settings.upstream.as_ref().map(|up| &up.management);
-        let client = match state.settings.upstream.as_ref() {
-            Some(up) if up.management.mark_migrated || !up.management.write_back.is_empty() => {
-                let client = ManagementClient::new(up, None, None).context(
-                    "upstream.management.mark_migrated and write_back need the Management API",
-                )?;
-                if up.management.mark_migrated {
-                    let sample = serde_json::json!({
-                        "upstream_id": "sample",
-                        "username": "sample",
-                        "migrated_at": "2026-01-01T00:00:00Z",
-                    });
-                    client
-                        .mark_request(&sample, up.management.mark_migrated_attribute.as_deref())
-                        .context("upstream.management.mark_migrated")?;
+        // The writes share the state's Management API client (one token,
+        // one pacer for the upstream's quota) with the blocking writes and
+        // the Management API on Switchyard.
+        if let Some(up) = state.settings.upstream.as_ref()
+            && (up.management.mark_migrated || !up.management.write_back.is_empty())
+        {
+            let client = match state.write_back.upstream() {
+                Some(client) => client,
+                // The writer could not build it: the same call says why.
+                None => {
+                    ManagementClient::new(up, None, None).context(
+                        "upstream.management.mark_migrated and write_back need the Management API",
+                    )?;
+                    anyhow::bail!(
+                        "upstream.management.mark_migrated and write_back need the Management API"
+                    );
                 }
-                Some(client)
+            };
+            if up.management.mark_migrated {
+                let sample = serde_json::json!({
+                    "upstream_id": "sample",
+                    "username": "sample",
+                    "migrated_at": "2026-01-01T00:00:00Z",
+                });
+                client
+                    .mark_request(&sample, up.management.mark_migrated_attribute.as_deref())
+                    .context("upstream.management.mark_migrated")?;
             }
-            // The Management API on Switchyard queues writes whatever
-            // write_back says, when the upstream's API is usable.
-            Some(up) => ManagementClient::new(up, None, None).ok(),
-            None => None,
-        };
+        }
         let policy = Policy::from_settings(&management.cloned().unwrap_or_default());
         Ok(Self {
             state: state.clone(),
-            client,
             attribute: management.and_then(|m| m.mark_migrated_attribute.clone()),
             email_policy: Policy::for_email(&state.settings.email, &policy),
             policy,
@@ -158,7 +162,7 @@ impl Worker {
 
     /// The Management API client, for a row that writes to the upstream.
     fn upstream(&self) -> anyhow::Result<&ManagementClient> {
-        self.client.as_ref().context(
+        self.state.write_back.upstream().context(
             "this row writes to the upstream, and no [upstream.management] write is configured",
         )
     }

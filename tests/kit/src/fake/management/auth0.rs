@@ -130,12 +130,9 @@ pub(super) async fn auth0_users(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let info = match gate(&s, Api::Users) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = auth0_users_page(&s, &headers, query_map(raw));
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::Users, || {
+        auth0_users_page(&s, &headers, query_map(raw))
+    })
 }
 
 fn auth0_users_page(s: &Shared, headers: &HeaderMap, q: HashMap<String, String>) -> Response {
@@ -424,12 +421,7 @@ pub(super) async fn auth0_create_export(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let info = match gate(&s, Api::UsersExport) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = create_export(&s, &headers, &body);
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::UsersExport, || create_export(&s, &headers, &body))
 }
 
 fn create_export(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -551,12 +543,7 @@ pub(super) async fn auth0_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let info = match gate(&s, Api::Job) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = poll_job(&s, &headers, &id);
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::Job, || poll_job(&s, &headers, &id))
 }
 
 fn poll_job(s: &Shared, headers: &HeaderMap, id: &str) -> Response {
@@ -736,12 +723,9 @@ pub(super) async fn auth0_get_user(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let info = match gate(&s, Api::GetUser) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = get_user(&s, &headers, &id, &query_map(raw));
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::GetUser, || {
+        get_user(&s, &headers, &id, &query_map(raw))
+    })
 }
 
 fn get_user(s: &Shared, headers: &HeaderMap, id: &str, q: &HashMap<String, String>) -> Response {
@@ -769,12 +753,9 @@ pub(super) async fn auth0_users_by_email(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let info = match gate(&s, Api::UsersByEmail) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = users_by_email(&s, &headers, &query_map(raw));
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::UsersByEmail, || {
+        users_by_email(&s, &headers, &query_map(raw))
+    })
 }
 
 fn users_by_email(s: &Shared, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
@@ -830,12 +811,7 @@ pub(super) async fn auth0_create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let info = match gate(&s, Api::CreateUser) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = create_user(&s, &headers, &body);
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::CreateUser, || create_user(&s, &headers, &body))
 }
 
 fn create_user(s: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -991,12 +967,7 @@ pub(super) async fn auth0_delete_user(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let info = match gate(&s, Api::DeleteUser) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = delete_user(&s, &headers, &id);
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::DeleteUser, || delete_user(&s, &headers, &id))
 }
 
 fn delete_user(s: &Shared, headers: &HeaderMap, id: &str) -> Response {

@@ -698,6 +698,15 @@ fn gate(s: &Shared, api: Api) -> Result<Option<RateInfo>, Response> {
 
 /// The vendor's rate-limit headers, when a bucket is set (otherwise the
 /// per-minute window of the rest of the fake applies).
+/// An endpoint's answer behind its gate (failures, throttling, counting),
+/// with the bucket's headers.
+fn gated(s: &Shared, api: Api, answer: impl FnOnce() -> Response) -> Response {
+    match gate(s, api) {
+        Ok(info) => with_rate_headers(s, answer(), info),
+        Err(r) => r,
+    }
+}
+
 fn with_rate_headers(s: &Shared, mut response: Response, info: Option<RateInfo>) -> Response {
     if let (Some(info), Some(names)) = (info, rate_limit_header_names(s.flavor)) {
         let headers = response.headers_mut();

@@ -281,12 +281,7 @@ pub(super) async fn okta_users(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let info = match gate(&s, Api::OktaUsers) {
-        Ok(info) => info,
-        Err(r) => return r,
-    };
-    let response = okta_users_page(&s, &headers, raw);
-    with_rate_headers(&s, response, info)
+    gated(&s, Api::OktaUsers, || okta_users_page(&s, &headers, raw))
 }
 
 fn okta_users_page(s: &Shared, headers: &HeaderMap, raw: Option<String>) -> Response {
