@@ -34,7 +34,12 @@ pub struct State {
     pub db: Arc<dyn Database>,
     /// Pending requests, codes, sessions, refresh families, counters.
     pub sessions: Arc<dyn SessionStore>,
+    /// Clients and users as recently read: what the token endpoint reads
+    /// on every request, without a database read each time.
+    pub recent: crate::store::recent::Recents,
     pub keys: KeyRing,
+    /// Where RS256 signatures run, off the request threads.
+    pub signing: crate::tokens::pool::SigningPool,
     pub passwords: Passwords,
     pub throttle: Throttle,
     /// The algorithm ID and access tokens are signed with.
@@ -159,6 +164,8 @@ impl State {
             metrics,
             trusted_proxies,
             write_back,
+            recent: Default::default(),
+            signing: crate::tokens::pool::SigningPool::per_core(),
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),
             settings,
             db,

@@ -342,6 +342,8 @@ async fn update(
     if !state.db.edit_user(&user.id, &edit, &queued).await? {
         return Err(ApiError::not_found());
     }
+    // The next token issued here carries the new profile at once.
+    state.recent.users.forget(&user.id);
     let changed: Vec<&str> = fields
         .keys()
         .map(String::as_str)

@@ -148,10 +148,10 @@ async fn identifier_page(
     status: StatusCode,
 ) -> Result<Response, AppError> {
     let client_name = state
-        .db
-        .get_client(&pending.client_id)
+        .recent
+        .client(&*state.db, &pending.client_id)
         .await?
-        .and_then(|c| c.name);
+        .and_then(|c| c.name.clone());
     // An absent hint is an empty field, never the text of a null.
     let login_hint = pending.login_hint.as_deref().unwrap_or_default();
     Ok(templates::render(

@@ -60,8 +60,8 @@ async fn authorize(
         .get("client_id")?
         .ok_or_else(|| bad("The request has no client_id."))?;
     let client = state
-        .db
-        .get_client(client_id)
+        .recent
+        .client(&*state.db, client_id)
         .await?
         .ok_or_else(|| bad("The application is not known here."))?;
     let redirect = params

@@ -2,6 +2,8 @@
 //! (RFC 6749 §2.3): `client_secret_basic`, `client_secret_post`, and `none`
 //! for public clients (which still identify themselves with `client_id`).
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 
 use super::params::Params;
@@ -87,7 +89,7 @@ fn form_decode(s: &str) -> Option<String> {
 /// track forwards it when it acts at the upstream on the client's behalf
 /// (the application kept its client id and secret when it was repointed).
 pub struct Authenticated {
-    pub client: Client,
+    pub client: Arc<Client>,
     pub secret: Option<String>,
 }
 
@@ -97,7 +99,7 @@ pub async fn authenticate(
     params: &Params,
 ) -> Result<Authenticated, OAuthError> {
     let p = presented(headers, params)?;
-    let client = state.db.get_client(&p.client_id).await?;
+    let client = state.recent.client(&*state.db, &p.client_id).await?;
     let Some(client) = client else {
         // Same work as a known client, so timing does not reveal which ids exist.
         if let Some(secret) = &p.secret {

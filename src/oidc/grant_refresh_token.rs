@@ -22,6 +22,7 @@
 //! issued may be one the upstream issued before the application was
 //! repointed: see [`super::adoption`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
@@ -83,51 +84,39 @@ pub async fn refresh(
         }
         None => grant.scope.clone(),
     };
-    let user = active_user(state, &grant.user_id, grant.auth_time).await?;
-    // Switchyard's own JWTs do not depend on the upstream's answer unless
-    // the client receives the upstream's access token, so they are signed
-    // on a blocking thread while the upstream refresh is in flight. Only the
-    // signing happens early: the rotation is committed after the upstream
-    // has answered yes.
-    let presigned = (state.upstream.is_some()
-        && client.token_mode != crate::store::TokenMode::Upstream)
-        .then(|| {
-            let (state, client, user, grant, grant_id, scope) = (
-                state.clone(),
-                client.clone(),
-                user.clone(),
-                grant.clone(),
-                grant_id.clone(),
-                scope.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                sign(
-                    &state,
-                    &Issue {
-                        client: &client,
-                        user: &user,
-                        grant_id: &grant_id,
-                        grant: &grant,
-                        scope: &scope,
-                        nonce: None,
-                        upstream: None,
-                    },
-                )
-            })
-        });
-    let upstream = fresh_upstream_tokens(state, auth, &grant_id, &grant).await?;
-    let i = Issue {
+    // A recent copy of the user is enough for the claims: whether they may
+    // still have tokens is decided by the rotation, against their row. A
+    // copy that says no is read again, so an unblock applies at once too.
+    let user = match state.recent.user(&*state.db, &grant.user_id).await? {
+        Some(u) if u.accepts_auth_time(grant.auth_time) => u,
+        _ => {
+            state.recent.users.forget(&grant.user_id);
+            Arc::new(active_user(state, &grant.user_id, grant.auth_time).await?)
+        }
+    };
+    let mut i = Issue {
         client,
         user: &user,
         grant_id: &grant_id,
         grant: &grant,
         scope: &scope,
         nonce: None,
-        upstream,
+        upstream: None,
     };
-    let signed = match presigned {
-        Some(signing) => signing.await.map_err(OAuthError::unexpected)??,
-        None => sign(state, &i)?,
+    // Switchyard's own JWTs do not depend on the upstream's answer unless
+    // the client receives the upstream's access token, so they are signed
+    // while the upstream refresh is in flight. Only the signing happens
+    // early: the rotation is committed after the upstream has answered yes.
+    let signed = if client.token_mode == crate::store::TokenMode::Upstream {
+        i.upstream = fresh_upstream_tokens(state, auth, &grant_id, &grant).await?;
+        sign(state, &i).await?
+    } else {
+        let (upstream, signed) = tokio::try_join!(
+            fresh_upstream_tokens(state, auth, &grant_id, &grant),
+            sign(state, &i)
+        )?;
+        i.upstream = upstream;
+        signed
     };
     rotate(state, &i, signed, token, &tag, now).await
 }
@@ -153,10 +142,15 @@ async fn rotate(
         new_hash: &next_hash,
         sealed_successor: &sealed,
         now,
+        auth_time: i.grant.auth_time,
     };
     if state.db.rotate(&rotation).await? {
         return Ok(token_response(i, signed, Some(next)));
     }
+    // Not rotated: the user may have been blocked, deleted or reset since
+    // the copy the tokens were signed from; that refuses the grant but is no
+    // sign of a stolen token, so the family is left alone.
+    active_user(state, &i.grant.user_id, i.grant.auth_time).await?;
     let family = state.db.family(i.grant_id).await?.ok_or_else(invalid)?;
     if family.revoked || family.expires_at <= now {
         return Err(invalid());

@@ -3,7 +3,8 @@
 //! the next refresh token of the grant's family. Below the grant handlers,
 //! which all end here, and below the token endpoint that dispatches to them.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -15,19 +16,20 @@ use crate::state::AppState;
 use crate::store::{Client, TokenMode, User, now};
 use crate::tokens::grants::{Grant, create_grant, new_family_tag, new_refresh_token};
 use crate::tokens::jwt::{self, ACCESS_TOKEN_TYP, AccessClaims, IdClaims};
+use crate::tokens::keys::{Alg, SigningKey};
 use crate::upstream::profile::carried_claims;
 use crate::upstream::tokens::MappedTokens;
 
 #[derive(Serialize)]
-struct TokenResponse {
-    access_token: String,
+struct TokenResponse<'a> {
+    access_token: &'a str,
     token_type: &'static str,
     expires_in: u64,
-    scope: String,
+    scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    id_token: Option<String>,
+    id_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
+    refresh_token: Option<&'a str>,
 }
 
 /// What the grant handlers pass to [`issue`].
@@ -57,18 +59,73 @@ pub struct Signed {
     id_token: Option<String>,
 }
 
+/// The JWTs of a response with their claims made and not yet signed: what
+/// crosses to the signing pool.
+struct Unsigned {
+    key: Arc<SigningKey>,
+    access: AccessToken,
+    access_ttl: i64,
+    /// `at_hash` is filled in once the access token is signed.
+    id: Option<IdClaims>,
+}
+
+enum AccessToken {
+    Jwt(AccessClaims),
+    /// `token_mode = upstream`: the upstream's own.
+    Upstream(String),
+}
+
+impl Unsigned {
+    fn sign(self) -> Result<Signed, OAuthError> {
+        let access_token = match self.access {
+            AccessToken::Jwt(claims) => {
+                jwt::sign(&self.key, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::unexpected)?
+            }
+            AccessToken::Upstream(token) => token,
+        };
+        let id_token = match self.id {
+            Some(mut claims) => {
+                claims.at_hash = Some(jwt::at_hash(self.key.alg, &access_token));
+                Some(jwt::sign(&self.key, "JWT", &claims).map_err(OAuthError::unexpected)?)
+            }
+            None => None,
+        };
+        Ok(Signed {
+            access_token,
+            access_ttl: self.access_ttl,
+            id_token,
+        })
+    }
+}
+
 /// Signs the access token and, when `openid` was granted, the ID token of
-/// `i`. Pure CPU (two RSA signatures with RS256), no store access, so a
-/// grant can run it on a blocking thread while it waits for something else.
-pub fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
+/// `i`. RS256 signatures (hundreds of microseconds each) run on the
+/// signing pool so they never hold a request thread; ES256 and EdDSA ones
+/// (tens) cost less than the hand-over and run here.
+pub async fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
+    let unsigned = claims(state, i)?;
+    if unsigned.key.alg == Alg::RS256 {
+        state
+            .signing
+            .run(move || unsigned.sign())
+            .await
+            .map_err(OAuthError::unexpected)?
+    } else {
+        unsigned.sign()
+    }
+}
+
+/// The claims of `i`'s tokens, and the key that signs them.
+fn claims(state: &AppState, i: &Issue<'_>) -> Result<Unsigned, OAuthError> {
     let now = now();
     let settings = &state.settings;
-    let keys = state.keys.current();
-    let key = keys
+    let key = state
+        .keys
+        .current()
         .active(state.signing_alg)
+        .cloned()
         .ok_or_else(|| OAuthError::unexpected("no active signing key"))?;
 
-    let access_ttl = settings.tokens.access_token_ttl_secs as i64;
     // Claims the application used to get from the upstream, spelled as the
     // upstream spelled them.
     let carried = match &state.upstream {
@@ -77,62 +134,61 @@ pub fn sign(state: &AppState, i: &Issue<'_>) -> Result<Signed, OAuthError> {
         }
         _ => serde_json::Map::new(),
     };
-    let access = AccessClaims {
-        iss: settings.issuer.clone(),
-        sub: i.user.id.clone(),
-        aud: settings.access_token_audience(),
-        exp: now + access_ttl,
-        iat: now,
-        jti: random_token(),
-        client_id: i.client.client_id.clone(),
-        scope: i.scope.to_string(),
-        auth_time: Some(i.grant.auth_time),
-        sid: Some(i.grant.sid.clone()),
-        gid: i.grant_id.to_string(),
-        extra: carried.clone(),
-    };
     // token_mode = upstream: the application's APIs still trust the old
     // provider, so it gets the upstream's access token.
-    let (access_token, access_ttl) = match (&i.upstream, i.client.token_mode) {
-        (Some(up), TokenMode::Upstream) => (up.access_token.clone(), (up.expires_at - now).max(0)),
-        _ => (
-            jwt::sign(key, ACCESS_TOKEN_TYP, &access).map_err(OAuthError::unexpected)?,
-            access_ttl,
+    let (access, access_ttl) = match (&i.upstream, i.client.token_mode) {
+        (Some(up), TokenMode::Upstream) => (
+            AccessToken::Upstream(up.access_token.clone()),
+            (up.expires_at - now).max(0),
         ),
+        _ => {
+            let ttl = settings.tokens.access_token_ttl_secs as i64;
+            let claims = AccessClaims {
+                iss: settings.issuer.clone(),
+                sub: i.user.id.clone(),
+                aud: settings.access_token_audience(),
+                exp: now + ttl,
+                iat: now,
+                jti: random_token(),
+                client_id: i.client.client_id.clone(),
+                scope: i.scope.to_string(),
+                auth_time: Some(i.grant.auth_time),
+                sid: Some(i.grant.sid.clone()),
+                gid: i.grant_id.to_string(),
+                extra: carried.clone(),
+            };
+            (AccessToken::Jwt(claims), ttl)
+        }
     };
 
-    let id_token = if has_scope(i.scope, "openid") {
-        let claims = IdClaims {
-            iss: settings.issuer.clone(),
-            sub: i.user.id.clone(),
-            aud: i.client.client_id.clone(),
-            exp: now + settings.tokens.id_token_ttl_secs as i64,
-            iat: now,
-            auth_time: i.grant.auth_time,
-            nonce: i.nonce.map(Into::into),
-            at_hash: Some(jwt::at_hash(key.alg, &access_token)),
-            sid: Some(i.grant.sid.clone()),
-            profile: {
-                let mut profile = profile_claims(i.user, i.scope);
-                profile.extend(carried);
-                profile
-            },
-        };
-        Some(jwt::sign(key, "JWT", &claims).map_err(OAuthError::unexpected)?)
-    } else {
-        None
-    };
-    Ok(Signed {
-        access_token,
+    let id = has_scope(i.scope, "openid").then(|| IdClaims {
+        iss: settings.issuer.clone(),
+        sub: i.user.id.clone(),
+        aud: i.client.client_id.clone(),
+        exp: now + settings.tokens.id_token_ttl_secs as i64,
+        iat: now,
+        auth_time: i.grant.auth_time,
+        nonce: i.nonce.map(Into::into),
+        at_hash: None,
+        sid: Some(i.grant.sid.clone()),
+        profile: {
+            let mut profile = profile_claims(i.user, i.scope);
+            profile.extend(carried);
+            profile
+        },
+    });
+    Ok(Unsigned {
+        key,
+        access,
         access_ttl,
-        id_token,
+        id,
     })
 }
 
 /// Mints the access token, the ID token when `openid` was granted, and a
 /// new refresh token of the grant's family when the client may refresh.
 pub async fn issue(state: &AppState, i: Issue<'_>) -> Result<Response, OAuthError> {
-    let signed = sign(state, &i)?;
+    let signed = sign(state, &i).await?;
     respond(state, &i, signed).await
 }
 
@@ -174,14 +230,32 @@ pub fn token_response(i: &Issue<'_>, signed: Signed, refresh_token: Option<Strin
         id_token,
     } = signed;
     let body = TokenResponse {
-        access_token,
+        access_token: &access_token,
         token_type: "Bearer",
         expires_in: access_ttl as u64,
-        scope: i.scope.to_string(),
-        id_token,
-        refresh_token,
+        scope: i.scope,
+        id_token: id_token.as_deref(),
+        refresh_token: refresh_token.as_deref(),
     };
-    let mut response = Json(body).into_response();
+    // Written once into a buffer of the right size: the tokens are most of
+    // it, and none of their characters needs escaping.
+    let size = 128
+        + access_token.len()
+        + i.scope.len()
+        + id_token.as_ref().map_or(0, String::len)
+        + refresh_token.as_ref().map_or(0, String::len);
+    let mut json = Vec::with_capacity(size);
+    if let Err(e) = serde_json::to_writer(&mut json, &body) {
+        return OAuthError::unexpected(e).into_response();
+    }
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response();
     // RFC 6749 §5.1.
     response
         .headers_mut()

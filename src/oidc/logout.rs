@@ -172,8 +172,8 @@ async fn checked_target(
     let client_id = client_id
         .ok_or_else(|| bad("A return address needs client_id or id_token_hint to be checked."))?;
     let client = state
-        .db
-        .get_client(client_id)
+        .recent
+        .client(&*state.db, client_id)
         .await?
         .ok_or_else(|| bad("The application is not known here."))?;
     if !redirect_uri::matches(&client.post_logout_redirect_uris, uri) {

@@ -60,7 +60,7 @@ async fn allow_origin(
     ) else {
         return;
     };
-    let allowed = match state.db.get_client(&client_id).await {
+    let allowed = match state.recent.client(&*state.db, &client_id).await {
         Ok(Some(client)) => super::redirect_uri::cors_allowed(&client, origin_str),
         _ => false,
     };

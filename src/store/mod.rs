@@ -50,6 +50,7 @@ mod outbox_queue;
 mod page;
 mod pg_copy;
 pub mod position;
+pub mod recent;
 pub mod record;
 pub mod recovery;
 pub mod redis;

@@ -49,6 +49,10 @@ pub struct Rotation<'a> {
     pub new_hash: &'a str,
     pub sealed_successor: &'a str,
     pub now: i64,
+    /// When the grant's user authenticated: the rotation happens only if
+    /// the user still accepts it (not blocked, no reset since), checked in
+    /// the same statement so no copy of the user can let a token through.
+    pub auth_time: i64,
 }
 
 #[async_trait]
@@ -66,7 +70,9 @@ pub trait RefreshStore: Send + Sync {
         tag_hash: &str,
     ) -> StoreResult<bool>;
     /// The rotation claim: true when this call spent the token, false when
-    /// it was not the family's live token (spent already, or revoked).
+    /// it was not the family's live token (spent already, or revoked), or
+    /// its user no longer accepts the grant's login (blocked, deleted, or
+    /// a password reset since `auth_time`).
     async fn rotate(&self, rotation: &Rotation<'_>) -> StoreResult<bool>;
     /// Revokes a family; true when it was live.
     async fn revoke_family(&self, grant_id: &str) -> StoreResult<bool>;
@@ -166,17 +172,24 @@ impl RefreshStore for SqlStore {
 
     async fn rotate(&self, r: &Rotation<'_>) -> StoreResult<bool> {
         // One statement: the claim and the new token commit together, so
-        // the token is spent only if its successor is stored.
+        // the token is spent only if its successor is stored; and only if
+        // the user's row still accepts the login (`User::accepts_auth_time`),
+        // so blocking a user ends their refresh tokens at once on every
+        // instance, whatever copy of the user the request was served from.
         let done = sqlx::query(
             "UPDATE refresh_families SET current_hash = $3, previous_hash = $2, \
              rotated_at = $5, successor = $4 \
-             WHERE grant_id = $1 AND current_hash = $2 AND revoked = 0 AND expires_at > $5",
+             WHERE grant_id = $1 AND current_hash = $2 AND revoked = 0 AND expires_at > $5 \
+             AND EXISTS (SELECT 1 FROM users WHERE users.id = refresh_families.user_id \
+             AND users.blocked = 0 \
+             AND (users.sessions_valid_after IS NULL OR users.sessions_valid_after <= $6))",
         )
         .bind(r.grant_id)
         .bind(r.spent_hash)
         .bind(r.new_hash)
         .bind(r.sealed_successor)
         .bind(r.now)
+        .bind(r.auth_time)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -3,10 +3,10 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::keys::{Alg, KeyError, KeySet, SigningKey};
-use crate::crypto::b64url;
+use crate::crypto::{b64url, b64url_into};
 
 /// RFC 9068 §2.1: access tokens are typed so one can never pass for an ID token.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -72,16 +72,17 @@ pub struct IdClaims {
 
 /// JWS compact serialisation (RFC 7515 §7.1) signed with `key`.
 pub fn sign<T: Serialize>(key: &SigningKey, typ: &str, claims: &T) -> Result<String, KeyError> {
-    let header = json!({"alg": key.alg.as_str(), "typ": typ, "kid": key.kid});
-    let header = serde_json::to_vec(&header).map_err(|_| KeyError::Sign)?;
+    let header = key.encoded_header(typ);
     let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Sign)?;
-    let mut out = String::with_capacity(header.len() * 4 / 3 + payload.len() * 4 / 3 + 400);
-    out.push_str(&b64url(&header));
+    // Header, payload and signature (at most 512 bytes, RSA-4096) encoded
+    // into one buffer sized once.
+    let mut out = String::with_capacity(header.len() + 1 + payload.len().div_ceil(3) * 4 + 1 + 683);
+    out.push_str(&header);
     out.push('.');
-    out.push_str(&b64url(&payload));
+    b64url_into(&payload, &mut out);
     let signature = key.sign(out.as_bytes())?;
     out.push('.');
-    out.push_str(&b64url(&signature));
+    b64url_into(&signature, &mut out);
     Ok(out)
 }
 

@@ -67,6 +67,9 @@ pub struct SigningKey {
     signer: Signer,
     jwk: Value,
     decoding: DecodingKey,
+    /// The encoded JOSE headers of the two token types this key signs on
+    /// every grant, made once: `(typ, base64url(header))`.
+    headers: [(&'static str, String); 2],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,15 @@ impl SigningKey {
                 .as_ref()
                 .to_vec()),
             Signer::Ed(kp) => Ok(kp.sign(message).as_ref().to_vec()),
+        }
+    }
+
+    /// The encoded JOSE header (RFC 7515 §4) of a token of type `typ`
+    /// signed by this key.
+    pub fn encoded_header(&self, typ: &str) -> std::borrow::Cow<'_, str> {
+        match self.headers.iter().find(|(t, _)| *t == typ) {
+            Some((_, encoded)) => std::borrow::Cow::Borrowed(encoded),
+            None => std::borrow::Cow::Owned(encode_header(self.alg, &self.kid, typ)),
         }
     }
 
@@ -172,6 +184,8 @@ impl SigningKey {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
+        let headers = [crate::tokens::jwt::ACCESS_TOKEN_TYP, "JWT"]
+            .map(|typ| (typ, encode_header(alg, kid, typ)));
         Ok(Self {
             kid: kid.to_string(),
             alg,
@@ -180,8 +194,15 @@ impl SigningKey {
             signer,
             jwk,
             decoding,
+            headers,
         })
     }
+}
+
+/// `{"alg":…,"kid":…,"typ":…}`, base64url.
+fn encode_header(alg: Alg, kid: &str, typ: &str) -> String {
+    let header = json!({"alg": alg.as_str(), "typ": typ, "kid": kid});
+    b64url(header.to_string().as_bytes())
 }
 
 /// Generates a new PKCS#8 private key for `alg`.

@@ -29,6 +29,7 @@ mod endgame;
 mod fake_upstream;
 mod fuzz_found;
 mod helpers;
+mod hot_path;
 mod isolation;
 mod jobs;
 mod layers;
