@@ -38,6 +38,8 @@ pub struct State {
     /// on every request, without a database read each time.
     pub recent: crate::store::recent::Recents,
     pub keys: KeyRing,
+    /// Refresh-token rotations, committed together when they coincide.
+    pub rotations: crate::store::refresh::Rotations,
     /// Where RS256 signatures run, off the request threads.
     pub signing: crate::tokens::pool::SigningPool,
     pub passwords: Passwords,
@@ -165,6 +167,7 @@ impl State {
             trusted_proxies,
             write_back,
             recent: Default::default(),
+            rotations: crate::store::refresh::Rotations::start(db.clone()),
             signing: crate::tokens::pool::SigningPool::per_core(),
             dummy_secret_hash: hash_secret("switchyard dummy client secret"),
             settings,

@@ -137,14 +137,14 @@ async fn rotate(
     let spent_hash = refresh_hash(token);
     let sealed = seal_successor(token, i.grant_id, &next);
     let rotation = Rotation {
-        grant_id: i.grant_id,
-        spent_hash: &spent_hash,
-        new_hash: &next_hash,
-        sealed_successor: &sealed,
+        grant_id: i.grant_id.to_string(),
+        spent_hash: spent_hash.clone(),
+        new_hash: next_hash,
+        sealed_successor: sealed,
         now,
         auth_time: i.grant.auth_time,
     };
-    if state.db.rotate(&rotation).await? {
+    if state.rotations.rotate(rotation).await? {
         return Ok(token_response(i, signed, Some(next)));
     }
     // Not rotated: the user may have been blocked, deleted or reset since

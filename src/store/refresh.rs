@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::sql::SqlStore;
+use super::sql_common::Dialect;
 use super::{StoreError, StoreResult};
 
 /// A family as stored. `record` is the grant as the token layer
@@ -42,12 +43,12 @@ pub struct Family {
 
 /// A rotation to commit: the presented token (by hash) is spent and the
 /// new one becomes the family's live token.
-#[derive(Debug, Clone, Copy)]
-pub struct Rotation<'a> {
-    pub grant_id: &'a str,
-    pub spent_hash: &'a str,
-    pub new_hash: &'a str,
-    pub sealed_successor: &'a str,
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub grant_id: String,
+    pub spent_hash: String,
+    pub new_hash: String,
+    pub sealed_successor: String,
     pub now: i64,
     /// When the grant's user authenticated: the rotation happens only if
     /// the user still accepts it (not blocked, no reset since), checked in
@@ -73,7 +74,12 @@ pub trait RefreshStore: Send + Sync {
     /// it was not the family's live token (spent already, or revoked), or
     /// its user no longer accepts the grant's login (blocked, deleted, or
     /// a password reset since `auth_time`).
-    async fn rotate(&self, rotation: &Rotation<'_>) -> StoreResult<bool>;
+    async fn rotate(&self, rotation: &Rotation) -> StoreResult<bool> {
+        Ok(self.rotate_many(std::slice::from_ref(rotation)).await?[0])
+    }
+    /// [`Self::rotate`] for rotations of distinct families, in one
+    /// statement: whether each spent its token, in order.
+    async fn rotate_many(&self, rotations: &[Rotation]) -> StoreResult<Vec<bool>>;
     /// Revokes a family; true when it was live.
     async fn revoke_family(&self, grant_id: &str) -> StoreResult<bool>;
     /// Revokes every live family of a session; the grants revoked.
@@ -170,29 +176,71 @@ impl RefreshStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn rotate(&self, r: &Rotation<'_>) -> StoreResult<bool> {
-        // One statement: the claim and the new token commit together, so
-        // the token is spent only if its successor is stored; and only if
-        // the user's row still accepts the login (`User::accepts_auth_time`),
+    async fn rotate_many(&self, rotations: &[Rotation]) -> StoreResult<Vec<bool>> {
+        if rotations.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement: each claim and its new token commit together, so a
+        // token is spent only if its successor is stored; and only if the
+        // user's row still accepts the login (`User::accepts_auth_time`),
         // so blocking a user ends their refresh tokens at once on every
         // instance, whatever copy of the user the request was served from.
-        let done = sqlx::query(
-            "UPDATE refresh_families SET current_hash = $3, previous_hash = $2, \
-             rotated_at = $5, successor = $4 \
-             WHERE grant_id = $1 AND current_hash = $2 AND revoked = 0 AND expires_at > $5 \
+        // The rotations arrive as a derived table `v` (VALUES with typed
+        // columns on PostgreSQL, a UNION ALL of SELECTs on SQLite, which
+        // cannot name the columns of VALUES).
+        const COLUMNS: usize = 6;
+        let rows: Vec<String> = (0..rotations.len())
+            .map(|r| {
+                let p = |c: usize| r * COLUMNS + c + 1;
+                match self.dialect() {
+                    Dialect::Postgres => format!(
+                        "(${}::text, ${}::text, ${}::text, ${}::text, ${}::bigint, ${}::bigint)",
+                        p(0), p(1), p(2), p(3), p(4), p(5)
+                    ),
+                    Dialect::Sqlite => format!(
+                        "SELECT ${} AS gid, ${} AS spent_hash, ${} AS new_hash, ${} AS sealed, ${} AS at, ${} AS auth_time",
+                        p(0), p(1), p(2), p(3), p(4), p(5)
+                    ),
+                }
+            })
+            .collect();
+        let derived = match self.dialect() {
+            Dialect::Postgres => format!(
+                "(VALUES {}) AS v (gid, spent_hash, new_hash, sealed, at, auth_time)",
+                rows.join(", ")
+            ),
+            Dialect::Sqlite => format!("({}) AS v", rows.join(" UNION ALL ")),
+        };
+        let sql = format!(
+            "UPDATE refresh_families SET current_hash = v.new_hash, previous_hash = v.spent_hash, \
+             rotated_at = v.at, successor = v.sealed FROM {derived} \
+             WHERE refresh_families.grant_id = v.gid AND refresh_families.current_hash = v.spent_hash \
+             AND refresh_families.revoked = 0 AND refresh_families.expires_at > v.at \
              AND EXISTS (SELECT 1 FROM users WHERE users.id = refresh_families.user_id \
              AND users.blocked = 0 \
-             AND (users.sessions_valid_after IS NULL OR users.sessions_valid_after <= $6))",
-        )
-        .bind(r.grant_id)
-        .bind(r.spent_hash)
-        .bind(r.new_hash)
-        .bind(r.sealed_successor)
-        .bind(r.now)
-        .bind(r.auth_time)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
+             AND (users.sessions_valid_after IS NULL OR users.sessions_valid_after <= v.auth_time)) \
+             RETURNING refresh_families.grant_id"
+        );
+        let mut query = sqlx::query(&sql);
+        for r in rotations {
+            query = query
+                .bind(&r.grant_id)
+                .bind(&r.spent_hash)
+                .bind(&r.new_hash)
+                .bind(&r.sealed_successor)
+                .bind(r.now)
+                .bind(r.auth_time);
+        }
+        let spent: std::collections::HashSet<String> = query
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get("grant_id"))
+            .collect::<Result<_, _>>()?;
+        Ok(rotations
+            .iter()
+            .map(|r| spent.contains(&r.grant_id))
+            .collect())
     }
 
     async fn revoke_family(&self, grant_id: &str) -> StoreResult<bool> {
@@ -267,5 +315,86 @@ impl RefreshStore for SqlStore {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+}
+
+/// Rotations from concurrent grants, committed together: while one
+/// statement is in flight the next grants queue, and the next statement
+/// carries all of them (at most [`BATCH`]). Each grant is answered only
+/// once its own rotation is committed, so a crash loses nothing a client
+/// was told; what it saves is a round trip to the database, and on SQLite
+/// a hand-over to the connection's thread, per grant.
+pub struct Rotations {
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+}
+
+type Queued = (Rotation, tokio::sync::oneshot::Sender<StoreResult<bool>>);
+
+/// Rotations per statement at most (six parameters each: well under
+/// SQLite's 32,766 and PostgreSQL's 65,535).
+const BATCH: usize = 128;
+
+impl Rotations {
+    /// Starts the committing task on the current runtime; it ends when the
+    /// last handle is dropped.
+    pub fn start(db: std::sync::Arc<dyn super::Database>) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Queued>();
+        tokio::spawn(async move {
+            // Two rotations of one family never share a statement (only one
+            // of them can win, and the loser must see the winner's row):
+            // the second waits for the next one.
+            let mut held: Vec<Queued> = Vec::new();
+            loop {
+                let mut batch: Vec<Queued> = Vec::new();
+                let admit = |batch: &mut Vec<Queued>, held: &mut Vec<Queued>, q: Queued| {
+                    if batch.iter().any(|(r, _)| r.grant_id == q.0.grant_id) {
+                        held.push(q);
+                    } else {
+                        batch.push(q);
+                    }
+                };
+                for q in std::mem::take(&mut held) {
+                    admit(&mut batch, &mut held, q);
+                }
+                if batch.is_empty() {
+                    match rx.recv().await {
+                        Some(first) => batch.push(first),
+                        None => return,
+                    }
+                }
+                while batch.len() < BATCH {
+                    let Ok(next) = rx.try_recv() else { break };
+                    admit(&mut batch, &mut held, next);
+                }
+                let (rotations, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match db.rotate_many(&rotations).await {
+                    Ok(spent) => {
+                        for (reply, spent) in replies.into_iter().zip(spent) {
+                            let _ = reply.send(Ok(spent));
+                        }
+                    }
+                    // Each is tried alone, so each gets its own answer (or
+                    // error) and one bad row cannot fail the others.
+                    Err(_) => {
+                        for (r, reply) in rotations.iter().zip(replies) {
+                            let _ = reply.send(db.rotate(r).await);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Commits `rotation` with whatever else is waiting; see
+    /// [`RefreshStore::rotate`].
+    pub async fn rotate(&self, rotation: Rotation) -> StoreResult<bool> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((rotation, reply))
+            .map_err(|_| StoreError::Unavailable("the rotation queue has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the rotation queue has stopped".into()))?
     }
 }

@@ -567,3 +567,80 @@ async fn expired_refresh_families_and_upstream_tokens_are_purged_and_live_ones_k
     );
     assert_eq!(db.purge_expired(now).await.unwrap(), 0, "nothing twice");
 }
+
+#[tokio::test]
+async fn rotations_committed_together_each_spend_only_their_own_live_token() {
+    use switchyard::store::refresh::{Family, Rotation, Rotations};
+    let (db, _, _iso) = stores().await;
+    let alice = db.create_user(&alice(), None).await.unwrap();
+    let now = now();
+    for n in 0..40 {
+        db.create_family(&Family {
+            grant_id: format!("g{n}"),
+            sid: format!("sid-{n}"),
+            user_id: alice.id.clone(),
+            client_id: "web".into(),
+            record: "{}".into(),
+            tag_hash: None,
+            current_hash: Some(format!("h{n}-0")),
+            previous_hash: None,
+            rotated_at: None,
+            successor: None,
+            revoked: false,
+            created_at: now,
+            expires_at: now + 3600,
+        })
+        .await
+        .unwrap();
+    }
+    let rotation = |n: usize, spent: usize| Rotation {
+        grant_id: format!("g{n}"),
+        spent_hash: format!("h{n}-{spent}"),
+        new_hash: format!("h{n}-{}", spent + 1),
+        sealed_successor: format!("sealed-{n}-{}", spent + 1),
+        now,
+        auth_time: now,
+    };
+    // One statement: the live tokens are spent, a stale one is not.
+    let spent = db
+        .rotate_many(&[rotation(0, 0), rotation(1, 5), rotation(2, 0)])
+        .await
+        .unwrap();
+    assert_eq!(spent, [true, false, true]);
+    let family = db.family("g0").await.unwrap().unwrap();
+    assert_eq!(family.current_hash.as_deref(), Some("h0-1"));
+    assert_eq!(family.previous_hash.as_deref(), Some("h0-0"));
+    assert_eq!(family.successor.as_deref(), Some("sealed-0-1"));
+    assert_eq!(
+        db.family("g1")
+            .await
+            .unwrap()
+            .unwrap()
+            .current_hash
+            .as_deref(),
+        Some("h1-0")
+    );
+
+    // Through the queue, concurrently: every family advances exactly once
+    // per token, and two grants presenting one token get one win between
+    // them, whichever statements they land in.
+    let queue = Rotations::start(db.clone());
+    let answers = futures::future::join_all(
+        (3..40)
+            .flat_map(|n| [rotation(n, 0), rotation(n, 0)])
+            .map(|r| queue.rotate(r)),
+    )
+    .await;
+    for pair in answers.chunks(2) {
+        let wins = pair.iter().filter(|a| *a.as_ref().unwrap()).count();
+        assert_eq!(wins, 1);
+    }
+
+    // A blocked user's families rotate no more, whatever the caller knew.
+    let edit = switchyard::store::users::ProfileEdit {
+        blocked: Some(true),
+        ..Default::default()
+    };
+    assert!(db.edit_user(&alice.id, &edit, &[]).await.unwrap());
+    assert_eq!(queue.rotate(rotation(0, 1)).await.unwrap(), false);
+}
