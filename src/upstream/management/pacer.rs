@@ -24,30 +24,35 @@
 //! The refill rate is never guessed, it is proven from below. Both headers
 //! are rounded — `remaining` down to a whole token, `reset` up to a whole
 //! second — so one pair of responses cannot tell 4 tokens a second from 6.
-//! Two responses `i`, `j` of one stretch during which the bucket was not
-//! full give two lower bounds (with `n` the tokens spent in between):
+//! Two answers `i`, `j`, `i`'s arrived before `j`'s request started, give
+//! two lower bounds (with `n` the tokens spent between the two requests):
 //!
-//! - tokens: `remaining_j − remaining_i + n` is the refill over the time
-//!   between them, give or take one token of rounding, so
-//!   `rate > (remaining_j − remaining_i + n − 1) / (time)`, the time
-//!   taken from the start of `i`'s request to the arrival of `j`'s
-//!   answer (longer than between the two takes, so the bound stays one);
+//! - tokens: `remaining_j − remaining_i + n` is the refill between them,
+//!   give or take one token of rounding, so
+//!   `rate > (remaining_j − remaining_i + n − 1) / time`, the time taken
+//!   from the start of `i`'s request to the arrival of `j`'s answer
+//!   (longer than between the two takes, so the bound stays one);
 //! - reset: the moment the bucket will be full moves `1/rate` later for
 //!   each token spent and not at all with time, so
 //!   `reset_j − reset_i > n / rate − 1`, i.e. `rate > n / (Δreset + 1)`.
-//!   It needs no clock: it is right from the first responses, when the
-//!   time between them is too short for the first bound.
+//!   It needs no clock: it is right from the first answers, when the time
+//!   between them is too short for the first bound.
 //!
-//! The pacer uses the greatest bound proven, which tightens as the stretch
-//! lengthens (one token over its length). Pacing a little slow costs
-//! nothing: the tokens it leaves in the bucket show in the next
-//! `remaining`, which the simulation starts again from, so they are spent;
-//! only a full bucket would waste refill, and the simulation never lets it
-//! fill while requests wait. A request started early, on the other hand,
-//! costs a 429 and a pause. Requests that failed (5xx, no answer) are
-//! counted as having spent nothing, and requests in flight at the start of
-//! a stretch as having been spent before it: both keep `n` from being
-//! overcounted, so the bounds stay bounds.
+//! A full bucket in between (refill lost) only loosens both. The pacer
+//! uses the greatest bound over the pairs of the last minute, which is
+//! within about one token over that minute of the real rate. `n` is never
+//! overcounted, so the bounds stay bounds: requests that failed (5xx, no
+//! answer) count as having spent nothing, requests in flight when `i`
+//! arrived as spent before it, and answers that arrived while `j` was in
+//! flight as spent after it.
+//!
+//! Pacing a little slow costs nothing: the simulated bucket starts again
+//! from each answer's `remaining` (less the tokens of answers that arrived
+//! while it was in flight, which may have reached the upstream after it),
+//! so tokens left by a slow estimate are seen and spent; only a full
+//! bucket would waste refill, and the simulation lets it fill only when
+//! nothing waits. A request started early, on the other hand, costs a 429
+//! and a pause.
 //!
 //! Without headers (Keycloak, Cognito) only `--max-rate` paces. A 429 (or a
 //! vendor's throttling error) pauses every request for `Retry-After`, or
@@ -530,12 +535,14 @@ mod tests {
         most: u64,
     }
 
-    /// `workers` loops of request, answer, a little work, on a simulated
-    /// clock, through `pace`, against `bucket`, for `seconds`.
+    /// `workers` loops of request, answer, some work (`think`: seconds,
+    /// from–to), on a simulated clock, through `pace`, against `bucket`,
+    /// for `seconds`.
     fn simulate(
         pace: &mut Pace,
         bucket: &mut Bucket,
         workers: usize,
+        think: (f64, f64),
         seconds: f64,
         epoch0: f64,
         seed: u64,
@@ -599,7 +606,7 @@ mod tests {
                     };
                     pace.observe(start, Some(headers), outcome, at(t0, t));
                     if served {
-                        ws[i] = Worker::Ready(t + rng.between(0.0, 0.010));
+                        ws[i] = Worker::Ready(t + rng.between(think.0, think.1));
                     } else {
                         // The client's pause: Retry-After plus jitter.
                         let pause = retry + rng.between(0.125, 0.25);
@@ -616,17 +623,40 @@ mod tests {
     fn small_and_large_buckets_are_paced_at_their_refill_rate_without_429s() {
         let seconds = 120.0;
         let mut failures = Vec::new();
-        for (limit, rate) in [(5, 5.0), (10, 2.0), (50, 20.0), (3, 0.5), (20, 10.0)] {
+        // A client that commits each page quickly, and (for the slow
+        // buckets) one that takes 50–150 ms, as a database might.
+        let fast = (0.0, 0.010);
+        let slow = (0.050, 0.150);
+        for (limit, rate, think) in [
+            (5, 5.0, fast),
+            (10, 2.0, fast),
+            (50, 20.0, fast),
+            (3, 0.5, fast),
+            (20, 10.0, fast),
+            (5, 5.0, slow),
+            (10, 2.0, slow),
+        ] {
             for workers in [1, 4] {
                 for (k, offset) in [0.02, 0.5, 0.97].into_iter().enumerate() {
                     let what = format!(
-                        "bucket {limit} refilled at {rate}/s, {workers} workers, epoch +{offset}"
+                        "bucket {limit} refilled at {rate}/s, {workers} workers, \
+                         {}–{} ms of work a page, epoch +{offset}",
+                        think.0 * 1e3,
+                        think.1 * 1e3
                     );
                     let mut pace = Pace::new(Model::Bucket, None);
                     let mut bucket = Bucket::new(limit, rate);
                     let seed = 7 + k as u64 + 100 * workers as u64;
                     let epoch0 = 1.7e9 + offset;
-                    let run = simulate(&mut pace, &mut bucket, workers, seconds, epoch0, seed);
+                    let run = simulate(
+                        &mut pace,
+                        &mut bucket,
+                        workers,
+                        think,
+                        seconds,
+                        epoch0,
+                        seed,
+                    );
                     let answers = (run.served + run.throttled) as f64;
                     // Beyond the initial burst, which any client gets.
                     let sustained = (run.served as f64 - limit as f64) / seconds / rate;
