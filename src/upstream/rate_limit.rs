@@ -51,12 +51,15 @@ fn reset_epoch(reset: f64, now_epoch: f64) -> f64 {
 
 /// Reads the limit headers of either spelling.
 pub fn observed(headers: &HeaderMap, now_epoch: f64) -> Option<Observed> {
-    let limit = number(headers, ["x-ratelimit-limit", "x-rate-limit-limit"])?;
+    // A limit below one request describes no limit anyone could pace to
+    // (a proxy's placeholder): the answer is taken as saying nothing.
+    let limit =
+        number(headers, ["x-ratelimit-limit", "x-rate-limit-limit"]).filter(|l| *l >= 1.0)?;
     let remaining = number(headers, ["x-ratelimit-remaining", "x-rate-limit-remaining"])?;
     let reset = number(headers, ["x-ratelimit-reset", "x-rate-limit-reset"])?;
     Some(Observed {
-        limit: limit.max(0.0) as u64,
-        remaining: remaining.max(0.0) as u64,
+        limit: limit as u64,
+        remaining: remaining.clamp(0.0, limit) as u64,
         reset: reset_epoch(reset, now_epoch),
     })
 }

@@ -43,7 +43,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use self::auth::Credentials;
 use self::mapping::flatten_cognito;
-use self::pacer::{Model, Pacer};
+use self::pacer::{Model, Outcome, Pacer};
 use crate::config::UpstreamSettings;
 use crate::store::jobs::Rejected;
 use crate::store::record::Record;
@@ -259,13 +259,15 @@ impl ManagementClient {
         let mut throttled_for = None;
         for attempt in 0..attempts {
             let _permit = self.permits.acquire().await?;
-            self.pacer.acquire().await;
+            // Dropped unanswered (an error below, a cancelled job), the
+            // ticket gives its slot back as a failed request.
+            let ticket = self.pacer.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let request = self.build(&method, &url, body, target).await?;
             let response = match self.http.execute(request).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.pacer.observe(&HeaderMap::new(), false);
+                    drop(ticket);
                     let why = if e.is_timeout() {
                         "timed out"
                     } else {
@@ -299,7 +301,16 @@ impl ManagementClient {
                 || json["__type"]
                     .as_str()
                     .is_some_and(|t| t.ends_with("TooManyRequestsException"));
-            self.pacer.observe(&headers, throttled);
+            ticket.observe(
+                &headers,
+                if throttled {
+                    Outcome::Throttled
+                } else if status.is_server_error() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Served
+                },
+            );
             if throttled || status.is_server_error() {
                 last = format!("answered {status}: {}", vendor_message(&json));
             }
