@@ -8,25 +8,34 @@
 //! turn, and token requests keep their latency.
 //!
 //! Each admitted hash works in a 19 MiB block buffer kept from one hash to
-//! the next, one buffer per permit. The `argon2` crate's own entry points
-//! allocate and zero a fresh buffer per hash; on a busy server the page
-//! faults and the zeroing cost a tenth or more of every login. A hash at the
-//! configured parameters (new hashes, and every stored one made since they
-//! were set) is computed into the kept buffer and compared in constant time;
-//! anything else (older parameters, imported formats) takes the allocating
-//! path, which is correct for every format and only slower.
+//! the next, at most one buffer per permit. The `argon2` crate's own entry
+//! points allocate and zero a fresh buffer per hash; on a busy server the
+//! page faults and the zeroing cost a tenth or more of every login. A hash
+//! at the configured parameters (new hashes, and every stored one made since
+//! they were set) is computed into a kept buffer and compared in constant
+//! time; anything else (older parameters, imported formats) takes the
+//! allocating path, which is correct for every format and only slower.
+//!
+//! The buffers are made on first use and let go when they have sat unused
+//! for [`IDLE_RELEASE`]: a server that has not hashed for a while holds no
+//! argon2 memory (19 MiB a permit), and one under a steady trickle of logins
+//! keeps a single buffer warm, since the most recently used one is lent
+//! first.
 //!
 //! Imported hashes (bcrypt, PBKDF2, scrypt) verify too, and ask to be
 //! replaced with argon2id on the next successful login.
 //!
-//! An unknown user is verified against a dummy hash made at start-up with
-//! the same parameters, so it takes the same path and costs the same time as
-//! a wrong password (ASVS 6.3.8).
+//! An unknown user is verified against a dummy hash at the same parameters,
+//! so it takes the same path and costs the same time as a wrong password
+//! (ASVS 6.3.8). The dummy is a PHC string with a random salt and a random
+//! output rather than the hash of some password: verifying it computes the
+//! same argon2id, no password matches it, and start-up computes nothing.
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::rand_core::{OsRng, RngCore as _};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq as _;
@@ -77,17 +86,117 @@ pub struct Passwords {
     params: Params,
     /// Admits at most `hashing_threads` hashes at once.
     permits: Arc<Semaphore>,
-    /// Argon2 working memory of the hashes not running now: a holder of a
-    /// permit takes one buffer and puts it back before the permit is
-    /// released, so there are never more buffers than permits. Filled
-    /// lazily, so an instance that never hashes holds none.
-    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// Argon2 working memory: a holder of a permit borrows one buffer and
+    /// gives it back before the permit is released, so there are never more
+    /// buffers than permits. Filled lazily, so an instance that never hashes
+    /// holds none, and emptied again when idle.
+    memory: Arc<Mutex<Memory>>,
     dummy_hash: Arc<str>,
     min_length: usize,
 }
 
+/// How long a kept argon2 buffer may sit unused before it is let go. Long
+/// enough that a server taking a login every few seconds never makes a
+/// buffer twice; short enough that one burst does not pin 19 MiB a permit
+/// for the life of the process. Making a buffer again costs its page faults
+/// once (~1 ms), against 15–20 ms for the hash itself.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// The pool of argon2 buffers.
+struct Memory {
+    /// [`IDLE_RELEASE`], shorter in tests.
+    release_after: Duration,
+    /// Buffers no hash is using, each with when it was given back; the most
+    /// recent last, lent first.
+    idle: Vec<(Vec<Block>, Instant)>,
+    /// Buffers lent out (or about to be made) for hashes running now.
+    lent: usize,
+    /// Whether a task that lets idle buffers go is running.
+    reaping: bool,
+}
+
+impl Memory {
+    fn lock(pool: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
+        // The pool's state stays consistent at every step a panic could
+        // interrupt; a poisoned lock is still usable.
+        pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Borrows the most recently used buffer, if any, and makes sure
+    /// something will let it go once it idles.
+    fn lend(pool: &Arc<Mutex<Memory>>) -> Lent {
+        let mut memory = Memory::lock(pool);
+        memory.lent += 1;
+        let blocks = memory.idle.pop().map(|(blocks, _)| blocks);
+        if !memory.reaping {
+            memory.reaping = true;
+            tokio::spawn(reap(pool.clone()));
+        }
+        Lent {
+            pool: pool.clone(),
+            blocks,
+        }
+    }
+}
+
+/// Every [`IDLE_RELEASE`], lets go of the buffers that sat unused for that
+/// long; ends when there are none left and none lent.
+async fn reap(pool: Arc<Mutex<Memory>>) {
+    let every = Memory::lock(&pool).release_after;
+    loop {
+        tokio::time::sleep(every).await;
+        let released = {
+            let mut memory = Memory::lock(&pool);
+            let (keep, release): (Vec<_>, Vec<_>) = std::mem::take(&mut memory.idle)
+                .into_iter()
+                .partition(|(_, at)| at.elapsed() < every);
+            memory.idle = keep;
+            if memory.idle.is_empty() && memory.lent == 0 {
+                memory.reaping = false;
+                return;
+            }
+            release
+        };
+        // Freed outside the lock: a hash waiting to borrow does not wait
+        // on 19 MiB going back to the allocator.
+        drop(released);
+    }
+}
+
+/// A buffer borrowed from the pool for one hash; it goes back when this is
+/// dropped, also when the hash panics (its contents do not matter: every
+/// hash overwrites the blocks it reads).
+struct Lent {
+    pool: Arc<Mutex<Memory>>,
+    blocks: Option<Vec<Block>>,
+}
+
+impl Lent {
+    /// The blocks, made now if the pool had none to lend.
+    fn blocks(&mut self, params: &Params) -> &mut [Block] {
+        self.blocks.get_or_insert_with(|| new_memory(params))
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let mut memory = Memory::lock(&self.pool);
+        memory.lent -= 1;
+        if let Some(blocks) = self.blocks.take() {
+            memory.idle.push((blocks, Instant::now()));
+        }
+    }
+}
+
 impl Passwords {
     pub fn new(settings: &PasswordSettings) -> Result<Self, PasswordError> {
+        Self::releasing_after(settings, IDLE_RELEASE)
+    }
+
+    fn releasing_after(
+        settings: &PasswordSettings,
+        release_after: Duration,
+    ) -> Result<Self, PasswordError> {
         let params = Params::new(
             settings.memory_kib,
             settings.iterations,
@@ -103,12 +212,16 @@ impl Passwords {
                     .unwrap_or(2)
             })
             .max(1);
-        let mut memory = new_memory(&params);
-        let dummy_hash = hash_in(&params, "switchyard dummy password", &mut memory)?.into();
+        let dummy_hash = unmatchable_hash(&params)?.into();
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(threads)),
-            memory: Arc::new(Mutex::new(vec![memory])),
+            memory: Arc::new(Mutex::new(Memory {
+                release_after,
+                idle: Vec::new(),
+                lent: 0,
+                reaping: false,
+            })),
             dummy_hash,
             min_length: settings.min_length,
         })
@@ -203,16 +316,11 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|e| PasswordError::Hash(e.to_string()))?;
-        let pool = self.memory.clone();
+        let mut lent = Memory::lend(&self.memory);
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || {
             lower_priority();
-            // A buffer lost to a panicking hash is replaced here.
-            let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let mut memory = taken.unwrap_or_else(|| new_memory(&params));
-            let result = work(&mut memory);
-            pool.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
-            result
+            work(lent.blocks(&params))
         })
         .await
         .map_err(|e| PasswordError::Hash(e.to_string()))?
@@ -274,6 +382,26 @@ fn hash_in(params: &Params, password: &str, memory: &mut [Block]) -> Result<Stri
     argon2(params)
         .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory)
         .map_err(hash_error)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(hash_error)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(hash_error)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// A PHC string at `params` that no password verifies against, for the
+/// unknown user: a random salt and a random output. Finding a password
+/// whose argon2id output equals 32 random bytes is a preimage search
+/// (RFC 9106 §3), so it is as unmatchable as the hash of a secret password,
+/// and verifying against it is the same computation as against any other
+/// hash at these parameters.
+fn unmatchable_hash(params: &Params) -> Result<String, PasswordError> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    OsRng.fill_bytes(&mut out);
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -522,6 +650,78 @@ mod tests {
             verify_configured(&p.params, &p.dummy_hash, "a wrong password", &mut memory),
             Some(false)
         );
+    }
+
+    /// Buffers kept idle and lent out now.
+    fn pool_of(p: &Passwords) -> (usize, usize) {
+        let memory = Memory::lock(&p.memory);
+        (memory.idle.len(), memory.lent)
+    }
+
+    #[tokio::test]
+    async fn start_up_makes_no_buffer_and_the_dummy_is_never_computed() {
+        let p = Passwords::new(&fast()).unwrap();
+        assert_eq!(pool_of(&p), (0, 0));
+        // Two instances' dummies differ: each is random, not a hash of a
+        // known password.
+        let other = Passwords::new(&fast()).unwrap();
+        assert_ne!(p.dummy_hash, other.dummy_hash);
+        assert!(p.dummy_hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffers_are_made_for_the_work_and_let_go_when_idle() {
+        let release = Duration::from_millis(300);
+        let p = Arc::new(Passwords::releasing_after(&fast(), release).unwrap());
+        let stored = p.hash("correct horse battery staple".into()).await.unwrap();
+        assert_eq!(pool_of(&p), (1, 0));
+        // Two at once on two permits: two buffers.
+        let both = futures_both(&p, &stored).await;
+        assert_eq!(both, [Verified::Yes { rehash: false }; 2]);
+        assert_eq!(pool_of(&p), (2, 0));
+        // One at a time, for longer than the release: the most recent
+        // buffer is lent each time, so the other one idles and goes.
+        let until = Instant::now() + release * 3;
+        while Instant::now() < until {
+            check(&p, "correct horse battery staple", &stored).await;
+            tokio::time::sleep(release / 4).await;
+        }
+        assert_eq!(pool_of(&p), (1, 0));
+        // Then none at all, and the reaper ends with the last buffer.
+        tokio::time::sleep(release * 3).await;
+        assert_eq!(pool_of(&p), (0, 0));
+        assert!(!Memory::lock(&p.memory).reaping);
+        // A later hash makes a buffer again, and a reaper for it.
+        assert_eq!(
+            check(&p, "correct horse battery staple", &stored).await,
+            Verified::Yes { rehash: false }
+        );
+        assert_eq!(pool_of(&p), (1, 0));
+        assert!(Memory::lock(&p.memory).reaping);
+    }
+
+    async fn futures_both(p: &Arc<Passwords>, stored: &str) -> [Verified; 2] {
+        let one = |p: Arc<Passwords>, stored: String| async move {
+            p.verify("correct horse battery staple".into(), Some(stored))
+                .await
+                .unwrap()
+        };
+        let a = tokio::spawn(one(p.clone(), stored.into()));
+        let b = tokio::spawn(one(p.clone(), stored.into()));
+        [a.await.unwrap(), b.await.unwrap()]
+    }
+
+    #[tokio::test]
+    async fn a_panicking_hash_gives_its_buffer_back() {
+        let p = Passwords::new(&fast()).unwrap();
+        let result = p
+            .run(|memory| -> Result<(), PasswordError> {
+                assert!(!memory.is_empty());
+                panic!("a hash that panics");
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(pool_of(&p), (1, 0));
     }
 
     #[test]

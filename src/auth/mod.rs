@@ -291,10 +291,9 @@ pub async fn route_for(
     identifier: &str,
     client_id: &str,
 ) -> Result<Routed, AppError> {
-    let user = state.db.find_user_by_login(identifier).await?;
-    let password_hash = match &user {
-        Some(u) => state.db.get_password(&u.id).await?.map(|c| c.hash),
-        None => None,
+    let (user, password_hash) = match state.db.find_login(identifier).await? {
+        Some((user, hash)) => (Some(user), hash),
+        None => (None, None),
     };
     let rules = state.cutover.rules().await?;
     let upstream = state.upstream.as_ref();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
-use crate::auth::{audit_event, record as record_event};
+use crate::auth::audit_event;
 use crate::crypto::random_token;
 use crate::error::AppError;
 use crate::session::{cookie_header, cookie_name, current_session};
@@ -67,10 +67,15 @@ pub async fn finish_login(
             .await?;
     }
     if let Some(route) = record {
-        state.db.record_login(&user.id, session.auth_time).await?;
+        // The login time and its event in one commit: a login is then one
+        // write transaction, not two. (An audit write on its own never fails
+        // a request; here it can fail only with the update beside it.)
         let event = audit_event("login", Some(&user.id), &pending.client_id, ip)
             .with_detail(login_detail(route, LoginResult::Ok));
-        record_event(state, event).await;
+        state
+            .db
+            .record_login_with(&user.id, session.auth_time, &event)
+            .await?;
     }
 
     let mut response = crate::oidc::response::complete(state, &pending, &key, &session).await?;

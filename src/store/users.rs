@@ -3,6 +3,7 @@
 //! (`users update`), which a later backfill must leave alone.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -11,9 +12,9 @@ use sqlx::any::AnyRow;
 
 use super::outbox_queue::{QueuedWrite, enqueue_write};
 use super::record::Record;
-use super::sql::{SqlStore, insert_event, normalize_email};
+use super::sql::{SqlStore, USER_COLUMNS, insert_event, normalize_email, user_from_row};
 use super::sql_common::{Dialect, profile_from_row, to_json};
-use super::{AuditEvent, StoreError, StoreResult, UserState, now};
+use super::{AuditEvent, StoreError, StoreResult, User, UserState, now};
 
 #[async_trait]
 pub trait UserEdits: Send + Sync {
@@ -46,6 +47,15 @@ pub trait UserEdits: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<String>>;
+    /// The user a login identifier names (as
+    /// [`super::UserStore::find_user_by_login`]) with their password hash,
+    /// in one read: a login needs both, and a second round trip per login
+    /// is CPU the hashing threads could have had.
+    async fn find_login(&self, identifier: &str) -> StoreResult<Option<(User, Option<String>)>>;
+    /// A successful login: `last_login_at`, the login count and its audit
+    /// event, in one commit rather than one each.
+    async fn record_login_with(&self, user_id: &str, at: i64, event: &AuditEvent)
+    -> StoreResult<()>;
 }
 
 /// A profile change made in Switchyard (`users update`); `None` leaves a
@@ -239,6 +249,48 @@ impl UserEdits for SqlStore {
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    async fn find_login(&self, identifier: &str) -> StoreResult<Option<(User, Option<String>)>> {
+        static QUERY: LazyLock<String> = LazyLock::new(|| {
+            // The users' columns qualified: `credentials` has an
+            // `updated_at` of its own.
+            let columns: Vec<String> = USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect();
+            format!(
+                "SELECT {}, c.hash AS password_hash FROM users u \
+                 LEFT JOIN credentials c ON c.user_id = u.id AND c.kind = 'password' \
+                 WHERE u.email_normalized = $1 OR u.username = $2 \
+                 ORDER BY CASE WHEN u.email_normalized = $1 THEN 0 ELSE 1 END LIMIT 1",
+                columns.join(", ")
+            )
+        });
+        let identifier = identifier.trim();
+        let row = sqlx::query(&QUERY)
+            .bind(normalize_email(identifier))
+            .bind(identifier)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| Ok((user_from_row(&row)?, row.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    async fn record_login_with(
+        &self,
+        user_id: &str,
+        at: i64,
+        event: &AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
