@@ -82,7 +82,9 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let grants: usize = match std::env::var("SWITCHYARD_BENCH_GRANTS") {
-        Ok(v) => v.parse().with_context(|| format!("SWITCHYARD_BENCH_GRANTS={v:?}"))?,
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("SWITCHYARD_BENCH_GRANTS={v:?}"))?,
         Err(_) => 10_000,
     };
     let release = std::env::var_os("SWITCHYARD_BENCH_NO_RELEASE").is_none();
@@ -126,7 +128,9 @@ async fn run() -> anyhow::Result<()> {
         None
     };
 
-    println!("footprint: switchyard serve, embedded default (SQLite file, in-process sessions), {BIN}");
+    println!(
+        "footprint: switchyard serve, embedded default (SQLite file, in-process sessions), {BIN}"
+    );
     println!("  {:<44} {}", "", Memory::HEADER);
     println!("  {:<44} {}", "idle after start", idle.row());
     println!(
@@ -150,15 +154,15 @@ async fn run() -> anyhow::Result<()> {
     println!(
         "summary: idle RSS after start {idle_mib:.1} MiB (target ≤ {TARGET_MIB:.0} MiB: {}); \
          after the grants {:.1} MiB{}",
-        if idle_mib <= TARGET_MIB { "met" } else { "MISSED" },
+        if idle_mib <= TARGET_MIB {
+            "met"
+        } else {
+            "MISSED"
+        },
         mib(after.vm_rss),
         released
             .as_ref()
-            .map(|(m, w)| format!(
-                "; {:.0} s later {:.1} MiB",
-                w.as_secs_f64(),
-                mib(m.vm_rss)
-            ))
+            .map(|(m, w)| format!("; {:.0} s later {:.1} MiB", w.as_secs_f64(), mib(m.vm_rss)))
             .unwrap_or_default(),
     );
     Ok(())
@@ -257,7 +261,11 @@ struct Tokens {
     refresh_token: String,
 }
 
-async fn grant(http: &reqwest::Client, base: &str, form: &[(&str, &str)]) -> anyhow::Result<String> {
+async fn grant(
+    http: &reqwest::Client,
+    base: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let response = http
         .post(format!("{base}/oauth/token"))
         .basic_auth(CLIENT_ID, Some(SECRET))

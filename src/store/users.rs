@@ -54,8 +54,12 @@ pub trait UserEdits: Send + Sync {
     async fn find_login(&self, identifier: &str) -> StoreResult<Option<(User, Option<String>)>>;
     /// A successful login: `last_login_at`, the login count and its audit
     /// event, in one commit rather than one each.
-    async fn record_login_with(&self, user_id: &str, at: i64, event: &AuditEvent)
-    -> StoreResult<()>;
+    async fn record_login_with(
+        &self,
+        user_id: &str,
+        at: i64,
+        event: &AuditEvent,
+    ) -> StoreResult<()>;
 }
 
 /// A profile change made in Switchyard (`users update`); `None` leaves a
