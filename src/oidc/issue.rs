@@ -70,7 +70,7 @@ struct Unsigned {
 }
 
 enum AccessToken {
-    Jwt(AccessClaims),
+    Jwt(Box<AccessClaims>),
     /// `token_mode = upstream`: the upstream's own.
     Upstream(String),
 }
@@ -157,7 +157,7 @@ fn claims(state: &AppState, i: &Issue<'_>) -> Result<Unsigned, OAuthError> {
                 gid: i.grant_id.to_string(),
                 extra: carried.clone(),
             };
-            (AccessToken::Jwt(claims), ttl)
+            (AccessToken::Jwt(Box::new(claims)), ttl)
         }
     };
 

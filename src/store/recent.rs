@@ -30,7 +30,7 @@ pub const RECENT: Duration = Duration::from_secs(1);
 
 /// Entries kept at most; past it, stale ones are dropped, and if all are
 /// fresh the map starts over (a cache miss is a read, never an error).
-const CAPACITY: usize = 100_000;
+const CAPACITY: usize = 10_000;
 
 /// Copies of records by id, each served for [`RECENT`] after it was read.
 pub struct Recent<V> {

@@ -189,7 +189,11 @@ impl RefreshStore for SqlStore {
         // columns on PostgreSQL, a UNION ALL of SELECTs on SQLite, which
         // cannot name the columns of VALUES).
         const COLUMNS: usize = 6;
-        let rows: Vec<String> = (0..rotations.len())
+        // Padded to a power of two with rows that match no family, so a
+        // connection caches at most seven forms of the statement rather
+        // than one per batch size.
+        let rows_bound = rotations.len().next_power_of_two();
+        let rows: Vec<String> = (0..rows_bound)
             .map(|r| {
                 let p = |c: usize| r * COLUMNS + c + 1;
                 match self.dialect() {
@@ -230,6 +234,16 @@ impl RefreshStore for SqlStore {
                 .bind(&r.sealed_successor)
                 .bind(r.now)
                 .bind(r.auth_time);
+        }
+        for _ in rotations.len()..rows_bound {
+            // No family has an empty grant id.
+            query = query
+                .bind("")
+                .bind("")
+                .bind("")
+                .bind("")
+                .bind(0i64)
+                .bind(0i64);
         }
         let spent: std::collections::HashSet<String> = query
             .fetch_all(self.pool())
@@ -331,8 +345,9 @@ pub struct Rotations {
 type Queued = (Rotation, tokio::sync::oneshot::Sender<StoreResult<bool>>);
 
 /// Rotations per statement at most (six parameters each: well under
-/// SQLite's 32,766 and PostgreSQL's 65,535).
-const BATCH: usize = 128;
+/// SQLite's 32,766 and PostgreSQL's 65,535); a power of two, see
+/// [`RefreshStore::rotate_many`].
+const BATCH: usize = 64;
 
 impl Rotations {
     /// Starts the committing task on the current runtime; it ends when the

@@ -642,5 +642,5 @@ async fn rotations_committed_together_each_spend_only_their_own_live_token() {
         ..Default::default()
     };
     assert!(db.edit_user(&alice.id, &edit, &[]).await.unwrap());
-    assert_eq!(queue.rotate(rotation(0, 1)).await.unwrap(), false);
+    assert!(!queue.rotate(rotation(0, 1)).await.unwrap());
 }
