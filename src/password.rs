@@ -382,12 +382,17 @@ fn hash_in(params: &Params, password: &str, memory: &mut [Block]) -> Result<Stri
     argon2(params)
         .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, memory)
         .map_err(hash_error)?;
+    phc_string(params, &salt, &out)
+}
+
+/// The argon2id v19 PHC string of `out`, made at `params` with `salt`.
+fn phc_string(params: &Params, salt: &SaltString, out: &[u8]) -> Result<String, PasswordError> {
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
         params: ParamsString::try_from(params).map_err(hash_error)?,
         salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&out).map_err(hash_error)?),
+        hash: Some(Output::new(out).map_err(hash_error)?),
     };
     Ok(phc.to_string())
 }
@@ -402,14 +407,7 @@ fn unmatchable_hash(params: &Params) -> Result<String, PasswordError> {
     let salt = SaltString::generate(&mut OsRng);
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     OsRng.fill_bytes(&mut out);
-    let phc = PasswordHash {
-        algorithm: Algorithm::Argon2id.ident(),
-        version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(params).map_err(hash_error)?,
-        salt: Some(salt.as_salt()),
-        hash: Some(Output::new(&out).map_err(hash_error)?),
-    };
-    Ok(phc.to_string())
+    phc_string(params, &salt, &out)
 }
 
 /// Verifies an argon2id v19 hash made at exactly the configured cost, in

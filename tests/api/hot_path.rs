@@ -30,14 +30,21 @@ async fn refreshed(app: &TestApp, token: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// Alice signed in to `web` and refreshed once, which leaves copies of
+/// her and of the client in memory: her refresh token.
+async fn refreshed_once(app: &TestApp) -> String {
+    let tokens = app.tokens_for_alice().await;
+    refreshed(app, tokens["refresh_token"].as_str().unwrap()).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_user_blocked_by_the_cli_is_refused_at_the_very_next_refresh_and_unblocked_at_once() {
     let app = spawn_app().await;
     let alice = app.with_alice_and_web().await;
-    let tokens = app.tokens_for_alice().await;
-    // This grant leaves a copy of alice in memory.
-    let next = refreshed(&app, tokens["refresh_token"].as_str().unwrap()).await;
-    let token = next["refresh_token"].as_str().unwrap();
+    let token = &refreshed_once(&app).await;
 
     cli_ok(&app, &["users", "block", &alice.id]);
     assert_oauth_error(
@@ -58,12 +65,7 @@ async fn a_profile_edit_shows_in_the_next_id_token_at_once_here_and_within_two_s
  {
     let app = spawn_app().await;
     let alice = app.with_alice_and_web().await;
-    let tokens = app.tokens_for_alice().await;
-    let mut token =
-        refreshed(&app, tokens["refresh_token"].as_str().unwrap()).await["refresh_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let mut token = refreshed_once(&app).await;
 
     // Through the Management API of this instance: at once.
     let management = app.management_token(&["update:users"]).await;
@@ -107,12 +109,7 @@ async fn a_profile_edit_shows_in_the_next_id_token_at_once_here_and_within_two_s
 async fn a_client_deleted_by_the_cli_is_refused_within_two_seconds_and_one_added_works_at_once() {
     let app = spawn_app().await;
     app.with_alice_and_web().await;
-    let tokens = app.tokens_for_alice().await;
-    let mut token =
-        refreshed(&app, tokens["refresh_token"].as_str().unwrap()).await["refresh_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
+    let mut token = refreshed_once(&app).await;
 
     // A client the endpoint has never seen, then added by the CLI: its
     // first request works, however recently the unknown id was refused.
