@@ -8,8 +8,7 @@ use serde_json::{Map, Value};
 use super::keys::{Alg, KeyError, KeySet, SigningKey};
 use crate::crypto::{b64url, b64url_into};
 
-/// RFC 9068 §2.1: access tokens are typed so one can never pass for an ID token.
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+pub use super::keys::ACCESS_TOKEN_TYP;
 
 /// Claims of an RFC 9068 access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]

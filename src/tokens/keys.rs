@@ -58,6 +58,11 @@ enum Signer {
     Ed(Ed25519KeyPair),
 }
 
+/// RFC 9068 §2.1: access tokens are typed so one can never pass for an ID
+/// token. Defined here, below [`super::jwt`], because each key encodes its
+/// headers for it once.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
 /// One loaded key: the parsed private half, its public JWK and a decoding key.
 pub struct SigningKey {
     pub kid: String,
@@ -184,8 +189,7 @@ impl SigningKey {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg.as_str());
         jwk["use"] = json!("sig");
-        let headers = [crate::tokens::jwt::ACCESS_TOKEN_TYP, "JWT"]
-            .map(|typ| (typ, encode_header(alg, kid, typ)));
+        let headers = [ACCESS_TOKEN_TYP, "JWT"].map(|typ| (typ, encode_header(alg, kid, typ)));
         Ok(Self {
             kid: kid.to_string(),
             alg,
