@@ -80,13 +80,16 @@
 //! 1. [`oidc::token`] → [`oidc::grant_refresh_token::refresh`].
 //! 2. A token Switchyard never issued, from a known client, is adopted:
 //!    [`oidc::adoption::adopt`] spends it once at the upstream.
-//! 3. Otherwise the token's rotation is claimed atomically in the session
-//!    store; a reused token (past a short grace) revokes its family.
-//! 4. A session that went through the upstream gets its upstream tokens
-//!    refreshed when near expiry, once across instances
-//!    ([`upstream::tokens`]).
-//! 5. [`oidc::issue::sign`] and [`oidc::issue::respond`]: new tokens and the
-//!    family's next refresh token.
+//! 3. Otherwise the client and the user come from copies at most 1 s old
+//!    ([`store::recent`]) and the new tokens are signed
+//!    ([`oidc::issue::sign`], RS256 on [`tokens::pool`]) while a session
+//!    that went through the upstream gets its upstream tokens refreshed
+//!    when near expiry, once across instances ([`upstream::tokens`]).
+//! 4. The rotation is claimed in the database, in one statement with the
+//!    concurrent grants' ([`store::refresh::Rotations`]) and only if the
+//!    user's row still accepts the login; a reused token (past a short
+//!    grace) revokes its family. The answer carries the family's next
+//!    refresh token.
 //!
 //! **The upstream's callback** (the redirect track):
 //! 1. [`login::upstream::start`] stores a transaction of our own `state`,
