@@ -334,7 +334,7 @@ impl RefreshStore for SqlStore {
 
 /// Rotations from concurrent grants, committed together: while one
 /// statement is in flight the next grants queue, and the next statement
-/// carries all of them (at most [`BATCH`]). Each grant is answered only
+/// carries all of them (at most 64). Each grant is answered only
 /// once its own rotation is committed, so a crash loses nothing a client
 /// was told; what it saves is a round trip to the database, and on SQLite
 /// a hand-over to the connection's thread, per grant.
