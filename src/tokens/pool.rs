@@ -17,7 +17,8 @@ type Job = Box<dyn FnOnce() + Send>;
 
 pub struct SigningPool {
     threads: usize,
-    queue: OnceLock<Mutex<Sender<Job>>>,
+    /// `Sender` is `Sync`: requests send on it without a lock.
+    queue: OnceLock<Sender<Job>>,
 }
 
 /// The work gave no answer: it panicked.
@@ -48,15 +49,11 @@ impl SigningPool {
         let job: Job = Box::new(move || {
             let _ = tx.send(work());
         });
-        self.queue()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .map_err(|_| PoolGone)?;
+        self.queue().send(job).map_err(|_| PoolGone)?;
         rx.await.map_err(|_| PoolGone)
     }
 
-    fn queue(&self) -> &Mutex<Sender<Job>> {
+    fn queue(&self) -> &Sender<Job> {
         self.queue.get_or_init(|| {
             let (tx, rx) = channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
@@ -67,7 +64,7 @@ impl SigningPool {
                     .spawn(move || worker(&rx))
                     .expect("a signing thread starts");
             }
-            Mutex::new(tx)
+            tx
         })
     }
 }
