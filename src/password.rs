@@ -311,16 +311,26 @@ impl Passwords {
         &self,
         work: impl FnOnce(&mut [Block]) -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| PasswordError::Hash(e.to_string()))?;
         let mut lent = Memory::lend(&self.memory);
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || {
             lower_priority();
-            work(lent.blocks(&params))
+            let done = work(lent.blocks(&params));
+            // The buffer goes back, then the permit, here on the hashing
+            // thread the moment the hash ends: the next login waiting for a
+            // permit is woken at once, not after this task has been polled
+            // again on a runtime worker (on a busy two-core machine that
+            // hand-off left a permit idle for a noticeable share of a
+            // 15–20 ms hash). A panic drops both the same way.
+            drop(lent);
+            drop(permit);
+            done
         })
         .await
         .map_err(|e| PasswordError::Hash(e.to_string()))?
@@ -719,6 +729,43 @@ mod tests {
             })
             .await;
         assert!(result.is_err());
+        assert_eq!(pool_of(&p), (1, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hash_holds_its_permit_until_it_ends_even_when_its_caller_gives_up() {
+        let p = Arc::new(Passwords::new(&fast()).unwrap());
+        let permits = p.permits.available_permits();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
+        let hashing = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.run(move |_| {
+                    started_tx.send(()).unwrap();
+                    finish_rx.recv().unwrap();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        // The request that asked for the hash goes away (a client that
+        // hung up): the hash still runs, so its permit and buffer stay
+        // taken, and no extra hash can start beside it.
+        hashing.abort();
+        assert!(hashing.await.unwrap_err().is_cancelled());
+        assert_eq!(p.permits.available_permits(), permits - 1);
+        assert_eq!(pool_of(&p), (0, 1));
+        // When it ends, both go back from the hashing thread itself.
+        finish.send(()).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while p.permits.available_permits() < permits {
+            assert!(Instant::now() < until, "the permit never came back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(pool_of(&p), (1, 0));
     }
 
