@@ -185,47 +185,12 @@ impl RefreshStore for SqlStore {
         // user's row still accepts the login (`User::accepts_auth_time`),
         // so blocking a user ends their refresh tokens at once on every
         // instance, whatever copy of the user the request was served from.
-        // The rotations arrive as a derived table `v` (VALUES with typed
-        // columns on PostgreSQL, a UNION ALL of SELECTs on SQLite, which
-        // cannot name the columns of VALUES).
-        const COLUMNS: usize = 6;
         // Padded to a power of two with rows that match no family, so a
         // connection caches at most seven forms of the statement rather
-        // than one per batch size.
+        // than one per batch size; each form's text is built once.
         let rows_bound = rotations.len().next_power_of_two();
-        let rows: Vec<String> = (0..rows_bound)
-            .map(|r| {
-                let p = |c: usize| r * COLUMNS + c + 1;
-                match self.dialect() {
-                    Dialect::Postgres => format!(
-                        "(${}::text, ${}::text, ${}::text, ${}::text, ${}::bigint, ${}::bigint)",
-                        p(0), p(1), p(2), p(3), p(4), p(5)
-                    ),
-                    Dialect::Sqlite => format!(
-                        "SELECT ${} AS gid, ${} AS spent_hash, ${} AS new_hash, ${} AS sealed, ${} AS at, ${} AS auth_time",
-                        p(0), p(1), p(2), p(3), p(4), p(5)
-                    ),
-                }
-            })
-            .collect();
-        let derived = match self.dialect() {
-            Dialect::Postgres => format!(
-                "(VALUES {}) AS v (gid, spent_hash, new_hash, sealed, at, auth_time)",
-                rows.join(", ")
-            ),
-            Dialect::Sqlite => format!("({}) AS v", rows.join(" UNION ALL ")),
-        };
-        let sql = format!(
-            "UPDATE refresh_families SET current_hash = v.new_hash, previous_hash = v.spent_hash, \
-             rotated_at = v.at, successor = v.sealed FROM {derived} \
-             WHERE refresh_families.grant_id = v.gid AND refresh_families.current_hash = v.spent_hash \
-             AND refresh_families.revoked = 0 AND refresh_families.expires_at > v.at \
-             AND EXISTS (SELECT 1 FROM users WHERE users.id = refresh_families.user_id \
-             AND users.blocked = 0 \
-             AND (users.sessions_valid_after IS NULL OR users.sessions_valid_after <= v.auth_time)) \
-             RETURNING refresh_families.grant_id"
-        );
-        let mut query = sqlx::query(&sql);
+        let sql = rotation_statement(self.dialect(), rows_bound);
+        let mut query = sqlx::query(sql);
         for r in rotations {
             query = query
                 .bind(&r.grant_id)
@@ -343,6 +308,61 @@ pub struct Rotations {
 }
 
 type Queued = (Rotation, tokio::sync::oneshot::Sender<StoreResult<bool>>);
+
+/// Columns a rotation binds in [`rotation_statement`].
+const ROTATION_COLUMNS: usize = 6;
+
+/// The text of [`RefreshStore::rotate_many`]'s statement for `rows` (a
+/// power of two up to [`BATCH`]) rotations, made once per dialect and size:
+/// it is the same for every batch of that size.
+fn rotation_statement(dialect: Dialect, rows: usize) -> &'static str {
+    use std::sync::OnceLock;
+    const FORMS: usize = BATCH.trailing_zeros() as usize + 1;
+    static SQLITE: [OnceLock<String>; FORMS] = [const { OnceLock::new() }; FORMS];
+    static POSTGRES: [OnceLock<String>; FORMS] = [const { OnceLock::new() }; FORMS];
+    debug_assert!(rows.is_power_of_two() && rows <= BATCH);
+    let forms = match dialect {
+        Dialect::Sqlite => &SQLITE,
+        Dialect::Postgres => &POSTGRES,
+    };
+    forms[rows.trailing_zeros() as usize].get_or_init(|| {
+        let rows: Vec<String> = (0..rows)
+            .map(|r| {
+                let p = |c: usize| r * ROTATION_COLUMNS + c + 1;
+                match dialect {
+                    Dialect::Postgres => format!(
+                        "(${}::text, ${}::text, ${}::text, ${}::text, ${}::bigint, ${}::bigint)",
+                        p(0), p(1), p(2), p(3), p(4), p(5)
+                    ),
+                    Dialect::Sqlite => format!(
+                        "SELECT ${} AS gid, ${} AS spent_hash, ${} AS new_hash, ${} AS sealed, ${} AS at, ${} AS auth_time",
+                        p(0), p(1), p(2), p(3), p(4), p(5)
+                    ),
+                }
+            })
+            .collect();
+        // The rotations arrive as a derived table `v`: VALUES with typed
+        // columns on PostgreSQL, a UNION ALL of SELECTs on SQLite, which
+        // cannot name the columns of VALUES.
+        let derived = match dialect {
+            Dialect::Postgres => format!(
+                "(VALUES {}) AS v (gid, spent_hash, new_hash, sealed, at, auth_time)",
+                rows.join(", ")
+            ),
+            Dialect::Sqlite => format!("({}) AS v", rows.join(" UNION ALL ")),
+        };
+        format!(
+            "UPDATE refresh_families SET current_hash = v.new_hash, previous_hash = v.spent_hash, \
+             rotated_at = v.at, successor = v.sealed FROM {derived} \
+             WHERE refresh_families.grant_id = v.gid AND refresh_families.current_hash = v.spent_hash \
+             AND refresh_families.revoked = 0 AND refresh_families.expires_at > v.at \
+             AND EXISTS (SELECT 1 FROM users WHERE users.id = refresh_families.user_id \
+             AND users.blocked = 0 \
+             AND (users.sessions_valid_after IS NULL OR users.sessions_valid_after <= v.auth_time)) \
+             RETURNING refresh_families.grant_id"
+        )
+    })
+}
 
 /// Rotations per statement at most (six parameters each: well under
 /// SQLite's 32,766 and PostgreSQL's 65,535); a power of two, see

@@ -46,6 +46,14 @@ impl SqlStore {
         let options = AnyPoolOptions::new()
             .max_connections(if dialect == Dialect::Sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings a connection before lending it out (and again when
+            // it comes back). A SQLite connection is a file handle on a
+            // thread of this process, which no server can drop, so the
+            // ping before use is one more round trip to that thread per
+            // statement for nothing; the ping on return still catches a
+            // connection left mid-statement. A PostgreSQL connection can be
+            // dropped by the server, so there it is still tested.
+            .test_before_acquire(dialect != Dialect::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
