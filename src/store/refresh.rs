@@ -180,6 +180,14 @@ impl RefreshStore for SqlStore {
         if rotations.is_empty() {
             return Ok(Vec::new());
         }
+        if rotations.len() > BATCH {
+            // One statement a batch of at most BATCH, in order.
+            let mut rotated = Vec::with_capacity(rotations.len());
+            for batch in rotations.chunks(BATCH) {
+                rotated.extend(self.rotate_many(batch).await?);
+            }
+            return Ok(rotated);
+        }
         // One statement: each claim and its new token commit together, so a
         // token is spent only if its successor is stored; and only if the
         // user's row still accepts the login (`User::accepts_auth_time`),
@@ -313,7 +321,7 @@ type Queued = (Rotation, tokio::sync::oneshot::Sender<StoreResult<bool>>);
 const ROTATION_COLUMNS: usize = 6;
 
 /// The text of [`RefreshStore::rotate_many`]'s statement for `rows` (a
-/// power of two up to [`BATCH`]) rotations, made once per dialect and size:
+/// power of two, at most [`BATCH`]) rotations, made once per dialect and size:
 /// it is the same for every batch of that size.
 fn rotation_statement(dialect: Dialect, rows: usize) -> &'static str {
     use std::sync::OnceLock;

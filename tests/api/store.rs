@@ -574,7 +574,7 @@ async fn rotations_committed_together_each_spend_only_their_own_live_token() {
     let (db, _, _iso) = stores().await;
     let alice = db.create_user(&alice(), None).await.unwrap();
     let now = now();
-    for n in 0..40 {
+    for n in 0..110 {
         db.create_family(&Family {
             grant_id: format!("g{n}"),
             sid: format!("sid-{n}"),
@@ -635,6 +635,14 @@ async fn rotations_committed_together_each_spend_only_their_own_live_token() {
         let wins = pair.iter().filter(|a| *a.as_ref().unwrap()).count();
         assert_eq!(wins, 1);
     }
+
+    // More rotations in one call than a statement takes: one statement a
+    // batch, the answers in the order asked.
+    let many: Vec<Rotation> = (40..110)
+        .map(|n| rotation(n, if n % 7 == 0 { 3 } else { 0 }))
+        .collect();
+    let spent = db.rotate_many(&many).await.unwrap();
+    assert_eq!(spent, (40..110).map(|n| n % 7 != 0).collect::<Vec<_>>());
 
     // A blocked user's families rotate no more, whatever the caller knew.
     let edit = switchyard::store::users::ProfileEdit {
