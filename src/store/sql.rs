@@ -32,6 +32,16 @@ pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, username, name
     phone_number, user_metadata, app_metadata, state, blocked, upstream, profile, pin, route, migrated_at, created_at, updated_at, \
     last_login_at, sessions_valid_after, logins_count";
 
+/// The user a login identifier names, from `users u`: its email
+/// (normalised, bound as `$1`) before a username (`$2`), since an email
+/// address may also have been taken as someone's username.
+pub(crate) const BY_LOGIN: &str = "u.email_normalized = $1 OR u.username = $2 \
+    ORDER BY CASE WHEN u.email_normalized = $1 THEN 0 ELSE 1 END LIMIT 1";
+
+/// A successful login of user `$1` at `$2`.
+pub(crate) const RECORD_LOGIN: &str =
+    "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1";
+
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, public, redirect_uris, post_logout_redirect_uris, grant_types, token_mode, source, created_at, web_origins, scopes";
 
 impl SqlStore {
@@ -407,8 +417,7 @@ impl UserStore for SqlStore {
     async fn find_user_by_login(&self, identifier: &str) -> StoreResult<Option<User>> {
         let identifier = identifier.trim();
         let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1 OR username = $2 \
-             ORDER BY CASE WHEN email_normalized = $1 THEN 0 ELSE 1 END LIMIT 1"
+            "SELECT {USER_COLUMNS} FROM users u WHERE {BY_LOGIN}"
         ))
         .bind(normalize_email(identifier))
         .bind(identifier)
@@ -494,13 +503,11 @@ impl UserStore for SqlStore {
     }
 
     async fn record_login(&self, user_id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(RECORD_LOGIN)
+            .bind(user_id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -738,13 +745,11 @@ impl SqlStore {
             .await?;
         let mut user = user_from_row(&row)?;
         if let Some(login) = login.filter(|_| !user.blocked) {
-            sqlx::query(
-                "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
-            )
-            .bind(&user_id)
-            .bind(login.at)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(RECORD_LOGIN)
+                .bind(&user_id)
+                .bind(login.at)
+                .execute(&mut *tx)
+                .await?;
             user.last_login_at = Some(login.at);
             user.logins_count += 1;
             let mut login = login.clone();

@@ -12,7 +12,9 @@ use sqlx::any::AnyRow;
 
 use super::outbox_queue::{QueuedWrite, enqueue_write};
 use super::record::Record;
-use super::sql::{SqlStore, USER_COLUMNS, insert_event, normalize_email, user_from_row};
+use super::sql::{
+    BY_LOGIN, RECORD_LOGIN, SqlStore, USER_COLUMNS, insert_event, normalize_email, user_from_row,
+};
 use super::sql_common::{Dialect, profile_from_row, to_json};
 use super::{AuditEvent, StoreError, StoreResult, User, UserState, now};
 
@@ -263,8 +265,7 @@ impl UserEdits for SqlStore {
             format!(
                 "SELECT {}, c.hash AS password_hash FROM users u \
                  LEFT JOIN credentials c ON c.user_id = u.id AND c.kind = 'password' \
-                 WHERE u.email_normalized = $1 OR u.username = $2 \
-                 ORDER BY CASE WHEN u.email_normalized = $1 THEN 0 ELSE 1 END LIMIT 1",
+                 WHERE {BY_LOGIN}",
                 columns.join(", ")
             )
         });
@@ -285,13 +286,11 @@ impl UserEdits for SqlStore {
         event: &AuditEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE users SET last_login_at = $2, logins_count = logins_count + 1 WHERE id = $1",
-        )
-        .bind(user_id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(RECORD_LOGIN)
+            .bind(user_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
